@@ -1,0 +1,97 @@
+"""Exception classes. Every failure a user can meet has its own class and an actionable message.
+
+All exceptions derive from :class:`MedForensicsError`. Reader failures derive from
+:class:`ReadError` and carry a short machine-readable ``reason`` (used as the ``status`` /
+exclusion reason in manifests and as the error code of the web service).
+"""
+
+from __future__ import annotations
+
+
+class MedForensicsError(Exception):
+    """Base class of every error raised by medforensics."""
+
+
+class ReadError(MedForensicsError):
+    """An image file could not be read.
+
+    Attributes:
+        reason: short machine-readable reason, e.g. ``"not-dicom"``.
+        path: the file concerned (may be ``None`` for in-memory data).
+    """
+
+    reason = "unreadable"
+
+    def __init__(self, message: str, path: object | None = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class NotDicomError(ReadError):
+    """The file is neither DICOM nor a supported raster format (PNG/JPEG/TIFF)."""
+
+    reason = "not-an-image-file"
+
+
+class MissingFileMetaError(ReadError):
+    """DICOM without preamble/file meta (ACR-NEMA style); readable only with ``force=True``."""
+
+    reason = "no-file-meta"
+
+
+class NoPixelDataError(ReadError):
+    """The DICOM data set has no Pixel Data element."""
+
+    reason = "no-pixel-data"
+
+
+class TruncatedPixelDataError(ReadError):
+    """Pixel Data is shorter than Rows x Columns x Samples x Frames x BitsAllocated requires."""
+
+    reason = "truncated-pixel-data"
+
+
+class MissingDecoderError(ReadError):
+    """The transfer syntax is compressed and no installed plugin can decode it."""
+
+    reason = "no-decoder"
+
+
+class DecodeError(ReadError):
+    """A decoder was found but failed on the (corrupt or non-conformant) compressed stream."""
+
+    reason = "decode-failed"
+
+
+class UnsupportedPhotometricError(ReadError):
+    """Colour or otherwise unsupported Photometric Interpretation for forensic analysis."""
+
+    reason = "unsupported-photometric"
+
+
+class ImageTooLargeError(ReadError):
+    """Declared dimensions are absurd (decompression-bomb guard)."""
+
+    reason = "too-large"
+
+
+class NotAnImageError(ReadError):
+    """The DICOM object is not an image (e.g. a structured report or presentation state)."""
+
+    reason = "not-an-image"
+
+
+class ManifestError(MedForensicsError):
+    """A manifest is missing columns or is otherwise malformed."""
+
+
+class LeakageError(MedForensicsError):
+    """A patient, study or file hash appears in more than one split."""
+
+
+class ModelFileError(MedForensicsError):
+    """A model directory is missing, malformed, or not safetensors + JSON."""
+
+
+class ConfigError(MedForensicsError):
+    """Invalid arguments or configuration (unknown preset, label column, device, ...)."""
