@@ -95,3 +95,8 @@ class ModelFileError(MedForensicsError):
 
 class ConfigError(MedForensicsError):
     """Invalid arguments or configuration (unknown preset, label column, device, ...)."""
+
+
+class InvalidArrayError(MedForensicsError, ValueError):
+    """An array argument has the wrong dimensionality, is too small, has mismatched shapes
+    or contains non-finite values (raised by the pure signal-processing functions)."""
