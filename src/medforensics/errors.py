@@ -100,3 +100,8 @@ class ConfigError(MedForensicsError):
 class InvalidArrayError(MedForensicsError, ValueError):
     """An array argument has the wrong dimensionality, is too small, has mismatched shapes
     or contains non-finite values (raised by the pure signal-processing functions)."""
+
+
+class TamperError(MedForensicsError):
+    """The tampering generator cannot process an input (multi-frame, too small for the
+    requested region, no textured location found, no donor from another device, ...)."""
