@@ -115,6 +115,9 @@ def test_absent_class_is_nan_with_note_and_json_null() -> None:
     assert c.ppv == 0.0  # predicted once, wrongly: 0/1, defined
     assert rep.macro_auc_classes == ["a", "b"]
     assert rep.balanced_accuracy == pytest.approx((2 / 3 + 1.0) / 2)
+    # macro averages skip the absent class (its TNR 4/5 and ACC 4/5 would be averaged in)
+    assert rep.macro["tnr"] == pytest.approx(1.0)
+    assert rep.macro["acc"] == pytest.approx((4 / 5 + 1.0) / 2)
     assert any("'c'" in note and "no samples" in note for note in rep.notes)
     assert math.isnan(rep.confusion_normalised[2][0])
     text = json.dumps(rep.to_jsonable(), allow_nan=False)

@@ -303,8 +303,8 @@ class ClassificationReport(_Jsonable):
         balanced_accuracy: mean TPR over classes present in ``y_true``.
         macro_auc: mean one-vs-rest AUC over classes with a defined AUC.
         macro_auc_classes: names of the classes that entered ``macro_auc``.
-        macro: NaN-ignoring macro means of tpr, tnr, ppv, npv, acc, auc over classes
-            (DeepMammo's "Total Average" row).
+        macro: NaN-ignoring macro means of tpr, tnr, ppv, npv, acc, auc over the classes
+            present in ``y_true`` (DeepMammo's "Total Average" row).
         per_class: one :class:`ClassMetrics` per class, index order.
         confusion: (C, C) counts as nested lists, rows = true, cols = predicted.
         confusion_normalised: row-normalised confusion (NaN rows for absent classes).
@@ -398,7 +398,7 @@ def classification_report(
         if tp + fn == 0:
             notes.append(
                 f"class {name!r} has no samples in y_true: TPR and AUC undefined (n/a), "
-                "skipped in balanced accuracy and macro AUC"
+                "skipped in balanced accuracy and macro averages"
             )
         elif tn + fp == 0:
             notes.append(f"class {name!r} is the only class in y_true: TNR and AUC undefined")
@@ -411,8 +411,10 @@ def classification_report(
     macro_auc = _nanmean([m.auc for m in per_class])
     if not auc_classes:
         notes.append("macro AUC undefined: no class has both positive and negative samples")
+    # macro means over classes present in y_true (an absent class has trivially perfect
+    # TNR/NPV/ACC, which would flatter the average)
     macro = {
-        key: _nanmean([getattr(m, key) for m in per_class])
+        key: _nanmean([getattr(m, key) for m in present])
         for key in ("tpr", "tnr", "ppv", "npv", "acc", "auc")
     }
     for note in notes:
