@@ -24,15 +24,17 @@ import io
 import numpy as np
 from PIL import Image
 
+from medforensics.errors import InvalidArrayError
+
 __all__ = ["jpeg_roundtrip", "ela_map", "ela_enhance", "ela_score"]
 
 
 def _check_uint8_2d(img: np.ndarray) -> np.ndarray:
     arr = np.asarray(img)
     if arr.ndim != 2:
-        raise ValueError(f"ELA expects a 2-D grey image, got shape {arr.shape}")
+        raise InvalidArrayError(f"ELA expects a 2-D grey image, got shape {arr.shape}")
     if arr.dtype != np.uint8:
-        raise ValueError(
+        raise InvalidArrayError(
             f"ELA expects uint8 (8-bit) pixels, got {arr.dtype}; window higher bit depths first "
             "(see medforensics.forgery.ela.window_to_uint8)"
         )
@@ -50,11 +52,11 @@ def jpeg_roundtrip(img: np.ndarray, quality: int = 90) -> np.ndarray:
         uint8 array, shape (H, W): the decoded JPEG.
 
     Raises:
-        ValueError: on a non-2-D or non-uint8 input or a quality outside 1..100.
+        InvalidArrayError: on a non-2-D or non-uint8 input or a quality outside 1..100.
     """
     arr = _check_uint8_2d(img)
     if not 1 <= int(quality) <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+        raise InvalidArrayError(f"JPEG quality must be in 1..100, got {quality}")
     buf = io.BytesIO()
     Image.fromarray(arr, mode="L").save(buf, format="JPEG", quality=int(quality))
     buf.seek(0)
@@ -108,5 +110,5 @@ def ela_score(ela: np.ndarray) -> float:
     """
     e = np.asarray(ela, dtype=np.float64)
     if e.size == 0:
-        raise ValueError("empty ELA image")
+        raise InvalidArrayError("empty ELA image")
     return float(100.0 * e.mean() / 255.0)

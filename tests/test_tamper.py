@@ -1,0 +1,204 @@
+"""Tests for the tampering generator (forgery.tamper)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from scipy import ndimage
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+from medforensics.errors import ConfigError, TamperError
+from medforensics.forgery.tamper import KINDS, generate, load_raster, tamper_array
+
+N = 256
+
+
+def _xray(rng: np.random.Generator, n: int = N, sigma: float = 25.0, level: float = 1500.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:n, 0:n]
+    base = level + 0.6 * level * np.sin(xx / 37 + rng.uniform(0, 6)) * np.cos(yy / 51 + rng.uniform(0, 6))
+    sig = np.sqrt(np.clip(base, 1, None)) * sigma / np.sqrt(level)
+    return np.clip(base + rng.normal(0, 1, (n, n)) * sig, 0, 4095)
+
+
+def _write_dicom(path: Path, pixels: np.ndarray, *, serial: str = "1", model: str = "X1",
+                 photometric: str = "MONOCHROME2") -> None:
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    uid = generate_uid(entropy_srcs=[str(path)])
+    fm.MediaStorageSOPInstanceUID = uid
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = fm
+    ds.SOPClassUID = fm.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = uid
+    ds.Modality = "DX"
+    ds.Manufacturer = "ACME"
+    ds.ManufacturerModelName = model
+    ds.DeviceSerialNumber = serial
+    ds.PatientID = "P-" + path.stem
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(path), "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(path), "series"])
+    ds.set_pixel_data(pixels.astype(np.uint16), photometric, 12, generate_instance_uid=False)
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_array_mask_is_exactly_the_changed_pixels(kind: str) -> None:
+    rng = np.random.default_rng(3)
+    img = _xray(rng).astype(np.uint16)
+    donor = _xray(rng, sigma=8, level=800).astype(np.uint16)
+    for s in range(3):
+        res = tamper_array(img, kind, np.random.default_rng(s), donor=donor, sizes=(32, 128))
+        assert res.pixels.dtype == img.dtype and res.pixels.shape == img.shape
+        assert np.array_equal(res.mask, res.pixels != img)
+        assert res.mask.sum() > 0.5 * 16 * 16
+        x0, y0, x1, y1 = res.bbox
+        assert res.mask[y0:y1, x0:x1].sum() == res.mask.sum()
+        assert max(x1 - x0, y1 - y0) <= 128 + 14  # size + feather border
+        assert res.pixels.min() == img.min() and res.pixels.max() == img.max()
+        if kind == "copy-move":
+            dy, dx = res.detail["shift_yx"]
+            assert res.source_mask.sum() == res.mask.sum()
+            # deep inside the region (past the feather band) pixels are exact copies
+            deep = ndimage.binary_erosion(res.mask, iterations=12)
+            yy, xx = np.nonzero(deep)
+            assert yy.size > 0
+            assert np.array_equal(res.pixels[yy, xx], img[yy - dy, xx - dx])
+            sy, sx = np.nonzero(res.source_mask)
+            ty, tx = np.nonzero(res.mask)
+            assert np.array_equal(np.sort(sy * N + sx), np.sort((ty - dy) * N + (tx - dx)))
+
+
+def test_copy_move_transform_and_determinism() -> None:
+    img = _xray(np.random.default_rng(5)).astype(np.uint16)
+    a = tamper_array(img, "copy-move", np.random.default_rng(9), options={"rotate": True, "scale": True, "p_transform": 1.0})
+    b = tamper_array(img, "copy-move", np.random.default_rng(9), options={"rotate": True, "scale": True, "p_transform": 1.0})
+    assert np.array_equal(a.pixels, b.pixels)
+    assert a.detail["angle"] != 0.0 or a.detail["scale"] != 1.0
+    assert np.array_equal(a.mask, a.pixels != img)
+
+
+def test_bad_arguments() -> None:
+    img = _xray(np.random.default_rng(1)).astype(np.uint16)
+    with pytest.raises(ConfigError):
+        tamper_array(img, "smudge", np.random.default_rng(0))
+    with pytest.raises(TamperError):
+        tamper_array(img, "splice", np.random.default_rng(0))
+    with pytest.raises(TamperError):
+        tamper_array(np.zeros((64, 64), np.uint8), "copy-move", np.random.default_rng(0))
+    with pytest.raises(ConfigError):
+        tamper_array(img, "copy-move", np.random.default_rng(0), sizes=(64, 32))
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("src")
+    rng = np.random.default_rng(11)
+    for i in range(4):
+        _write_dicom(root / f"dev{i % 2}_{i}.dcm", _xray(rng), serial=str(i % 2),
+                     photometric="MONOCHROME1" if i == 3 else "MONOCHROME2")
+    im8 = _xray(rng, level=120, sigma=3).clip(0, 255).astype(np.uint8)
+    Image.fromarray(im8, mode="L").save(root / "eight.png")
+    im16 = (_xray(rng) * 10).astype(np.uint16)
+    Image.fromarray(im16).save(root / "sixteen.png")
+    Image.fromarray(im8, mode="L").save(root / "photo.jpg", quality=85)
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "unit", "PatientID", "split", "status"])
+        for p in sorted(root.iterdir()):
+            if p.suffix != ".csv":
+                unit = p.name.split("_")[0] if p.suffix == ".dcm" else "scanner"
+                w.writerow([p.name, unit, "P-" + p.stem, "test", "eligible"])
+        w.writerow(["excluded.dcm", "dev0", "P-x", "test", "qc-phantom"])
+    return root
+
+
+def _read_stored(path: str) -> np.ndarray:
+    if path.endswith(".dcm"):
+        return pydicom.dcmread(path).pixel_array.astype(np.int64)
+    return np.asarray(Image.open(path)).astype(np.int64)
+
+
+def test_generate_files_masks_headers(sources: Path, tmp_path: Path) -> None:
+    kinds = list(KINDS)
+    rep = generate(sources / "manifest.csv", tmp_path, kinds=kinds, seed=7, sizes=(32, 96))
+    assert not rep.failures, rep.failures
+    rows = list(csv.DictReader(open(rep.manifest_path)))
+    assert len(rows) == 2 * 7
+    by_pair: dict[str, dict[str, dict[str, str]]] = {}
+    for r in rows:
+        by_pair.setdefault(r["pair_id"], {})[r["label"]] = r
+    seen_kinds = set()
+    for pair in by_pair.values():
+        t, o = pair["tampered"], pair["original"]
+        seen_kinds.add(t["kind"])
+        assert t["original_path"] == o["original_path"]
+        assert t["PatientID"] == "P-" + Path(t["original_path"]).stem and t["split"] == "test"
+        mask = np.asarray(Image.open(t["mask_path"]))
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        omask = np.asarray(Image.open(o["mask_path"]))
+        assert omask.max() == 0 and omask.shape == mask.shape
+        tp, op = _read_stored(t["path"]), _read_stored(o["path"])
+        assert tp.shape == mask.shape
+        if t["format"] == "jpeg":
+            # JPEG: mask = edit before encoding; decoded difference stays in touched 8x8 blocks
+            diff = tp != op
+            blocks = np.zeros_like(diff)
+            for y, x in zip(*np.nonzero(mask)):
+                blocks[y // 8 * 8 : y // 8 * 8 + 8, x // 8 * 8 : x // 8 * 8 + 8] = True
+            assert diff.any() and not (diff & ~blocks).any()
+            assert t["path"].endswith(".jpg")
+        else:
+            assert np.array_equal(tp != op, mask == 255), t["path"]
+            src = _read_stored(t["original_path"])
+            assert np.array_equal(op, src)  # lossless formats: original copy is identical
+        assert int(t["n_changed"]) == int((mask == 255).sum())
+        x0, y0, x1, y1 = map(int, t["bbox"].split())
+        assert (mask[y0:y1, x0:x1] == 255).sum() == (mask == 255).sum()
+        if t["format"] == "dicom":
+            src_ds = pydicom.dcmread(t["original_path"])
+            t_ds, o_ds = pydicom.dcmread(t["path"]), pydicom.dcmread(o["path"])
+            for ds in (t_ds, o_ds):
+                assert ds.BitsStored == 12 and ds.Manufacturer == "ACME"
+                assert ds.PatientID == src_ds.PatientID
+                assert ds.PhotometricInterpretation == src_ds.PhotometricInterpretation
+                assert ds.SOPInstanceUID != src_ds.SOPInstanceUID
+                assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+            assert t_ds.SOPInstanceUID != o_ds.SOPInstanceUID
+        if t["format"] == "png":
+            src_mode = Image.open(t["original_path"]).mode
+            assert Image.open(t["path"]).mode == src_mode
+        if t["kind"] == "splice-device":
+            assert t["donor_path"] and t["donor_path"] != t["original_path"]
+            assert Path(t["donor_path"]).name.split("_")[0] != Path(t["original_path"]).name.split("_")[0]
+        if t["kind"] == "copy-move":
+            smask = np.asarray(Image.open(t["source_mask_path"])) == 255
+            assert smask.sum() == (mask == 255).sum() and not (smask & (mask == 255)).any()
+    assert seen_kinds == set(kinds)
+    # reproducible
+    rep2 = generate(sources / "manifest.csv", tmp_path / "again", kinds=kinds, seed=7, sizes=(32, 96))
+    a = [(r["kind"], r["bbox"], r["seed"]) for r in rep.rows]
+    b = [(r["kind"], r["bbox"], r["seed"]) for r in rep2.rows]
+    assert a == b
+
+
+def test_generate_records_failures_and_carries_on(sources: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    img = _xray(np.random.default_rng(2)).astype(np.uint16)
+    _write_dicom(bad / "ok.dcm", img)
+    rep = generate(bad, tmp_path / "out", kinds=["insertion"], seed=1)
+    assert len(rep.failures) == 1 and "broken" in rep.failures[0][0]
+    assert len(rep.rows) == 2
+    assert (tmp_path / "out" / "failures.csv").exists()
+    # splice-device with a single device: recorded failure, not a crash
+    rep = generate(bad, tmp_path / "out2", kinds=["splice-device"], seed=1)
+    assert any("another device" in why for _, why in rep.failures)
