@@ -81,6 +81,18 @@ class NotAnImageError(ReadError):
     reason = "not-an-image"
 
 
+class CorruptHeaderError(ReadError):
+    """A DICOM file whose header cannot be parsed (cut short, malformed or inconsistent)."""
+
+    reason = "corrupt-header"
+
+
+class FileAccessError(ReadError):
+    """The file cannot be opened or read (missing, a directory, no permission, I/O error)."""
+
+    reason = "file-access"
+
+
 class ManifestError(MedForensicsError):
     """A manifest is missing columns or is otherwise malformed."""
 
