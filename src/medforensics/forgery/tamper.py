@@ -53,6 +53,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
+from medforensics.dsp.residuals import highpass_residual, robust_std
 from medforensics.errors import ConfigError, MedForensicsError, ReadError, TamperError
 
 __all__ = [
@@ -386,17 +387,10 @@ def _op_removal(
 
 
 def _ring_sigma(vals: np.ndarray, ring: np.ndarray) -> float:
-    """Noise std from the 4-neighbour residual evaluated on ring pixels only."""
-    v = vals
-    r = np.zeros_like(v)
-    r[1:-1, 1:-1] = v[1:-1, 1:-1] - 0.25 * (v[:-2, 1:-1] + v[2:, 1:-1] + v[1:-1, :-2] + v[1:-1, 2:])
-    inner = np.zeros_like(ring)
-    inner[1:-1, 1:-1] = True
-    sel = r[ring & inner]
-    if sel.size < 8:
-        return 0.0
-    mad = float(np.median(np.abs(sel - np.median(sel))))
-    return 1.4826 * mad / math.sqrt(1.25)
+    """Noise std (robust, white-noise normalised Laplacian residual) on ring pixels only."""
+    r = highpass_residual(vals, "laplacian", normalize=True)
+    sel = r[ring]
+    return robust_std(sel) if sel.size >= 8 else 0.0
 
 
 def _op_insertion(
