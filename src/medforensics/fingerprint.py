@@ -1,0 +1,433 @@
+"""Unit-level source identification from detector reference patterns.
+
+One reference pattern (fixed gain non-uniformity, see :mod:`medforensics.dsp.prnu`) is
+estimated per acquisition unit from a few of its images. A query image's noise residual is
+then correlated with ``I * K_u`` for every unit ``u`` (``K_u`` when the patterns are
+additive); the Peak-to-Correlation Energy (PCE) at the zero shift (the grid is anchored at
+the top-left pixel) is the score.
+
+Decision (:meth:`UnitFingerprints.identify_unit`): the best-scoring unit if its score
+exceeds the threshold, otherwise ``None`` = no enrolled unit's pattern is present (an
+unseen unit, a heavily processed/resized image, or too little signal).
+
+Threshold. Default 60 on PCE, the conservative value used in camera forensics (Goljan,
+Fridrich and Filler 2009): at the zero shift the PCE of an unrelated image is ~chi-square
+with one degree of freedom, so 60 is far in the tail. With validation images of enrolled
+units, :meth:`UnitFingerprints.calibrate_threshold` sets the threshold from the scores of
+validation images against the *other* units' patterns (the empirical ``1 - target_fpr``
+quantile, never below the chi-square bound for ``target_fpr``) and reports the matching
+scores, so one can see how much margin remains.
+
+Combination with a model classifier: pass ``candidates=[...]`` (unit labels, or model labels
+which select the units ``"<model> #<serial>"`` of the design's label convention).
+
+No file I/O except :meth:`UnitFingerprints.save` / :meth:`UnitFingerprints.load`
+(safetensors + JSON). Images are (H, W) arrays of stored values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+from medforensics.dsp._checks import as_image
+from medforensics.dsp.prnu import (
+    PatternAccumulator,
+    PatternModel,
+    crosscorr_2d,
+    ncc,
+    pce,
+    postprocess_pattern,
+    saturation_mask,
+)
+from medforensics.dsp.residuals import noise_residual
+from medforensics.errors import ConfigError, InvalidArrayError, MedForensicsError, ModelFileError
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "medforensics-unit-fingerprints"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "fingerprints.safetensors"
+META_FILE = "fingerprints.json"
+MIN_OVERLAP = 32
+"""Smallest query/pattern overlap (pixels per side) that is scored."""
+
+
+@dataclass
+class FingerprintConfig:
+    """Settings of :class:`UnitFingerprints` (saved with the patterns).
+
+    Attributes:
+        model: pattern model, ``"multiplicative"`` (gain, linear images) or ``"additive"``
+            (log-domain images).
+        method, levels, wavelet: residual extraction (``dsp.residuals.noise_residual``).
+        fft_filter: Fourier-domain Wiener filter on the patterns (periodic artefacts).
+        score: ``"pce"`` (default) or ``"ncc"``: which score ``match``/``identify_unit`` use.
+        max_shift: PCE peak search radius in pixels (0 = fixed grid, the default).
+        neighborhood: PCE peak exclusion window.
+        threshold: decision threshold on ``score``.
+    """
+
+    model: PatternModel = "multiplicative"
+    method: Literal["wavelet", "local_wiener"] = "wavelet"
+    levels: int = 4
+    wavelet: str = "db4"
+    fft_filter: bool = True
+    score: Literal["pce", "ncc"] = "pce"
+    max_shift: int = 0
+    neighborhood: int = 11
+    threshold: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.model not in ("multiplicative", "additive"):
+            raise ConfigError(f"unknown pattern model {self.model!r}")
+        if self.score not in ("pce", "ncc"):
+            raise ConfigError(f"unknown score {self.score!r}; use 'pce' or 'ncc'")
+        if self.max_shift < 0:
+            raise ConfigError("max_shift must be >= 0")
+
+
+@dataclass(frozen=True)
+class MatchScore:
+    """Scores of one image against one unit's pattern.
+
+    Attributes:
+        unit: unit label.
+        pce: Peak-to-Correlation Energy (search radius ``max_shift``).
+        ncc: normalised correlation at the zero shift.
+        shift: (dy, dx) of the PCE peak.
+        overlap: (h, w) of the compared region.
+    """
+
+    unit: str
+    pce: float
+    ncc: float
+    shift: tuple[int, int]
+    overlap: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image left out of :meth:`UnitFingerprints.fit` and why."""
+
+    unit: str
+    index: int
+    reason: str
+
+
+@dataclass
+class ThresholdReport:
+    """Outcome of :meth:`UnitFingerprints.calibrate_threshold` (scores in ``score`` units)."""
+
+    score: str
+    threshold: float
+    target_fpr: float
+    n_match: int
+    n_nonmatch: int
+    match_min: float
+    match_median: float
+    nonmatch_max: float
+    nonmatch_quantile: float
+    analytic_floor: float
+    tpr: float
+    top1_accuracy: float
+
+
+@dataclass
+class UnitFingerprints:
+    """Reference patterns of acquisition units and the matching logic.
+
+    Attributes:
+        config: :class:`FingerprintConfig`.
+        patterns: unit -> float32 (H, W) reference pattern (post-processed).
+        counts: unit -> int32 (H, W) number of images behind each pixel.
+        n_images: unit -> number of images used.
+        skipped: images that could not be used in the last :meth:`fit`.
+        calibration: the last :class:`ThresholdReport`, if any.
+    """
+
+    config: FingerprintConfig = field(default_factory=FingerprintConfig)
+    patterns: dict[str, np.ndarray] = field(default_factory=dict)
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    n_images: dict[str, int] = field(default_factory=dict)
+    skipped: list[SkippedImage] = field(default_factory=list)
+    calibration: ThresholdReport | None = None
+
+    # ------------------------------------------------------------------ fitting
+    @property
+    def units(self) -> list[str]:
+        """Enrolled unit labels, sorted."""
+        return sorted(self.patterns)
+
+    def residual(self, image: np.ndarray) -> np.ndarray:
+        """Noise residual of ``image`` with this object's settings: float32 (H, W)."""
+        c = self.config
+        return noise_residual(image, method=c.method, levels=c.levels, wavelet=c.wavelet)
+
+    def fit(self, images_by_unit: Mapping[str, Iterable[np.ndarray]], *,
+            masks_by_unit: Mapping[str, Sequence[np.ndarray | None]] | None = None
+            ) -> "UnitFingerprints":
+        """Estimate one reference pattern per unit (replaces units already enrolled).
+
+        Images of one unit may differ in size (top-left anchored, per-pixel counts).
+        An image that cannot be used (not 2-D, non-finite, too small) is skipped with a
+        warning and listed in :attr:`skipped`; a unit left with no usable image is not
+        enrolled (also listed).
+
+        Args:
+            images_by_unit: unit label -> its (H, W) stored-value images.
+            masks_by_unit: optional unit -> per-image usable-pixel masks (True = usable).
+
+        Returns:
+            self.
+
+        Raises:
+            InvalidArrayError: no unit could be enrolled.
+        """
+        self.skipped = []
+        for unit, images in images_by_unit.items():
+            acc = PatternAccumulator(model=self.config.model)
+            masks = None if masks_by_unit is None else masks_by_unit.get(unit)
+            for i, img in enumerate(images):
+                try:
+                    arr = as_image(img, min_size=MIN_OVERLAP)
+                    acc.add(arr, self.residual(arr),
+                            mask=None if masks is None else masks[i])
+                except MedForensicsError as exc:
+                    log.warning("unit %s: image %d skipped: %s", unit, i, exc)
+                    self.skipped.append(SkippedImage(unit, i, str(exc)))
+            if acc.n_images == 0:
+                log.warning("unit %s: no usable image, not enrolled", unit)
+                self.skipped.append(SkippedImage(unit, -1, "no usable image"))
+                continue
+            k, count = acc.pattern()
+            self.patterns[unit] = postprocess_pattern(k, fft_filter=self.config.fft_filter)
+            self.counts[unit] = count
+            self.n_images[unit] = acc.n_images
+            log.info("unit %s: pattern %s from %d images", unit, k.shape, acc.n_images)
+        if not self.patterns:
+            raise InvalidArrayError("no unit could be enrolled: no usable images")
+        return self
+
+    # ----------------------------------------------------------------- matching
+    def _select(self, candidates: Sequence[str] | None) -> list[str]:
+        if candidates is None:
+            return self.units
+        chosen: list[str] = []
+        for c in candidates:
+            hits = [u for u in self.units if u == c or u.startswith(f"{c} #")]
+            if not hits:
+                raise ConfigError(f"candidate {c!r} matches no enrolled unit or model "
+                                  f"(enrolled: {', '.join(self.units)})")
+            chosen.extend(h for h in hits if h not in chosen)
+        return chosen
+
+    def score_unit(self, image: np.ndarray, unit: str, *,
+                   residual: np.ndarray | None = None) -> MatchScore:
+        """Score one image against one unit's pattern.
+
+        Args:
+            image: (H, W) stored values.
+            unit: enrolled unit label.
+            residual: the image's residual if already computed (:meth:`residual`).
+
+        Returns:
+            :class:`MatchScore`; pce = ncc = 0 when the overlap with the pattern's covered
+            region is below ``MIN_OVERLAP`` (logged).
+
+        Raises:
+            ConfigError: unknown unit.
+            InvalidArrayError: bad image.
+        """
+        if unit not in self.patterns:
+            raise ConfigError(f"unit {unit!r} is not enrolled")
+        img = as_image(image, min_size=2)
+        w = self.residual(img) if residual is None else as_image(residual, "residual")
+        k, cnt = self.patterns[unit], self.counts[unit]
+        oh, ow = min(img.shape[0], k.shape[0]), min(img.shape[1], k.shape[1])
+        if oh < MIN_OVERLAP or ow < MIN_OVERLAP:
+            log.warning("image %s and pattern of %s overlap only %dx%d px: not scored",
+                        img.shape, unit, oh, ow)
+            return MatchScore(unit, 0.0, 0.0, (0, 0), (oh, ow))
+        i_o = img[:oh, :ow]
+        usable = saturation_mask(i_o) & (cnt[:oh, :ow] > 0)
+        expected = k[:oh, :ow].astype(np.float64)
+        if self.config.model == "multiplicative":
+            expected = expected * i_o
+        w_o = np.where(usable, w[:oh, :ow], 0.0)
+        expected = np.where(usable, expected, 0.0)
+        cc = crosscorr_2d(w_o, expected)
+        res = pce(cc, self.config.neighborhood, max_shift=self.config.max_shift)
+        return MatchScore(unit, res.pce, ncc(w_o, expected), res.shift, (oh, ow))
+
+    def match_details(self, image: np.ndarray, *, candidates: Sequence[str] | None = None
+                      ) -> list[MatchScore]:
+        """All candidate units' :class:`MatchScore`, best first (by ``config.score``)."""
+        img = as_image(image, min_size=2)
+        w = self.residual(img)
+        scores = [self.score_unit(img, u, residual=w) for u in self._select(candidates)]
+        key = self.config.score
+        return sorted(scores, key=lambda s: getattr(s, key), reverse=True)
+
+    def match(self, image: np.ndarray, *, candidates: Sequence[str] | None = None
+              ) -> list[tuple[str, float]]:
+        """``[(unit, score), ...]`` best first; score is PCE or NCC per ``config.score``.
+
+        Args:
+            image: (H, W) stored values.
+            candidates: restrict to these units / models (see module docstring).
+        """
+        key = self.config.score
+        return [(s.unit, float(getattr(s, key)))
+                for s in self.match_details(image, candidates=candidates)]
+
+    def identify_unit(self, image: np.ndarray, threshold: float | None = None, *,
+                      candidates: Sequence[str] | None = None) -> tuple[str | None, float]:
+        """Decide which enrolled unit made ``image``.
+
+        Args:
+            image: (H, W) stored values.
+            threshold: decision threshold (default ``config.threshold``).
+            candidates: restrict to these units / models.
+
+        Returns:
+            ``(unit, score)`` of the best unit when ``score > threshold``, else
+            ``(None, best score)``: no enrolled unit's pattern is present.
+        """
+        if not self.patterns:
+            raise ConfigError("no unit is enrolled; call fit() or load() first")
+        t = self.config.threshold if threshold is None else float(threshold)
+        best_unit, best = self.match(image, candidates=candidates)[0]
+        return (best_unit if best > t else None), best
+
+    def calibrate_threshold(self, val_images_by_unit: Mapping[str, Iterable[np.ndarray]], *,
+                            target_fpr: float = 1e-3, apply: bool = True) -> ThresholdReport:
+        """Choose the decision threshold from validation images of enrolled units.
+
+        Every validation image is scored against every enrolled unit. Scores against the
+        image's own unit are "match" scores, against the other units "non-match" scores
+        (a stand-in for unseen units). The threshold is the empirical ``1 - target_fpr``
+        quantile of the non-match scores, but at least the analytic bound: for PCE at a
+        fixed shift the non-match PCE is ~chi-square(1), so the bound is
+        ``z^2`` with ``z = Phi^-1(1 - target_fpr / n_shifts)`` (``n_shifts`` searched
+        positions, Bonferroni); for NCC ``z / sqrt(n_pixels)``.
+
+        Args:
+            val_images_by_unit: enrolled unit -> validation images (not used in ``fit``).
+            target_fpr: false-positive rate per non-matching comparison.
+            apply: store the threshold in ``config.threshold``.
+
+        Returns:
+            :class:`ThresholdReport` (also kept in :attr:`calibration`).
+
+        Raises:
+            ConfigError: a validation unit is not enrolled, or no scores.
+        """
+        if not 0 < target_fpr < 1:
+            raise ConfigError("target_fpr must be in (0, 1)")
+        key = self.config.score
+        match_s: list[float] = []
+        non_s: list[float] = []
+        correct = total = 0
+        n_pix: list[int] = []
+        for unit, images in val_images_by_unit.items():
+            if unit not in self.patterns:
+                raise ConfigError(f"validation unit {unit!r} is not enrolled")
+            for img in images:
+                details = self.match_details(img)
+                total += 1
+                correct += int(details[0].unit == unit)
+                for s in details:
+                    (match_s if s.unit == unit else non_s).append(float(getattr(s, key)))
+                    n_pix.append(s.overlap[0] * s.overlap[1])
+        if not match_s:
+            raise ConfigError("no validation images given")
+        n_shifts = (2 * self.config.max_shift + 1) ** 2
+        z = float(norm.isf(target_fpr / n_shifts))
+        floor = z * z if key == "pce" else z / math.sqrt(max(min(n_pix), 1))
+        nq = float(np.quantile(non_s, 1 - target_fpr)) if non_s else -math.inf
+        thr = max(floor, nq)
+        m = np.array(match_s)
+        rep = ThresholdReport(
+            score=key, threshold=thr, target_fpr=target_fpr, n_match=int(m.size),
+            n_nonmatch=len(non_s), match_min=float(m.min()), match_median=float(np.median(m)),
+            nonmatch_max=float(max(non_s)) if non_s else -math.inf, nonmatch_quantile=nq,
+            analytic_floor=floor, tpr=float((m > thr).mean()),
+            top1_accuracy=correct / total)
+        if rep.tpr < 1.0:
+            log.warning("threshold %.3g misses %.0f%% of matching validation images",
+                        thr, 100 * (1 - rep.tpr))
+        if apply:
+            self.config.threshold = thr
+        self.calibration = rep
+        return rep
+
+    # ---------------------------------------------------------------- save/load
+    def save(self, directory: str | Path) -> Path:
+        """Write ``fingerprints.safetensors`` (patterns, counts) + ``fingerprints.json``.
+
+        Returns:
+            the directory.
+        """
+        from safetensors.numpy import save_file
+
+        if not self.patterns:
+            raise ConfigError("nothing to save: no unit is enrolled")
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, np.ndarray] = {}
+        units_meta = []
+        for i, u in enumerate(self.units):
+            tensors[f"pattern.{i}"] = np.ascontiguousarray(self.patterns[u], dtype=np.float32)
+            tensors[f"count.{i}"] = np.ascontiguousarray(self.counts[u], dtype=np.int32)
+            units_meta.append({"index": i, "unit": u, "n_images": self.n_images.get(u, 0),
+                               "shape": list(self.patterns[u].shape)})
+        save_file(tensors, str(d / WEIGHTS_FILE))
+        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+                "config": asdict(self.config), "units": units_meta,
+                "calibration": None if self.calibration is None else asdict(self.calibration)}
+        (d / META_FILE).write_text(json.dumps(meta, indent=2, allow_nan=True))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "UnitFingerprints":
+        """Read what :meth:`save` wrote.
+
+        Raises:
+            ModelFileError: files missing, wrong format/version, or inconsistent contents.
+        """
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        d = Path(directory)
+        meta_p, w_p = d / META_FILE, d / WEIGHTS_FILE
+        if not meta_p.is_file() or not w_p.is_file():
+            raise ModelFileError(f"{d}: expected {META_FILE} and {WEIGHTS_FILE}")
+        try:
+            meta = json.loads(meta_p.read_text())
+            if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
+                raise ModelFileError(f"{meta_p}: not a {FORMAT_NAME} v{FORMAT_VERSION} file")
+            tensors = load_file(str(w_p))
+            obj = cls(config=FingerprintConfig(**meta["config"]))
+            for um in meta["units"]:
+                i, u = int(um["index"]), str(um["unit"])
+                k, c = tensors[f"pattern.{i}"], tensors[f"count.{i}"]
+                if list(k.shape) != list(um["shape"]) or c.shape != k.shape:
+                    raise ModelFileError(f"{w_p}: shape mismatch for unit {u!r}")
+                obj.patterns[u] = k.astype(np.float32)
+                obj.counts[u] = c.astype(np.int32)
+                obj.n_images[u] = int(um.get("n_images", 0))
+            if meta.get("calibration"):
+                obj.calibration = ThresholdReport(**meta["calibration"])
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError, ConfigError, SafetensorError) as exc:
+            raise ModelFileError(f"{d}: malformed fingerprint files ({exc})") from exc
+        return obj
