@@ -180,3 +180,16 @@ def test_additive_model_on_log_images() -> None:
     fp.fit({u: [log_img(k) for _ in range(6)] for u, k in ks.items()})
     for u, k in ks.items():
         assert fp.identify_unit(log_img(k))[0] == u
+
+
+def test_evaluate_report(world: dict) -> None:
+    fp: UnitFingerprints = world["fp"]
+    test = dict(world["test"])
+    test["Z #9"] = world["unseen"][:1]  # a non-enrolled unit counts as unseen
+    rep = fp.evaluate(test, world["unseen"][1:])
+    assert rep.n_images == 12 and rep.n_unseen == 3
+    assert rep.top1_accuracy == 1.0 and rep.accuracy == 1.0 and rep.unseen_rejected == 1.0
+    assert rep.confusion["A #1"] == {"A #1": 3} and rep.confusion["(unseen)"] == {"None": 2}
+    assert rep.seconds_per_image > 0
+    strict = fp.evaluate(world["test"], threshold=1e9)
+    assert strict.accuracy == 0.0 and strict.false_rejects == 12 and strict.top1_accuracy == 1.0

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Sequence
@@ -138,6 +139,35 @@ class ThresholdReport:
     analytic_floor: float
     tpr: float
     top1_accuracy: float
+
+
+@dataclass
+class IdentificationReport:
+    """Outcome of :meth:`UnitFingerprints.evaluate`.
+
+    Attributes:
+        n_images: enrolled-unit test images scored.
+        top1_accuracy: best-scoring unit is the true one (closed set, no threshold).
+        accuracy: decision is the true unit (score above threshold and correct).
+        false_rejects: enrolled-unit images answered ``None``.
+        wrong_unit: enrolled-unit images given another unit above the threshold.
+        n_unseen: images of units that are not enrolled.
+        unseen_rejected: fraction of those answered ``None``.
+        threshold: the threshold used.
+        seconds_per_image: mean wall time of one ``match`` (all candidate units).
+        confusion: ``{true_unit: {decided_unit_or_"None": count}}``.
+    """
+
+    n_images: int
+    top1_accuracy: float
+    accuracy: float
+    false_rejects: int
+    wrong_unit: int
+    n_unseen: int
+    unseen_rejected: float
+    threshold: float
+    seconds_per_image: float
+    confusion: dict[str, dict[str, int]]
 
 
 @dataclass
@@ -368,6 +398,57 @@ class UnitFingerprints:
             self.config.threshold = thr
         self.calibration = rep
         return rep
+
+    def evaluate(self, test_images_by_unit: Mapping[str, Iterable[np.ndarray]],
+                 unseen_images: Iterable[np.ndarray] = (), *,
+                 threshold: float | None = None) -> IdentificationReport:
+        """Identification accuracy on held-out images (none of them used in ``fit``).
+
+        Args:
+            test_images_by_unit: true unit -> images; units need not be enrolled (images
+                of non-enrolled units count as unseen and must be rejected).
+            unseen_images: further images of units that are not enrolled.
+            threshold: decision threshold (default ``config.threshold``).
+
+        Returns:
+            :class:`IdentificationReport`.
+        """
+        t = self.config.threshold if threshold is None else float(threshold)
+        key = self.config.score
+        confusion: dict[str, dict[str, int]] = {}
+        n = top1 = ok = rej = wrong = n_un = un_rej = 0
+        elapsed = 0.0
+
+        def decide(img: np.ndarray) -> tuple[str, str | None]:
+            nonlocal elapsed
+            t0 = time.perf_counter()
+            best = self.match_details(img)[0]
+            elapsed += time.perf_counter() - t0
+            score = float(getattr(best, key))
+            return best.unit, (best.unit if score > t else None)
+
+        groups = [(u, imgs) for u, imgs in test_images_by_unit.items()]
+        groups.append(("(unseen)", unseen_images))
+        for unit, images in groups:
+            for img in images:
+                top, got = decide(img)
+                row = confusion.setdefault(unit, {})
+                row[str(got)] = row.get(str(got), 0) + 1
+                if unit in self.patterns:
+                    n += 1
+                    top1 += int(top == unit)
+                    ok += int(got == unit)
+                    rej += int(got is None)
+                    wrong += int(got is not None and got != unit)
+                else:
+                    n_un += 1
+                    un_rej += int(got is None)
+        total = n + n_un
+        return IdentificationReport(
+            n_images=n, top1_accuracy=top1 / n if n else math.nan,
+            accuracy=ok / n if n else math.nan, false_rejects=rej, wrong_unit=wrong,
+            n_unseen=n_un, unseen_rejected=un_rej / n_un if n_un else math.nan, threshold=t,
+            seconds_per_image=elapsed / total if total else math.nan, confusion=confusion)
 
     # ---------------------------------------------------------------- save/load
     def save(self, directory: str | Path) -> Path:
