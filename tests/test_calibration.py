@@ -20,7 +20,9 @@ from medforensics.eval.calibration import (
 )
 
 
-def _synthetic(t0: float, n: int = 4000, c: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _synthetic(
+    t0: float, n: int = 4000, c: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Logits z and labels drawn from softmax(z / t0): the true temperature is t0."""
     rng = np.random.default_rng(seed)
     z = rng.normal(scale=3.0, size=(n, c))

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import rankdata
 
 from medforensics.errors import ConfigError
 
@@ -190,6 +189,8 @@ def binary_auc(labels: Any, scores: Any) -> float:
         return float("nan")
     if not np.all(np.isfinite(s)):
         raise ConfigError("scores contain NaN or infinite values")
+    from scipy.stats import rankdata  # deferred: scipy.stats is slow to import
+
     ranks = rankdata(s)  # average ranks for ties
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))

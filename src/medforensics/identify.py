@@ -1,0 +1,422 @@
+"""Verdict logic of source-device identification (pure: no I/O, no torch).
+
+Given the *calibrated* class probabilities of one image (see
+:mod:`medforensics.eval.calibration`), the model's class names, the device the header claims
+and the open-set threshold, :func:`verdict` says whether the pixels support the header:
+
+==================== =========================================================================
+``consistent``       the pixels' confident prediction is the claimed device.
+``MISMATCH``         the pixels confidently point to a *different trained* device than the
+                     claimed one (a trained class): the header may have been edited, or the
+                     image comes from another machine.
+``UNKNOWN``          the maximum calibrated probability is below the threshold: the pixels
+                     match no trained device confidently, so the claim can be neither
+                     confirmed nor refuted (no mismatch is alleged).
+``claim-not-in-model`` the header names a device outside the model's classes: the claim
+                     cannot be checked by this model (this is *not* called a mismatch).
+``no-header-claim``  the header names no device at this level; only the pixels' opinion is
+                     reported.
+``unreadable``       the file could not be read (:func:`unreadable`, from a ``ReadError``).
+==================== =========================================================================
+
+Precedence: unreadable > no-header-claim > claim-not-in-model > UNKNOWN > consistent /
+MISMATCH.
+
+Header labels are compared after the manifest's normalisation
+(:func:`medforensics.data.labels.device_labels`; :func:`header_claim` builds the label
+from an ``ImageMeta`` or a manifest row). :func:`match_claim` then matches the label to a
+class exactly, else ignoring letter case and repeated whitespace (the ingest merges labels
+that differ only by case, :func:`medforensics.data.labels.unify_case_variants`).
+
+Every :class:`Verdict` serialises with :meth:`Verdict.to_dict` (strict JSON);
+:func:`format_table` renders a list of verdicts for people.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from medforensics.data.labels import device_labels
+from medforensics.errors import ConfigError
+from medforensics.eval.metrics import to_jsonable
+from medforensics.eval.tables import render_table
+
+__all__ = [
+    "CLAIM_NOT_IN_MODEL",
+    "CONSISTENT",
+    "LEVELS",
+    "MISMATCH",
+    "NO_HEADER_CLAIM",
+    "UNKNOWN",
+    "UNREADABLE",
+    "VERDICTS",
+    "Verdict",
+    "format_table",
+    "header_claim",
+    "match_claim",
+    "summarise",
+    "unreadable",
+    "verdict",
+]
+
+CONSISTENT = "consistent"
+MISMATCH = "MISMATCH"
+UNKNOWN = "UNKNOWN"
+CLAIM_NOT_IN_MODEL = "claim-not-in-model"
+NO_HEADER_CLAIM = "no-header-claim"
+UNREADABLE = "unreadable"
+#: All verdict values.
+VERDICTS = (CONSISTENT, MISMATCH, UNKNOWN, CLAIM_NOT_IN_MODEL, NO_HEADER_CLAIM, UNREADABLE)
+
+Level = Literal["manufacturer", "model", "unit"]
+#: Label levels (manifest columns) a model can be trained on.
+LEVELS: tuple[str, ...] = ("manufacturer", "model", "unit")
+
+#: Raw manifest / DICOM keyword columns used by :func:`header_claim` for mapping input.
+_RAW_KEYS = ("Manufacturer", "ManufacturerModelName", "DeviceSerialNumber", "StationName")
+
+_PROB_SUM_TOL = 1e-3
+
+
+@dataclass
+class Verdict:
+    """Outcome of checking one image's header claim against its pixels.
+
+    Attributes:
+        verdict: one of :data:`VERDICTS`.
+        message: one human sentence, e.g.
+            ``MISMATCH: header claims model "A", pixels say "B" (p=0.97)``.
+        path: the image file, when known.
+        level: label level compared (``"manufacturer"``, ``"model"`` or ``"unit"``).
+        predicted: the class the pixels point to (arg-max), ``None`` if unreadable.
+        probability: its calibrated probability in [0, 1].
+        top: the ``top_k`` most probable classes as ``(label, probability)``, descending.
+        confident: ``probability >= unknown_threshold`` (``None`` if unreadable).
+        header_claim: the normalised label the header claims (``None`` if no claim).
+        claim_class: the class name the claim matched (``None`` when outside the classes).
+        claim_probability: calibrated probability of ``claim_class`` (``None`` without one).
+        unknown_threshold: the open-set threshold used (``None``: no rejection).
+        score: the open-set score compared with it (the max probability by default).
+        reason: machine-readable reason of an unreadable file (``ReadError.reason``).
+    """
+
+    verdict: str
+    message: str
+    path: str | None = None
+    level: str = "model"
+    predicted: str | None = None
+    probability: float | None = None
+    top: list[tuple[str, float]] = field(default_factory=list)
+    confident: bool | None = None
+    header_claim: str | None = None
+    claim_class: str | None = None
+    claim_probability: float | None = None
+    unknown_threshold: float | None = None
+    score: float | None = None
+    reason: str | None = None
+
+    @property
+    def claim_in_classes(self) -> bool | None:
+        """Whether the header's claim is one of the model's classes (``None``: no claim)."""
+        return None if self.header_claim is None else self.claim_class is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON dict (``top`` as ``[{"label", "probability"}]``, NaN -> ``None``)."""
+        out = to_jsonable(self)
+        out["top"] = [{"label": lab, "probability": to_jsonable(p)} for lab, p in self.top]
+        out["claim_in_classes"] = self.claim_in_classes
+        return out
+
+
+def _norm_key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _clean_claim(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    text = " ".join(str(value).split())
+    return text or None
+
+
+def match_claim(claim: str | None, classes: Sequence[str]) -> str | None:
+    """The class a (normalised) header label refers to.
+
+    Args:
+        claim: normalised label, e.g. ``"GE Senographe DS"``; ``None``/empty gives ``None``.
+        classes: the model's class names.
+
+    Returns:
+        The exact class name when ``claim`` equals one; otherwise the unique class equal to
+        it ignoring case and whitespace runs; otherwise ``None`` (outside the classes).
+    """
+    text = _clean_claim(claim)
+    if text is None:
+        return None
+    names = [str(c) for c in classes]
+    if text in names:
+        return text
+    key = _norm_key(text)
+    hits = [c for c in names if _norm_key(c) == key]
+    return hits[0] if len(hits) == 1 else None
+
+
+def header_claim(source: Any, level: Level = "model") -> str | None:
+    """Normalised device label claimed by a header, as the manifest would write it.
+
+    Args:
+        source: an :class:`medforensics.io.ImageMeta` (raw ``manufacturer``, ``model``,
+            ``serial``, ``station`` attributes), or a mapping such as a manifest row: its
+            normalised ``level`` column is used when non-empty (it already carries the
+            ingest's case unification), else the raw DICOM keyword columns
+            ``Manufacturer``, ``ManufacturerModelName``, ``DeviceSerialNumber``,
+            ``StationName`` are normalised.
+        level: ``"manufacturer"``, ``"model"`` or ``"unit"``.
+
+    Returns:
+        The label, or ``None`` when the header does not name a device at that level.
+    """
+    if level not in LEVELS:
+        raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
+    if isinstance(source, Mapping):
+        ready = _clean_claim(source.get(level))
+        if ready is not None:
+            return ready
+        raw = [source.get(k) for k in _RAW_KEYS]
+    else:
+        try:
+            raw = [source.manufacturer, source.model, source.serial, source.station]
+        except AttributeError as exc:
+            raise ConfigError(
+                "header_claim needs an ImageMeta or a mapping with DICOM keyword columns"
+            ) from exc
+    labels = device_labels(*raw)
+    return _clean_claim(labels[level])
+
+
+def _fmt_p(p: float, name: str = "p") -> str:
+    if p >= 0.995:
+        return f"{name}>0.99"
+    if p < 0.005:
+        return f"{name}<0.01"
+    return f"{name}={p:.2f}"
+
+
+def _check_probs(probs: Any, classes: Sequence[str]) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 1 or p.size != len(classes):
+        raise ConfigError(f"probs must be (C,) = ({len(classes)},), got shape {p.shape}")
+    if p.size < 2:
+        raise ConfigError("need at least 2 classes")
+    if not np.all(np.isfinite(p)) or p.min() < -1e-9 or abs(p.sum() - 1.0) > _PROB_SUM_TOL:
+        raise ConfigError(
+            "probs must be calibrated probabilities summing to 1 (apply_temperature to logits)"
+        )
+    return p
+
+
+def verdict(
+    probs: Any,
+    classes: Sequence[str],
+    header_label: str | None,
+    unknown_threshold: float | None,
+    *,
+    path: str | None = None,
+    level: Level = "model",
+    top_k: int = 3,
+    score: float | None = None,
+) -> Verdict:
+    """Compare the header's device claim with what the pixels say.
+
+    Args:
+        probs: (C,) float calibrated class probabilities of one image (summing to 1), e.g.
+            ``apply_temperature(logits, T)``.
+        classes: C class names (normalised labels, as in the manifest).
+        header_label: the normalised label the header claims (:func:`header_claim`), or
+            ``None``/"" when the header names no device.
+        unknown_threshold: open-set threshold from
+            :func:`medforensics.eval.calibration.fit_unknown_threshold`; UNKNOWN when
+            ``score < unknown_threshold``. ``None`` disables rejection.
+        path: file name to carry along (for tables / JSON).
+        level: label level of the classes, used in messages.
+        top_k: how many (label, probability) pairs to keep in ``top``.
+        score: open-set score compared with the threshold (higher = more confident);
+            default ``max(probs)``. Pass another score (e.g. a fingerprint PCE) only with a
+            threshold fitted on the same kind of score.
+
+    Returns:
+        A :class:`Verdict` (see the module docstring for the rules and precedence).
+
+    Raises:
+        ConfigError: ``probs`` is not a (C,) probability vector matching ``classes``, or the
+            threshold is outside [0, 1].
+    """
+    names = [str(c) for c in classes]
+    p = _check_probs(probs, names)
+    thr = None if unknown_threshold is None else float(unknown_threshold)
+    if thr is not None and score is None and not 0.0 <= thr <= 1.0:
+        raise ConfigError(f"unknown_threshold must be in [0, 1], got {unknown_threshold}")
+    if thr is not None and not math.isfinite(thr):
+        raise ConfigError(f"unknown_threshold must be finite, got {unknown_threshold}")
+    order = np.argsort(-p, kind="stable")
+    k = int(order[0])
+    pred, p_max = names[k], float(p[k])
+    top = [(names[int(i)], float(p[int(i)])) for i in order[: max(1, int(top_k))]]
+    s = p_max if score is None else float(score)
+    confident = thr is None or s >= thr
+    claim = _clean_claim(header_label)
+    claim_class = match_claim(claim, names)
+    claim_p = float(p[names.index(claim_class)]) if claim_class is not None else None
+
+    best = f'"{pred}" ({_fmt_p(p_max)})'
+    if thr is None:
+        unsure = ""
+    elif score is None:
+        unsure = (
+            f'pixels match no trained device confidently (best "{pred}", p={p_max:.2f} '
+            f"< threshold {thr:.2f})"
+        )
+    else:
+        unsure = (
+            f'pixels match no trained device confidently (best "{pred}", p={p_max:.2f}; '
+            f"score {s:.4g} < threshold {thr:.4g})"
+        )
+    if claim is None:
+        kind = NO_HEADER_CLAIM
+        msg = f"{kind}: the header names no {level}; " + (
+            f"pixels say {best}" if confident else unsure
+        )
+    elif claim_class is None:
+        kind = CLAIM_NOT_IN_MODEL
+        msg = (
+            f'{kind}: header claims {level} "{claim}", which is not among the '
+            f"{len(names)} devices this model was trained on, so the claim cannot be checked; "
+            + (
+                f"pixels most resemble {best}"
+                if confident
+                else unsure + ", which fits a device the model never saw"
+            )
+        )
+    elif not confident:
+        kind = UNKNOWN
+        msg = (
+            f"{kind}: {unsure}; the header's claim \"{claim_class}\" can be neither "
+            "confirmed nor refuted"
+        )
+    elif claim_class == pred:
+        kind = CONSISTENT
+        msg = f'{kind}: header claims {level} "{claim_class}"; pixels agree ({_fmt_p(p_max)})'
+    else:
+        kind = MISMATCH
+        msg = (
+            f'{kind}: header claims {level} "{claim_class}", pixels say {best}; '
+            + _fmt_p(claim_p or 0.0, f'p("{claim_class}")')
+        )
+    return Verdict(
+        verdict=kind,
+        message=msg,
+        path=None if path is None else str(path),
+        level=level,
+        predicted=pred,
+        probability=p_max,
+        top=top,
+        confident=bool(confident),
+        header_claim=claim,
+        claim_class=claim_class,
+        claim_probability=claim_p,
+        unknown_threshold=thr,
+        score=s,
+    )
+
+
+def unreadable(
+    error: BaseException,
+    path: str | None = None,
+    *,
+    header_label: str | None = None,
+    level: Level = "model",
+) -> Verdict:
+    """Verdict for a file that could not be read.
+
+    Args:
+        error: the exception, normally a :class:`medforensics.errors.ReadError` (its
+            ``reason`` is kept; other exceptions get reason ``"unreadable"``).
+        path: the file; defaults to ``error.path`` when present.
+        header_label: the header's claim if it could still be read (kept for the record).
+        level: label level, for the record.
+
+    Returns:
+        A :class:`Verdict` with ``verdict == "unreadable"``, ``reason`` and the error message.
+    """
+    reason = str(getattr(error, "reason", None) or UNREADABLE)
+    where = path if path is not None else getattr(error, "path", None)
+    return Verdict(
+        verdict=UNREADABLE,
+        message=f"{UNREADABLE} ({reason}): {error}",
+        path=None if where is None else str(where),
+        level=level,
+        header_claim=_clean_claim(header_label),
+        reason=reason,
+    )
+
+
+def summarise(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """Count verdicts per kind (every kind present as a key, in :data:`VERDICTS` order)."""
+    counts = Counter(v.verdict for v in verdicts)
+    return {kind: int(counts.get(kind, 0)) for kind in VERDICTS}
+
+
+def format_table(
+    verdicts: Sequence[Verdict],
+    *,
+    fmt: Literal["text", "markdown"] = "text",
+    details: bool = False,
+) -> str:
+    """Human-readable table of verdicts.
+
+    Columns: file, verdict, header claim, pixels say (top-1 with probability), second
+    choice, note (threshold for UNKNOWN, reason for unreadable, "outside classes" for a
+    claim the model cannot check). A count line per verdict kind follows.
+
+    Args:
+        verdicts: verdicts to show, in order.
+        fmt: ``"text"`` (aligned columns) or ``"markdown"``.
+        details: append each verdict's full sentence, numbered like the rows.
+
+    Returns:
+        The text.
+    """
+    headers = ["#", "File", "Verdict", "Header claim", "Pixels say", "2nd choice", "Note"]
+    rows = []
+    for i, v in enumerate(verdicts, 1):
+        pixels = "" if v.predicted is None else f"{v.predicted} ({_fmt_p(v.probability or 0.0)})"
+        second = f"{v.top[1][0]} ({_fmt_p(v.top[1][1])})" if len(v.top) > 1 else ""
+        if v.verdict == UNREADABLE:
+            note = v.reason or ""
+        elif v.verdict == UNKNOWN or (v.confident is False):
+            note = f"below threshold {v.unknown_threshold:.4g}"
+        elif v.verdict == CLAIM_NOT_IN_MODEL:
+            note = "claim outside trained classes"
+        elif v.verdict == MISMATCH and v.claim_probability is not None:
+            note = _fmt_p(v.claim_probability, "p(claim)")
+        else:
+            note = ""
+        if v.verdict == CLAIM_NOT_IN_MODEL and v.confident is False:
+            note = f"claim outside trained classes; below threshold {v.unknown_threshold:.4g}"
+        rows.append([str(i), v.path or "", v.verdict, v.header_claim or "-", pixels, second,
+                     note])
+    table = render_table(headers, rows, fmt=fmt, align=["r", "l", "l", "l", "l", "l", "l"])
+    counts = summarise(verdicts)
+    summary = ", ".join(f"{k}: {n}" for k, n in counts.items() if n)
+    parts = [table, f"{len(verdicts)} image(s){': ' + summary if summary else ''}"]
+    if details:
+        parts.append("\n".join(f"{i}. {v.message}" for i, v in enumerate(verdicts, 1)))
+    return "\n\n".join(parts)
