@@ -44,6 +44,7 @@ __all__ = [
     "PaperImageDataset",
     "read_pixels",
     "row_labels",
+    "valid_patch_positions",
 ]
 
 _TRAIN_STREAM = 0x7A71  # seeds training patch positions: (seed, epoch, stream, key)
@@ -64,10 +65,6 @@ class ImageSource(Protocol):
 
     def crop(self, path: str, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Window ``[y:y+h, x:x+w]``: float32 (h, w). Raises ConfigError if out of bounds."""
-        ...
-
-    def shape(self, path: str) -> tuple[int, int]:
-        """Image size ``(H, W)``."""
         ...
 
 
@@ -196,16 +193,47 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return paths
 
 
-def _patch_positions(
-    shape: tuple[int, int], patch: int, n: int, rng: np.random.Generator, path: str
+def valid_patch_positions(
+    pixels: np.ndarray, patch: int, n: int, rng: np.random.Generator, path: str = "<array>"
 ) -> np.ndarray:
-    """``n`` top-left corners (int64 (n, 2), y then x) of ``patch``-sized windows, uniform."""
-    h, w = shape
+    """Up to ``n`` distinct patch corners in informative areas of an image.
+
+    Uses :func:`medforensics.data.transforms.sample_patch_positions` (avoids flat, saturated
+    and collimated areas). If the image has no such area at all, falls back to uniform corners
+    over the whole image and logs a warning (the image is not dropped).
+
+    Args:
+        pixels: float32 (H, W) stored values.
+        patch: patch side.
+        n: number of corners wanted (>= 1).
+        rng: generator for the draw.
+        path: file name for messages.
+
+    Returns:
+        int64 array (k, 2) of (y, x) top-left corners, 1 <= k <= n.
+
+    Raises:
+        ConfigError: the image is smaller than one patch.
+    """
+    from medforensics.data.transforms import sample_patch_positions
+
+    h, w = pixels.shape
     if h < patch or w < patch:
-        raise ConfigError(f"{path}: image {h}x{w} is smaller than the {patch}x{patch} patch")
-    ys = rng.integers(0, h - patch + 1, size=n)
-    xs = rng.integers(0, w - patch + 1, size=n)
-    return np.stack([ys, xs], axis=1)
+        raise ConfigError(
+            f"{path}: image {h}x{w} is smaller than the {patch}x{patch} patch; lower the patch "
+            "size or exclude small images at ingest (--min-size)"
+        )
+    found = sample_patch_positions(pixels, patch, n, rng)
+    if not found:
+        log.warning("%s: no informative %dpx patch area; using uniform positions", path, patch)
+        ys = rng.integers(0, h - patch + 1, size=n)
+        xs = rng.integers(0, w - patch + 1, size=n)
+        return np.stack([ys, xs], axis=1).astype(np.int64)
+    return np.asarray(found, dtype=np.int64).reshape(-1, 2)
+
+
+def _path_key(path: str) -> int:
+    return zlib.crc32(path.encode("utf-8"))
 
 
 class PatchDataset(Dataset):
@@ -217,6 +245,11 @@ class PatchDataset(Dataset):
     in an epoch gives two different patches. Positions depend only on ``(seed, epoch, key)``;
     call :meth:`set_epoch` before each epoch.
 
+    Where patches may come from is decided once per image: the first time an image is used,
+    a pool of up to ``pool_size`` distinct corners in its informative area is drawn
+    (:func:`valid_patch_positions`, seeded by ``(seed, path)``); each item then picks one
+    corner of the pool. This keeps the per-item cost at one crop.
+
     Args:
         rows: manifest rows (need ``path`` and the label column).
         label_column: label column (e.g. ``"model"``), or None for unlabelled data (label -1).
@@ -226,6 +259,7 @@ class PatchDataset(Dataset):
         seed: run seed.
         image_cache: pixel source (default: a new :class:`MemoryImageSource`).
         transform: optional ``float32 (P, P) -> float32 (P, P)`` applied to each patch.
+        pool_size: candidate corners per image.
 
     Items: ``(x, y)`` with ``x`` float32 tensor (1, P, P) of stored values and ``y`` int64
     class index.
@@ -241,9 +275,10 @@ class PatchDataset(Dataset):
         seed: int = 0,
         image_cache: ImageSource | None = None,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        pool_size: int = 512,
     ) -> None:
-        if patch < 1 or patches_per_image < 1:
-            raise ConfigError("patch and patches_per_image must be >= 1")
+        if patch < 1 or patches_per_image < 1 or pool_size < 1:
+            raise ConfigError("patch, patches_per_image and pool_size must be >= 1")
         self.paths = _check_rows(rows)
         self.classes = [str(c) for c in classes]
         self.image_targets = row_labels(rows, label_column, self.classes)
@@ -252,6 +287,8 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.source: ImageSource = image_cache if image_cache is not None else MemoryImageSource()
         self.transform = transform
+        self.pool_size = int(pool_size)
+        self._pools: dict[int, np.ndarray] = {}
         self.epoch = 0
 
     @property
@@ -278,10 +315,23 @@ class PatchDataset(Dataset):
             raise IndexError(f"item {index} out of range for {len(self)} items")
         return index // self.patches_per_image, rng
 
+    def pool(self, image: int) -> np.ndarray:
+        """Candidate corners of image ``image``: int64 (k, 2), computed once per image."""
+        pool = self._pools.get(image)
+        if pool is None:
+            path = self.paths[image]
+            rng = np.random.default_rng([self.seed, _TRAIN_STREAM, 2, _path_key(path)])
+            pool = valid_patch_positions(
+                self.source.get(path), self.patch, self.pool_size, rng, path
+            )
+            self._pools[image] = pool
+        return pool
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         image, rng = self._resolve(key)
         path = self.paths[image]
-        (y, x), = _patch_positions(self.source.shape(path), self.patch, 1, rng, path)
+        pool = self.pool(image)
+        y, x = pool[int(rng.integers(len(pool)))]
         arr = self.source.crop(path, int(y), int(x), self.patch, self.patch)
         if self.transform is not None:
             arr = self.transform(arr)
@@ -292,7 +342,9 @@ class PatchSetDataset(Dataset):
     """A fixed set of ``n_patches`` patches per image, for image-level evaluation.
 
     Positions depend only on ``(seed, path)`` (not on the epoch or the row order), so the same
-    image is always judged on the same patches.
+    image is always judged on the same patches. They are drawn in the informative area
+    (:func:`valid_patch_positions`); when it holds fewer than ``n_patches`` distinct
+    positions, positions are repeated cyclically so every item has ``n_patches`` patches.
 
     Args:
         rows: manifest rows (need ``path`` and the label column).
@@ -326,15 +378,24 @@ class PatchSetDataset(Dataset):
         self.n_patches = int(n_patches)
         self.seed = int(seed)
         self.source: ImageSource = image_cache if image_cache is not None else MemoryImageSource()
+        self._positions: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def positions(self, index: int) -> np.ndarray:
         """Top-left corners of image ``index``'s patches: int64 (n_patches, 2), (y, x)."""
-        path = self.paths[index]
-        rng = np.random.default_rng([self.seed, _EVAL_STREAM, zlib.crc32(path.encode())])
-        return _patch_positions(self.source.shape(path), self.patch, self.n_patches, rng, path)
+        pos = self._positions.get(index)
+        if pos is None:
+            path = self.paths[index]
+            rng = np.random.default_rng([self.seed, _EVAL_STREAM, _path_key(path)])
+            pos = valid_patch_positions(
+                self.source.get(path), self.patch, self.n_patches, rng, path
+            )
+            if len(pos) < self.n_patches:
+                pos = np.resize(pos, (self.n_patches, 2))
+            self._positions[index] = pos
+        return pos
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.paths[index]
