@@ -1,0 +1,679 @@
+"""Ingest: scan an archive into a manifest (one row per file, nothing silently dropped).
+
+:func:`ingest` walks the given roots recursively, takes *every* regular file (any name, with
+or without ``.dcm``), and reads headers only (``medforensics.io.read_header``) in parallel
+worker processes, hashing each file (sha256 of its bytes) in the worker. Each file becomes one
+row with the columns of :data:`COLUMNS` (see docs/design.md) and a ``status``: ``eligible`` or
+the reason it was excluded, with a human-readable ``reason_detail``.
+
+Statuses, in the order they are decided (the first that applies wins):
+
+1. Per file (in the worker, independent of options), from the header alone via the reader's
+   own checks (:func:`medforensics.io.dicom.check_header`):
+
+   * ``unreadable``: the reader refused the file; ``reason_detail`` starts with the
+     :class:`~medforensics.errors.ReadError` reason (``not-an-image-file``, ``no-file-meta``,
+     ``corrupt-header``, ``file-access``, ``truncated-pixel-data`` (native Pixel Data shorter
+     than Rows x Columns x Samples x Frames x BitsAllocated), ``no-decoder``, ``too-large``,
+     ``os-error``, ...).
+   * ``not-an-image``: a known non-image SOP class (structured report, presentation state,
+     encapsulated document, ...) or no Rows/Columns/Pixel Data at all.
+   * ``no-pixel-data``: an image header (Rows/Columns) without a Pixel Data element (found
+     by looking at the bytes where ``stop_before_pixels`` stopped: nothing is decoded).
+   * ``unsupported-photometric``: colour images (RGB, YBR_*, PALETTE COLOR, or more than one
+     sample per pixel).
+   * with ``verify=True`` only, the first frame is decoded with ``medforensics.io.read_image``
+     and its errors (``decode-failed``, ``truncated-pixel-data`` inside an encapsulated
+     stream, ...) become ``unreadable`` too. This is slow (it decodes every image); the
+     default reads headers only, so a corrupt compressed stream stays ``eligible`` until a
+     reader meets it.
+
+2. Over the archive (rows sorted by path, so the outcome is deterministic):
+
+   * ``duplicate``: same sha256 (byte-identical) or same SOPInstanceUID as an earlier row
+     that passed step 1; ``reason_detail`` names the earlier path.
+   * ``too-small``: min(Rows, Columns) < ``min_size``.
+   * ``qc-phantom``: ImageType or SeriesDescription contains QC, PHANTOM, CALIB..., TEST,
+     FLAT FIELD, UNIFORMITY or CONSTANCY as a word (Deep-RSI removed QC images).
+   * ``missing-label``: the chosen ``label`` column (manufacturer, model or unit) is blank
+     (see :mod:`medforensics.data.labels` for when a label is blank).
+
+3. Paper filters, on the rows still eligible (only when asked for):
+
+   * ``filtered-modality``: Modality not in ``modalities``.
+   * ``filtered-view``: ViewPosition not in ``views`` (DeepMammo kept CC and MLO).
+   * ``filtered-min-images`` / ``filtered-min-patients``: the row's class has fewer eligible
+     images / distinct patients than required (DeepMammo dropped machines with < 200
+     patients). Patients are counted as connected groups of PatientID/StudyInstanceUID/sha256
+     (:func:`medforensics.data.splits.group_ids`), the same grouping the splits use.
+
+Model and unit labels that differ only by letter case are merged to the most frequent
+spelling (:func:`medforensics.data.labels.unify_case_variants`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medforensics.data.labels import clean_text, device_labels, unify_case_variants
+from medforensics.data.splits import group_ids
+from medforensics.errors import ConfigError, ManifestError, ReadError
+
+__all__ = [
+    "COLUMNS",
+    "LABEL_COLUMNS",
+    "ELIGIBLE",
+    "IngestFilters",
+    "IngestSummary",
+    "find_files",
+    "scan_file",
+    "ingest",
+    "summarize",
+    "write_manifest",
+    "read_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+ELIGIBLE = "eligible"
+
+#: Manifest columns, in file order (``split`` is appended after splitting).
+COLUMNS: tuple[str, ...] = (
+    "path",
+    "sha256",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "DeviceSerialNumber",
+    "StationName",
+    "InstitutionName",
+    "SoftwareVersions",
+    "BodyPartExamined",
+    "ViewPosition",
+    "ImageLaterality",
+    "Rows",
+    "Columns",
+    "BitsStored",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+    "TransferSyntaxUID",
+    "lossy",
+    "PresentationIntentType",
+    "manufacturer",
+    "model",
+    "unit",
+    "status",
+    "reason_detail",
+)
+LABEL_COLUMNS: tuple[str, ...] = ("manufacturer", "model", "unit")
+_INT_COLUMNS = frozenset({"Rows", "Columns", "BitsStored", "NumberOfFrames"})
+_BOOL_COLUMNS = frozenset({"lossy"})
+_REQUIRED_ON_READ = ("path", "status")
+
+# ImageMeta attribute -> manifest column (the documented ImageMeta fields).
+_META_FIELDS: tuple[tuple[str, str], ...] = (
+    ("sop_uid", "SOPInstanceUID"),
+    ("study_uid", "StudyInstanceUID"),
+    ("series_uid", "SeriesInstanceUID"),
+    ("patient_id", "PatientID"),
+    ("modality", "Modality"),
+    ("manufacturer", "Manufacturer"),
+    ("model", "ManufacturerModelName"),
+    ("serial", "DeviceSerialNumber"),
+    ("station", "StationName"),
+    ("institution", "InstitutionName"),
+    ("body_part", "BodyPartExamined"),
+    ("view", "ViewPosition"),
+    ("laterality", "ImageLaterality"),
+    ("photometric", "PhotometricInterpretation"),
+    ("transfer_syntax", "TransferSyntaxUID"),
+    ("software_versions", "SoftwareVersions"),
+    ("presentation_intent", "PresentationIntentType"),
+)
+
+
+_QC_PATTERN = re.compile(
+    r"\b(QC|QA|PHANTOM|CALIB\w*|TEST|FLAT[\s_-]?FIELD|UNIFORMITY|CONSTANCY)\b", re.IGNORECASE
+)
+# Reader reasons that are statuses of their own; every other ReadError reason is "unreadable".
+_OWN_STATUS_REASONS = frozenset({"no-pixel-data", "not-an-image", "unsupported-photometric"})
+
+
+@dataclass(frozen=True)
+class IngestFilters:
+    """Optional paper filters; the defaults filter nothing.
+
+    Attributes:
+        min_images_per_class: drop classes with fewer eligible images.
+        min_patients_per_class: drop classes with fewer distinct patients (DeepMammo: 200).
+        modalities: keep only these Modality values (e.g. ``("DX", "CR", "MG")``).
+        views: keep only these ViewPosition values (DeepMammo: ``("CC", "MLO")``).
+        min_size: minimum of Rows and Columns (smaller images are ``too-small``).
+    """
+
+    min_images_per_class: int = 0
+    min_patients_per_class: int = 0
+    modalities: tuple[str, ...] | None = None
+    views: tuple[str, ...] | None = None
+    min_size: int = 64
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest produced.
+
+    Attributes:
+        n_files: rows in the manifest (one per file found).
+        label: the class label column.
+        per_status: rows per status (``eligible`` included), most frequent first.
+        per_label: eligible rows per class label, sorted by label.
+        patients_per_label: distinct patient groups per class label among eligible rows.
+    """
+
+    n_files: int
+    label: str
+    per_status: dict[str, int] = field(default_factory=dict)
+    per_label: dict[str, int] = field(default_factory=dict)
+    patients_per_label: dict[str, int] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- finding files
+
+
+def find_files(roots: Iterable[Path | str]) -> list[Path]:
+    """Every regular file under ``roots`` (recursively; a root may itself be a file).
+
+    Directories are walked without following directory symlinks; symlinks to files are kept.
+    Sockets, FIFOs and devices are skipped. The result is sorted by path string and free of
+    repeats.
+
+    Args:
+        roots: directories and/or files.
+
+    Returns:
+        Absolute paths, sorted.
+
+    Raises:
+        ConfigError: a root does not exist.
+    """
+    found: set[str] = set()
+    for root in roots:
+        root_path = Path(root)
+        if not root_path.exists():
+            raise ConfigError(f"{root_path}: no such file or directory")
+        if root_path.is_file():
+            found.add(os.path.abspath(root_path))
+            continue
+        for dirpath, dirnames, filenames in os.walk(root_path, onerror=_log_walk_error):
+            dirnames.sort()
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                if os.path.isfile(full):
+                    found.add(os.path.abspath(full))
+    return [Path(p) for p in sorted(found)]
+
+
+def _log_walk_error(err: OSError) -> None:
+    logger.warning("cannot list %s: %s", err.filename, err.strerror)
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+class _DropPydicomWarnings(logging.Filter):
+    """Drop pydicom's per-file warnings (non-conformant values) during an ingest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+
+_PYDICOM_FILTER = _DropPydicomWarnings()
+
+
+def _init_worker() -> None:
+    """Process-pool initializer: keep worker logs free of pydicom value warnings."""
+    logging.getLogger("pydicom").addFilter(_PYDICOM_FILTER)
+
+
+def _empty_row(path: str) -> dict[str, Any]:
+    row: dict[str, Any] = {c: "" for c in COLUMNS}
+    for c in _INT_COLUMNS | _BOOL_COLUMNS:
+        row[c] = None
+    row["path"] = path
+    return row
+
+
+def _read_error_status(exc: ReadError) -> tuple[str, str]:
+    reason = getattr(exc, "reason", "unreadable") or "unreadable"
+    message = str(exc)
+    if exc.path and message.startswith(exc.path + ": "):
+        message = message[len(exc.path) + 2 :]
+    if reason in _OWN_STATUS_REASONS:
+        return reason, message
+    return "unreadable", f"{reason}: {message}"
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) -> dict[str, Any]:
+    """One manifest row for one file, with the per-file status (step 1 of :func:`ingest`).
+
+    Never raises for a bad file: every problem becomes a status. The row also carries the
+    private key ``_qc`` (the QC keyword found, or "") used by :func:`ingest`.
+
+    Args:
+        path: the file.
+        verify: also decode the first frame (slow) to catch undecodable pixel data.
+        force: read DICOM without file meta (ACR-NEMA style), as the reader's ``force``.
+
+    Returns:
+        A dict with the :data:`COLUMNS` keys; ``status`` is "" when the file passed.
+    """
+    from medforensics.io import read_header
+
+    spath = str(path)
+    row = _empty_row(spath)
+    row["_qc"] = ""
+    try:
+        with open(spath, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        row["status"], row["reason_detail"] = "unreadable", f"os-error: {exc.strerror or exc}"
+        return row
+    row["sha256"] = hashlib.sha256(data).hexdigest()
+    del data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            meta = read_header(spath, force=force)
+        except ReadError as exc:
+            row["status"], row["reason_detail"] = _read_error_status(exc)
+            return row
+        except Exception as exc:  # noqa: BLE001 - a batch never stops on one file
+            logger.warning("%s: unexpected reader failure: %r", spath, exc)
+            row["status"] = "unreadable"
+            row["reason_detail"] = f"reader-bug: {type(exc).__name__}: {exc}"
+            return row
+        _fill_from_meta(row, meta)
+        status = _intrinsic_status(row, meta)
+        if status is None and verify:
+            status = _verify_pixels(spath, force)
+    if status is not None:
+        row["status"], row["reason_detail"] = status
+    return row
+
+
+def _fill_from_meta(row: dict[str, Any], meta: Any) -> None:
+    for attr, column in _META_FIELDS:
+        row[column] = clean_text(getattr(meta, attr, None))
+    row["Rows"] = _as_int(getattr(meta, "rows", None))
+    row["Columns"] = _as_int(getattr(meta, "cols", None))
+    row["BitsStored"] = _as_int(getattr(meta, "bits_stored", None))
+    row["NumberOfFrames"] = _as_int(getattr(meta, "n_frames", None))
+    lossy = getattr(meta, "lossy", None)
+    row["lossy"] = None if lossy is None else bool(lossy)
+    row.update(
+        device_labels(
+            row["Manufacturer"],
+            row["ManufacturerModelName"],
+            row["DeviceSerialNumber"],
+            row["StationName"],
+        )
+    )
+    qc_text = " ".join(
+        clean_text(getattr(meta, attr, "")).replace("\\", " ")
+        for attr in ("image_type", "series_description")
+    )
+    match = _QC_PATTERN.search(qc_text)
+    row["_qc"] = match.group(0) if match else ""
+
+
+def _intrinsic_status(row: dict[str, Any], meta: Any) -> tuple[str, str] | None:
+    """Per-file exclusion from the header alone, or None when the file passes.
+
+    DICOM: the reader's own header checks (:func:`medforensics.io.dicom.check_header`: SOP
+    class, Pixel Data presence, photometric, bit depth, size guard, native Pixel Data length,
+    decoder availability). Every file: Rows and Columns must be known.
+    """
+    from medforensics.io import check_header
+
+    try:
+        check_header(meta)
+    except ReadError as exc:
+        return _read_error_status(exc)
+    if not row["Rows"] or not row["Columns"]:
+        return "not-an-image", "no Rows/Columns: not an image object"
+    return None
+
+
+def _verify_pixels(path: str, force: bool) -> tuple[str, str] | None:
+    from medforensics.io import read_image
+
+    try:
+        read_image(path, force=force)
+    except ReadError as exc:
+        return _read_error_status(exc)
+    except Exception as exc:  # noqa: BLE001 - a batch never stops on one file
+        logger.warning("%s: unexpected decoder failure: %r", path, exc)
+        return "unreadable", f"decode-failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _scan_chunk(paths: Sequence[str], verify: bool, force: bool) -> list[dict[str, Any]]:
+    return [scan_file(p, verify=verify, force=force) for p in paths]
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+def ingest(
+    roots: Sequence[Path | str],
+    *,
+    label: str = "model",
+    filters: IngestFilters | None = None,
+    workers: int | None = None,
+    backend: str = "process",
+    chunk_size: int | None = None,
+    verify: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Scan ``roots`` into manifest rows (one per file found, sorted by path).
+
+    Args:
+        roots: directories (walked recursively) and/or files.
+        label: class label column for ``missing-label`` and the per-class filters:
+            ``"manufacturer"``, ``"model"`` or ``"unit"``.
+        filters: paper filters and the minimum size (:class:`IngestFilters`).
+        workers: parallel workers (default: CPU count); 0 or 1 reads in this process.
+        backend: ``"process"`` (default; header parsing is CPU-bound Python and was faster)
+            or ``"thread"``.
+        chunk_size: files per task (default: chosen from the file count).
+        verify: also decode the first frame of every image (slow; catches corrupt streams).
+        force: read DICOM files without file meta (ACR-NEMA) instead of refusing them.
+        progress: show a progress bar (tqdm, on stderr).
+
+    Returns:
+        Rows (dicts with the :data:`COLUMNS` keys; ints for Rows/Columns/BitsStored/
+        NumberOfFrames, bool for lossy, None when absent).
+
+    Raises:
+        ConfigError: unknown label, backend, or a root that does not exist.
+    """
+    if label not in LABEL_COLUMNS:
+        raise ConfigError(f"label must be one of {', '.join(LABEL_COLUMNS)}, got {label!r}")
+    if backend not in ("process", "thread"):
+        raise ConfigError(f"backend must be 'process' or 'thread', got {backend!r}")
+    filters = filters or IngestFilters()
+    paths = [str(p) for p in find_files(roots)]
+    logger.info("found %d files under %s", len(paths), ", ".join(map(str, roots)))
+    rows = _scan_all(paths, workers, backend, chunk_size, verify, force, progress)
+    rows.sort(key=lambda r: r["path"])
+    _archive_statuses(rows, label, filters)
+    for row in rows:
+        row.pop("_qc", None)
+    return rows
+
+
+def _scan_all(
+    paths: list[str],
+    workers: int | None,
+    backend: str,
+    chunk_size: int | None,
+    verify: bool,
+    force: bool,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    n_workers = (os.cpu_count() or 1) if workers is None else max(0, workers)
+    bar = tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress, leave=False)
+    rows: list[dict[str, Any]] = []
+    pydicom_logger = logging.getLogger("pydicom")
+    pydicom_logger.addFilter(_PYDICOM_FILTER)
+    try:
+        if n_workers <= 1 or len(paths) < 2:
+            for p in paths:
+                rows.append(scan_file(p, verify=verify, force=force))
+                bar.update(1)
+            return rows
+        size = chunk_size or max(1, min(64, len(paths) // (n_workers * 8) or 1))
+        chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+        pool_cls: type[Executor] = ProcessPoolExecutor if backend == "process" else ThreadPoolExecutor
+        pool_kw: dict[str, Any] = {"initializer": _init_worker} if backend == "process" else {}
+        with pool_cls(max_workers=n_workers, **pool_kw) as pool:
+            futures = {pool.submit(_scan_chunk, c, verify, force): c for c in chunks}
+            for fut in as_completed(futures):
+                chunk = futures[fut]
+                try:
+                    rows.extend(fut.result())
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
+                    logger.warning("worker failed on %d files (%r); retrying them here", len(chunk), exc)
+                    rows.extend(_scan_chunk(chunk, verify, force))
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        pydicom_logger.removeFilter(_PYDICOM_FILTER)
+    return rows
+
+
+def _archive_statuses(rows: list[dict[str, Any]], label: str, filters: IngestFilters) -> None:
+    """Steps 2 and 3: duplicates, size, QC, labels, paper filters (rows sorted by path)."""
+    for column in ("model", "unit"):
+        mapping = unify_case_variants(r[column] for r in rows)
+        for r in rows:
+            if r[column]:
+                r[column] = mapping[r[column]]
+    by_hash: dict[str, str] = {}
+    by_sop: dict[str, str] = {}
+    for r in rows:
+        if r["status"]:
+            continue
+        first_hash = by_hash.setdefault(r["sha256"], r["path"]) if r["sha256"] else r["path"]
+        sop = r["SOPInstanceUID"]
+        first_sop = by_sop.setdefault(sop, r["path"]) if sop else r["path"]
+        if first_hash != r["path"]:
+            r["status"], r["reason_detail"] = "duplicate", f"same sha256 as {first_hash}"
+        elif first_sop != r["path"]:
+            r["status"] = "duplicate"
+            r["reason_detail"] = f"same SOPInstanceUID as {first_sop}"
+        elif min(r["Rows"], r["Columns"]) < filters.min_size:
+            r["status"] = "too-small"
+            r["reason_detail"] = (
+                f"{r['Rows']}x{r['Columns']} is smaller than min size {filters.min_size}"
+            )
+        elif r["_qc"]:
+            r["status"] = "qc-phantom"
+            r["reason_detail"] = f"ImageType/SeriesDescription contains {r['_qc']!r}"
+        elif not r[label]:
+            r["status"] = "missing-label"
+            r["reason_detail"] = _missing_label_detail(r, label)
+    if filters.modalities is not None:
+        keep = {m.strip().upper() for m in filters.modalities}
+        for r in rows:
+            if not r["status"] and r["Modality"].upper() not in keep:
+                r["status"] = "filtered-modality"
+                r["reason_detail"] = f"Modality {r['Modality']!r} not in {','.join(sorted(keep))}"
+    if filters.views is not None:
+        keep = {v.strip().upper() for v in filters.views}
+        for r in rows:
+            if not r["status"] and r["ViewPosition"].upper() not in keep:
+                r["status"] = "filtered-view"
+                r["reason_detail"] = f"ViewPosition {r['ViewPosition']!r} not in {','.join(sorted(keep))}"
+    if filters.min_images_per_class or filters.min_patients_per_class:
+        _class_size_filters(rows, label, filters)
+    for r in rows:
+        if not r["status"]:
+            r["status"] = ELIGIBLE
+
+
+def _missing_label_detail(row: dict[str, Any], label: str) -> str:
+    if not row["manufacturer"]:
+        return "no Manufacturer in the header"
+    if label == "model":
+        return "no ManufacturerModelName in the header"
+    return "no DeviceSerialNumber or StationName in the header"
+
+
+def _class_size_filters(rows: list[dict[str, Any]], label: str, filters: IngestFilters) -> None:
+    remaining = [r for r in rows if not r["status"]]
+    images = Counter(r[label] for r in remaining)
+    patients = _patients_per_class(remaining, label)
+    for r in remaining:
+        cls = r[label]
+        if images[cls] < filters.min_images_per_class:
+            r["status"] = "filtered-min-images"
+            r["reason_detail"] = (
+                f"class {cls!r} has {images[cls]} images < {filters.min_images_per_class}"
+            )
+        elif patients[cls] < filters.min_patients_per_class:
+            r["status"] = "filtered-min-patients"
+            r["reason_detail"] = (
+                f"class {cls!r} has {patients[cls]} patients < {filters.min_patients_per_class}"
+            )
+
+
+def _patients_per_class(rows: Sequence[dict[str, Any]], label: str) -> Counter:
+    gids = group_ids(rows)
+    per_class: dict[str, set[int]] = {}
+    for gid, r in zip(gids, rows):
+        per_class.setdefault(r[label], set()).add(gid)
+    return Counter({cls: len(g) for cls, g in per_class.items()})
+
+
+def summarize(rows: Sequence[dict[str, Any]], label: str = "model") -> IngestSummary:
+    """Counts per status and per class label (eligible rows) of a manifest.
+
+    Args:
+        rows: manifest rows.
+        label: class label column.
+
+    Returns:
+        An :class:`IngestSummary`.
+    """
+    statuses = Counter(str(r.get("status", "")) for r in rows)
+    eligible = [r for r in rows if r.get("status") == ELIGIBLE]
+    per_label = Counter(str(r.get(label, "")) for r in eligible)
+    return IngestSummary(
+        n_files=len(rows),
+        label=label,
+        per_status=dict(statuses.most_common()),
+        per_label=dict(sorted(per_label.items())),
+        patients_per_label=dict(sorted(_patients_per_class(eligible, label).items())),
+    )
+
+
+# ----------------------------------------------------------------------------- CSV
+
+
+def _to_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def write_manifest(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
+    """Write rows as CSV (UTF-8): :data:`COLUMNS`, then ``split`` and any other columns.
+
+    The file is written to a temporary name and renamed, so an interrupted write never
+    leaves a half manifest.
+
+    Args:
+        rows: manifest rows.
+        path: output CSV path.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    extra: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in COLUMNS and key not in extra and not key.startswith("_"):
+                extra.append(key)
+    extra.sort(key=lambda k: (k != "split", k))
+    fieldnames = list(COLUMNS) + extra
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _to_cell(row.get(k)) for k in fieldnames})
+    os.replace(tmp, path)
+    return path
+
+
+def _from_cell(column: str, text: str) -> Any:
+    if column in _INT_COLUMNS:
+        if text == "":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return None
+    if column in _BOOL_COLUMNS:
+        low = text.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        return None
+    return text
+
+
+def read_manifest(path: Path | str) -> list[dict[str, Any]]:
+    """Read a manifest CSV written by :func:`write_manifest`.
+
+    Text columns are str ("" when blank); Rows/Columns/BitsStored/NumberOfFrames are int or
+    None; lossy is bool or None. Unknown columns are kept as text.
+
+    Args:
+        path: CSV path.
+
+    Returns:
+        The rows.
+
+    Raises:
+        ManifestError: the file is missing, empty, or lacks the ``path``/``status`` columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames:
+            raise ManifestError(f"{path}: empty manifest (no header line)")
+        missing = [c for c in _REQUIRED_ON_READ if c not in reader.fieldnames]
+        if missing:
+            raise ManifestError(
+                f"{path}: not a medforensics manifest, missing column(s) {', '.join(missing)}"
+            )
+        return [
+            {k: _from_cell(k, v if v is not None else "") for k, v in row.items() if k is not None}
+            for row in reader
+        ]
