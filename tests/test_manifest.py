@@ -365,3 +365,68 @@ def test_cli_ingest_and_split(archive: Path, tmp_path: Path) -> None:
     splits = Counter(r["split"] for r in rows)
     assert splits == {"train": 30, "test": 10, "": 1}
     assert all(r["split"] == "" for r in rows if r["status"] != "eligible")
+
+
+# --------------------------------------------------------------------------- real files
+
+XRAY_LABELS = {  # file -> (manufacturer, model) labels; see ../shared/data/real/README.md
+    "ge_senographe_essential_mg.dcm": ("GE", "GE Senographe Essential"),
+    "siemens_mammomat_inspiration_mg.dcm": ("Siemens", "Siemens Mammomat Inspiration"),
+    "canon_dx.dcm": ("Canon", ""),
+    "rentgenprom_proscan2000_dx.dcm": ("Rentgenprom", "Rentgenprom ProScan-2000"),
+    "kodak_cr500_cr.dcm": ("Kodak", "Kodak CR500"),
+    "fuji_irs_cr_RG3_J2KR.dcm": ("Fujifilm", "Fujifilm IRS"),
+    "fuji_cr_RG2_JLSL.dcm": ("Fujifilm", ""),
+    "philips_pcr_cr_RG1_JLSN.dcm": ("Philips", "Philips Cassette Holder Type 9840 500 70201"),
+    "fujifilm_dx_thumbnail.dcm": ("Fujifilm", ""),
+}
+
+
+@pytest.mark.real
+def test_real_archive_header_only(real_data: Path) -> None:
+    rows = ingest([real_data], workers=2, progress=False)
+    files = sorted(str(p) for p in real_data.rglob("*") if p.is_file())
+    assert [r["path"] for r in rows] == files
+    rel = _by_rel(rows, real_data)
+
+    for name, (manufacturer, model) in XRAY_LABELS.items():
+        row = rel[f"xray/{name}"]
+        assert (row["manufacturer"], row["model"]) == (manufacturer, model), name
+        if model and name != "canon_dx.dcm":
+            assert row["status"] == "eligible", (name, row["reason_detail"])
+    assert rel["xray/fuji_cr_RG2_JLSL.dcm"]["status"] == "missing-label"
+    assert rel["xray/kodak_cr500_cr.dcm"]["unit"] == "Kodak CR500 #0123456789ABCDEF"
+
+    # header-level problems are found without decoding
+    acr = rel["bad/acr_nema_no_file_meta.dcm"]
+    assert acr["status"] == "unreadable" and acr["reason_detail"].startswith("no-file-meta: ")
+    assert rel["bad/no_pixel_data.dcm"]["status"] == "no-pixel-data"
+    holo = rel["bad/truncated_pixel_data_hologic.dcm"]
+    assert holo["status"] == "unreadable"
+    assert holo["reason_detail"].startswith("truncated-pixel-data: ")
+
+    # 19 files, 12 distinct: the 7 byte-identical copies are duplicates of an earlier path
+    mr = {k: r for k, r in rel.items() if k.startswith("mr/ge_signa_profile_excite/")}
+    assert len(mr) == 19
+    dups = {k: r for k, r in mr.items() if r["status"] == "duplicate"}
+    assert len(dups) == 7
+    assert sum(r["status"] == "eligible" for r in mr.values()) == 12
+    for r in dups.values():
+        original = r["reason_detail"].removeprefix("same sha256 as ")
+        assert original != r["reason_detail"] and original < r["path"]
+        assert Path(original).read_bytes() == Path(r["path"]).read_bytes()
+
+
+@pytest.mark.real
+def test_real_bad_files_with_verify(real_data: Path) -> None:
+    rows = _by_rel(ingest([real_data / "bad"], workers=1, progress=False, verify=True),
+                   real_data)
+    got = {k: (r["status"], r["reason_detail"].split(":")[0]) for k, r in rows.items()}
+    assert got == {
+        "bad/acr_nema_no_file_meta.dcm": ("unreadable", "no-file-meta"),
+        "bad/no_pixel_data.dcm": ("no-pixel-data", "header declares a 32x32 image but the file "
+                                  "has no Pixel Data element (header-only copy?)"),
+        "bad/truncated_j2k_stream.dcm": ("unreadable", "decode-failed"),
+        "bad/truncated_pixel_data_hologic.dcm": ("unreadable", "truncated-pixel-data"),
+        "bad/undecodable_jpeg_extended.dcm": ("unreadable", "decode-failed"),
+    }
