@@ -3,8 +3,8 @@
 Every registered class takes ``num_classes`` as its first keyword and carries a class attribute
 ``input_spec`` (dict) describing what it expects, e.g. ``{"size": 256, "preprocess":
 "paper-8bit"}`` or ``{"patch": 64, "preprocess": "native"}``. :func:`create_model` stores the
-registry name and the keyword arguments on the instance (``model_name``, ``model_kwargs``) so
-that :mod:`medforensics.models.io` can rebuild it.
+registry name, ``num_classes`` and the keyword arguments on the instance (``model_name``,
+``num_classes``, ``model_kwargs``) so that :mod:`medforensics.models.io` can rebuild it.
 """
 
 from __future__ import annotations
@@ -77,5 +77,6 @@ def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
         raise ConfigError(f"bad arguments for model {name!r}: {exc}") from None
     model = cls(num_classes=num_classes, **kwargs)
     model.model_name = name
+    model.num_classes = num_classes
     model.model_kwargs = dict(kwargs)
     return model
