@@ -240,7 +240,7 @@ def test_min_size_option(archive: Path) -> None:
 def test_scan_file_never_raises_on_missing_file(tmp_path: Path) -> None:
     row = scan_file(tmp_path / "gone.dcm")
     assert row["status"] == "unreadable"
-    assert row["reason_detail"]
+    assert row["reason_detail"].startswith("file-access: ")
 
 
 # --------------------------------------------------------------------------- filters

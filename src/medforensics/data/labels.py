@@ -191,6 +191,10 @@ def clean_text(value: object) -> str:
         text = "\\".join(clean_text(v) for v in value)  # type: ignore[union-attr]
     else:
         text = str(value)
+    if text.isascii() and text.isprintable():  # fast path: the usual plain header value
+        if "  " in text:
+            text = _SPACES.sub(" ", text)
+        return text.strip(" ")
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
     text = _SPACES.sub(" ", text).strip(" \x00")
     if text and not text.isascii():

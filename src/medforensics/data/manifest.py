@@ -15,7 +15,7 @@ Statuses, in the order they are decided (the first that applies wins):
      :class:`~medforensics.errors.ReadError` reason (``not-an-image-file``, ``no-file-meta``,
      ``corrupt-header``, ``file-access``, ``truncated-pixel-data`` (native Pixel Data shorter
      than Rows x Columns x Samples x Frames x BitsAllocated), ``no-decoder``, ``too-large``,
-     ``os-error``, ...).
+     ...).
    * ``not-an-image``: a known non-image SOP class (structured report, presentation state,
      encapsulated document, ...) or no Rows/Columns/Pixel Data at all.
    * ``no-pixel-data``: an image header (Rows/Columns) without a Pixel Data element (found
@@ -76,6 +76,7 @@ __all__ = [
     "ELIGIBLE",
     "IngestFilters",
     "IngestSummary",
+    "default_workers",
     "find_files",
     "scan_file",
     "ingest",
@@ -277,6 +278,24 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+def _sha256(path: str, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (flat memory for huge files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_workers() -> int:
+    """Worker count for :func:`ingest`: the CPUs this process may use, at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
 def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) -> dict[str, Any]:
     """One manifest row for one file, with the per-file status (step 1 of :func:`ingest`).
 
@@ -297,13 +316,11 @@ def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) ->
     row = _empty_row(spath)
     row["_qc"] = ""
     try:
-        with open(spath, "rb") as fh:
-            data = fh.read()
+        row["sha256"] = _sha256(spath)
     except OSError as exc:
-        row["status"], row["reason_detail"] = "unreadable", f"os-error: {exc.strerror or exc}"
+        row["status"] = "unreadable"
+        row["reason_detail"] = f"file-access: {exc.strerror or exc}"
         return row
-    row["sha256"] = hashlib.sha256(data).hexdigest()
-    del data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -407,7 +424,8 @@ def ingest(
         label: class label column for ``missing-label`` and the per-class filters:
             ``"manufacturer"``, ``"model"`` or ``"unit"``.
         filters: paper filters and the minimum size (:class:`IngestFilters`).
-        workers: parallel workers (default: CPU count); 0 or 1 reads in this process.
+        workers: parallel workers (default :func:`default_workers`: usable CPUs, at most 8);
+            0 or 1 reads in this process.
         backend: ``"process"`` (default; header parsing is CPU-bound Python and was faster)
             or ``"thread"``.
         chunk_size: files per task (default: chosen from the file count).
@@ -448,33 +466,41 @@ def _scan_all(
 ) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
-    n_workers = (os.cpu_count() or 1) if workers is None else max(0, workers)
-    bar = tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress, leave=False)
+    n_workers = default_workers() if workers is None else max(0, workers)
     rows: list[dict[str, Any]] = []
     pydicom_logger = logging.getLogger("pydicom")
     pydicom_logger.addFilter(_PYDICOM_FILTER)
+    bar = None
     try:
         if n_workers <= 1 or len(paths) < 2:
+            bar = tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress)
             for p in paths:
                 rows.append(scan_file(p, verify=verify, force=force))
                 bar.update(1)
             return rows
         size = chunk_size or max(1, min(64, len(paths) // (n_workers * 8) or 1))
         chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-        pool_cls: type[Executor] = ProcessPoolExecutor if backend == "process" else ThreadPoolExecutor
+        pool_cls: type[Executor] = (
+            ProcessPoolExecutor if backend == "process" else ThreadPoolExecutor
+        )
         pool_kw: dict[str, Any] = {"initializer": _init_worker} if backend == "process" else {}
         with pool_cls(max_workers=n_workers, **pool_kw) as pool:
             futures = {pool.submit(_scan_chunk, c, verify, force): c for c in chunks}
+            # the bar (and tqdm's monitor thread) only after the workers were forked
+            bar = tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress)
             for fut in as_completed(futures):
                 chunk = futures[fut]
                 try:
                     rows.extend(fut.result())
                 except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
-                    logger.warning("worker failed on %d files (%r); retrying them here", len(chunk), exc)
+                    logger.warning(
+                        "worker failed on %d files (%r); retrying them here", len(chunk), exc
+                    )
                     rows.extend(_scan_chunk(chunk, verify, force))
                 bar.update(len(chunk))
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         pydicom_logger.removeFilter(_PYDICOM_FILTER)
     return rows
 
