@@ -101,6 +101,11 @@ class LeakageError(MedForensicsError):
     """A patient, study or file hash appears in more than one split."""
 
 
+class StoreError(MedForensicsError):
+    """A prepared pixel store is missing, malformed, locked by another ``prepare``, stale
+    (a file's sha256 differs from the store's) or lacks an image that was asked for."""
+
+
 class ModelFileError(MedForensicsError):
     """A model directory is missing, malformed, or not safetensors + JSON."""
 
