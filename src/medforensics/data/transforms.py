@@ -19,9 +19,10 @@ import logging
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from medforensics.dsp._checks import as_image
-from medforensics.dsp.residuals import highpass_residual
+from medforensics.dsp.residuals import HIGHPASS_KERNELS
 from medforensics.errors import ConfigError, InvalidArrayError
 
 __all__ = ["paper_preprocess", "sample_patch_positions", "tile_positions"]
@@ -111,34 +112,41 @@ def tile_positions(h: int, w: int, patch: int, stride: int | None = None) -> lis
     return [(y, x) for y in axis(h) for x in axis(w)]
 
 
-def _integral(a: np.ndarray) -> np.ndarray:
-    """Summed-area table with a zero first row/column: shape (H+1, W+1), float64."""
-    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype=np.float64)
-    np.cumsum(a, axis=0, out=s[1:, 1:])
-    np.cumsum(s[1:, 1:], axis=1, out=s[1:, 1:])
-    return s
+_KB = HIGHPASS_KERNELS["kb"] / float(np.sqrt((HIGHPASS_KERNELS["kb"] ** 2).sum()))
+_D2_NORM = float(np.sqrt(6.0))  # L2 norm of the [1, -2, 1] second difference
+_PAD = 3  # 1 for the 3x3 residual + 2 for the 5x5 local mean
 
 
-def _window_means(s: np.ndarray, ys: np.ndarray, xs: np.ndarray, p: int) -> np.ndarray:
-    """Mean over ``p`` x ``p`` windows at corners (ys, xs) from a summed-area table."""
-    total = s[ys + p, xs + p] - s[ys, xs + p] - s[ys + p, xs] + s[ys, xs]
-    return total / float(p * p)
+def _window_stack(padded: np.ndarray, ys: np.ndarray, xs: np.ndarray, p: int) -> np.ndarray:
+    """Windows of side ``p + 2*_PAD`` (float64, (m, p+6, p+6)) at original corners (ys, xs)."""
+    view = np.lib.stride_tricks.sliding_window_view(padded, (p + 2 * _PAD, p + 2 * _PAD))
+    return view[ys, xs].astype(np.float64)
 
 
-def _collimation_box(
-    noise_rows: np.ndarray, noise_cols: np.ndarray, threshold: float
-) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the area inside uniform border rows/columns."""
+def _local_noise(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window mean |residual| (m,) and 5x5 local mean |residual| maps (m, p, p).
 
-    def inner(levels: np.ndarray) -> tuple[int, int]:
-        live = np.flatnonzero(levels >= threshold)
-        if live.size == 0:
-            return 0, 0
-        return int(live[0]), int(live[-1]) + 1
+    ``stack`` holds windows padded by ``_PAD`` pixels; the residual is the normalised
+    Ker-Boehme 3x3 prediction error (white-noise std units).
+    """
+    r = np.abs(ndimage.correlate(stack, _KB[None], mode="nearest"))[:, 1:-1, 1:-1]
+    local = ndimage.uniform_filter(r, size=(1, 5, 5), mode="nearest")[:, 2:-2, 2:-2]
+    core = r[:, 2:-2, 2:-2]
+    return core.mean(axis=(1, 2)), local
 
-    top, bottom = inner(noise_rows)
-    left, right = inner(noise_cols)
-    return top, bottom, left, right
+
+def _line_noise(img: np.ndarray, axis: int) -> np.ndarray:
+    """Mean |second difference| along ``axis`` for every line (white-noise std units)."""
+    d = np.abs(np.diff(img, n=2, axis=axis))
+    return d.mean(axis=axis) / _D2_NORM
+
+
+def _inner_range(levels: np.ndarray, threshold: float) -> tuple[int, int]:
+    """First and one-past-last index whose level reaches ``threshold`` ((0, 0) if none)."""
+    live = np.flatnonzero(levels >= threshold)
+    if live.size == 0:
+        return 0, 0
+    return int(live[0]), int(live[-1]) + 1
 
 
 def sample_patch_positions(
@@ -151,6 +159,7 @@ def sample_patch_positions(
     skip_saturated: bool = True,
     skip_collimated: bool = True,
     flat_ratio: float = 0.25,
+    max_flat_fraction: float = 0.05,
     max_saturated_fraction: float = 0.01,
     max_rounds: int = 8,
 ) -> list[tuple[int, int]]:
@@ -158,20 +167,24 @@ def sample_patch_positions(
 
     Definitions (all relative to the image itself, so they work for any bit depth):
 
-    * noise level of a window: mean absolute high-pass residual (Ker-Boehme 3x3 prediction
-      error, normalised to white-noise std units, from :mod:`medforensics.dsp.residuals`);
-      the image's reference level is the median over a non-overlapping ``patch`` grid of the
-      windows whose level is > 0.
-    * flat: window level < ``flat_ratio`` x reference (blank, blanked-out or heavily smoothed
-      areas that carry no detector noise).
+    * noise level: mean absolute high-pass residual (Ker-Boehme 3x3 prediction error of
+      :mod:`medforensics.dsp.residuals`, normalised to white-noise std units). The image's
+      reference level is the median, over a non-overlapping ``patch`` grid (at most 256
+      evenly spread tiles), of the window levels that are > 0.
+    * flat pixel: its 5x5 local noise level is below ``flat_ratio`` x reference (blank,
+      blanked-out, clipped or heavily smoothed areas that carry no detector noise). A window
+      is flat when more than ``max_flat_fraction`` of its pixels are flat, so windows that
+      straddle the edge of a blank area are rejected too, not only fully blank ones.
     * saturated: more than ``max_saturated_fraction`` of the window's pixels equal the image's
       minimum or maximum stored value (clipped).
-    * collimated: outside the box left after removing border rows/columns whose noise level is
-      below the flat threshold (uniform shutter/collimator bands). Windows must lie inside it;
-      this also drops windows straddling the collimation edge.
+    * collimated: outside the box left after removing border rows/columns whose noise level
+      (mean absolute second difference along the line) is below the flat threshold (uniform
+      shutter/collimator bands). Windows must lie inside it.
 
-    Candidates are drawn uniformly in rounds (at most ``max_rounds`` rounds of
-    ``max(4 n, 64)``) until ``n`` valid distinct corners are found. If the image has fewer
+    Only candidate windows are analysed (cost ~ candidates x patch^2 plus two cheap passes
+    over the image), so large radiographs are fast. Candidates are drawn uniformly in rounds
+    (at most ``max_rounds`` rounds of ``max(4 k, 64)`` for k still missing) until ``n``
+    valid distinct corners are found. If the image has fewer
     valid positions, fewer are returned and a warning is logged (never silently padded).
 
     Args:
@@ -183,6 +196,7 @@ def sample_patch_positions(
         skip_saturated: reject saturated windows.
         skip_collimated: restrict windows to the inside of uniform borders.
         flat_ratio: flat threshold relative to the reference noise level.
+        max_flat_fraction: largest tolerated fraction of flat pixels in a window.
         max_saturated_fraction: largest tolerated fraction of clipped pixels in a window.
         max_rounds: candidate-drawing rounds before giving up.
 
@@ -197,61 +211,69 @@ def sample_patch_positions(
         raise ConfigError(f"patch must be an int >= 8, got {patch!r}")
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
-    if not 0.0 <= flat_ratio < 1.0 or not 0.0 <= max_saturated_fraction <= 1.0:
-        raise ConfigError("flat_ratio must be in [0, 1) and max_saturated_fraction in [0, 1]")
+    if not 0.0 <= flat_ratio < 1.0:
+        raise ConfigError(f"flat_ratio must be in [0, 1), got {flat_ratio}")
+    if not (0.0 <= max_saturated_fraction <= 1.0 and 0.0 <= max_flat_fraction <= 1.0):
+        raise ConfigError("max_saturated_fraction and max_flat_fraction must be in [0, 1]")
     patch = int(patch)
-    img = as_image(pixels, "pixels", min_size=patch)
+    img = as_image(pixels, "pixels", min_size=patch, dtype=np.float32)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     h, w = img.shape
     if n == 0:
         return []
+    padded = np.pad(img, _PAD, mode="symmetric")
 
     top, bottom, left, right = 0, h, 0, w
-    noise_sat = None
+    threshold = 0.0
     if skip_flat or skip_collimated:
-        r = np.abs(highpass_residual(img, "kb", normalize=True)).astype(np.float64)
-        noise_sat = _integral(r)
         grid = np.array(tile_positions(h, w, patch, patch))
-        levels = _window_means(noise_sat, grid[:, 0], grid[:, 1], patch)
+        if len(grid) > 256:  # an even subsample is plenty for a median
+            grid = grid[np.linspace(0, len(grid) - 1, 256).round().astype(int)]
+        levels, _ = _local_noise(_window_stack(padded, grid[:, 0], grid[:, 1], patch))
         live = levels[levels > 0]
         ref = float(np.median(live)) if live.size else 0.0
-        threshold = flat_ratio * ref
         if ref == 0.0:
             log.warning("image has no noise anywhere (constant or blank); no valid patches")
             return []
+        threshold = flat_ratio * ref
         if skip_collimated:
-            top, bottom, left, right = _collimation_box(r.mean(axis=1), r.mean(axis=0), threshold)
+            top, bottom = _inner_range(_line_noise(img, axis=1), threshold)
+            left, right = _inner_range(_line_noise(img, axis=0), threshold)
     if bottom - top < patch or right - left < patch:
         log.warning(
             "area inside the uniform border (%d x %d) is smaller than the %d patch",
             bottom - top, right - left, patch,
         )
         return []
-    sat_sat = None
-    if skip_saturated:
-        lo, hi = img.min(), img.max()
-        sat_sat = _integral(((img <= lo) | (img >= hi)).astype(np.float64)) if hi > lo else None
+    lo, hi = float(img.min()), float(img.max())
 
     found: list[tuple[int, int]] = []
     seen: set[tuple[int, int]] = set()
     n_free = (bottom - top - patch + 1) * (right - left - patch + 1)
     for _ in range(max_rounds):
-        m = max(4 * n, 64)
+        m = max(4 * (n - len(found)), 64)
         ys = gen.integers(top, bottom - patch + 1, size=m)
         xs = gen.integers(left, right - patch + 1, size=m)
-        ok = np.ones(m, dtype=bool)
-        if skip_flat and noise_sat is not None:
-            ok &= _window_means(noise_sat, ys, xs, patch) >= threshold
-        if skip_saturated and sat_sat is not None:
-            ok &= _window_means(sat_sat, ys, xs, patch) <= max_saturated_fraction
-        elif skip_saturated and sat_sat is None:
-            ok[:] = False  # constant image: everything is clipped
+        fresh = np.zeros(m, dtype=bool)
+        for i, yx in enumerate(zip(ys.tolist(), xs.tolist())):
+            if yx not in seen:
+                seen.add(yx)
+                fresh[i] = True
+        ys, xs = ys[fresh], xs[fresh]
+        ok = np.ones(len(ys), dtype=bool)
+        if len(ys) and (skip_flat or skip_saturated):
+            stack = _window_stack(padded, ys, xs, patch)
+            if skip_flat:
+                _, local = _local_noise(stack)
+                ok &= (local < threshold).mean(axis=(1, 2)) <= max_flat_fraction
+            if skip_saturated:
+                core = stack[:, _PAD:-_PAD, _PAD:-_PAD]
+                clipped = ((core <= lo) | (core >= hi)).mean(axis=(1, 2))
+                ok &= (clipped <= max_saturated_fraction) & (hi > lo)
         for y, x in zip(ys[ok].tolist(), xs[ok].tolist()):
-            if (y, x) not in seen:
-                seen.add((y, x))
-                found.append((y, x))
-                if len(found) == n:
-                    return found
+            found.append((y, x))
+            if len(found) == n:
+                return found
         if len(seen) >= n_free:
             break
     log.warning("only %d of %d requested patch positions are valid in a %dx%d image",
