@@ -266,6 +266,20 @@ def test_read_header_does_not_read_pixels(tmp_path):
     assert stream.bytes_read < 4096 < len(data)
 
 
+def test_native_multiframe_reads_only_the_frame(tmp_path):
+    stack = np.random.default_rng(2).integers(0, 4096, (4, 256, 256)).astype(np.uint16)
+    path = write(make_ds(stack, 12), tmp_path / "mf.dcm")
+    stream = _CountingBytesIO(path.read_bytes())
+    img = read_image(stream, frame=2)
+    np.testing.assert_array_equal(img.pixels, stack[2].astype(np.float32))
+    assert img.meta.n_frames == 4
+    assert stream.bytes_read < 1.2 * stack[0].nbytes
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])  # last frame incomplete: the file is refused as a whole
+    with pytest.raises(errors.TruncatedPixelDataError):
+        read_image(path, frame=0)
+
+
 def test_file_objects_accepted(tmp_path):
     arr = stored_array(12, False)
     path = write(make_ds(arr, 12), tmp_path / "f.dcm")

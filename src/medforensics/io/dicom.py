@@ -367,30 +367,59 @@ def _walk_items(buf: bytes | memoryview) -> tuple[list[tuple[int, int]], int, st
     return items, off, "end" if off == end else "partial"
 
 
-def _read_pixel_value(fp: IO[bytes], ds: Dataset, pix: PixelElement) -> None:
-    """Read the Pixel Data value bytes into ``ds`` (undefined length: up to the delimiter).
+def load_pixels(
+    fp: IO[bytes], ds: Dataset, pix: PixelElement | None, meta: ImageMeta, frame: int | None
+) -> bool:
+    """Read the Pixel Data value into ``ds`` (undefined length: up to the sequence delimiter).
 
     Reading the value ourselves (instead of letting pydicom read the whole file) keeps the
-    header when encapsulated data is cut short (pydicom then returns an empty data set) and
-    lets the checks report the truncation precisely.
+    header when encapsulated data is cut short (pydicom then returns an empty data set), and
+    lets a single frame of a native multi-frame file be read without loading the others.
+
+    Args:
+        fp: the open file (positions anywhere).
+        ds: data set from :func:`parse_dataset` (pixels not yet loaded).
+        pix: location of the Pixel Data value (None: nothing to load).
+        meta: the file's metadata.
+        frame: when given for a native multi-frame file with complete Pixel Data, only this
+            frame is read and ``ds`` is turned into a one-frame data set.
+
+    Returns:
+        True when only ``frame`` was loaded (decode it as index 0).
     """
+    if pix is None or pix.start < 0:
+        return False
+    tag = _KEYWORD_TAGS[pix.keyword]
+    vr = pix.vr or ("OW" if meta.bits_allocated > 8 else "OB")
+    native = meta.transfer_syntax in NATIVE_SYNTAXES
+    frame_bytes = meta.rows * meta.cols * max(1, meta.samples_per_pixel) * meta.bits_allocated
+    if (
+        frame is not None
+        and native
+        and meta.n_frames > 1
+        and frame_bytes % 8 == 0
+        and 0 <= frame < meta.n_frames
+        and pix.available >= expected_native_bytes(meta)
+    ):
+        frame_bytes //= 8
+        fp.seek(pix.start + frame * frame_bytes)
+        ds.add_new(tag, vr, fp.read(frame_bytes))
+        ds.NumberOfFrames = 1
+        return True
     fp.seek(pix.start)
     data = fp.read(pix.available)
-    ts = str(ds.file_meta.TransferSyntaxUID)
     if pix.length is None:
-        if ts in NATIVE_SYNTAXES:
-            i = data.rfind(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
-            data = data[:i] if i >= 0 and i == len(data) - 8 else data
+        if native:
+            if data.endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"):
+                data = data[:-8]
         else:
             _, stop, status = _walk_items(data)
             if status == "delimiter":
                 data = data[:stop]
-    vr = pix.vr or ("OW" if int(ds.get("BitsAllocated", 16) or 16) > 8 else "OB")
-    if pix.keyword != "PixelData":
-        vr = pix.vr or ("OF" if pix.keyword == "FloatPixelData" else "OD")
-    ds.add_new(_KEYWORD_TAGS[pix.keyword], vr, data)
+    ds.add_new(tag, vr, data)
     if pix.length is None:
-        ds[_KEYWORD_TAGS[pix.keyword]].is_undefined_length = True
+        ds[tag].is_undefined_length = True
+    return False
 
 
 def _assumed_transfer_syntax(ds: Dataset) -> _uid.UID:
@@ -402,7 +431,7 @@ def _assumed_transfer_syntax(ds: Dataset) -> _uid.UID:
 
 def parse_dataset(
     fp: IO[bytes], path: str, *, bare: bool, force: bool, header_only: bool
-) -> tuple[Dataset, str, int | None]:
+) -> tuple[Dataset, PixelElement | None]:
     """Parse a DICOM data set from ``fp`` (positioned at 0).
 
     Args:
@@ -412,10 +441,11 @@ def parse_dataset(
         force: accept a data set without file meta, assuming an uncompressed transfer
             syntax whose encoding is detected from the first element (normally implicit VR
             little endian, the ACR-NEMA default).
-        header_only: stop before Pixel Data.
+        header_only: defer reading large header values (header-only use); the Pixel Data
+            value is never read here (see :func:`load_pixels`).
 
     Returns:
-        (dataset, pixel keyword or "", bytes of pixel value present or None when unknown).
+        (dataset without pixels, location of the Pixel Data value or None when absent).
 
     Raises:
         MissingFileMetaError: no file meta / Transfer Syntax UID and ``force`` is False.
@@ -427,7 +457,7 @@ def parse_dataset(
 
 def _parse_dataset(
     fp: IO[bytes], path: str, *, bare: bool, force: bool, header_only: bool
-) -> tuple[Dataset, str, int | None]:
+) -> tuple[Dataset, PixelElement | None]:
     try:
         ds = pydicom.dcmread(
             fp,
@@ -466,14 +496,10 @@ def _parse_dataset(
     pix = _locate_pixel_element(fp, ds)
     if pix is None:
         _check_ends_cleanly(ds, _file_size(fp), path)
-        return ds, "", None
-    if header_only:
-        return ds, pix.keyword, pix.available
-    _read_pixel_value(fp, ds, pix)
-    return ds, pix.keyword, len(ds[_KEYWORD_TAGS[pix.keyword]].value)
+    return ds, pix
 
 
-def _parse_deflated(fp: IO[bytes], path: str, *, bare: bool) -> tuple[Dataset, str, int | None]:
+def _parse_deflated(fp: IO[bytes], path: str, *, bare: bool) -> tuple[Dataset, PixelElement | None]:
     """Deflated data sets cannot be located by file offset: read them whole (rare syntax)."""
     fp.seek(0)
     try:
@@ -485,9 +511,9 @@ def _parse_deflated(fp: IO[bytes], path: str, *, bare: bool) -> tuple[Dataset, s
         ) from exc
     for tag, keyword in _PIXEL_TAGS.items():
         if tag in ds:
-            value = ds[tag].value
-            return ds, keyword, 0 if value is None else len(value)
-    return ds, "", None
+            n = len(ds[tag].value or b"")
+            return ds, PixelElement(keyword, None, -1, n, n)  # start -1: already loaded
+    return ds, None
 
 
 def _check_ends_cleanly(ds: Dataset, size: int, path: str) -> None:
@@ -508,17 +534,16 @@ def _check_ends_cleanly(ds: Dataset, size: int, path: str) -> None:
         )
 
 
-def meta_from_dataset(
-    ds: Dataset, path: str, pixel_keyword: str, pixel_bytes: int | None
-) -> ImageMeta:
+def meta_from_dataset(ds: Dataset, path: str, pix: PixelElement | None) -> ImageMeta:
     """Build :class:`ImageMeta` from a parsed data set (header values only).
 
     Args:
         ds: the data set (with ``file_meta.TransferSyntaxUID`` set).
         path: file name to record.
-        pixel_keyword: ``"PixelData"`` (or float variants) when present, else ``""``.
-        pixel_bytes: bytes of pixel value present in the file (None when unknown).
+        pix: location of the Pixel Data value, None when absent.
     """
+    pixel_keyword = pix.keyword if pix is not None else ""
+    pixel_bytes = pix.available if pix is not None else None
     with _quiet():
         text = _HeaderText(ds)
         header = {kw: text.get(kw) for kw in HEADER_KEYWORDS}
@@ -802,9 +827,9 @@ def _decode_error(exc: BaseException, meta: ImageMeta) -> ReadError:
     )
 
 
-def prepare_for_decoding(ds: Dataset, meta: ImageMeta, *, max_pixels: int, frame: int | None) -> None:
-    """All pre-decode checks on a fully read data set (header checks + encapsulation)."""
-    check_header(meta, max_pixels=max_pixels, frame=frame)
+def prepare_for_decoding(ds: Dataset, meta: ImageMeta) -> None:
+    """Checks on the loaded Pixel Data (after :func:`check_header` and :func:`load_pixels`):
+    encapsulated items complete, code-stream dimensions matching the header."""
     if "PhotometricInterpretation" not in ds:
         ds.PhotometricInterpretation = "MONOCHROME2"
     if meta.transfer_syntax not in NATIVE_SYNTAXES:

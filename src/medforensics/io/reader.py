@@ -131,10 +131,10 @@ def read_header(path: PathOrFile, *, force: bool = False) -> ImageMeta:
         kind, head = _kind(fp, name)
         if kind in ("png", "jpeg", "tiff"):
             return _raster.read_raster_header(fp, name, kind, head)
-        ds, keyword, nbytes = _dicom.parse_dataset(
+        ds, pix = _dicom.parse_dataset(
             fp, name, bare=kind != "dicom", force=force, header_only=True
         )
-        return _dicom.meta_from_dataset(ds, name, keyword, nbytes)
+        return _dicom.meta_from_dataset(ds, name, pix)
 
 
 def _iter(
@@ -155,19 +155,20 @@ def _iter(
             ):
                 yield Image(pixels, meta)
             return
-        ds, keyword, nbytes = _dicom.parse_dataset(
+        ds, pix = _dicom.parse_dataset(
             fp, name, bare=kind != "dicom", force=force, header_only=False
         )
-    meta = _dicom.meta_from_dataset(ds, name, keyword, nbytes)
-    first = None if frames is None else (frames[0] if frames else 0)
-    _dicom.prepare_for_decoding(ds, meta, max_pixels=max_pixels, frame=first)
+        meta = _dicom.meta_from_dataset(ds, name, pix)
+        for f in frames if frames else [None]:
+            _dicom.check_header(meta, max_pixels=max_pixels, frame=f)
+        single = frames[0] if frames is not None and len(frames) == 1 else None
+        sliced = _dicom.load_pixels(fp, ds, pix, meta, single)
+    _dicom.prepare_for_decoding(ds, meta)
     transform = None if stored else _dicom.make_modality_transform(ds, meta)
     if frames is None:
         arrays: Iterator[np.ndarray] = _dicom.iter_stored(ds, meta)
     else:
-        for f in frames:
-            _dicom.check_header(meta, max_pixels=max_pixels, frame=f)
-        arrays = (_dicom.decode_stored(ds, meta, f) for f in frames)
+        arrays = (_dicom.decode_stored(ds, meta, 0 if sliced else f) for f in frames)
     for arr in arrays:
         if transform is None:
             yield Image(arr if arr.flags.writeable else arr.copy(), meta)

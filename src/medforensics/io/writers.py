@@ -126,7 +126,7 @@ def save_dicom_like(
 
         with _open(src) as (fp, name):  # type: ignore[arg-type]
             kind, _ = _kind(fp, name)
-            ds, _, _ = parse_dataset(fp, name, bare=kind != "dicom", force=True, header_only=True)
+            ds, _ = parse_dataset(fp, name, bare=kind != "dicom", force=True, header_only=False)
 
     arr = np.asarray(pixels_stored)
     if arr.ndim not in (2, 3) or arr.size == 0:
