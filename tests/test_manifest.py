@@ -231,6 +231,24 @@ def test_missing_model_is_only_missing_for_the_model_label(archive: Path) -> Non
     assert rows["junk/no_model.dcm"]["manufacturer"] == "GE"
 
 
+@pytest.mark.parametrize(
+    ("description", "qc"),
+    [
+        ("QC PHANTOM", "QC"),
+        ("Flat-field calibration", "Flat-field"),
+        ("DAILY UNIFORMITY", "UNIFORMITY"),
+        ("test image", "test"),
+        ("MODALITYLUT - TEETH", ""),
+        ("TESTIS US", ""),
+        ("Chest PA", ""),
+    ],
+)
+def test_qc_keywords_match_whole_words(tmp_path: Path, description: str, qc: str) -> None:
+    row = scan_file(_dicom(tmp_path / "x.dcm", series_description=description))
+    assert row["status"] == ""
+    assert row["_qc"] == qc
+
+
 def test_min_size_option(archive: Path) -> None:
     rows = ingest([archive / "junk" / "small.dcm"], filters=IngestFilters(min_size=16),
                   workers=1, progress=False)

@@ -33,8 +33,8 @@ Statuses, in the order they are decided (the first that applies wins):
    * ``duplicate``: same sha256 (byte-identical) or same SOPInstanceUID as an earlier row
      that passed step 1; ``reason_detail`` names the earlier path.
    * ``too-small``: min(Rows, Columns) < ``min_size``.
-   * ``qc-phantom``: ImageType or SeriesDescription contains QC, PHANTOM, CALIB..., TEST,
-     FLAT FIELD, UNIFORMITY or CONSTANCY as a word (Deep-RSI removed QC images).
+   * ``qc-phantom``: ImageType or SeriesDescription contains QC, QA, PHANTOM, CALIB...,
+     TEST, FLAT FIELD, UNIFORMITY or CONSTANCY as a word (Deep-RSI removed QC images).
    * ``missing-label``: the chosen ``label`` column (manufacturer, model or unit) is blank
      (see :mod:`medforensics.data.labels` for when a label is blank).
 
@@ -58,7 +58,6 @@ import hashlib
 import logging
 import os
 import re
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -321,22 +320,20 @@ def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) ->
         row["status"] = "unreadable"
         row["reason_detail"] = f"file-access: {exc.strerror or exc}"
         return row
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            meta = read_header(spath, force=force)
-        except ReadError as exc:
-            row["status"], row["reason_detail"] = _read_error_status(exc)
-            return row
-        except Exception as exc:  # noqa: BLE001 - a batch never stops on one file
-            logger.warning("%s: unexpected reader failure: %r", spath, exc)
-            row["status"] = "unreadable"
-            row["reason_detail"] = f"reader-bug: {type(exc).__name__}: {exc}"
-            return row
-        _fill_from_meta(row, meta)
-        status = _intrinsic_status(row, meta)
-        if status is None and verify:
-            status = _verify_pixels(spath, force)
+    try:
+        meta = read_header(spath, force=force)
+    except ReadError as exc:
+        row["status"], row["reason_detail"] = _read_error_status(exc)
+        return row
+    except Exception as exc:  # noqa: BLE001 - a batch never stops on one file
+        logger.warning("%s: unexpected reader failure: %r", spath, exc)
+        row["status"] = "unreadable"
+        row["reason_detail"] = f"reader-bug: {type(exc).__name__}: {exc}"
+        return row
+    _fill_from_meta(row, meta)
+    status = _intrinsic_status(row, meta)
+    if status is None and verify:
+        status = _verify_pixels(spath, force)
     if status is not None:
         row["status"], row["reason_detail"] = status
     return row
