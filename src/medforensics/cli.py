@@ -43,7 +43,8 @@ def ingest_cmd(
     dirs: List[Path] = typer.Argument(..., help="Directories (scanned recursively) or files."),
     out: Path = typer.Option(..., "--out", help="Manifest CSV to write."),
     workers: Optional[int] = typer.Option(
-        None, "--workers", help="Parallel worker processes (default: usable CPUs, max 8; 1 = serial)."),
+        None, "--workers",
+        help="Parallel worker processes (default: usable CPUs, max 8; 1 = serial)."),
     label: str = typer.Option("model", "--label", help="Class label: manufacturer, model, unit."),
     min_images: int = typer.Option(
         0, "--min-images-per-class", help="Filter classes with fewer eligible images."),
