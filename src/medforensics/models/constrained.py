@@ -27,10 +27,12 @@ surround weights and subtracted, and the centre is set to ``-1``:
 Properties: it divides only by the constant ``k*k - 1`` (never by a weight-dependent number), so
 it is finite for any finite input; it is the nearest point of the constraint set in L2, which
 is exactly the projection projected-gradient descent calls for; it is idempotent (filters that
-already satisfy the constraint to float32 rounding are left bit-identical); and it is deterministic and elementwise, so
-DDP ranks that hold identical weights after the all-reduced step stay identical. The
-arithmetic is carried out in float64 and written back in place, so the constraint holds to
-float32 precision (about 1e-6 relative to the filter's L1 norm).
+already satisfy the constraint to float32 rounding are left bit-identical); and it is
+deterministic and elementwise, so DDP ranks that hold identical weights after the
+all-reduced step stay identical. The arithmetic is carried out in float64 and written back
+in place (``weight.copy_`` under ``no_grad``: the Parameter object and the optimiser state
+attached to it are kept), so the constraint holds to float32 precision (about 1e-6 relative
+to the filter's L1 norm).
 
 Typical use::
 
@@ -92,7 +94,9 @@ class ConstrainedConv2d(nn.Conv2d):
         bias: bool = False,
     ) -> None:
         if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
-            raise ConfigError(f"constrained kernel_size must be an odd int >= 3, got {kernel_size!r}")
+            raise ConfigError(
+                f"constrained kernel_size must be an odd int >= 3, got {kernel_size!r}"
+            )
         super().__init__(
             in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias
         )

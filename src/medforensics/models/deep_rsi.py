@@ -61,7 +61,9 @@ class DeepRSI(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int = 1, input_size: int = 256) -> None:
         super().__init__()
-        self.input_spec = {**type(self).input_spec, "size": int(input_size), "channels": int(in_channels)}
+        self.input_spec = {
+            **type(self).input_spec, "size": int(input_size), "channels": int(in_channels)
+        }
         self.constrained = ConstrainedConv2d(in_channels, 3, kernel_size=5, padding=0)
         self.features = nn.Sequential(
             _block(3, 96, 7, 2, 4, nn.MaxPool2d(3, 2)),

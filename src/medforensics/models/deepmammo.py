@@ -68,14 +68,18 @@ class DeepMammo(nn.Module):
         if pool_stride not in (1, 2, 3):
             raise ConfigError(f"pool_stride must be 1, 2 or 3, got {pool_stride!r}")
 
-        def block(cin: int, cout: int, k: int, stride: int, pad: int, pool: nn.Module) -> nn.Sequential:
+        def block(
+            cin: int, cout: int, k: int, stride: int, pad: int, pool: nn.Module
+        ) -> nn.Sequential:
             layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride=stride, padding=pad)]
             if batch_norm:
                 layers.append(nn.BatchNorm2d(cout))
             layers += [nn.Tanh(), pool]
             return nn.Sequential(*layers)
 
-        self.input_spec = {**type(self).input_spec, "size": int(input_size), "channels": int(in_channels)}
+        self.input_spec = {
+            **type(self).input_spec, "size": int(input_size), "channels": int(in_channels)
+        }
         self.constrained = ConstrainedConv2d(in_channels, 6, kernel_size=7, padding=2)
         self.features = nn.Sequential(
             block(6, 64, 7, 2, 3, nn.MaxPool2d(3, pool_stride)),

@@ -42,7 +42,9 @@ class ElaCNN(nn.Module):
 
     def __init__(self, num_classes: int = 2, in_channels: int = 1, input_size: int = 128) -> None:
         super().__init__()
-        self.input_spec = {**type(self).input_spec, "size": int(input_size), "channels": int(in_channels)}
+        self.input_spec = {
+            **type(self).input_spec, "size": int(input_size), "channels": int(in_channels)
+        }
         widths = [in_channels, 16, 32, 64, 64]
         layers: list[nn.Module] = []
         for cin, cout in zip(widths[:-1], widths[1:]):

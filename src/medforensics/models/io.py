@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 FORMAT = "medforensics-model/1"
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
-_REFUSED_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar", ".joblib", ".npy", ".npz"}
+_REFUSED_SUFFIXES = {
+    ".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar", ".joblib", ".npy", ".npz"
+}
 _MODEL_KEYS = ("format", "name", "model_kwargs", "num_classes", "input_spec", "software_version",
                "created", "weights_file", "weights_sha256")
 _CALLER_KEYS = ("classes", "preprocess", "label_column", "training_manifest_sha256", "seed")
@@ -98,7 +100,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_model(
-    run_dir_or_path: str | os.PathLike[str], model: nn.Module, metadata: dict[str, Any] | None = None
+    run_dir_or_path: str | os.PathLike[str],
+    model: nn.Module,
+    metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model.safetensors`` + ``model.json`` (see module docstring for the keys).
 
@@ -131,13 +135,17 @@ def save_model(
         "software_version": __version__,
     }
     clash = [k for k in _MODEL_KEYS if k in metadata and k not in derived]
-    clash += [k for k, v in derived.items() if k in metadata and _jsonish(metadata[k]) != _jsonish(v)]
+    clash += [
+        k for k, v in derived.items() if k in metadata and _jsonish(metadata[k]) != _jsonish(v)
+    ]
     if clash:
         raise ConfigError(
             f"metadata keys {clash} are set from the model/file and must be absent or equal"
         )
     classes = metadata.get("classes")
-    if classes is not None and (not isinstance(classes, (list, tuple)) or len(classes) != num_classes):
+    if classes is not None and (
+        not isinstance(classes, (list, tuple)) or len(classes) != num_classes
+    ):
         raise ConfigError(f"classes must be a list of {num_classes} names, got {classes!r}")
 
     meta: dict[str, Any] = {k: None for k in _CALLER_KEYS}
@@ -213,12 +221,15 @@ def load_model(
         raise ModelFileError(f"{json_path}: unreadable model metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{json_path}: not a {FORMAT} metadata file")
-    missing = [k for k in ("name", "num_classes", "weights_file", "weights_sha256") if k not in meta]
+    required = ("name", "num_classes", "weights_file", "weights_sha256")
+    missing = [k for k in required if k not in meta]
     if missing:
         raise ModelFileError(f"{json_path}: metadata lacks {missing}")
     wf = str(meta["weights_file"])
     if Path(wf).name != wf or not wf.endswith(".safetensors"):
-        raise ModelFileError(f"{json_path}: weights_file must be a .safetensors file name, got {wf!r}")
+        raise ModelFileError(
+            f"{json_path}: weights_file must be a .safetensors file name, got {wf!r}"
+        )
     weights_path = json_path.parent / wf
     if not weights_path.is_file():
         raise ModelFileError(f"{weights_path}: weights file not found")
@@ -227,7 +238,8 @@ def load_model(
     _check_safetensors_header(weights_path)
 
     try:
-        model = create_model(meta["name"], int(meta["num_classes"]), **dict(meta.get("model_kwargs") or {}))
+        kwargs = dict(meta.get("model_kwargs") or {})
+        model = create_model(meta["name"], int(meta["num_classes"]), **kwargs)
     except (ConfigError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{json_path}: cannot rebuild model: {exc}") from None
     try:

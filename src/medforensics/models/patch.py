@@ -106,7 +106,9 @@ class PatchNet(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features for open-set scoring: (N, 1, P, P) -> (N, embed_dim) float32."""
         if x.ndim != 4 or x.shape[1] != 1 or min(x.shape[-2:]) < 16:
-            raise ConfigError(f"patch model expects (N, 1, P, P) input with P >= 16, got {tuple(x.shape)}")
+            raise ConfigError(
+                f"patch model expects (N, 1, P, P) input with P >= 16, got {tuple(x.shape)}"
+            )
         xn, s = self.normalise(x)
         r = self.constrained(xn)
         h, w = r.shape[-2:]
@@ -144,7 +146,9 @@ def aggregate_patch_logprobs(
     is_numpy = isinstance(logits_per_patch, np.ndarray)
     t = torch.as_tensor(logits_per_patch, dtype=torch.float32)
     if t.ndim < 2 or t.shape[-2] == 0 or t.shape[-1] == 0:
-        raise ConfigError(f"expected (n_patches, C) logits with n_patches >= 1, got {tuple(t.shape)}")
+        raise ConfigError(
+            f"expected (n_patches, C) logits with n_patches >= 1, got {tuple(t.shape)}"
+        )
     out = torch.log_softmax(t, dim=-1).mean(dim=-2)
     if normalize:
         out = torch.log_softmax(out, dim=-1)
