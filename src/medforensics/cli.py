@@ -32,6 +32,100 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 # --- section: data (simulate, ingest, split) -------------------------------------------------
 
+def _int_range(text: str, what: str) -> "int | tuple[int, int]":
+    """Parse "512" or "384-768" (also "384:768") for the simulate command."""
+    parts = text.replace(":", "-").split("-")
+    try:
+        vals = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2):
+        raise typer.BadParameter(f"{what} must be N or MIN-MAX, got {text!r}")
+    return vals[0] if len(vals) == 1 else (vals[0], vals[1])
+
+
+@app.command("simulate")
+def simulate_cmd(
+    out: Path = typer.Argument(..., help="Output directory of the simulated archive."),
+    manufacturers: int = typer.Option(3, "--manufacturers", help="Fictional manufacturers."),
+    models_per_manufacturer: int = typer.Option(2, "--models-per-manufacturer"),
+    units_per_model: int = typer.Option(2, "--units-per-model"),
+    patients: int = typer.Option(48, "--patients", help="Patients (over all units)."),
+    images_per_patient: str = typer.Option(
+        "2-4", "--images-per-patient", help="Images per study: N or MIN-MAX."),
+    seed: int = typer.Option(0, "--seed", help="Seed of devices, content, noise and UIDs."),
+    size: str = typer.Option(
+        "384-768", "--size", help="Image side in px: N (square NxN) or MIN-MAX (rows and cols "
+        "drawn independently); up to 8192."),
+    transfer_syntax: str = typer.Option(
+        "explicit", "--transfer-syntax", help="explicit|implicit|rle|jpeg-ls|j2k (lossless)."),
+    modality: str = typer.Option(
+        "DX,CR", "--modality", help="Modalities given to the models in turn, e.g. DX,CR or MG."),
+    multi_device: float = typer.Option(
+        0.1, "--multi-device-fraction", help="Share of patients with a study on a 2nd unit."),
+    include: Optional[str] = typer.Option(
+        None, "--include", help="Write only these devices (ids like 0.1.0, 0.1, or serials)."),
+    exclude: Optional[str] = typer.Option(
+        None, "--exclude", help="Hold out these devices (same selectors as --include)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty dir."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Write a simulated multi-device X-ray archive (DICOM + devices.json ground truth)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from medforensics.data.simulate import (
+        DEVICES_FILE,
+        build_devices,
+        device_table,
+        select_units,
+        simulate_archive,
+    )
+    from medforensics.errors import MedForensicsError
+
+    def csv(value: Optional[str]) -> list:
+        return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+    mods = [m.upper() for m in csv(modality)] or ["DX", "CR"]
+    kw = dict(manufacturers=manufacturers, models_per_manufacturer=models_per_manufacturer,
+              units_per_model=units_per_model, seed=seed, modalities=mods)
+    console = Console()
+    t0 = time.perf_counter()
+    try:
+        units = select_units(build_devices(**kw), include=csv(include) if include else None,
+                             exclude=csv(exclude))
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                      disable=not progress) as bar:
+            task = bar.add_task("simulating", total=None)
+
+            def tick(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            paths = simulate_archive(
+                out, patients=patients,
+                images_per_patient=_int_range(images_per_patient, "--images-per-patient"),
+                size=_int_range(size, "--size"), transfer_syntax=transfer_syntax,
+                multi_device_fraction=multi_device, include=csv(include) if include else None,
+                exclude=csv(exclude), overwrite=overwrite, progress=tick, **kw)
+    except MedForensicsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    rows = device_table(units)
+    table = Table(title="simulated devices (ground truth)")
+    for col in rows[0]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    console.print(table)
+    console.print(f"{len(paths)} DICOM files ({transfer_syntax}) for {len(units)} units in "
+                  f"{time.perf_counter() - t0:.1f} s -> {out}/<PatientID>/<study>/<n>.dcm; "
+                  f"ground truth: {out / DEVICES_FILE}")
+
+
 def _csv_list(value: Optional[str]) -> Optional[tuple]:
     if value is None:
         return None
@@ -195,6 +289,112 @@ def train_cmd(
         f"val balanced accuracy {res.best_val_balanced_accuracy:.3f}; "
         f"last epoch {last.get('epoch', '-')}; model in {out}"
     )
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2) from None
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run: Path = typer.Argument(..., help="Trained run directory."),
+    manifest: Path = typer.Option(..., "--manifest", help="The split manifest used to train."),
+    target_false_unknown: float = typer.Option(
+        0.05, "--target-false-unknown", help="Wanted UNKNOWN rate on known devices (val)."),
+    units: bool = typer.Option(
+        True, "--units/--no-units", help="Also enrol unit reference patterns (train split)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Fit temperature scaling + open-set threshold on val, and enrol unit fingerprints."""
+    from medforensics.data.manifest import read_manifest
+    from medforensics.errors import MedForensicsError
+    from medforensics.predict import calibrate_run, enroll_units
+
+    try:
+        rows = read_manifest(manifest)
+        cal = calibrate_run(run, rows, target_false_unknown=target_false_unknown, device=device)
+        typer.echo(f"temperature {cal['temperature']:.3f}; UNKNOWN below p={cal['unknown_threshold']:.3f} "
+                   f"(val accuracy {cal['val_accuracy']:.3f}, n={cal['n_val_images']})")
+        if units and any(r.get("unit") for r in rows):
+            fps = enroll_units(run, rows)
+            typer.echo(f"enrolled {len(fps.units)} units into {run / 'fingerprints'}")
+    except MedForensicsError as exc:
+        _fail(exc)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="Trained run directory."),
+    manifest: Path = typer.Option(..., "--manifest", help="Split manifest."),
+    split: str = typer.Option("test", "--split", help="train, val, test or all."),
+    out: Path = typer.Option(..., "--out", help="Output folder (metrics.json, report.md, PNGs)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    n_patches: Optional[int] = typer.Option(None, "--patches", help="Patches per image (patch)."),
+) -> None:
+    """Paper-grade evaluation: per-class TPR/TNR/PPV/NPV/AUC, confusion, ROC, per body part."""
+    from medforensics.data.manifest import read_manifest
+    from medforensics.errors import MedForensicsError
+    from medforensics.eval.evaluate import evaluate_run
+
+    try:
+        res = evaluate_run(run, read_manifest(manifest), out, split=split, device=device,
+                           n_patches=n_patches)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    img, pat = res["image_level"], res["patient_level"]
+    typer.echo(f"{res['n_images']} {split} images: accuracy {img['accuracy']:.4f}, balanced "
+               f"{img['balanced_accuracy']:.4f}, macro AUC {img['macro_auc'] or float('nan'):.4f}; "
+               f"patient level accuracy {pat['accuracy']:.4f}")
+    if "unit_level" in res:
+        typer.echo(f"unit level (reference patterns): accuracy {res['unit_level']['accuracy']:.4f}")
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+def _expand_paths(paths: List[Path]) -> List[Path]:
+    out: List[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+        else:
+            out.append(p)
+    return out
+
+
+@app.command("identify")
+def identify_cmd(
+    run: Path = typer.Argument(..., help="Trained (and calibrated) run directory."),
+    paths: List[Path] = typer.Argument(..., help="Image files or folders (recursive)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Which device made each image? consistent / MISMATCH / UNKNOWN / unreadable verdicts."""
+    import json as _json
+
+    from medforensics.errors import MedForensicsError
+    from medforensics.identify import format_table
+    from medforensics.predict import SourcePredictor, identify_files
+
+    try:
+        predictor = SourcePredictor.from_run(run, device=device)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    verdicts = []
+    for v, extra in identify_files(predictor, _expand_paths(paths)):
+        if as_json:
+            typer.echo(_json.dumps({**v.to_dict(), **extra}))
+        else:
+            verdicts.append((v, extra))
+    if not as_json:
+        typer.echo(format_table([v for v, _ in verdicts], details=True))
+        units = [(v.path, e) for v, e in verdicts if "unit" in e]
+        for path, e in units:
+            claim = e.get("unit_claim") or "-"
+            said = e["unit"] or "no enrolled unit"
+            flag = "" if e["unit"] is None or e["unit"] == claim else "  <-- unit differs from header"
+            typer.echo(f"unit: {path}: header {claim}; pattern says {said} (PCE {e['unit_score']:.0f}){flag}")
 
 
 # --- end section: source ----------------------------------------------------------------------
