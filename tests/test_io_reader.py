@@ -157,7 +157,8 @@ def test_rescale_monochrome2(tmp_path):
     ds = make_ds(arr, 16)
     ds.RescaleSlope, ds.RescaleIntercept = "2", "1024"
     img = read_image(write(ds, tmp_path / "r.dcm", uid.ImplicitVRLittleEndian))
-    np.testing.assert_array_equal(img.pixels, (arr.astype(np.float64) * 2 + 1024).astype(np.float32))
+    want = (arr.astype(np.float64) * 2 + 1024).astype(np.float32)
+    np.testing.assert_array_equal(img.pixels, want)
 
 
 def _lut_ds(arr: np.ndarray, lut: np.ndarray, first: int) -> Dataset:

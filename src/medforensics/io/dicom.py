@@ -135,7 +135,7 @@ _PIXEL_TAGS: dict[int, str] = {
 }
 _KEYWORD_TAGS: dict[str, int] = {v: k for k, v in _PIXEL_TAGS.items()}
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
-_EXPLICIT_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+_EXPLICIT_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT".split())
 _HEADER_DEFER_SIZE = 64 * 1024
 
 
@@ -905,7 +905,9 @@ def make_modality_transform(ds: Dataset, meta: ImageMeta) -> Callable[[np.ndarra
         try:
             use_lut = bool(ds.get("ModalityLUTSequence"))
         except Exception as exc:  # noqa: BLE001 - malformed sequence
-            raise CorruptHeaderError(f"Modality LUT Sequence cannot be parsed: {exc}", path) from exc
+            raise CorruptHeaderError(
+                f"Modality LUT Sequence cannot be parsed: {exc}", path
+            ) from exc
         slope = 1.0 if use_lut else _float_value(ds, "RescaleSlope", 1.0, path)
         intercept = 0.0 if use_lut else _float_value(ds, "RescaleIntercept", 0.0, path)
     invert = (meta.photometric or "MONOCHROME2") == "MONOCHROME1"

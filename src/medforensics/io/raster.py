@@ -184,7 +184,9 @@ def _tiff_open(fp: IO[bytes], path: str) -> Any:
     try:
         return tifffile.TiffFile(fp)
     except Exception as exc:  # noqa: BLE001
-        raise DecodeError(f"TIFF header cannot be parsed: {type(exc).__name__}: {exc}", path) from exc
+        raise DecodeError(
+            f"TIFF header cannot be parsed: {type(exc).__name__}: {exc}", path
+        ) from exc
 
 
 def _tiff_page_info(page: Any) -> tuple[int, int, int, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import IO, Union
 
 import numpy as np
@@ -144,7 +144,7 @@ def _iter(
     force: bool,
     max_pixels: int,
     stored: bool,
-) -> Iterator[Image]:
+) -> Generator[Image, None, None]:
     with _open(path) as (fp, name):
         kind, head = _kind(fp, name)
         if kind in ("png", "jpeg", "tiff"):
@@ -176,11 +176,11 @@ def _iter(
             yield Image(transform(arr), meta)
 
 
-def _first(images: Iterator[Image]) -> Image:
+def _first(images: Generator[Image, None, None]) -> Image:
     try:
-        return next(images)  # type: ignore[call-overload]
+        return next(images)
     finally:
-        images.close()  # type: ignore[attr-defined]
+        images.close()
 
 
 def read_image(
