@@ -114,12 +114,13 @@ def simulate_cmd(
     except MedForensicsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    rows = device_table(units)
+    cols = ("unit", "manufacturer", "model", "modality", "serial", "station", "bits",
+            "photometric", "prnu_%", "psf", "unsharp", "grid")
     table = Table(title="simulated devices (ground truth)")
-    for col in rows[0]:
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*(str(v) for v in r.values()))
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in device_table(units):
+        table.add_row(*(str(r[c]) for c in cols))
     console.print(table)
     console.print(f"{len(paths)} DICOM files ({transfer_syntax}) for {len(units)} units in "
                   f"{time.perf_counter() - t0:.1f} s -> {out}/<PatientID>/<study>/<n>.dcm; "
@@ -442,6 +443,29 @@ def tamper_cmd(
 # --- end section: forgery ---------------------------------------------------------------------
 
 # --- section: pipeline (demo, prepare, export, report, serve) ---------------------------------
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder (replaced)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the whole job."),
+    patients: int = typer.Option(48, "--patients", help="Simulated patients."),
+    epochs: int = typer.Option(6, "--epochs", help="Training epochs of the patch model."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    forgery: bool = typer.Option(True, "--forgery/--no-forgery", help="Include the forgery part."),
+) -> None:
+    """The main job end to end on the built-in simulated archive; prints where the report is."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.pipeline import DemoConfig, run_demo
+
+    cfg = DemoConfig(out_dir=str(out), seed=seed, patients=patients, epochs=epochs,
+                     device=device, forgery=forgery)
+    try:
+        report = run_demo(cfg, echo=typer.echo)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"\nreport: {report.resolve()}")
+
 
 # --- end section: pipeline --------------------------------------------------------------------
 
