@@ -120,6 +120,7 @@ SOP_CLASSES: dict[str, str] = {
 
 # purposes of random streams (first entries of every seed sequence)
 _T_MFR, _T_MODEL, _T_UNIT, _T_GAIN, _T_COL, _T_ROW, _T_DEFECT = 11, 12, 13, 21, 22, 23, 24
+_T_DESIGN = 14
 _T_ASSIGN, _T_PATIENT, _T_STUDY, _T_IMAGE, _T_NOISE = 31, 32, 33, 34, 35
 _TILE = 256
 _GEN_MARGIN = 16
@@ -299,8 +300,31 @@ def _manufacturer_entry(m: int) -> tuple[str, tuple[str, ...], str]:
     return name, (name.upper(), f"Simulix{m} Imaging Inc."), f"S{m}"
 
 
+_DESIGN_DIMS = 6
+
+
+def _model_design(seed: int, m: int, k: int) -> np.ndarray:
+    """Quasi-random design point in [0, 1)^6 of model (m, k), well spread across models.
+
+    Independent random draws would sometimes give two models nearly the same noise texture
+    and grid; an additive recurrence (Roberts' R_d sequence) over a stable model index (the
+    Cantor pairing of (m, k), independent of the archive's counts) keeps the models of any
+    archive apart in the fingerprint dimensions while staying seed-dependent (random offset).
+    Dimensions: grid presence/orientation, grid frequency, detector blur, unsharp radius,
+    unsharp amount, noise reduction.
+    """
+    g = (m + k) * (m + k + 1) // 2 + k
+    phi = 2.0
+    for _ in range(60):  # root of x^(d+1) = x + 1
+        phi = (1.0 + phi) ** (1.0 / (_DESIGN_DIMS + 1))
+    alpha = np.array([(1.0 / phi) ** (j + 1) for j in range(_DESIGN_DIMS)])
+    offset = _rng(seed, _T_DESIGN).random(_DESIGN_DIMS)
+    return (offset + (g + 1) * alpha) % 1.0
+
+
 def _make_model(seed: int, m: int, k: int, modalities: Sequence[str]) -> ModelSpec:
     canon, _variants, prefix = _manufacturer_entry(m)
+    dz = _model_design(seed, m, k)
     house = _rng(seed, _T_MFR, m)
     lut_family = ("linear", "gamma", "filmic")[int(house.integers(0, 3))]
     sw_major = int(house.integers(1, 9))
@@ -310,7 +334,7 @@ def _make_model(seed: int, m: int, k: int, modalities: Sequence[str]) -> ModelSp
     number = int(r.integers(1, 10)) * (100 if modality != "MG" else 10) + int(r.integers(0, 10)) * 10
     name = f"{prefix} {series} {number}"
     if modality == "CR":
-        psf = r.uniform(0.7, 1.4)
+        psf = 0.7 + 0.7 * dz[2]
         psf_pair = (psf, psf * r.uniform(0.45, 0.85))  # sharper along the laser scan
         if r.random() < 0.5:
             psf_pair = psf_pair[::-1]
@@ -318,17 +342,17 @@ def _make_model(seed: int, m: int, k: int, modalities: Sequence[str]) -> ModelSp
         spacing = float(r.choice([0.1, 0.1, 0.15, 0.175]))
     else:
         if modality == "MG":
-            psf = r.uniform(0.0, 0.5)
+            psf = 0.5 * dz[2]
             det = str(r.choice(["DIRECT", "SCINTILLATOR"]))
             spacing = float(r.choice([0.05, 0.07, 0.085, 0.1]))
         else:
-            psf = r.uniform(0.3, 1.1)
+            psf = 0.3 + 0.8 * dz[2]
             det = str(r.choice(["SCINTILLATOR", "SCINTILLATOR", "DIRECT"]))
             spacing = float(r.choice([0.125, 0.139, 0.143, 0.148, 0.16]))
         if det == "DIRECT":
             psf = min(psf, 0.35)
         psf_pair = (psf, psf)
-    has_grid = r.random() < 0.65
+    has_grid = dz[0] >= 0.3  # ~70 % of models have a stationary grid
     lut_param = {"linear": 0.0, "gamma": float(r.uniform(0.92, 1.08)),
                  "filmic": float(r.uniform(0.1, 0.25))}[lut_family]
     return ModelSpec(
@@ -345,13 +369,13 @@ def _make_model(seed: int, m: int, k: int, modalities: Sequence[str]) -> ModelSp
         dqe=float(r.uniform(0.35, 0.8)),
         read_noise=float(r.uniform(1.0, 8.0)),
         psf_sigma=(float(round(psf_pair[0], 3)), float(round(psf_pair[1], 3))),
-        denoise_sigma=float(r.uniform(0.5, 0.9)) if r.random() < 0.4 else 0.0,
-        unsharp_radius=float(r.uniform(1.5, 8.0)),
-        unsharp_amount=float(r.uniform(0.2, 1.0)),
+        denoise_sigma=float(0.5 + dz[5]) if dz[5] < 0.4 else 0.0,
+        unsharp_radius=float(1.5 + 6.5 * dz[3]),
+        unsharp_amount=float(0.2 + 0.8 * dz[4]),
         lut=lut_family,
         lut_param=lut_param,
-        grid_freq=float(r.uniform(0.12, 0.45)) if has_grid else 0.0,
-        grid_axis=int(r.integers(0, 2)),
+        grid_freq=float(0.12 + 0.33 * dz[1]) if has_grid else 0.0,
+        grid_axis=int(dz[0] >= 0.65),
         grid_amplitude=float(r.uniform(0.02, 0.05)) if has_grid else 0.0,
         prnu_std=float(r.uniform(0.005, 0.02)),
         prnu_corr=float(r.choice([0.0, 0.0, 0.6])),
@@ -868,8 +892,7 @@ def _check_transfer_syntax(name: str) -> str:
         enc = {"rle": RLELosslessEncoder, "jpeg-ls": JPEGLSLosslessEncoder,
                "j2k": JPEG2000LosslessEncoder}[key]
         if not enc.is_available:
-            missing = "; ".join(f"{k}: {v}" for k, v in enc.missing_dependencies.items()) \
-                if isinstance(enc.missing_dependencies, dict) else str(enc.missing_dependencies)
+            missing = "; ".join(str(m) for m in enc.missing_dependencies)
             raise ConfigError(f"no encoder installed for transfer syntax {name!r} ({uid}): "
                               f"{missing or 'no plugin available'}. Use 'explicit', 'implicit',"
                               f" 'rle' or install an encoder plugin.")
