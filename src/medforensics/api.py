@@ -1,0 +1,59 @@
+"""The public Python API: one import for the things a user does.
+
+Example:
+    >>> from medforensics import api
+    >>> paths = api.simulate_archive("archive", patients=8, size=256, seed=0)
+    >>> img = api.read_image(paths[0])
+    >>> img.pixels.dtype, img.meta.manufacturer
+    (dtype('float32'), ...)
+
+Every name here is defined elsewhere; this module only gathers them (lazily, so importing it
+costs nothing until a name is used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # reading pixels and headers (the pixel contract)
+    "read_image": "medforensics.io",
+    "read_header": "medforensics.io",
+    "iter_frames": "medforensics.io",
+    # data: simulation, ingest, splits
+    "simulate_archive": "medforensics.data.simulate",
+    "ingest": "medforensics.data.manifest",
+    "read_manifest": "medforensics.data.manifest",
+    "write_manifest": "medforensics.data.manifest",
+    "assign_splits": "medforensics.data.splits",
+    "check_leakage": "medforensics.data.splits",
+    # models and training
+    "create_model": "medforensics.models.registry",
+    "list_models": "medforensics.models.registry",
+    "load_model": "medforensics.models.io",
+    "train": "medforensics.train.engine",
+    # source identification
+    "SourcePredictor": "medforensics.predict",
+    "calibrate_run": "medforensics.predict",
+    "enroll_units": "medforensics.predict",
+    "identify_files": "medforensics.predict",
+    "evaluate_run": "medforensics.eval.evaluate",
+    "UnitFingerprints": "medforensics.fingerprint",
+    # the main job
+    "run_demo": "medforensics.pipeline",
+    "DemoConfig": "medforensics.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medforensics.api' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
