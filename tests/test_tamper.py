@@ -14,6 +14,7 @@ from scipy import ndimage
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
+from medforensics.io import read_image
 from medforensics.errors import ConfigError, TamperError
 from medforensics.forgery.tamper import KINDS, generate, load_raster, tamper_array
 
@@ -163,6 +164,10 @@ def test_generate_files_masks_headers(sources: Path, tmp_path: Path) -> None:
         x0, y0, x1, y1 = map(int, t["bbox"].split())
         assert (mask[y0:y1, x0:x1] == 255).sum() == (mask == 255).sum()
         if t["format"] == "dicom":
+            # the contract reader (Modality LUT, MONOCHROME1 inversion) sees the same mask
+            ti, oi = read_image(t["path"]), read_image(o["path"])
+            assert np.array_equal(ti.pixels != oi.pixels, mask == 255)
+            assert ti.meta.format == "dicom" and ti.meta.bits_stored == 12
             src_ds = pydicom.dcmread(t["original_path"])
             t_ds, o_ds = pydicom.dcmread(t["path"]), pydicom.dcmread(o["path"])
             for ds in (t_ds, o_ds):

@@ -599,113 +599,94 @@ def _dicom_raster(path: Path) -> Raster:
     import pydicom
     from pydicom.uid import generate_uid
 
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:  # pydicom raises many types on bad input
-        raise ReadError(f"cannot read DICOM: {exc}", path) from exc
-    if "PixelData" not in ds:
-        raise TamperError(f"{path}: no Pixel Data")
-    nframes = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if nframes > 1:
-        raise TamperError(f"{path}: multi-frame DICOM ({nframes} frames) is not supported by the "
-                          "tampering generator")
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise TamperError(f"{path}: photometric {photometric} is not supported (grey only)")
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        raise ReadError(f"cannot decode Pixel Data: {exc}", path) from exc
-    if arr.ndim != 2:
-        raise TamperError(f"{path}: unexpected pixel array shape {arr.shape}")
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    polarity = (1 if photometric == "MONOCHROME2" else -1) * (1 if slope >= 0 else -1)
-    bits_stored = int(ds.BitsStored)
-    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
-    dtype = np.dtype(("int" if signed else "uint") + ("8" if int(ds.BitsAllocated) <= 8 else "16"))
-    src_uid = str(getattr(ds, "SOPInstanceUID", "") or path.name)
-    device = " ".join(
-        str(getattr(ds, k, "") or "").strip()
-        for k in ("Manufacturer", "ManufacturerModelName", "DeviceSerialNumber")
-    ).strip()
+    from medforensics.io import read_stored, save_dicom_like
 
-    def write(out: Path, pixels: np.ndarray, tag: str) -> None:
-        new = ds.copy()
-        new.set_pixel_data(np.asarray(pixels).astype(dtype), photometric, bits_stored,
-                           generate_instance_uid=False)
-        uid = generate_uid(entropy_srcs=[src_uid, tag])
-        new.SOPInstanceUID = uid
-        new.file_meta.MediaStorageSOPInstanceUID = uid
-        new.save_as(out, enforce_file_format=True)
+    pixels, meta = read_stored(path)
+    if meta.n_frames > 1:
+        raise TamperError(f"{path}: multi-frame DICOM ({meta.n_frames} frames) is not supported "
+                          "by the tampering generator")
+    if meta.photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise TamperError(f"{path}: photometric {meta.photometric} is not supported (grey only)")
+    hdr = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    slope = float(getattr(hdr, "RescaleSlope", 1) or 1)
+    polarity = (1 if meta.photometric == "MONOCHROME2" else -1) * (1 if slope >= 0 else -1)
+    src_uid = meta.sop_uid or path.name
+    device = " ".join(v for v in (meta.manufacturer, meta.model, meta.serial) if v).strip()
 
-    return Raster(path, "dicom", arr.astype(dtype, copy=False), polarity, device, ".dcm", write)
+    def write(out: Path, arr: np.ndarray, tag: str) -> None:
+        ds = hdr.copy()
+        ds.file_meta = pydicom.dataset.FileMetaDataset(hdr.file_meta)
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[src_uid, tag])
+        save_dicom_like(ds, arr, out, new_sop_uid=False)
+
+    return Raster(path, "dicom", np.asarray(pixels), polarity, device, ".dcm", write)
 
 
-def _pil_raster(path: Path) -> Raster:
-    from PIL import Image, UnidentifiedImageError
+def _raster_file(path: Path) -> Raster:
+    from medforensics.io import read_image, write_png8, write_png16
 
-    try:
-        im = Image.open(path)
-        im.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ReadError(f"cannot read image: {exc}", path) from exc
-    fmt = {"PNG": "png", "JPEG": "jpeg", "TIFF": "tiff"}.get(str(im.format))
-    if fmt is None:
-        raise TamperError(f"{path}: format {im.format} is not supported (PNG, JPEG, TIFF, DICOM)")
-    if getattr(im, "n_frames", 1) > 1:
+    pixels, meta = read_image(path)
+    if meta.n_frames > 1:
         raise TamperError(f"{path}: multi-frame images are not supported")
-    if im.mode in ("RGB", "RGBA"):
-        rgb = np.asarray(im.convert("RGB"))
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise TamperError(f"{path}: true-colour image is not supported (grey only)")
-        arr = rgb[..., 0].copy()
-    elif im.mode == "L":
-        arr = np.asarray(im).copy()
-    elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im)
-        if arr.min() < 0 or arr.max() > 65535:
-            raise TamperError(f"{path}: 32-bit integer image is not supported")
-        arr = arr.astype(np.uint16)
-    else:
-        raise TamperError(f"{path}: image mode {im.mode} is not supported (grey 8/16-bit)")
-    qtables = getattr(im, "quantization", None) if fmt == "jpeg" else None
+    fmt = meta.format
+    dtype = np.uint8 if meta.bits_stored <= 8 else np.uint16
+    arr = pixels.astype(dtype)
+    qtables = None
+    if fmt == "jpeg":
+        from PIL import Image
 
-    def write(out: Path, pixels: np.ndarray, tag: str) -> None:
-        a = np.asarray(pixels)
+        with Image.open(path) as im:
+            qtables = getattr(im, "quantization", None)
+
+    def write(out: Path, a: np.ndarray, tag: str) -> None:
         if fmt == "tiff":
             import tifffile
 
-            tifffile.imwrite(out, a.astype(arr.dtype))
-            return
-        if arr.dtype == np.uint8:
-            img = Image.fromarray(a.astype(np.uint8), mode="L")
-        else:
-            img = Image.fromarray(a.astype(np.uint16))
-        if fmt == "jpeg":
+            tifffile.imwrite(out, np.asarray(a).astype(dtype))
+        elif fmt == "jpeg":
+            from PIL import Image
+
+            img = Image.fromarray(np.asarray(a).astype(np.uint8), mode="L")
+            # re-encode with the source's quantisation tables (same "quality")
             if qtables:
                 img.save(out, format="JPEG", qtables=qtables)
             else:
                 img.save(out, format="JPEG", quality=90)
+        elif dtype == np.uint8:
+            write_png8(out, a)
         else:
-            img.save(out, format="PNG")
+            write_png16(out, a)
 
-    ext = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}[fmt]
+    ext = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}.get(fmt)
+    if ext is None:
+        raise TamperError(f"{path}: format {fmt} is not supported")
     return Raster(path, fmt, arr, 1, "", ext, write)
 
 
 def load_raster(path: str | Path) -> Raster:
     """Load a single-frame grey image in its stored domain (see :class:`Raster`).
 
+    DICOM is read with :func:`medforensics.io.read_stored` and written with
+    :func:`medforensics.io.save_dicom_like`; PNG/TIFF/JPEG with
+    :func:`medforensics.io.read_image` (JPEG re-encoding keeps the source's quantisation
+    tables).
+
     Raises:
-        ReadError: unreadable file.
-        TamperError: unsupported for tampering (multi-frame, colour, no pixels).
+        ReadError: unreadable file (from the reader).
+        TamperError: unsupported for tampering (multi-frame, colour).
     """
+    from medforensics.errors import FileAccessError
+    from medforensics.io import sniff
+
     p = Path(path)
-    with open(p, "rb") as fh:
-        head = fh.read(132)
-    if head[128:132] == b"DICM" or p.suffix.lower() in (".dcm", ".dicom"):
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise FileAccessError(f"cannot read: {exc}", p) from exc
+    if sniff(head).startswith("dicom") or sniff(head) == "acr-nema":
         return _dicom_raster(p)
-    return _pil_raster(p)
+    return _raster_file(p)
 
 
 def _mask_png(path: Path, mask: np.ndarray) -> None:

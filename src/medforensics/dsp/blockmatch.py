@@ -1,0 +1,304 @@
+"""Block matching for copy-move detection on noise residuals (pure NumPy).
+
+On a noisy detector image, two *independent* ``B x B`` blocks of the high-pass residual are
+never (near-)identical; a region that was copied with its stored values carries an exact
+copy of its noise. Matching residual blocks is therefore both fast (exact or near-exact
+keys can be sorted) and precise (a handful of matches at the same shift is already
+significant).
+
+Pipeline (:func:`match_blocks`):
+
+1. ``residual`` (any linear high-pass residual of the stored values; exact copies of the
+   image give exact copies of the residual away from the region border).
+2. Features: the residual summed over 2x2 cells on a ``block/2 x block/2`` grid inside each
+   overlapping block (16 values for ``block=8``), quantised with a step of
+   ``quant`` x the robust std of the cell sums, packed into sortable byte keys.
+3. Blocks with little residual energy (flat, saturated or clipped areas, which would all
+   look alike) are left out: block energy below ``energy_frac`` x the median block energy.
+4. Keys are sorted lexicographically; each block is compared with the next ``window``
+   blocks in that order; pairs with identical keys and a spatial offset of at least
+   ``min_shift`` pixels are verified on the full residual blocks with the normalised
+   distance ``|a - b|^2 / (|a|^2 + |b|^2)`` (0 for a copy, ~1 for unrelated noise).
+5. :func:`shift_consensus` keeps shift vectors shared by at least ``min_count`` pairs.
+6. :func:`match_density` turns the kept pairs into a per-pixel map: the share of the
+   ``B x B`` blocks covering a pixel that take part in a kept match (1 inside a copied
+   region, falling off over ``B`` pixels at its border).
+
+Only translations are found (no rotation / scaling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from medforensics.dsp._checks import as_image
+from medforensics.dsp.residuals import robust_std
+from medforensics.errors import ConfigError
+
+__all__ = ["BlockMatches", "match_blocks", "shift_consensus", "match_density", "shift_correlation"]
+
+
+@dataclass
+class BlockMatches:
+    """Matched block pairs (top-left corners, ``(y, x)``), canonical shift ``b - a``.
+
+    Attributes:
+        a: int32 (K, 2) first block of each pair.
+        b: int32 (K, 2) second block; ``b - a`` has ``dy > 0`` or ``dy == 0 and dx > 0``.
+        dist: float32 (K,) normalised residual distance (0 = identical).
+        block: block side in pixels.
+        n_blocks: number of blocks considered (after the energy filter).
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    dist: np.ndarray
+    block: int
+    n_blocks: int
+
+    @property
+    def shifts(self) -> np.ndarray:
+        """int32 (K, 2) shift vectors ``b - a``."""
+        return (self.b - self.a).astype(np.int32)
+
+
+def _box_sums_topleft(a: np.ndarray, block: int) -> np.ndarray:
+    """out[y, x] = a[y:y+block, x:x+block].sum() for every top-left (y, x) of a full block."""
+    c = np.cumsum(np.cumsum(np.pad(a, ((1, 0), (1, 0))), 0), 1)
+    return c[block:, block:] - c[:-block, block:] - c[block:, :-block] + c[:-block, :-block]
+
+
+def _cell_sums(r: np.ndarray) -> np.ndarray:
+    """2x2 box sums: out[y, x] = r[y:y+2, x:x+2].sum(), shape (H-1, W-1)."""
+    return r[:-1, :-1] + r[1:, :-1] + r[:-1, 1:] + r[1:, 1:]
+
+
+def match_blocks(
+    residual: np.ndarray,
+    *,
+    block: int = 8,
+    min_shift: int = 16,
+    window: int = 4,
+    quant: float = 0.75,
+    energy_frac: float = 0.25,
+    max_dist: float = 0.1,
+    valid: np.ndarray | None = None,
+) -> BlockMatches:
+    """Find pairs of (near-)identical residual blocks at least ``min_shift`` pixels apart.
+
+    Args:
+        residual: (H, W) real array, a high-pass noise residual of the image.
+        block: even block side in pixels (>= 4).
+        min_shift: minimum Euclidean length of the shift between paired blocks.
+        window: how many following blocks in sorted key order each block is compared with.
+        quant: key quantisation step in units of the robust std of the 2x2 cell sums
+            (larger = more tolerant to small differences, more candidate pairs).
+        energy_frac: blocks whose residual energy is below this fraction of the median block
+            energy are ignored.
+        max_dist: pairs with a normalised distance above this are rejected.
+        valid: optional bool (H, W); blocks containing any False pixel are ignored.
+
+    Returns:
+        :class:`BlockMatches`.
+
+    Raises:
+        InvalidArrayError: bad residual.
+        ConfigError: bad parameters.
+    """
+    r = as_image(residual, "residual", min_size=block + 1)
+    if block < 4 or block % 2:
+        raise ConfigError(f"block must be an even number >= 4, got {block}")
+    if window < 1:
+        raise ConfigError("window must be >= 1")
+    H, W = r.shape
+    hb, wb = H - block + 1, W - block + 1
+    # block energy at top-left positions
+    e = _box_sums_topleft(r * r, block)
+    med = float(np.median(e))
+    ok = e > max(energy_frac * med, 1e-12)
+    if valid is not None:
+        v = np.asarray(valid, dtype=bool)
+        if v.shape != r.shape:
+            raise ConfigError(f"valid mask shape {v.shape} differs from residual {r.shape}")
+        ok &= _box_sums_topleft((~v).astype(np.float64), block) < 0.5
+    cs = _cell_sums(r)
+    step = quant * max(robust_std(cs), 1e-9)
+    q = np.clip(np.rint(cs / step), -127, 127).astype(np.int8)
+    g = block // 2
+    ys, xs = np.nonzero(ok)
+    n = ys.size
+    empty = BlockMatches(np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
+                         np.zeros(0, np.float32), block, int(n))
+    if n < 2:
+        return empty
+    # keys: g*g int8 cell values per block, padded to a multiple of 8 bytes
+    nbytes = ((g * g + 7) // 8) * 8
+    keys = np.zeros((n, nbytes), np.int8)
+    for i in range(g):
+        for j in range(g):
+            keys[:, i * g + j] = q[ys + 2 * i, xs + 2 * j]
+    # big-endian uint64 words sort like the byte strings (int8 offset to unsigned first)
+    words = (keys.view(np.uint8) ^ 0x80).view(">u8").astype(np.uint64)
+    order = np.lexsort(words.T[::-1])
+    sw = words[order]
+    pa, pb = [], []
+    for k in range(1, window + 1):
+        same = np.all(sw[:-k] == sw[k:], axis=1)
+        idx = np.nonzero(same)[0]
+        if idx.size == 0:
+            continue
+        i1, i2 = order[idx], order[idx + k]
+        dy = ys[i2] - ys[i1]
+        dx = xs[i2] - xs[i1]
+        far = dy * dy + dx * dx >= min_shift * min_shift
+        pa.append(i1[far])
+        pb.append(i2[far])
+    if not pa:
+        return empty
+    i1 = np.concatenate(pa)
+    i2 = np.concatenate(pb)
+    if i1.size == 0:
+        return empty
+    # canonical orientation: shift b - a with dy > 0, or dy == 0 and dx > 0
+    dy = ys[i2] - ys[i1]
+    dx = xs[i2] - xs[i1]
+    flip = (dy < 0) | ((dy == 0) & (dx < 0))
+    i1, i2 = np.where(flip, i2, i1), np.where(flip, i1, i2)
+    pairs = np.unique(np.stack([i1, i2], 1), axis=0)
+    i1, i2 = pairs[:, 0], pairs[:, 1]
+    # verify on the full residual blocks
+    oy, ox = np.mgrid[0:block, 0:block]
+    dist = np.empty(i1.size, np.float32)
+    chunk = 4096
+    for s in range(0, i1.size, chunk):
+        a_idx, b_idx = i1[s : s + chunk], i2[s : s + chunk]
+        ba = r[ys[a_idx, None, None] + oy, xs[a_idx, None, None] + ox]
+        bb = r[ys[b_idx, None, None] + oy, xs[b_idx, None, None] + ox]
+        num = ((ba - bb) ** 2).sum(axis=(1, 2))
+        den = (ba * ba).sum(axis=(1, 2)) + (bb * bb).sum(axis=(1, 2)) + 1e-12
+        dist[s : s + chunk] = num / den
+    keep = dist <= max_dist
+    a = np.stack([ys[i1[keep]], xs[i1[keep]]], 1).astype(np.int32)
+    b = np.stack([ys[i2[keep]], xs[i2[keep]]], 1).astype(np.int32)
+    return BlockMatches(a, b, dist[keep], block, int(n))
+
+
+def shift_consensus(
+    matches: BlockMatches, min_count: int = 40, neighbourhood: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shift vectors supported by many block pairs.
+
+    A shift's support is the number of pairs with that exact shift plus those within
+    ``neighbourhood`` pixels of it (tolerates 1-px jitter); shifts whose support is at least
+    ``min_count`` and that are the local maximum of support are kept.
+
+    Args:
+        matches: output of :func:`match_blocks`.
+        min_count: minimum support.
+        neighbourhood: Chebyshev radius for pooling nearby shifts (0 = exact only).
+
+    Returns:
+        ``(shifts, keep)``: int32 (S, 3) rows ``(dy, dx, support)`` sorted by support
+        (descending), and bool (K,) marking the pairs whose shift is within
+        ``neighbourhood`` of a kept shift.
+    """
+    s = matches.shifts
+    k = s.shape[0]
+    if k == 0:
+        return np.zeros((0, 3), np.int32), np.zeros(0, bool)
+    uniq, inv, cnt = np.unique(s, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    lookup = {(int(u[0]), int(u[1])): int(c) for u, c in zip(uniq, cnt)}
+    rad = range(-neighbourhood, neighbourhood + 1)
+    support = np.array([
+        sum(lookup.get((int(u[0]) + a, int(u[1]) + b), 0) for a in rad for b in rad)
+        for u in uniq
+    ])
+    is_max = np.array([
+        all(support[i] >= sum(lookup.get((int(u[0]) + a + c, int(u[1]) + b + d), 0)
+                              for c in rad for d in rad)
+            for a in rad for b in rad)
+        for i, u in enumerate(uniq)
+    ]) if neighbourhood > 0 else np.ones(uniq.shape[0], bool)
+    good = (support >= min_count) & is_max
+    kept = uniq[good]
+    order = np.argsort(-support[good], kind="stable")
+    shifts = np.concatenate([kept[order], support[good][order, None]], 1).astype(np.int32)
+    near = np.zeros(uniq.shape[0], bool)
+    for u in kept:
+        near |= np.max(np.abs(uniq - u), axis=1) <= neighbourhood
+    return shifts, near[inv]
+
+
+def match_density(
+    shape: tuple[int, int], tops: np.ndarray, block: int
+) -> np.ndarray:
+    """Share of the ``block x block`` blocks covering each pixel whose top-left is in ``tops``.
+
+    Args:
+        shape: ``(H, W)`` of the image.
+        tops: int (K, 2) block top-left corners ``(y, x)`` (duplicates count once).
+        block: block side.
+
+    Returns:
+        float32 (H, W) in [0, 1].
+    """
+    H, W = shape
+    occ = np.zeros((H, W), np.float64)
+    if len(tops):
+        t = np.asarray(tops, dtype=np.int64)
+        occ[t[:, 0], t[:, 1]] = 1.0
+    # cover[y, x] = sum of occ over [y-block+1, y] x [x-block+1, x]
+    c = np.cumsum(np.cumsum(np.pad(occ, ((1, 0), (1, 0))), 0), 1)
+    y1 = np.arange(1, H + 1)
+    x1 = np.arange(1, W + 1)
+    y0 = np.clip(y1 - block, 0, None)
+    x0 = np.clip(x1 - block, 0, None)
+    cover = (c[y1[:, None], x1[None, :]] - c[y0[:, None], x1[None, :]]
+             - c[y1[:, None], x0[None, :]] + c[y0[:, None], x0[None, :]])
+    return np.clip(cover / float(block * block), 0.0, 1.0).astype(np.float32)
+
+
+def shift_correlation(residual: np.ndarray, shift: tuple[int, int], window: int = 7) -> np.ndarray:
+    """Local normalised correlation between the residual and itself displaced by ``shift``.
+
+    ``out[p] = sum_w r(q) r(q - d) / sqrt(sum_w r(q)^2 * sum_w r(q - d)^2)`` over a
+    ``window x window`` neighbourhood ``w`` of ``p``, for ``d = shift = (dy, dx)``. Inside a
+    region copied from ``p - d`` to ``p`` it is 1; over a feathered edge it falls with the
+    blend weight; on unrelated noise it is ~0 (std about ``1 / window``). Defined at the
+    *target* side ``p``; pixels whose partner ``p - d`` is outside the image get 0.
+
+    Args:
+        residual: (H, W) real array, a high-pass noise residual.
+        shift: ``(dy, dx)`` displacement from source to target.
+        window: odd neighbourhood side.
+
+    Returns:
+        float32 (H, W), values in [-1, 1].
+    """
+    r = as_image(residual, "residual")
+    H, W = r.shape
+    dy, dx = int(shift[0]), int(shift[1])
+    if abs(dy) >= H or abs(dx) >= W:
+        return np.zeros((H, W), np.float32)
+    src = np.zeros_like(r)
+    # src[p] = r[p - d] where defined
+    ys_t = slice(max(dy, 0), H + min(dy, 0))
+    xs_t = slice(max(dx, 0), W + min(dx, 0))
+    ys_s = slice(max(-dy, 0), H + min(-dy, 0))
+    xs_s = slice(max(-dx, 0), W + min(-dx, 0))
+    src[ys_t, xs_t] = r[ys_s, xs_s]
+    have = np.zeros((H, W), bool)
+    have[ys_t, xs_t] = True
+    pad = window // 2
+
+    def box(a: np.ndarray) -> np.ndarray:
+        c = _box_sums_topleft(np.pad(a, pad), window)
+        return c
+
+    num = box(r * src)
+    den = np.sqrt(box(r * r) * box(src * src))
+    out = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    out[~have] = 0.0
+    return out.astype(np.float32)

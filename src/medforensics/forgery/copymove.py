@@ -1,0 +1,208 @@
+"""Copy-move detection on stored values by residual block matching (works on lossless DICOM).
+
+Method (see :mod:`medforensics.dsp.blockmatch`):
+
+1. High-pass residual of the stored values (Ker-Boehme 3x3 prediction error).
+2. Exact / near-exact matching of overlapping ``block x block`` residual blocks (sorted
+   quantised keys, verified on the full blocks), at least ``min_shift`` px apart.
+3. Consensus: shift vectors shared by at least ``min_count`` block pairs are kept.
+4. Dense refinement for each kept shift ``d``: local normalised correlation of the residual
+   with itself displaced by ``d`` (``window x window``), kept near the matched blocks. It is
+   ~1 where a region was copied, falls across a feathered edge, ~0 elsewhere. The map is
+   ``clip(correlation, 0, 1)`` on both the target side ``p`` and the source side ``p - d``.
+5. Source / target disambiguation (optional): the pasted copy has a seam, the original does
+   not. Two cues, both measured on the residual: (i) *blend cue*: in a 3-px band around the
+   exactly-copied core (correlation >= 0.9), a feathered paste is a blend of two independent
+   noise fields and has less residual energy than the same band at the partner position:
+   ``log(E_b / E_a)`` below ``-blend_margin`` calls side b the target, above
+   ``+blend_margin`` side a; (ii) otherwise the *seam cue*: for each side, residual energy
+   in a 3-px ring just outside the detected region relative to a ring 4-10 px out; the side
+   whose ratio deviates more (``|log ratio|``, by more than ``seam_margin``) is the target
+   (a hard seam between different content raises it). The source side is multiplied by
+   ``source_weight``; when neither cue is clear both sides keep full weight.
+   On generated copy-moves (384 px, 12-bit, Poisson-Gaussian noise, 40 cases) no decision
+   was wrong; about a third stayed undecided (mostly 1-px feathers).
+
+Why residuals: on a noisy radiograph, two independent blocks never share their noise, so an
+exact (or near-exact) residual match is essentially impossible by chance, while a copied region
+carries its noise along. Limits: translation only (no rotation / scaling), copies must keep
+their noise (a copy that is re-noised, resampled or strongly filtered is not found), and flat
+or clipped areas (no residual) cannot be matched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from medforensics.dsp.blockmatch import (
+    match_blocks,
+    match_density,
+    shift_consensus,
+    shift_correlation,
+)
+from medforensics.dsp.residuals import highpass_residual
+
+__all__ = ["CopyMoveResult", "detect_copy_move"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CopyMoveResult:
+    """Output of :func:`detect_copy_move`.
+
+    Attributes:
+        map: float32 (H, W) in [0, 1]; ~1 on copied regions (both sides unless
+            disambiguated), 0 where nothing matched.
+        score: image-level score in [0, 1): ``s / (s + min_count)`` with ``s`` the support
+            (matched block pairs) of the best shift; 0.5 at the consensus threshold.
+        shifts: kept shifts as ``(dy, dx, support)``, strongest first.
+        regions: per kept shift: ``{"shift", "support", "target_side", "seam_log_ratio",
+            "blend_log_ratio", "decided", "cue"}``; ``target_side`` is ``"b"`` when the block at ``a + shift`` is the
+            pasted copy, ``"a"`` otherwise.
+        n_blocks: blocks used in matching (after the energy filter).
+        n_pairs: verified block pairs before consensus.
+    """
+
+    map: np.ndarray
+    score: float
+    shifts: list[tuple[int, int, int]] = field(default_factory=list)
+    regions: list[dict] = field(default_factory=list)
+    n_blocks: int = 0
+    n_pairs: int = 0
+
+
+def _seam_log_ratio(energy: np.ndarray, region: np.ndarray) -> float:
+    """log(median residual energy 0-3 px outside ``region`` / median 4-10 px outside)."""
+    d1 = ndimage.binary_dilation(region, iterations=3)
+    d2 = ndimage.binary_dilation(region, iterations=10)
+    d3 = ndimage.binary_dilation(region, iterations=4)
+    inner = d1 & ~region
+    outer = d2 & ~d3
+    if inner.sum() < 8 or outer.sum() < 8:
+        return 0.0
+    a = float(np.median(energy[inner]))
+    b = float(np.median(energy[outer]))
+    if a <= 0 or b <= 0:
+        return 0.0
+    return math.log(a / b)
+
+
+def _blend_log_ratio(r: np.ndarray, core: np.ndarray, shift: tuple[int, int]) -> float:
+    """log(mean r^2 on a 3-px band around ``core`` / mean r^2 at the partner positions)."""
+    H, W = r.shape
+    dy, dx = shift
+    band = ndimage.binary_dilation(core, iterations=3) & ~core
+    ys, xs = np.nonzero(band)
+    ok = (ys - dy >= 0) & (ys - dy < H) & (xs - dx >= 0) & (xs - dx < W)
+    if ok.sum() < 16:
+        return 0.0
+    eb = float(np.mean(r[ys[ok], xs[ok]] ** 2))
+    ea = float(np.mean(r[ys[ok] - dy, xs[ok] - dx] ** 2))
+    if eb <= 0 or ea <= 0:
+        return 0.0
+    return math.log(eb / ea)
+
+
+def detect_copy_move(
+    pixels: np.ndarray,
+    *,
+    block: int = 8,
+    min_shift: int = 16,
+    min_count: int = 40,
+    window: int = 7,
+    max_shifts: int = 4,
+    disambiguate: bool = True,
+    source_weight: float = 0.35,
+    seam_margin: float = 0.15,
+    blend_margin: float = 0.15,
+    valid: np.ndarray | None = None,
+) -> CopyMoveResult:
+    """Detect copy-moved regions in one image of stored values.
+
+    Args:
+        pixels: float (H, W) stored values (the ``read_image`` contract), any bit depth.
+        block: block side for matching (even, >= 4).
+        min_shift: minimum displacement in pixels between source and copy.
+        min_count: minimum number of block pairs sharing a shift.
+        window: neighbourhood of the dense correlation refinement (odd).
+        max_shifts: at most this many shifts are refined (strongest first).
+        disambiguate: down-weight the side judged to be the source (see module docs).
+        source_weight: factor applied to the source side when disambiguated.
+        seam_margin: minimum difference of ``|log ratio|`` between the two sides to decide.
+        blend_margin: minimum ``|log(E_b / E_a)|`` of the blend cue to decide.
+        valid: optional bool (H, W) of usable pixels (False: padding, burned-in labels...).
+
+    Returns:
+        :class:`CopyMoveResult`.
+    """
+    img = np.asarray(pixels, dtype=np.float64)
+    H, W = img.shape
+    r = highpass_residual(img, "kb").astype(np.float64)
+    m = match_blocks(r, block=block, min_shift=min_shift, valid=valid)
+    shifts, keep = shift_consensus(m, min_count=min_count)
+    best = 0
+    if len(m.a):
+        _, cnt = np.unique(m.shifts, axis=0, return_counts=True)
+        best = int(cnt.max())
+    if len(shifts):
+        best = max(best, int(shifts[0, 2]))
+    score = best / (best + float(min_count))
+    out = np.zeros((H, W), np.float32)
+    regions: list[dict] = []
+    energy = None
+    for dy, dx, sup in shifts[:max_shifts]:
+        sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
+        near_b = match_density((H, W), m.b[sel], block) > 0
+        near_a = match_density((H, W), m.a[sel], block) > 0
+        near_b = ndimage.binary_dilation(near_b, iterations=window + block)
+        near_a = ndimage.binary_dilation(near_a, iterations=window + block)
+        c = np.clip(shift_correlation(r, (int(dy), int(dx)), window), 0.0, 1.0)
+        side_b = np.where(near_b, c, 0.0)  # target-side positions p (b = a + d)
+        side_a = np.zeros_like(side_b)  # source positions p - d
+        ys, xs = np.nonzero(side_b > 0)
+        ya, xa = ys - dy, xs - dx
+        ok = (ya >= 0) & (ya < H) & (xa >= 0) & (xa < W)
+        side_a[ya[ok], xa[ok]] = side_b[ys[ok], xs[ok]]
+        side_a *= near_a
+        info = {"shift": (int(dy), int(dx)), "support": int(sup), "target_side": "",
+                "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0, "decided": False,
+                "cue": ""}
+        wa = wb = 1.0
+        if disambiguate:
+            if energy is None:
+                energy = ndimage.uniform_filter(r * r, size=3)
+            lbl = _blend_log_ratio(r, c >= 0.9, (int(dy), int(dx)))
+            la = _seam_log_ratio(energy, side_a >= 0.5)
+            lb = _seam_log_ratio(energy, side_b >= 0.5)
+            info["seam_log_ratio"] = (la, lb)
+            info["blend_log_ratio"] = lbl
+            side = ""
+            if abs(lbl) > blend_margin:
+                side, info["cue"] = ("b" if lbl < 0 else "a"), "blend"
+            elif abs(abs(la) - abs(lb)) > seam_margin:
+                side, info["cue"] = ("b" if abs(lb) > abs(la) else "a"), "seam"
+            if side:
+                info["decided"] = True
+                info["target_side"] = side
+                if side == "b":
+                    wa = source_weight
+                else:
+                    wb = source_weight
+        out = np.maximum(out, np.maximum(wa * side_a, wb * side_b).astype(np.float32))
+        regions.append(info)
+    log.debug("copy-move: %d blocks, %d pairs, shifts %s", m.n_blocks, len(m.a),
+              shifts[:max_shifts].tolist())
+    return CopyMoveResult(
+        map=out,
+        score=float(score),
+        shifts=[(int(a), int(b), int(c)) for a, b, c in shifts[:max_shifts]],
+        regions=regions,
+        n_blocks=m.n_blocks,
+        n_pairs=int(len(m.a)),
+    )
