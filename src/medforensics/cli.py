@@ -467,6 +467,78 @@ def demo_cmd(
     typer.echo(f"\nreport: {report.resolve()}")
 
 
+@app.command("prepare")
+def prepare_cmd(
+    manifest: Path = typer.Argument(..., help="Manifest CSV (from ingest / split)."),
+    out: Path = typer.Option(..., "--out", help="Store directory (created, or updated in place)."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", help="Decode processes (default: CPU count; 1 = serial)."),
+    paper: bool = typer.Option(
+        True, "--paper/--no-paper", help="Also cache the 256x256 8-bit paper variants."),
+    splits: Optional[str] = typer.Option(
+        None, "--splits", help="Only rows of these splits, e.g. train,val (default: all)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Decode every eligible image once into a memory-mapped store for fast training."""
+    from medforensics.data.store import prepare_store
+    from medforensics.errors import MedForensicsError
+
+    try:
+        rep = prepare_store(manifest, out, workers=workers, paper=paper,
+                            splits=_csv_list(splits), progress=progress)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    typer.echo(
+        f"store {out}: {rep.n_cached}/{rep.n_selected} eligible images cached "
+        f"({rep.n_decoded} decoded, {rep.n_reused} already stored, {rep.n_duplicates} "
+        f"duplicates) in {rep.seconds:.1f} s, {rep.images_per_second:.1f} images/s with "
+        f"{rep.workers or 1} process(es), {rep.bytes_written / 1e6:.1f} MB written"
+    )
+    if rep.skipped:
+        typer.echo("not selected: " + ", ".join(f"{n} ({k})" for k, n in rep.skipped.items()))
+    if rep.failures:
+        typer.echo(f"{len(rep.failures)} image(s) could not be cached (listed in "
+                   f"{out / 'index.json'}, training will refuse them):", err=True)
+        for f in rep.failures[:20]:
+            typer.echo(f"  {f.path}: {f.reason}: {f.detail}", err=True)
+        if len(rep.failures) > 20:
+            typer.echo(f"  ... and {len(rep.failures) - 20} more", err=True)
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run directory (or its model.json) of a trained model."),
+    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (e.g. model.onnx)."),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 17)."),
+    exporter: str = typer.Option(
+        "dynamo", "--exporter", help="dynamo (torch.export, default) or torchscript (legacy)."),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="Compare onnxruntime with PyTorch on random inputs."),
+    tolerance: float = typer.Option(
+        1e-4, "--tolerance", help="Parity: max |logit diff| <= tol * max(1, max |logit|)."),
+) -> None:
+    """Export a trained model to ONNX (dynamic batch; metadata in metadata_props)."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.export import export_onnx
+
+    try:
+        res = export_onnx(run, onnx, opset=opset, exporter=exporter, check=check,
+                          tolerance=tolerance)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    axes = ", ".join(f"{i}:{n}" for i, n in res.dynamic_axes.items())
+    typer.echo(f"wrote {res.path} ({res.preset}, {res.metadata['num_classes']} classes, "
+               f"opset {res.opset}, {res.exporter} exporter, dynamic axes {axes}, "
+               f"{res.bytes / 1e6:.1f} MB)")
+    if res.parity is not None:
+        p = res.parity
+        typer.echo(f"parity with onnxruntime: max |logit diff| {p.max_abs_diff:.2e} "
+                   f"(allowed {p.allowed:.1e}), arg-max agreement {p.argmax_agreement:.0%} "
+                   f"on inputs {', '.join('x'.join(map(str, s)) for s in p.shapes)}")
+
+
 # --- end section: pipeline --------------------------------------------------------------------
 
 
