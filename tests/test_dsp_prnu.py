@@ -105,6 +105,11 @@ def test_saturation_mask() -> None:
     assert m[6:, 6:].all()
     assert (~saturation_mask(img, level=90.0, dilate=0)).sum() == 10 + 4  # 90..99 + plateau
     assert saturation_mask(img, dilate=0)[1, 1]
+    img[7:, :] = -5.0  # bottom plateau (e.g. direct exposure clipped in a log image)
+    low = saturation_mask(img, dilate=0)
+    assert not low[7:].any() and low[5, 5]
+    assert saturation_mask(img, dilate=0, clip_low=False)[7:].all()
+    assert not saturation_mask(img, dilate=0, low_level=10.0)[1, 0]
 
 
 # ---------------------------------------------------------------- estimation

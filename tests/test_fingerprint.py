@@ -13,6 +13,7 @@ from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError
 from medforensics.fingerprint import FingerprintConfig, UnitFingerprints
 
 SIZE = 160
+LINEAR = FingerprintConfig(model="multiplicative")
 PRNU = 0.006  # weak gain non-uniformity: 0.6 % rms (PCE of matches ~100-300)
 
 
@@ -46,7 +47,7 @@ def world() -> dict:
     test = {u: [_shot(rng, k, cols=c) for _ in range(3)] for u, (k, c) in units.items()}
     unseen_k = PRNU * rng.normal(size=(SIZE, SIZE))
     unseen = [_shot(rng, unseen_k, cols=model_cols["A"]) for _ in range(3)]
-    fp = UnitFingerprints().fit(ref)
+    fp = UnitFingerprints(FingerprintConfig(model="multiplicative")).fit(ref)  # linear images
     return {"units": units, "ref": ref, "test": test, "unseen": unseen, "fp": fp, "rng": rng}
 
 
@@ -84,7 +85,8 @@ def test_ncc_score_and_details(world: dict) -> None:
     assert details[0].unit == "A #2" and details[0].shift == (0, 0)
     assert details[0].overlap == (SIZE, SIZE)
     assert details[0].ncc > 5 * max(abs(d.ncc) for d in details[1:])
-    ncc_fp = UnitFingerprints(FingerprintConfig(score="ncc"), fp.patterns, fp.counts)
+    ncc_fp = UnitFingerprints(FingerprintConfig(model="multiplicative", score="ncc"),
+                              fp.patterns, fp.counts)
     assert ncc_fp.match(img)[0][0] == "A #2"
     assert ncc_fp.match(img)[0][1] == pytest.approx(details[0].ncc)
 
@@ -94,7 +96,7 @@ def test_different_sizes_in_fit_and_query(world: dict) -> None:
     k, c = world["units"]["B #1"]
     k2, c2 = world["units"]["A #1"]
     sizes = [(SIZE, SIZE), (120, SIZE), (SIZE, 100), (96, 96), (SIZE, SIZE), (140, 150)]
-    fp = UnitFingerprints().fit({"B #1": [_shot(rng, k, s, c) for s in sizes],
+    fp = UnitFingerprints(LINEAR).fit({"B #1": [_shot(rng, k, s, c) for s in sizes],
                                  "A #1": [_shot(rng, k2, cols=c2) for _ in range(6)]})
     assert fp.patterns["B #1"].shape == (SIZE, SIZE)
     assert fp.counts["B #1"][10, 10] == 6 and fp.counts["B #1"][SIZE - 1, SIZE - 1] == 2
@@ -112,7 +114,7 @@ def test_bad_images_are_skipped_and_reported() -> None:
     good = [_shot(rng, k, (96, 96)) for _ in range(3)]
     nan = good[0].copy()
     nan[5, 5] = np.nan
-    fp = UnitFingerprints().fit({"u #1": good + [np.zeros((4, 96, 96)), nan],
+    fp = UnitFingerprints(LINEAR).fit({"u #1": good + [np.zeros((4, 96, 96)), nan],
                                  "u #2": [np.zeros(7)]})
     assert fp.units == ["u #1"] and fp.n_images["u #1"] == 3
     reasons = {(s.unit, s.index) for s in fp.skipped}
@@ -154,8 +156,9 @@ def test_save_load_roundtrip_and_errors(world: dict, tmp_path: Path) -> None:
 
 
 def test_calibrate_threshold(world: dict, tmp_path: Path) -> None:
-    fp = UnitFingerprints(FingerprintConfig(), dict(world["fp"].patterns),
-                          dict(world["fp"].counts), dict(world["fp"].n_images))
+    old: UnitFingerprints = world["fp"]
+    fp = UnitFingerprints(FingerprintConfig(model="multiplicative"), dict(old.patterns),
+                          dict(old.counts), dict(old.n_images))
     rep = fp.calibrate_threshold(world["test"], target_fpr=1e-3)
     assert rep.n_match == 12 and rep.n_nonmatch == 36 and rep.top1_accuracy == 1.0
     assert rep.analytic_floor == pytest.approx(3.0902**2, rel=1e-3)
@@ -176,7 +179,8 @@ def test_additive_model_on_log_images() -> None:
         lin = _shot(rng, k, (128, 128)).astype(np.float64)
         return (4000.0 - 400.0 * np.log(np.maximum(lin, 1.0))).astype(np.float32)
 
-    fp = UnitFingerprints(FingerprintConfig(model="additive"))
+    assert FingerprintConfig().model == "additive"  # the default
+    fp = UnitFingerprints()
     fp.fit({u: [log_img(k) for _ in range(6)] for u, k in ks.items()})
     for u, k in ks.items():
         assert fp.identify_unit(log_img(k))[0] == u

@@ -42,30 +42,38 @@ from medforensics.errors import ConfigError, InvalidArrayError
 PatternModel = Literal["multiplicative", "additive"]
 
 
-def saturation_mask(image: np.ndarray, level: float | None = None, *, min_count: int = 2,
+def saturation_mask(image: np.ndarray, level: float | None = None, *,
+                    low_level: float | None = None, clip_low: bool = True, min_count: int = 2,
                     dilate: int = 1) -> np.ndarray:
-    """Pixels usable for pattern estimation (True) vs saturated/clipped (False).
+    """Pixels usable for pattern estimation (True) vs clipped at either end (False).
+
+    A clipped pixel carries no fixed pattern (its residual is ~0 whatever the pattern is):
+    the top end saturates (detector or output range) and, in log-domain radiographs, the
+    bottom end clips too (direct exposure, collimator after MONOCHROME1 inversion).
 
     Args:
         image: (H, W) real array of stored values.
-        level: saturation level; pixels ``>= level`` are masked. Default: the image
+        level: top clipping level; pixels ``>= level`` are masked. Default: the image
             maximum, but only when at least ``min_count`` pixels reach it (a plateau at
             the top of the range is clipping, a single brightest pixel is not).
-        min_count: plateau size that counts as saturation when ``level`` is None.
-        dilate: also mask this many pixels around saturated ones (their residuals are
+        low_level: bottom clipping level (pixels ``<= low_level`` masked); default: the
+            image minimum when it forms a plateau of ``min_count`` pixels.
+        clip_low: also mask the bottom end.
+        min_count: plateau size that counts as clipping for the automatic levels.
+        dilate: also mask this many pixels around clipped ones (their residuals are
             disturbed by the denoiser's support).
 
     Returns:
         bool array (H, W), True = usable.
     """
     img = as_image(image)
-    if level is None:
-        top = img.max()
-        sat = img >= top
-        if int(sat.sum()) < min_count:
-            return np.ones(img.shape, dtype=bool)
-    else:
-        sat = img >= float(level)
+
+    def plateau(sel: np.ndarray) -> np.ndarray:
+        return sel if int(sel.sum()) >= min_count else np.zeros_like(sel)
+
+    sat = (img >= float(level)) if level is not None else plateau(img >= img.max())
+    if clip_low:
+        sat |= (img <= float(low_level)) if low_level is not None else plateau(img <= img.min())
     if dilate > 0 and sat.any():
         sat = ndimage.binary_dilation(sat, structure=np.ones((3, 3), bool), iterations=dilate)
     return ~sat
@@ -217,6 +225,31 @@ def ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((x * y).sum() / (nx * ny))
 
 
+def zero_mean_spectrum(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Real 2-D FFT of ``x - mean(x)`` zero-padded (bottom/right) to ``shape``.
+
+    Args:
+        x: (h, w) real array with h <= shape[0], w <= shape[1].
+        shape: (H, W) transform size.
+
+    Returns:
+        complex128 array (H, W // 2 + 1), for :func:`crosscorr_from_spectra`.
+    """
+    a = as_image(x, "x")
+    return np.fft.rfft2(a - a.mean(), s=shape)
+
+
+def crosscorr_from_spectra(fa: np.ndarray, fb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Cross-correlation from two :func:`zero_mean_spectrum` results of the same ``shape``.
+
+    Lets a caller transform one array once and correlate it with many others.
+
+    Returns:
+        float64 (H, W), same convention as :func:`crosscorr_2d`.
+    """
+    return np.fft.irfft2(fa * np.conj(fb), s=shape)
+
+
 def crosscorr_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Circular cross-correlation via FFT: ``cc[s] = sum_x a[x] * b[x - s]``.
 
@@ -235,9 +268,8 @@ def crosscorr_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = as_image(a, "a")
     y = as_image(b, "b")
     shape = (max(x.shape[0], y.shape[0]), max(x.shape[1], y.shape[1]))
-    fx = np.fft.rfft2(x - x.mean(), s=shape)
-    fy = np.fft.rfft2(y - y.mean(), s=shape)
-    return np.fft.irfft2(fx * np.conj(fy), s=shape)
+    return crosscorr_from_spectra(zero_mean_spectrum(x, shape), zero_mean_spectrum(y, shape),
+                                  shape)
 
 
 class PCEResult(NamedTuple):
@@ -290,7 +322,9 @@ def pce(cc: np.ndarray, neighborhood: int = 11, *, max_shift: int | None = None)
     peak = float(c[py, px])
     half = neighborhood // 2
     keep = np.ones((H, W), dtype=bool)
-    keep[np.ix_(np.arange(py - half, py + half + 1) % H, np.arange(px - half, px + half + 1) % W)] = False
+    rows = np.arange(py - half, py + half + 1) % H
+    cols = np.arange(px - half, px + half + 1) % W
+    keep[np.ix_(rows, cols)] = False
     energy = float(np.mean(c[keep] ** 2))
     value = np.sign(peak) * peak * peak / energy if energy > 0 else 0.0
     dy = py - H if py > H // 2 else py

@@ -117,7 +117,8 @@ def wiener_noise_part(x: np.ndarray, noise_var: float,
     return x * (noise_var / (sig + noise_var))
 
 
-def _pad_for_levels(img: np.ndarray, levels: int, n_taps: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _pad_for_levels(img: np.ndarray, levels: int, n_taps: int
+                    ) -> tuple[np.ndarray, tuple[int, int]]:
     step = 2 ** levels
     margin = step
     out_shape = []
