@@ -539,6 +539,45 @@ def export_cmd(
                    f"on inputs {', '.join('x'.join(map(str, s)) for s in p.shapes)}")
 
 
+@app.command("serve")
+def serve_cmd(
+    source_model: Path = typer.Option(..., "--source-model", help="Trained source run directory."),
+    forgery_model: Optional[Path] = typer.Option(
+        None, "--forgery-model", help="Forgery run directory (without it /v1/forgery is 503)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback default)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar="MEDFORENSICS_TOKEN",
+        help="Bearer token required on /v1 (prefer the MEDFORENSICS_TOKEN variable)."),
+    max_upload_mb: float = typer.Option(200, "--max-upload-mb", help="Largest upload (MiB)."),
+    timeout: float = typer.Option(60, "--timeout", help="Time limit per upload+analysis (s)."),
+    allow_no_token: bool = typer.Option(
+        False, "--allow-no-token", help="Allow a non-loopback --host without a token."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Web service + browser page: upload an image, get the device verdict and forgery map."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.service.app import create_app
+    from medforensics.service.server import is_loopback, loopback_hosts, serve
+
+    local = is_loopback(host)
+    if not local and token is None and not allow_no_token:
+        _fail(ValueError(f"--host {host} is reachable from other machines: set --token (or "
+                         "MEDFORENSICS_TOKEN), or pass --allow-no-token"))
+    try:
+        web = create_app(source_model, forgery_model, token=token,
+                         max_upload_bytes=int(max_upload_mb * 2**20), timeout_s=timeout,
+                         allowed_hosts=loopback_hosts(host) if local else None, device=device)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"medforensics service on http://{shown}:{port}/ (API schema: /openapi.json); "
+               f"forgery model: {'loaded' if forgery_model else 'none'}; "
+               f"token: {'required' if token else 'none'}; Ctrl-C stops")
+    serve(web, host=host, port=port)
+
+
 # --- end section: pipeline --------------------------------------------------------------------
 
 

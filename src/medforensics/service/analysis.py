@@ -1,0 +1,316 @@
+"""The work behind the web service: loaded models and the per-file analyses (blocking code).
+
+:class:`CaseService` loads the source run once (and the forgery detector when given) and runs
+the analyses the endpoints expose on a file written to disk by ``service.uploads``. Its
+methods are blocking and are run by ``service.app`` in worker threads under a deadline.
+
+Errors caused by the input are raised as :class:`InputError` (-> HTTP 4xx with the reader's
+``reason``); everything else is a bug or a server problem and surfaces as HTTP 500.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError, ReadError
+
+__all__ = ["CaseService", "InputError", "NotAvailable", "FORGERY_FIELDS"]
+
+log = logging.getLogger(__name__)
+
+#: Result attributes every forgery detector provides (the ``ForgeryDetector.detect`` contract).
+FORGERY_FIELDS = ("score", "verdict", "forged_area_percent", "ela_score")
+
+
+class InputError(Exception):
+    """The uploaded file cannot be analysed (HTTP 422).
+
+    Attributes:
+        reason: machine-readable reason (the reader's ``ReadError.reason`` when it is one).
+        detail: human message, free of server paths.
+    """
+
+    def __init__(self, reason: str, detail: str, status: int = 422) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.status = status
+
+
+class NotAvailable(Exception):
+    """A feature the request needs is not available (HTTP 501 or 503).
+
+    Attributes:
+        status: 501 (not part of this installation) or 503 (not loaded at start-up).
+        reason: machine-readable code.
+    """
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
+def _file_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for block in iter(lambda: fp.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON value of a scalar (NumPy scalars to Python, non-finite floats to None)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return None
+
+
+def _clean_message(text: str, path: Path, filename: str) -> str:
+    """A reader message with the server's temp path replaced by the client's file name."""
+    for form in (str(path), path.as_posix()):
+        if text.startswith(form + ": "):
+            text = text[len(form) + 2:]
+        text = text.replace(form, filename)
+    return text
+
+
+def _run_name(run: Path | None) -> str | None:
+    return None if run is None else run.resolve().name
+
+
+class CaseService:
+    """Loaded models and the analyses of one uploaded file.
+
+    Args:
+        source: a trained source run directory, or an already loaded
+            :class:`medforensics.predict.SourcePredictor`.
+        forgery: ``None`` (no forgery analysis: ``/v1/forgery`` answers 503), a forgery run
+            directory (loaded with ``ForgeryDetector.from_run``), or a loaded detector object
+            (anything with ``detect(pixels, meta)`` returning the contract's result).
+        device: torch device for the source model.
+
+    Raises:
+        ModelFileError: the source run cannot be loaded.
+        ConfigError: a forgery run was given but this installation has no forgery detector.
+    """
+
+    def __init__(self, source: Any, forgery: Any = None, *, device: str = "cpu") -> None:
+        from medforensics.predict import SourcePredictor
+
+        if isinstance(source, SourcePredictor):
+            self.predictor = source
+            self.source_run: Path | None = None
+        else:
+            self.source_run = Path(source)
+            if not self.source_run.is_dir():
+                raise ModelFileError(f"source model run {self.source_run} is not a directory")
+            self.predictor = SourcePredictor.from_run(self.source_run, device=device)
+        self.forgery_run: Path | None = None
+        self.detector: Any = None
+        if forgery is not None and not hasattr(forgery, "detect"):
+            self.forgery_run = Path(forgery)
+            self.detector = self._load_detector(self.forgery_run)
+        elif forgery is not None:
+            self.detector = forgery
+        self._info = self._describe()
+        log.info(
+            "service models: source %s (%s, %d classes)%s", _run_name(self.source_run) or "-",
+            self.predictor.preset, len(self.predictor.classes),
+            "; forgery detector loaded" if self.detector is not None else "; no forgery model",
+        )
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def _load_detector(run: Path) -> Any:
+        try:
+            from medforensics.forgery.detector import ForgeryDetector
+        except ImportError as exc:
+            raise ConfigError(
+                "this installation has no forgery detector (medforensics.forgery.detector."
+                f"ForgeryDetector is missing: {exc}); start the service without --forgery-model"
+            ) from None
+        if not run.exists():
+            raise ModelFileError(f"forgery model run {run} does not exist")
+        return ForgeryDetector.from_run(run)
+
+    def _describe(self) -> dict[str, Any]:
+        from medforensics.models.registry import list_models
+
+        p = self.predictor
+        meta = p.metadata
+        source: dict[str, Any] = {
+            "run": _run_name(self.source_run),
+            "preset": p.preset,
+            "label_column": p.label_column,
+            "classes": list(p.classes),
+            "num_classes": len(p.classes),
+            "input_spec": meta.get("input_spec"),
+            "preprocessing": meta.get("preprocessing_description"),
+            "software_version": meta.get("software_version"),
+            "created": meta.get("created"),
+            "weights_sha256": meta.get("weights_sha256"),
+            "calibration": {
+                "temperature": p.temperature,
+                "unknown_threshold": p.unknown_threshold,
+                "n_patches": p.n_patches,
+            },
+            "units": list(getattr(p.fingerprints, "units", []) or []),
+        }
+        if self.source_run is not None:
+            cal_path = self.source_run / "calibration.json"
+            source["model_json_sha256"] = _file_sha256(self.source_run / "model.json")
+            source["calibration_sha256"] = _file_sha256(cal_path)
+            if cal_path.is_file():
+                source["calibration"].update(json.loads(cal_path.read_text()))
+            source["calibrated"] = cal_path.is_file()
+        forgery: dict[str, Any] | None = None
+        if self.detector is not None:
+            forgery = {"run": _run_name(self.forgery_run),
+                       "detector": type(self.detector).__name__}
+            if self.forgery_run is not None and self.forgery_run.is_dir():
+                forgery["files_sha256"] = {
+                    f.name: _file_sha256(f) for f in sorted(self.forgery_run.iterdir())
+                    if f.is_file() and f.suffix in (".json", ".safetensors")
+                }
+            meta_f = getattr(self.detector, "metadata", None)
+            if isinstance(meta_f, Mapping):
+                forgery["metadata"] = json.loads(json.dumps(dict(meta_f), default=str))
+        return {"available_presets": list_models(), "source": source, "forgery": forgery}
+
+    @property
+    def has_forgery(self) -> bool:
+        """Whether a forgery detector is loaded."""
+        return self.detector is not None
+
+    @property
+    def has_report(self) -> bool:
+        """Whether this installation has the case-report module."""
+        import importlib.util
+
+        return importlib.util.find_spec("medforensics.report") is not None
+
+    def models_info(self) -> dict[str, Any]:
+        """What is loaded: presets available, classes, file hashes, calibration (JSON dict)."""
+        return json.loads(json.dumps(self._info))
+
+    # ------------------------------------------------------------------ analyses
+    def _read(self, path: Path, filename: str) -> Any:
+        from medforensics.io import read_image
+
+        try:
+            return read_image(path)
+        except ReadError as exc:
+            raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
+
+    def identify(self, path: Path, filename: str, *, preview: bool = False) -> dict[str, Any]:
+        """Device verdict for one file (``Verdict.to_dict()`` plus the unit check and preview).
+
+        Args:
+            path: the uploaded file.
+            filename: the client's file name (used in place of ``path`` in the answer).
+            preview: add ``preview_png_b64``, a windowed 8-bit PNG of the image (base64).
+
+        Raises:
+            InputError: unreadable file or image too small for the model.
+        """
+        from medforensics.identify import UNREADABLE
+        from medforensics.predict import identify_files
+
+        v, extra = next(iter(identify_files(self.predictor, [path])))
+        if v.verdict == UNREADABLE:
+            reason = v.reason or UNREADABLE
+            detail = v.message.removeprefix(f"{UNREADABLE} ({reason}): ")
+            raise InputError(reason, _clean_message(detail, path, filename))
+        out = v.to_dict()
+        out["path"] = filename
+        out["message"] = _clean_message(out["message"], path, filename)
+        out.update({k: _jsonable(val) for k, val in extra.items()})
+        if preview:
+            from medforensics.service.render import png_b64, preview_grey
+
+            out["preview_png_b64"] = png_b64(preview_grey(self._read(path, filename).pixels))
+        return out
+
+    def forgery(self, path: Path, filename: str) -> dict[str, Any]:
+        """Forgery score, verdict, forged area and a heat-map overlay for one file.
+
+        Raises:
+            NotAvailable: no forgery detector loaded (503).
+            InputError: unreadable file or an image the detector cannot analyse.
+        """
+        if self.detector is None:
+            raise NotAvailable(503, "no-forgery-model", "no forgery model loaded (start the "
+                               "service with --forgery-model RUN)")
+        from medforensics.service.render import overlay_rgb, png_b64
+
+        img = self._read(path, filename)
+        try:
+            res = self.detector.detect(img.pixels, img.meta)
+        except ReadError as exc:
+            raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
+        except InvalidArrayError as exc:
+            raise InputError("invalid-image", _clean_message(str(exc), path, filename)) from None
+        out: dict[str, Any] = {"path": filename, "rows": int(img.meta.rows),
+                               "cols": int(img.meta.cols)}
+        if dataclasses.is_dataclass(res) and not isinstance(res, type):
+            for f in dataclasses.fields(res):
+                val = getattr(res, f.name)
+                if not isinstance(val, np.ndarray) and _jsonable(val) is not None:
+                    out[f.name] = _jsonable(val)
+        for name in FORGERY_FIELDS:
+            out[name] = _jsonable(getattr(res, name, None))
+        prob = getattr(res, "prob_map", None)
+        if prob is not None:
+            out["overlay_png_b64"] = png_b64(overlay_rgb(img.pixels, prob))
+        else:
+            out["overlay_png_b64"] = None
+        return out
+
+    def report(self, path: Path, filename: str) -> str:
+        """Self-contained HTML case report (``medforensics.report.render_case_report``).
+
+        Calls ``render_case_report(path, predictor=..., detector=..., filename=...)``.
+
+        Raises:
+            NotAvailable: this installation has no report module (501).
+            InputError: unreadable file.
+        """
+        try:
+            from medforensics.report import render_case_report
+        except ImportError:
+            raise NotAvailable(
+                501, "report-not-available",
+                "case reports are not available in this installation "
+                "(medforensics.report.render_case_report is missing)",
+            ) from None
+        self._read(path, filename)  # fail with the reader's reason before any report work
+        kwargs: dict[str, Any] = {"predictor": self.predictor, "detector": self.detector,
+                                  "filename": filename}
+        accepted = inspect.signature(render_case_report).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        try:
+            html = render_case_report(path, **kwargs)
+        except ReadError as exc:
+            raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
+        if isinstance(html, bytes):
+            html = html.decode("utf-8")
+        return _clean_message(str(html), path, filename)
