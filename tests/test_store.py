@@ -363,3 +363,24 @@ def test_training_from_store_matches_memory_and_never_decodes(
     drop = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in got.metrics] == \
         [{k: v for k, v in r.items() if k not in drop} for r in ref.metrics]
+
+
+def test_cli_prepare(archive: dict, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+    from medforensics.data.manifest import write_manifest
+
+    manifest = write_manifest(archive["rows"], tmp_path / "manifest.csv")
+    store = tmp_path / "store"
+    res = CliRunner().invoke(app, ["prepare", str(manifest), "--out", str(store), "--workers",
+                                   "1", "--no-paper", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    n = len(archive["files"])
+    assert f"{n}/{n + 2} eligible images cached" in res.output
+    assert "2 image(s) could not be cached" in res.output and "sha256-mismatch" in res.output
+    src = open_store(store)
+    assert len(src) == n
+    assert json.loads((store / INDEX_NAME).read_text())["paper"] is None
+    bad = CliRunner().invoke(app, ["prepare", str(tmp_path / "nope.csv"), "--out", str(store)])
+    assert bad.exit_code == 2 and "manifest not found" in bad.output
