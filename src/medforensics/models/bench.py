@@ -49,7 +49,9 @@ def training_throughput(
         **model_kwargs: passed to ``create_model``.
 
     Returns:
-        dict with ``items_per_s``, ``seconds_per_step``, ``batch``, ``size``, ``threads``.
+        dict with ``items_per_s`` (wall clock), ``seconds_per_step``, ``cpu_seconds_per_step``
+        and ``items_per_cpu_s`` (process CPU time, summed over threads: robust to other load
+        on a shared machine), ``batch``, ``size``, ``threads``.
     """
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -74,16 +76,18 @@ def training_throughput(
             step()
         if device != "cpu":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step()
         if device != "cpu":
             torch.cuda.synchronize()
         dt = (time.perf_counter() - t0) / steps
+        cpu = (time.process_time() - c0) / steps
     finally:
         torch.set_num_threads(old_threads)
-    return {"items_per_s": batch / dt, "seconds_per_step": dt, "batch": batch, "size": side,
-            "threads": torch.get_num_threads() if threads is None else int(threads)}
+    return {"items_per_s": batch / dt, "seconds_per_step": dt, "cpu_seconds_per_step": cpu,
+            "items_per_cpu_s": batch / cpu if cpu > 0 else float("nan"), "batch": batch,
+            "size": side, "threads": old_threads if threads is None else int(threads)}
 
 
 def _main() -> None:
@@ -96,8 +100,9 @@ def _main() -> None:
     args = ap.parse_args()
     r = training_throughput(args.name, batch=args.batch, size=args.size, steps=args.steps,
                             threads=args.threads)
-    print(f"{args.name}: {r['items_per_s']:.0f} items/s training (batch {r['batch']}, "
-          f"{r['size']}px, {r['threads']} thread(s), {r['seconds_per_step'] * 1e3:.1f} ms/step)")
+    print(f"{args.name}: {r['items_per_s']:.0f} items/s wall, {r['items_per_cpu_s']:.0f} items per "
+          f"CPU-second (training, batch {r['batch']}, {r['size']}px, {r['threads']} thread(s), "
+          f"{r['seconds_per_step'] * 1e3:.1f} ms/step)")
 
 
 if __name__ == "__main__":
