@@ -1,9 +1,8 @@
 """Fixtures for the web-service tests: a tiny trained and calibrated source run.
 
 Import the fixtures into a test module with
-``from tests.fixtures_service import source_run, service_archive  # noqa: F401`` (or
-``from fixtures_service import ...`` when ``tests/`` is on ``sys.path``, pytest's default
-rootdir-relative import mode).
+``from fixtures_service import service_archive, source_run  # noqa: F401`` (``tests/`` has no
+``__init__.py``, so pytest's default import mode puts it on ``sys.path``).
 
 The run is trained for one epoch on a simulated archive of 2 models x 1 unit x 6 patients
 (160x200 images), so it loads and predicts like a real run but is not accurate; tests must

@@ -14,7 +14,7 @@ import numpy as np
 
 from medforensics.errors import InvalidArrayError
 
-__all__ = ["hot_colours", "overlay_rgb", "png_b64", "preview_grey"]
+__all__ = ["heat_colours", "overlay_rgb", "png_b64", "preview_grey"]
 
 #: Default longest side of display images, in pixels.
 DISPLAY_MAX_SIDE = 768
@@ -56,19 +56,19 @@ def preview_grey(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.nda
     return _shrink(img8, max_side, PILImage.Resampling.LANCZOS)
 
 
-def hot_colours(prob: np.ndarray) -> np.ndarray:
-    """The "hot" colour ramp (black - red - yellow - white) for values in 0..1.
+def heat_colours(prob: np.ndarray) -> np.ndarray:
+    """Heat-map colours: red at low probability, turning yellow at 1 (never white or grey,
+    so the overlay stands apart from bright anatomy).
 
     Args:
         prob: float array of any shape, values in 0..1 (clipped; NaN counts as 0).
 
     Returns:
-        float32 array ``prob.shape + (3,)`` of RGB in 0..1.
+        float32 array ``prob.shape + (3,)`` of RGB in 0..1: ``(1, max(0, 2p - 1), 0)``.
     """
     p = np.clip(np.nan_to_num(np.asarray(prob, dtype=np.float32), nan=0.0), 0.0, 1.0)
     return np.stack(
-        [np.clip(3.0 * p, 0, 1), np.clip(3.0 * p - 1.0, 0, 1), np.clip(3.0 * p - 2.0, 0, 1)],
-        axis=-1,
+        [np.ones_like(p), np.clip(2.0 * p - 1.0, 0.0, 1.0), np.zeros_like(p)], axis=-1
     ).astype(np.float32)
 
 
@@ -82,7 +82,7 @@ def overlay_rgb(
     """Grey image with the forgery probability map blended on top as a heat map.
 
     The map's opacity grows with the probability (``alpha = max_alpha * p``), so clean areas
-    show the image unchanged and suspect areas glow red to yellow.
+    show the image unchanged and suspect areas glow red to yellow (:func:`heat_colours`).
 
     Args:
         pixels: (H, W) float stored values.
@@ -111,7 +111,7 @@ def overlay_rgb(
         )
     alpha = (float(max_alpha) * pm)[..., None]
     base = np.repeat(grey[..., None].astype(np.float32) / 255.0, 3, axis=-1)
-    out = (1.0 - alpha) * base + alpha * hot_colours(pm)
+    out = (1.0 - alpha) * base + alpha * heat_colours(pm)
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 
