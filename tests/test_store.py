@@ -15,7 +15,7 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from medforensics.data.datasets import MemoryImageSource, PaperImageDataset
+from medforensics.data.datasets import ImageSource, MemoryImageSource, PaperImageDataset
 from medforensics.data.store import (
     BLOB_NAME,
     INDEX_NAME,
@@ -208,6 +208,7 @@ def test_paper_variants_equal_paper_preprocess(archive: dict, prepared: dict) ->
 
 def test_crop_reads_windows_and_checks_bounds(archive: dict, prepared: dict) -> None:
     src = StoreSource(prepared["store"])
+    assert isinstance(src, ImageSource) and isinstance(src.paper_source(), ImageSource)
     path = str(archive["files"]["ct"])
     px = read_image(path).pixels
     win = src.crop(path, 5, 7, 32, 40)

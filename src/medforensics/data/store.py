@@ -410,7 +410,9 @@ def prepare_store(
     other row is hashed (and checked against the manifest's ``sha256``) and decoded with
     :func:`medforensics.io.read_image` in a process pool. A file that cannot be read is
     reported in the result and in ``index.json`` and the run carries on. Progress is saved
-    every 30 s, so an interrupted prepare resumes where it stopped.
+    every 30 s, so an interrupted prepare resumes where it stopped. A row without a
+    ``sha256`` value that is already stored under its path is trusted (not hashed again).
+    At most two decoded images per worker wait in memory to be written.
 
     Args:
         manifest: manifest CSV path or its rows (need ``path``, ``status``; ``sha256`` is
