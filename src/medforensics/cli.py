@@ -578,6 +578,45 @@ def serve_cmd(
     serve(web, host=host, port=port)
 
 
+@app.command("report")
+def report_cmd(
+    paths: List[Path] = typer.Argument(..., help="Image files or folders (recursive)."),
+    out: Path = typer.Option(
+        ..., "--out", help="report.html (exactly one image) or a folder (one page per image "
+        "+ index.html)."),
+    source_model: Optional[Path] = typer.Option(
+        None, "--source-model", help="Trained (and calibrated) source run directory."),
+    forgery_model: Optional[Path] = typer.Option(
+        None, "--forgery-model", help="Forgery detector run directory."),
+    show_identifiers: bool = typer.Option(
+        False, "--show-identifiers",
+        help="Show patient/institution identifiers and file paths (masked by default)."),
+    force: bool = typer.Option(
+        False, "--force", help="Read DICOM without file meta (ACR-NEMA) instead of refusing it."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Self-contained HTML case reports: image, device verdict, forgery map, header, provenance."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.report import write_report
+
+    if source_model is None and forgery_model is None:
+        typer.echo("warning: neither --source-model nor --forgery-model given: the pages "
+                   "show the image, header and provenance only", err=True)
+    try:
+        res = write_report(paths, out, source=source_model, forgery=forgery_model,
+                           mask_identifiers=not show_identifiers, force=force, device=device)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    where = res.index if res.index is not None else res.pages[0]
+    typer.echo(f"wrote {len(res.pages)} case page(s); open {where}")
+    if res.n_unreadable:
+        typer.echo(f"{res.n_unreadable} file(s) could not be read (their pages say why)")
+    if res.n_failed:
+        typer.echo(f"error: the report failed for {res.n_failed} file(s) (see the log)", err=True)
+        raise typer.Exit(1)
+
+
 # --- end section: pipeline --------------------------------------------------------------------
 
 
