@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -273,6 +272,7 @@ def test_reprepare_is_incremental_and_detects_changes(tmp_path: Path) -> None:
     # adding paper variants to a store prepared without them decodes again, once
     s2 = tmp_path / "nopaper"
     prepare_store(new_rows, s2, workers=0, paper=False, progress=False)
+    assert not StoreSource(s2).has_paper and StoreSource(store).has_paper
     with pytest.raises(StoreError, match="without paper"):
         StoreSource(s2).paper(str(a))
     rep = prepare_store(new_rows, s2, workers=0, paper=True, progress=False)

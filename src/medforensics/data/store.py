@@ -685,6 +685,11 @@ class StoreSource:
         return sorted(self._paths)
 
     @property
+    def has_paper(self) -> bool:
+        """True when the store was prepared with paper variants (``paper_source`` usable)."""
+        return bool(self._paper_ok)
+
+    @property
     def failures(self) -> dict[str, dict[str, str]]:
         """Failures of the prepare runs: ``path -> {sha256, reason, detail}``."""
         return dict(self._index["failures"])
