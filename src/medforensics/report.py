@@ -881,7 +881,11 @@ def _header_html(case: CaseAnalysis) -> str:
         + "</td></tr>"
         for label, _kw, value, masked in case.header
     )
-    if case.mask_identifiers:
+    if case.file.get("format") not in (None, "dicom"):
+        note = ("A raster file carries no DICOM header (no patient fields); "
+                + ("the file path is masked." if case.mask_identifiers
+                   else "identifiers are shown on this page."))
+    elif case.mask_identifiers:
         note = (f"{case.n_masked} identifying field(s) masked (patient, staff, institution, "
                 "dates, UIDs); the file path is masked too. Run with --show-identifiers "
                 "(mask_identifiers=False) to reveal them. Masking covers the header only: "
