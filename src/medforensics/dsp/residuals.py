@@ -73,17 +73,23 @@ def estimate_sigma(image: np.ndarray) -> float:
     """Global noise standard deviation (Donoho): robust std of the finest diagonal
     Haar subband, which holds almost no scene content.
 
+    Coefficients of perfectly flat 2x2 blocks are left out: they come from clipped regions
+    (collimator, saturation, burned-in background), which would otherwise drive the median
+    to 0 in images that are largely clipped.
+
     Args:
         image: (H, W) real array, H, W >= 2.
 
     Returns:
-        sigma in the image's units (stored values). For signal-dependent (Poisson) noise
-        this is a typical value over the image.
+        sigma in the image's units (stored values); 0.0 when every 2x2 block is flat. For
+        signal-dependent (Poisson) noise this is a typical value over the image.
     """
     img = as_image(image, min_size=2)
     img = img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]
     _, (_, _, hh) = dwt2(img, "haar")
-    return robust_std(hh)
+    blocks = img.reshape(img.shape[0] // 2, 2, img.shape[1] // 2, 2)
+    flat = blocks.max(axis=(1, 3)) == blocks.min(axis=(1, 3))
+    return robust_std(hh[~flat])
 
 
 def wiener_noise_part(x: np.ndarray, noise_var: float,
