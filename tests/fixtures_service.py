@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -66,3 +67,43 @@ def service_archive(tmp_path_factory: pytest.TempPathFactory) -> ServiceArchive:
 def source_run(service_archive: ServiceArchive) -> Path:
     """Directory of the tiny trained + calibrated source run."""
     return service_archive.run
+
+
+@dataclass
+class ContractForgeryResult:
+    """A result shaped like ``ForgeryDetector.detect``'s (the service's forgery contract)."""
+
+    score: float
+    verdict: str
+    forged_area_percent: float
+    ela_score: float
+    prob_map: np.ndarray
+    threshold: float = 0.5
+
+
+class ContractForgeryDetector:
+    """Stand-in forgery detector following the ``detect(pixels, meta)`` contract.
+
+    It marks the square ``[H/4, H/2) x [W/4, W/2)`` as forged (probability 1, else 0) and
+    refuses images under 32 px with :class:`medforensics.errors.InvalidArrayError`, so tests
+    can check what the service does with a result without training a forgery model.
+    ``calls`` records ``(shape, meta.format)`` of every call.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, int], str]] = []
+
+    def detect(self, pixels: np.ndarray, meta: object) -> ContractForgeryResult:
+        from medforensics.errors import InvalidArrayError
+
+        if pixels.ndim != 2:
+            raise InvalidArrayError("2-D only")
+        h, w = pixels.shape
+        if min(h, w) < 32:
+            raise InvalidArrayError(f"image {h}x{w} too small for the detector")
+        self.calls.append(((h, w), str(getattr(meta, "format", ""))))
+        prob = np.zeros((h, w), np.float32)
+        prob[h // 4: h // 2, w // 4: w // 2] = 1.0
+        return ContractForgeryResult(score=float(np.float32(0.9)), verdict="tampered",
+                                     forged_area_percent=float(100 * prob.mean()),
+                                     ela_score=0.25, prob_map=prob)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -21,7 +20,12 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from fixtures_service import ServiceArchive, service_archive, source_run  # noqa: E402,F401
+from fixtures_service import (  # noqa: E402,F401
+    ContractForgeryDetector,
+    ServiceArchive,
+    service_archive,
+    source_run,
+)
 
 from medforensics.errors import InvalidArrayError  # noqa: E402
 from medforensics.identify import VERDICTS  # noqa: E402
@@ -89,38 +93,6 @@ def lenient(app) -> TestClient:
 
 def _post(client: TestClient, endpoint: str, data: bytes, name: str = "image.dcm", **kw):
     return client.post(endpoint, files={"file": (name, data, "application/octet-stream")}, **kw)
-
-
-@dataclasses.dataclass
-class FakeForgeryResult:
-    """A result following the ForgeryDetector.detect contract."""
-
-    score: float
-    verdict: str
-    forged_area_percent: float
-    ela_score: float
-    prob_map: np.ndarray
-    threshold: float = 0.5
-
-
-class FakeDetector:
-    """Contract stand-in: a hot square in the image centre."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[tuple[int, int], str]] = []
-
-    def detect(self, pixels: np.ndarray, meta) -> FakeForgeryResult:
-        if pixels.ndim != 2:
-            raise InvalidArrayError("2-D only")
-        h, w = pixels.shape
-        if min(h, w) < 32:
-            raise InvalidArrayError(f"image {h}x{w} too small for the detector")
-        self.calls.append(((h, w), meta.format))
-        prob = np.zeros((h, w), np.float32)
-        prob[h // 4: h // 2, w // 4: w // 2] = 1.0
-        area = float(100 * prob.mean())
-        return FakeForgeryResult(score=np.float32(0.9), verdict="tampered",
-                                 forged_area_percent=area, ela_score=0.25, prob_map=prob)
 
 
 # ---------------------------------------------------------------------- health, models, schema
@@ -514,12 +486,12 @@ def test_logs_hold_no_patient_data(client: TestClient, dicom: Path, dicom_bytes:
 
 # ---------------------------------------------------------------------- forgery and report
 @pytest.fixture(scope="module")
-def fake_detector() -> FakeDetector:
-    return FakeDetector()
+def fake_detector() -> ContractForgeryDetector:
+    return ContractForgeryDetector()
 
 
 @pytest.fixture(scope="module")
-def forgery_client(source_run: Path, fake_detector: FakeDetector):  # noqa: F811
+def forgery_client(source_run: Path, fake_detector: ContractForgeryDetector):  # noqa: F811
     app = create_app(source_run, fake_detector)
     with TestClient(app) as c:
         yield c
@@ -533,13 +505,13 @@ def test_forgery_503_without_model(client: TestClient, dicom_bytes: bytes) -> No
                                   "--forgery-model)"}
 
 
-def test_forgery_with_contract_detector(forgery_client: TestClient, fake_detector: FakeDetector,
+def test_forgery_with_contract_detector(forgery_client: TestClient, fake_detector: ContractForgeryDetector,
                                         dicom: Path, dicom_bytes: bytes) -> None:
     from medforensics.io import read_image
 
     h = forgery_client.get("/health").json()
     assert h["forgery_model"] is True
-    assert forgery_client.get("/v1/models").json()["forgery"]["detector"] == "FakeDetector"
+    assert forgery_client.get("/v1/models").json()["forgery"]["detector"] == "ContractForgeryDetector"
     r = _post(forgery_client, "/v1/forgery", dicom_bytes, name="f.dcm")
     assert r.status_code == 200, r.text
     f = r.json()

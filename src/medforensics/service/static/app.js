@@ -192,6 +192,7 @@
       const resp = await post("/v1/identify?preview=true", file);
       if (!resp.ok) {
         const [code, detail] = await errorOf(resp);
+        show("busy", false);
         showError(code, detail);
         document.body.dataset.state = "error";
         return;
@@ -213,8 +214,10 @@
         setText("forgery-note", "No forgery model is loaded on this server " +
           "(start it with --forgery-model to check for alterations).");
       }
+      show("busy", false);
       document.body.dataset.state = "done";
     } catch (e) {
+      show("busy", false);
       showError("network-error", String(e));
       document.body.dataset.state = "error";
     } finally {
