@@ -278,6 +278,8 @@ def smooth_noise(shape: tuple[int, int], rng: np.random.Generator, *, beta: floa
     spec = amp * (rng.standard_normal(amp.shape) + 1j * rng.standard_normal(amp.shape))
     field = np.fft.irfft2(spec, s=(h, w)).astype(np.float32)
     field = resize_bilinear(field, shape)
+    if downsample > 1:  # remove the kinks of linear interpolation (no pixel-scale content)
+        field = ndimage.gaussian_filter(field, 0.6 * downsample, mode="nearest")
     field -= field.mean()
     sd = float(field.std()) or 1.0
     return (field / sd).astype(np.float32)

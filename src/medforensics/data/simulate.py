@@ -36,8 +36,8 @@ Image formation (per image)::
     c        = G_psf * c                                # detector blur (model)
     d        = c * (1 + K) + sigma_r * z2 + col[x] + row[y]; defects   # unit fingerprint
     u        = (hi - log d) / (hi - lo)                 # log + auto-ranging on the field
-    u        = G_d * u                                  # light noise reduction (some models)
-    u       += amount * (u - G_r * u)                   # unsharp mask (model)
+    u       += a_s * (u - G_rs * u)                     # small-scale sharpening (model)
+    u       += a_u * (u - G_ru * u)                     # large-scale unsharp mask (model)
     stored   = round((0.02 + 0.96 * LUT(clip(u))) * (2**bits - 1))   # LUT, bits (model)
 
 Determinism: every random draw comes from a ``numpy`` generator seeded by
@@ -193,9 +193,11 @@ class ModelSpec:
         read_noise: electronic noise std, in detected-quanta units.
         psf_sigma: detector blur along rows and columns (Gaussian sigmas, px; 0 = none). CR
             readers blur differently in the laser-scan and plate-transport directions.
-        denoise_sigma: light noise-reduction smoothing before sharpening (px; 0 = none).
-        unsharp_radius: processing unsharp-mask Gaussian sigma (px).
-        unsharp_amount: unsharp-mask gain.
+        sharpen_radius: small-scale sharpening kernel, Gaussian sigma (px); it shapes the
+            high-frequency noise texture.
+        sharpen_amount: gain of the small-scale sharpening.
+        unsharp_radius: large-scale unsharp mask (local contrast), Gaussian sigma (px).
+        unsharp_amount: gain of the large-scale unsharp mask.
         lut: "linear", "gamma" or "filmic".
         lut_param: gamma exponent, or filmic blend weight.
         grid_freq: grid-line frequency in cycles/px (0 = no stationary grid).
@@ -221,7 +223,8 @@ class ModelSpec:
     dqe: float
     read_noise: float
     psf_sigma: tuple[float, float]
-    denoise_sigma: float
+    sharpen_radius: float
+    sharpen_amount: float
     unsharp_radius: float
     unsharp_amount: float
     lut: str
@@ -310,8 +313,8 @@ def _model_design(seed: int, m: int, k: int) -> np.ndarray:
     and grid; an additive recurrence (Roberts' R_d sequence) over a stable model index (the
     Cantor pairing of (m, k), independent of the archive's counts) keeps the models of any
     archive apart in the fingerprint dimensions while staying seed-dependent (random offset).
-    Dimensions: grid presence/orientation, grid frequency, detector blur, unsharp radius,
-    unsharp amount, noise reduction.
+    Dimensions: grid presence/orientation, grid frequency, detector blur, sharpening radius,
+    sharpening amount, unsharp-mask amount.
     """
     g = (m + k) * (m + k + 1) // 2 + k
     phi = 2.0
@@ -353,8 +356,12 @@ def _make_model(seed: int, m: int, k: int, modalities: Sequence[str]) -> ModelSp
             psf = min(psf, 0.35)
         psf_pair = (psf, psf)
     has_grid = dz[0] >= 0.3  # ~70 % of models have a stationary grid
-    lut_param = {"linear": 0.0, "gamma": float(r.uniform(0.92, 1.08)),
-                 "filmic": float(r.uniform(0.1, 0.25))}[lut_family]
+    grid_axis = int(dz[0] >= 0.65)
+    # grid lines must survive the detector blur along their axis: MTF(f) >= 0.5
+    f_max = min(0.45, 0.19 / max(psf_pair[grid_axis], 0.05))
+    grid_freq = float(0.08 + (f_max - 0.08) * dz[1])
+    lut_param = {"linear": 0.0, "gamma": float(r.uniform(0.96, 1.04)),
+                 "filmic": float(r.uniform(0.03, 0.08))}[lut_family]
     return ModelSpec(
         model_id=f"{m}.{k}",
         manufacturer_id=str(m),
@@ -367,15 +374,16 @@ def _make_model(seed: int, m: int, k: int, modalities: Sequence[str]) -> ModelSp
         detector_type=det,
         software_base=f"{sw_major}.{int(r.integers(0, 10))}",
         dqe=float(r.uniform(0.35, 0.8)),
-        read_noise=float(r.uniform(1.0, 8.0)),
+        read_noise=float(r.uniform(0.5, 3.0)),
         psf_sigma=(float(round(psf_pair[0], 3)), float(round(psf_pair[1], 3))),
-        denoise_sigma=float(0.5 + dz[5]) if dz[5] < 0.4 else 0.0,
-        unsharp_radius=float(1.5 + 6.5 * dz[3]),
-        unsharp_amount=float(0.2 + 0.8 * dz[4]),
+        sharpen_radius=float(0.6 + 1.0 * dz[3]),
+        sharpen_amount=float(1.0 * dz[4]),
+        unsharp_radius=float(r.uniform(3.0, 10.0)),
+        unsharp_amount=float(0.2 + 0.6 * dz[5]),
         lut=lut_family,
         lut_param=lut_param,
-        grid_freq=float(0.12 + 0.33 * dz[1]) if has_grid else 0.0,
-        grid_axis=int(dz[0] >= 0.65),
+        grid_freq=grid_freq if has_grid else 0.0,
+        grid_axis=grid_axis,
         grid_amplitude=float(r.uniform(0.02, 0.05)) if has_grid else 0.0,
         prnu_std=float(r.uniform(0.005, 0.02)),
         prnu_corr=float(r.choice([0.0, 0.0, 0.6])),
@@ -673,6 +681,7 @@ def render_detector_image(unit: UnitSpec, pattern: FixedPattern, phantom: Phanto
         sig[dr, dc] = np.where(kind == 0, 0.1 * cur, np.where(kind == 1, 3.0 * cur + 300.0, val))
     logs = np.log(np.maximum(sig, 1.0))
     # ---- processing: auto-ranging on the collimated field (shared algorithm + jitter)
+    # exposure recognition: percentiles of the log signal within the collimated field
     step = max(1, int(math.sqrt(h * w / 250_000.0)))
     sample = logs[::step, ::step][fld[::step, ::step]]
     if sample.size < 16:
@@ -680,13 +689,14 @@ def render_detector_image(unit: UnitSpec, pattern: FixedPattern, phantom: Phanto
     lo, hi = np.percentile(sample, [rng.uniform(0.2, 1.0), rng.uniform(99.0, 99.9)])
     rng_span = max(float(hi - lo), 1e-3)
     u = (f32(hi) - logs) / f32(rng_span)
-    if md.denoise_sigma > 0:
-        u = ndimage.gaussian_filter(u, md.denoise_sigma, mode="nearest")
+    if md.sharpen_amount > 0:
+        u = u + f32(md.sharpen_amount) * (u - ndimage.gaussian_filter(u, md.sharpen_radius,
+                                                                       mode="nearest"))
     if md.unsharp_amount > 0:
         u = u + f32(md.unsharp_amount) * (u - ndimage.gaussian_filter(u, md.unsharp_radius,
                                                                        mode="nearest"))
     np.clip(u, 0.0, 1.0, out=u)
-    gamma_img = float(math.exp(rng.normal(0.0, 0.12)))
+    gamma_img = float(math.exp(rng.normal(0.0, 0.15)))  # per-image tone (shared)
     y = _lut(u, md.lut, md.lut_param, gamma_img)
     maxval = (1 << md.bits_stored) - 1
     v = (f32(0.02) + f32(0.96) * y) * f32(maxval)
@@ -1115,7 +1125,9 @@ def device_table(units: Sequence[UnitSpec]) -> list[dict[str, Any]]:
             "institution": u.institution, "bits": md.bits_stored,
             "photometric": md.photometric, "prnu_%": round(100 * u.prnu_std, 2),
             "psf": "x".join(f"{v:.2f}" for v in md.psf_sigma),
-            "denoise": md.denoise_sigma and round(md.denoise_sigma, 2), "unsharp": f"r{md.unsharp_radius:.1f} a{md.unsharp_amount:.2f}",
+            
+            "sharpen": f"r{md.sharpen_radius:.2f} a{md.sharpen_amount:.2f}",
+            "unsharp": f"r{md.unsharp_radius:.1f} a{md.unsharp_amount:.2f}",
             "lut": f"{md.lut}" + (f" {md.lut_param:.2f}" if md.lut != "linear" else ""),
             "grid": grid, "read_noise": round(md.read_noise, 1), "dqe": round(md.dqe, 2),
         })
