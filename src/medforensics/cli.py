@@ -115,7 +115,7 @@ def simulate_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     cols = ("unit", "manufacturer", "model", "modality", "serial", "station", "bits",
-            "photometric", "prnu_%", "psf", "unsharp", "grid")
+            "photometric", "prnu_%", "psf", "sharpen", "grid")
     table = Table(title="simulated devices (ground truth)")
     for col in cols:
         table.add_column(col, overflow="fold")
