@@ -93,6 +93,8 @@ def simulate_cmd(
     kw = dict(manufacturers=manufacturers, models_per_manufacturer=models_per_manufacturer,
               units_per_model=units_per_model, seed=seed, modalities=mods)
     console = Console()
+    if not console.is_terminal:  # piped/logged: keep the device table on one line per unit
+        console = Console(width=170)
     t0 = time.perf_counter()
     try:
         units = select_units(build_devices(**kw), include=csv(include) if include else None,
