@@ -540,18 +540,36 @@ def test_forgery_detector_refusal_is_422(forgery_client: TestClient, tmp_path: P
     assert "too small" in r.json()["detail"]
 
 
-def test_report(client: TestClient, dicom_bytes: bytes) -> None:
-    r = _post(client, "/v1/report", dicom_bytes)
+def test_report(client: TestClient, dicom: Path, dicom_bytes: bytes,
+                source_run: Path) -> None:  # noqa: F811
+    import pydicom
+
+    r = _post(client, "/v1/report", dicom_bytes, name="SMITH^JANE.dcm")
     if importlib.util.find_spec("medforensics.report") is None:
         assert r.status_code == 501
         assert r.json()["error"] == "report-not-available"
         assert "render_case_report" in r.json()["detail"]
-    else:
-        assert r.status_code == 200, r.text
-        assert r.headers["content-type"].startswith("text/html")
-        assert "<html" in r.text.lower()
-        assert "script-src" not in r.headers["content-security-policy"]
-        assert "default-src 'none'" in r.headers["content-security-policy"]
+        return
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp
+    page = r.text
+    assert "<html" in page.lower() and "<script" not in page.lower()
+    verdict = _post(client, "/v1/identify", dicom_bytes).json()["verdict"]
+    assert verdict in page
+    # provenance: the run's files are hashed (the service tells the report where the run is)
+    weights = hashlib.sha256((source_run / "model.safetensors").read_bytes()).hexdigest()
+    assert weights in page
+    # identifiers masked by default, shown on request; never the server's temp path
+    patient_id = str(pydicom.dcmread(dicom, stop_before_pixels=True).PatientID)
+    assert patient_id not in page and "SMITH" not in page
+    assert "medforensics-upload" not in page
+    r = _post(client, "/v1/report?mask_identifiers=false", dicom_bytes, name="SMITH^JANE.dcm")
+    assert r.status_code == 200 and patient_id in r.text and "SMITH^JANE.dcm" in r.text
+    assert "medforensics-upload" not in r.text
+    r = _post(client, "/v1/report", b"not an image", name="x.txt")
+    assert r.status_code == 422 and r.json()["error"] == "not-an-image-file"
 
 
 # ---------------------------------------------------------------------- hosts, CLI
@@ -596,3 +614,11 @@ def test_render_helpers() -> None:
     assert np.array_equal(ov[..., 0], g) and np.array_equal(ov[..., 2], g)
     with pytest.raises(InvalidArrayError):
         preview_grey(np.zeros(5, np.float32))
+
+
+def test_report_includes_forgery_section(forgery_client: TestClient, dicom_bytes: bytes) -> None:
+    if importlib.util.find_spec("medforensics.report") is None:
+        pytest.skip("no report module in this installation")
+    r = _post(forgery_client, "/v1/report", dicom_bytes)
+    assert r.status_code == 200
+    assert "tampered" in r.text and "ContractForgeryDetector" in r.text

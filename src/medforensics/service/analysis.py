@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -123,11 +122,16 @@ class CaseService:
             if not self.source_run.is_dir():
                 raise ModelFileError(f"source model run {self.source_run} is not a directory")
             self.predictor = SourcePredictor.from_run(self.source_run, device=device)
+            if getattr(self.predictor, "run_dir", None) is None:
+                # where the run's files are: the case report hashes them for its provenance
+                self.predictor.run_dir = self.source_run
         self.forgery_run: Path | None = None
         self.detector: Any = None
         if forgery is not None and not hasattr(forgery, "detect"):
             self.forgery_run = Path(forgery)
             self.detector = self._load_detector(self.forgery_run)
+            if getattr(self.detector, "run_dir", None) is None:
+                self.detector.run_dir = self.forgery_run
         elif forgery is not None:
             self.detector = forgery
         self._info = self._describe()
@@ -284,14 +288,17 @@ class CaseService:
             out["overlay_png_b64"] = None
         return out
 
-    def report(self, path: Path, filename: str) -> str:
-        """Self-contained HTML case report (``medforensics.report.render_case_report``).
+    def report(self, path: Path, filename: str, *, mask_identifiers: bool = True) -> str:
+        """Self-contained HTML case report (:func:`medforensics.report.render_case_report`).
 
-        Calls ``render_case_report(path, predictor=..., detector=..., filename=...)``.
+        Args:
+            path: the uploaded file.
+            filename: the client's file name (shown only when identifiers are revealed).
+            mask_identifiers: show patient/institution identifiers as ``masked`` (default).
 
         Raises:
             NotAvailable: this installation has no report module (501).
-            InputError: unreadable file.
+            InputError: unreadable file (the report would only say why; the API answers 422).
         """
         try:
             from medforensics.report import render_case_report
@@ -302,15 +309,6 @@ class CaseService:
                 "(medforensics.report.render_case_report is missing)",
             ) from None
         self._read(path, filename)  # fail with the reader's reason before any report work
-        kwargs: dict[str, Any] = {"predictor": self.predictor, "detector": self.detector,
-                                  "filename": filename}
-        accepted = inspect.signature(render_case_report).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-        try:
-            html = render_case_report(path, **kwargs)
-        except ReadError as exc:
-            raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
-        if isinstance(html, bytes):
-            html = html.decode("utf-8")
-        return _clean_message(str(html), path, filename)
+        html = render_case_report(path, source=self.predictor, forgery=self.detector,
+                                  filename=filename, mask_identifiers=mask_identifiers)
+        return _clean_message(str(html), path, filename if not mask_identifiers else "[file]")

@@ -481,14 +481,16 @@ def create_app(
               response_class=HTMLResponse,
               responses={200: {"content": {"text/html": {}}},
                          **_errors(401, 413, 415, 422, 501, 504)}, tags=["analysis"])
-    async def report(request: Request) -> HTMLResponse:
+    async def report(request: Request, mask_identifiers: bool = True) -> HTMLResponse:
         """Self-contained HTML case report of one image (501 when the report module is not
-        part of this installation)."""
+        part of this installation). Patient and institution identifiers are shown as
+        ``masked`` unless ``mask_identifiers=false``."""
         if not service.has_report:  # refuse before receiving the upload
             raise NotAvailable(501, "report-not-available",
                                "case reports are not available in this installation "
                                "(medforensics.report.render_case_report is missing)")
-        html, _ = await analyse(request, "report", service.report)
+        html, _ = await analyse(request, "report", lambda p, n: service.report(
+            p, n, mask_identifiers=mask_identifiers))
         return HTMLResponse(html, headers={"Content-Security-Policy": _REPORT_CSP})
 
     return app
