@@ -205,7 +205,8 @@ class _Canvas:
         dep = 2.0 * min(a, b) if depth is None else depth
         vals = mu * dep * np.clip(1.0 - q, 0.0, None) ** power
         if hollow > 0:
-            vals -= (mu - mu_inner) * dep * hollow * np.clip(1.0 - q / hollow**2, 0.0, None) ** power
+            inner = np.clip(1.0 - q / hollow**2, 0.0, None) ** power
+            vals -= (mu - mu_inner) * dep * hollow * inner
         self._put(layer, sl, vals.astype(np.float32))
 
     def chain(self, pts: list[tuple[float, float]], r: float, mu: float, layer: str, *,
@@ -215,7 +216,7 @@ class _Canvas:
         if res is None:
             return
         sl, x, y = res
-        best = np.zeros(x.shape if x.shape == y.shape else np.broadcast(x, y).shape, np.float32)
+        best = np.zeros(x.shape, np.float32)
         for p0, p1 in zip(pts[:-1], pts[1:]):
             dx, dy = p1[0] - p0[0], p1[1] - p0[1]
             ll = dx * dx + dy * dy or 1e-9
@@ -223,7 +224,8 @@ class _Canvas:
             q = ((x - p0[0] - t * dx) ** 2 + (y - p0[1] - t * dy) ** 2) / (r * r)
             v = mu * 2 * r * np.sqrt(np.clip(1.0 - q, 0.0, None))
             if hollow > 0:
-                v -= (mu - mu_inner) * 2 * r * hollow * np.sqrt(np.clip(1.0 - q / hollow**2, 0, None))
+                inner = np.sqrt(np.clip(1.0 - q / hollow**2, 0, None))
+                v -= (mu - mu_inner) * 2 * r * hollow * inner
             np.maximum(best, v, out=best)
         self._put(layer, sl, best)
 
@@ -313,8 +315,9 @@ def _limb(cv: _Canvas, tr: PatientTraits, rng: np.random.Generator, *, lateral: 
 
     def blob(c, a, b, ang, distal=True):
         cc = xf(c, distal)
-        cv.ellipsoid(cc, a * k * (squeeze if lateral else 1.0) ** 0.3, b * k, ang * sx, MU_BONE * bd,
-                     "bone", hollow=0.75, mu_inner=MU_MARROW * bd)
+        a_eff = a * k * (squeeze if lateral else 1.0) ** 0.3
+        cv.ellipsoid(cc, a_eff, b * k, ang * sx, MU_BONE * bd, "bone", hollow=0.75,
+                     mu_inner=MU_MARROW * bd)
 
     # soft tissue: forearm, arm, palm, fingers (union = max)
     cv.rod(xf((0, 1.0 * k)), xf((0, 23.0 * k)), 2.6 * k * st ** 0.5, 3.6 * k * st ** 0.5,

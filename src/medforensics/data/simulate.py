@@ -49,6 +49,14 @@ the same files for the remaining devices, and adding units keeps the existing un
 (though patients are then reassigned). UIDs come from :func:`pydicom.uid.generate_uid` with
 seeded entropy sources.
 
+Headers: realistic DX / CR / MG "for presentation" objects (proper SOP classes, file meta,
+BitsAllocated 16, model-specific BitsStored, MONOCHROME1 for model "0.1", fictional vendor,
+model, serial, station, institution, software, fake patient names). CR objects carry no
+PresentationIntentType and no Rescale Slope/Intercept (neither is part of the CR IOD); about one
+unit in eight writes no DeviceSerialNumber (its label falls back to the StationName).
+Modalities are given to models in turn; DX and CR share the radiography anatomy distribution,
+MG models image breasts only (so content differs across modality families, as in reality).
+
 Patients: each patient is assigned to one unit (balanced round robin over a seeded shuffle);
 with probability ``multi_device_fraction`` a patient has a second study on another unit, so a
 patient may appear under two devices (that is why splits must be by patient, and the patient's
@@ -70,6 +78,7 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.data.anatomy import (
+    VIEWS,
     Phantom,
     PatientTraits,
     choose_study,
@@ -334,7 +343,8 @@ def _make_model(seed: int, m: int, k: int, modalities: Sequence[str]) -> ModelSp
     r = _rng(seed, _T_MODEL, m, k)
     modality = modalities[(m + k) % len(modalities)]
     series = _MODEL_SERIES[modality][int(r.integers(0, 3))]
-    number = int(r.integers(1, 10)) * (100 if modality != "MG" else 10) + int(r.integers(0, 10)) * 10
+    scale = 100 if modality != "MG" else 10
+    number = int(r.integers(1, 10)) * scale + int(r.integers(0, 10)) * 10
     name = f"{prefix} {series} {number}"
     if modality == "CR":
         psf = 0.7 + 0.7 * dz[2]
@@ -401,7 +411,8 @@ def _make_unit(seed: int, model: ModelSpec, u: int) -> UnitSpec:
     inst = _INSTITUTIONS[int(r.integers(0, len(_INSTITUTIONS)))]
     style = _STATION_STYLES[int(r.integers(0, len(_STATION_STYLES)))]
     station = style.format(n=int(r.integers(1, 40)))
-    serial = f"{model.name.split()[0][:3].upper()}{int(r.integers(10, 99))}-{int(r.integers(0, 99999)):05d}"
+    tag = model.name.split()[0][:3].upper()
+    serial = f"{tag}{int(r.integers(10, 99))}-{int(r.integers(0, 99999)):05d}"
     if r.random() < 0.12:
         serial = ""  # this unit writes no DeviceSerialNumber: labels fall back to StationName
     software = f"{model.software_base}.{int(r.integers(0, 40))}"
@@ -592,7 +603,10 @@ def unit_pattern(unit: UnitSpec, shape: tuple[int, int]) -> FixedPattern:
             kk = r.choice(3, size=n, p=[0.3, 0.3, 0.4])
             vv = r.uniform(30.0, 2000.0, n)
             keep = (rr < h) & (cc < w)
-            rows.append(rr[keep]); cols.append(cc[keep]); kinds.append(kk[keep]); vals.append(vv[keep])
+            rows.append(rr[keep])
+            cols.append(cc[keep])
+            kinds.append(kk[keep])
+            vals.append(vv[keep])
     return FixedPattern(gain=gain, col_offset=col, row_offset=row,
                         defect_rows=np.concatenate(rows).astype(np.int64),
                         defect_cols=np.concatenate(cols).astype(np.int64),
@@ -732,8 +746,6 @@ def simulate_image(unit: UnitSpec, shape: tuple[int, int], *, seed: int = 0,
         v = view or "CC"
         lat = laterality or "R"
     else:
-        from medforensics.data.anatomy import VIEWS
-
         v = view or VIEWS[part][0]
         lat = "" if part == "CHEST" else (laterality or lat)
     tr = traits or draw_patient_traits(r, sex="F" if part == "BREAST" else None)
@@ -826,7 +838,8 @@ def plan_archive(units: Sequence[UnitSpec], *, patients: int, images_per_patient
     else:
         ilo, ihi = int(images_per_patient[0]), int(images_per_patient[1])
     if ilo < 1 or ihi < ilo:
-        raise ConfigError(f"images_per_patient must be >= 1 (min <= max), got {images_per_patient!r}")
+        raise ConfigError("images_per_patient must be >= 1 (min <= max), "
+                          f"got {images_per_patient!r}")
     if not 0.0 <= multi_device_fraction <= 1.0:
         raise ConfigError("multi_device_fraction must be within [0, 1]")
     slo, shi = _size_range(size)
