@@ -13,8 +13,13 @@ Pipeline (:func:`match_blocks`):
 2. Features: the residual summed over 2x2 cells on a ``block/2 x block/2`` grid inside each
    overlapping block (16 values for ``block=8``), quantised with a step of
    ``quant`` x the robust std of the cell sums, packed into sortable byte keys.
-3. Blocks with little residual energy (flat, saturated or clipped areas, which would all
-   look alike) are left out: block energy below ``energy_frac`` x the median block energy.
+3. Blocks that are not noise-like are left out: blocks with more than ``max_zero_frac``
+   exactly-zero residual values (flat, clipped, padded areas and synthetic graphics such
+   as burned-in text or rulers, which repeat exactly by construction), and blocks whose
+   residual is sparse (``(sum|r|)^2 / (n sum r^2) < min_density``: an edge or a line carries
+   the energy, as on processed, noise-free areas), and blocks whose
+   residual energy is below ``energy_frac`` or above ``energy_max`` x the median energy of
+   the remaining blocks (strong straight edges look alike when shifted along the edge).
 4. Keys are sorted lexicographically; each block is compared with the next ``window``
    blocks in that order; pairs with identical keys and a spatial offset of at least
    ``min_shift`` pixels are verified on the full residual blocks with the normalised
@@ -83,6 +88,9 @@ def match_blocks(
     quant: float = 0.75,
     energy_frac: float = 0.25,
     max_dist: float = 0.1,
+    max_zero_frac: float = 0.25,
+    energy_max: float = 8.0,
+    min_density: float = 0.35,
     valid: np.ndarray | None = None,
 ) -> BlockMatches:
     """Find pairs of (near-)identical residual blocks at least ``min_shift`` pixels apart.
@@ -97,6 +105,13 @@ def match_blocks(
         energy_frac: blocks whose residual energy is below this fraction of the median block
             energy are ignored.
         max_dist: pairs with a normalised distance above this are rejected.
+        energy_max: blocks whose residual energy exceeds this multiple of the median are
+            ignored (strong edges: shifted along a straight edge, edge-dominated residual
+            blocks look alike).
+        min_density: blocks with ``(sum|r|)^2 / (n * sum r^2)`` below this are ignored
+            (about 0.64 for Gaussian noise; small for edge- or line-dominated blocks).
+        max_zero_frac: blocks with more than this fraction of exactly-zero residual values
+            (flat, clipped or synthetic graphics such as burned-in text) are ignored.
         valid: optional bool (H, W); blocks containing any False pixel are ignored.
 
     Returns:
@@ -115,18 +130,30 @@ def match_blocks(
     hb, wb = H - block + 1, W - block + 1
     # block energy at top-left positions
     e = _box_sums_topleft(r * r, block)
-    med = float(np.median(e))
-    ok = e > max(energy_frac * med, 1e-12)
+    # synthetic content (burned-in graphics, padding, clipped areas) has sparse residuals:
+    # exactly repeated by construction, not noise; keep blocks whose residual is dense
+    zeros = _box_sums_topleft((r == 0).astype(np.float64), block)
+    ok = zeros <= max_zero_frac * block * block
+    # noise-likeness: (sum|r|)^2 / (n sum r^2) is 2/pi ~ 0.64 for Gaussian noise and small
+    # when a few pixels (an edge, a line) carry the energy
+    l1 = _box_sums_topleft(np.abs(r), block)
+    ok &= l1 * l1 >= min_density * block * block * np.maximum(e, 1e-12)
+    if not ok.any():
+        return BlockMatches(np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
+                            np.zeros(0, np.float32), block, 0)
+    med = float(np.median(e[ok]))
+    ok &= (e > max(energy_frac * med, 1e-12)) & (e < energy_max * med)
     if valid is not None:
         v = np.asarray(valid, dtype=bool)
         if v.shape != r.shape:
             raise ConfigError(f"valid mask shape {v.shape} differs from residual {r.shape}")
         ok &= _box_sums_topleft((~v).astype(np.float64), block) < 0.5
     cs = _cell_sums(r)
-    step = quant * max(robust_std(cs), 1e-9)
-    q = np.clip(np.rint(cs / step), -127, 127).astype(np.int8)
     g = block // 2
     ys, xs = np.nonzero(ok)
+    # quantisation step from the cells of the usable blocks only (not flat background)
+    step = quant * max(robust_std(cs[ys + g - 1, xs + g - 1]) if ys.size else 0.0, 1e-9)
+    q = np.clip(np.rint(cs / step), -127, 127).astype(np.int8)
     n = ys.size
     empty = BlockMatches(np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
                          np.zeros(0, np.float32), block, int(n))
@@ -260,7 +287,8 @@ def match_density(
     return np.clip(cover / float(block * block), 0.0, 1.0).astype(np.float32)
 
 
-def shift_correlation(residual: np.ndarray, shift: tuple[int, int], window: int = 7) -> np.ndarray:
+def shift_correlation(residual: np.ndarray, shift: tuple[int, int], window: int = 7,
+                      region: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Local normalised correlation between the residual and itself displaced by ``shift``.
 
     ``out[p] = sum_w r(q) r(q - d) / sqrt(sum_w r(q)^2 * sum_w r(q - d)^2)`` over a
@@ -273,6 +301,8 @@ def shift_correlation(residual: np.ndarray, shift: tuple[int, int], window: int 
         residual: (H, W) real array, a high-pass noise residual.
         shift: ``(dy, dx)`` displacement from source to target.
         window: odd neighbourhood side.
+        region: optional ``(y0, y1, x0, x1)`` target-side box; outside it the output is 0
+            (saves time on large images).
 
     Returns:
         float32 (H, W), values in [-1, 1].
@@ -280,25 +310,21 @@ def shift_correlation(residual: np.ndarray, shift: tuple[int, int], window: int 
     r = as_image(residual, "residual")
     H, W = r.shape
     dy, dx = int(shift[0]), int(shift[1])
-    if abs(dy) >= H or abs(dx) >= W:
-        return np.zeros((H, W), np.float32)
-    src = np.zeros_like(r)
-    # src[p] = r[p - d] where defined
-    ys_t = slice(max(dy, 0), H + min(dy, 0))
-    xs_t = slice(max(dx, 0), W + min(dx, 0))
-    ys_s = slice(max(-dy, 0), H + min(-dy, 0))
-    xs_s = slice(max(-dx, 0), W + min(-dx, 0))
-    src[ys_t, xs_t] = r[ys_s, xs_s]
-    have = np.zeros((H, W), bool)
-    have[ys_t, xs_t] = True
+    out = np.zeros((H, W), np.float32)
+    y0, y1, x0, x1 = (0, H, 0, W) if region is None else region
+    # target rows/cols whose partner is inside the image
+    y0, y1 = max(y0, dy, 0), min(y1, H + dy, H)
+    x0, x1 = max(x0, dx, 0), min(x1, W + dx, W)
+    if y1 - y0 < 1 or x1 - x0 < 1:
+        return out
+    t = r[y0:y1, x0:x1]
+    src = r[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
     pad = window // 2
 
     def box(a: np.ndarray) -> np.ndarray:
-        c = _box_sums_topleft(np.pad(a, pad), window)
-        return c
+        return _box_sums_topleft(np.pad(a, pad), window)
 
-    num = box(r * src)
-    den = np.sqrt(box(r * r) * box(src * src))
-    out = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    out[~have] = 0.0
-    return out.astype(np.float32)
+    num = box(t * src)
+    den = np.sqrt(box(t * t) * box(src * src))
+    out[y0:y1, x0:x1] = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return out

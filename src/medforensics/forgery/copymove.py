@@ -77,12 +77,26 @@ class CopyMoveResult:
     n_pairs: int = 0
 
 
-def _seam_log_ratio(energy: np.ndarray, region: np.ndarray) -> float:
+def _crop_around(region: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    ys, xs = np.nonzero(region)
+    if ys.size == 0:
+        return None
+    H, W = region.shape
+    return (slice(max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, H)),
+            slice(max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, W)))
+
+
+def _seam_log_ratio(r: np.ndarray, region: np.ndarray) -> float:
     """log(median residual energy 0-3 px outside ``region`` / median 4-10 px outside)."""
-    d1 = ndimage.binary_dilation(region, iterations=3)
-    d2 = ndimage.binary_dilation(region, iterations=10)
-    d3 = ndimage.binary_dilation(region, iterations=4)
-    inner = d1 & ~region
+    crop = _crop_around(region, 12)
+    if crop is None:
+        return 0.0
+    reg = region[crop]
+    energy = ndimage.uniform_filter(r[crop] ** 2, size=3)
+    d1 = ndimage.binary_dilation(reg, iterations=3)
+    d2 = ndimage.binary_dilation(reg, iterations=10)
+    d3 = ndimage.binary_dilation(reg, iterations=4)
+    inner = d1 & ~reg
     outer = d2 & ~d3
     if inner.sum() < 8 or outer.sum() < 8:
         return 0.0
@@ -97,8 +111,14 @@ def _blend_log_ratio(r: np.ndarray, core: np.ndarray, shift: tuple[int, int]) ->
     """log(mean r^2 on a 3-px band around ``core`` / mean r^2 at the partner positions)."""
     H, W = r.shape
     dy, dx = shift
-    band = ndimage.binary_dilation(core, iterations=3) & ~core
+    crop = _crop_around(core, 4)
+    if crop is None:
+        return 0.0
+    c = core[crop]
+    band = ndimage.binary_dilation(c, iterations=3) & ~c
     ys, xs = np.nonzero(band)
+    ys = ys + crop[0].start
+    xs = xs + crop[1].start
     ok = (ys - dy >= 0) & (ys - dy < H) & (xs - dx >= 0) & (xs - dx < W)
     if ok.sum() < 16:
         return 0.0
@@ -137,6 +157,8 @@ def detect_copy_move(
         seam_margin: minimum difference of ``|log ratio|`` between the two sides to decide.
         blend_margin: minimum ``|log(E_b / E_a)|`` of the blend cue to decide.
         valid: optional bool (H, W) of usable pixels (False: padding, burned-in labels...).
+            Pixels at the image's minimum or maximum value (clipped) and a 2-px margin around
+            them are always excluded.
 
     Returns:
         :class:`CopyMoveResult`.
@@ -144,7 +166,13 @@ def detect_copy_move(
     img = np.asarray(pixels, dtype=np.float64)
     H, W = img.shape
     r = highpass_residual(img, "kb").astype(np.float64)
-    m = match_blocks(r, block=block, min_shift=min_shift, valid=valid)
+    # clipped pixels (at the image's minimum or maximum, e.g. background at 0, saturation)
+    # carry no noise; blocks touching them (plus 2 px) are not matched
+    clipped = (img <= img.min()) | (img >= img.max())
+    usable = ~ndimage.binary_dilation(clipped, iterations=2)
+    if valid is not None:
+        usable &= np.asarray(valid, dtype=bool)
+    m = match_blocks(r, block=block, min_shift=min_shift, valid=usable)
     shifts, keep = shift_consensus(m, min_count=min_count)
     best = 0
     if len(m.a):
@@ -155,31 +183,33 @@ def detect_copy_move(
     score = best / (best + float(min_count))
     out = np.zeros((H, W), np.float32)
     regions: list[dict] = []
-    energy = None
     for dy, dx, sup in shifts[:max_shifts]:
         sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
-        near_b = match_density((H, W), m.b[sel], block) > 0
-        near_a = match_density((H, W), m.a[sel], block) > 0
+        margin = window + block + 12
+        tb = m.b[sel]
+        box = (max(int(tb[:, 0].min()) - margin, 0), min(int(tb[:, 0].max()) + block + margin, H),
+               max(int(tb[:, 1].min()) - margin, 0), min(int(tb[:, 1].max()) + block + margin, W))
+        ys0, ys1, xs0, xs1 = box
+        crop = (slice(ys0, ys1), slice(xs0, xs1))
+        c_full = shift_correlation(r, (int(dy), int(dx)), window, region=box)
+        c = np.clip(c_full[crop], 0.0, 1.0)
+        near_b = match_density((ys1 - ys0, xs1 - xs0), tb - [ys0, xs0], block) > 0
         near_b = ndimage.binary_dilation(near_b, iterations=window + block)
-        near_a = ndimage.binary_dilation(near_a, iterations=window + block)
-        c = np.clip(shift_correlation(r, (int(dy), int(dx)), window), 0.0, 1.0)
-        side_b = np.where(near_b, c, 0.0)  # target-side positions p (b = a + d)
+        side_b = np.zeros((H, W), np.float64)
+        side_b[crop] = np.where(near_b, c, 0.0)  # target-side positions p (b = a + d)
         side_a = np.zeros_like(side_b)  # source positions p - d
         ys, xs = np.nonzero(side_b > 0)
         ya, xa = ys - dy, xs - dx
         ok = (ya >= 0) & (ya < H) & (xa >= 0) & (xa < W)
         side_a[ya[ok], xa[ok]] = side_b[ys[ok], xs[ok]]
-        side_a *= near_a
         info = {"shift": (int(dy), int(dx)), "support": int(sup), "target_side": "",
                 "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0, "decided": False,
                 "cue": ""}
         wa = wb = 1.0
         if disambiguate:
-            if energy is None:
-                energy = ndimage.uniform_filter(r * r, size=3)
-            lbl = _blend_log_ratio(r, c >= 0.9, (int(dy), int(dx)))
-            la = _seam_log_ratio(energy, side_a >= 0.5)
-            lb = _seam_log_ratio(energy, side_b >= 0.5)
+            lbl = _blend_log_ratio(r, side_b >= 0.9, (int(dy), int(dx)))
+            la = _seam_log_ratio(r, side_a >= 0.5)
+            lb = _seam_log_ratio(r, side_b >= 0.5)
             info["seam_log_ratio"] = (la, lb)
             info["blend_log_ratio"] = lbl
             side = ""
