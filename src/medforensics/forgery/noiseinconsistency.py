@@ -1,0 +1,251 @@
+"""Local noise-level inconsistency and device-fingerprint inconsistency maps.
+
+**Noise inconsistency** (:func:`noise_inconsistency_map`). A detector image has
+signal-dependent noise, ``var = a * mean + b`` (Poisson-Gaussian). Each 16x16 block's observed
+noise level (robust MAD of the normalised Ker-Boehme residual, :func:`dsp.noise.noise_level_map`)
+is compared with the level the image's own fit predicts at the block's mean intensity
+(:func:`dsp.noise.fit_poisson_gaussian`, fitted on the whole image with per-bin medians, so a
+small edited region hardly moves it):
+
+    l = log(sigma_observed / sigma_expected),   z = (l - median(l)) / (1.4826 * MAD(l)).
+
+Blurred, filled-in or down-scaled regions have too little noise (``z << 0``); regions spliced
+from a noisier device, or gained up, too much (``z >> 0``). Texture and edges also raise the
+observed level, so positive deviations are weaker evidence; the cue is
+``sigmoid(k * (-z - z_low))`` for low noise and ``sigmoid(k * (z - z_high))`` for high noise
+(defaults ``z_low = 3``, ``z_high = 4.5``, ``k = 2``), computed on four half-block-shifted
+grids (8-px resolution) and averaged per pixel. Blocks touching clipped pixels (the image's
+minimum or maximum value) are not scored (cue 0).
+
+**Fingerprint inconsistency** (:func:`fingerprint_map`). A source-identification *patch* model
+is slid over the image; patches whose device evidence disagrees with the whole image light
+up. Written against a generic callable ``patch_logprobs(patches) -> (N, C) log-probabilities``
+so that any patch classifier can be plugged in (and tested with a stub).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from medforensics.dsp.noise import fit_poisson_gaussian, noise_level_map
+from medforensics.errors import ConfigError, InvalidArrayError
+
+__all__ = [
+    "NoiseInconsistency",
+    "noise_inconsistency_map",
+    "FingerprintInconsistency",
+    "fingerprint_map",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+@dataclass
+class NoiseInconsistency:
+    """Output of :func:`noise_inconsistency_map`.
+
+    Attributes:
+        map: float32 (H, W) in [0, 1], the cue (0.5 at the z thresholds).
+        z: float32 (H, W) per-pixel mean robust z-score of the log noise ratio (0 where not
+            scored); negative = less noise than expected.
+        fit: ``(a, b)`` of the Poisson-Gaussian fit, or ``None`` when the image has too little
+            intensity spread (then the expected level is the median observed level).
+    """
+
+    map: np.ndarray
+    z: np.ndarray
+    fit: tuple[float, float] | None
+
+
+def _block_means(img: np.ndarray, block: int) -> np.ndarray:
+    nby, nbx = img.shape[0] // block, img.shape[1] // block
+    a = img[: nby * block, : nbx * block]
+    return a.reshape(nby, block, nbx, block).mean(axis=(1, 3))
+
+
+def noise_inconsistency_map(
+    pixels: np.ndarray,
+    *,
+    block: int = 16,
+    z_low: float = 3.0,
+    z_high: float = 4.5,
+    slope: float = 2.0,
+) -> NoiseInconsistency:
+    """Per-pixel local noise-level inconsistency cue (see module docs).
+
+    Args:
+        pixels: float (H, W) stored values (``read_image`` contract), H, W >= 4 * ``block``.
+        block: block side in pixels (even); the map has ``block / 2`` px resolution.
+        z_low: z below ``-z_low`` (too little noise) gives cue > 0.5.
+        z_high: z above ``z_high`` (too much noise) gives cue > 0.5.
+        slope: logistic slope ``k`` per unit of z.
+
+    Returns:
+        :class:`NoiseInconsistency`.
+
+    Raises:
+        InvalidArrayError: image not 2-D or too small.
+        ConfigError: odd or too small block.
+    """
+    img = np.asarray(pixels, dtype=np.float64)
+    if img.ndim != 2:
+        raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")
+    if block < 4 or block % 2:
+        raise ConfigError(f"block must be an even number >= 4, got {block}")
+    H, W = img.shape
+    if H < 4 * block or W < 4 * block:
+        raise InvalidArrayError(f"image {H}x{W} too small for {block}-px noise blocks")
+    vmin, vmax = float(img.min()), float(img.max())
+    clipped = ((img <= vmin) | (img >= vmax)).astype(np.float64)
+    try:
+        pg = fit_poisson_gaussian(img, block=block, mask=clipped == 0)
+        fit: tuple[float, float] | None = (pg.a, pg.b)
+    except InvalidArrayError as exc:
+        log.debug("no Poisson-Gaussian fit (%s); using a constant expected noise level", exc)
+        pg = None
+        fit = None
+    half = block // 2
+    grids = []
+    for oy in (0, half):
+        for ox in (0, half):
+            sub = img[oy:, ox:]
+            sig = noise_level_map(sub, block=block).astype(np.float64)
+            mean = _block_means(sub, block)
+            bad = _block_means(clipped[oy:, ox:], block) > 0
+            if pg is not None:
+                exp_sig = pg.std_at(mean)
+            else:
+                exp_sig = np.full_like(sig, float(np.median(sig[~bad])) if (~bad).any() else 1.0)
+            good = (~bad) & (sig > 0) & (exp_sig > 0)
+            lr = np.zeros_like(sig)
+            lr[good] = np.log(sig[good] / exp_sig[good])
+            grids.append((oy, ox, lr, good))
+    allv = np.concatenate([g[2][g[3]] for g in grids])
+    if allv.size < 8:
+        zero = np.zeros((H, W), np.float32)
+        return NoiseInconsistency(zero, zero.copy(), fit)
+    med = float(np.median(allv))
+    scale = float(1.4826 * np.median(np.abs(allv - med)))
+    scale = max(scale, 1e-3)
+    acc_p = np.zeros((H, W))
+    acc_z = np.zeros((H, W))
+    cnt = np.zeros((H, W))
+    for oy, ox, lr, good in grids:
+        z = np.where(good, (lr - med) / scale, 0.0)
+        p = np.maximum(_sigmoid(slope * (-z - z_low)), _sigmoid(slope * (z - z_high)))
+        p = np.where(good, p, 0.0)
+        nby, nbx = z.shape
+        ys, xs = slice(oy, oy + nby * block), slice(ox, ox + nbx * block)
+        acc_p[ys, xs] += np.kron(p, np.ones((block, block)))
+        acc_z[ys, xs] += np.kron(z, np.ones((block, block)))
+        cnt[ys, xs] += 1.0
+    cnt = np.maximum(cnt, 1.0)
+    return NoiseInconsistency((acc_p / cnt).astype(np.float32), (acc_z / cnt).astype(np.float32),
+                              fit)
+
+
+@dataclass
+class FingerprintInconsistency:
+    """Output of :func:`fingerprint_map`.
+
+    Attributes:
+        map: float32 (H, W) in [0, 1]: mean over the patches covering a pixel of
+            ``1 - P(image class | patch)``; 0 where no patch was scored.
+        image_class: the class the whole image is attributed to (argmax of the summed patch
+            log-probabilities, or the one given).
+        patch_logprobs: float32 (ny, nx, C) log-probabilities on the patch grid.
+        grid: ``(ys, xs)`` top-left corners of the patch grid.
+    """
+
+    map: np.ndarray
+    image_class: int
+    patch_logprobs: np.ndarray
+    grid: tuple[np.ndarray, np.ndarray]
+
+
+def fingerprint_map(
+    pixels: np.ndarray,
+    patch_logprobs: Callable[[np.ndarray], np.ndarray],
+    *,
+    patch: int = 64,
+    stride: int = 32,
+    batch: int = 64,
+    image_class: int | None = None,
+) -> FingerprintInconsistency:
+    """Slide a source-identification patch model over the image; light up disagreeing regions.
+
+    Args:
+        pixels: float (H, W) stored values (``read_image`` contract).
+        patch_logprobs: callable taking float32 ``(N, patch, patch)`` stored-value patches and
+            returning ``(N, C)`` log-probabilities over devices (any normalisation of the
+            patch happens inside the callable, as for :mod:`medforensics.models.patch`).
+        patch: patch side in pixels.
+        stride: grid step in pixels (the last row/column of patches is aligned to the border).
+        batch: patches per call.
+        image_class: the image's device class if known (e.g. from the whole-image verdict);
+            default: argmax of the summed patch log-probabilities.
+
+    Returns:
+        :class:`FingerprintInconsistency`.
+
+    Raises:
+        InvalidArrayError: image smaller than one patch, or the callable returns a bad shape.
+    """
+    img = np.asarray(pixels, dtype=np.float32)
+    if img.ndim != 2 or img.shape[0] < patch or img.shape[1] < patch:
+        raise InvalidArrayError(f"image {img.shape} is smaller than one {patch}x{patch} patch")
+    H, W = img.shape
+
+    def starts(n: int) -> np.ndarray:
+        s = list(range(0, n - patch + 1, stride))
+        if s[-1] != n - patch:
+            s.append(n - patch)
+        return np.array(s)
+
+    ys, xs = starts(H), starts(W)
+    coords = [(y, x) for y in ys for x in xs]
+    out: list[np.ndarray] = []
+    for i in range(0, len(coords), batch):
+        chunk = coords[i : i + batch]
+        arr = np.stack([img[y : y + patch, x : x + patch] for y, x in chunk])
+        lp = np.asarray(patch_logprobs(arr), dtype=np.float64)
+        if lp.ndim != 2 or lp.shape[0] != len(chunk):
+            raise InvalidArrayError(f"patch_logprobs returned shape {lp.shape} for {len(chunk)} "
+                                    "patches; expected (N, C)")
+        out.append(lp)
+    lp_all = np.concatenate(out)
+    C = lp_all.shape[1]
+    if image_class is None:
+        image_class = int(np.argmax(lp_all.sum(axis=0)))
+    elif not 0 <= image_class < C:
+        raise ConfigError(f"image_class {image_class} outside 0..{C - 1}")
+    # normalise defensively (log-softmax) so that exp() is a probability
+    lse = np.logaddexp.reduce(lp_all, axis=1, keepdims=True)
+    lp_all = lp_all - lse
+    p_other = 1.0 - np.exp(lp_all[:, image_class])
+    acc = np.zeros((H, W))
+    cnt = np.zeros((H, W))
+    for (y, x), v in zip(coords, p_other):
+        acc[y : y + patch, x : x + patch] += v
+        cnt[y : y + patch, x : x + patch] += 1.0
+    m = np.where(cnt > 0, acc / np.maximum(cnt, 1.0), 0.0)
+    return FingerprintInconsistency(
+        map=m.astype(np.float32),
+        image_class=int(image_class),
+        patch_logprobs=lp_all.reshape(len(ys), len(xs), C).astype(np.float32),
+        grid=(ys, xs),
+    )
+
+
+def smooth_map(m: np.ndarray, size: int = 9) -> np.ndarray:
+    """Mean filter of a cue map (float32 (H, W)), used for image-level scores."""
+    return ndimage.uniform_filter(np.asarray(m, dtype=np.float32), size=size)
