@@ -106,7 +106,8 @@ def test_health(client: TestClient) -> None:
     assert h["report"] is (importlib.util.find_spec("medforensics.report") is not None)
 
 
-def test_models_lists_classes_hashes_calibration(client: TestClient, source_run: Path) -> None:  # noqa: F811
+def test_models_lists_classes_hashes_calibration(client: TestClient,
+                                                 source_run: Path) -> None:  # noqa: F811
     r = client.get("/v1/models")
     assert r.status_code == 200
     assert r.headers["cache-control"] == "no-store"
@@ -320,7 +321,8 @@ def test_bearer_token(source_run: Path, dicom_bytes: bytes) -> None:  # noqa: F8
         assert r.headers["www-authenticate"] == "Bearer"
         bad = {"Authorization": "Bearer s3cret-tokeN"}
         assert c.get("/v1/models", headers=bad).status_code == 401
-        assert c.get("/v1/models", headers={"Authorization": "Basic s3cret-token"}).status_code == 401
+        basic = {"Authorization": "Basic s3cret-token"}
+        assert c.get("/v1/models", headers=basic).status_code == 401
         good = {"Authorization": "Bearer s3cret-token"}
         assert c.get("/v1/models", headers=good).status_code == 200
         r = _post(c, "/v1/identify", dicom_bytes)
@@ -442,7 +444,8 @@ def test_timeout_504_and_late_cleanup(source_run: Path, dicom_bytes: bytes,  # n
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unexpected_exception_is_500_json(source_run: Path, dicom_bytes: bytes) -> None:  # noqa: F811
+def test_unexpected_exception_is_500_json(source_run: Path,  # noqa: F811
+                                          dicom_bytes: bytes) -> None:
     app = create_app(source_run)
 
     def broken(path: Path, filename: str, *, preview: bool = False) -> dict:
@@ -475,8 +478,10 @@ def test_logs_hold_no_patient_data(client: TestClient, dicom: Path, dicom_bytes:
 
     ds = pydicom.dcmread(dicom, stop_before_pixels=True)
     with caplog.at_level(logging.DEBUG, logger="medforensics"):
-        assert _post(client, "/v1/identify", dicom_bytes, name="SMITH^JANE_1961.dcm").status_code == 200
-        assert _post(client, "/v1/identify", b"not an image", name="SMITH^JANE.txt").status_code == 422
+        ok = _post(client, "/v1/identify", dicom_bytes, name="SMITH^JANE_1961.dcm")
+        bad = _post(client, "/v1/identify", b"not an image", name="SMITH^JANE.txt")
+        rep = _post(client, "/v1/report", dicom_bytes, name="SMITH^JANE_1961.dcm")
+    assert ok.status_code == 200 and bad.status_code == 422 and rep.status_code in (200, 501)
     text = caplog.text
     assert hashlib.sha256(dicom_bytes).hexdigest()[:12] in text
     assert f"({len(dicom_bytes)} B)" in text
@@ -505,13 +510,15 @@ def test_forgery_503_without_model(client: TestClient, dicom_bytes: bytes) -> No
                                   "--forgery-model)"}
 
 
-def test_forgery_with_contract_detector(forgery_client: TestClient, fake_detector: ContractForgeryDetector,
+def test_forgery_with_contract_detector(forgery_client: TestClient,
+                                        fake_detector: ContractForgeryDetector,
                                         dicom: Path, dicom_bytes: bytes) -> None:
     from medforensics.io import read_image
 
     h = forgery_client.get("/health").json()
     assert h["forgery_model"] is True
-    assert forgery_client.get("/v1/models").json()["forgery"]["detector"] == "ContractForgeryDetector"
+    models = forgery_client.get("/v1/models").json()
+    assert models["forgery"]["detector"] == "ContractForgeryDetector"
     r = _post(forgery_client, "/v1/forgery", dicom_bytes, name="f.dcm")
     assert r.status_code == 200, r.text
     f = r.json()
@@ -622,3 +629,36 @@ def test_report_includes_forgery_section(forgery_client: TestClient, dicom_bytes
     r = _post(forgery_client, "/v1/report", dicom_bytes)
     assert r.status_code == 200
     assert "tampered" in r.text and "ContractForgeryDetector" in r.text
+
+
+def test_real_forgery_detector_when_available(source_run: Path, dicom: Path,  # noqa: F811
+                                              dicom_bytes: bytes, tmp_path: Path) -> None:
+    """Before the forgery detector exists: a forgery run is refused at start-up with a clear
+    error. Once it exists: its result (contract fields + overlay) comes out of /v1/forgery."""
+    from medforensics.errors import ConfigError
+
+    if importlib.util.find_spec("medforensics.forgery.detector") is None:
+        with pytest.raises(ConfigError, match="no forgery detector"):
+            create_app(source_run, tmp_path)
+        return
+    from medforensics.forgery.detector import ForgeryDetector
+
+    app = create_app(source_run, ForgeryDetector.from_run(None))
+    with TestClient(app) as c:
+        r = _post(c, "/v1/forgery", dicom_bytes)
+    assert r.status_code == 200, r.text
+    f = r.json()
+    for key in ("score", "verdict", "forged_area_percent", "ela_score"):
+        assert f[key] is not None, key
+    assert 0.0 <= f["score"] <= 1.0 and 0.0 <= f["forged_area_percent"] <= 100.0
+    assert _b64_png(f["overlay_png_b64"]).shape[2] == 3
+
+
+def test_oversized_frame_refused_from_header(source_run: Path,  # noqa: F811
+                                             dicom_bytes: bytes) -> None:
+    app = create_app(source_run, max_frame_pixels=10_000)
+    with TestClient(app) as c:
+        for ep in ("/v1/identify", "/v1/report"):
+            r = _post(c, ep, dicom_bytes)
+            assert r.status_code == 422 and r.json()["error"] == "too-large", ep
+            assert "10000 pixels per frame" in r.json()["detail"]

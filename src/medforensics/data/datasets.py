@@ -194,7 +194,13 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def valid_patch_positions(
-    pixels: np.ndarray, patch: int, n: int, rng: np.random.Generator, path: str = "<array>"
+    pixels: np.ndarray,
+    patch: int,
+    n: int,
+    rng: np.random.Generator,
+    path: str = "<array>",
+    *,
+    quiet_shortfall: bool = True,
 ) -> np.ndarray:
     """Up to ``n`` distinct patch corners in informative areas of an image.
 
@@ -208,6 +214,7 @@ def valid_patch_positions(
         n: number of corners wanted (>= 1).
         rng: generator for the draw.
         path: file name for messages.
+        quiet_shortfall: do not warn when fewer than ``n`` positions are valid.
 
     Returns:
         int64 array (k, 2) of (y, x) top-left corners, 1 <= k <= n.
@@ -223,7 +230,17 @@ def valid_patch_positions(
             f"{path}: image {h}x{w} is smaller than the {patch}x{patch} patch; lower the patch "
             "size or exclude small images at ingest (--min-size)"
         )
-    found = sample_patch_positions(pixels, patch, n, rng)
+    tlog = logging.getLogger(sample_patch_positions.__module__)
+    level = tlog.level
+    if quiet_shortfall:
+        # A pool asks for "up to n": getting fewer is expected, not worth a warning per image.
+        tlog.setLevel(logging.ERROR)
+    try:
+        found = sample_patch_positions(pixels, patch, n, rng)
+    finally:
+        tlog.setLevel(level)
+    if len(found) < n:
+        log.debug("%s: %d of %d patch positions valid", path, len(found), n)
     if not found:
         log.warning("%s: no informative %dpx patch area; using uniform positions", path, patch)
         ys = rng.integers(0, h - patch + 1, size=n)
@@ -259,7 +276,8 @@ class PatchDataset(Dataset):
         seed: run seed.
         image_cache: pixel source (default: a new :class:`MemoryImageSource`).
         transform: optional ``float32 (P, P) -> float32 (P, P)`` applied to each patch.
-        pool_size: candidate corners per image.
+        pool_size: candidate corners per image (the validity check costs about 5 ms per
+            corner, once per image).
 
     Items: ``(x, y)`` with ``x`` float32 tensor (1, P, P) of stored values and ``y`` int64
     class index.
@@ -275,7 +293,7 @@ class PatchDataset(Dataset):
         seed: int = 0,
         image_cache: ImageSource | None = None,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
-        pool_size: int = 512,
+        pool_size: int = 64,
     ) -> None:
         if patch < 1 or patches_per_image < 1 or pool_size < 1:
             raise ConfigError("patch, patches_per_image and pool_size must be >= 1")

@@ -23,10 +23,14 @@ import numpy as np
 
 from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError, ReadError
 
-__all__ = ["CaseService", "InputError", "NotAvailable", "FORGERY_FIELDS"]
+__all__ = [
+    "CaseService", "DEFAULT_MAX_FRAME_PIXELS", "FORGERY_FIELDS", "InputError", "NotAvailable",
+]
 
 log = logging.getLogger(__name__)
 
+#: Largest frame analysed by default (8192 x 8192: 256 MB as float32).
+DEFAULT_MAX_FRAME_PIXELS = 2**26
 #: Result attributes every forgery detector provides (the ``ForgeryDetector.detect`` contract).
 FORGERY_FIELDS = ("score", "verdict", "forged_area_percent", "ela_score")
 
@@ -105,14 +109,19 @@ class CaseService:
             directory (loaded with ``ForgeryDetector.from_run``), or a loaded detector object
             (anything with ``detect(pixels, meta)`` returning the contract's result).
         device: torch device for the source model.
+        max_frame_pixels: largest frame (Rows x Columns) analysed; bigger images are refused
+            from their header (reason ``too-large``) before any pixel is decoded.
 
     Raises:
         ModelFileError: the source run cannot be loaded.
         ConfigError: a forgery run was given but this installation has no forgery detector.
     """
 
-    def __init__(self, source: Any, forgery: Any = None, *, device: str = "cpu") -> None:
+    def __init__(self, source: Any, forgery: Any = None, *, device: str = "cpu",
+                 max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS) -> None:
         from medforensics.predict import SourcePredictor
+
+        self.max_frame_pixels = int(max_frame_pixels)
 
         if isinstance(source, SourcePredictor):
             self.predictor = source
@@ -216,6 +225,31 @@ class CaseService:
         return json.loads(json.dumps(self._info))
 
     # ------------------------------------------------------------------ analyses
+    def check_header(self, path: Path, filename: str) -> Any:
+        """Read the header only and refuse unreadable or oversized images (decode guard).
+
+        Returns:
+            The :class:`medforensics.io.ImageMeta`.
+
+        Raises:
+            InputError: unreadable header (the reader's reason) or a frame larger than
+                ``max_frame_pixels`` (``too-large``).
+        """
+        from medforensics.io import read_header
+
+        try:
+            meta = read_header(path)
+        except ReadError as exc:
+            raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
+        n = int(meta.rows) * int(meta.cols)
+        if n > self.max_frame_pixels:
+            raise InputError(
+                "too-large",
+                f"{meta.rows}x{meta.cols} image ({n} pixels) is larger than this service "
+                f"analyses ({self.max_frame_pixels} pixels per frame)",
+            )
+        return meta
+
     def _read(self, path: Path, filename: str) -> Any:
         from medforensics.io import read_image
 
@@ -238,6 +272,7 @@ class CaseService:
         from medforensics.identify import UNREADABLE
         from medforensics.predict import identify_files
 
+        self.check_header(path, filename)
         v, extra = next(iter(identify_files(self.predictor, [path])))
         if v.verdict == UNREADABLE:
             reason = v.reason or UNREADABLE
@@ -265,6 +300,7 @@ class CaseService:
                                "service with --forgery-model RUN)")
         from medforensics.service.render import overlay_rgb, png_b64
 
+        self.check_header(path, filename)
         img = self._read(path, filename)
         try:
             res = self.detector.detect(img.pixels, img.meta)
@@ -308,6 +344,7 @@ class CaseService:
                 "case reports are not available in this installation "
                 "(medforensics.report.render_case_report is missing)",
             ) from None
+        self.check_header(path, filename)
         self._read(path, filename)  # fail with the reader's reason before any report work
         html = render_case_report(path, source=self.predictor, forgery=self.detector,
                                   filename=filename, mask_identifiers=mask_identifiers)

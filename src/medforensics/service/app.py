@@ -52,7 +52,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medforensics.service.analysis import CaseService, InputError, NotAvailable
+from medforensics.service.analysis import (
+    DEFAULT_MAX_FRAME_PIXELS,
+    CaseService,
+    InputError,
+    NotAvailable,
+)
 from medforensics.service.uploads import FILE_FIELD, RAW_CONTENT_TYPES, UploadError, receive_upload
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_TIMEOUT_S", "STATIC_DIR"]
@@ -279,6 +284,7 @@ def create_app(
     tmp_dir: str | Path | None = None,
     allowed_hosts: list[str] | None = None,
     device: str = "cpu",
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
 ) -> FastAPI:
     """Build the web application; the models are loaded here, once.
 
@@ -297,6 +303,8 @@ def create_app(
         allowed_hosts: accepted ``Host`` header values (DNS-rebinding guard), e.g.
             ``["127.0.0.1", "localhost"]``; ``None`` accepts any.
         device: torch device of the source model.
+        max_frame_pixels: largest image frame (Rows x Columns) analysed; larger ones are
+            refused from the header (422 ``too-large``) before decoding (memory guard).
 
     Returns:
         The FastAPI app; ``app.state.service`` is the :class:`CaseService`.
@@ -317,7 +325,8 @@ def create_app(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if token is not None and not token.strip():
         raise ConfigError("token must not be empty")
-    service = CaseService(source_run, forgery_run, device=device)
+    service = CaseService(source_run, forgery_run, device=device,
+                          max_frame_pixels=max_frame_pixels)
     tmp_root = Path(tmp_dir) if tmp_dir is not None else None
     if tmp_root is not None:
         tmp_root.mkdir(parents=True, exist_ok=True)

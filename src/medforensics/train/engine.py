@@ -80,52 +80,62 @@ TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = "train", "val", "test"
 #: batch size is in a table we do not have: 32 is our choice); DeepMammo states neither, so it
 #: gets the same. ``patch``: tuned on the simulated demo archive (see docs / the train report).
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "patch": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "sampling": "weighted",
-              "patches_per_image": 24, "val_patches": 16},
-    "deep-rsi": {"epochs": 100, "batch_size": 32, "lr": 1e-4, "sampling": "weighted"},
-    "deepmammo": {"epochs": 100, "batch_size": 32, "lr": 1e-4, "sampling": "balanced"},
+    "patch": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "sampling": "weighted", "patch": 64,
+              "patches_per_image": 24, "val_patches": 16, "lr_schedule": "cosine"},
+    "deep-rsi": {"epochs": 100, "batch_size": 32, "lr": 1e-4, "sampling": "weighted",
+                 "lr_schedule": "constant"},
+    "deepmammo": {"epochs": 100, "batch_size": 32, "lr": 1e-4, "sampling": "balanced",
+                  "lr_schedule": "constant"},
 }
 
 SAMPLINGS = ("weighted", "balanced")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
 class TrainConfig:
     """Training configuration. ``None`` fields take the preset's default (PRESET_DEFAULTS).
 
+    When resuming, ``None`` fields take the value of the run being resumed instead, so
+    ``resume=True`` alone continues with the same settings (``epochs`` may be raised).
+
     Attributes:
-        label: label column: ``manufacturer``, ``model`` or ``unit``.
-        preset: ``patch``, ``deep-rsi`` or ``deepmammo``.
         out_dir: run directory.
+        label: label column: ``manufacturer``, ``model`` (default) or ``unit``.
+        preset: ``patch`` (default), ``deep-rsi`` or ``deepmammo``.
         epochs: total number of epochs (also when resuming).
         batch_size: training batch size (patches for ``patch``, images otherwise).
         lr: Adam learning rate.
-        seed: seed of initialisation, sampling and patch positions.
+        seed: seed of initialisation, sampling and patch positions (default 0).
         device: ``cpu`` or ``cuda`` (``cuda:N`` also accepted).
         resume: continue from the last complete checkpoint in ``out_dir``.
-        patch: patch side for the ``patch`` preset (native pixels).
+        patch: patch side for the ``patch`` preset (native pixels, default 64).
         patches_per_image: training patches drawn per training image and epoch (``patch``).
         val_patches: fixed patches per validation image (``patch``).
         sampling: ``weighted`` (Deep-RSI) or ``balanced`` (DeepMammo batches).
+        lr_schedule: ``constant`` (the papers) or ``cosine`` (per-epoch cosine decay from
+            ``lr`` towards 0 over ``epochs``; a function of the epoch number only, so resuming
+            needs no scheduler state).
         workers: DataLoader worker processes (0 = in-process, deterministic and simplest).
         cache_mb: in-memory budget for decoded images.
         progress: show a tqdm progress bar.
         model_kwargs: extra keyword arguments for ``create_model``.
     """
 
-    label: str
-    preset: str
     out_dir: str
+    label: str | None = None
+    preset: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    seed: int = 0
+    seed: int | None = None
     device: str = "cpu"
     resume: bool = False
-    patch: int = 64
+    patch: int | None = None
     patches_per_image: int | None = None
     val_patches: int | None = None
     sampling: str | None = None
+    lr_schedule: str | None = None
     workers: int = 0
     cache_mb: int = 2048
     progress: bool = True
@@ -137,22 +147,29 @@ class TrainConfig:
         Raises:
             ConfigError: unknown preset/label/sampling or a non-positive number.
         """
-        if self.preset not in PRESET_DEFAULTS:
+        label = "model" if self.label is None else self.label
+        preset = "patch" if self.preset is None else self.preset
+        if preset not in PRESET_DEFAULTS:
             raise ConfigError(
-                f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_DEFAULTS)}"
+                f"unknown preset {preset!r}; choose one of {', '.join(PRESET_DEFAULTS)}"
             )
-        if self.label not in LABEL_COLUMNS:
+        if label not in LABEL_COLUMNS:
             raise ConfigError(
-                f"unknown label column {self.label!r}; choose one of {', '.join(LABEL_COLUMNS)}"
+                f"unknown label column {label!r}; choose one of {', '.join(LABEL_COLUMNS)}"
             )
-        d = PRESET_DEFAULTS[self.preset]
-        out = dataclasses.replace(self, out_dir=str(self.out_dir))
+        d = PRESET_DEFAULTS[preset] | {"seed": 0}
+        d.setdefault("patch", 64)
+        out = dataclasses.replace(self, out_dir=str(self.out_dir), label=label, preset=preset)
         for name in ("epochs", "batch_size", "lr", "sampling", "patches_per_image",
-                     "val_patches"):
+                     "val_patches", "lr_schedule", "seed", "patch"):
             if getattr(out, name) is None:
                 setattr(out, name, d.get(name))
         if out.sampling not in SAMPLINGS:
             raise ConfigError(f"unknown sampling {out.sampling!r}; choose one of {SAMPLINGS}")
+        if out.lr_schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown lr_schedule {out.lr_schedule!r}; choose one of {SCHEDULES}"
+            )
         for name in ("epochs", "batch_size", "patch"):
             if int(getattr(out, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(out, name)}")
@@ -178,6 +195,7 @@ class TrainResult:
         best_val_balanced_accuracy: its validation balanced accuracy (NaN without val data).
         epochs_run: epochs trained by this call (0 if the run was already complete).
         metrics: all per-epoch metric records of the run (including earlier, resumed ones).
+        config: the resolved configuration used.
     """
 
     out_dir: Path
@@ -186,6 +204,7 @@ class TrainResult:
     best_val_balanced_accuracy: float
     epochs_run: int
     metrics: list[dict[str, Any]]
+    config: TrainConfig
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,7 +565,31 @@ def _write_metrics(out_dir: Path, records: list[dict[str, Any]]) -> None:
 
 
 _RESUME_KEYS = ("label", "preset", "batch_size", "lr", "seed", "patch", "patches_per_image",
-                "val_patches", "sampling", "model_kwargs")
+                "val_patches", "sampling", "lr_schedule", "model_kwargs")
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of ``epoch`` (1-based) under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "cosine" and cfg.epochs > 1:
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+    return float(cfg.lr)
+
+
+def _inherit_from_run(config: TrainConfig) -> TrainConfig:
+    """Fill ``None`` fields of ``config`` from the run in ``config.out_dir`` (if there is one)."""
+    path = Path(config.out_dir) / "config.json"
+    if latest_checkpoint(Path(config.out_dir) / "checkpoints") is None or not path.is_file():
+        return config
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read the run configuration {path}: {exc}") from None
+    changes = {
+        f.name: saved[f.name]
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) is None and saved.get(f.name) is not None
+    }
+    return dataclasses.replace(config, **changes)
 
 
 def _check_resume_config(saved: Mapping[str, Any], cfg: TrainConfig, sha: str,
@@ -582,7 +625,7 @@ def train(
     Args:
         manifest: manifest CSV path (read with ``read_manifest``) or its rows (dicts).
         config: a :class:`TrainConfig`; or pass its fields as keyword arguments
-            (``label=..., preset=..., out_dir=...`` are required then).
+            (``out_dir=...`` is required then).
         on_epoch_end: called with the epoch's metrics record after its checkpoint is written
             (rank 0 and others alike); an exception raised there stops training, as a kill
             would.
@@ -606,6 +649,8 @@ def train(
             raise ConfigError(f"bad training arguments: {exc}") from None
     elif kwargs:
         config = dataclasses.replace(config, **kwargs)
+    if config.resume:
+        config = _inherit_from_run(config)
     cfg = config.resolved()
     device = _resolve_device(cfg.device)
     world, rank = _dist_info()
@@ -692,6 +737,9 @@ def train(
         epochs_run = 0
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
+            lr_now = epoch_lr(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now
             sampler.set_epoch(epoch)
             if hasattr(train_ds, "set_epoch"):
                 train_ds.set_epoch(epoch)
@@ -712,7 +760,7 @@ def train(
                 best_epoch, best_score = epoch, score
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             rec["best_epoch"] = best_epoch
-            rec["lr"] = cfg.lr
+            rec["lr"] = lr_now
             rec["seconds"] = round(time.perf_counter() - t0, 3)
             epochs_run += 1
             if is_main:
@@ -753,6 +801,7 @@ def train(
         best_val_balanced_accuracy=best_score if val_ds is not None else float("nan"),
         epochs_run=epochs_run,
         metrics=metrics,
+        config=cfg,
     )
 
 

@@ -1,0 +1,76 @@
+"""End to end: simulated DICOM archive -> manifest -> split -> `medforensics train`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medforensics.cli import app
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from medforensics.data.manifest import ingest, write_manifest
+    from medforensics.data.simulate import simulate_archive
+    from medforensics.data.splits import assign_splits
+
+    root = tmp_path_factory.mktemp("train_cli")
+    archive = root / "archive"
+    simulate_archive(archive, manufacturers=2, models_per_manufacturer=1, units_per_model=1,
+                     patients=16, images_per_patient=2, size=(128, 160), seed=1)
+    rows = ingest([archive], label="model", workers=1, progress=False)
+    assign_splits(rows, by="patient", test=0.2, val=0.3, stratify="model", seed=0)
+    # Destroy the held-out test files: training must never open them.
+    test_rows = [r for r in rows if r.get("split") == "test"]
+    assert test_rows
+    for r in test_rows:
+        Path(r["path"]).write_bytes(b"not a dicom file")
+    manifest = root / "manifest.csv"
+    write_manifest(rows, manifest)
+    return manifest
+
+
+def test_cli_train_end_to_end(tiny_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", str(tiny_manifest), "--label", "model", "--preset", "patch", "--out",
+            str(out), "--epochs", "3", "--patch", "32", "--patches-per-image", "48",
+            "--batch-size", "32", "--seed", "0", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "best epoch" in res.output
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["label_column"] == "model" and len(meta["classes"]) == 2
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    # Learned the device from the noise: it fits the training patches, and on the unseen
+    # validation patients' images (~8 images x 16 patches) it is clearly above chance (0.5).
+    assert metrics[-1]["train_acc"] >= 0.85
+    assert metrics[-1]["val_patch_acc"] >= 0.7
+    assert max(m["val_bacc"] for m in metrics) >= 0.75
+
+    # An existing run is not overwritten without --resume; --resume extends it.
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "resume" in again.output
+    # Options left unset on --resume keep the run's values (patch 32, batch 32, ...).
+    more = CliRunner().invoke(app, ["train", str(tiny_manifest), "--out", str(out), "--resume",
+                                    "--epochs", "4", "--no-progress"])
+    assert more.exit_code == 0, more.output
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
+    # ... and a conflicting explicit option is refused.
+    clash = CliRunner().invoke(app, ["train", str(tiny_manifest), "--out", str(out), "--resume",
+                                     "--epochs", "5", "--patch", "48", "--no-progress"])
+    assert clash.exit_code == 2 and "patch" in clash.output
+
+
+def test_cli_train_reports_bad_device(tiny_manifest: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    res = CliRunner().invoke(app, ["train", str(tiny_manifest), "--out", str(tmp_path / "r"),
+                                   "--device", "cuda"])
+    assert res.exit_code == 2 and "CUDA" in res.output
