@@ -255,24 +255,29 @@ def split_cmd(
 @app.command("train")
 def train_cmd(
     manifest: Path = typer.Argument(..., help="Split manifest CSV (train/val/test column)."),
-    label: str = typer.Option("model", "--label", help="Class label: manufacturer, model, unit."),
-    preset: str = typer.Option("patch", "--preset", help="patch, deep-rsi or deepmammo."),
+    label: Optional[str] = typer.Option(
+        None, "--label", help="Class label: manufacturer, model (default), unit."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="patch (default), deep-rsi or deepmammo."),
     out: Path = typer.Option(..., "--out", help="Run directory (model, checkpoints, metrics)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (preset default)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate."),
-    patch: int = typer.Option(64, "--patch", help="Patch side in native pixels (patch preset)."),
+    patch: Optional[int] = typer.Option(
+        None, "--patch", help="Patch side in native pixels (patch preset; default 64)."),
     patches_per_image: Optional[int] = typer.Option(
         None, "--patches-per-image", help="Training patches per image and epoch (patch preset)."),
     sampling: Optional[str] = typer.Option(
         None, "--sampling", help="weighted (Deep-RSI) or balanced (DeepMammo batches)."),
-    seed: int = typer.Option(0, "--seed", help="Seed (initialisation, sampling, patches)."),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="Seed of initialisation, sampling, patches (default 0)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out (unset options keep the run's)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader workers (0 = deterministic)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
 ) -> None:
-    """Train a source-identification model; never reads the test split."""
+    """Train a source-identification model (train split; validates on val; never reads test)."""
     from medforensics.errors import MedForensicsError
     from medforensics.train.engine import train
 
@@ -287,8 +292,10 @@ def train_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     last = res.metrics[-1] if res.metrics else {}
+    meta_cfg = res.config
     typer.echo(
-        f"trained {preset} on {label} ({len(res.classes)} classes): best epoch {res.best_epoch}, "
+        f"trained {meta_cfg.preset} on {meta_cfg.label} ({len(res.classes)} classes): "
+        f"best epoch {res.best_epoch}, "
         f"val balanced accuracy {res.best_val_balanced_accuracy:.3f}; "
         f"last epoch {last.get('epoch', '-')}; model in {out}"
     )
