@@ -1,0 +1,235 @@
+"""Combine forgery cues into one per-pixel probability map, an image score and a forged area.
+
+Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own decision point):
+
+* ``copymove``: :func:`medforensics.forgery.copymove.detect_copy_move` (residual block matching,
+  lossless or lossy data; both copies unless the pasted side could be told apart).
+* ``noise``: :func:`medforensics.forgery.noiseinconsistency.noise_inconsistency_map` (local
+  noise level vs the image's own Poisson-Gaussian noise model).
+* ``ela``: :func:`medforensics.forgery.ela.ela_cue` - only for images that went through lossy
+  (JPEG-type) compression, because ELA is a JPEG-domain heuristic; skipped otherwise (noted).
+* ``fingerprint``: :func:`medforensics.forgery.noiseinconsistency.fingerprint_map` when a patch
+  model callable is supplied.
+
+**Combination rule** (documented, deliberately simple): ``map = max_c (w_c * cue_c)`` with
+weights ``w_c`` (default 1). Each cue is already scaled so that 0.5 is its own detection
+threshold, so the max keeps every cue's operating point; it is not a calibrated posterior.
+**Image score**: the maximum of the map after a 9x9 mean filter (an isolated pixel cannot make
+an image "forged"; a region of about 9x9 px at level p gives score ~p).
+**Forged area**: ``forged_area_percent = 100 * mean(map >= threshold)`` (threshold 0.5) - the
+share of pixels above the map threshold, unlike the paper's "percentage of forgery" (which is
+the mean ELA intensity, see :func:`medforensics.dsp.ela.ela_score`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medforensics.errors import ConfigError
+
+__all__ = [
+    "CUES",
+    "LocalizationResult",
+    "combine_cues",
+    "image_score",
+    "forged_area_percent",
+    "localize",
+    "localize_file",
+]
+
+log = logging.getLogger(__name__)
+
+CUES: tuple[str, ...] = ("copymove", "noise", "ela", "fingerprint")
+RULE = "max of cue maps (each 0.5 at its own threshold), weights {weights}"
+
+
+@dataclass
+class LocalizationResult:
+    """Output of :func:`localize`.
+
+    Attributes:
+        map: float32 (H, W) in [0, 1], combined per-pixel forgery map (native resolution).
+        score: image-level score in [0, 1] (see module docs).
+        forged_area_percent: share of pixels with ``map >= threshold``, in percent.
+        threshold: map threshold used for the area and binary masks.
+        cues: the individual cue maps by name.
+        cue_scores: image score of every cue map.
+        rule: the combination rule in words.
+        notes: what was skipped or how something was computed (e.g. the ELA window).
+        details: per-cue extra outputs (copy-move shifts, noise fit, ...).
+    """
+
+    map: np.ndarray
+    score: float
+    forged_area_percent: float
+    threshold: float
+    cues: dict[str, np.ndarray] = field(default_factory=dict)
+    cue_scores: dict[str, float] = field(default_factory=dict)
+    rule: str = ""
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool (H, W): ``map >= threshold``."""
+        return self.map >= self.threshold
+
+
+def combine_cues(cues: dict[str, np.ndarray], weights: dict[str, float] | None = None
+                 ) -> np.ndarray:
+    """``max_c(w_c * cue_c)`` clipped to [0, 1].
+
+    Args:
+        cues: name -> float (H, W) map in [0, 1]; all the same shape.
+        weights: name -> weight (default 1 for every cue).
+
+    Returns:
+        float32 (H, W) in [0, 1]; zeros if ``cues`` is empty (shape unknown -> ValueError).
+    """
+    if not cues:
+        raise ConfigError("no cue maps to combine")
+    shapes = {np.shape(v) for v in cues.values()}
+    if len(shapes) != 1:
+        raise ConfigError(f"cue maps differ in shape: {shapes}")
+    w = weights or {}
+    out = None
+    for name, m in cues.items():
+        v = float(w.get(name, 1.0)) * np.asarray(m, dtype=np.float32)
+        out = v if out is None else np.maximum(out, v)
+    assert out is not None
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def image_score(prob_map: np.ndarray, size: int = 9) -> float:
+    """Max of the ``size x size`` mean-filtered map (float in [0, 1])."""
+    m = np.asarray(prob_map, dtype=np.float32)
+    if m.size == 0:
+        return 0.0
+    return float(ndimage.uniform_filter(m, size=min(size, *m.shape)).max())
+
+
+def forged_area_percent(prob_map: np.ndarray, threshold: float = 0.5) -> float:
+    """``100 * mean(map >= threshold)``: share of pixels above the threshold, in percent."""
+    m = np.asarray(prob_map)
+    if m.size == 0:
+        return 0.0
+    return float(100.0 * np.count_nonzero(m >= threshold) / m.size)
+
+
+def localize(
+    pixels: np.ndarray,
+    *,
+    lossy: bool = False,
+    bits_stored: int | None = None,
+    cues: Iterable[str] | None = None,
+    patch_logprobs: Callable[[np.ndarray], np.ndarray] | None = None,
+    threshold: float = 0.5,
+    weights: dict[str, float] | None = None,
+    copymove_kw: dict[str, Any] | None = None,
+    noise_kw: dict[str, Any] | None = None,
+    ela_quality: int = 90,
+    fingerprint_kw: dict[str, Any] | None = None,
+) -> LocalizationResult:
+    """Compute the selected cues on one image and combine them.
+
+    Args:
+        pixels: float (H, W) stored values (``read_image`` contract).
+        lossy: the image went through lossy compression (``ImageMeta.lossy``); enables ELA.
+        bits_stored: bit depth (for the ELA window).
+        cues: names from :data:`CUES`; default: copymove, noise, ela (if ``lossy``),
+            fingerprint (if ``patch_logprobs`` is given).
+        patch_logprobs: patch model callable for the fingerprint cue (see
+            :func:`~medforensics.forgery.noiseinconsistency.fingerprint_map`).
+        threshold: map threshold for the area / mask.
+        weights: per-cue weights for the max rule.
+        copymove_kw: extra arguments for ``detect_copy_move``.
+        noise_kw: extra arguments for ``noise_inconsistency_map``.
+        ela_quality: JPEG quality of the ELA re-encoding.
+        fingerprint_kw: extra arguments for ``fingerprint_map``.
+
+    Returns:
+        :class:`LocalizationResult`.
+
+    Raises:
+        ConfigError: unknown cue name, or ``fingerprint`` requested without a patch model.
+    """
+    from medforensics.forgery.copymove import detect_copy_move
+    from medforensics.forgery.ela import analyze_ela, ela_cue
+    from medforensics.forgery.noiseinconsistency import fingerprint_map, noise_inconsistency_map
+
+    img = np.asarray(pixels, dtype=np.float32)
+    if cues is None:
+        names = ["copymove", "noise", "ela"] + (["fingerprint"] if patch_logprobs else [])
+        explicit = False
+    else:
+        names = list(cues)
+        explicit = True
+    bad = [c for c in names if c not in CUES]
+    if bad:
+        raise ConfigError(f"unknown cues {bad}; choose from {', '.join(CUES)}")
+    maps: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    details: dict[str, Any] = {}
+    for name in names:
+        if name == "copymove":
+            cm = detect_copy_move(img, **(copymove_kw or {}))
+            maps[name] = cm.map
+            details[name] = {"shifts": cm.shifts, "regions": cm.regions, "score": cm.score}
+        elif name == "noise":
+            try:
+                ni = noise_inconsistency_map(img, **(noise_kw or {}))
+            except Exception as exc:  # too small image etc.: skip this cue, say so
+                notes.append(f"noise cue skipped: {exc}")
+                continue
+            maps[name] = ni.map
+            details[name] = {"fit": ni.fit}
+        elif name == "ela":
+            if not lossy and not explicit:
+                notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "
+                             "heuristic)")
+                continue
+            er = analyze_ela(img, bits_stored=bits_stored, quality=ela_quality)
+            maps[name] = ela_cue(er.ela)
+            notes.append(er.note)
+            details[name] = {"ela_score": er.score, "window": er.window}
+        elif name == "fingerprint":
+            if patch_logprobs is None:
+                raise ConfigError("the fingerprint cue needs a patch_logprobs callable")
+            fp = fingerprint_map(img, patch_logprobs, **(fingerprint_kw or {}))
+            maps[name] = fp.map
+            details[name] = {"image_class": fp.image_class}
+    if not maps:
+        combined = np.zeros(img.shape, np.float32)
+    else:
+        combined = combine_cues(maps, weights)
+    return LocalizationResult(
+        map=combined,
+        score=image_score(combined),
+        forged_area_percent=forged_area_percent(combined, threshold),
+        threshold=float(threshold),
+        cues=maps,
+        cue_scores={k: image_score(v) for k, v in maps.items()},
+        rule=RULE.format(weights=weights or "all 1"),
+        notes=notes,
+        details=details,
+    )
+
+
+def localize_file(path: str | Path, *, frame: int = 0, **kwargs: Any) -> LocalizationResult:
+    """Read an image with :func:`medforensics.io.read_image` and run :func:`localize`.
+
+    ``lossy`` and ``bits_stored`` come from the image's metadata unless given.
+    """
+    from medforensics.io import read_image
+
+    pixels, meta = read_image(path, frame=frame)
+    kwargs.setdefault("lossy", bool(getattr(meta, "lossy", False)))
+    kwargs.setdefault("bits_stored", getattr(meta, "bits_stored", None))
+    return localize(pixels, **kwargs)
