@@ -23,6 +23,7 @@ from fixtures_service import (  # noqa: F401
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 APT_HINT = "apt-get install -y chromium chromium-driver"
+VERDICTS_TEXT = ("consistent", "MISMATCH", "UNKNOWN", "claim-not-in-model", "no-header-claim")
 
 
 def _require_browser() -> None:
@@ -32,9 +33,10 @@ def _require_browser() -> None:
     pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
 
 
-@pytest.fixture()
-def browser(tmp_path: Path):
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
     _require_browser()
+    tmp_path = tmp_path_factory.mktemp("chrome")
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
@@ -132,3 +134,34 @@ def test_page_shows_verdict_and_forgery_map(browser, service_archive: ServiceArc
     assert pixels.shape[0] >= 600 and pixels.shape[1] >= 800
     assert pixels.std() > 10  # not a blank page
     print(f"screenshot: {shot}")
+
+
+def test_page_with_token_and_no_forgery_model(browser, service_archive: ServiceArchive,  # noqa: F811
+                                              tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    from medforensics.service.app import create_app
+    from medforensics.service.server import BackgroundServer
+
+    dicom = next(Path(r["path"]) for r in service_archive.rows if r.get("split") == "test")
+    app = create_app(service_archive.run, token="open-sesame")
+    with BackgroundServer(app) as srv:
+        browser.get(srv.url + "/")
+        assert _wait_state(browser, ("ready", "offline"), 30) == "ready"
+        token = browser.find_element(By.ID, "token")
+        assert token.is_displayed()
+        assert "forgery model not loaded" in browser.find_element(By.ID, "status").text
+        # without the token: the page shows the 401 reason
+        browser.find_element(By.ID, "file").send_keys(str(dicom))
+        assert _wait_state(browser, ("done", "error")) == "error"
+        assert "unauthorized" in browser.find_element(By.ID, "error").text
+        # with it: the verdict, and a note that no forgery model is loaded
+        token.send_keys("open-sesame")
+        browser.find_element(By.ID, "file").send_keys(str(dicom))
+        assert _wait_state(browser, ("done", "error")) == "done"
+        assert browser.find_element(By.ID, "verdict").text in VERDICTS_TEXT
+        assert not browser.find_element(By.ID, "error").is_displayed()
+        note = browser.find_element(By.ID, "forgery-note").text
+        assert "No forgery model is loaded" in note
+        assert not browser.find_element(By.ID, "overlay-toggle").is_displayed()
+        browser.save_screenshot(str(tmp_path / "service_page_token.png"))

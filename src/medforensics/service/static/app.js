@@ -255,6 +255,7 @@
   // ------------------------------------------------------------------ wiring
   $("file").addEventListener("change", (ev) => {
     const f = ev.target.files && ev.target.files[0];
+    ev.target.value = "";  // choosing the same file again (e.g. after entering the token) re-runs
     analyse(f);
   });
   const drop = $("drop");
