@@ -9,19 +9,22 @@ started with a token; ``/``, ``/static``, ``/health`` and ``/openapi.json`` are 
 ``GET /v1/models``         presets, classes, file hashes, calibration of the loaded models
 ``POST /v1/identify``      device verdict of one uploaded image (``?preview=true`` adds a PNG)
 ``POST /v1/forgery``       forgery score, verdict, forged area, heat-map overlay (PNG, base64)
-``POST /v1/report``        self-contained HTML case report
+``POST /v1/report``        self-contained HTML case report (identifiers masked unless
+                           ``?mask_identifiers=false``)
 ``GET /openapi.json``      the OpenAPI schema
 =========================  ==========================================================
 
 Uploads are ``multipart/form-data`` with the image in the field ``file`` (or a raw body with
 ``Content-Type: application/dicom``/``application/octet-stream``/``image/png``/...). They are
 streamed into a private temporary directory, refused with 413 as soon as they pass the size
-limit, and deleted when the analysis is over (also after a timeout).
+limit, and deleted when the analysis is over (also after a timeout). Images whose frame is
+larger than ``max_frame_pixels`` are refused from their header before any decoding.
 
 Every error answer is JSON ``{"error": <code>, "detail": <message>}``: 401 (token), 413
-(size), 415 (content type), 422 (unreadable or unsuitable image; ``error`` is the reader's
-``ReadError.reason``, e.g. ``not-an-image-file``, ``truncated-pixel-data``), 501 (report module
-absent), 503 (no forgery model loaded), 504 (analysis over the time limit). 500 means a bug.
+(size), 415 (content type), 400 (malformed multipart), 422 (unreadable or unsuitable image;
+``error`` is the reader's ``ReadError.reason``, e.g. ``not-an-image-file``,
+``truncated-pixel-data``, ``too-large``), 501 (report module absent), 503 (no forgery model
+loaded), 504 (upload + analysis over the time limit). 500 means a bug.
 
 Logs never carry file names, header values or pixel data: an upload is named by its SHA-256
 prefix and size.
