@@ -231,3 +231,17 @@ def test_encode_tree_roundtrips_optimizer_and_rng_states() -> None:
     assert back["py"] == state["py"] and back["inf"] == float("-inf")
     with pytest.raises(TypeError):
         encode_tree({"f": object()}, {})
+
+
+@pytest.mark.parametrize("preset,sampling", [("deep-rsi", "weighted"),
+                                             ("deepmammo", "balanced")])
+def test_paper_presets_train_on_8bit_256(tmp_path: Path, preset: str, sampling: str) -> None:
+    rows, source = make_rows(2, 1)
+    res = train(rows, image_source=source, out_dir=str(tmp_path), label="model", preset=preset,
+                epochs=1, batch_size=3, progress=False)
+    assert res.config.sampling == sampling and res.config.lr == 1e-4  # Deep-RSI's lr
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["preset"] == preset and meta["preprocess"] == "paper-8bit"
+    assert meta["input_spec"]["size"] == 256
+    assert "8-bit" in meta["preprocessing_description"]
+    assert not any(p.startswith("/nonexistent") for p in source.accessed)
