@@ -329,7 +329,7 @@ def test_dicom_truncated_at_many_offsets(tmp_path: Path) -> None:
 
 
 @pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "finding (bench/fuzz.py): Pixel Data written with VR SQ makes io.dicom.load_pixels call "
+    "finding (hardening corpus): Pixel Data written with VR SQ makes io.dicom.load_pixels call "
     "ds.add_new(tag, 'SQ', bytes) -> bare TypeError instead of a ReadError"))
 def test_pixel_data_with_sequence_vr(tmp_path: Path) -> None:
     data = _dicom_bytes(_image_ds(0))
