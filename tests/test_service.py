@@ -262,8 +262,6 @@ def test_fuzzed_files_never_500(lenient: TestClient, dicom_bytes: bytes) -> None
             assert r.json()["error"] and r.json()["detail"]
 
 
-@pytest.mark.xfail(strict=True, reason="io bug: a TIFF whose first-page offset is invalid "
-                   "raises IndexError from io.raster._tiff_meta instead of a ReadError")
 def test_corrupt_tiff_is_422(lenient: TestClient) -> None:
     blob = b"II*\x00" + np.random.default_rng(1).bytes(300)
     r = _post(lenient, "/v1/identify", blob, name="broken.tif")

@@ -18,6 +18,7 @@ import numpy as np
 
 from medforensics.errors import (
     ConfigError,
+    CorruptHeaderError,
     DecodeError,
     ImageTooLargeError,
     MissingDecoderError,
@@ -198,9 +199,14 @@ def _tiff_page_info(page: Any) -> tuple[int, int, int, str]:
 
 
 def _tiff_meta(tf: Any, path: str) -> ImageMeta:
-    pages = tf.pages
-    n_frames = len(pages)
-    page = pages.first if hasattr(pages, "first") else pages[0]
+    try:
+        pages = tf.pages
+        n_frames = len(pages)
+        page = pages.first if hasattr(pages, "first") else pages[0]
+    except (IndexError, ValueError, KeyError, OSError) as exc:  # tifffile's corrupt-IFD errors
+        raise CorruptHeaderError(f"corrupt TIFF: no readable first page ({exc})", path) from exc
+    if n_frames == 0:
+        raise CorruptHeaderError("corrupt TIFF: no image pages", path)
     rows, cols, spp, photometric = _tiff_page_info(page)
     compression = getattr(page.compression, "name", str(page.compression))
     bits = int(page.bitspersample)
