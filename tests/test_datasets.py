@@ -161,3 +161,12 @@ def test_paper_dataset_preprocesses_once() -> None:
     assert torch.equal(x, torch.round(x))  # 8-bit levels, as in the papers
     assert torch.equal(ds[0][0], x)
     assert reader.calls == ["big"]
+
+
+def test_memory_source_survives_pickling_for_spawned_workers() -> None:
+    import pickle  # only to check what DataLoader workers do under "spawn"; no files written
+
+    src = MemoryImageSource(reader=Counting(IMAGES))
+    src.get("img1")
+    clone = pickle.loads(pickle.dumps(src))
+    assert np.array_equal(clone.get("img1"), IMAGES["img1"]) and clone.hits == 1

@@ -245,3 +245,10 @@ def test_paper_presets_train_on_8bit_256(tmp_path: Path, preset: str, sampling: 
     assert meta["input_spec"]["size"] == 256
     assert "8-bit" in meta["preprocessing_description"]
     assert not any(p.startswith("/nonexistent") for p in source.accessed)
+
+
+def test_worker_processes_give_identical_weights(tmp_path: Path) -> None:
+    rows, source = make_rows(3, 1)
+    run(tmp_path / "w0", rows, source, epochs=1)
+    run(tmp_path / "w2", rows, source, epochs=1, workers=2)
+    assert_same(checkpoint_tensors(tmp_path / "w0"), checkpoint_tensors(tmp_path / "w2"))

@@ -107,6 +107,15 @@ class MemoryImageSource:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]  # locks cannot be pickled (DataLoader workers under spawn)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def nbytes(self) -> int:
         """Pixel bytes currently cached."""
@@ -333,6 +342,11 @@ class PatchDataset(Dataset):
             raise IndexError(f"item {index} out of range for {len(self)} items")
         return index // self.patches_per_image, rng
 
+    def prepare(self) -> None:
+        """Decode every image and compute its position pool now (before forking workers)."""
+        for image in range(len(self.paths)):
+            self.pool(image)
+
     def pool(self, image: int) -> np.ndarray:
         """Candidate corners of image ``image``: int64 (k, 2), computed once per image."""
         pool = self._pools.get(image)
@@ -400,6 +414,11 @@ class PatchSetDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def prepare(self) -> None:
+        """Decode every image and compute its positions now (before forking workers)."""
+        for index in range(len(self.paths)):
+            self.positions(index)
 
     def positions(self, index: int) -> np.ndarray:
         """Top-left corners of image ``index``'s patches: int64 (n_patches, 2), (y, x)."""

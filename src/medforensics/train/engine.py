@@ -44,6 +44,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -327,7 +328,13 @@ def _seed_worker(worker_id: int) -> None:
 class _Determinism:
     """Context manager: deterministic algorithms on (warn only), previous setting restored."""
 
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
     def __enter__(self) -> None:
+        if self.device.type == "cuda":
+            # cuBLAS needs this for deterministic results (read when CUDA initialises).
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.prev = (
             torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -387,6 +394,12 @@ def _build_data(
                               max_bytes=budget // 2)
             if val_rows else None
         )
+    if cfg.workers > 0:
+        # Worker processes are re-created every epoch: do the per-image work (decode, patch
+        # position pools) once here so that they inherit it.
+        for ds in (train_ds, val_ds):
+            if hasattr(ds, "prepare"):
+                ds.prepare()
     targets = list(train_ds.targets)
     tag = cfg.preset == "patch"
     if cfg.sampling == "weighted":
@@ -677,7 +690,7 @@ def train(
             "or choose another output directory"
         )
 
-    with _Determinism():
+    with _Determinism(device):
         _seed_everything(cfg.seed)
         from medforensics.models.registry import create_model
 
