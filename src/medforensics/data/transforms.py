@@ -123,14 +123,17 @@ def _window_stack(padded: np.ndarray, ys: np.ndarray, xs: np.ndarray, p: int) ->
     return view[ys, xs].astype(np.float64)
 
 
-def _local_noise(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _local_noise(stack: np.ndarray, *, with_local: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-window mean |residual| (m,) and 5x5 local mean |residual| maps (m, p, p).
 
     ``stack`` holds windows padded by ``_PAD`` pixels; the residual is the normalised
-    Ker-Boehme 3x3 prediction error (white-noise std units).
+    Ker-Boehme 3x3 prediction error (white-noise std units). With ``with_local=False`` the
+    local maps are not computed (``None``): the reference-level pass needs only the means.
     """
     r = np.abs(ndimage.correlate(stack, _KB[None], mode="nearest"))[:, 1:-1, 1:-1]
-    local = ndimage.uniform_filter(r, size=(1, 5, 5), mode="nearest")[:, 2:-2, 2:-2]
+    local = (ndimage.uniform_filter(r, size=(1, 5, 5), mode="nearest")[:, 2:-2, 2:-2]
+             if with_local else None)
     core = r[:, 2:-2, 2:-2]
     return core.mean(axis=(1, 2)), local
 
@@ -229,7 +232,8 @@ def sample_patch_positions(
         grid = np.array(tile_positions(h, w, patch, patch))
         if len(grid) > 256:  # an even subsample is plenty for a median
             grid = grid[np.linspace(0, len(grid) - 1, 256).round().astype(int)]
-        levels, _ = _local_noise(_window_stack(padded, grid[:, 0], grid[:, 1], patch))
+        levels, _ = _local_noise(_window_stack(padded, grid[:, 0], grid[:, 1], patch),
+                                 with_local=False)
         live = levels[levels > 0]
         ref = float(np.median(live)) if live.size else 0.0
         if ref == 0.0:
