@@ -157,8 +157,8 @@ def detect_copy_move(
         seam_margin: minimum difference of ``|log ratio|`` between the two sides to decide.
         blend_margin: minimum ``|log(E_b / E_a)|`` of the blend cue to decide.
         valid: optional bool (H, W) of usable pixels (False: padding, burned-in labels...).
-            Pixels at the image's minimum or maximum value (clipped) and a 2-px margin around
-            them are always excluded.
+            Areas where more than a quarter of the pixels sit at the image's minimum or
+            maximum value (clipped) are always excluded.
 
     Returns:
         :class:`CopyMoveResult`.
@@ -166,10 +166,10 @@ def detect_copy_move(
     img = np.asarray(pixels, dtype=np.float64)
     H, W = img.shape
     r = highpass_residual(img, "kb").astype(np.float64)
-    # clipped pixels (at the image's minimum or maximum, e.g. background at 0, saturation)
-    # carry no noise; blocks touching them (plus 2 px) are not matched
-    clipped = (img <= img.min()) | (img >= img.max())
-    usable = ~ndimage.binary_dilation(clipped, iterations=2)
+    # clipped pixels (at the image's minimum or maximum: background at 0, saturation) carry no
+    # noise; blocks in areas where more than a quarter of the pixels are clipped are not matched
+    clipped = ((img <= img.min()) | (img >= img.max())).astype(np.float32)
+    usable = ndimage.uniform_filter(clipped, size=block) <= 0.25
     if valid is not None:
         usable &= np.asarray(valid, dtype=bool)
     m = match_blocks(r, block=block, min_shift=min_shift, valid=usable)

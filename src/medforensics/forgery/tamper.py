@@ -19,7 +19,9 @@ Kinds (``KINDS``):
 before the Modality LUT; PNG/TIFF: the stored 8/16-bit values; JPEG: the decoded 8-bit values).
 Results are rounded and clipped to the original image's own ``[min, max]``; an edit is
 re-drawn elsewhere if it would change the image's minimum or maximum (so MONOCHROME1
-inversion and any min/max-based normalisation are unaffected outside the edit).
+inversion and any min/max-based normalisation are unaffected outside the edit), if the location
+is flat (background), or if it would change fewer than 80 % of the region's pixels (50 % for
+``insertion``, whose smooth profile rounds to zero at its rim).
 
 **Masks.** The mask is *exactly the set of pixels whose stored value differs* between the
 tampered and the matched original file. With feathered edges, pixels in the soft border whose
@@ -541,7 +543,9 @@ def tamper_array(
         mask = out != orig
         n_region = int(region.sum())
         changed_in_region = int(mask[ed.win][region].sum())
-        if n_region == 0 or changed_in_region < 0.5 * n_region:
+        # near-no-op edits (e.g. a contrast-matched splice into flat background) are redrawn
+        need = 0.5 if kind == "insertion" else 0.8
+        if n_region == 0 or changed_in_region < need * n_region:
             last_reason = f"edit changed only {changed_in_region}/{n_region} region pixels"
             continue
         res = TamperResult(
