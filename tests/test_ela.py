@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from medforensics.dsp.ela import ela_enhance, ela_map, ela_score, jpeg_roundtrip
-from medforensics.forgery.ela import analyze_ela, ela_cue, is_8bit, window_to_uint8
+from medforensics.forgery.ela import analyze_ela, ela_cnn_input, ela_cue, is_8bit, window_to_uint8
 
 
 def _textured(rng: np.random.Generator, n: int = 256) -> np.ndarray:
@@ -88,3 +88,12 @@ def test_window_for_16bit_is_reported() -> None:
     # constant image does not divide by zero
     c8, lo3, hi3 = window_to_uint8(np.full((4, 4), 7.0))
     assert hi3 == lo3 + 1 and c8.max() == 0
+
+
+def test_ela_cnn_input_shape_and_range() -> None:
+    rng = np.random.default_rng(3)
+    px = (1000 + 3000 * rng.random((200, 300))).astype(np.float32)
+    x = ela_cnn_input(px, bits_stored=12)
+    assert x.shape == (128, 128) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 255.0 and x.max() > 50
+    assert ela_cnn_input(px, size=64).shape == (64, 64)

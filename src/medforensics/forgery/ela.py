@@ -26,6 +26,7 @@ __all__ = [
     "analyze_ela",
     "ela_file",
     "ela_cue",
+    "ela_cnn_input",
 ]
 
 log = logging.getLogger(__name__)
@@ -191,3 +192,35 @@ def ela_cue(ela: np.ndarray, block: int = 8, sharpness: float = 3.0) -> np.ndarr
     ratio = (e + 1e-3) / (med + 1e-3)
     cue = 1.0 / (1.0 + (ratio / 2.0) ** (-sharpness))
     return cue.astype(np.float32)
+
+
+def ela_cnn_input(
+    pixels: np.ndarray,
+    *,
+    bits_stored: int | None = None,
+    size: int = 128,
+    quality: int = 90,
+) -> np.ndarray:
+    """Input image of the ELA-CNN (``models`` name ``ela-cnn``), as in the paper.
+
+    Steps: 8-bit data as is / an explicit 0.5-99.5 percentile window for higher bit depths
+    (:func:`analyze_ela`), ELA at JPEG ``quality``, brightness enhancement ``255 / max``, then a
+    bilinear resize to ``size`` x ``size`` (the paper resizes its images for the CNN; the resize
+    averages the ELA over neighbourhoods).
+
+    Args:
+        pixels: float (H, W) stored values.
+        bits_stored: bit depth if known.
+        size: output side (128 gives the paper's 8x8x64 flatten).
+        quality: JPEG quality of the re-encoding.
+
+    Returns:
+        float32 (size, size), values 0..255.
+    """
+    from PIL import Image
+
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    res = analyze_ela(pixels, bits_stored=bits_stored, quality=quality)
+    img = Image.fromarray(res.enhanced, mode="L").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.float32)
