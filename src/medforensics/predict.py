@@ -16,6 +16,11 @@ Inference policy per preset:
 * ``deep-rsi`` / ``deepmammo``: the papers' preprocessing
   (:func:`medforensics.data.transforms.paper_preprocess`: 8-bit min-max + resize to 256),
   one forward pass.
+
+Throughput: :meth:`SourcePredictor.predict_paths` and :func:`identify_files` take
+``workers=N`` to decode files and choose patch positions in ``N`` worker processes ahead of the
+model (:mod:`medforensics.prefetch`; bounded prefetch, so memory stays flat); the results are
+exactly those of ``workers=0`` (in-process, the default). See ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -144,23 +149,34 @@ class SourcePredictor:
         )
 
     # ------------------------------------------------------------------ inference
-    def _patch_positions(self, pixels: np.ndarray) -> list[tuple[int, int]]:
-        from medforensics.data.transforms import sample_patch_positions
+    @property
+    def input_spec(self) -> Any:
+        """The settings that turn an image into model input (:class:`medforensics.prefetch.InputSpec`)."""
+        from medforensics.prefetch import InputSpec
 
-        p = self.patch
-        h, w = pixels.shape
-        if h < p or w < p:
-            raise InvalidArrayError(f"image {h}x{w} is smaller than the model's {p}x{p} patch")
-        rng = np.random.default_rng(self.seed)
-        pos = sample_patch_positions(pixels, p, self.n_patches, rng)
-        if len(pos) < max(4, self.n_patches // 4):
-            # Too few textured windows (tiny or mostly blank image): fall back to uniform draws
-            # over the whole image, and say so.
-            log.warning("only %d usable patches; adding uniformly drawn ones", len(pos))
-            ys = rng.integers(0, h - p + 1, size=self.n_patches - len(pos))
-            xs = rng.integers(0, w - p + 1, size=self.n_patches - len(pos))
-            pos = list(pos) + list(zip(ys.tolist(), xs.tolist()))
-        return pos
+        return InputSpec(preset=self.preset, patch=self.patch, n_patches=self.n_patches,
+                         seed=self.seed, size=self.size)
+
+    def _patch_positions(self, pixels: np.ndarray) -> list[tuple[int, int]]:
+        from medforensics.prefetch import patch_positions
+
+        return patch_positions(pixels, self.patch, self.n_patches, self.seed)
+
+    @torch.no_grad()
+    def _forward(self, inputs: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+        """Image-level log-probabilities from a :func:`medforensics.prefetch.model_input`."""
+        if self.preset == "patch":
+            from medforensics.models.patch import aggregate_patch_logprobs
+
+            outs = []
+            for i in range(0, len(inputs), self.batch_size):
+                xb = torch.from_numpy(inputs[i : i + self.batch_size])[:, None].to(self.device)
+                outs.append(self.model(xb).float().cpu())
+            lp = aggregate_patch_logprobs(torch.cat(outs))
+            return lp.numpy().astype(np.float32), n
+        xb = torch.from_numpy(inputs)[None, None].to(self.device)
+        lp = torch.log_softmax(self.model(xb).float(), dim=-1)[0].cpu().numpy()
+        return lp.astype(np.float32), 1
 
     @torch.no_grad()
     def logprobs(self, pixels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -175,30 +191,15 @@ class SourcePredictor:
         Raises:
             InvalidArrayError: image not 2-D or smaller than one patch.
         """
-        if pixels.ndim != 2:
-            raise InvalidArrayError(f"expected a (H, W) image, got shape {pixels.shape}")
-        if self.preset == "patch":
-            from medforensics.models.patch import aggregate_patch_logprobs
+        from medforensics.prefetch import model_input
 
-            p = self.patch
-            pos = self._patch_positions(pixels)
-            stack = np.stack([pixels[y : y + p, x : x + p] for y, x in pos]).astype(np.float32)
-            outs = []
-            for i in range(0, len(stack), self.batch_size):
-                xb = torch.from_numpy(stack[i : i + self.batch_size])[:, None].to(self.device)
-                outs.append(self.model(xb).float().cpu())
-            lp = aggregate_patch_logprobs(torch.cat(outs))
-            return lp.numpy().astype(np.float32), len(pos)
-        from medforensics.data.transforms import paper_preprocess
-
-        x = paper_preprocess(pixels, size=self.size)
-        xb = torch.from_numpy(x)[None, None].to(self.device)
-        lp = torch.log_softmax(self.model(xb).float(), dim=-1)[0].cpu().numpy()
-        return lp.astype(np.float32), 1
+        return self._forward(*model_input(pixels, self.input_spec))
 
     def predict(self, pixels: np.ndarray) -> Prediction:
         """Calibrated prediction for one image (see :meth:`logprobs`)."""
-        lp, n = self.logprobs(pixels)
+        return self._calibrated(*self.logprobs(pixels))
+
+    def _calibrated(self, lp: np.ndarray, n: int) -> Prediction:
         z = lp / self.temperature
         z = z - z.max()
         probs = np.exp(z)
@@ -206,26 +207,43 @@ class SourcePredictor:
         return Prediction(logprobs=lp, probs=probs, n_patches=n)
 
     def predict_paths(
-        self, paths: Iterable[str | Path]
+        self, paths: Iterable[str | Path], *, workers: int = 0, prefetch: int | None = None
     ) -> Iterator[tuple[str, Prediction | None, Any, ReadError | None]]:
         """Stream predictions over files: yields ``(path, prediction, meta, error)``.
 
         A file that cannot be read yields ``(path, None, None, error)`` and the stream goes on;
         nothing is accumulated, so memory stays flat over any number of files.
-        """
-        from medforensics.io import read_image
 
-        for path in paths:
-            try:
-                img = read_image(path)
-                pred = self.predict(img.pixels)
-            except ReadError as exc:
-                yield str(path), None, None, exc
+        Args:
+            paths: image files, consumed lazily.
+            workers: 0 (default) reads and prepares each file in this process; N >= 1 does
+                it in N worker processes ahead of the model (same results, same order).
+                Worth it from a few dozen files on a machine with free cores: the workers
+                take about a second to start.
+            prefetch: files in flight with workers (default ``2 * workers``): bounds memory.
+        """
+        for path, pred, meta, err, _ in self._stream(paths, workers, prefetch, False):
+            yield path, pred, meta, err
+
+    def _stream(
+        self, paths: Iterable[str | Path], workers: int, prefetch: int | None, keep_pixels: bool
+    ) -> Iterator[tuple[str, Prediction | None, Any, ReadError | None, np.ndarray | None]]:
+        """predict_paths plus the decoded pixels (when ``keep_pixels``)."""
+        from functools import partial
+
+        from medforensics.prefetch import map_ordered, prepare_file
+
+        if workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {workers}")
+        prep = partial(prepare_file, spec=self.input_spec, keep_pixels=keep_pixels)
+        items = (map_ordered(prep, paths, workers=workers, prefetch=prefetch) if workers
+                 else map(prep, paths))
+        for item in items:
+            if item.error is not None or item.inputs is None:
+                yield item.path, None, None, item.error, None
                 continue
-            except InvalidArrayError as exc:
-                yield str(path), None, None, ReadError(str(exc), path)
-                continue
-            yield str(path), pred, img.meta, None
+            pred = self._calibrated(*self._forward(item.inputs, item.n_patches))
+            yield item.path, pred, item.meta, None, item.pixels
 
 
 def _labels_of(rows: Sequence[Mapping[str, Any]], column: str, classes: Sequence[str]) -> list[int]:
@@ -303,7 +321,8 @@ def calibrate_run(
 
 
 def identify_files(
-    predictor: SourcePredictor, paths: Iterable[str | Path]
+    predictor: SourcePredictor, paths: Iterable[str | Path], *, workers: int = 0,
+    prefetch: int | None = None,
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Verdicts for files: yields ``(Verdict, extra)`` per file, streaming, never stopping.
 
@@ -314,11 +333,17 @@ def identify_files(
     Args:
         predictor: a loaded :class:`SourcePredictor`.
         paths: image files (DICOM/PNG/JPEG/TIFF).
+        workers: decode-ahead worker processes (see :meth:`SourcePredictor.predict_paths`).
+        prefetch: files in flight with workers (default ``2 * workers``).
+
+    Each file is decoded once: the unit patterns reuse the pixels the model saw.
     """
     from medforensics.identify import header_claim, unreadable, verdict
 
     level = predictor.label_column if predictor.label_column in ("manufacturer", "model", "unit") else "model"
-    for path, pred, meta, err in predictor.predict_paths(paths):
+    fps = predictor.fingerprints
+    for path, pred, meta, err, pixels in predictor._stream(paths, workers, prefetch,
+                                                           fps is not None):
         if err is not None or pred is None:
             yield unreadable(err, path, level=level), {}
             continue
@@ -326,10 +351,8 @@ def identify_files(
         v = verdict(pred.probs, predictor.classes, claim, predictor.unknown_threshold,
                     path=path, level=level)
         extra: dict[str, Any] = {"n_patches": pred.n_patches}
-        if predictor.fingerprints is not None:
-            from medforensics.io import read_image
-
-            unit, score = predictor.fingerprints.identify_unit(read_image(path).pixels)
+        if fps is not None and pixels is not None:
+            unit, score = fps.identify_unit(pixels)
             extra.update(unit=unit, unit_score=float(score),
                          unit_claim=header_claim(meta, "unit"))
         yield v, extra

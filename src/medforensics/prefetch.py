@@ -1,0 +1,213 @@
+"""Decode-ahead for source inference: read images and build model inputs in worker processes.
+
+:class:`medforensics.predict.SourcePredictor` spends most of its time per file *before* the
+model runs: decoding the image (:func:`medforensics.io.read_image`) and choosing the patch
+positions (:func:`medforensics.data.transforms.sample_patch_positions`). This module holds
+that part as plain functions of the file path (no torch, so worker processes start fast and
+small) and :func:`map_ordered`, a bounded, order-keeping process-pool map, so that
+``SourcePredictor.predict_paths(paths, workers=N)`` prepares the next files in ``N`` worker
+processes while the model runs on the current one.
+
+Memory stays flat: at most ``prefetch`` files are in flight at once, and a worker sends back
+only the model input (``n_patches`` x P x P float32 patches, or the 256 x 256 paper image),
+not the decoded image, unless the caller asks for the pixels (unit fingerprints need them).
+
+Processes rather than threads: the reader silences pydicom with ``warnings.catch_warnings``,
+which is not thread-safe, and the header parsing holds the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from medforensics.errors import InvalidArrayError, ReadError
+
+__all__ = ["InputSpec", "Prepared", "patch_positions", "model_input", "prepare_file",
+           "map_ordered"]
+
+# The fallback warning has always been logged under the predictor's name; keep it there.
+log = logging.getLogger("medforensics.predict")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model needs from an image (a predictor's settings, picklable).
+
+    Attributes:
+        preset: model name: ``patch``, or a paper preset (``deep-rsi``, ``deepmammo``).
+        patch: patch side (``patch`` preset).
+        n_patches: patches per image (``patch`` preset).
+        seed: seed of the patch positions (the same for every image).
+        size: side of the paper presets' resized image.
+    """
+
+    preset: str
+    patch: int = 64
+    n_patches: int = 64
+    seed: int = 0
+    size: int = 256
+
+
+@dataclass
+class Prepared:
+    """One file made ready for the model (the result of :func:`prepare_file`).
+
+    Attributes:
+        path: the file, as a string.
+        inputs: model input, float32: (n, P, P) patches of stored values (``patch``) or the
+            (size, size) 0..255 paper image; None when the file failed.
+        n_patches: patches in ``inputs`` (1 for paper presets, 0 on failure).
+        meta: the reader's :class:`medforensics.io.ImageMeta` (None on failure).
+        pixels: the decoded (H, W) float32 image when asked for, else None.
+        error: the :class:`ReadError` when the file could not be used, else None.
+    """
+
+    path: str
+    inputs: np.ndarray | None
+    n_patches: int
+    meta: Any
+    pixels: np.ndarray | None
+    error: ReadError | None
+
+
+def patch_positions(pixels: np.ndarray, patch: int, n_patches: int, seed: int
+                    ) -> list[tuple[int, int]]:
+    """Inference patch corners of one image: textured windows, else uniform draws.
+
+    :func:`medforensics.data.transforms.sample_patch_positions` with a generator seeded by
+    ``seed`` only (so an image always gets the same patches); when it finds fewer than
+    ``max(4, n_patches // 4)`` usable windows (tiny or mostly blank image) the rest are drawn
+    uniformly over the whole image from the same generator, with a warning.
+
+    Args:
+        pixels: (H, W) float32 stored values.
+        patch: patch side.
+        n_patches: positions wanted.
+        seed: generator seed.
+
+    Returns:
+        ``(y, x)`` top-left corners (``n_patches`` of them unless the sampler found between
+        ``max(4, n_patches // 4)`` and ``n_patches`` usable windows).
+
+    Raises:
+        InvalidArrayError: the image is smaller than one patch.
+    """
+    from medforensics.data.transforms import sample_patch_positions
+
+    p = patch
+    h, w = pixels.shape
+    if h < p or w < p:
+        raise InvalidArrayError(f"image {h}x{w} is smaller than the model's {p}x{p} patch")
+    rng = np.random.default_rng(seed)
+    pos = sample_patch_positions(pixels, p, n_patches, rng)
+    if len(pos) < max(4, n_patches // 4):
+        # Too few textured windows (tiny or mostly blank image): fall back to uniform draws
+        # over the whole image, and say so.
+        log.warning("only %d usable patches; adding uniformly drawn ones", len(pos))
+        ys = rng.integers(0, h - p + 1, size=n_patches - len(pos))
+        xs = rng.integers(0, w - p + 1, size=n_patches - len(pos))
+        pos = list(pos) + list(zip(ys.tolist(), xs.tolist()))
+    return pos
+
+
+def model_input(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, int]:
+    """The model input of one image.
+
+    Args:
+        pixels: (H, W) float32 stored values (pixel contract of ``read_image``).
+        spec: the predictor's :class:`InputSpec`.
+
+    Returns:
+        ``(inputs, n)``: ``patch`` preset: (n, P, P) float32 patches of stored values at
+        :func:`patch_positions`; paper presets: the (size, size) float32 0..255 image of
+        :func:`medforensics.data.transforms.paper_preprocess` and n = 1.
+
+    Raises:
+        InvalidArrayError: not 2-D, or smaller than one patch.
+    """
+    if pixels.ndim != 2:
+        raise InvalidArrayError(f"expected a (H, W) image, got shape {pixels.shape}")
+    if spec.preset == "patch":
+        p = spec.patch
+        pos = patch_positions(pixels, p, spec.n_patches, spec.seed)
+        stack = np.stack([pixels[y : y + p, x : x + p] for y, x in pos]).astype(np.float32)
+        return stack, len(pos)
+    from medforensics.data.transforms import paper_preprocess
+
+    return paper_preprocess(pixels, size=spec.size), 1
+
+
+def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -> Prepared:
+    """Read one file and build its model input; reader failures are returned, not raised.
+
+    Args:
+        path: image file (DICOM/PNG/JPEG/TIFF).
+        spec: the predictor's :class:`InputSpec`.
+        keep_pixels: also return the decoded image (for unit fingerprints).
+
+    Returns:
+        A :class:`Prepared`; ``error`` is set (a :class:`ReadError`, also for an image too
+        small for the model) when the file cannot be used.
+    """
+    from medforensics.io import read_image
+
+    try:
+        img = read_image(path)
+        inputs, n = model_input(img.pixels, spec)
+    except ReadError as exc:
+        return Prepared(str(path), None, 0, None, None, exc)
+    except InvalidArrayError as exc:
+        return Prepared(str(path), None, 0, None, None, ReadError(str(exc), path))
+    return Prepared(str(path), inputs, n, img.meta, img.pixels if keep_pixels else None, None)
+
+
+def map_ordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
+                prefetch: int | None = None) -> Iterator[R]:
+    """``map(fn, items)`` in a pool of worker processes, in order, at most ``prefetch`` ahead.
+
+    ``items`` is consumed lazily; at most ``prefetch`` calls are submitted or finished but
+    not yet yielded, so memory does not grow with the number of items. An exception raised
+    by ``fn`` is raised here, at its item. Closing the generator early cancels what is
+    queued and shuts the pool down.
+
+    Args:
+        fn: a picklable (module-level) function of one argument.
+        items: its arguments.
+        workers: worker processes (>= 1; started with ``spawn``, so they import only what
+            ``fn`` needs).
+        prefetch: calls in flight (default ``2 * workers``; at least 1).
+
+    Yields:
+        ``fn(item)`` for every item, in input order.
+    """
+    n_workers = max(1, int(workers))
+    depth = max(1, int(prefetch) if prefetch is not None else 2 * n_workers)
+    it = iter(items)
+    pending: deque[Future[R]] = deque()
+    pool = ProcessPoolExecutor(max_workers=n_workers,
+                               mp_context=multiprocessing.get_context("spawn"))
+    try:
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= depth:
+                break
+        while pending:
+            res = pending.popleft().result()
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                break
+            yield res
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,130 @@
+"""Streaming inference: decode-ahead workers give the same results; one decode per file.
+
+Untrained models (weights from a fixed seed) stand in for trained runs: these tests check the
+inference path, not accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medforensics.errors import ConfigError, ReadError
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """4 simulated DICOM files, a non-image file and a missing path."""
+    from medforensics.data.simulate import simulate_archive
+
+    base = tmp_path_factory.mktemp("stream")
+    paths = simulate_archive(base / "a", manufacturers=2, models_per_manufacturer=1,
+                             units_per_model=1, patients=2, images_per_patient=2,
+                             size=(150, 190), seed=0, multi_device_fraction=0.0)
+    junk = base / "junk.dcm"
+    junk.write_bytes(b"not an image at all" * 10)
+    return [*sorted(paths)[:4], junk, base / "missing.dcm"]
+
+
+def _run(tmp_path: Path, name: str) -> Path:
+    from medforensics.models.io import save_model
+    from medforensics.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, 2)
+    run = tmp_path / name
+    save_model(run, model, {"classes": ["A", "B"], "label_column": "model"})
+    return run
+
+
+@pytest.mark.parametrize("name", ["patch", "deep-rsi"])
+def test_workers_give_the_same_stream(tmp_path: Path, files: list[Path], name: str) -> None:
+    from medforensics.predict import SourcePredictor
+
+    torch.set_num_threads(1)
+    pred = SourcePredictor.from_run(_run(tmp_path, name), n_patches=8)
+    serial = list(pred.predict_paths(files))
+    ahead = list(pred.predict_paths(iter(files), workers=1, prefetch=2))
+    assert [s[0] for s in serial] == [a[0] for a in ahead] == [str(f) for f in files]
+    for s, a in zip(serial, ahead):
+        if s[1] is None:
+            assert a[1] is None and type(a[3]) is type(s[3]) and str(a[3]) == str(s[3])
+            assert isinstance(a[3], ReadError) and a[3].path == s[3].path
+        else:
+            assert np.array_equal(s[1].logprobs, a[1].logprobs)
+            assert np.array_equal(s[1].probs, a[1].probs)
+            assert s[1].n_patches == a[1].n_patches == (8 if name == "patch" else 1)
+            assert s[2].sop_uid == a[2].sop_uid
+    # The file-by-file API agrees with the stream.
+    from medforensics.io import read_image
+
+    lp = pred.predict(read_image(files[0]).pixels).logprobs
+    assert np.array_equal(lp, serial[0][1].logprobs)
+    assert [s[1] is None for s in serial] == [False] * 4 + [True, True]
+
+
+def test_negative_workers_refused(tmp_path: Path, files: list[Path]) -> None:
+    from medforensics.predict import SourcePredictor
+
+    pred = SourcePredictor.from_run(_run(tmp_path, "patch"), n_patches=4)
+    with pytest.raises(ConfigError):
+        list(pred.predict_paths(files, workers=-1))
+
+
+class _FakeUnits:
+    """Stands in for UnitFingerprints: records the images it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def identify_unit(self, image: np.ndarray) -> tuple[str | None, float]:
+        self.seen.append(image)
+        return "A #1", float(image.shape[0])
+
+
+def test_identify_files_decodes_each_file_once(tmp_path: Path, files: list[Path],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import medforensics.io as mio
+    from medforensics.predict import SourcePredictor, identify_files
+
+    pred = SourcePredictor.from_run(_run(tmp_path, "patch"), n_patches=4)
+    pred.fingerprints = _FakeUnits()
+    calls: list[str] = []
+    real = mio.read_image
+
+    def counting(path, *a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(mio, "read_image", counting)
+    out = list(identify_files(pred, files))
+    assert calls == [str(f) for f in files]  # once each, in order
+    assert len(pred.fingerprints.seen) == 4
+    for img, f in zip(pred.fingerprints.seen, files):
+        assert np.array_equal(img, real(f).pixels)
+    assert [("unit" in e) for _, e in out] == [True] * 4 + [False, False]
+    assert out[0][1]["unit"] == "A #1" and out[0][1]["n_patches"] == 4
+
+
+def test_map_ordered_keeps_order_and_bounds_prefetch() -> None:
+    from medforensics.prefetch import map_ordered
+
+    consumed: list[int] = []
+
+    def items():  # type: ignore[no-untyped-def]
+        for i in range(12):
+            consumed.append(i)
+            yield -i
+
+    gen = map_ordered(abs, items(), workers=2, prefetch=3)
+    first = next(gen)
+    assert first == 0
+    assert len(consumed) <= 4  # 3 in flight, plus the one submitted when the first came back
+    assert [first, *gen] == list(range(12))
+    gen2 = map_ordered(abs, items(), workers=1, prefetch=2)
+    next(gen2)
+    gen2.close()  # early close shuts the pool down without consuming the rest
+    assert len(consumed) <= 12 + 3
