@@ -117,7 +117,8 @@ class PatternAccumulator:
         Args:
             image: (H, W) stored values.
             residual: its noise residual (H, W); computed with
-                :func:`~medforensics.dsp.residuals.noise_residual` (``residual_kw``) if None.
+                :func:`~medforensics.dsp.residuals.noise_residual` (``residual_kw``, and the
+                usable-pixel mask for the row/column means) if None.
             mask: (H, W) bool, True = usable; combined with :func:`saturation_mask`.
             origin: (row, col) of the image's top-left pixel on the detector grid.
 
@@ -125,14 +126,14 @@ class PatternAccumulator:
             InvalidArrayError: bad shapes/values or negative origin.
         """
         img = as_image(image, min_size=2)
-        w = as_image(noise_residual(img, **residual_kw) if residual is None else residual,
-                     "residual")
-        same_shape(img, w, "image, residual")
         m = saturation_mask(img)
         if mask is not None:
             mk = np.asarray(mask, dtype=bool)
             same_shape(img, mk, "image, mask")
             m &= mk
+        w = as_image(noise_residual(img, mask=m, **residual_kw) if residual is None
+                     else residual, "residual")
+        same_shape(img, w, "image, residual")
         r0, c0 = (int(origin[0]), int(origin[1]))
         if r0 < 0 or c0 < 0:
             raise InvalidArrayError(f"origin must be non-negative, got {origin}")

@@ -36,7 +36,7 @@ from typing import Literal, Sequence
 import numpy as np
 from scipy import ndimage
 
-from medforensics.dsp._checks import as_image
+from medforensics.dsp._checks import as_image, same_shape
 from medforensics.dsp.wavelet import daubechies_filters, dwt2, wavedec2, waverec2
 from medforensics.errors import ConfigError
 
@@ -202,18 +202,42 @@ def denoise_local_wiener(image: np.ndarray, sigma: float,
     return best_mean + gain * (img - best_mean)
 
 
-def zero_mean_rows_cols(w: np.ndarray) -> np.ndarray:
+def zero_mean_rows_cols(w: np.ndarray, mask: np.ndarray | None = None, *,
+                        iterations: int = 3) -> np.ndarray:
     """Remove column means, then row means: every row and every column sums to zero.
+
+    With a ``mask`` the means are taken over the usable pixels only and the unusable ones
+    are set to 0. This matters when large regions are clipped (collimator, saturation):
+    averaging their zeros into the column means would leave a scaled copy of any column
+    pattern (e.g. anti-scatter grid lines) inside the field and a negative copy outside.
+    Masked means do not decouple, so the two steps are alternated ``iterations`` times
+    (rows are exactly zero-mean afterwards, columns very nearly).
 
     Args:
         w: (H, W) residual or pattern.
+        mask: optional (H, W) bool, True = usable pixel.
+        iterations: alternations of the masked column/row steps (ignored without mask).
 
     Returns:
         float32 array (H, W).
+
+    Raises:
+        InvalidArrayError: bad array or mask shape.
     """
     a = as_image(w, "residual")
-    a = a - a.mean(axis=0, keepdims=True)
-    a = a - a.mean(axis=1, keepdims=True)
+    if mask is None:
+        a = a - a.mean(axis=0, keepdims=True)
+        a = a - a.mean(axis=1, keepdims=True)
+        return a.astype(np.float32)
+    m = np.asarray(mask, dtype=bool)
+    same_shape(a, m, "residual, mask")
+    a = np.where(m, a, 0.0)
+    mf = m.astype(np.float64)
+    n_col = np.maximum(mf.sum(axis=0), 1.0)
+    n_row = np.maximum(mf.sum(axis=1), 1.0)
+    for _ in range(max(1, iterations)):
+        a -= (a.sum(axis=0) / n_col)[None, :] * mf
+        a -= (a.sum(axis=1) / n_row)[:, None] * mf
     return a.astype(np.float32)
 
 
@@ -247,7 +271,8 @@ def wiener_fft(w: np.ndarray, sigma: float | None = None,
 
 def noise_residual(image: np.ndarray, *, method: Literal["wavelet", "local_wiener"] = "wavelet",
                    sigma: float | None = None, levels: int = 4, wavelet: str = "db4",
-                   zero_mean: bool = True, fft_filter: bool = False) -> np.ndarray:
+                   zero_mean: bool = True, fft_filter: bool = False,
+                   mask: np.ndarray | None = None) -> np.ndarray:
     """Noise residual W = I - F(I) of one image (see module docstring for the options).
 
     Args:
@@ -255,14 +280,16 @@ def noise_residual(image: np.ndarray, *, method: Literal["wavelet", "local_wiene
         method: ``"wavelet"`` (default) or ``"local_wiener"``.
         sigma: noise std for the Wiener rule; default :func:`estimate_sigma` of the image.
         levels, wavelet: wavelet denoiser settings.
-        zero_mean: apply :func:`zero_mean_rows_cols`.
+        zero_mean: apply :func:`zero_mean_rows_cols` (with ``mask``).
         fft_filter: apply :func:`wiener_fft`.
+        mask: optional (H, W) bool, True = usable; unusable pixels (clipped) are 0 in the
+            result and left out of the row/column means.
 
     Returns:
         float32 array (H, W), zero-mean, in stored-value units.
 
     Raises:
-        InvalidArrayError: not 2-D, smaller than 2x2 or non-finite values.
+        InvalidArrayError: not 2-D, smaller than 2x2, non-finite values, bad mask shape.
         ConfigError: unknown method.
     """
     img = as_image(image, min_size=2)
@@ -275,7 +302,16 @@ def noise_residual(image: np.ndarray, *, method: Literal["wavelet", "local_wiene
         res = img - denoise_local_wiener(img, s)
     else:
         raise ConfigError(f"unknown residual method {method!r}; use 'wavelet' or 'local_wiener'")
-    out = zero_mean_rows_cols(res) if zero_mean else (res - res.mean()).astype(np.float32)
+    if zero_mean:
+        out = zero_mean_rows_cols(res, mask)
+    else:
+        if mask is not None:
+            m = np.asarray(mask, dtype=bool)
+            same_shape(res, m, "image, mask")
+            res = np.where(m, res - (res[m].mean() if m.any() else 0.0), 0.0)
+        else:
+            res = res - res.mean()
+        out = res.astype(np.float32)
     if fft_filter:
         out = wiener_fft(out)
     return out
