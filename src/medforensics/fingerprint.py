@@ -22,8 +22,9 @@ Fridrich and Filler 2009): at the zero shift the PCE of an unrelated image is ~c
 with one degree of freedom, so 60 is far in the tail. With validation images of enrolled
 units, :meth:`UnitFingerprints.calibrate_threshold` sets the threshold from the scores of
 validation images against the *other* units' patterns (the empirical ``1 - target_fpr``
-quantile, never below the chi-square bound for ``target_fpr``) and reports the matching
-scores, so one can see how much margin remains.
+quantile of each image's best non-matching score, never below the chi-square bound for
+``target_fpr`` over all enrolled units) and reports the matching scores, so one can see how
+much margin remains.
 
 Combination with a model classifier: pass ``candidates=[...]`` (unit labels, or model labels
 which select the units ``"<model> #<serial>"`` of the design's label convention).
@@ -139,10 +140,12 @@ class ThresholdReport:
     target_fpr: float
     n_match: int
     n_nonmatch: int
+    """comparisons of validation images with other units' patterns"""
     match_min: float
     match_median: float
     nonmatch_max: float
     nonmatch_quantile: float
+    """``1 - target_fpr`` quantile of the per-image best non-match score"""
     analytic_floor: float
     tpr: float
     top1_accuracy: float
@@ -404,16 +407,25 @@ class UnitFingerprints:
         """Choose the decision threshold from validation images of enrolled units.
 
         Every validation image is scored against every enrolled unit. Scores against the
-        image's own unit are "match" scores, against the other units "non-match" scores
-        (a stand-in for unseen units). The threshold is the empirical ``1 - target_fpr``
-        quantile of the non-match scores, but at least the analytic bound: for PCE at a
-        fixed shift the non-match PCE is ~chi-square(1), so the bound is
-        ``z^2`` with ``z = Phi^-1(1 - target_fpr / n_shifts)`` (``n_shifts`` searched
-        positions, Bonferroni); for NCC ``z / sqrt(n_pixels)``.
+        image's own unit are "match" scores; the best score among the *other* units stands in
+        for what an image of an unseen unit would get. The threshold is the larger of
+
+        * the empirical ``1 - target_fpr`` quantile of those per-image best non-match
+          scores, and
+        * the analytic bound: at a fixed shift the PCE of an unrelated pattern is
+          ~chi-square(1), so with ``n_units`` candidate patterns and ``n_shifts`` searched
+          positions the bound is ``z^2``, ``z = Phi^-1(1 - target_fpr / (n_units * n_shifts))``
+          (Bonferroni); for NCC ``z / sqrt(n_pixels)``.
+
+        Measured on the simulator (12 units, 512 px, after the masking fix) unrelated-unit
+        PCEs stayed below ~12 over ~1000 comparisons while matches were in the thousands,
+        so the calibrated threshold (~14 for 12 units) leaves a wide margin; the fixed
+        default of 60 is more conservative still.
 
         Args:
             val_images_by_unit: enrolled unit -> validation images (not used in ``fit``).
-            target_fpr: false-positive rate per non-matching comparison.
+            target_fpr: wanted rate at which an image of an unseen unit is attributed to
+                some enrolled unit.
             apply: store the threshold in ``config.threshold``.
 
         Returns:
@@ -427,6 +439,7 @@ class UnitFingerprints:
         key = self.config.score
         match_s: list[float] = []
         non_s: list[float] = []
+        best_non: list[float] = []
         correct = total = 0
         n_pix: list[int] = []
         for unit, images in val_images_by_unit.items():
@@ -436,15 +449,19 @@ class UnitFingerprints:
                 details = self.match_details(img)
                 total += 1
                 correct += int(details[0].unit == unit)
+                others = []
                 for s in details:
-                    (match_s if s.unit == unit else non_s).append(float(getattr(s, key)))
+                    (match_s if s.unit == unit else others).append(float(getattr(s, key)))
                     n_pix.append(s.overlap[0] * s.overlap[1])
+                non_s += others
+                if others:
+                    best_non.append(max(others))
         if not match_s:
             raise ConfigError("no validation images given")
         n_shifts = (2 * self.config.max_shift + 1) ** 2
-        z = float(norm.isf(target_fpr / n_shifts))
+        z = float(norm.isf(target_fpr / (n_shifts * max(len(self.patterns), 1))))
         floor = z * z if key == "pce" else z / math.sqrt(max(min(n_pix), 1))
-        nq = float(np.quantile(non_s, 1 - target_fpr)) if non_s else -math.inf
+        nq = float(np.quantile(best_non, 1 - target_fpr)) if best_non else -math.inf
         thr = max(floor, nq)
         m = np.array(match_s)
         rep = ThresholdReport(
