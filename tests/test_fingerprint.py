@@ -266,3 +266,17 @@ def test_null_pce_stays_chi_square_like_with_clipped_regions() -> None:
         for u, k in units.items():
             best, score = fp.match(collimated(k))[0]
             assert best == u and score > 3 * max(null), (config.model, u, score)
+
+
+def test_fit_with_masks() -> None:
+    rng = np.random.default_rng(36)
+    k = PRNU * rng.normal(size=(96, 96))
+    imgs = [_shot(rng, k, (96, 96)) for _ in range(3)]
+    m = np.ones((96, 96), bool)
+    m[:, :48] = False  # left half declared unusable in every reference image
+    fp = UnitFingerprints(LINEAR).fit({"u #1": imgs}, masks_by_unit={"u #1": [m, m, None]})
+    assert fp.counts["u #1"][5, 5] == 1 and fp.counts["u #1"][5, 60] == 3
+    fp2 = UnitFingerprints(LINEAR).fit({"u #1": imgs}, masks_by_unit={"u #1": [m]})
+    assert fp2.n_images["u #1"] == 1 and [s.index for s in fp2.skipped] == [1, 2]
+    with pytest.raises(InvalidArrayError):  # every mask has the wrong shape: nothing enrolled
+        UnitFingerprints(LINEAR).fit({"u #1": imgs}, masks_by_unit={"u #1": [m[:10]] * 3})

@@ -260,6 +260,8 @@ class UnitFingerprints:
                 try:
                     arr = as_image(img, min_size=MIN_OVERLAP)
                     usable = saturation_mask(arr)
+                    if masks is not None and i >= len(masks):
+                        raise InvalidArrayError(f"no mask given for image {i}")
                     if masks is not None and masks[i] is not None:
                         mk = np.asarray(masks[i], dtype=bool)
                         if mk.shape != arr.shape:
@@ -275,7 +277,8 @@ class UnitFingerprints:
                 self.skipped.append(SkippedImage(unit, -1, "no usable image"))
                 continue
             k, count = acc.pattern()
-            self.patterns[unit] = postprocess_pattern(k, fft_filter=self.config.fft_filter)
+            self.patterns[unit] = postprocess_pattern(k, fft_filter=self.config.fft_filter,
+                                                      mask=count > 0)
             self.counts[unit] = count
             self.n_images[unit] = acc.n_images
             log.info("unit %s: pattern %s from %d images", unit, k.shape, acc.n_images)

@@ -159,19 +159,26 @@ class PatternAccumulator:
         return k.astype(np.float32), self.count.copy()
 
 
-def postprocess_pattern(k: np.ndarray, *, zero_mean: bool = True,
-                        fft_filter: bool = True) -> np.ndarray:
+def postprocess_pattern(k: np.ndarray, *, zero_mean: bool = True, fft_filter: bool = True,
+                        mask: np.ndarray | None = None) -> np.ndarray:
     """Clean a reference pattern: row/column zero-mean then Fourier-domain Wiener filter.
 
     Removes artefacts shared by many detectors (linear row/column patterns, periodic
     lines); see :mod:`medforensics.dsp.residuals` for when each step matters.
+
+    Args:
+        k: (H, W) pattern estimate.
+        zero_mean: apply :func:`~medforensics.dsp.residuals.zero_mean_rows_cols`.
+        fft_filter: apply :func:`~medforensics.dsp.residuals.wiener_fft`.
+        mask: (H, W) bool, pixels the estimate covers (``count > 0``); the row/column
+            means are taken over them and the others stay 0 before the Fourier step.
 
     Returns:
         float32 (H, W).
     """
     out = as_image(k, "pattern")
     if zero_mean:
-        out = zero_mean_rows_cols(out)
+        out = zero_mean_rows_cols(out, mask)
     if fft_filter:
         out = wiener_fft(out)
     return np.asarray(out, dtype=np.float32)
@@ -203,7 +210,7 @@ def estimate_reference_pattern(images: Iterable[np.ndarray], *,
     if acc.n_images == 0:
         raise InvalidArrayError("no images given for the reference pattern")
     k, count = acc.pattern()
-    return (postprocess_pattern(k) if postprocess else k), count
+    return (postprocess_pattern(k, mask=count > 0) if postprocess else k), count
 
 
 def ncc(a: np.ndarray, b: np.ndarray) -> float:
