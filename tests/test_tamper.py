@@ -16,7 +16,7 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittle
 
 from medforensics.io import read_image
 from medforensics.errors import ConfigError, TamperError
-from medforensics.forgery.tamper import KINDS, generate, load_raster, tamper_array
+from medforensics.forgery.tamper import KINDS, generate, tamper_array, tamper_file
 
 N = 256
 
@@ -207,3 +207,21 @@ def test_generate_records_failures_and_carries_on(sources: Path, tmp_path: Path)
     # splice-device with a single device: recorded failure, not a crash
     rep = generate(bad, tmp_path / "out2", kinds=["splice-device"], seed=1)
     assert any("another device" in why for _, why in rep.failures)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("src_name", ["dev1_3.dcm", "dev0_0.dcm", "sixteen.png", "eight.png"])
+def test_tamper_file_each_kind_dicom_and_png(sources: Path, tmp_path: Path, kind: str,
+                                             src_name: str) -> None:
+    src = sources / src_name
+    donor = sources / ("dev1_1.dcm" if src_name != "dev1_1.dcm" else "dev0_0.dcm")
+    rows = tamper_file(src, tmp_path, kind, seed=11, pair_id="p", sizes=(32, 96),
+                       donor=donor if kind.startswith("splice") else None)
+    t, o = rows
+    mask = np.asarray(Image.open(t["mask_path"])) == 255
+    ti, oi = read_image(t["path"]), read_image(o["path"])
+    assert np.array_equal(ti.pixels != oi.pixels, mask)  # contract values
+    assert np.array_equal(_read_stored(t["path"]) != _read_stored(o["path"]), mask)  # stored
+    assert mask.sum() == int(t["n_changed"]) > 0
+    assert ti.meta.format == read_image(src).meta.format
+    assert ti.meta.bits_stored == read_image(src).meta.bits_stored
