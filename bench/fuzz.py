@@ -30,7 +30,8 @@ capped by ``--memory-mb``), is killed and restarted, and the input is saved as a
 and the header-only path must not refuse a file that reads fine.
 
 At the end a summary (run length, inputs tried, outcome counts, findings) is printed and
-written to ``OUT/summary.json``. Exit code 1 when there are findings.
+written to ``OUT/summary.json``. Exit code 1 when there are findings. ``--replay FILE...``
+runs the targets once on saved inputs (e.g. ``OUT/findings/*.bin``) to check a fix.
 
 This is a separate command, not a test: it runs for as long as it is told to.
 """
@@ -266,7 +267,7 @@ def _set_element_value(data: bytes, off: int, value: bytes) -> bytes:
         gl = out.find(b"\x02\x00\x00\x00UL\x04\x00")
         if 0 <= gl < off:
             old = struct.unpack("<I", out[gl + 8 : gl + 12])[0]
-            fixed = max(0, old + len(value) - n)
+            fixed = min(0xFFFFFFFF, max(0, old + len(value) - n))
             out = out[: gl + 8] + struct.pack("<I", fixed) + out[gl + 12 :]
     return out
 
@@ -343,7 +344,8 @@ class _TimeUp(Exception):
 class _Findings:
     """Saves the first few inputs per finding signature under ``OUT/findings``."""
 
-    def __init__(self, root: Path, send: Any) -> None:
+    def __init__(self, root: Path, send: Any, current: Path) -> None:
+        self.current = current
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.count: Counter = Counter()
@@ -357,6 +359,7 @@ class _Findings:
             inner = [f for f in tb if "/medforensics/" in f.filename] or tb
             last = inner[-1] if inner else None
             where = f"{Path(last.filename).name}:{last.lineno}" if last else "?"
+        detail = detail.replace(str(self.current), "<input>")
         sig = f"{kind}:{target}:{type(exc).__name__ if exc else detail}:{where}"
         self.count[sig] += 1
         if self.count[sig] <= 3:
@@ -478,8 +481,8 @@ def worker(args: argparse.Namespace) -> int:
     work = Path(args.out)
     seeds = [p.read_bytes() for p in sorted((work / "seeds").iterdir())]
     offsets = [interesting_offsets(s) for s in seeds]
-    findings = _Findings(work / "findings", send)
     current = work / f"current-{os.getpid()}.bin"
+    findings = _Findings(work / "findings", send, current)
     deadline = time.monotonic() + args.seconds
     counter = [0]
 
@@ -501,11 +504,12 @@ def worker(args: argparse.Namespace) -> int:
         outcome = run_targets(current, data, findings)
         send(f"E {counter[0]} {outcome} {time.monotonic() - t0:.3f}")
 
+    why = "hypothesis stopped generating"
     try:
         one()
     except _TimeUp:
-        pass
-    send(f"D {counter[0]}")
+        why = "time"
+    send(f"D {counter[0]} {why}")
     current.unlink(missing_ok=True)
     return 0
 
@@ -525,6 +529,7 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
     findings: list[dict] = []
     hangs = crashes = restarts = inputs = 0
     slow: list[tuple[float, str]] = []
+    ends: list[str] = []
     worker_seed = args.seed
     log = open(out / "worker.log", "ab")  # noqa: SIM115 - closed below
     try:
@@ -539,6 +544,7 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
             proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=log, stderr=log, env=env)
             os.close(w)
             pending = b""
+            n_ends = len(ends)
             current: tuple[int, float] | None = None
             started = time.monotonic()
             while True:
@@ -559,6 +565,8 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
                 chunk = os.read(r, 65536)
                 if not chunk:
                     rc = proc.wait()
+                    if len(ends) == n_ends:
+                        ends.append(f"worker exited (rc={rc}) between inputs: see worker.log")
                     if current is not None:
                         crashes += 1
                         cur = out / f"current-{proc.pid}.bin"
@@ -583,6 +591,8 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
                         current = None
                     elif line.startswith("F "):
                         findings.append(json.loads(line[2:]))
+                    elif line.startswith("D "):
+                        ends.append(line[2:])
             os.close(r)
             for stale in out.glob("current-*.bin"):
                 stale.unlink(missing_ok=True)
@@ -597,6 +607,7 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
         "inputs_per_second": round(inputs / max(1e-9, time.monotonic() - start), 1),
         "seeds": [p.name for p in seeds],
         "workers_started": restarts,
+        "worker_ends": ends,
         "per_input_timeout_s": args.timeout,
         "memory_limit_mb": args.memory_mb,
         "hangs": hangs,
@@ -611,6 +622,27 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def replay(files: list[Path]) -> int:
+    """Run the targets on saved inputs; prints each outcome and finding. Exit 1 on findings."""
+    import tempfile
+
+    n_found = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            data = f.read_bytes()
+            copy = Path(tmp) / "input.bin"
+            copy.write_bytes(data)
+            found: list[str] = []
+            outcome = run_targets(copy, data, _Findings(Path(tmp) / "findings",
+                                                        found.append, copy))
+            n_found += len(found)
+            print(f"{f}: {outcome}")
+            for line in found:
+                rec = json.loads(line[2:])
+                print(f"  FINDING {rec['signature']}: {rec['message']}")
+    return 1 if n_found else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="Total fuzzing time.")
@@ -622,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seed-kb", type=int, default=256, help="Largest real seed file (KiB).")
     p.add_argument("--memory-mb", type=int, default=3072,
                    help="Address-space limit of the worker (MiB; 0: none).")
+    p.add_argument("--replay", nargs="+", metavar="FILE",
+                   help="Run the targets on these files (e.g. saved findings) and print what "
+                   "happens; no fuzzing.")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--fd", type=int, default=-1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -629,6 +664,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--seconds and --timeout must be positive")
     if args.worker:
         return worker(args)
+    if args.replay:
+        return replay([Path(f) for f in args.replay])
     signal.signal(signal.SIGINT, signal.default_int_handler)
     summary = supervise(args)
     print(json.dumps({k: v for k, v in summary.items() if k != "seeds"}, indent=1))

@@ -201,7 +201,7 @@ def build_corpus(root: Path) -> dict[str, Expect]:
     # odd file names, readable content (each distinct so that ingest does not call them
     # duplicates)
     odd = ["with space.dcm", "Röntgen 画像 ünïcode.dcm", "no-extension", "-leading-dash.dcm",
-           "semi;colon 'quote\" #hash.dcm"]
+           "semi;colon 'quote\" #hash.dcm", "new\nline.dcm"]
     for k, name in enumerate(odd):
         files[name] = (_dicom_bytes(_image_ds(20 + k)), Expect(None))
 
@@ -328,16 +328,100 @@ def test_dicom_truncated_at_many_offsets(tmp_path: Path) -> None:
             errors.TruncatedPixelDataError} <= seen
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "finding (hardening corpus): Pixel Data written with VR SQ makes io.dicom.load_pixels call "
-    "ds.add_new(tag, 'SQ', bytes) -> bare TypeError instead of a ReadError"))
-def test_pixel_data_with_sequence_vr(tmp_path: Path) -> None:
-    data = _dicom_bytes(_image_ds(0))
+@pytest.mark.xfail(strict=True, raises=(TypeError, UnicodeDecodeError), reason=(
+    "finding (hardening corpus, bench/fuzz.py): io.dicom.load_pixels re-adds Pixel Data with "
+    "the VR written in the file; a non-pixel VR (SQ, UC, UR) gives a bare TypeError / "
+    "UnicodeDecodeError instead of a ReadError"))
+@pytest.mark.parametrize("vr,ts", [("SQ", "native"), ("UC", "rle"), ("UR", "rle"),
+                                   ("SQ", "rle")])
+def test_pixel_data_with_non_pixel_vr(tmp_path: Path, vr: str, ts: str) -> None:
+    ds = _image_ds(0)
+    if ts == "rle":
+        ds.compress(uid.RLELossless)
+    data = _dicom_bytes(ds)
     i = data.rfind(PIXEL_TAG)
-    path = tmp_path / "pixel-sq.dcm"
-    path.write_bytes(data[:i + 4] + b"SQ" + data[i + 6:])
+    path = tmp_path / f"pixel-{vr}.dcm"
+    path.write_bytes(data[: i + 4] + vr.encode() + data[i + 6 :])
     with pytest.raises(errors.ReadError):
         read_image(path)
+
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
+    "finding (bench/fuzz.py): RescaleSlope 'inf' (or a value overflowing float32) is applied "
+    "as is by io.dicom.make_modality_transform: read_image returns all-inf/NaN pixels instead "
+    "of refusing the header"))
+def test_non_finite_rescale_slope_is_refused(tmp_path: Path) -> None:
+    ds = _image_ds(0)
+    ds.RescaleSlope, ds.RescaleIntercept = "2", "0"
+    data = _patch_element(_dicom_bytes(ds), b"\x28\x00\x53\x10", b"DS", b"inf ")
+    path = tmp_path / "slope-inf.dcm"
+    path.write_bytes(data)
+    assert read_header(path).header["RescaleSlope"] == "inf"
+    with pytest.raises(errors.ReadError):
+        read_image(path)
+
+
+def _tiff_with_broken_second_page(path: Path) -> None:
+    """Two-page TIFF whose second IFD gives BitsPerSample (258) a count of 0."""
+    import io
+
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.arange(2 * 16 * 20, dtype=np.uint16).reshape(2, 16, 20))
+    d = bytearray(buf.getvalue())
+    assert d[:2] == b"II"
+    ifd0 = struct.unpack("<I", d[4:8])[0]
+    n0 = struct.unpack("<H", d[ifd0 : ifd0 + 2])[0]
+    ifd1 = struct.unpack("<I", d[ifd0 + 2 + 12 * n0 : ifd0 + 6 + 12 * n0])[0]
+    n1 = struct.unpack("<H", d[ifd1 : ifd1 + 2])[0]
+    for k in range(n1):
+        entry = ifd1 + 2 + 12 * k
+        if struct.unpack("<H", d[entry : entry + 2])[0] == 258:
+            d[entry + 4 : entry + 8] = struct.pack("<I", 0)
+            break
+    else:
+        raise AssertionError("no BitsPerSample entry")
+    path.write_bytes(bytes(d))
+
+
+@pytest.mark.xfail(strict=True, raises=IndexError, reason=(
+    "finding (bench/fuzz.py): io.raster._tiff_frame reads tf.pages[frame] outside its "
+    "try/except, so a corrupt later IFD of a multi-page TIFF leaks tifffile's "
+    "IndexError/TiffFileError from read_image(frame>=1) and iter_frames"))
+def test_tiff_with_corrupt_second_page(tmp_path: Path) -> None:
+    from medforensics.io import iter_frames
+
+    path = tmp_path / "two-pages.tif"
+    _tiff_with_broken_second_page(path)
+    assert read_header(path).n_frames == 2
+    assert read_image(path).pixels.shape == (16, 20)  # the first page is fine
+    with pytest.raises(errors.ReadError):
+        read_image(path, frame=1)
+    with pytest.raises(errors.ReadError):
+        list(iter_frames(path))
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "finding (bench/fuzz.py): io.raster._tiff_page_info calls int() on tifffile values that "
+    "are tuples when a size tag has a count > 1 (bare TypeError from read_header/read_image)"))
+def test_tiff_size_tag_with_two_values(tmp_path: Path) -> None:
+    import io
+
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((16, 20), np.uint16))
+    d = bytearray(buf.getvalue())
+    ifd0 = struct.unpack("<I", d[4:8])[0]
+    for k in range(struct.unpack("<H", d[ifd0 : ifd0 + 2])[0]):
+        entry = ifd0 + 2 + 12 * k
+        if struct.unpack("<H", d[entry : entry + 2])[0] == 256:  # ImageWidth
+            d[entry + 4 : entry + 8] = struct.pack("<I", 2)
+    path = tmp_path / "width-2-values.tif"
+    path.write_bytes(bytes(d))
+    with pytest.raises(errors.ReadError):
+        read_header(path)
 
 
 # ------------------------------------------------------------------------------ batch commands
@@ -424,6 +508,43 @@ def test_leading_dash_file_name_on_the_command_line(corpus, random_run: Path,
     recs = [json.loads(ln) for ln in res.stdout.splitlines() if ln.startswith("{")]
     assert [r["path"] for r in recs] == ["-leading-dash.dcm", "no-extension"]
     assert all(r["verdict"] != "unreadable" for r in recs)
+
+
+def _pixel_sq_file(path: Path) -> Path:
+    data = _dicom_bytes(_image_ds(0))
+    i = data.rfind(PIXEL_TAG)
+    path.write_bytes(data[: i + 4] + b"SQ" + data[i + 6 :])
+    return path
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "finding: predict.SourcePredictor.predict_paths catches only ReadError/InvalidArrayError, "
+    "so one file that makes the reader raise a bare exception (the Pixel Data VR SQ finding) "
+    "stops `medforensics identify` with a traceback instead of an 'unreadable' line"))
+def test_identify_carries_on_past_reader_bugs(random_run: Path, tmp_path: Path) -> None:
+    _pixel_sq_file(tmp_path / "a-pixel-sq.dcm")
+    (tmp_path / "b-good.dcm").write_bytes(_dicom_bytes(_image_ds(1)))
+    res = CliRunner().invoke(app, ["identify", str(random_run), str(tmp_path), "--json"])
+    assert res.exit_code == 0, repr(res.exception)
+    assert len([ln for ln in res.stdout.splitlines() if ln.startswith("{")]) == 2
+
+
+def test_report_carries_on_past_reader_bugs(random_run: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    _pixel_sq_file(src / "a-pixel-sq.dcm")
+    (src / "b-good.dcm").write_bytes(_dicom_bytes(_image_ds(1)))
+    (src / "c-empty.dcm").write_bytes(b"")
+    res = CliRunner().invoke(app, ["report", str(src), "--source-model", str(random_run),
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1  # a page failed: said so, but every file has its page
+    pages = sorted((tmp_path / "out").glob("case-*.html"))
+    assert len(pages) == 3
+    first = pages[0].read_text()
+    assert "The report for this file failed" in first and "TypeError" in first
+    assert "a-pixel-sq" not in first  # the path stays masked on the error page too
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "report-failed" in index and "not-an-image-file" in index
 
 
 def test_service_answers_4xx_never_500(corpus, real_bad, random_run: Path) -> None:

@@ -1257,7 +1257,11 @@ def write_report(
             log.exception("report failed for file %d of %d", i, len(files))
             result.n_failed += 1
             page_html = _error_page(path, exc, mask_identifiers, when)
-            entry = {"page": "", "name": path, "sha256": None, "device_verdict": "report-failed",
+            try:
+                sha = _sha256(path)
+            except OSError:
+                sha = None
+            entry = {"page": "", "name": path, "sha256": sha, "device_verdict": "report-failed",
                      "forgery_verdict": "report-failed", "error": f"{type(exc).__name__}: {exc}"}
         if single:
             target = out_path
