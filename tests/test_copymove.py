@@ -90,3 +90,16 @@ def test_residual_copy_is_exact_inside() -> None:
     img[100:160, 100:160] = img[10:70, 200:260]
     r = highpass_residual(img, "kb")
     assert np.array_equal(r[101:159, 101:159], r[11:69, 201:259])
+
+
+@pytest.mark.real
+def test_real_radiograph_no_false_alarm_and_planted_clone(real_data) -> None:
+    from medforensics.io import read_image
+
+    px, _ = read_image(real_data / "xray" / "siemens_mammomat_inspiration_mg.dcm")
+    clean = detect_copy_move(px)
+    assert clean.shifts == [] and clean.map.max() == 0.0
+    t = tamper_array(px.astype(np.int32), "copy-move", np.random.default_rng(7),
+                     sizes=(96, 160), feather=1.0)
+    res = detect_copy_move(t.pixels.astype(np.float32))
+    assert res.shifts and _iou(res.map >= 0.5, t.mask) > 0.6

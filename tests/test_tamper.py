@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,11 @@ from medforensics.forgery.tamper import KINDS, generate, tamper_array, tamper_fi
 N = 256
 
 
-def _xray(rng: np.random.Generator, n: int = N, sigma: float = 25.0, level: float = 1500.0) -> np.ndarray:
+def _xray(rng: np.random.Generator, n: int = N, sigma: float = 25.0,
+          level: float = 1500.0) -> np.ndarray:
     yy, xx = np.mgrid[0:n, 0:n]
-    base = level + 0.6 * level * np.sin(xx / 37 + rng.uniform(0, 6)) * np.cos(yy / 51 + rng.uniform(0, 6))
+    ph1, ph2 = rng.uniform(0, 6), rng.uniform(0, 6)
+    base = level + 0.6 * level * np.sin(xx / 37 + ph1) * np.cos(yy / 51 + ph2)
     sig = np.sqrt(np.clip(base, 1, None)) * sigma / np.sqrt(level)
     return np.clip(base + rng.normal(0, 1, (n, n)) * sig, 0, 4095)
 
@@ -79,8 +80,9 @@ def test_array_mask_is_exactly_the_changed_pixels(kind: str) -> None:
 
 def test_copy_move_transform_and_determinism() -> None:
     img = _xray(np.random.default_rng(5)).astype(np.uint16)
-    a = tamper_array(img, "copy-move", np.random.default_rng(9), options={"rotate": True, "scale": True, "p_transform": 1.0})
-    b = tamper_array(img, "copy-move", np.random.default_rng(9), options={"rotate": True, "scale": True, "p_transform": 1.0})
+    opts = {"rotate": True, "scale": True, "p_transform": 1.0}
+    a = tamper_array(img, "copy-move", np.random.default_rng(9), options=opts)
+    b = tamper_array(img, "copy-move", np.random.default_rng(9), options=opts)
     assert np.array_equal(a.pixels, b.pixels)
     assert a.detail["angle"] != 0.0 or a.detail["scale"] != 1.0
     assert np.array_equal(a.mask, a.pixels != img)
@@ -182,13 +184,15 @@ def test_generate_files_masks_headers(sources: Path, tmp_path: Path) -> None:
             assert Image.open(t["path"]).mode == src_mode
         if t["kind"] == "splice-device":
             assert t["donor_path"] and t["donor_path"] != t["original_path"]
-            assert Path(t["donor_path"]).name.split("_")[0] != Path(t["original_path"]).name.split("_")[0]
+            dev = Path(t["original_path"]).name.split("_")[0]
+            assert Path(t["donor_path"]).name.split("_")[0] != dev
         if t["kind"] == "copy-move":
             smask = np.asarray(Image.open(t["source_mask_path"])) == 255
             assert smask.sum() == (mask == 255).sum() and not (smask & (mask == 255)).any()
     assert seen_kinds == set(kinds)
     # reproducible
-    rep2 = generate(sources / "manifest.csv", tmp_path / "again", kinds=kinds, seed=7, sizes=(32, 96))
+    rep2 = generate(sources / "manifest.csv", tmp_path / "again", kinds=kinds, seed=7,
+                    sizes=(32, 96))
     a = [(r["kind"], r["bbox"], r["seed"]) for r in rep.rows]
     b = [(r["kind"], r["bbox"], r["seed"]) for r in rep2.rows]
     assert a == b
@@ -225,3 +229,16 @@ def test_tamper_file_each_kind_dicom_and_png(sources: Path, tmp_path: Path, kind
     assert mask.sum() == int(t["n_changed"]) > 0
     assert ti.meta.format == read_image(src).meta.format
     assert ti.meta.bits_stored == read_image(src).meta.bits_stored
+
+
+@pytest.mark.real
+def test_real_compressed_dicom_roundtrip(real_data, tmp_path: Path) -> None:
+    src = real_data / "codecs" / "RG2_JLSN.dcm"  # JPEG-LS near-lossless, 10-bit
+    t, o = tamper_file(src, tmp_path, "local-edit", seed=3, pair_id="r", sizes=(64, 128))
+    mask = np.asarray(Image.open(t["mask_path"])) == 255
+    ti, oi = read_image(t["path"]), read_image(o["path"])
+    si = read_image(src)
+    assert np.array_equal(ti.pixels != oi.pixels, mask) and mask.sum() > 0
+    assert np.array_equal(oi.pixels, si.pixels)  # decoded once, written uncompressed
+    assert ti.meta.bits_stored == si.meta.bits_stored and ti.meta.model == si.meta.model
+    assert ti.meta.lossy  # a once-lossy image stays flagged lossy

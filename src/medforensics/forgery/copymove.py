@@ -63,7 +63,8 @@ class CopyMoveResult:
             (matched block pairs) of the best shift; 0.5 at the consensus threshold.
         shifts: kept shifts as ``(dy, dx, support)``, strongest first.
         regions: per kept shift: ``{"shift", "support", "target_side", "seam_log_ratio",
-            "blend_log_ratio", "decided", "cue"}``; ``target_side`` is ``"b"`` when the block at ``a + shift`` is the
+            "blend_log_ratio", "decided", "cue"}``; ``target_side`` is ``"b"`` when the block at
+            ``a + shift`` is the
             pasted copy, ``"a"`` otherwise.
         n_blocks: blocks used in matching (after the energy filter).
         n_pairs: verified block pairs before consensus.

@@ -1,4 +1,4 @@
-"""ELA on medical images: explicit 8-bit window for 12-16-bit data, then :mod:`medforensics.dsp.ela`.
+"""ELA on medical images: an explicit 8-bit window for 12-16-bit data, then ``dsp.ela``.
 
 ELA is defined on 8-bit JPEG data. For 8-bit images (PNG/JPEG, 8-bit DICOM) it runs on the
 stored values as they are. For higher bit depths a window ``[lo, hi]`` of stored values is

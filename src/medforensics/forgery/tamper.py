@@ -56,7 +56,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
 from medforensics.dsp.residuals import highpass_residual, robust_std
-from medforensics.errors import ConfigError, MedForensicsError, ReadError, TamperError
+from medforensics.errors import ConfigError, MedForensicsError, TamperError
 
 __all__ = [
     "KINDS",
@@ -179,7 +179,8 @@ def _shape_mask(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, s
         k = np.arange(2, 6)
         amp = rng.uniform(0.0, 0.12, k.size)
         ph = rng.uniform(0, 2 * np.pi, k.size)
-        rad = 0.82 + np.sum(amp[:, None, None] * np.cos(k[:, None, None] * theta + ph[:, None, None]), 0)
+        waves = amp[:, None, None] * np.cos(k[:, None, None] * theta + ph[:, None, None])
+        rad = 0.82 + np.sum(waves, 0)
         m = r <= rad
     if not m.any():
         m[h // 2, w // 2] = True
@@ -291,7 +292,10 @@ def _op_copy_move(
     angle = 0.0
     scale = 1.0
     if opts.get("rotate", False) and rng.random() < float(opts.get("p_transform", 0.5)):
-        angle = float(rng.choice([90.0, 180.0, 270.0]) if rng.random() < 0.3 else rng.uniform(-30, 30))
+        if rng.random() < 0.3:
+            angle = float(rng.choice([90.0, 180.0, 270.0]))
+        else:
+            angle = float(rng.uniform(-30, 30))
     if opts.get("scale", False) and rng.random() < float(opts.get("p_transform", 0.5)):
         scale = float(rng.uniform(0.8, 1.25))
     if angle != 0.0 or scale != 1.0:
@@ -676,7 +680,7 @@ def load_raster(path: str | Path) -> Raster:
     tables).
 
     Raises:
-        ReadError: unreadable file (from the reader).
+        medforensics.errors.ReadError: unreadable file (from the reader).
         TamperError: unsupported for tampering (multi-frame, colour).
     """
     from medforensics.errors import FileAccessError
@@ -943,7 +947,8 @@ def generate(
             if kind in ("splice", "splice-device"):
                 drng = np.random.default_rng(item_seed ^ 0x5A5A)
                 own = devices.get(path, r.device)
-                cands = [j for j in drng.permutation(len(rows_in)) if rows_in[int(j)]["path"] != path]
+                cands = [j for j in drng.permutation(len(rows_in))
+                         if rows_in[int(j)]["path"] != path]
                 donor_r = None
                 for j in cands:
                     dp = rows_in[int(j)]["path"]
