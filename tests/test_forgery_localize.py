@@ -121,3 +121,24 @@ def test_ela_cue_used_for_lossy_input() -> None:
     assert "ela" in res.cues and any("stored 8-bit values" in n for n in res.notes)
     inside = res.map[110:170, 130:190].mean()
     assert inside > 0.5 and res.map[:80].mean() < 0.2
+
+
+def test_evaluate_tamper_manifest_end_to_end(tmp_path) -> None:
+    from PIL import Image as PILImage
+
+    from medforensics.forgery.evaluate import evaluate_tamper_manifest
+    from medforensics.forgery.tamper import generate
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        PILImage.fromarray(_radiograph(10 + i, n=256)).save(src / f"img{i}.png")
+    rep = generate(src, tmp_path / "out", kinds=["copy-move"], seed=4, sizes=(64, 96),
+                   feather=2.0)
+    assert not rep.failures
+    ev = evaluate_tamper_manifest(rep.manifest_path)
+    assert ev["n_tampered"] == 3 and ev["n_original"] == 3 and not ev["failures"]
+    assert ev["image_auc"] == 1.0 and ev["image_auc_by_kind"]["copy-move"] == 1.0
+    assert ev["pixel"]["f1_best"] > 0.6 and ev["pixel"]["n_images"] == 3
+    assert ev["fp_area_original"] < 0.5
+    assert set(ev["pixel_by_cue"]) == {"copymove", "noise"}
