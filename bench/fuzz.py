@@ -546,13 +546,16 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
             pending = b""
             n_ends = len(ends)
             current: tuple[int, float] | None = None
-            started = time.monotonic()
+            last_event = time.monotonic()  # worker start, then each line it sends
             while True:
+                # an input gets --timeout; between inputs (start-up, Hypothesis) 120 s
                 limit = args.timeout if current is not None else 120.0
-                since = time.monotonic() - (current[1] if current else started)
+                since = time.monotonic() - (current[1] if current else last_event)
                 ready, _, _ = select.select([r], [], [], max(0.0, limit - since))
                 if not ready:
-                    if current is not None:
+                    if current is None:
+                        ends.append("worker silent for 120 s between inputs: killed")
+                    else:
                         hangs += 1
                         data = (out / f"current-{proc.pid}.bin").read_bytes()
                         name = f"hang-{hashlib.sha256(data).hexdigest()[:12]}.bin"
@@ -577,6 +580,7 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
                                          "message": "worker died on this input"})
                     break
                 pending += chunk
+                last_event = time.monotonic()
                 *lines, pending = pending.split(b"\n")
                 for raw in lines:
                     line = raw.decode("utf-8", "replace")
