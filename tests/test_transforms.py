@@ -89,8 +89,13 @@ def test_sample_patch_positions_skips_flat_saturated_and_collimated():
 def test_sample_patch_positions_saturation_alone():
     img = _noisy(seed=4)
     img[:, 300:] = img.max()  # clipped right band
-    pos = sample_patch_positions(img, 32, 40, 5, skip_flat=False, skip_collimated=False)
+    pos = sample_patch_positions(img, 32, 40, 5, skip_flat=False, skip_collimated=False,
+                                 max_saturated_fraction=0.01)
     assert len(pos) == 40 and all(x + 32 <= 301 for _, x in pos)
+    # the default tolerates partly clipped windows (up to a quarter of their pixels)
+    loose = sample_patch_positions(img, 32, 400, 5, skip_flat=False, skip_collimated=False)
+    assert all(x + 32 <= 300 + 8 for _, x in loose)
+    assert any(x + 32 > 301 for _, x in loose)
 
 
 def test_sample_patch_positions_is_deterministic_and_reports_shortfall(caplog):

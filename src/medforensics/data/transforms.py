@@ -163,7 +163,7 @@ def sample_patch_positions(
     skip_collimated: bool = True,
     flat_ratio: float = 0.25,
     max_flat_fraction: float = 0.05,
-    max_saturated_fraction: float = 0.01,
+    max_saturated_fraction: float = 0.25,
     max_rounds: int = 8,
 ) -> list[tuple[int, int]]:
     """Random distinct patch corners that avoid flat, saturated and collimated areas.
