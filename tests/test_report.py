@@ -85,6 +85,13 @@ def _images(page: str) -> list[bytes]:
     return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
 
 
+def _image(page: str, alt: str) -> np.ndarray:
+    """The embedded PNG with this alt text, decoded."""
+    found = re.findall(rf'alt="{re.escape(alt)}" src="data:image/png;base64,([^"]+)"', page)
+    assert len(found) == 1, (alt, len(found))
+    return np.asarray(PILImage.open(io.BytesIO(base64.b64decode(found[0]))))
+
+
 def _text(page: str) -> str:
     """Visible-ish text (tags stripped, entities kept escaped) for searching numbers."""
     return re.sub(r"<[^>]+>", " ", page)
@@ -104,10 +111,13 @@ def test_page_is_self_contained(case_env: dict) -> None:
     srcs = re.findall(r'src="([^"]*)"', page)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     imgs = [PILImage.open(io.BytesIO(b)) for b in _images(page)]
-    assert len(imgs) == 3  # display rendering + (image, overlay) in the forgery section
+    # display rendering + (image, overlay, colour scale) in the forgery section
+    assert len(imgs) == 4
     for im in imgs:
         assert im.format == "PNG" and max(im.size) <= 768
-    assert imgs[2].mode == "RGB"  # the heat-map overlay is coloured
+    assert _image(page, "forgery heat map").ndim == 3  # the overlay is coloured
+    ramp = _image(page, "colour scale")
+    assert ramp.shape == (10, 160, 3) and ramp[0, 0, 1] == 0 and ramp[0, -1, 1] == 255
     assert "Display rendering only" in page and "stored values windowed to 8 bits" in page
 
 
@@ -164,8 +174,8 @@ def test_forgery_section(case_env: dict) -> None:
     page = render_case_report(path, forgery=det, generated_at=T1)
     text = _text(page)
     assert "0.812" in text and "1.23" in text and f"{fg['forged_area_percent']:.2f} %" in text
-    overlay = np.asarray(PILImage.open(io.BytesIO(_images(page)[-1]))).astype(int)
-    grey = np.asarray(PILImage.open(io.BytesIO(_images(page)[0]))).astype(int)
+    overlay = _image(page, "forgery heat map").astype(int)
+    grey = _image(page, "display rendering").astype(int)
     h, w = grey.shape
     # inside the flagged square the overlay is tinted (red > green/blue); outside it is grey
     inside = overlay[h // 4, w // 4]
@@ -177,10 +187,22 @@ def test_forgery_section(case_env: dict) -> None:
 
 def test_real_forgery_detector_if_present(case_env: dict) -> None:
     detector_mod = pytest.importorskip("medforensics.forgery.detector")
+    from medforensics.io import read_image
+
+    path = case_env["paths"][0]
     det = detector_mod.ForgeryDetector.from_run(None)
-    page = render_case_report(case_env["paths"][0], forgery=det, generated_at=T1)
-    assert "no forgery model given" not in page
-    assert "Forgery score" in page and len(_images(page)) == 3
+    res = det.detect(*read_image(path))
+    case = analyse_case(path, forgery="cues")  # the training-free detector, by name
+    fg = case.forgery
+    assert fg["verdict"] == res.verdict and fg["score"] == pytest.approx(res.score)
+    assert fg["forged_area_percent"] == pytest.approx(res.forged_area_percent)
+    assert fg["cues"] == pytest.approx(res.cues) and fg["notes"] == list(res.notes)
+    prov = case.provenance["forgery_model"]
+    assert prov["detector"] == "ForgeryDetector" and prov["run"] is None
+    assert prov["parameters"]["method"] == "cues"
+    page = render_case_report(path, forgery=det, generated_at=T1)
+    assert "no forgery model given" not in page and "Cue scores" in page
+    assert _image(page, "forgery heat map").shape[:2] == _image(page, "display rendering").shape
 
 
 # ---------------------------------------------------------------------------------- masking

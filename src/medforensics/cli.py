@@ -596,7 +596,8 @@ def report_cmd(
     source_model: Optional[Path] = typer.Option(
         None, "--source-model", help="Trained (and calibrated) source run directory."),
     forgery_model: Optional[Path] = typer.Option(
-        None, "--forgery-model", help="Forgery detector run directory."),
+        None, "--forgery-model",
+        help="Forgery detector run directory, or 'cues' for the training-free detector."),
     show_identifiers: bool = typer.Option(
         False, "--show-identifiers",
         help="Show patient/institution identifiers and file paths (masked by default)."),

@@ -56,6 +56,7 @@ __all__ = [
     "IDENTIFYING_KEYWORDS",
     "MASKED",
     "ReportOutput",
+    "TRAINING_FREE",
     "analyse_case",
     "render_case_report",
     "render_html",
@@ -63,6 +64,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: ``forgery=`` values (and ``--forgery-model`` arguments) meaning the training-free
+#: detector, ``ForgeryDetector.from_run(None)``, unless a folder of that name exists.
+TRAINING_FREE = ("cues", "none")
 
 #: What a masked identifier is shown as.
 MASKED = "masked"
@@ -438,7 +443,9 @@ def _load_forgery(forgery: Any) -> tuple[Any, dict[str, Any] | None]:
                 f"this installation has no forgery detector (medforensics.forgery.detector: "
                 f"{exc}); leave out the forgery model"
             ) from None
-        run = Path(forgery)
+        run: Path | None = Path(forgery)
+        if str(forgery).lower() in TRAINING_FREE and not Path(forgery).exists():
+            run = None  # the training-free cue detector
         detector = ForgeryDetector.from_run(run)
         prov = run_provenance(run, getattr(detector, "metadata", None))
     else:
@@ -526,6 +533,12 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
         if isinstance(extras.get(name), str):
             extras[name] = redact(extras[name])
     out["details"] = dict(sorted(extras.items()))
+    cues = getattr(res, "cues", None)
+    if isinstance(cues, Mapping):
+        out["cues"] = {str(k): _scalar(v) for k, v in cues.items()}
+    notes = getattr(res, "notes", None)
+    if isinstance(notes, (list, tuple)):
+        out["notes"] = [redact(str(n)) for n in notes]
     prob = getattr(res, "prob_map", None)
     out["overlay_png"] = None if prob is None else png_b64(
         overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side))
@@ -688,8 +701,8 @@ td.num { text-align:right; font-variant-numeric:tabular-nums; }
          margin:0 0 16px; border-radius:4px; }
 .info { border-left:4px solid var(--neutral); background:#f1f3f6; padding:8px 12px;
         margin:10px 0 0; border-radius:4px; font-size:13px; }
-.ramp { display:inline-block; width:160px; height:10px; vertical-align:middle;
-        background:linear-gradient(90deg,#000,#f00 33%,#ff0 66%,#fff); border:1px solid #999; }
+figure img.ramp { display:inline-block; width:160px; height:10px; vertical-align:middle;
+                  border:1px solid #999; }
 p.generated { color:var(--muted); font-size:13px; margin:18px 0 0; }
 @media print { body { background:#fff; } section { break-inside:avoid; } }
 """
@@ -835,6 +848,14 @@ def _device_html(dev: Mapping[str, Any], classes: Sequence[str] | None) -> str:
     )
 
 
+def _ramp_png() -> str:
+    """The overlay's colour scale (``service.render.heat_colours``) as a 160x10 PNG."""
+    from medforensics.service.render import heat_colours, png_b64
+
+    ramp = heat_colours(np.tile(np.linspace(0.0, 1.0, 160, dtype=np.float32), (10, 1)))
+    return png_b64(np.rint(ramp * 255.0).astype(np.uint8))
+
+
 def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
     status = fg.get("status")
     if status == "no-model":
@@ -853,8 +874,14 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
         ("ELA score", f"{_fmt_num(fg.get('ela_score'), 2)} <span class=\"note\">(mean error-"
                       "level difference, % of 8-bit full scale; not a share of pixels)</span>"),
     ]
+    if fg.get("cues"):
+        rows.append(("Cue scores", ", ".join(
+            f"{_e(k)} {_fmt_num(v)}" for k, v in fg["cues"].items())))
     for k, v in (fg.get("details") or {}).items():
         rows.append((k.replace("_", " "), _e(v) if not isinstance(v, float) else f"{v:.4g}"))
+    if fg.get("notes"):
+        rows.append(("Notes", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in fg["notes"])
+                     + "</ul>"))
     figs = ""
     if fg.get("overlay_png"):
         figs = (
@@ -863,8 +890,9 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
                "<figcaption>Image (display rendering)</figcaption></figure>" if image_png else "")
             + f'<figure><img alt="forgery heat map" src="data:image/png;base64,'
             f'{fg["overlay_png"]}"><figcaption>Forgery probability map over the image: '
-            '<span class="ramp"></span> 0 &rarr; 1 (opacity grows with the probability; '
-            "display only)</figcaption></figure></div>"
+            f'0 <img class="ramp" alt="colour scale" src="data:image/png;base64,{_ramp_png()}">'
+            " 1 (the colour's opacity grows with the probability; display only)</figcaption>"
+            "</figure></div>"
         )
     return ('<section id="forgery"><h2>Forgery</h2>' + _kv_table(rows, raw=True) + figs
             + "</section>")
@@ -908,7 +936,8 @@ def _json_block(value: Any) -> str:
 def _model_prov_rows(prov: Mapping[str, Any] | None, what: str) -> list[tuple[str, str]]:
     if prov is None:
         return [(what, f"no {what.lower()} given")]
-    rows = [(f"{what}: run", _e(prov.get("run") or "not known (object passed in)"))]
+    rows = [(f"{what}: run", _e(prov.get("run") or "none (no run directory: training-free "
+                                  "or passed in as an object)"))]
     if prov.get("detector"):
         rows.append((f"{what}: detector", _e(prov["detector"])))
     for name, sha in (prov.get("files") or {}).items():
@@ -1052,7 +1081,8 @@ def render_case_report(
             provenance), or ``None`` ("no source model given").
         forgery: a forgery detector (an object with ``detect(pixels, meta)``, normally
             ``medforensics.forgery.detector.ForgeryDetector``), or its run directory, or
-            ``None`` ("no forgery model given").
+            ``"cues"`` for the training-free detector (``ForgeryDetector.from_run(None)``),
+            or ``None`` ("no forgery model given").
         mask_identifiers: show patient/staff/institution identifiers, dates, UIDs and the
             file path as ``masked`` (default). ``False`` reveals them (and says so).
         force: read DICOM files without file meta (ACR-NEMA), as ``read_image(force=)``.
