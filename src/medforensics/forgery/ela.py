@@ -200,6 +200,7 @@ def ela_cnn_input(
     bits_stored: int | None = None,
     size: int = 128,
     quality: int = 90,
+    ela: ElaResult | None = None,
 ) -> np.ndarray:
     """Input image of the ELA-CNN (``models`` name ``ela-cnn``), as in the paper.
 
@@ -213,6 +214,8 @@ def ela_cnn_input(
         bits_stored: bit depth if known.
         size: output side (128 gives the paper's 8x8x64 flatten).
         quality: JPEG quality of the re-encoding.
+        ela: an :func:`analyze_ela` result of the same pixels at ``quality`` to reuse (saves
+            the re-encoding when the caller also needs the ELA map).
 
     Returns:
         float32 (size, size), values 0..255.
@@ -221,6 +224,9 @@ def ela_cnn_input(
 
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    res = analyze_ela(pixels, bits_stored=bits_stored, quality=quality)
+    res = ela if ela is not None else analyze_ela(pixels, bits_stored=bits_stored,
+                                                  quality=quality)
+    if res.quality != quality:
+        raise ValueError(f"ela was computed at quality {res.quality}, not {quality}")
     img = Image.fromarray(res.enhanced, mode="L").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32)

@@ -8,8 +8,8 @@ Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own d
   noise level vs the image's own Poisson-Gaussian noise model).
 * ``ela``: :func:`medforensics.forgery.ela.ela_cue` - only for images that went through lossy
   (JPEG-type) compression, because ELA is a JPEG-domain heuristic; skipped otherwise (noted).
-* ``fingerprint``: :func:`medforensics.forgery.noiseinconsistency.fingerprint_map` when a patch
-  model callable is supplied.
+* ``fingerprint``: :func:`medforensics.forgery.noiseinconsistency.fingerprint_llr_map` when a
+  patch model callable is supplied.
 
 **Combination rule** (documented, deliberately simple): ``map = max_c (w_c * cue_c)`` with
 weights ``w_c`` (default 1). Each cue is already scaled so that 0.5 is its own detection
@@ -146,13 +146,13 @@ def localize(
         cues: names from :data:`CUES`; default: copymove, noise, ela (if ``lossy``),
             fingerprint (if ``patch_logprobs`` is given).
         patch_logprobs: patch model callable for the fingerprint cue (see
-            :func:`~medforensics.forgery.noiseinconsistency.fingerprint_map`).
+            :func:`~medforensics.forgery.noiseinconsistency.fingerprint_llr_map`).
         threshold: map threshold for the area / mask.
         weights: per-cue weights for the max rule.
         copymove_kw: extra arguments for ``detect_copy_move``.
         noise_kw: extra arguments for ``noise_inconsistency_map``.
         ela_quality: JPEG quality of the ELA re-encoding.
-        fingerprint_kw: extra arguments for ``fingerprint_map``.
+        fingerprint_kw: extra arguments for ``fingerprint_llr_map``.
 
     Returns:
         :class:`LocalizationResult`.
@@ -162,7 +162,10 @@ def localize(
     """
     from medforensics.forgery.copymove import detect_copy_move
     from medforensics.forgery.ela import analyze_ela, ela_cue
-    from medforensics.forgery.noiseinconsistency import fingerprint_map, noise_inconsistency_map
+    from medforensics.forgery.noiseinconsistency import (
+        fingerprint_llr_map,
+        noise_inconsistency_map,
+    )
 
     img = np.asarray(pixels, dtype=np.float32)
     if cues is None:
@@ -189,7 +192,7 @@ def localize(
                 notes.append(f"noise cue skipped: {exc}")
                 continue
             maps[name] = ni.map
-            details[name] = {"fit": ni.fit}
+            details[name] = {"fit": ni.fit, "z": ni.z}
         elif name == "ela":
             if not lossy and not explicit:
                 notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "
@@ -202,7 +205,7 @@ def localize(
         elif name == "fingerprint":
             if patch_logprobs is None:
                 raise ConfigError("the fingerprint cue needs a patch_logprobs callable")
-            fp = fingerprint_map(img, patch_logprobs, **(fingerprint_kw or {}))
+            fp = fingerprint_llr_map(img, patch_logprobs, **(fingerprint_kw or {}))
             maps[name] = fp.map
             details[name] = {"image_class": fp.image_class}
     if not maps:

@@ -19,7 +19,9 @@ minimum or maximum value) are not scored (cue 0).
 
 **Fingerprint inconsistency** (:func:`fingerprint_map`). A source-identification *patch* model
 is slid over the image; patches whose device evidence disagrees with the whole image light
-up. Written against a generic callable ``patch_logprobs(patches) -> (N, C) log-probabilities``
+up (:func:`fingerprint_llr_map` turns this into the ``fingerprint`` cue: a per-patch
+log-likelihood ratio for another device, scored only on patches that carry detector noise).
+Written against a generic callable ``patch_logprobs(patches) -> (N, C) log-probabilities``
 so that any patch classifier can be plugged in (and tested with a stub).
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "noise_inconsistency_map",
     "FingerprintInconsistency",
     "fingerprint_map",
+    "fingerprint_llr_map",
 ]
 
 log = logging.getLogger(__name__)
@@ -244,6 +247,94 @@ def fingerprint_map(
         patch_logprobs=lp_all.reshape(len(ys), len(xs), C).astype(np.float32),
         grid=(ys, xs),
     )
+
+
+def _patch_means(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, patch: int) -> np.ndarray:
+    """Mean of ``values`` over every ``patch`` x ``patch`` window at the grid corners."""
+    c = np.zeros((values.shape[0] + 1, values.shape[1] + 1))
+    c[1:, 1:] = np.cumsum(np.cumsum(values, axis=0), axis=1)
+    y0, x0 = ys[:, None], xs[None, :]
+    y1, x1 = y0 + patch, x0 + patch
+    return (c[y1, x1] - c[y0, x1] - c[y1, x0] + c[y0, x0]) / float(patch * patch)
+
+
+def fingerprint_llr_map(
+    pixels: np.ndarray,
+    patch_logprobs: Callable[[np.ndarray], np.ndarray],
+    *,
+    patch: int = 64,
+    stride: int = 16,
+    batch: int = 64,
+    image_class: int | None = None,
+    offset: float = 3.0,
+    slope: float = 2.0,
+    max_clipped: float = 0.05,
+    min_level: float = 0.3,
+) -> FingerprintInconsistency:
+    """Fingerprint inconsistency as a per-patch log-likelihood ratio (the ``fingerprint`` cue).
+
+    The raw ``1 - P(image class | patch)`` of :func:`fingerprint_map` is high in many
+    authentic patches (one 64-px patch carries little device evidence), so the cue uses the
+    evidence *for a specific other device*: per patch
+    ``llr = max_{c != image class} (log P(c | patch) - log P(image class | patch))`` and
+    ``cue = sigmoid(slope * (llr - offset))`` - 0.5 where some other device is ``e**offset``
+    (default ~20) times more likely than the image's own. Patches that carry no detector noise
+    are not scored (cue 0): more than ``max_clipped`` of their pixels at the image's minimum
+    or maximum, or a mean absolute high-pass residual below ``min_level`` x the median over
+    patches (flat / blanked areas, where a patch model answers at random, often confidently).
+    The image class is the argmax of the summed log-probabilities of the scored patches. A
+    pixel's value is the mean cue of the scored patches covering it.
+
+    Args:
+        pixels: float (H, W) stored values.
+        patch_logprobs: see :func:`fingerprint_map`.
+        patch: patch side.
+        stride: grid step.
+        batch: patches per call.
+        image_class: the image's device class if known.
+        offset: llr (nats) at which the cue is 0.5.
+        slope: logistic slope per nat.
+        max_clipped: largest tolerated share of clipped pixels in a scored patch.
+        min_level: smallest tolerated residual level relative to the median patch.
+
+    Returns:
+        :class:`FingerprintInconsistency` (``map`` is the cue described above).
+    """
+    from medforensics.dsp.residuals import highpass_residual
+
+    fm = fingerprint_map(pixels, patch_logprobs, patch=patch, stride=stride, batch=batch,
+                         image_class=0)
+    img = np.asarray(pixels, dtype=np.float64)
+    H, W = img.shape
+    ys, xs = fm.grid
+    lp = fm.patch_logprobs.astype(np.float64)  # (ny, nx, C), log-softmax normalised
+    level = _patch_means(np.abs(highpass_residual(img, "kb")).astype(np.float64), ys, xs, patch)
+    clipped = _patch_means(((img <= img.min()) | (img >= img.max())).astype(np.float64),
+                           ys, xs, patch)
+    ref = float(np.median(level)) if level.size else 0.0
+    valid = (clipped <= max_clipped) & (level >= min_level * ref) & (level > 0)
+    C = lp.shape[2]
+    if image_class is None:
+        tot = lp[valid].sum(axis=0) if valid.any() else lp.reshape(-1, C).sum(axis=0)
+        image_class = int(np.argmax(tot))
+    elif not 0 <= image_class < C:
+        raise ConfigError(f"image_class {image_class} outside 0..{C - 1}")
+    if C < 2:
+        cue = np.zeros(valid.shape)
+    else:
+        diff = lp - lp[..., image_class : image_class + 1]
+        diff[..., image_class] = -np.inf
+        cue = np.where(valid, _sigmoid(slope * (diff.max(axis=2) - offset)), 0.0)
+    acc = np.zeros((H, W))
+    cnt = np.zeros((H, W))
+    for iy, y in enumerate(ys):
+        for ix, x in enumerate(xs):
+            if valid[iy, ix]:
+                acc[y : y + patch, x : x + patch] += cue[iy, ix]
+                cnt[y : y + patch, x : x + patch] += 1.0
+    m = np.where(cnt > 0, acc / np.maximum(cnt, 1.0), 0.0)
+    return FingerprintInconsistency(map=m.astype(np.float32), image_class=int(image_class),
+                                    patch_logprobs=fm.patch_logprobs, grid=fm.grid)
 
 
 def smooth_map(m: np.ndarray, size: int = 9) -> np.ndarray:

@@ -1,0 +1,464 @@
+"""``ForgeryDetector``: one image in, a forgery score, a verdict and a per-pixel map out.
+
+This is the contract the web service (:mod:`medforensics.service`), the case report
+(:mod:`medforensics.report`), the CLI (``medforensics forgery detect``) and the demo code
+against::
+
+    det = ForgeryDetector.from_run(run_dir_or_None, source_run=None, device="cpu")
+    res = det.detect(pixels, meta)          # pixels: read_image contract, meta: ImageMeta
+    res.score, res.verdict, res.forged_area_percent, res.ela_score, res.prob_map
+    res.to_dict()                           # JSON-serialisable, without the map
+
+Three ways to get a detector:
+
+* ``from_run(None)`` - **training-free cues** (method ``cues``): copy-move by residual block
+  matching + local noise inconsistency (+ ELA for lossy inputs), combined by the documented
+  max rule of :mod:`medforensics.forgery.localize`. With ``source_run`` a trained source
+  ``patch`` model is slid over the image as a fourth cue (device-fingerprint inconsistency,
+  :func:`medforensics.forgery.noiseinconsistency.fingerprint_map`): the cue meant for splices
+  from another device.
+* ``from_run(run)`` of a ``cues`` run (``medforensics forgery train --preset cues``): the same
+  cue maps combined by the learned logistic combiner of :mod:`medforensics.forgery.combiner`.
+* ``from_run(run)`` of an ``ela-cnn`` run: the paper's ELA-CNN (seed 004) on the ELA image
+  (ELA at JPEG q90 of an 8-bit version, enhanced, resized to 128x128): score = its
+  probability of "tampered"; map = the ELA cue (:func:`medforensics.forgery.ela.ela_cue`, the
+  paper's ELA localization scaled to 0.5 at twice the image's median error level).
+
+Verdict: ``tampered`` when ``score >= threshold``; ``inconclusive`` when
+``threshold - inconclusive_band <= score < threshold``; else ``authentic``.
+``forged_area_percent`` is the share of pixels with ``prob_map >= map_threshold`` (0.5), *not*
+the paper's "percentage of forgery" (that is ``ela_score``, the mean ELA intensity in % of
+8-bit full scale, always computed and always labelled as such).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError
+
+__all__ = [
+    "ForgeryResult",
+    "ForgeryDetector",
+    "PRESETS",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_INCONCLUSIVE_BAND",
+    "RUN_FILE",
+]
+
+log = logging.getLogger(__name__)
+
+PRESETS: tuple[str, ...] = ("cues", "ela-cnn")
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_INCONCLUSIVE_BAND = 0.1
+#: metadata of a ``cues`` run (the ``ela-cnn`` run keeps its metadata in ``model.json``)
+RUN_FILE = "model.json"
+_ELA_QUALITY = 90
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+@dataclass
+class ForgeryResult:
+    """Output of :meth:`ForgeryDetector.detect`.
+
+    Attributes:
+        score: image-level forgery score in [0, 1] (higher = more likely tampered).
+        verdict: ``"tampered"``, ``"inconclusive"`` or ``"authentic"`` (see module docs).
+        forged_area_percent: share of pixels with ``prob_map >= map_threshold``, in percent
+            (0..100).
+        ela_score: mean ELA at JPEG q90 in % of 8-bit full scale (the paper's "percentage of
+            forgery"; not a share of pixels; 12-16-bit data through an 8-bit window, see notes).
+        threshold: the score threshold of the verdict.
+        inconclusive_from: lower edge of the inconclusive band (= threshold when disabled).
+        map_threshold: threshold on the map for the forged area.
+        method: ``"cues"``, ``"cues-learned"`` or ``"ela-cnn"``.
+        prob_map: float32 (H, W) per-pixel forgery probability in [0, 1] at native resolution.
+        cues: per-cue image scores in [0, 1] (``copymove``, ``noise``, ``ela``,
+            ``fingerprint``, ``ela_cnn``, ... whichever ran).
+        notes: what was skipped or how something was computed (ELA 8-bit window, ...).
+    """
+
+    score: float
+    verdict: str
+    forged_area_percent: float
+    ela_score: float | None
+    threshold: float
+    inconclusive_from: float
+    map_threshold: float
+    method: str
+    prob_map: np.ndarray = field(repr=False)
+    cues: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of every field except ``prob_map`` (NaN -> None), plus the
+        map's ``rows``/``cols``."""
+        return {
+            "score": _finite(float(self.score)),
+            "verdict": self.verdict,
+            "forged_area_percent": _finite(float(self.forged_area_percent)),
+            "ela_score": None if self.ela_score is None else _finite(float(self.ela_score)),
+            "threshold": float(self.threshold),
+            "inconclusive_from": float(self.inconclusive_from),
+            "map_threshold": float(self.map_threshold),
+            "method": self.method,
+            "cues": {k: _finite(float(v)) for k, v in self.cues.items()},
+            "notes": list(self.notes),
+            "rows": int(self.prob_map.shape[0]),
+            "cols": int(self.prob_map.shape[1]),
+        }
+
+
+def _source_logprobs(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``patch_logprobs`` callable from a :class:`~medforensics.predict.SourcePredictor`."""
+    import torch
+
+    model = predictor.model
+    dev = predictor.device
+    bs = int(getattr(predictor, "batch_size", 256))
+
+    @torch.no_grad()
+    def fn(patches: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(0, len(patches), bs):
+            x = torch.from_numpy(np.ascontiguousarray(patches[i : i + bs], np.float32))
+            outs.append(torch.log_softmax(model(x[:, None].to(dev)).float(), dim=-1).cpu())
+        return torch.cat(outs).numpy()
+
+    return fn
+
+
+class ForgeryDetector:
+    """Forgery detector (see module docs). Build it with :meth:`from_run`.
+
+    Args:
+        method: ``"cues"`` (training-free max rule), ``"cues-learned"`` or ``"ela-cnn"``.
+        threshold: score threshold of the verdict.
+        inconclusive_band: width of the inconclusive band below the threshold (0 = none).
+        map_threshold: map threshold of the forged area.
+        combiner: the fitted :class:`~medforensics.forgery.combiner.CueCombiner`
+            (``cues-learned``).
+        ela_model: the loaded ELA-CNN (``ela-cnn``), in eval mode.
+        source: a :class:`~medforensics.predict.SourcePredictor` for the fingerprint cue.
+        run_dir: the run directory (provenance), None for the training-free detector.
+        metadata: the run's metadata.
+        device: torch device of the models.
+        fingerprint_stride: grid step of the fingerprint cue in pixels.
+        copymove_kw: extra arguments for :func:`~medforensics.forgery.copymove.detect_copy_move`.
+        noise_kw: extra arguments for
+            :func:`~medforensics.forgery.noiseinconsistency.noise_inconsistency_map`.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str = "cues",
+        threshold: float = DEFAULT_THRESHOLD,
+        inconclusive_band: float = DEFAULT_INCONCLUSIVE_BAND,
+        map_threshold: float = 0.5,
+        combiner: Any = None,
+        ela_model: Any = None,
+        source: Any = None,
+        run_dir: str | Path | None = None,
+        metadata: dict[str, Any] | None = None,
+        device: str = "cpu",
+        fingerprint_stride: int = 16,
+        copymove_kw: dict[str, Any] | None = None,
+        noise_kw: dict[str, Any] | None = None,
+    ) -> None:
+        if method not in ("cues", "cues-learned", "ela-cnn"):
+            raise ConfigError(f"unknown forgery method {method!r}")
+        if not 0.0 <= threshold <= 1.0 or not 0.0 <= map_threshold <= 1.0:
+            raise ConfigError("thresholds must lie in [0, 1]")
+        if inconclusive_band < 0:
+            raise ConfigError("inconclusive_band must be >= 0")
+        if method == "cues-learned" and combiner is None:
+            raise ConfigError("method 'cues-learned' needs a fitted combiner")
+        if method == "ela-cnn" and ela_model is None:
+            raise ConfigError("method 'ela-cnn' needs the ELA-CNN model")
+        self.method = method
+        self.threshold = float(threshold)
+        self.inconclusive_band = float(inconclusive_band)
+        self.map_threshold = float(map_threshold)
+        self.combiner = combiner
+        self.ela_model = ela_model
+        self.source = source
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.device = device
+        self.fingerprint_stride = int(fingerprint_stride)
+        self.copymove_kw = dict(copymove_kw or {})
+        self.noise_kw = dict(noise_kw or {})
+        self._patch_logprobs = None if source is None else _source_logprobs(source)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | Path | None,
+        *,
+        source_run: str | Path | None = None,
+        device: str = "cpu",
+        **kw: Any,
+    ) -> ForgeryDetector:
+        """Load a detector.
+
+        Args:
+            run_dir: ``None`` (or the string ``"none"``) for the training-free cue detector, or
+                a run directory written by :func:`medforensics.forgery.train.train_forgery`.
+            source_run: a trained source-identification run (``patch`` preset) for the
+                fingerprint cue. A ``cues`` run trained with a source model records its path
+                and uses it when ``source_run`` is not given.
+            device: torch device.
+            **kw: passed to the constructor (``threshold``, ``inconclusive_band``, ...); a run's
+                own threshold is used unless ``threshold`` is given.
+
+        Raises:
+            ModelFileError: the run directory is missing or malformed, or the source model
+                is not a ``patch`` model.
+        """
+        source = cls._load_source(source_run, device) if source_run is not None else None
+        if run_dir is None or (isinstance(run_dir, str) and run_dir.lower() == "none"):
+            return cls(method="cues", source=source, device=device, **kw)
+        run = Path(run_dir)
+        meta_path = run / RUN_FILE
+        if not meta_path.is_file():
+            raise ModelFileError(f"{run}: no forgery run here ({RUN_FILE} not found)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{meta_path}: unreadable ({exc})") from None
+        preset = meta.get("preset") or meta.get("name")
+        kw.setdefault("threshold", float(meta.get("threshold", DEFAULT_THRESHOLD)))
+        if preset == "ela-cnn":
+            from medforensics.models.io import load_model
+
+            model, mmeta = load_model(run, map_location=device)
+            return cls(method="ela-cnn", ela_model=model, source=source, run_dir=run,
+                       metadata=mmeta, device=device, **kw)
+        if preset == "cues":
+            from medforensics.forgery.combiner import CueCombiner
+
+            if meta.get("format") != "medforensics-forgery-cues/1":
+                raise ModelFileError(f"{meta_path}: not a cues combiner run")
+            cues = list(meta.get("cues") or [])
+            comb = CueCombiner.load(run, cues, meta.get("fit"),
+                                    grid=int(meta.get("pixel_grid", 4)))
+            if "fingerprint" in cues and source is None:
+                rec = meta.get("source_run")
+                if not rec or not Path(rec).is_dir():
+                    raise ModelFileError(
+                        f"{run}: this combiner uses the fingerprint cue; give the source model "
+                        f"(source_run= / --source-model); the recorded one ({rec}) is not there"
+                    )
+                source = cls._load_source(rec, device)
+            kw.setdefault("fingerprint_stride", int(meta.get("fingerprint_stride", 16)))
+            return cls(method="cues-learned", combiner=comb, source=source, run_dir=run,
+                       metadata=meta, device=device, **kw)
+        raise ModelFileError(f"{meta_path}: unknown forgery preset {preset!r} "
+                             f"(choose from {', '.join(PRESETS)})")
+
+    @staticmethod
+    def _load_source(source_run: str | Path, device: str) -> Any:
+        from medforensics.predict import SourcePredictor
+
+        pred = SourcePredictor.from_run(source_run, device=device)
+        if pred.preset != "patch":
+            raise ModelFileError(
+                f"{source_run}: the fingerprint cue needs a 'patch' source model (native-"
+                f"resolution patches), got preset {pred.preset!r}"
+            )
+        pred.run_dir = Path(source_run)
+        return pred
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameters that determine the output (recorded in case-report provenance)."""
+        return {
+            "method": self.method,
+            "threshold": self.threshold,
+            "inconclusive_band": self.inconclusive_band,
+            "map_threshold": self.map_threshold,
+            "fingerprint_cue": self.source is not None,
+            "source_run": None if self.source is None else str(getattr(self.source, "run_dir",
+                                                                       "")),
+            "fingerprint_stride": self.fingerprint_stride,
+            "ela_quality": _ELA_QUALITY,
+        }
+
+    @property
+    def cue_names(self) -> list[str]:
+        """Cues computed for a lossless input (ELA is added for lossy inputs)."""
+        if self.method == "cues-learned":
+            return list(self.combiner.cues)
+        return ["copymove", "noise"] + (["fingerprint"] if self.source is not None else [])
+
+    # ------------------------------------------------------------------ detection
+    def verdict_of(self, score: float) -> str:
+        """``tampered`` / ``inconclusive`` / ``authentic`` for an image score."""
+        if score >= self.threshold:
+            return "tampered"
+        if self.inconclusive_band > 0 and score >= self.threshold - self.inconclusive_band:
+            return "inconclusive"
+        return "authentic"
+
+    def compute_cues(self, pixels: np.ndarray, *, lossy: bool = False,
+                     bits_stored: int | None = None) -> Any:
+        """Cue maps of one image (:func:`medforensics.forgery.localize.localize`).
+
+        Returns:
+            :class:`~medforensics.forgery.localize.LocalizationResult` (the training-free
+            combination; ``details["noise"]["z"]`` holds the noise z-score map).
+        """
+        from medforensics.forgery.localize import localize
+
+        fp = self._patch_logprobs
+        if self.method == "cues-learned":
+            # the combiner's cues; ELA only for lossy inputs (as in training: else zeros)
+            names: list[str] | None = [c for c in self.combiner.cues if c != "ela" or lossy]
+            if "fingerprint" not in names:
+                fp = None
+        else:
+            names = None  # localize's default: copymove, noise, ELA if lossy, fingerprint if fp
+        patch = int(getattr(self.source, "patch", 64)) if self.source is not None else 64
+        return localize(
+            pixels, lossy=lossy, bits_stored=bits_stored, cues=names, patch_logprobs=fp,
+            threshold=self.map_threshold, copymove_kw=self.copymove_kw, noise_kw=self.noise_kw,
+            ela_quality=_ELA_QUALITY,
+            fingerprint_kw={"patch": patch, "stride": self.fingerprint_stride},
+        )
+
+    def detect(self, pixels: np.ndarray, meta: Any = None) -> ForgeryResult:
+        """Analyse one image (see :meth:`detect_with_cues`, which also returns the cue maps)."""
+        return self.detect_with_cues(pixels, meta)[0]
+
+    def detect_with_cues(self, pixels: np.ndarray, meta: Any = None
+                         ) -> tuple[ForgeryResult, dict[str, np.ndarray]]:
+        """Analyse one image; also return the individual cue maps (for evaluation).
+
+        Args:
+            pixels: float32 (H, W) stored values (:func:`medforensics.io.read_image` contract).
+            meta: its :class:`~medforensics.io.ImageMeta` (``lossy`` enables the ELA cue,
+                ``bits_stored`` chooses 8-bit use or an 8-bit window for ELA); None = a
+                lossless image of unknown bit depth.
+
+        Returns:
+            ``(result, cue_maps)``: the :class:`ForgeryResult` and name -> float32 (H, W) map
+            in [0, 1] of every cue that ran.
+
+        Raises:
+            InvalidArrayError: not a 2-D finite image, or smaller than 64 x 64 pixels.
+        """
+        from medforensics.forgery.ela import analyze_ela
+
+        img = np.asarray(pixels, dtype=np.float32)
+        if img.ndim != 2:
+            raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")
+        if min(img.shape) < 64:
+            raise InvalidArrayError(f"image {img.shape[0]}x{img.shape[1]} is too small for "
+                                    "forgery analysis (needs at least 64 x 64 pixels)")
+        if not np.all(np.isfinite(img)):
+            raise InvalidArrayError("image contains NaN or infinite values")
+        lossy = bool(getattr(meta, "lossy", False))
+        bits = getattr(meta, "bits_stored", None)
+        notes: list[str] = []
+        cues: dict[str, float] = {}
+        maps: dict[str, np.ndarray] = {}
+        if self.method == "ela-cnn":
+            score, prob, ela_score = self._detect_ela_cnn(img, bits, notes, cues, lossy)
+            maps["ela"] = prob
+        else:
+            loc = self.compute_cues(img, lossy=lossy, bits_stored=bits)
+            maps.update(loc.cues)
+            notes += loc.notes
+            cues.update(loc.cue_scores)
+            if self.method == "cues-learned":
+                z = loc.details.get("noise", {}).get("z")
+                prob = self.combiner.pixel_map(loc.cues, img.shape, z)
+                score = self.combiner.image_probability(loc.cues, prob)
+                notes.append("learned logistic combiner of the cue maps "
+                             f"({', '.join(self.combiner.cues)})")
+            else:
+                prob, score = loc.map, loc.score
+                notes.append(loc.rule)
+            if "ela" in loc.details:
+                ela_score = float(loc.details["ela"]["ela_score"])
+            else:
+                er = analyze_ela(img, bits_stored=bits, quality=_ELA_QUALITY)
+                ela_score = er.score
+                notes.append("ela_score only (not used as a cue): " + er.note)
+        from medforensics.forgery.localize import forged_area_percent
+
+        score = float(np.clip(score, 0.0, 1.0))
+        band_lo = self.threshold - self.inconclusive_band if self.inconclusive_band else \
+            self.threshold
+        res = ForgeryResult(
+            score=score,
+            verdict=self.verdict_of(score),
+            forged_area_percent=forged_area_percent(prob, self.map_threshold),
+            ela_score=float(ela_score),
+            threshold=self.threshold,
+            inconclusive_from=float(max(band_lo, 0.0)),
+            map_threshold=self.map_threshold,
+            method=self.method,
+            prob_map=np.clip(prob, 0.0, 1.0).astype(np.float32),
+            cues=cues,
+            notes=notes,
+        )
+        return res, maps
+
+    def _detect_ela_cnn(self, img: np.ndarray, bits: int | None, notes: list[str],
+                        cues: dict[str, float], lossy: bool) -> tuple[float, np.ndarray, float]:
+        import torch
+
+        from medforensics.forgery.ela import analyze_ela, ela_cnn_input, ela_cue
+        from medforensics.forgery.localize import image_score
+
+        spec = dict(self.metadata.get("input_spec") or {})
+        size = int(spec.get("size", 128))
+        scale = float(self.metadata.get("input_scale", 1.0 / 255.0))
+        er = analyze_ela(img, bits_stored=bits, quality=_ELA_QUALITY)
+        x = ela_cnn_input(img, bits_stored=bits, size=size, quality=_ELA_QUALITY, ela=er) * scale
+        ch = int(spec.get("channels", 1))
+        t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None]
+        if ch > 1:
+            t = t.expand(1, ch, size, size)
+        with torch.no_grad():
+            p = torch.softmax(self.ela_model(t.to(self.device)).float(), dim=-1)[0, 1].item()
+        prob = ela_cue(er.ela)
+        cues["ela_cnn"] = float(p)
+        cues["ela"] = image_score(prob)
+        notes.append(er.note)
+        notes.append(f"ELA-CNN (paper preset): ELA image resized to {size}x{size}; the map is "
+                     "the ELA cue (0.5 where the local error level is twice the image median)")
+        if not lossy:
+            notes.append("the image is losslessly stored: ELA is a JPEG-domain heuristic and "
+                         "mostly shows texture and noise here")
+        return float(p), prob, er.score
+
+    def detect_file(self, path: str | Path, *, frame: int = 0) -> ForgeryResult:
+        """Read ``path`` with :func:`medforensics.io.read_image` and :meth:`detect` it.
+
+        Raises:
+            medforensics.errors.ReadError: unreadable file (the reader's reason).
+            InvalidArrayError: see :meth:`detect`.
+        """
+        from medforensics.io import read_image
+
+        pixels, meta = read_image(path, frame=frame)
+        return self.detect(pixels, meta)
