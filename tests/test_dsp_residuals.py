@@ -200,3 +200,25 @@ def test_highpass_unknown_kind_and_second_order_values() -> None:
     x[2, 2] = 1.0
     r = highpass_residual(x, "d2h")
     assert r[2, 1] == 1.0 and r[2, 2] == -2.0 and r[2, 3] == 1.0 and r[1, 2] == 0.0
+
+
+def test_masked_zero_mean_removes_column_pattern_inside_field() -> None:
+    rng = np.random.default_rng(10)
+    noise = rng.normal(0, 1, (128, 128))
+    grid = 3.0 * np.cos(2 * np.pi * 0.3 * np.arange(128))[None, :]
+    field = np.zeros((128, 128), bool)
+    field[20:100, 10:120] = True
+    field[40:70, 30:60] = False  # a clipped blob inside the field
+    w = np.where(field, noise + grid, 0.0)
+    plain = zero_mean_rows_cols(w)
+    masked = zero_mean_rows_cols(w, field)
+    g = np.broadcast_to(grid, w.shape)[field]
+    assert abs(np.corrcoef(plain[field], g)[0, 1]) > 0.3  # unmasked means leave the lines
+    assert abs(np.corrcoef(masked[field], g)[0, 1]) < 0.05
+    assert np.all(masked[~field] == 0)
+    assert np.allclose(masked.sum(axis=1), 0, atol=1e-3)
+    with pytest.raises(InvalidArrayError):
+        zero_mean_rows_cols(w, field[:5])
+    r = noise_residual(1000 + 10 * rng.normal(size=(64, 64)), mask=field[:64, :64],
+                       zero_mean=False)
+    assert np.all(r[~field[:64, :64]] == 0) and abs(r[field[:64, :64]].mean()) < 1e-3

@@ -16,7 +16,10 @@ Which step to use when:
   detectors of the same design and would otherwise make different units correlate. Apply
   to every residual and every reference pattern used for *unit* identification (default
   in :func:`noise_residual`). Note that it also removes unit-specific column/row offsets;
-  for unit identification the 2-D gain pattern is the reliable, unit-unique part.
+  for unit identification the 2-D gain pattern is the reliable, unit-unique part. When
+  part of the image is clipped (collimator, saturation) pass the usable-pixel ``mask``:
+  the means are then taken over usable pixels, otherwise a column pattern such as
+  anti-scatter-grid lines survives inside the field.
 * :func:`wiener_fft`: Wiener filtering of the Fourier magnitude; flattens spectral peaks,
   i.e. periodic artefacts (anti-scatter-grid lines, JPEG 8x8 blocking, periodic readout
   interference) shared by many devices. Apply to *reference patterns* (done in
