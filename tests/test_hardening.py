@@ -328,10 +328,6 @@ def test_dicom_truncated_at_many_offsets(tmp_path: Path) -> None:
             errors.TruncatedPixelDataError} <= seen
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, UnicodeDecodeError), reason=(
-    "finding (hardening corpus, bench/fuzz.py): io.dicom.load_pixels re-adds Pixel Data with "
-    "the VR written in the file; a non-pixel VR (SQ, UC, UR) gives a bare TypeError / "
-    "UnicodeDecodeError instead of a ReadError"))
 @pytest.mark.parametrize("vr,ts", [("SQ", "native"), ("UC", "rle"), ("UR", "rle"),
                                    ("SQ", "rle")])
 def test_pixel_data_with_non_pixel_vr(tmp_path: Path, vr: str, ts: str) -> None:
@@ -346,10 +342,6 @@ def test_pixel_data_with_non_pixel_vr(tmp_path: Path, vr: str, ts: str) -> None:
         read_image(path)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "finding (bench/fuzz.py): RescaleSlope 'inf' (or a value overflowing float32) is applied "
-    "as is by io.dicom.make_modality_transform: read_image returns all-inf/NaN pixels instead "
-    "of refusing the header"))
 def test_non_finite_rescale_slope_is_refused(tmp_path: Path) -> None:
     ds = _image_ds(0)
     ds.RescaleSlope, ds.RescaleIntercept = "2", "0"
@@ -385,10 +377,6 @@ def _tiff_with_broken_second_page(path: Path) -> None:
     path.write_bytes(bytes(d))
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=(
-    "finding (bench/fuzz.py): io.raster._tiff_frame reads tf.pages[frame] outside its "
-    "try/except, so a corrupt later IFD of a multi-page TIFF leaks tifffile's "
-    "IndexError/TiffFileError from read_image(frame>=1) and iter_frames"))
 def test_tiff_with_corrupt_second_page(tmp_path: Path) -> None:
     from medforensics.io import iter_frames
 
@@ -402,9 +390,6 @@ def test_tiff_with_corrupt_second_page(tmp_path: Path) -> None:
         list(iter_frames(path))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "finding (bench/fuzz.py): io.raster._tiff_page_info calls int() on tifffile values that "
-    "are tuples when a size tag has a count > 1 (bare TypeError from read_header/read_image)"))
 def test_tiff_size_tag_with_two_values(tmp_path: Path) -> None:
     import io
 
@@ -517,10 +502,6 @@ def _pixel_sq_file(path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "finding: predict.SourcePredictor.predict_paths catches only ReadError/InvalidArrayError, "
-    "so one file that makes the reader raise a bare exception (the Pixel Data VR SQ finding) "
-    "stops `medforensics identify` with a traceback instead of an 'unreadable' line"))
 def test_identify_carries_on_past_reader_bugs(random_run: Path, tmp_path: Path) -> None:
     _pixel_sq_file(tmp_path / "a-pixel-sq.dcm")
     (tmp_path / "b-good.dcm").write_bytes(_dicom_bytes(_image_ds(1)))
@@ -537,14 +518,13 @@ def test_report_carries_on_past_reader_bugs(random_run: Path, tmp_path: Path) ->
     (src / "c-empty.dcm").write_bytes(b"")
     res = CliRunner().invoke(app, ["report", str(src), "--source-model", str(random_run),
                                    "--out", str(tmp_path / "out")])
-    assert res.exit_code == 1  # a page failed: said so, but every file has its page
+    assert res.exit_code == 0, res.output  # every file has its page, none failed
     pages = sorted((tmp_path / "out").glob("case-*.html"))
     assert len(pages) == 3
-    first = pages[0].read_text()
-    assert "The report for this file failed" in first and "TypeError" in first
-    assert "a-pixel-sq" not in first  # the path stays masked on the error page too
+    text = "".join(p.read_text() for p in pages)
+    assert "a-pixel-sq" not in text  # the path stays masked on every page
     index = (tmp_path / "out" / "index.html").read_text()
-    assert "report-failed" in index and "not-an-image-file" in index
+    assert "corrupt-header" in index and "not-an-image-file" in index
 
 
 def test_service_answers_4xx_never_500(corpus, real_bad, random_run: Path) -> None:

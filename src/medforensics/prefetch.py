@@ -170,6 +170,10 @@ def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -
         return Prepared(str(path), None, 0, None, None, exc)
     except InvalidArrayError as exc:
         return Prepared(str(path), None, 0, None, None, ReadError(str(exc), path))
+    except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop a batch
+        log.exception("unexpected error reading %s", path)
+        return Prepared(str(path), None, 0, None, None,
+                        ReadError(f"unexpected {type(exc).__name__}: {exc}", path))
     return Prepared(str(path), inputs, n, img.meta, img.pixels if keep_pixels else None, None)
 
 

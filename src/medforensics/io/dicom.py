@@ -391,6 +391,9 @@ def load_pixels(
         return False
     tag = _KEYWORD_TAGS[pix.keyword]
     vr = pix.vr or ("OW" if meta.bits_allocated > 8 else "OB")
+    if vr not in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        raise CorruptHeaderError(f"{pix.keyword} has VR {vr}, not a pixel-data VR (OB/OW)",
+                                 meta.path)
     native = meta.transfer_syntax in NATIVE_SYNTAXES
     frame_bytes = meta.rows * meta.cols * max(1, meta.samples_per_pixel) * meta.bits_allocated
     if (
@@ -888,9 +891,12 @@ def _float_value(ds: Dataset, keyword: str, default: float, path: str) -> float:
     if value is None or value == "":
         return default
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise CorruptHeaderError(f"{keyword} value {value!r} is not a number", path) from None
+    if not np.isfinite(number) or abs(number) > 1e30:
+        raise CorruptHeaderError(f"{keyword} value {value!r} is not a usable number", path)
+    return number
 
 
 def make_modality_transform(ds: Dataset, meta: ImageMeta) -> Callable[[np.ndarray], np.ndarray]:

@@ -190,10 +190,17 @@ def _tiff_open(fp: IO[bytes], path: str) -> Any:
         ) from exc
 
 
-def _tiff_page_info(page: Any) -> tuple[int, int, int, str]:
-    """(rows, cols, samples, photometric name) of a TIFF page."""
-    rows, cols = int(page.imagelength), int(page.imagewidth)
-    spp = int(page.samplesperpixel)
+def _tiff_page_info(page: Any, path: str = "") -> tuple[int, int, int, str]:
+    """(rows, cols, samples, photometric name) of a TIFF page.
+
+    Raises:
+        CorruptHeaderError: a size tag that is not one integer (corrupt or hostile file).
+    """
+    try:
+        rows, cols = int(page.imagelength), int(page.imagewidth)
+        spp = int(page.samplesperpixel)
+    except (TypeError, ValueError) as exc:
+        raise CorruptHeaderError(f"corrupt TIFF: malformed size tags ({exc})", path) from exc
     photometric = getattr(page.photometric, "name", str(page.photometric))
     return rows, cols, spp, photometric
 
@@ -207,7 +214,7 @@ def _tiff_meta(tf: Any, path: str) -> ImageMeta:
         raise CorruptHeaderError(f"corrupt TIFF: no readable first page ({exc})", path) from exc
     if n_frames == 0:
         raise CorruptHeaderError("corrupt TIFF: no image pages", path)
-    rows, cols, spp, photometric = _tiff_page_info(page)
+    rows, cols, spp, photometric = _tiff_page_info(page, path)
     compression = getattr(page.compression, "name", str(page.compression))
     bits = int(page.bitspersample)
     grey = spp == 1 and photometric in ("MINISBLACK", "MINISWHITE")
@@ -235,8 +242,13 @@ def _tiff_meta(tf: Any, path: str) -> ImageMeta:
 
 
 def _tiff_frame(tf: Any, fp: IO[bytes], frame: int, path: str, max_pixels: int) -> np.ndarray:
-    page = tf.pages[frame]
-    rows, cols, spp, photometric = _tiff_page_info(page)
+    try:
+        page = tf.pages[frame]
+    except Exception as exc:  # noqa: BLE001 - tifffile raises several kinds on a corrupt IFD
+        raise CorruptHeaderError(
+            f"corrupt TIFF: page {frame} cannot be read ({type(exc).__name__}: {exc})", path
+        ) from exc
+    rows, cols, spp, photometric = _tiff_page_info(page, path)
     _check_size(rows, cols, 1, max_pixels, path)
     if photometric == "PALETTE":
         raise UnsupportedPhotometricError("palette TIFF: not a greyscale image", path)
