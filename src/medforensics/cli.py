@@ -449,6 +449,131 @@ def tamper_cmd(
     if rep.failures:
         typer.echo(f"{len(rep.failures)} input(s) failed, see {out / 'failures.csv'}", err=True)
 
+
+@forgery_app.command("train")
+def forgery_train_cmd(
+    manifest: Path = typer.Argument(..., help="Tamper manifest (from `medforensics tamper`)."),
+    preset: str = typer.Option(..., "--preset", help="ela-cnn (paper) or cues (ours)."),
+    out: Path = typer.Option(..., "--out", help="Run directory."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="ela-cnn epochs (default 30)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of split, initialisation, batch order."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    source_model: Optional[Path] = typer.Option(
+        None, "--source-model", help="cues: source patch run for the fingerprint cue."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="ela-cnn batch (32)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="ela-cnn Adam learning rate (1e-3)."),
+    resplit: bool = typer.Option(
+        False, "--resplit", help="Ignore the manifest's own split column."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Train a forgery detector (original vs tampered; split by source image / patient)."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.forgery.train import train_forgery
+
+    try:
+        res = train_forgery(manifest, preset=preset, out_dir=out, epochs=epochs, seed=seed,
+                            device=device, resume=resume, source_run=source_model,
+                            batch_size=batch_size, lr=lr, resplit=resplit, progress=progress)
+    except MedForensicsError as exc:
+        _fail(exc)
+    extra = ""
+    if res.preset == "ela-cnn" and res.history:
+        last = res.history[-1]
+        extra = (f"; best epoch {res.best_epoch}, last train acc {last['train_acc']:.3f}"
+                 + (f", val acc {last['val_acc']:.3f}" if "val_acc" in last else ""))
+    elif res.history:
+        extra = f"; train image accuracy {res.history[0].get('train_image_accuracy', 0):.3f}"
+    typer.echo(f"trained {res.preset} on {res.counts}{extra}; model in {out}")
+    if res.failures:
+        typer.echo(f"{len(res.failures)} image(s) could not be used:", err=True)
+        for path, reason in res.failures:
+            typer.echo(f"  {path}: {reason}", err=True)
+
+
+@forgery_app.command("evaluate")
+def forgery_evaluate_cmd(
+    run: str = typer.Argument(..., help="Forgery run directory, or 'none' (training-free)."),
+    manifest: Path = typer.Option(..., "--manifest", help="Tamper manifest."),
+    out: Path = typer.Option(..., "--out", help="Output folder (metrics.json, roc.png, ...)."),
+    split: str = typer.Option(
+        "auto", "--split", help="auto (the run's test split of this manifest, else all), "
+        "all, train, val, test."),
+    source_model: Optional[Path] = typer.Option(
+        None, "--source-model", help="Source patch run for the fingerprint cue."),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds only."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many pairs."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Image-level and pixel-level metrics of a forgery detector on a tamper manifest."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.forgery.detector import ForgeryDetector
+    from medforensics.forgery.evaluate import evaluate_detector
+
+    try:
+        det = ForgeryDetector.from_run(run, source_run=source_model, device=device)
+        res = evaluate_detector(det, manifest, out_dir=out, split=split, limit=limit,
+                                kinds=None if kinds is None else
+                                [k.strip() for k in kinds.split(",") if k.strip()])
+    except MedForensicsError as exc:
+        _fail(exc)
+    im = res["image"]
+    px = res["pixel"]
+    typer.echo(f"{res['method']} on {res['rows']}: {res['n_tampered']} tampered + "
+               f"{res['n_original']} original")
+    typer.echo(f"image: AUC {im['auc']:.3f}, accuracy {im['accuracy']:.3f}, precision "
+               f"{im['precision']:.3f}, recall {im['recall']:.3f}, F1 {im['f1']:.3f} "
+               f"(threshold {res['threshold']:.2f})")
+    typer.echo(f"pixel (tampered, {res['band']}-px band out): F1-best {px.get('f1_best', 0):.3f}"
+               f", F1@0.5 {px.get('f1_fixed', 0):.3f}, IoU@0.5 {px.get('iou_fixed', 0):.3f}, "
+               f"AUC {px.get('auc', 0):.3f}")
+    for k, auc in res["image_auc_by_kind"].items():
+        pk = res["pixel_by_kind"].get(k, {})
+        typer.echo(f"  {k}: image AUC {auc:.3f}, pixel F1-best {pk.get('f1_best', 0):.3f}")
+    if res["failures"]:
+        typer.echo(f"{len(res['failures'])} file(s) failed (listed in metrics.json)", err=True)
+    typer.echo(f"wrote {out / 'metrics.json'}")
+
+
+@forgery_app.command("detect")
+def forgery_detect_cmd(
+    run: str = typer.Argument(..., help="Forgery run directory, or 'none' (training-free)."),
+    paths: List[Path] = typer.Argument(..., help="Image files (DICOM, PNG, JPEG, TIFF)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of text."),
+    maps: Optional[Path] = typer.Option(
+        None, "--maps", help="Write maps here: 16-bit PNG + .npy at native size, overlay PNG."),
+    source_model: Optional[Path] = typer.Option(
+        None, "--source-model", help="Source patch run: adds the fingerprint cue."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Forgery score, verdict, forged area and ELA score per image (unreadable files reported)."""
+    import json as _json
+
+    from medforensics.errors import MedForensicsError
+    from medforensics.forgery.detector import ForgeryDetector, detect_files
+
+    try:
+        det = ForgeryDetector.from_run(run, source_run=source_model, device=device)
+    except MedForensicsError as exc:
+        _fail(exc)
+    n_bad = 0
+    for fr in detect_files(det, paths, maps_dir=maps):
+        if fr.result is None:
+            n_bad += 1
+        if as_json:
+            typer.echo(_json.dumps(fr.to_dict()))
+        elif fr.result is None:
+            typer.echo(f"{fr.path}: unreadable ({fr.reason}): {fr.error}")
+        else:
+            r = fr.result
+            typer.echo(f"{fr.path}: {r.verdict} score {r.score:.3f} (threshold "
+                       f"{r.threshold:.2f}), forged area {r.forged_area_percent:.2f} %, "
+                       f"ELA score {r.ela_score:.2f}"
+                       + (f"; map {fr.files['map_png']}" if fr.files else ""))
+    if n_bad:
+        typer.echo(f"{n_bad} of {len(paths)} file(s) could not be analysed", err=True)
+        raise typer.Exit(1)
+
 # --- end section: forgery ---------------------------------------------------------------------
 
 # --- section: pipeline (demo, prepare, export, report, serve) ---------------------------------

@@ -52,6 +52,10 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DEFAULT_INCONCLUSIVE_BAND",
     "RUN_FILE",
+    "TRAINING_FREE",
+    "FileResult",
+    "detect_files",
+    "save_map_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ DEFAULT_INCONCLUSIVE_BAND = 0.1
 #: metadata of a ``cues`` run (the ``ela-cnn`` run keeps its metadata in ``model.json``)
 RUN_FILE = "model.json"
 _ELA_QUALITY = 90
+#: ``run_dir`` strings meaning the training-free detector (unless a folder of that name exists)
+TRAINING_FREE = ("none", "cues")
 
 
 def _finite(v: Any) -> Any:
@@ -219,7 +225,8 @@ class ForgeryDetector:
         """Load a detector.
 
         Args:
-            run_dir: ``None`` (or the string ``"none"``) for the training-free cue detector, or
+            run_dir: ``None`` (or ``"none"`` / ``"cues"`` when no such folder exists) for the
+                training-free cue detector, or
                 a run directory written by :func:`medforensics.forgery.train.train_forgery`.
             source_run: a trained source-identification run (``patch`` preset) for the
                 fingerprint cue. A ``cues`` run trained with a source model records its path
@@ -233,7 +240,8 @@ class ForgeryDetector:
                 is not a ``patch`` model.
         """
         source = cls._load_source(source_run, device) if source_run is not None else None
-        if run_dir is None or (isinstance(run_dir, str) and run_dir.lower() == "none"):
+        if run_dir is None or (str(run_dir).lower() in TRAINING_FREE
+                               and not Path(run_dir).exists()):
             return cls(method="cues", source=source, device=device, **kw)
         run = Path(run_dir)
         meta_path = run / RUN_FILE
@@ -462,3 +470,94 @@ class ForgeryDetector:
 
         pixels, meta = read_image(path, frame=frame)
         return self.detect(pixels, meta)
+
+
+def save_map_files(result: ForgeryResult, pixels: np.ndarray, out_dir: str | Path,
+                   stem: str, *, overlay_max_side: int = 2048) -> dict[str, str]:
+    """Write the probability map of one result at native resolution, plus an overlay.
+
+    Files: ``<stem>_map.png`` (16-bit grey PNG, value = round(map * 65535)),
+    ``<stem>_map.npy`` (float32 (H, W), 0..1) and ``<stem>_overlay.png`` (RGB heat map over
+    the image's 8-bit display window, longest side at most ``overlay_max_side``; for people,
+    not for analysis).
+
+    Returns:
+        ``{"map_png": ..., "map_npy": ..., "overlay_png": ...}`` paths.
+    """
+    from PIL import Image
+
+    from medforensics.io import write_png16
+    from medforensics.service.render import overlay_rgb
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m = np.clip(np.asarray(result.prob_map, np.float32), 0.0, 1.0)
+    files = {"map_png": out / f"{stem}_map.png", "map_npy": out / f"{stem}_map.npy",
+             "overlay_png": out / f"{stem}_overlay.png"}
+    write_png16(files["map_png"], np.rint(m * 65535.0).astype(np.uint16))
+    np.save(files["map_npy"], m, allow_pickle=False)
+    Image.fromarray(overlay_rgb(pixels, m, max_side=overlay_max_side)).save(
+        files["overlay_png"], format="PNG")
+    return {k: str(v) for k, v in files.items()}
+
+
+@dataclass
+class FileResult:
+    """One file of :func:`detect_files`: a result, or the reason it could not be analysed."""
+
+    path: str
+    result: ForgeryResult | None = None
+    error: str | None = None
+    reason: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (``status`` is ``done`` or ``error``)."""
+        if self.result is None:
+            return {"path": self.path, "status": "error", "reason": self.reason,
+                    "message": self.error}
+        return {"path": self.path, "status": "done", **self.result.to_dict(),
+                **({"files": self.files} if self.files else {})}
+
+
+def detect_files(detector: ForgeryDetector, paths: Any, *, maps_dir: str | Path | None = None,
+                 frame: int = 0) -> Any:
+    """Analyse files one by one; unreadable ones are reported and the batch goes on.
+
+    Args:
+        detector: the detector.
+        paths: iterable of image files.
+        maps_dir: when given, :func:`save_map_files` writes every map there (file stem =
+            the image's name, made unique with ``_2``, ``_3``, ...).
+        frame: frame of multi-frame files.
+
+    Yields:
+        :class:`FileResult` per path, in order. ``reason`` is the reader's reason
+        (``not-an-image-file``, ``truncated-pixel-data``, ...) or ``invalid-image`` (too small
+        or non-finite for the detector).
+    """
+    from medforensics.errors import ReadError
+    from medforensics.io import read_image
+
+    taken: set[str] = set()
+    for p in paths:
+        path = str(p)
+        try:
+            pixels, meta = read_image(path, frame=frame)
+            res = detector.detect(pixels, meta)
+        except ReadError as exc:
+            yield FileResult(path, error=str(exc), reason=exc.reason)
+            continue
+        except InvalidArrayError as exc:
+            yield FileResult(path, error=str(exc), reason="invalid-image")
+            continue
+        files: dict[str, str] = {}
+        if maps_dir is not None:
+            base = Path(path).stem or "image"
+            stem, n = base, 1
+            while stem in taken:
+                n += 1
+                stem = f"{base}_{n}"
+            taken.add(stem)
+            files = save_map_files(res, pixels, maps_dir, stem)
+        yield FileResult(path, result=res, files=files)

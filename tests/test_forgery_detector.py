@@ -1,0 +1,158 @@
+"""ForgeryDetector contract: fields, shapes, ranges, JSON; planted edits found; maps written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medforensics.errors import InvalidArrayError, ModelFileError
+from medforensics.forgery.detector import ForgeryDetector, ForgeryResult, detect_files
+from medforensics.forgery.tamper import tamper_array
+
+N = 288
+
+
+def _radiograph(seed: int, n: int = N, sigma: float = 25.0) -> np.ndarray:
+    """Smooth 12-bit content + signal-dependent noise (uint16)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n]
+    base = 1500 + 900 * np.sin(xx / 37 + seed) * np.cos(yy / 51)
+    noisy = base + rng.normal(0, 1, (n, n)) * np.sqrt(base) * sigma / np.sqrt(1500)
+    return np.clip(noisy, 0, 4095).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def cues() -> ForgeryDetector:
+    return ForgeryDetector.from_run(None)
+
+
+def test_result_contract_and_json(cues: ForgeryDetector) -> None:
+    img = _radiograph(1).astype(np.float32)
+    res = cues.detect(img, None)
+    assert isinstance(res, ForgeryResult) and res.method == "cues"
+    assert res.prob_map.shape == img.shape and res.prob_map.dtype == np.float32
+    assert 0.0 <= float(res.prob_map.min()) and float(res.prob_map.max()) <= 1.0
+    assert 0.0 <= res.score <= 1.0 and 0.0 <= res.forged_area_percent <= 100.0
+    assert res.verdict in ("tampered", "inconclusive", "authentic")
+    assert res.threshold == 0.5 and res.inconclusive_from == pytest.approx(0.4)
+    assert set(res.cues) == {"copymove", "noise"}  # lossless: no ELA cue
+    assert res.ela_score is not None and res.ela_score >= 0.0
+    # the ELA score of 12-bit data says which 8-bit window it used; ELA skipped as a cue
+    assert any("8-bit window" in n for n in res.notes)
+    assert any("ELA skipped" in n for n in res.notes)
+    d = json.loads(json.dumps(res.to_dict()))
+    assert "prob_map" not in d and d["rows"] == N and d["cols"] == N
+    assert d["verdict"] == res.verdict and d["score"] == pytest.approx(res.score)
+    assert set(d["cues"]) == {"copymove", "noise"}
+    # same input, same output (the detector is deterministic)
+    again = cues.detect(img, None)
+    assert again.score == res.score and np.array_equal(again.prob_map, res.prob_map)
+
+
+def test_lossy_input_adds_ela_cue(cues: ForgeryDetector) -> None:
+    class Meta:
+        lossy = True
+        bits_stored = 8
+
+    img8 = (_radiograph(2) // 16).astype(np.float32)
+    res = cues.detect(img8, Meta())
+    assert "ela" in res.cues and any("stored 8-bit values" in n for n in res.notes)
+
+
+def test_planted_copy_move_found(cues: ForgeryDetector) -> None:
+    img = _radiograph(3)
+    t = tamper_array(img, "copy-move", np.random.default_rng(5), sizes=(64, 80), feather=1.0)
+    res = cues.detect(t.pixels.astype(np.float32), None)
+    assert res.score > 0.9 and res.verdict == "tampered" and res.cues["copymove"] > 0.9
+    called = res.prob_map >= 0.5
+    # the pasted copy is found (the source side may be marked too, at reduced weight)
+    assert (called & t.mask).sum() > 0.7 * t.mask.sum()
+    assert called.sum() < 2.5 * t.mask.sum()
+    clean = cues.detect(img.astype(np.float32), None)
+    assert clean.verdict != "tampered" and clean.forged_area_percent < 0.5
+
+
+class _StubPatchModel(torch.nn.Module):
+    """Log-odds of 'device 1' grow with the share of the patch above 2700 (a fake patch model)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frac = (x > 2700).float().mean(dim=(1, 2, 3))
+        return torch.stack([-8.0 * frac, -8.0 * (1 - frac)], 1)
+
+
+class _StubSource:
+    def __init__(self) -> None:
+        self.model = _StubPatchModel()
+        self.device = torch.device("cpu")
+        self.batch_size = 64
+        self.patch = 64
+        self.run_dir = None
+
+
+def test_fingerprint_cue_wired_to_the_source_model() -> None:
+    det = ForgeryDetector(source=_StubSource(), fingerprint_stride=16)
+    img = _radiograph(4).astype(np.float32)
+    img[80:208, 64:192] += 2500.0  # the region "from another device" for the stub
+    res = det.detect(img, None)
+    assert "fingerprint" in res.cues and res.cues["fingerprint"] > 0.9
+    # a pixel's value is the mean over the patches covering it: the centre of the region is
+    # called, the rim (covered by patches straddling the edge) and the rest are not
+    fp_called = res.prob_map >= 0.5
+    assert fp_called[120:168, 104:152].all()
+    assert not fp_called[:64].any() and not fp_called[:, 224:].any()
+    assert det.params["fingerprint_cue"] is True
+
+
+def test_bad_inputs_rejected(cues: ForgeryDetector) -> None:
+    with pytest.raises(InvalidArrayError):
+        cues.detect(np.zeros((40, 300), np.float32), None)
+    with pytest.raises(InvalidArrayError):
+        cues.detect(np.zeros((100, 100, 3), np.float32), None)
+    bad = _radiograph(5).astype(np.float32)
+    bad[5, 5] = np.nan
+    with pytest.raises(InvalidArrayError):
+        cues.detect(bad, None)
+    with pytest.raises(ModelFileError):
+        ForgeryDetector.from_run("/nonexistent/forgery-run")
+    assert ForgeryDetector.from_run("none").method == "cues"
+
+
+def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+
+    img = _radiograph(6)
+    t = tamper_array(img, "copy-move", np.random.default_rng(1), sizes=(64, 72), feather=0.0)
+    good = tmp_path / "tampered.png"
+    Image.fromarray(t.pixels).save(good)
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not an image at all" * 20)
+    out = list(detect_files(ForgeryDetector.from_run(None), [junk, good],
+                            maps_dir=tmp_path / "m1"))
+    assert out[0].result is None and out[0].reason == "not-an-image-file"
+    assert out[1].result is not None and out[1].result.verdict == "tampered"
+    m16 = np.asarray(Image.open(out[1].files["map_png"]))
+    npy = np.load(out[1].files["map_npy"])
+    assert m16.shape == img.shape and npy.shape == img.shape and npy.dtype == np.float32
+    assert np.array_equal(m16.astype(np.int64), np.rint(npy * 65535).astype(np.int64))
+    assert np.array_equal(npy, out[1].result.prob_map)
+    ov = np.asarray(Image.open(out[1].files["overlay_png"]))
+    assert ov.shape == (N, N, 3)
+
+    maps = tmp_path / "maps"
+    res = CliRunner().invoke(app, ["forgery", "detect", "none", str(good), str(junk), str(good),
+                                   "--json", "--maps", str(maps)])
+    assert res.exit_code == 1, res.output  # one unreadable file -> exit 1, batch goes on
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert [x["status"] for x in lines] == ["done", "error", "done"]
+    assert lines[1]["reason"] == "not-an-image-file"
+    assert lines[0]["verdict"] == "tampered" and 0 < lines[0]["forged_area_percent"] < 10
+    names = sorted(p.name for p in maps.iterdir())
+    assert names == ["tampered_2_map.npy", "tampered_2_map.png", "tampered_2_overlay.png",
+                     "tampered_map.npy", "tampered_map.png", "tampered_overlay.png"]
