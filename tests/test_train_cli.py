@@ -6,9 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from medforensics.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and the test machine is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +77,6 @@ def test_cli_train_end_to_end(tiny_manifest: Path, tmp_path: Path) -> None:
 
 
 def test_cli_train_reports_bad_device(tiny_manifest: Path, tmp_path: Path) -> None:
-    import torch
-
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     res = CliRunner().invoke(app, ["train", str(tiny_manifest), "--out", str(tmp_path / "r"),

@@ -14,7 +14,7 @@
 * Validation every epoch: loss, accuracy and balanced accuracy. For ``patch`` the prediction
   for an image averages the log-probabilities of ``val_patches`` fixed patches of it
   (:func:`medforensics.models.patch.aggregate_patch_logprobs`). The best epoch (highest
-  validation balanced accuracy, ties to the earlier epoch) is kept.
+  validation balanced accuracy; ties go to the lower validation loss) is kept.
 * Per-epoch metrics go to ``metrics.jsonl`` and ``metrics.csv``; a checkpoint (model,
   optimizer, RNG states, epoch, best so far; safetensors + JSON, no pickle) is written after
   every epoch. ``resume=True`` continues from the last complete epoch and, on CPU, ends with
@@ -704,7 +704,7 @@ def train(
         )
 
         start_epoch = 0
-        best_epoch, best_score = 0, -math.inf
+        best_epoch, best_score, best_loss = 0, -math.inf, math.inf
         best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         run_info = {
             "config": dataclasses.asdict(cfg) | {"resume": False},
@@ -720,11 +720,15 @@ def train(
             start_epoch = ck.epoch
             best_epoch = int(ck.info["best_epoch"])
             best_score = float(ck.info["best_score"])
+            best_loss = float(ck.info.get("best_loss", math.inf))
             restore_rng_state(ck.rng)
             log.info("resuming %s from epoch %d (best so far: epoch %d)", out_dir, start_epoch,
                      best_epoch)
         elif cfg.resume:
             log.info("nothing to resume in %s: starting a new run", out_dir)
+        if start_epoch > cfg.epochs:
+            log.warning("the run already has %d epochs (more than the %d asked for); "
+                        "nothing to train", start_epoch, cfg.epochs)
 
         model: nn.Module = net
         if world > 1:
@@ -766,11 +770,13 @@ def train(
                                 f"epoch {epoch}/{cfg.epochs}", show)
             if val_ds is not None:
                 rec |= _validate(net, val_ds, cfg, len(classes), device, world, rank)
-                score = rec["val_bacc"]
+                score, loss = rec["val_bacc"], rec["val_loss"]
             else:
-                score = float(epoch)  # no validation: the latest epoch is the best
-            if score > best_score:
-                best_epoch, best_score = epoch, score
+                score, loss = float(epoch), 0.0  # no validation: the latest epoch is the best
+            # Best: highest balanced accuracy; ties (common on small validation sets) go to
+            # the lower validation loss, then to the earlier epoch.
+            if score > best_score or (score == best_score and loss < best_loss):
+                best_epoch, best_score, best_loss = epoch, score, loss
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             rec["best_epoch"] = best_epoch
             rec["lr"] = lr_now
@@ -786,7 +792,8 @@ def train(
                     best_state=best_state,
                     optimizer_state=optimizer.state_dict(),
                     rng_state=capture_rng_state(),
-                    info=run_info | {"best_epoch": best_epoch, "best_score": best_score},
+                    info=run_info | {"best_epoch": best_epoch, "best_score": best_score,
+                                     "best_loss": best_loss},
                 )
                 val_txt = (
                     f" val loss {rec['val_loss']:.4f} acc {rec['val_acc']:.3f} "
