@@ -156,3 +156,23 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
     names = sorted(p.name for p in maps.iterdir())
     assert names == ["tampered_2_map.npy", "tampered_2_map.png", "tampered_2_overlay.png",
                      "tampered_map.npy", "tampered_map.png", "tampered_overlay.png"]
+
+
+def test_forgery_demo_section(tmp_path: Path) -> None:
+    from medforensics.data.simulate import simulate_archive
+    from medforensics.forgery.demo import forgery_demo
+
+    paths = simulate_archive(tmp_path / "arch", manufacturers=2, models_per_manufacturer=1,
+                             units_per_model=1, patients=4, images_per_patient=1, size=224,
+                             seed=3)
+    said: list[str] = []
+    md = forgery_demo(tmp_path / "out" / "forgery", paths, seed=1, echo=said.append,
+                      n_images=3)
+    table = [x for x in md.splitlines() if x.startswith("| ") and "dcm" in x]
+    assert len(table) == 6  # 3 tampered + their 3 originals
+    kinds = {x.split("|")[2].strip() for x in table}
+    assert kinds == {"copy-move", "splice-device", "removal", "original"}
+    link = md.split("](")[1].split(")")[0]
+    assert (tmp_path / "out" / link).is_file()  # relative to the report's folder
+    data = json.loads((tmp_path / "out" / "forgery" / "forgery_demo.json").read_text())
+    assert len(data["rows"]) == 6 and said
