@@ -106,7 +106,7 @@ def test_deep_rsi_layer_sizes_match_table_1():
 
 def test_patch_model_is_offset_and_gain_invariant_and_safe_on_constant_patches():
     torch.manual_seed(1)
-    m = create_model("patch", 3).eval()
+    m = create_model("patch", 3, scale_feature=False).eval()
     x = torch.randn(4, 1, 64, 64) * 7 + 800
     with torch.no_grad():
         a = m(x)
@@ -114,6 +114,13 @@ def test_patch_model_is_offset_and_gain_invariant_and_safe_on_constant_patches()
         c = m(torch.full((2, 1, 64, 64), 4095.0))
     assert torch.allclose(a, b, atol=1e-3)
     assert torch.isfinite(c).all()
+    # the default model also sees the absolute noise level (log scale): offset-invariant,
+    # but a gain change is visible to it
+    d = create_model("patch", 3).eval()
+    with torch.no_grad():
+        assert torch.allclose(d(x), d(x + 3000), atol=1e-3)
+        assert not torch.allclose(d(x), d(x * 16), atol=1e-3)
+        assert torch.isfinite(d(torch.full((2, 1, 64, 64), 4095.0))).all()
     with pytest.raises(ConfigError):
         m(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ConfigError):
