@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--patients", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="patch model epochs")
+    ap.add_argument("--patches-per-image", type=int, default=48, help="patch model")
     ap.add_argument("--paper-epochs", type=int, default=None, help="deep-rsi/deepmammo epochs")
     ap.add_argument("--skip-paper", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     run = out / "run-patch"
     if not (run / "model.json").exists():
         train(rows, label="model", preset="patch", out_dir=str(run), epochs=epochs,
-              seed=args.seed, progress=False)
+              patches_per_image=args.patches_per_image, seed=args.seed, progress=False)
     train_s = time.perf_counter() - t
     calibrate_run(run, rows)
     fps = enroll_units(run, rows)
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         rrun = rdir / "run"
         if not (rrun / "model.json").exists():
             train(rrows, label="model", preset="patch", out_dir=str(rrun),
-                  epochs=max(3, epochs // 2), seed=args.seed, progress=False)
+                  epochs=max(3, epochs // 2), patches_per_image=args.patches_per_image,
+                  seed=args.seed, progress=False)
         rp = SourcePredictor.from_run(rrun, n_patches=16)
         per: dict[str, list[bool]] = {}
         for r in rrows:
