@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.errors import ConfigError, ModelFileError
-from medforensics.forgery.localize import image_score
+from medforensics.forgery.localize import SCORE_WINDOW, image_score
 
 __all__ = [
     "COMBINER_FILE",
@@ -106,7 +106,7 @@ def image_features(maps: Mapping[str, np.ndarray], cues: Sequence[str]) -> np.nd
     for c in cues:
         if c in maps:
             m = np.asarray(maps[c], dtype=np.float32)
-            vals += [image_score(m), float(np.mean(m >= 0.5))]
+            vals += [image_score(m, SCORE_WINDOW), float(np.mean(m >= 0.5))]
         else:
             vals += [0.0, 0.0]
     return np.asarray(vals, dtype=np.float32)

@@ -435,7 +435,7 @@ class ForgeryDetector:
         import torch
 
         from medforensics.forgery.ela import analyze_ela, ela_cnn_input, ela_cue
-        from medforensics.forgery.localize import image_score
+        from medforensics.forgery.localize import SCORE_WINDOW, image_score
 
         spec = dict(self.metadata.get("input_spec") or {})
         size = int(spec.get("size", 128))
@@ -450,7 +450,7 @@ class ForgeryDetector:
             p = torch.softmax(self.ela_model(t.to(self.device)).float(), dim=-1)[0, 1].item()
         prob = ela_cue(er.ela)
         cues["ela_cnn"] = float(p)
-        cues["ela"] = image_score(prob)
+        cues["ela"] = image_score(prob, SCORE_WINDOW)
         notes.append(er.note)
         notes.append(f"ELA-CNN (paper preset): ELA image resized to {size}x{size}; the map is "
                      "the ELA cue (0.5 where the local error level is twice the image median)")

