@@ -276,18 +276,40 @@ def train_cmd(
         False, "--resume", help="Continue the run in --out (unset options keep the run's)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader workers (0 = deterministic)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    store: Optional[Path] = typer.Option(
+        None, "--store", help="Prepared store (medforensics prepare): no decoding per epoch."),
+    calibrate: bool = typer.Option(
+        True, "--calibrate/--no-calibrate",
+        help="After training: temperature + UNKNOWN threshold (val), unit patterns (train)."),
 ) -> None:
-    """Train a source-identification model (train split; validates on val; never reads test)."""
+    """Train a source-identification model (train split; validates on val; never reads test).
+
+    Under torchrun (WORLD_SIZE > 1) the process group is started here (gloo on CPU, NCCL on
+    CUDA); only rank 0 writes files and calibrates.
+    """
     from medforensics.errors import MedForensicsError
-    from medforensics.train.engine import train
+    from medforensics.train.engine import init_distributed_from_env, train
 
     try:
+        distributed = init_distributed_from_env(device)
+        source = None
+        if store is not None:
+            from medforensics.data.store import open_store
+
+            source = open_store(store, manifest)
         res = train(
             manifest, label=label, preset=preset, out_dir=str(out), epochs=epochs,
             batch_size=batch_size, lr=lr, patch=patch, patches_per_image=patches_per_image,
             sampling=sampling, seed=seed, device=device, resume=resume, workers=workers,
-            progress=progress,
+            progress=progress, image_source=source,
         )
+        if calibrate and not distributed:
+            _calibrate_after_training(out, manifest, device)
+        elif calibrate:
+            import torch.distributed as dist
+
+            if dist.get_rank() == 0:
+                _calibrate_after_training(out, manifest, device)
     except MedForensicsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -299,6 +321,20 @@ def train_cmd(
         f"val balanced accuracy {res.best_val_balanced_accuracy:.3f}; "
         f"last epoch {last.get('epoch', '-')}; model in {out}"
     )
+
+
+def _calibrate_after_training(run: Path, manifest: Path, device: str) -> None:
+    from medforensics.data.manifest import read_manifest
+    from medforensics.predict import calibrate_run, enroll_units
+
+    rows = read_manifest(manifest)
+    if any(r.get("split") == "val" for r in rows):
+        cal = calibrate_run(run, rows, device=device)
+        typer.echo(f"calibrated on val: T={cal['temperature']:.3f}, UNKNOWN below "
+                   f"p={cal['unknown_threshold']:.3f}")
+    if any(r.get("unit") and r.get("split") == "train" for r in rows):
+        fps = enroll_units(run, rows)
+        typer.echo(f"enrolled {len(fps.units)} unit reference patterns")
 
 
 def _fail(exc: Exception) -> None:

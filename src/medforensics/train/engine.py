@@ -72,7 +72,8 @@ from medforensics.train.samplers import BalancedBatchSampler, ClassWeightedSampl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "PRESET_DEFAULTS", "train", "manifest_sha256"]
+__all__ = ["TrainConfig", "TrainResult", "PRESET_DEFAULTS", "train", "manifest_sha256",
+           "init_distributed_from_env"]
 
 LABEL_COLUMNS = ("manufacturer", "model", "unit")
 TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = "train", "val", "test"
@@ -82,7 +83,7 @@ TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = "train", "val", "test"
 #: gets the same. ``patch``: tuned on the simulated demo archive (see docs / the train report).
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "patch": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "sampling": "weighted", "patch": 64,
-              "patches_per_image": 24, "val_patches": 16, "lr_schedule": "cosine"},
+              "patches_per_image": 48, "val_patches": 16, "lr_schedule": "cosine"},
     "deep-rsi": {"epochs": 100, "batch_size": 32, "lr": 1e-4, "sampling": "weighted",
                  "lr_schedule": "constant"},
     "deepmammo": {"epochs": 100, "batch_size": 32, "lr": 1e-4, "sampling": "balanced",
@@ -293,11 +294,39 @@ def _resolve_device(name: str) -> torch.device:
             import torch.distributed as dist
 
             if dist.is_available() and dist.is_initialized():
-                dev = torch.device("cuda", dist.get_rank() % torch.cuda.device_count())
+                local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+                dev = torch.device("cuda", local % torch.cuda.device_count())
             else:
                 dev = torch.device("cuda", torch.cuda.current_device())
         return dev
     raise ConfigError(f"unknown device {name!r}; use cpu or cuda")
+
+
+def init_distributed_from_env(device: str = "cpu") -> bool:
+    """Start the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
+
+    Uses NCCL (and ``cuda:LOCAL_RANK``) for CUDA devices, gloo on CPU. Does nothing when the
+    world size is 1 or a process group already exists.
+
+    Returns:
+        True when a process group is active after the call.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return False
+    if dist.is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    log.info("process group: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(),
+             dist.get_backend())
+    return True
 
 
 def _dist_info() -> tuple[int, int]:
@@ -769,6 +798,11 @@ def train(
             rec |= _train_epoch(model, net, loader, optimizer, device,
                                 f"epoch {epoch}/{cfg.epochs}", show)
             if val_ds is not None:
+                if world > 1:  # validate every rank with rank 0's BatchNorm statistics
+                    import torch.distributed as dist
+
+                    for buf in net.buffers():
+                        dist.broadcast(buf, 0)
                 rec |= _validate(net, val_ds, cfg, len(classes), device, world, rank)
                 score, loss = rec["val_bacc"], rec["val_loss"]
             else:
