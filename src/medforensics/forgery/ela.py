@@ -171,25 +171,30 @@ def ela_file(path: str | Path, *, quality: int = 90, frame: int = 0) -> ElaResul
     return analyze_ela(pixels, bits_stored=getattr(meta, "bits_stored", None), quality=quality)
 
 
-def ela_cue(ela: np.ndarray, block: int = 8, sharpness: float = 3.0) -> np.ndarray:
+def ela_cue(ela: np.ndarray, block: int = 8, sharpness: float = 3.0,
+            min_reference: float = 0.5) -> np.ndarray:
     """Per-pixel ELA cue in [0, 1] for the localization combiner.
 
     The raw ELA is averaged over ``block`` x ``block`` neighbourhoods (the JPEG block size),
-    divided by its image median (so the cue is relative to the image's own error level) and
-    mapped with a logistic on the log ratio: ``1 / (1 + (ratio / 2) ** -sharpness)``, i.e. 0.5
-    where the local error level is twice the image median.
+    divided by its image median (so the cue is relative to the image's own error level), but
+    at least ``min_reference`` 8-bit levels, and mapped with a logistic on the log ratio:
+    ``1 / (1 + (ratio / 2) ** -sharpness)``, i.e. 0.5 where the local error level is twice the
+    reference. The floor matters for smooth images (radiographs exported to JPEG): their median
+    error level is ~0, and without a floor every faint texture would look "twice the median"
+    (on simulated q90 exports the cue then covered a quarter of the untouched originals).
 
     Args:
         ela: float (H, W) raw ELA, values 0..255.
         block: averaging window in pixels.
         sharpness: logistic slope on the log2 ratio.
+        min_reference: floor of the reference error level (8-bit levels).
 
     Returns:
         float32 (H, W), values in [0, 1].
     """
     e = ndimage.uniform_filter(np.asarray(ela, dtype=np.float64), size=block, mode="reflect")
-    med = float(np.median(e))
-    ratio = (e + 1e-3) / (med + 1e-3)
+    med = max(float(np.median(e)), float(min_reference))
+    ratio = e / med
     cue = 1.0 / (1.0 + (ratio / 2.0) ** (-sharpness))
     return cue.astype(np.float32)
 

@@ -25,7 +25,8 @@ observed level, so positive deviations are weaker evidence; the cue is
 ``sigmoid(k * (-z - z_low))`` for low noise and ``sigmoid(k * (z - z_high))`` for high noise
 (defaults ``z_low = 3``, ``z_high = 4.5``, ``k = 2``), computed on four half-block-shifted
 grids (8-px resolution) and averaged per pixel. Blocks touching clipped pixels (the image's
-minimum or maximum value) are not scored (cue 0).
+minimum or maximum value) and blocks that are more than a quarter noiseless (residual exactly
+0: burned-in labels, graphics) are not scored (cue 0).
 
 **Fingerprint inconsistency** (:func:`fingerprint_map`). A source-identification *patch* model
 is slid over the image; patches whose device evidence disagrees with the whole image light
@@ -45,6 +46,7 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp.noise import fit_poisson_gaussian, noise_level_map
+from medforensics.dsp.residuals import highpass_residual
 from medforensics.errors import ConfigError, InvalidArrayError
 
 __all__ = [
@@ -94,6 +96,7 @@ def noise_inconsistency_map(
     slope: float = 2.0,
     expected: str = "binned",
     window_fraction: float = 0.05,
+    max_flat: float = 0.25,
 ) -> NoiseInconsistency:
     """Per-pixel local noise-level inconsistency cue (see module docs).
 
@@ -106,6 +109,9 @@ def noise_inconsistency_map(
         expected: ``"binned"`` (running median over intensity-ranked blocks) or ``"fit"``
             (Poisson-Gaussian line).
         window_fraction: running-median window as a share of the scored blocks (binned).
+        max_flat: blocks with more than this share of exactly-zero high-pass residuals are
+            not scored (noiseless synthetic content such as burned-in labels or padding has
+            no detector noise to compare).
 
     Returns:
         :class:`NoiseInconsistency` (``fit`` is reported in both modes when it succeeds).
@@ -126,6 +132,8 @@ def noise_inconsistency_map(
         raise InvalidArrayError(f"image {H}x{W} too small for {block}-px noise blocks")
     vmin, vmax = float(img.min()), float(img.max())
     clipped = ((img <= vmin) | (img >= vmax)).astype(np.float64)
+    # noiseless content (burned-in labels, graphics, padding): residual exactly 0
+    flat = (highpass_residual(img, "kb") == 0).astype(np.float64)
     try:
         pg = fit_poisson_gaussian(img, block=block, mask=clipped == 0)
         fit: tuple[float, float] | None = (pg.a, pg.b)
@@ -140,7 +148,8 @@ def noise_inconsistency_map(
             sub = img[oy:, ox:]
             sig = noise_level_map(sub, block=block).astype(np.float64)
             mean = _block_means(sub, block)
-            bad = _block_means(clipped[oy:, ox:], block) > 0
+            bad = (_block_means(clipped[oy:, ox:], block) > 0) | (
+                _block_means(flat[oy:, ox:], block) > max_flat)
             if expected == "binned":
                 exp_sig = np.ones_like(sig)  # filled in below from all grids together
             elif pg is not None:
@@ -345,8 +354,6 @@ def fingerprint_llr_map(
     Returns:
         :class:`FingerprintInconsistency` (``map`` is the cue described above).
     """
-    from medforensics.dsp.residuals import highpass_residual
-
     fm = fingerprint_map(pixels, patch_logprobs, patch=patch, stride=stride, batch=batch,
                          image_class=0)
     img = np.asarray(pixels, dtype=np.float64)

@@ -1,0 +1,367 @@
+"""Forgery benchmark: detection (image AUC) and localization (pixel F1) per tampering kind.
+
+    python bench/forgery.py [--quick] [--out bench/out/forgery] [--patients 60]
+
+What it does (everything generated here, nothing downloaded; steps are cached in
+``--out/work`` so an interrupted run continues):
+
+1. simulates a lossless DICOM archive (3 manufacturers x 2 models x 1 unit, 14-bit), splits it
+   by patient and trains the source ``patch`` model on the train split (for the fingerprint
+   cue);
+2. **lossless DICOM**: tampers every image (copy-move, splice from another device, removal;
+   regions 64-192 px; the tamper manifest carries the patient split), trains the ``cues``
+   combiner (with the fingerprint cue) and the paper's ``ela-cnn`` on the train split and
+   evaluates on the test split: training-free cues, + fingerprint cue, learned combiner,
+   ELA-CNN;
+3. **small regions**: the test images again with 32-40 px regions;
+4. **JPEG exports**: every DICOM exported as 8-bit JPEG q90 (0.5-99.5 percentile window), the
+   JPEG files tampered (an edit of the exported JPEG, re-saved with the same tables), the
+   paper's ``ela-cnn`` trained on the train split vs ours, accuracy on the test split (the
+   paper reports 93 % on its own 600 images);
+5. **JPEG re-save of a tampered DICOM export**: the tampered and original test DICOMs of step 2
+   exported to JPEG q90 *after* the edit (the edit leaves no double-compression trace);
+6. **real files** (../shared/data/real, skipped when absent): lossless single-frame
+   radiographs (xray/ and codecs/), tampered in ``--real-rounds`` rounds, training-free
+   detector, plus the detector's verdict on every untouched real file.
+
+Writes ``results.json`` and ``results.md`` into ``--out`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("bench.forgery")
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+KINDS = ["copy-move", "splice-device", "removal"]
+
+
+# ------------------------------------------------------------------------------- helpers
+def export_jpeg(src: str | Path, dst: Path, quality: int = 90) -> None:
+    """8-bit JPEG export of a DICOM: 0.5-99.5 percentile window of the stored values."""
+    from medforensics.forgery.ela import window_to_uint8
+    from medforensics.io import read_image, write_jpeg
+
+    px, _ = read_image(src)
+    img8, _, _ = window_to_uint8(px)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_jpeg(dst, img8, quality=quality)
+
+
+def write_rows(rows: list[dict[str, str]], path: Path) -> None:
+    from medforensics.forgery.tamper import write_manifest
+
+    write_manifest(rows, path)
+
+
+def evaluate(det: Any, manifest: Path, out: Path, name: str, split: str = "auto"
+             ) -> dict[str, Any]:
+    """evaluate_detector, cached as ``out/<name>/metrics.json``."""
+    from medforensics.forgery.evaluate import evaluate_detector
+
+    d = out / name
+    if (d / "metrics.json").is_file():
+        return json.loads((d / "metrics.json").read_text())
+    t0 = time.perf_counter()
+    res = evaluate_detector(det, manifest, out_dir=d, split=split, n_examples=3)
+    log.info("%s: image AUC %.3f, pixel F1-best %.3f (%.0f s)", name, res["image_auc"],
+             res["pixel"].get("f1_best", float("nan")), time.perf_counter() - t0)
+    return json.loads((d / "metrics.json").read_text())
+
+
+def summary_rows(dataset: str, detector: str, m: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table rows: one per kind plus 'all'."""
+    out = []
+    im = m.get("image", {})
+    out.append({
+        "dataset": dataset, "detector": detector, "kind": "all",
+        "n": f"{m['n_tampered']}+{m['n_original']}",
+        "image_auc": m.get("image_auc"), "accuracy": im.get("accuracy"),
+        "precision": im.get("precision"), "recall": im.get("recall"), "f1": im.get("f1"),
+        "pixel_f1_best": m["pixel"].get("f1_best"), "pixel_f1_05": m["pixel"].get("f1_fixed"),
+        "iou_05": m["pixel"].get("iou_fixed"), "pixel_auc": m["pixel"].get("auc"),
+        "fp_area_original": m.get("fp_area_original"),
+    })
+    for k, auc in sorted(m.get("image_auc_by_kind", {}).items()):
+        px = m.get("pixel_by_kind", {}).get(k, {})
+        out.append({
+            "dataset": dataset, "detector": detector, "kind": k,
+            "n": str(int(px.get("n_images", 0))), "image_auc": auc,
+            "recall": m.get("recall_by_kind", {}).get(k),
+            "pixel_f1_best": px.get("f1_best"), "pixel_f1_05": px.get("f1_fixed"),
+            "iou_05": px.get("iou_fixed"), "pixel_auc": px.get("auc"),
+        })
+    return out
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:.3f}"
+    return str(v)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    cols = ["dataset", "detector", "kind", "n", "image_auc", "accuracy", "precision", "recall",
+            "f1", "pixel_f1_best", "pixel_f1_05", "iou_05", "pixel_auc", "fp_area_original"]
+    head = ["data", "detector", "kind", "n (tam+orig / tam)", "image AUC", "acc", "prec",
+            "recall", "F1", "pixel F1 best", "pixel F1 @0.5", "IoU @0.5", "pixel AUC",
+            "FP area % (orig)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench/out/forgery")
+    ap.add_argument("--quick", action="store_true", help="small archive, few epochs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--patients", type=int, default=None)
+    ap.add_argument("--source-epochs", type=int, default=None)
+    ap.add_argument("--ela-epochs", type=int, default=None, help="default: the preset's 30")
+    ap.add_argument("--real-rounds", type=int, default=None)
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="delete the cached work folder first")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("medforensics.data.transforms", "medforensics.prefetch"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    import torch
+
+    from medforensics.data.manifest import ingest, write_manifest
+    from medforensics.data.simulate import simulate_archive
+    from medforensics.data.splits import assign_splits, check_leakage
+    from medforensics.forgery.detector import ForgeryDetector
+    from medforensics.forgery.tamper import generate
+    from medforensics.forgery.train import train_forgery
+    from medforensics.io import read_header
+    from medforensics.train.engine import train
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    work = out / "work"
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    patients = args.patients or (16 if args.quick else 60)
+    src_epochs = args.source_epochs or (2 if args.quick else 8)
+    ela_epochs = args.ela_epochs or (3 if args.quick else None)
+    rounds = args.real_rounds or (1 if args.quick else 2)
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {
+        "command": "python bench/forgery.py " + " ".join(argv if argv is not None
+                                                         else sys.argv[1:]),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads()},
+        "settings": {"patients": patients, "source_epochs": src_epochs,
+                     "ela_epochs": ela_epochs or 30, "real_rounds": rounds, "seed": args.seed},
+        "timings_s": {},
+    }
+    table: list[dict[str, Any]] = []
+
+    def lap(name: str, t: float) -> None:
+        res["timings_s"][name] = round(time.perf_counter() - t, 1)
+
+    # 1. archive, split, source model ---------------------------------------------------
+    t = time.perf_counter()
+    arch = work / "archive"
+    if not arch.exists():
+        simulate_archive(arch, manufacturers=3, models_per_manufacturer=2, units_per_model=1,
+                         patients=patients, images_per_patient=(2, 3),
+                         size=(320, 448) if args.quick else (384, 640), seed=args.seed)
+    manifest = work / "manifest.csv"
+    rows = [r for r in ingest([arch], progress=False) if r["status"] == "eligible"]
+    assign_splits(rows, by="patient", test=0.3, val=0.15, stratify="model", seed=args.seed)
+    check_leakage(rows)
+    write_manifest(rows, manifest)
+    src_run = work / "source_run"
+    if not (src_run / "model.json").is_file():
+        if src_run.exists():
+            shutil.rmtree(src_run)
+        train(rows, label="model", preset="patch", out_dir=str(src_run), epochs=src_epochs,
+              seed=args.seed, progress=False)
+    res["archive"] = {"images": len(rows),
+                      "splits": {s: sum(r["split"] == s for r in rows)
+                                 for s in ("train", "val", "test")},
+                      "devices": sorted({r["model"] for r in rows})}
+    lap("archive+source model", t)
+
+    # 2. lossless DICOM tamper set ---------------------------------------------------------
+    t = time.perf_counter()
+    dcm_set = work / "tamper_dicom"
+    if not (dcm_set / "tamper_manifest.csv").is_file():
+        generate(rows, dcm_set, kinds=KINDS, seed=args.seed + 1, sizes=(64, 192))
+    dcm_manifest = dcm_set / "tamper_manifest.csv"
+    lap("tamper dicom", t)
+    t = time.perf_counter()
+    free = ForgeryDetector.from_run(None)
+    free_fp = ForgeryDetector.from_run(None, source_run=src_run)
+    cues_run = work / "run_cues_dicom"
+    if not (cues_run / "model.json").is_file():
+        train_forgery(dcm_manifest, preset="cues", out_dir=cues_run, source_run=src_run,
+                      seed=args.seed, resume=cues_run.exists(), progress=False)
+    ela_run = work / "run_ela_dicom"
+    if not (ela_run / "model.json").is_file():
+        train_forgery(dcm_manifest, preset="ela-cnn", out_dir=ela_run, epochs=ela_epochs,
+                      seed=args.seed, resume=ela_run.exists(), progress=False)
+    lap("train dicom", t)
+    t = time.perf_counter()
+    learned = ForgeryDetector.from_run(cues_run, source_run=src_run)
+    ela_dcm = ForgeryDetector.from_run(ela_run)
+    ev = out / "eval"
+    # the free detectors evaluate the same test rows as the trained ones
+    test_dcm = work / "tamper_dicom_test.csv"
+    all_rows = list(csv.DictReader(open(dcm_manifest, newline="")))
+    write_rows([r for r in all_rows if r["split"] == "test"], test_dcm)
+    for key, name, det, man in (
+            ("free", "cues (training-free)", free, test_dcm),
+            ("free_fp", "cues + fingerprint (training-free)", free_fp, test_dcm),
+            ("learned_fp", "cues learned (+ fingerprint)", learned, dcm_manifest),
+            ("ela_cnn", "ela-cnn (paper)", ela_dcm, dcm_manifest)):
+        m = evaluate(det, man, ev, "dicom__" + key)
+        table += summary_rows("lossless DICOM 64-192 px", name, m)
+    lap("evaluate dicom", t)
+
+    # 3. small regions ------------------------------------------------------------------
+    t = time.perf_counter()
+    test_src = [r for r in rows if r["split"] == "test"]
+    small = work / "tamper_small"
+    if not (small / "tamper_manifest.csv").is_file():
+        generate(test_src, small, kinds=KINDS, seed=args.seed + 2, sizes=(32, 40))
+    for key, name, det in (("free_fp", "cues + fingerprint (training-free)", free_fp),
+                           ("learned_fp", "cues learned (+ fingerprint)", learned)):
+        m = evaluate(det, small / "tamper_manifest.csv", ev, "small__" + key, split="all")
+        table += summary_rows("lossless DICOM 32-40 px", name, m)
+    lap("small regions", t)
+
+    # 4. JPEG exports, tampered as JPEG ---------------------------------------------------
+    t = time.perf_counter()
+    jpg_dir = work / "jpeg_export"
+    jrows = []
+    for r in rows:
+        dst = jpg_dir / (Path(r["path"]).relative_to(arch).with_suffix(".jpg"))
+        if not dst.is_file():
+            export_jpeg(r["path"], dst)
+        jrows.append({"path": str(dst), "PatientID": r["PatientID"],
+                      "StudyInstanceUID": r["StudyInstanceUID"], "unit": r["unit"],
+                      "model": r["model"], "manufacturer": r["manufacturer"],
+                      "split": r["split"]})
+    jpg_set = work / "tamper_jpeg"
+    if not (jpg_set / "tamper_manifest.csv").is_file():
+        generate(jrows, jpg_set, kinds=KINDS, seed=args.seed + 3, sizes=(64, 192))
+    jpg_manifest = jpg_set / "tamper_manifest.csv"
+    ela_jrun = work / "run_ela_jpeg"
+    if not (ela_jrun / "model.json").is_file():
+        train_forgery(jpg_manifest, preset="ela-cnn", out_dir=ela_jrun, epochs=ela_epochs,
+                      seed=args.seed, resume=ela_jrun.exists(), progress=False)
+    cues_jrun = work / "run_cues_jpeg"
+    if not (cues_jrun / "model.json").is_file():
+        train_forgery(jpg_manifest, preset="cues", out_dir=cues_jrun, seed=args.seed,
+                      resume=cues_jrun.exists(), progress=False)
+    ela_j = ForgeryDetector.from_run(ela_jrun)
+    cues_j = ForgeryDetector.from_run(cues_jrun)
+    test_jpg = work / "tamper_jpeg_test.csv"
+    jall = list(csv.DictReader(open(jpg_manifest, newline="")))
+    write_rows([r for r in jall if r["split"] == "test"], test_jpg)
+    for key, name, det, man in (("ela_cnn", "ela-cnn (paper)", ela_j, jpg_manifest),
+                                ("free", "cues (training-free)", free, test_jpg),
+                                ("learned", "cues learned", cues_j, jpg_manifest)):
+        m = evaluate(det, man, ev, "jpeg__" + key)
+        table += summary_rows("8-bit JPEG q90 export, edited as JPEG", name, m)
+    lap("jpeg exports", t)
+
+    # 5. JPEG re-save of a tampered DICOM export ---------------------------------------------
+    t = time.perf_counter()
+    resave = work / "resave_after_edit"
+    rs_manifest = resave / "tamper_manifest.csv"
+    if not rs_manifest.is_file():
+        rs_rows = []
+        for r in [r for r in all_rows if r["split"] == "test"]:
+            dst = resave / "images" / (Path(r["path"]).stem + ".jpg")
+            export_jpeg(r["path"], dst)
+            rs_rows.append({**r, "path": str(dst.resolve()), "format": "jpeg"})
+        write_rows(rs_rows, rs_manifest)
+    for key, name, det in (("ela_cnn", "ela-cnn (paper, trained on JPEG edits)", ela_j),
+                           ("free", "cues (training-free)", free),
+                           ("learned", "cues learned (JPEG edits)", cues_j)):
+        m = evaluate(det, rs_manifest, ev, "resave__" + key, split="all")
+        table += summary_rows("tampered DICOM, then exported to JPEG q90", name, m)
+    lap("re-save after edit", t)
+
+    # 6. real files ---------------------------------------------------------------------
+    if not args.skip_real and REAL.is_dir():
+        t = time.perf_counter()
+        cands = sorted(list((REAL / "xray").glob("*.dcm")) + list((REAL / "codecs").glob("*.dcm")))
+        real_rows = []
+        for p in cands:
+            try:
+                m = read_header(p)
+            except Exception as exc:  # unreadable header: listed, not used
+                log.info("real: skip %s (%s)", p.name, exc)
+                continue
+            if m.lossy or m.n_frames != 1 or min(m.rows, m.cols) < 256:
+                continue
+            real_rows.append({"path": str(p)})
+        res["real_files"] = [Path(r["path"]).name for r in real_rows]
+        # verdicts on the untouched files
+        untouched = []
+        for r in real_rows:
+            rr = free.detect_file(r["path"])
+            untouched.append({"file": Path(r["path"]).name, "verdict": rr.verdict,
+                              "score": rr.score, "forged_area_percent": rr.forged_area_percent,
+                              "cues": rr.cues})
+        res["real_untouched"] = untouched
+        real_all = []
+        for k in range(rounds):
+            rset = work / f"tamper_real_{k}"
+            if not (rset / "tamper_manifest.csv").is_file():
+                generate(real_rows, rset, kinds=KINDS, seed=args.seed + 10 + k,
+                         sizes=(64, 192))
+            real_all += list(csv.DictReader(open(rset / "tamper_manifest.csv", newline="")))
+        real_manifest = work / "tamper_real.csv"
+        for r in real_all:  # pair ids are per round: make them unique
+            r["pair_id"] = Path(r["path"]).parent.parent.name + "_" + r["pair_id"]
+        write_rows(real_all, real_manifest)
+        m = evaluate(free, real_manifest, ev, "real__free", split="all")
+        table += summary_rows("real lossless radiographs 64-192 px", "cues (training-free)", m)
+        lap("real", t)
+    else:
+        res["real_files"] = "skipped (../shared/data/real absent or --skip-real)"
+
+    res["table"] = table
+    res["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
+    (out / "results.json").write_text(json.dumps(res, indent=2, default=float))
+    md = [f"# Forgery benchmark\n\nCommand: `{res['command']}`\n", markdown(table), ""]
+    if isinstance(res.get("real_untouched"), list):
+        md += ["Untouched real files, training-free detector:", "",
+               "| file | verdict | score | forged area % | cue scores |", "|---|---|---|---|---|"]
+        for u in res["real_untouched"]:
+            md.append(f"| {u['file']} | {u['verdict']} | {u['score']:.3f} | "
+                      f"{u['forged_area_percent']:.3f} | "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in u["cues"].items()) + " |")
+        md.append("")
+    md.append(f"Timings (s): {json.dumps(res['timings_s'])}")
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
