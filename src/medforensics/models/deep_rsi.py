@@ -28,27 +28,17 @@ reproducing the paper only.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from medforensics.models._common import flatten_size
+from medforensics.models._common import ConstrainedTanhNet, tanh_block
 from medforensics.models.constrained import ConstrainedConv2d
 from medforensics.models.registry import register_model
 
 __all__ = ["DeepRSI"]
 
 
-def _block(cin: int, cout: int, k: int, stride: int, pad: int, pool: nn.Module) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, stride=stride, padding=pad),
-        nn.BatchNorm2d(cout),
-        nn.Tanh(),
-        pool,
-    )
-
-
 @register_model("deep-rsi")
-class DeepRSI(nn.Module):
+class DeepRSI(ConstrainedTanhNet):
     """Deep-RSI network (see module docstring for the layer table).
 
     Args:
@@ -66,27 +56,9 @@ class DeepRSI(nn.Module):
         }
         self.constrained = ConstrainedConv2d(in_channels, 3, kernel_size=5, padding=0)
         self.features = nn.Sequential(
-            _block(3, 96, 7, 2, 4, nn.MaxPool2d(3, 2)),
-            _block(96, 64, 5, 1, 2, nn.MaxPool2d(3, 2)),
-            _block(64, 64, 5, 1, 2, nn.MaxPool2d(3, 2)),
-            _block(64, 128, 1, 1, 0, nn.AvgPool2d(3, 2)),
+            tanh_block(3, 96, 7, 2, 4, nn.MaxPool2d(3, 2)),
+            tanh_block(96, 64, 5, 1, 2, nn.MaxPool2d(3, 2)),
+            tanh_block(64, 64, 5, 1, 2, nn.MaxPool2d(3, 2)),
+            tanh_block(64, 128, 1, 1, 0, nn.AvgPool2d(3, 2)),
         )
-        self.flat_features = flatten_size(
-            nn.Sequential(self.constrained, self.features), (in_channels, input_size, input_size)
-        )
-        self.head = nn.Sequential(
-            nn.Linear(self.flat_features, 200),
-            nn.Tanh(),
-            nn.Linear(200, 200),
-            nn.Tanh(),
-        )
-        self.classifier = nn.Linear(200, num_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features: (N, C, S, S) float32 -> (N, 200) float32 in [-1, 1]."""
-        z = self.features(self.constrained(x))
-        return self.head(torch.flatten(z, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) float32 -> (N, num_classes) logits."""
-        return self.classifier(self.embed(x))
+        self._init_head(num_classes, in_channels, input_size)

@@ -31,11 +31,10 @@ Input: float32 (N, 1, 256, 256) from :func:`medforensics.data.transforms.paper_p
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from medforensics.errors import ConfigError
-from medforensics.models._common import flatten_size
+from medforensics.models._common import ConstrainedTanhNet, tanh_block
 from medforensics.models.constrained import ConstrainedConv2d
 from medforensics.models.registry import register_model
 
@@ -43,7 +42,7 @@ __all__ = ["DeepMammo"]
 
 
 @register_model("deepmammo")
-class DeepMammo(nn.Module):
+class DeepMammo(ConstrainedTanhNet):
     """DeepMammo network (see module docstring).
 
     Args:
@@ -67,41 +66,13 @@ class DeepMammo(nn.Module):
         super().__init__()
         if pool_stride not in (1, 2, 3):
             raise ConfigError(f"pool_stride must be 1, 2 or 3, got {pool_stride!r}")
-
-        def block(
-            cin: int, cout: int, k: int, stride: int, pad: int, pool: nn.Module
-        ) -> nn.Sequential:
-            layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride=stride, padding=pad)]
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(cout))
-            layers += [nn.Tanh(), pool]
-            return nn.Sequential(*layers)
-
         self.input_spec = {
             **type(self).input_spec, "size": int(input_size), "channels": int(in_channels)
         }
         self.constrained = ConstrainedConv2d(in_channels, 6, kernel_size=7, padding=2)
         self.features = nn.Sequential(
-            block(6, 64, 7, 2, 3, nn.MaxPool2d(3, pool_stride)),
-            block(64, 32, 7, 2, 2, nn.MaxPool2d(3, pool_stride)),
-            block(32, 10, 1, 2, 0, nn.AvgPool2d(3, pool_stride)),
+            tanh_block(6, 64, 7, 2, 3, nn.MaxPool2d(3, pool_stride), batch_norm=batch_norm),
+            tanh_block(64, 32, 7, 2, 2, nn.MaxPool2d(3, pool_stride), batch_norm=batch_norm),
+            tanh_block(32, 10, 1, 2, 0, nn.AvgPool2d(3, pool_stride), batch_norm=batch_norm),
         )
-        self.flat_features = flatten_size(
-            nn.Sequential(self.constrained, self.features), (in_channels, input_size, input_size)
-        )
-        self.head = nn.Sequential(
-            nn.Linear(self.flat_features, 200),
-            nn.Tanh(),
-            nn.Linear(200, 200),
-            nn.Tanh(),
-        )
-        self.classifier = nn.Linear(200, num_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features: (N, C, S, S) float32 -> (N, 200) float32 in [-1, 1]."""
-        z = self.features(self.constrained(x))
-        return self.head(torch.flatten(z, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) float32 -> (N, num_classes) logits."""
-        return self.classifier(self.embed(x))
+        self._init_head(num_classes, in_channels, input_size)
