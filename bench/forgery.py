@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 log = logging.getLogger("bench.forgery")
 

@@ -553,19 +553,22 @@ def forgery_evaluate_cmd(
                                 [k.strip() for k in kinds.split(",") if k.strip()])
     except MedForensicsError as exc:
         _fail(exc)
+    def f3(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) and v == v else "n/a"
+
     im = res["image"]
     px = res["pixel"]
     typer.echo(f"{res['method']} on {res['rows']}: {res['n_tampered']} tampered + "
                f"{res['n_original']} original")
-    typer.echo(f"image: AUC {im['auc']:.3f}, accuracy {im['accuracy']:.3f}, precision "
-               f"{im['precision']:.3f}, recall {im['recall']:.3f}, F1 {im['f1']:.3f} "
-               f"(threshold {res['threshold']:.2f})")
-    typer.echo(f"pixel (tampered, {res['band']}-px band out): F1-best {px.get('f1_best', 0):.3f}"
-               f", F1@0.5 {px.get('f1_fixed', 0):.3f}, IoU@0.5 {px.get('iou_fixed', 0):.3f}, "
-               f"AUC {px.get('auc', 0):.3f}")
+    typer.echo(f"image: AUC {f3(im.get('auc'))}, accuracy {f3(im.get('accuracy'))}, precision "
+               f"{f3(im.get('precision'))}, recall {f3(im.get('recall'))}, F1 {f3(im.get('f1'))}"
+               f" (threshold {res['threshold']:.2f})")
+    typer.echo(f"pixel (tampered, {res['band']}-px band out): F1-best {f3(px.get('f1_best'))}, "
+               f"F1@0.5 {f3(px.get('f1_fixed'))}, IoU@0.5 {f3(px.get('iou_fixed'))}, "
+               f"AUC {f3(px.get('auc'))}")
     for k, auc in res["image_auc_by_kind"].items():
         pk = res["pixel_by_kind"].get(k, {})
-        typer.echo(f"  {k}: image AUC {auc:.3f}, pixel F1-best {pk.get('f1_best', 0):.3f}")
+        typer.echo(f"  {k}: image AUC {f3(auc)}, pixel F1-best {f3(pk.get('f1_best'))}")
     if res["failures"]:
         typer.echo(f"{len(res['failures'])} file(s) failed (listed in metrics.json)", err=True)
     typer.echo(f"wrote {out / 'metrics.json'}")

@@ -51,7 +51,7 @@ _CONTEXT = 15  # side of the mean filter giving each cue's neighbourhood feature
 
 
 def pixel_feature_names(cues: Sequence[str]) -> list[str]:
-    """Names of the per-pixel features for the cue list ``cues`` (order of :func:`pixel_features`)."""
+    """Names of the per-pixel features for ``cues`` (the order of :func:`pixel_features`)."""
     names: list[str] = []
     for c in cues:
         names += [c, f"{c}_mean{_CONTEXT}"]

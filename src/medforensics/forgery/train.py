@@ -7,8 +7,8 @@ MANIFEST_COLUMNS`): one tampered file and its matched original per ``pair_id``. 
 **Split** (:func:`split_tamper_rows`). An original and its tampered twin always land in the same
 split, and so does everything from one patient: when the manifest carries a complete
 ``split`` column with train and test rows (carried over from the source-identification
-manifest the tampered images came from), it is used as is - this also keeps the fingerprint cue's source model from having
-seen the test images - unless ``resplit=True``; otherwise
+manifest the tampered images came from), it is used as is - this also keeps the fingerprint
+cue's source model from having seen the test images - unless ``resplit=True``; otherwise
 :func:`medforensics.data.splits.assign_splits` (``by="patient"``) assigns train/val/test with
 pairs tied together by their source image (``original_path``) and by ``PatientID`` /
 ``StudyInstanceUID`` when present, stratified by the pair's tampering kind. The assignment is
@@ -45,7 +45,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
