@@ -35,6 +35,7 @@ it can still be read); a batch never stops on one file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
 import json
@@ -58,6 +59,8 @@ __all__ = [
     "ReportOutput",
     "TRAINING_FREE",
     "analyse_case",
+    "dataclass_scalars",
+    "json_scalar",
     "render_case_report",
     "render_html",
     "write_report",
@@ -248,8 +251,12 @@ def _finite(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _scalar(value: Any) -> Any:
-    """A JSON scalar for a result attribute (NumPy scalars unwrapped, NaN -> None)."""
+def json_scalar(value: Any) -> Any:
+    """A plain JSON scalar for a result attribute.
+
+    NumPy scalars are unwrapped; non-finite floats and anything that is not None, bool, int,
+    float or str become None.
+    """
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -257,6 +264,21 @@ def _scalar(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return None
+
+
+def dataclass_scalars(obj: Any) -> dict[str, Any]:
+    """The fields of a dataclass instance that are JSON scalars, in field order.
+
+    Arrays and fields whose :func:`json_scalar` is None are left out; a non-dataclass gives {}.
+    """
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return {}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        val = getattr(obj, f.name)
+        if not isinstance(val, np.ndarray) and json_scalar(val) is not None:
+            out[f.name] = json_scalar(val)
+    return out
 
 
 def _software_versions() -> dict[str, str]:
@@ -520,14 +542,9 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
         return {"status": "failed", "message": redact(str(exc)),
                 "reason": getattr(exc, "reason", type(exc).__name__)}
     out: dict[str, Any] = {"status": "done"}
-    extras: dict[str, Any] = {}
-    if hasattr(res, "__dataclass_fields__"):
-        for name in res.__dataclass_fields__:
-            val = getattr(res, name)
-            if not isinstance(val, np.ndarray) and _scalar(val) is not None:
-                extras[name] = _scalar(val)
+    extras = dataclass_scalars(res)
     for name in ("score", "verdict", "forged_area_percent", "ela_score"):
-        out[name] = _scalar(getattr(res, name, None))
+        out[name] = json_scalar(getattr(res, name, None))
         extras.pop(name, None)
     for name in ("note", "message"):
         if isinstance(extras.get(name), str):
@@ -535,7 +552,7 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
     out["details"] = dict(sorted(extras.items()))
     cues = getattr(res, "cues", None)
     if isinstance(cues, Mapping):
-        out["cues"] = {str(k): _scalar(v) for k, v in cues.items()}
+        out["cues"] = {str(k): json_scalar(v) for k, v in cues.items()}
     notes = getattr(res, "notes", None)
     if isinstance(notes, (list, tuple)):
         out["notes"] = [redact(str(n)) for n in notes]

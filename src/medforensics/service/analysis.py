@@ -10,18 +10,15 @@ Errors caused by the input are raised as :class:`InputError` (-> HTTP 4xx with t
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError, ReadError
+from medforensics.report import dataclass_scalars, json_scalar
 
 __all__ = [
     "CaseService", "DEFAULT_MAX_FRAME_PIXELS", "FORGERY_FIELDS", "InputError", "NotAvailable",
@@ -73,17 +70,6 @@ def _file_sha256(path: Path) -> str | None:
         for block in iter(lambda: fp.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON value of a scalar (NumPy scalars to Python, non-finite floats to None)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return None
 
 
 def _clean_message(text: str, path: Path, filename: str) -> str:
@@ -281,7 +267,7 @@ class CaseService:
         out = v.to_dict()
         out["path"] = filename
         out["message"] = _clean_message(out["message"], path, filename)
-        out.update({k: _jsonable(val) for k, val in extra.items()})
+        out.update({k: json_scalar(val) for k, val in extra.items()})
         if preview:
             from medforensics.service.render import png_b64, preview_grey
 
@@ -310,13 +296,9 @@ class CaseService:
             raise InputError("invalid-image", _clean_message(str(exc), path, filename)) from None
         out: dict[str, Any] = {"path": filename, "rows": int(img.meta.rows),
                                "cols": int(img.meta.cols)}
-        if dataclasses.is_dataclass(res) and not isinstance(res, type):
-            for f in dataclasses.fields(res):
-                val = getattr(res, f.name)
-                if not isinstance(val, np.ndarray) and _jsonable(val) is not None:
-                    out[f.name] = _jsonable(val)
+        out.update(dataclass_scalars(res))
         for name in FORGERY_FIELDS:
-            out[name] = _jsonable(getattr(res, name, None))
+            out[name] = json_scalar(getattr(res, name, None))
         prob = getattr(res, "prob_map", None)
         if prob is not None:
             out["overlay_png_b64"] = png_b64(overlay_rgb(img.pixels, prob))
