@@ -169,6 +169,20 @@ def _check_probs(probs: Any, n: int | None, n_classes: int | None) -> np.ndarray
     return p
 
 
+def _binary_inputs(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Flattened ``(y, s, n_pos, n_neg)``: y (N,) bool, s (N,) float64 and the class counts.
+
+    Raises:
+        ConfigError: labels and scores differ in shape.
+    """
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ConfigError(f"labels {y.shape} and scores {s.shape} differ in shape")
+    n_pos = int(y.sum())
+    return y, s, n_pos, int(y.size - n_pos)
+
+
 def binary_auc(labels: Any, scores: Any) -> float:
     """Area under the ROC curve from ranks (Mann-Whitney U; ties count one half).
 
@@ -179,12 +193,7 @@ def binary_auc(labels: Any, scores: Any) -> float:
     Returns:
         AUC in [0, 1], or NaN when there is no positive or no negative sample.
     """
-    y = np.asarray(labels).astype(bool).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ConfigError(f"labels {y.shape} and scores {s.shape} differ in shape")
-    n_pos = int(y.sum())
-    n_neg = int(y.size - n_pos)
+    y, s, n_pos, n_neg = _binary_inputs(labels, scores)
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     if not np.all(np.isfinite(s)):
@@ -208,12 +217,7 @@ def roc_points(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.nda
         threshold ``+inf`` and ending at (1, 1); a sample is called positive when
         ``score >= threshold``. Raises :class:`ConfigError` when one class is absent.
     """
-    y = np.asarray(labels).astype(bool).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ConfigError(f"labels {y.shape} and scores {s.shape} differ in shape")
-    n_pos = int(y.sum())
-    n_neg = int(y.size - n_pos)
+    y, s, n_pos, n_neg = _binary_inputs(labels, scores)
     if n_pos == 0 or n_neg == 0:
         raise ConfigError("ROC needs at least one positive and one negative sample")
     order = np.argsort(-s, kind="mergesort")
