@@ -839,19 +839,25 @@ def prepare_for_decoding(ds: Dataset, meta: ImageMeta) -> None:
         _check_encapsulated(ds, meta)
 
 
-def decode_stored(ds: Dataset, meta: ImageMeta, frame: int) -> np.ndarray:
-    """Decode one frame to its stored values (no Modality LUT, no inversion).
+def _checked_frame(decode: Callable[[], tuple[np.ndarray, Any]], meta: ImageMeta) -> np.ndarray:
+    """Run one pydicom decoder call quietly and check the frame it returns.
+
+    Args:
+        decode: returns ``(array, info)`` as ``Decoder.as_array`` / ``next(iter_array)`` do.
+        meta: the header of the file (for the expected shape and the error messages).
 
     Returns:
-        Integer array (rows, cols), dtype of the stored values (uint8/int8/uint16/int16/...);
-        may be a read-only view of the data set's buffer for native syntaxes.
+        The decoded (rows, cols) integer array.
+
+    Raises:
+        ReadError: from :func:`_decode_error` when the decoder fails.
+        DecodeError: the frame shape differs from the header's (rows, cols).
     """
-    decoder = get_decoder(meta.transfer_syntax)
     try:
         with _quiet():
-            arr, _ = decoder.as_array(ds, index=frame, **_decode_options(meta))
+            arr, _ = decode()
     except BaseException as exc:  # noqa: BLE001
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
         raise _decode_error(exc, meta) from exc
     if arr.shape != (meta.rows, meta.cols):
@@ -862,24 +868,25 @@ def decode_stored(ds: Dataset, meta: ImageMeta, frame: int) -> np.ndarray:
     return arr
 
 
+def decode_stored(ds: Dataset, meta: ImageMeta, frame: int) -> np.ndarray:
+    """Decode one frame to its stored values (no Modality LUT, no inversion).
+
+    Returns:
+        Integer array (rows, cols), dtype of the stored values (uint8/int8/uint16/int16/...);
+        may be a read-only view of the data set's buffer for native syntaxes.
+    """
+    decoder = get_decoder(meta.transfer_syntax)
+    return _checked_frame(
+        lambda: decoder.as_array(ds, index=frame, **_decode_options(meta)), meta
+    )
+
+
 def iter_stored(ds: Dataset, meta: ImageMeta) -> Iterator[np.ndarray]:
     """Yield every frame's stored values in order (see :func:`decode_stored`)."""
     decoder = get_decoder(meta.transfer_syntax)
     it = decoder.iter_array(ds, **_decode_options(meta))
     for _ in range(meta.n_frames):
-        try:
-            with _quiet():
-                arr, _ = next(it)
-        except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-                raise
-            raise _decode_error(exc, meta) from exc
-        if arr.shape != (meta.rows, meta.cols):
-            raise DecodeError(
-                f"decoded frame has shape {arr.shape}, expected ({meta.rows}, {meta.cols})",
-                meta.path,
-            )
-        yield arr
+        yield _checked_frame(lambda: next(it), meta)
 
 
 def _float_value(ds: Dataset, keyword: str, default: float, path: str) -> float:
