@@ -7,18 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _helpers import one_torch_thread  # noqa: F401
 from medforensics.errors import ConfigError
 from medforensics.models import create_model, list_models, register_model
 from medforensics.models.constrained import ConstrainedConv2d, attach_projection
 from medforensics.models.patch import aggregate_patch_logprobs
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_registry_lists_presets_and_input_specs():

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _helpers import one_torch_thread  # noqa: F401
 from medforensics.errors import ConfigError
 from medforensics.models.constrained import (
     ConstrainedConv2d,
@@ -19,15 +20,6 @@ from medforensics.models.constrained import (
 )
 
 TOL = 2e-6
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is much faster on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _check_invariant(layer: ConstrainedConv2d, tol: float = TOL) -> None:

@@ -8,19 +8,12 @@ import pickle
 import pytest
 import torch
 
+from _helpers import one_torch_thread  # noqa: F401
 from medforensics import __version__
 from medforensics.errors import ConfigError, ModelFileError
 from medforensics.models import create_model
 from medforensics.models.constrained import attach_projection, max_constraint_violation
 from medforensics.models.io import load_model, save_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _trained_patch_model() -> torch.nn.Module:
