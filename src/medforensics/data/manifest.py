@@ -536,18 +536,15 @@ def _archive_statuses(rows: list[dict[str, Any]], label: str, filters: IngestFil
         elif not r[label]:
             r["status"] = "missing-label"
             r["reason_detail"] = _missing_label_detail(r, label)
-    if filters.modalities is not None:
-        keep = {m.strip().upper() for m in filters.modalities}
+    for wanted, column, status in ((filters.modalities, "Modality", "filtered-modality"),
+                                   (filters.views, "ViewPosition", "filtered-view")):
+        if wanted is None:
+            continue
+        keep = {v.strip().upper() for v in wanted}
         for r in rows:
-            if not r["status"] and r["Modality"].upper() not in keep:
-                r["status"] = "filtered-modality"
-                r["reason_detail"] = f"Modality {r['Modality']!r} not in {','.join(sorted(keep))}"
-    if filters.views is not None:
-        keep = {v.strip().upper() for v in filters.views}
-        for r in rows:
-            if not r["status"] and r["ViewPosition"].upper() not in keep:
-                r["status"] = "filtered-view"
-                r["reason_detail"] = f"ViewPosition {r['ViewPosition']!r} not in {','.join(sorted(keep))}"
+            if not r["status"] and r[column].upper() not in keep:
+                r["status"] = status
+                r["reason_detail"] = f"{column} {r[column]!r} not in {','.join(sorted(keep))}"
     if filters.min_images_per_class or filters.min_patients_per_class:
         _class_size_filters(rows, label, filters)
     for r in rows:
