@@ -226,9 +226,9 @@ class ReportOutput:
 
 
 def _sha256(path: str | Path) -> str:
-    from medforensics.data.manifest import _sha256 as streamed_sha256
+    from medforensics.data.manifest import file_sha256
 
-    return streamed_sha256(str(path))
+    return file_sha256(path)
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}

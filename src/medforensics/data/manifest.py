@@ -71,6 +71,7 @@ from medforensics.errors import ConfigError, ManifestError, ReadError
 
 __all__ = [
     "COLUMNS",
+    "file_sha256",
     "LABEL_COLUMNS",
     "ELIGIBLE",
     "IngestFilters",
@@ -277,8 +278,12 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-def _sha256(path: str, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks (flat memory for huge files)."""
+def file_sha256(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (flat memory for huge files).
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(block):
@@ -315,7 +320,7 @@ def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) ->
     row = _empty_row(spath)
     row["_qc"] = ""
     try:
-        row["sha256"] = _sha256(spath)
+        row["sha256"] = file_sha256(spath)
     except OSError as exc:
         row["status"] = "unreadable"
         row["reason_detail"] = f"file-access: {exc.strerror or exc}"

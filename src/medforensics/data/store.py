@@ -39,7 +39,6 @@ once. Re-running ``prepare`` on the same store only decodes what is new or chang
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -54,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from medforensics.data.manifest import file_sha256
 from medforensics.errors import ConfigError, ReadError, StoreError
 
 log = logging.getLogger(__name__)
@@ -318,21 +318,13 @@ def _init_worker() -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _decode_task(path: str, expected_sha: str, want_pixels: bool, want_paper: bool
                  ) -> dict[str, Any]:
     """Hash and decode one file. Never raises: failures come back as a ``reason``."""
     out: dict[str, Any] = {"path": path, "sha256": "", "pixels": None, "paper": None,
                            "reason": "", "detail": ""}
     try:
-        sha = _file_sha256(path)
+        sha = file_sha256(path)
     except OSError as exc:
         out.update(reason="file-access", detail=f"cannot read the file: {exc.strerror or exc}")
         return out

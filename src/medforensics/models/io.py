@@ -30,7 +30,6 @@ key mismatch) with :class:`~medforensics.errors.ModelFileError`. It never calls
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medforensics import __version__
+from medforensics.data.manifest import file_sha256
 from medforensics.errors import ConfigError, ModelFileError
 from medforensics.models.constrained import max_constraint_violation
 from medforensics.models.registry import create_model
@@ -60,14 +60,6 @@ _REFUSED_SUFFIXES = {
 _MODEL_KEYS = ("format", "name", "model_kwargs", "num_classes", "input_spec", "software_version",
                "created", "weights_file", "weights_sha256")
 _CALLER_KEYS = ("classes", "preprocess", "label_column", "training_manifest_sha256", "seed")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _jsonish(value: Any) -> Any:
@@ -177,7 +169,7 @@ def save_model(
     tmp = weights_path.with_name(weights_path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt", "medforensics_model": name})
     os.replace(tmp, weights_path)
-    meta["weights_sha256"] = _sha256(weights_path)
+    meta["weights_sha256"] = file_sha256(weights_path)
     _atomic_write_bytes(json_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     log.info("saved model %s (%d classes) to %s", name, num_classes, weights_path)
     return json_path
@@ -233,7 +225,7 @@ def load_model(
     weights_path = json_path.parent / wf
     if not weights_path.is_file():
         raise ModelFileError(f"{weights_path}: weights file not found")
-    if _sha256(weights_path) != meta["weights_sha256"]:
+    if file_sha256(weights_path) != meta["weights_sha256"]:
         raise ModelFileError(f"{weights_path}: sha256 does not match model.json (file changed?)")
     _check_safetensors_header(weights_path)
 

@@ -10,7 +10,6 @@ Errors caused by the input are raised as :class:`InputError` (-> HTTP 4xx with t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError, ReadError
+from medforensics.data.manifest import file_sha256
 from medforensics.report import dataclass_scalars, json_scalar
 
 __all__ = [
@@ -63,13 +63,8 @@ class NotAvailable(Exception):
 
 
 def _file_sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for block in iter(lambda: fp.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of ``path``, or None when it is not a regular file."""
+    return file_sha256(path) if path.is_file() else None
 
 
 def _clean_message(text: str, path: Path, filename: str) -> str:
