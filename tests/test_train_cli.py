@@ -9,16 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from _helpers import one_torch_thread  # noqa: F401
+
 from medforensics.cli import app
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and the test machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _helpers import one_torch_thread  # noqa: F401
+
 from medforensics.errors import ConfigError, ManifestError
 from medforensics.train.checkpoint import decode_tree, encode_tree
 from medforensics.train.engine import TrainConfig, train
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and the test machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 CLASSES = ["vendorA", "vendorB", "vendorC"]
 SIZE = 80
