@@ -19,7 +19,7 @@ from _helpers import one_torch_thread  # noqa: F401
 
 from medforensics.errors import ConfigError, ManifestError
 from medforensics.train.checkpoint import decode_tree, encode_tree
-from medforensics.train.engine import TrainConfig, train
+from medforensics.train.engine import train
 
 CLASSES = ["vendorA", "vendorB", "vendorC"]
 SIZE = 80
@@ -115,7 +115,8 @@ def test_tiny_training_learns_and_writes_run(tmp_path: Path) -> None:
     # Per-epoch metrics, JSONL + CSV.
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
-    assert {"train_loss", "val_loss", "val_acc", "val_bacc", "best_epoch"} <= set(json.loads(lines[0]))
+    first = json.loads(lines[0])
+    assert {"train_loss", "val_loss", "val_acc", "val_bacc", "best_epoch"} <= set(first)
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 5
     # Final model + metadata.
     meta = json.loads((tmp_path / "model.json").read_text())

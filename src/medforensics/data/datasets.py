@@ -367,7 +367,8 @@ class PatchDataset(Dataset):
         arr = self.source.crop(path, int(y), int(x), self.patch, self.patch)
         if self.transform is not None:
             arr = self.transform(arr)
-        return torch.from_numpy(np.ascontiguousarray(arr, np.float32))[None], self.image_targets[image]
+        x = torch.from_numpy(np.ascontiguousarray(arr, np.float32))[None]
+        return x, self.image_targets[image]
 
 
 class PatchSetDataset(Dataset):
