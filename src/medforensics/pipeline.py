@@ -41,7 +41,7 @@ class DemoConfig:
     units_per_model: int = 2
     patients: int = 48
     size: tuple[int, int] = (384, 640)
-    epochs: int = 6
+    epochs: int = 12
     patches_per_image: int | None = None
     device: str = "cpu"
     n_identify: int = 4
