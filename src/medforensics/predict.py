@@ -301,7 +301,9 @@ def calibrate_run(
         raise ConfigError("calibration needs validation images (split == 'val') of known classes")
     z = np.stack(logits)
     y_arr = np.asarray(labels)
-    t = float(fit_temperature(z, y_arr))
+    # Lower bound 0.5: when the validation images are all classified correctly the NLL keeps
+    # falling as T -> 0, and an unbounded fit only makes test probabilities overconfident.
+    t = float(fit_temperature(z, y_arr, bounds=(0.5, 20.0)))
     probs = softmax(z / t)
     thr = float(fit_unknown_threshold(probs.max(axis=1), target_false_unknown))
     record = {
