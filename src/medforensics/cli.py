@@ -414,6 +414,8 @@ def identify_cmd(
     paths: List[Path] = typer.Argument(..., help="Image files or folders (recursive)."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    workers: int = typer.Option(
+        0, "--workers", help="Decode-ahead worker processes (0 = in-process); same results."),
 ) -> None:
     """Which device made each image? consistent / MISMATCH / UNKNOWN / unreadable verdicts."""
     import json as _json
@@ -428,7 +430,7 @@ def identify_cmd(
         _fail(exc)
         return
     verdicts = []
-    for v, extra in identify_files(predictor, _expand_paths(paths)):
+    for v, extra in identify_files(predictor, _expand_paths(paths), workers=workers):
         if as_json:
             typer.echo(_json.dumps({**v.to_dict(), **extra}))
         else:
