@@ -17,7 +17,8 @@ What it does (everything generated here, nothing downloaded; steps are cached in
 4. **JPEG exports**: every DICOM exported as 8-bit JPEG q90 (0.5-99.5 percentile window), the
    JPEG files tampered (an edit of the exported JPEG, re-saved with the same tables), the
    paper's ``ela-cnn`` trained on the train split vs ours, accuracy on the test split (the
-   paper reports 93 % on its own 600 images);
+   paper reports 93 % on its own 600 images); and the textbook ELA case: the decoded JPEG
+   exports edited and saved losslessly (PNG), so that only the edit lacks the JPEG history;
 5. **JPEG re-save of a tampered DICOM export**: the tampered and original test DICOMs of step 2
    exported to JPEG q90 *after* the edit (the edit leaves no double-compression trace);
 6. **real files** (../shared/data/real, skipped when absent): lossless single-frame
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     out = Path(args.out)
-    work = out / "work"
+    work = (out / "work").resolve()
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -285,6 +286,43 @@ def main(argv: list[str] | None = None) -> int:
         m = evaluate(det, man, ev, "jpeg__" + key)
         table += summary_rows("8-bit JPEG q90 export, edited as JPEG", name, m)
     lap("jpeg exports", t)
+
+    # 4b. the textbook ELA case: JPEG export, edited, saved losslessly (PNG) ------------------
+    t = time.perf_counter()
+    png_dir = work / "jpeg_export_png"
+    prows = []
+    for jr in jrows:
+        dst = png_dir / Path(jr["path"]).relative_to(jpg_dir).with_suffix(".png")
+        if not dst.is_file():
+            from medforensics.io import read_image, write_png8
+
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            write_png8(dst, read_image(jr["path"])[0])
+        prows.append({**jr, "path": str(dst)})
+    png_set = work / "tamper_jpeg_png"
+    if not (png_set / "tamper_manifest.csv").is_file():
+        generate(prows, png_set, kinds=KINDS, seed=args.seed + 4, sizes=(64, 192))
+    png_manifest = png_set / "tamper_manifest.csv"
+    ela_prun = work / "run_ela_jpeg_png"
+    if not (ela_prun / "model.json").is_file():
+        train_forgery(png_manifest, preset="ela-cnn", out_dir=ela_prun, epochs=ela_epochs,
+                      seed=args.seed, resume=ela_prun.exists(), progress=False)
+    cues_prun = work / "run_cues_jpeg_png"
+    if not (cues_prun / "model.json").is_file():
+        train_forgery(png_manifest, preset="cues", out_dir=cues_prun, seed=args.seed,
+                      resume=cues_prun.exists(), progress=False)
+    test_png = work / "tamper_jpeg_png_test.csv"
+    pall = list(csv.DictReader(open(png_manifest, newline="")))
+    write_rows([r for r in pall if r["split"] == "test"], test_png)
+    for key, name, det, man in (
+            ("ela_cnn", "ela-cnn (paper)", ForgeryDetector.from_run(ela_prun), png_manifest),
+            ("free", "cues (training-free)", free, test_png),
+            ("free_ela", "cues (training-free, --ela always)",
+             ForgeryDetector.from_run(None, ela="always"), test_png),
+            ("learned", "cues learned", ForgeryDetector.from_run(cues_prun), png_manifest)):
+        m = evaluate(det, man, ev, "jpegpng__" + key)
+        table += summary_rows("JPEG q90 export, edited, saved as PNG", name, m)
+    lap("jpeg export saved losslessly", t)
 
     # 5. JPEG re-save of a tampered DICOM export ---------------------------------------------
     t = time.perf_counter()

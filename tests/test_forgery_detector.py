@@ -62,6 +62,9 @@ def test_lossy_input_adds_ela_cue(cues: ForgeryDetector) -> None:
     img8 = (_radiograph(2) // 16).astype(np.float32)
     res = cues.detect(img8, Meta())
     assert "ela" in res.cues and any("stored 8-bit values" in n for n in res.notes)
+    # --ela always / never override the lossy flag
+    assert "ela" in ForgeryDetector(ela="always").detect(img8, None).cues
+    assert "ela" not in ForgeryDetector(ela="never").detect(img8, Meta()).cues
 
 
 def test_planted_copy_move_found(cues: ForgeryDetector) -> None:

@@ -541,6 +541,8 @@ def forgery_evaluate_cmd(
         None, "--source-model", help="Source patch run for the fingerprint cue."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds only."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many pairs."),
+    ela: str = typer.Option(
+        "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
     """Image-level and pixel-level metrics of a forgery detector on a tamper manifest."""
@@ -549,7 +551,7 @@ def forgery_evaluate_cmd(
     from medforensics.forgery.evaluate import evaluate_detector
 
     try:
-        det = ForgeryDetector.from_run(run, source_run=source_model, device=device)
+        det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela)
         res = evaluate_detector(det, manifest, out_dir=out, split=split, limit=limit,
                                 kinds=None if kinds is None else
                                 [k.strip() for k in kinds.split(",") if k.strip()])
@@ -585,6 +587,8 @@ def forgery_detect_cmd(
         None, "--maps", help="Write maps here: 16-bit PNG + .npy at native size, overlay PNG."),
     source_model: Optional[Path] = typer.Option(
         None, "--source-model", help="Source patch run: adds the fingerprint cue."),
+    ela: str = typer.Option(
+        "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
     """Forgery score, verdict, forged area and ELA score per image (unreadable files reported)."""
@@ -594,7 +598,7 @@ def forgery_detect_cmd(
     from medforensics.forgery.detector import ForgeryDetector, detect_files
 
     try:
-        det = ForgeryDetector.from_run(run, source_run=source_model, device=device)
+        det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela)
     except MedForensicsError as exc:
         _fail(exc)
     n_bad = 0

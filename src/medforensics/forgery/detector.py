@@ -168,6 +168,11 @@ class ForgeryDetector:
         copymove_kw: extra arguments for :func:`~medforensics.forgery.copymove.detect_copy_move`.
         noise_kw: extra arguments for
             :func:`~medforensics.forgery.noiseinconsistency.noise_inconsistency_map`.
+        ela: training-free detector: ``"auto"`` uses the ELA cue for lossy inputs only
+            (``meta.lossy``), ``"always"`` on every input (e.g. 8-bit PNG/TIFF that were JPEG
+            before: an edit saved losslessly over JPEG history is ELA's textbook case),
+            ``"never"`` not at all. The learned combiner always uses ``"auto"`` (as in its
+            training).
     """
 
     def __init__(
@@ -186,6 +191,7 @@ class ForgeryDetector:
         fingerprint_stride: int = 16,
         copymove_kw: dict[str, Any] | None = None,
         noise_kw: dict[str, Any] | None = None,
+        ela: str = "auto",
     ) -> None:
         if method not in ("cues", "cues-learned", "ela-cnn"):
             raise ConfigError(f"unknown forgery method {method!r}")
@@ -197,6 +203,9 @@ class ForgeryDetector:
             raise ConfigError("method 'cues-learned' needs a fitted combiner")
         if method == "ela-cnn" and ela_model is None:
             raise ConfigError("method 'ela-cnn' needs the ELA-CNN model")
+        if ela not in ("auto", "always", "never"):
+            raise ConfigError(f"ela must be auto, always or never, got {ela!r}")
+        self.ela = ela
         self.method = method
         self.threshold = float(threshold)
         self.inconclusive_band = float(inconclusive_band)
@@ -307,6 +316,7 @@ class ForgeryDetector:
                                                                        "")),
             "fingerprint_stride": self.fingerprint_stride,
             "ela_quality": _ELA_QUALITY,
+            "ela_cue": self.ela,
         }
 
     @property
@@ -341,8 +351,11 @@ class ForgeryDetector:
             names: list[str] | None = [c for c in self.combiner.cues if c != "ela" or lossy]
             if "fingerprint" not in names:
                 fp = None
-        else:
+        elif self.ela == "auto":
             names = None  # localize's default: copymove, noise, ELA if lossy, fingerprint if fp
+        else:
+            names = ["copymove", "noise"] + (["ela"] if self.ela == "always" else []) + (
+                ["fingerprint"] if fp is not None else [])
         patch = int(getattr(self.source, "patch", 64)) if self.source is not None else 64
         return localize(
             pixels, lossy=lossy, bits_stored=bits_stored, cues=names, patch_logprobs=fp,

@@ -390,7 +390,7 @@ def _panel(pixels: np.ndarray, mask: np.ndarray, pmap: np.ndarray, path: Path,
     from medforensics.forgery.ela import window_to_uint8
 
     img8, _, _ = window_to_uint8(pixels)
-    fig = Figure(figsize=(12, 4.3), dpi=90)
+    fig = Figure(figsize=(12, 4.8), dpi=90)
     axes = fig.subplots(1, 3)
     axes[0].imshow(img8, cmap="gray", vmin=0, vmax=255)
     axes[0].set_title(f"image (display window)\n{title}", fontsize=9)
@@ -402,5 +402,5 @@ def _panel(pixels: np.ndarray, mask: np.ndarray, pmap: np.ndarray, path: Path,
     for a in axes:
         a.set_xticks([])
         a.set_yticks([])
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.96))
     fig.savefig(path)
