@@ -1,13 +1,12 @@
 """Training-throughput measurement for the registered models (CPU or GPU).
 
-``python -m medforensics.models.bench patch --batch 64 --size 64 --threads 1`` prints items/s
+``python bench/model_throughput.py patch --batch 64 --size 64 --threads 1`` prints items/s
 for full training steps (forward, cross-entropy, backward, Adam step, constrained-layer
 projection) on random data; the numbers in the docs were produced this way.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -88,22 +87,3 @@ def training_throughput(
     return {"items_per_s": batch / dt, "seconds_per_step": dt, "cpu_seconds_per_step": cpu,
             "items_per_cpu_s": batch / cpu if cpu > 0 else float("nan"), "batch": batch,
             "size": side, "threads": old_threads if threads is None else int(threads)}
-
-
-def _main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("name")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    r = training_throughput(args.name, batch=args.batch, size=args.size, steps=args.steps,
-                            threads=args.threads)
-    print(f"{args.name}: {r['items_per_s']:.0f} items/s wall, {r['items_per_cpu_s']:.0f} items per "
-          f"CPU-second (training, batch {r['batch']}, {r['size']}px, {r['threads']} thread(s), "
-          f"{r['seconds_per_step'] * 1e3:.1f} ms/step)")
-
-
-if __name__ == "__main__":
-    _main()
