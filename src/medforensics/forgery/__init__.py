@@ -12,4 +12,11 @@ Modules (import the one you need; nothing is imported here):
 * :mod:`~medforensics.forgery.localize` - one per-pixel map, image score, forged area.
 * :mod:`~medforensics.forgery.metrics` - pixel-level metrics with a boundary band.
 * :mod:`~medforensics.forgery.evaluate` - image AUC and pixel metrics on a tamper manifest.
+* :mod:`~medforensics.forgery.detector` - ``ForgeryDetector`` (the contract the service, the
+  case report and the CLI use): training-free cues, learned combiner, ELA-CNN.
+* :mod:`~medforensics.forgery.combiner` - the learned logistic cue combiner (preset ``cues``).
+* :mod:`~medforensics.forgery.train` - ``medforensics forgery train`` (``cues``, ``ela-cnn``).
+* :mod:`~medforensics.forgery.demo` - the forgery section of ``medforensics demo``.
+
+See ``docs/forgery.md`` for the benchmark and the known weaknesses.
 """
