@@ -40,6 +40,10 @@ _EXPORTS = {
     "identify_files": "medforensics.predict",
     "evaluate_run": "medforensics.eval.evaluate",
     "UnitFingerprints": "medforensics.fingerprint",
+    # forgery
+    "ForgeryDetector": "medforensics.forgery.detector",
+    "train_forgery": "medforensics.forgery.train",
+    "evaluate_detector": "medforensics.forgery.evaluate",
     # the main job
     "run_demo": "medforensics.pipeline",
     "DemoConfig": "medforensics.pipeline",

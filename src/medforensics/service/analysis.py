@@ -141,6 +141,8 @@ class CaseService:
                 "this installation has no forgery detector (medforensics.forgery.detector."
                 f"ForgeryDetector is missing: {exc}); start the service without --forgery-model"
             ) from None
+        if str(run) in ("none", "cues"):  # the training-free detector
+            return ForgeryDetector.from_run(None)
         if not run.exists():
             raise ModelFileError(f"forgery model run {run} does not exist")
         return ForgeryDetector.from_run(run)
