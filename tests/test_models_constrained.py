@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 import torch
@@ -185,55 +184,57 @@ def test_state_dict_round_trip_and_loading_violating_weights(caplog):
     _check_invariant(b)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_DDP_WORKER = """
+import os, sys
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from medforensics.models.constrained import ConstrainedConv2d, project_constraints
 
-
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
-    torch.manual_seed(100 + rank)  # different init per rank: DDP must broadcast rank 0's
-    net = DDP(_tiny_net())
-    opt = torch.optim.Adam(net.parameters(), lr=0.05)
-    gen = torch.Generator().manual_seed(rank)
-    for _ in range(20):
-        x = torch.randn(8, 1, 20, 20, generator=gen)
-        y = torch.randint(0, 3, (8,), generator=gen)
-        opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-        project_constraints(net)  # through the DDP wrapper
-    w = net.module[0].weight.detach().clone()
-    gathered = [torch.empty_like(w) for _ in range(world)]
-    dist.all_gather(gathered, w)
-    diff = float((gathered[0] - gathered[1]).abs().max())
-    violation = net.module[0].constraint_violation()
-    with open(f"{out_dir}/rank{rank}.txt", "w") as fh:
-        fh.write(f"{diff} {violation}")
-    # both ranks leave together: rank 0 hosts the TCP store, and a rank still talking to it
-    # after rank 0 exits aborts in gloo ("terminate called without an active exception")
-    dist.barrier()
-    dist.destroy_process_group()
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(100 + rank)  # different init per rank: DDP must broadcast rank 0's
+net = DDP(nn.Sequential(ConstrainedConv2d(1, 3, kernel_size=5), nn.Conv2d(3, 8, 3, stride=2),
+                        nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                        nn.Linear(8, 3)))
+opt = torch.optim.Adam(net.parameters(), lr=0.05)
+gen = torch.Generator().manual_seed(rank)
+for _ in range(20):
+    x = torch.randn(8, 1, 20, 20, generator=gen)
+    y = torch.randint(0, 3, (8,), generator=gen)
+    opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    project_constraints(net)  # through the DDP wrapper
+w = net.module[0].weight.detach().clone()
+gathered = [torch.empty_like(w) for _ in range(world)]
+dist.all_gather(gathered, w)
+diff = float((gathered[0] - gathered[1]).abs().max())
+violation = net.module[0].constraint_violation()
+with open(os.path.join(sys.argv[1], f"rank{rank}.txt"), "w") as fh:
+    fh.write(f"{diff} {violation}")
+dist.barrier()
+dist.destroy_process_group()
+"""
 
 
 @pytest.mark.slow
 def test_ddp_two_ranks_identical_and_constrained(tmp_path):
-    import torch.multiprocessing as mp
+    """Two gloo ranks under torchrun: identical weights, constraint kept after every step."""
+    import os
+    import subprocess
+    import sys
 
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=240)
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    script = tmp_path / "worker.py"
+    script.write_text(_DDP_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--standalone", str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for rank in range(2):
         diff, violation = map(float, (tmp_path / f"rank{rank}.txt").read_text().split())
         assert diff == 0.0
