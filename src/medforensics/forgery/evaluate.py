@@ -231,7 +231,8 @@ def select_rows(rows: list[dict[str, str]], detector: Any, manifest: str | Path,
     Raises:
         ConfigError: a named split that is not known for this manifest.
     """
-    from medforensics.forgery.train import SPLIT_FILE, _file_sha256
+    from medforensics.forgery.train import SPLIT_FILE
+    from medforensics.train.engine import manifest_sha256
 
     if split == "all":
         return rows, "all rows"
@@ -239,7 +240,7 @@ def select_rows(rows: list[dict[str, str]], detector: Any, manifest: str | Path,
     rec = None
     if run is not None and (Path(run) / SPLIT_FILE).is_file():
         data = json.loads((Path(run) / SPLIT_FILE).read_text())
-        if data.get("manifest_sha256") == _file_sha256(manifest):
+        if data.get("manifest_sha256") == manifest_sha256(manifest):
             rec = data.get("paths", {})
     want = "test" if split == "auto" else split
     if rec is not None:

@@ -180,12 +180,6 @@ def _check_pairs(rows: Sequence[dict[str, str]]) -> None:
             raise ManifestError(f"pair {r['pair_id']} is split across {s} and {r['split']}")
 
 
-def _file_sha256(path: str | Path) -> str:
-    from medforensics.train.engine import manifest_sha256
-
-    return manifest_sha256(path)
-
-
 def _write_split(run: Path, rows: Sequence[dict[str, str]], how: str, sha: str) -> None:
     data = {"manifest_sha256": sha, "how": how,
             "paths": {r["path"]: r["split"] for r in rows}}
@@ -243,7 +237,9 @@ def train_forgery(
         raise ConfigError(f"{run} is not empty; choose a new --out or pass --resume")
     run.mkdir(parents=True, exist_ok=True)
     rows = read_tamper_manifest(manifest)
-    sha = _file_sha256(manifest)
+    from medforensics.train.engine import manifest_sha256
+
+    sha = manifest_sha256(manifest)
     rows, how = split_tamper_rows(rows, test=test, val=val, seed=seed, resplit=resplit)
     counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
     log.info("tamper manifest %s: %s split %s", manifest, how, counts)
