@@ -137,3 +137,42 @@ def test_tile_positions_cover_every_pixel():
         tile_positions(20, 70, 32)
     with pytest.raises(ConfigError):
         tile_positions(100, 100, 32, 0)
+
+
+def test_window_stack_and_separable_residual_match_the_padded_reference():
+    """The fast window gather equals cutting from a symmetric-padded image, and the
+    separable residual / 5x5 box equal the 3x3 Ker-Boehme correlation and a uniform filter."""
+    from scipy import ndimage
+
+    from medforensics.data import transforms as T
+    from medforensics.dsp.residuals import HIGHPASS_KERNELS
+
+    img = _noisy(70, 90, seed=11)
+    p = 16
+    ys = np.array([0, 1, 2, 3, 30, 70 - p, 70 - p - 2, 40])
+    xs = np.array([0, 5, 90 - p, 3, 40, 0, 90 - p, 90 - p - 3])
+    stack = T._window_stack(img, ys, xs, p)
+    padded = np.pad(img, T._PAD, mode="symmetric")
+    side = p + 2 * T._PAD
+    ref = np.stack([padded[y:y + side, x:x + side] for y, x in zip(ys, xs)])
+    np.testing.assert_array_equal(stack, ref)
+
+    kb = HIGHPASS_KERNELS["kb"]
+    kb = kb / np.sqrt((kb ** 2).sum())
+    r_ref = np.abs(ndimage.correlate(ref.astype(np.float64), kb[None]))[:, 1:-1, 1:-1]
+    r = T._abs_residual(stack)
+    np.testing.assert_allclose(r, r_ref, rtol=1e-4, atol=1e-3)
+    box_ref = ndimage.uniform_filter(r_ref, size=(1, 5, 5))[:, 2:-2, 2:-2] * 25
+    np.testing.assert_allclose(T._box5_sum(r), box_ref, rtol=1e-4, atol=1e-2)
+
+
+def test_live_range_finds_uniform_borders_exactly():
+    from medforensics.data import transforms as T
+
+    img = _noisy(300, 200, seed=12)
+    img[:37] = 100.0  # uniform band at the top (37 rows)
+    img[:, 151:] = 7.0  # and at the right (49 columns)
+    thr = 0.25 * np.median(T._line_noise(img[100:120]))
+    assert T._live_range(img, 0, thr, chunk=16) == (37, 300)
+    assert T._live_range(img, 1, thr, chunk=16) == (0, 151)
+    assert T._live_range(np.full((50, 50), 3.0, np.float32), 0, 0.1) == (0, 0)

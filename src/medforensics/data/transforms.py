@@ -19,10 +19,8 @@ import logging
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from medforensics.dsp._checks import as_image
-from medforensics.dsp.residuals import HIGHPASS_KERNELS
 from medforensics.errors import ConfigError, InvalidArrayError
 
 __all__ = ["paper_preprocess", "sample_patch_positions", "tile_positions"]
@@ -112,44 +110,110 @@ def tile_positions(h: int, w: int, patch: int, stride: int | None = None) -> lis
     return [(y, x) for y in axis(h) for x in axis(w)]
 
 
-_KB = HIGHPASS_KERNELS["kb"] / float(np.sqrt((HIGHPASS_KERNELS["kb"] ** 2).sum()))
+_KB_NORM = 6.0  # the Ker-Boehme kernel is -outer(d, d) / 4 with d = [1, -2, 1]; L2 norm 6 / 4
 _D2_NORM = float(np.sqrt(6.0))  # L2 norm of the [1, -2, 1] second difference
 _PAD = 3  # 1 for the 3x3 residual + 2 for the 5x5 local mean
 
 
-def _window_stack(padded: np.ndarray, ys: np.ndarray, xs: np.ndarray, p: int) -> np.ndarray:
-    """Windows of side ``p + 2*_PAD`` (float64, (m, p+6, p+6)) at original corners (ys, xs)."""
-    view = np.lib.stride_tricks.sliding_window_view(padded, (p + 2 * _PAD, p + 2 * _PAD))
-    return view[ys, xs].astype(np.float64)
+def _window_stack(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, p: int) -> np.ndarray:
+    """Windows of side ``p + 2*_PAD`` around corners (ys, xs): float32 (m, p+6, p+6).
 
-
-def _local_noise(stack: np.ndarray, *, with_local: bool = True
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-window mean |residual| (m,) and 5x5 local mean |residual| maps (m, p, p).
-
-    ``stack`` holds windows padded by ``_PAD`` pixels; the residual is the normalised
-    Ker-Boehme 3x3 prediction error (white-noise std units). With ``with_local=False`` the
-    local maps are not computed (``None``): the reference-level pass needs only the means.
+    Equal to cutting them from the image padded by ``_PAD`` pixels with symmetric
+    (mirror-with-edge) boundaries, without padding the whole image: interior windows are a
+    strided gather, the few windows that touch the border are padded one by one.
     """
-    r = np.abs(ndimage.correlate(stack, _KB[None], mode="nearest"))[:, 1:-1, 1:-1]
-    local = (ndimage.uniform_filter(r, size=(1, 5, 5), mode="nearest")[:, 2:-2, 2:-2]
-             if with_local else None)
-    core = r[:, 2:-2, 2:-2]
-    return core.mean(axis=(1, 2)), local
+    h, w = img.shape
+    side = p + 2 * _PAD
+    out = np.empty((len(ys), side, side), dtype=np.float32)
+    inner = (ys >= _PAD) & (xs >= _PAD) & (ys + p + _PAD <= h) & (xs + p + _PAD <= w)
+    if inner.any():
+        view = np.lib.stride_tricks.sliding_window_view(img, (side, side))
+        out[inner] = view[ys[inner] - _PAD, xs[inner] - _PAD]
+    for i in np.flatnonzero(~inner).tolist():
+        y0, x0 = int(ys[i]) - _PAD, int(xs[i]) - _PAD
+        crop = img[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
+        out[i] = np.pad(crop, ((max(-y0, 0), max(y0 + side - h, 0)),
+                               (max(-x0, 0), max(x0 + side - w, 0))), mode="symmetric")
+    return out
 
 
-def _line_noise(img: np.ndarray, axis: int) -> np.ndarray:
-    """Mean |second difference| along ``axis`` for every line (white-noise std units)."""
-    d = np.abs(np.diff(img, n=2, axis=axis))
-    return d.mean(axis=axis) / _D2_NORM
+def _abs_residual(stack: np.ndarray) -> np.ndarray:
+    """|Ker-Boehme residual| in white-noise std units: (m, s, s) -> float32 (m, s-2, s-2).
+
+    The 3x3 kernel is separable (a second difference along x, then along y), so two
+    vectorised passes replace a 9-tap correlation.
+    """
+    a = stack[:, :, 2:] + stack[:, :, :-2]
+    a -= 2.0 * stack[:, :, 1:-1]
+    r = a[:, 2:] + a[:, :-2]
+    r -= 2.0 * a[:, 1:-1]
+    np.abs(r, out=r)
+    r *= 1.0 / _KB_NORM
+    return r
 
 
-def _inner_range(levels: np.ndarray, threshold: float) -> tuple[int, int]:
-    """First and one-past-last index whose level reaches ``threshold`` ((0, 0) if none)."""
-    live = np.flatnonzero(levels >= threshold)
-    if live.size == 0:
+def _box5_sum(r: np.ndarray) -> np.ndarray:
+    """Sums over 5x5 neighbourhoods, valid part only: (m, q+4, q+4) -> (m, q, q)."""
+    t = r[:, :-4] + r[:, 1:-3]
+    t += r[:, 2:-2]
+    t += r[:, 3:-1]
+    t += r[:, 4:]
+    u = t[:, :, :-4] + t[:, :, 1:-3]
+    u += t[:, :, 2:-2]
+    u += t[:, :, 3:-1]
+    u += t[:, :, 4:]
+    return u
+
+
+def _window_levels(stack: np.ndarray) -> np.ndarray:
+    """Mean |residual| over each window's own ``p`` x ``p`` pixels: (m,) float64."""
+    core = _abs_residual(stack[:, _PAD - 1:1 - _PAD, _PAD - 1:1 - _PAD])
+    return core.mean(axis=(1, 2), dtype=np.float64)
+
+
+def _flat_fraction(stack: np.ndarray, threshold: float) -> np.ndarray:
+    """Share of each window's pixels whose 5x5 mean |residual| is below ``threshold``: (m,)."""
+    local_sum = _box5_sum(_abs_residual(stack))
+    return (local_sum < 25.0 * threshold).mean(axis=(1, 2))
+
+
+def _line_noise(lines: np.ndarray) -> np.ndarray:
+    """Mean |second difference| along each row of ``lines`` (k, n): (k,) white-noise std units."""
+    if lines.shape[1] < 3:
+        return np.zeros(lines.shape[0], dtype=np.float64)
+    d = lines[:, :-2] + lines[:, 2:]
+    d -= 2.0 * lines[:, 1:-1]
+    np.abs(d, out=d)
+    return d.mean(axis=1, dtype=np.float64) / _D2_NORM
+
+
+def _live_range(img: np.ndarray, axis: int, threshold: float, chunk: int = 32
+                ) -> tuple[int, int]:
+    """First and one-past-last line whose noise level reaches ``threshold`` ((0, 0) if none).
+
+    Lines are rows (``axis=0``: the range of rows) or columns (``axis=1``); a line's level is
+    the mean |second difference| along it. Lines are examined in chunks from each end inwards
+    until a live one is found, so an image without uniform borders costs two chunks per side.
+    """
+    n = img.shape[axis]
+
+    def levels(a: int, b: int) -> np.ndarray:
+        return _line_noise(img[a:b] if axis == 0 else img[:, a:b].T)
+
+    first = None
+    for a in range(0, n, chunk):
+        live = np.flatnonzero(levels(a, min(a + chunk, n)) >= threshold)
+        if live.size:
+            first = a + int(live[0])
+            break
+    if first is None:
         return 0, 0
-    return int(live[0]), int(live[-1]) + 1
+    for b in range(n, first, -chunk):
+        a = max(b - chunk, first)
+        live = np.flatnonzero(levels(a, b) >= threshold)
+        if live.size:
+            return first, a + int(live[-1]) + 1
+    return first, first + 1
 
 
 def sample_patch_positions(
@@ -164,7 +228,7 @@ def sample_patch_positions(
     flat_ratio: float = 0.25,
     max_flat_fraction: float = 0.05,
     max_saturated_fraction: float = 0.25,
-    max_rounds: int = 8,
+    max_rounds: int = 16,
 ) -> list[tuple[int, int]]:
     """Random distinct patch corners that avoid flat, saturated and collimated areas.
 
@@ -172,7 +236,7 @@ def sample_patch_positions(
 
     * noise level: mean absolute high-pass residual (Ker-Boehme 3x3 prediction error of
       :mod:`medforensics.dsp.residuals`, normalised to white-noise std units). The image's
-      reference level is the median, over a non-overlapping ``patch`` grid (at most 256
+      reference level is the median, over a non-overlapping ``patch`` grid (at most 64
       evenly spread tiles), of the window levels that are > 0.
     * flat pixel: its 5x5 local noise level is below ``flat_ratio`` x reference (blank,
       blanked-out, clipped or heavily smoothed areas that carry no detector noise). A window
@@ -184,10 +248,11 @@ def sample_patch_positions(
       (mean absolute second difference along the line) is below the flat threshold (uniform
       shutter/collimator bands). Windows must lie inside it.
 
-    Only candidate windows are analysed (cost ~ candidates x patch^2 plus two cheap passes
-    over the image), so large radiographs are fast. Candidates are drawn uniformly in rounds
-    (at most ``max_rounds`` rounds of ``max(4 k, 64)`` for k still missing) until ``n``
-    valid distinct corners are found. If the image has fewer
+    Only candidate windows are analysed (cost ~ candidates x patch^2 plus two subsampled
+    passes over the image for the border lines), so large radiographs are fast. Candidates
+    are drawn uniformly in rounds (at most ``max_rounds``); each round draws ``1.25 k / a +
+    8`` for k still missing and a the share of candidates accepted so far (1 at first), so
+    typical images need one round of ~1.25 n windows. If the image has fewer
     valid positions, fewer are returned and a warning is logged (never silently padded).
 
     Args:
@@ -224,16 +289,14 @@ def sample_patch_positions(
     h, w = img.shape
     if n == 0:
         return []
-    padded = np.pad(img, _PAD, mode="symmetric")
 
     top, bottom, left, right = 0, h, 0, w
     threshold = 0.0
     if skip_flat or skip_collimated:
         grid = np.array(tile_positions(h, w, patch, patch))
-        if len(grid) > 256:  # an even subsample is plenty for a median
-            grid = grid[np.linspace(0, len(grid) - 1, 256).round().astype(int)]
-        levels, _ = _local_noise(_window_stack(padded, grid[:, 0], grid[:, 1], patch),
-                                 with_local=False)
+        if len(grid) > 64:  # an even subsample is plenty for a median
+            grid = grid[np.linspace(0, len(grid) - 1, 64).round().astype(int)]
+        levels = _window_levels(_window_stack(img, grid[:, 0], grid[:, 1], patch))
         live = levels[levels > 0]
         ref = float(np.median(live)) if live.size else 0.0
         if ref == 0.0:
@@ -241,8 +304,8 @@ def sample_patch_positions(
             return []
         threshold = flat_ratio * ref
         if skip_collimated:
-            top, bottom = _inner_range(_line_noise(img, axis=1), threshold)
-            left, right = _inner_range(_line_noise(img, axis=0), threshold)
+            top, bottom = _live_range(img, 0, threshold)
+            left, right = _live_range(img, 1, threshold)
     if bottom - top < patch or right - left < patch:
         log.warning(
             "area inside the uniform border (%d x %d) is smaller than the %d patch",
@@ -254,8 +317,11 @@ def sample_patch_positions(
     found: list[tuple[int, int]] = []
     seen: set[tuple[int, int]] = set()
     n_free = (bottom - top - patch + 1) * (right - left - patch + 1)
+    tried = accepted = 0
     for _ in range(max_rounds):
-        m = max(4 * (n - len(found)), 64)
+        need = n - len(found)
+        rate = max(accepted / tried, 0.02) if tried else 1.0
+        m = min(int(np.ceil(1.25 * need / rate)) + 8, 64 * need + 256)
         ys = gen.integers(top, bottom - patch + 1, size=m)
         xs = gen.integers(left, right - patch + 1, size=m)
         fresh = np.zeros(m, dtype=bool)
@@ -266,14 +332,15 @@ def sample_patch_positions(
         ys, xs = ys[fresh], xs[fresh]
         ok = np.ones(len(ys), dtype=bool)
         if len(ys) and (skip_flat or skip_saturated):
-            stack = _window_stack(padded, ys, xs, patch)
+            stack = _window_stack(img, ys, xs, patch)
             if skip_flat:
-                _, local = _local_noise(stack)
-                ok &= (local < threshold).mean(axis=(1, 2)) <= max_flat_fraction
+                ok &= _flat_fraction(stack, threshold) <= max_flat_fraction
             if skip_saturated:
                 core = stack[:, _PAD:-_PAD, _PAD:-_PAD]
                 clipped = ((core <= lo) | (core >= hi)).mean(axis=(1, 2))
                 ok &= (clipped <= max_saturated_fraction) & (hi > lo)
+        tried += len(ys)
+        accepted += int(ok.sum())
         for y, x in zip(ys[ok].tolist(), xs[ok].tolist()):
             found.append((y, x))
             if len(found) == n:
