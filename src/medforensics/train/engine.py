@@ -421,11 +421,18 @@ def _build_data(
             if val_rows else None
         )
     else:
-        train_ds = PaperImageDataset(train_rows, cfg.label, classes, image_cache=image_source,
-                                     max_bytes=budget // 2)
+        paper_source, preprocess = image_source, None
+        if getattr(image_source, "has_paper", False):
+            # a prepared store with the 256x256 paper variants: no decode, no resize per epoch
+            from medforensics.data.store import identity_preprocess
+
+            paper_source, preprocess = image_source.paper_source(), identity_preprocess
+            log.info("paper preset: using the store's cached 256x256 paper variants")
+        train_ds = PaperImageDataset(train_rows, cfg.label, classes, image_cache=paper_source,
+                                     preprocess=preprocess, max_bytes=budget // 2)
         val_ds = (
-            PaperImageDataset(val_rows, cfg.label, classes, image_cache=image_source,
-                              max_bytes=budget // 2)
+            PaperImageDataset(val_rows, cfg.label, classes, image_cache=paper_source,
+                              preprocess=preprocess, max_bytes=budget // 2)
             if val_rows else None
         )
     if cfg.workers > 0:
