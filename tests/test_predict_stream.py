@@ -128,3 +128,33 @@ def test_map_ordered_keeps_order_and_bounds_prefetch() -> None:
     next(gen2)
     gen2.close()  # early close shuts the pool down without consuming the rest
     assert len(consumed) <= 12 + 3
+
+
+def test_cli_streams_folders_with_progress_and_keeps_missing_paths(
+    tmp_path: Path, files: list[Path]
+) -> None:
+    """identify and forgery detect take folders; --progress ends with a files/s line; a
+    missing path is reported, not dropped; text output comes in blocks, JSON per file."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+
+    run = _run(tmp_path, "patch")
+    folder = files[0].parents[2]  # the simulated archive root
+    n_all = len([q for q in folder.rglob("*") if q.is_file()])  # DICOMs + devices.json
+    n_dcm = len(list(folder.rglob("*.dcm")))
+    missing = files[-1]
+    res = CliRunner().invoke(app, ["identify", str(run), str(folder), str(missing), "--json",
+                                   "--progress"])
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == n_all + 1
+    assert sum(x["verdict"] == "unreadable" for x in lines) == n_all - n_dcm + 1
+    assert lines[-1]["verdict"] == "unreadable" and lines[-1]["path"].endswith("missing.dcm")
+    assert f"identify: {n_all + 1} file(s) in" in res.stderr and "files/s" in res.stderr
+    res = CliRunner().invoke(app, ["forgery", "detect", "none", str(folder), "--json",
+                                   "--no-progress"])
+    out = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert res.exit_code == 1 and len(out) == n_all  # devices.json is not an image
+    assert sum(o["status"] == "done" for o in out) == n_dcm and "files/s" not in res.stderr

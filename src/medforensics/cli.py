@@ -30,6 +30,47 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     )
 
 
+def _files_progress(results, total: int, label: str, enabled: Optional[bool]):
+    """Yield ``results`` while a bar with files/s runs on stderr (``enabled=None``: on a TTY).
+
+    After the last item one summary line (files, seconds, files/s) goes to stderr when the
+    bar was shown, so a long batch always ends with its speed.
+    """
+    import sys
+    import time
+
+    show = sys.stderr.isatty() if enabled is None else bool(enabled)
+    if not show:
+        yield from results
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    t0, n = time.perf_counter(), 0
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total, rate="")
+        for item in results:
+            n += 1
+            bar.update(task, completed=n,
+                       rate=f"{n / max(time.perf_counter() - t0, 1e-9):.1f} files/s")
+            yield item
+    dt = time.perf_counter() - t0
+    typer.echo(f"{label}: {n} file(s) in {dt:.1f} s ({n / max(dt, 1e-9):.1f} files/s)", err=True)
+
+
+_PROGRESS_OPT = typer.Option(
+    None, "--progress/--no-progress", help="Progress bar with files/s on stderr (default: "
+    "when stderr is a terminal).")
+
+
 # --- section: data (simulate, ingest, split) -------------------------------------------------
 
 def _int_range(text: str, what: str) -> "int | tuple[int, int]":
@@ -399,12 +440,15 @@ def evaluate_cmd(
 
 
 def _expand_paths(paths: List[Path]) -> List[Path]:
+    """The files named, in order, each folder replaced by the files under it (sorted).
+
+    Paths that do not exist are kept, so the batch reports them as unreadable.
+    """
+    from medforensics.data.manifest import find_files
+
     out: List[Path] = []
     for p in paths:
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file()))
-        else:
-            out.append(p)
+        out.extend(find_files([p]) if p.is_dir() else [p])
     return out
 
 
@@ -416,8 +460,13 @@ def identify_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     workers: int = typer.Option(
         0, "--workers", help="Decode-ahead worker processes (0 = in-process); same results."),
+    progress: Optional[bool] = _PROGRESS_OPT,
 ) -> None:
-    """Which device made each image? consistent / MISMATCH / UNKNOWN / unreadable verdicts."""
+    """Which device made each image? consistent / MISMATCH / UNKNOWN / unreadable verdicts.
+
+    Streams: memory stays flat over any number of files (the text table is printed in
+    blocks of 200 rows; use --json for one line per file).
+    """
     import json as _json
 
     from medforensics.errors import MedForensicsError
@@ -429,20 +478,31 @@ def identify_cmd(
     except MedForensicsError as exc:
         _fail(exc)
         return
-    verdicts = []
-    for v, extra in identify_files(predictor, _expand_paths(paths), workers=workers):
-        if as_json:
-            typer.echo(_json.dumps({**v.to_dict(), **extra}))
-        else:
-            verdicts.append((v, extra))
-    if not as_json:
+    files = _expand_paths(paths)
+    verdicts: list = []
+
+    def flush() -> None:
         typer.echo(format_table([v for v, _ in verdicts], details=True))
-        units = [(v.path, e) for v, e in verdicts if "unit" in e]
-        for path, e in units:
+        for v, e in verdicts:
+            if "unit" not in e:
+                continue
             claim = e.get("unit_claim") or "-"
             said = e["unit"] or "no enrolled unit"
             flag = "" if e["unit"] is None or e["unit"] == claim else "  <-- unit differs from header"
-            typer.echo(f"unit: {path}: header {claim}; pattern says {said} (PCE {e['unit_score']:.0f}){flag}")
+            typer.echo(f"unit: {v.path}: header {claim}; pattern says {said} "
+                       f"(PCE {e['unit_score']:.0f}){flag}")
+        verdicts.clear()
+
+    results = identify_files(predictor, files, workers=workers)
+    for v, extra in _files_progress(results, len(files), "identify", progress):
+        if as_json:
+            typer.echo(_json.dumps({**v.to_dict(), **extra}))
+            continue
+        verdicts.append((v, extra))
+        if len(verdicts) >= 200:
+            flush()
+    if verdicts:
+        flush()
 
 
 # --- end section: source ----------------------------------------------------------------------
@@ -581,7 +641,8 @@ def forgery_evaluate_cmd(
 @forgery_app.command("detect")
 def forgery_detect_cmd(
     run: str = typer.Argument(..., help="Forgery run directory, or 'none' (training-free)."),
-    paths: List[Path] = typer.Argument(..., help="Image files (DICOM, PNG, JPEG, TIFF)."),
+    paths: List[Path] = typer.Argument(
+        ..., help="Image files (DICOM, PNG, JPEG, TIFF) or folders (recursive)."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of text."),
     maps: Optional[Path] = typer.Option(
         None, "--maps", help="Write maps here: 16-bit PNG + .npy at native size, overlay PNG."),
@@ -590,8 +651,11 @@ def forgery_detect_cmd(
     ela: str = typer.Option(
         "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    progress: Optional[bool] = _PROGRESS_OPT,
 ) -> None:
-    """Forgery score, verdict, forged area and ELA score per image (unreadable files reported)."""
+    """Forgery score, verdict, forged area and ELA score per image (unreadable files reported).
+
+    Streams one line per file (flat memory over any number of files)."""
     import json as _json
 
     from medforensics.errors import MedForensicsError
@@ -602,7 +666,9 @@ def forgery_detect_cmd(
     except MedForensicsError as exc:
         _fail(exc)
     n_bad = 0
-    for fr in detect_files(det, paths, maps_dir=maps):
+    files = _expand_paths(paths)
+    for fr in _files_progress(detect_files(det, files, maps_dir=maps), len(files), "detect",
+                              progress):
         if fr.result is None:
             n_bad += 1
         if as_json:
@@ -616,7 +682,7 @@ def forgery_detect_cmd(
                        f"ELA score {r.ela_score:.2f}"
                        + (f"; map {fr.files['map_png']}" if fr.files else ""))
     if n_bad:
-        typer.echo(f"{n_bad} of {len(paths)} file(s) could not be analysed", err=True)
+        typer.echo(f"{n_bad} of {len(files)} file(s) could not be analysed", err=True)
         raise typer.Exit(1)
 
 # --- end section: forgery ---------------------------------------------------------------------
