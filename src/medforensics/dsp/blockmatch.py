@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from medforensics.dsp._checks import as_image
-from medforensics.dsp.residuals import robust_std
 from medforensics.errors import ConfigError
 
 __all__ = ["BlockMatches", "match_blocks", "shift_consensus", "match_density", "shift_correlation"]
@@ -72,6 +71,28 @@ def _box_sums_topleft(a: np.ndarray, block: int) -> np.ndarray:
     """out[y, x] = a[y:y+block, x:x+block].sum() for every top-left (y, x) of a full block."""
     c = np.cumsum(np.cumsum(np.pad(a, ((1, 0), (1, 0))), 0), 1)
     return c[block:, block:] - c[:-block, block:] - c[block:, :-block] + c[:-block, :-block]
+
+
+#: strip height (rows) and chunk length of the memory-bounded passes
+_STRIP = 512
+_CHUNK = 1 << 20
+
+
+def _hash_multipliers(n: int) -> np.ndarray:
+    """``n`` fixed odd 64-bit multipliers of the block-key hash (deterministic)."""
+    rng = np.random.default_rng(0x5EED_B10C)
+    return rng.integers(1, 2**63 - 1, size=n, dtype=np.int64).astype(np.uint64) * np.uint64(2) \
+        + np.uint64(1)
+
+
+def _robust_std32(x: np.ndarray) -> float:
+    """``1.4826 * median(|x - median(x)|)`` of a float32 1-D array, overwriting ``x``."""
+    if x.size == 0:
+        return 0.0
+    med = float(np.median(x))
+    np.subtract(x, np.float32(med), out=x)
+    np.abs(x, out=x)
+    return float(1.4826 * np.median(x, overwrite_input=True))
 
 
 def _cell_sums(r: np.ndarray) -> np.ndarray:
@@ -121,66 +142,104 @@ def match_blocks(
         InvalidArrayError: bad residual.
         ConfigError: bad parameters.
     """
-    r = as_image(residual, "residual", min_size=block + 1)
+    r = as_image(residual, "residual", min_size=block + 1,
+                 dtype=np.float32 if np.asarray(residual).dtype == np.float32 else np.float64)
     if block < 4 or block % 2:
         raise ConfigError(f"block must be an even number >= 4, got {block}")
     if window < 1:
         raise ConfigError("window must be >= 1")
     H, W = r.shape
     hb, wb = H - block + 1, W - block + 1
-    # block energy at top-left positions
-    e = _box_sums_topleft(r * r, block)
-    # synthetic content (burned-in graphics, padding, clipped areas) has sparse residuals:
-    # exactly repeated by construction, not noise; keep blocks whose residual is dense
-    zeros = _box_sums_topleft((r == 0).astype(np.float64), block)
-    ok = zeros <= max_zero_frac * block * block
-    # noise-likeness: (sum|r|)^2 / (n sum r^2) is 2/pi ~ 0.64 for Gaussian noise and small
-    # when a few pixels (an edge, a line) carry the energy
-    l1 = _box_sums_topleft(np.abs(r), block)
-    ok &= l1 * l1 >= min_density * block * block * np.maximum(e, 1e-12)
-    if not ok.any():
-        return BlockMatches(np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
-                            np.zeros(0, np.float32), block, 0)
-    med = float(np.median(e[ok]))
-    ok &= (e > max(energy_frac * med, 1e-12)) & (e < energy_max * med)
+    v = None
     if valid is not None:
         v = np.asarray(valid, dtype=bool)
         if v.shape != r.shape:
             raise ConfigError(f"valid mask shape {v.shape} differs from residual {r.shape}")
-        ok &= _box_sums_topleft((~v).astype(np.float64), block) < 0.5
-    cs = _cell_sums(r)
+    # per-block statistics at every top-left position, in float64 strip by strip (a strip of
+    # top-left rows needs block - 1 more residual rows); kept: a bool mask and the energy
+    ok = np.empty((hb, wb), bool)
+    vok = None if v is None else np.empty((hb, wb), bool)
+    e = np.empty((hb, wb), np.float32)
+    for y0 in range(0, hb, _STRIP):
+        y1 = min(y0 + _STRIP, hb)
+        rs = r[y0 : y1 + block - 1].astype(np.float64)
+        es = _box_sums_topleft(rs * rs, block)
+        # synthetic content (burned-in graphics, padding, clipped areas) has sparse residuals:
+        # exactly repeated by construction, not noise; keep blocks whose residual is dense
+        zs = _box_sums_topleft((rs == 0).astype(np.float64), block)
+        oks = zs <= max_zero_frac * block * block
+        # noise-likeness: (sum|r|)^2 / (n sum r^2) is 2/pi ~ 0.64 for Gaussian noise and
+        # small when a few pixels (an edge, a line) carry the energy
+        l1 = _box_sums_topleft(np.abs(rs), block)
+        oks &= l1 * l1 >= min_density * block * block * np.maximum(es, 1e-12)
+        ok[y0:y1] = oks
+        e[y0:y1] = es
+        if v is not None and vok is not None:
+            vok[y0:y1] = _box_sums_topleft(
+                (~v[y0 : y1 + block - 1]).astype(np.float64), block) < 0.5
+    if not ok.any():
+        return BlockMatches(np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
+                            np.zeros(0, np.float32), block, 0)
+    med = float(np.median(e[ok], overwrite_input=True))
+    ok &= (e > max(energy_frac * med, 1e-12)) & (e < energy_max * med)
+    del e
+    if vok is not None:
+        ok &= vok
+        del vok
+    # 2x2 cell sums (exact in float32 for residuals of integer stored values)
+    cs = np.empty((H - 1, W - 1), np.float32)
+    for y0 in range(0, H - 1, _STRIP):
+        y1 = min(y0 + _STRIP, H - 1)
+        cs[y0:y1] = _cell_sums(r[y0 : y1 + 1].astype(np.float64))
     g = block // 2
-    ys, xs = np.nonzero(ok)
+    flat = np.flatnonzero(ok)
+    del ok
+    ys = (flat // wb).astype(np.int32)
+    xs = (flat % wb).astype(np.int32)
+    del flat
     # quantisation step from the cells of the usable blocks only (not flat background)
-    step = quant * max(robust_std(cs[ys + g - 1, xs + g - 1]) if ys.size else 0.0, 1e-9)
-    q = np.clip(np.rint(cs / step), -127, 127).astype(np.int8)
+    step = quant * max(_robust_std32(cs[ys + g - 1, xs + g - 1]) if ys.size else 0.0, 1e-9)
+    q = np.empty(cs.shape, np.int8)
+    for y0 in range(0, cs.shape[0], _STRIP):
+        y1 = min(y0 + _STRIP, cs.shape[0])
+        q[y0:y1] = np.clip(np.rint(cs[y0:y1].astype(np.float64) / step), -127, 127)
+    del cs
     n = ys.size
     empty = BlockMatches(np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
                          np.zeros(0, np.float32), block, int(n))
     if n < 2:
         return empty
-    # keys: g*g int8 cell values per block, padded to a multiple of 8 bytes
-    nbytes = ((g * g + 7) // 8) * 8
-    keys = np.zeros((n, nbytes), np.int8)
-    for i in range(g):
-        for j in range(g):
-            keys[:, i * g + j] = q[ys + 2 * i, xs + 2 * j]
-    # big-endian uint64 words sort like the byte strings (int8 offset to unsigned first)
-    words = (keys.view(np.uint8) ^ 0x80).view(">u8").astype(np.uint64)
-    order = np.lexsort(words.T[::-1])
-    sw = words[order]
+    # key of a block: its g*g quantised cells. Blocks are sorted by a 64-bit multiplicative
+    # hash of the key (identical keys are adjacent; the rare hash collision of different
+    # keys only adds a candidate pair that the verification below rejects)
+    mult = _hash_multipliers(g * g)
+    keys = np.zeros(n, np.uint64)
+    for c0 in range(0, n, _CHUNK):
+        c1 = min(c0 + _CHUNK, n)
+        yc, xc = ys[c0:c1], xs[c0:c1]
+        h = np.zeros(c1 - c0, np.uint64)
+        for i in range(g):
+            for j in range(g):
+                cell = q[yc + 2 * i, xc + 2 * j].astype(np.int64) + 128
+                h += cell.astype(np.uint64) * mult[i * g + j]
+        keys[c0:c1] = h
+    del q
+    order = np.argsort(keys, kind="stable").astype(np.int32)
+    keys.sort()
+    sw = keys  # sorted in place: sw[i] = keys[order[i]]
     pa, pb = [], []
     for k in range(1, window + 1):
-        same = np.all(sw[:-k] == sw[k:], axis=1)
+        same = sw[:-k] == sw[k:]
         idx = np.nonzero(same)[0]
         if idx.size == 0:
             continue
         i1, i2 = order[idx], order[idx + k]
         dy = ys[i2] - ys[i1]
         dx = xs[i2] - xs[i1]
-        far = dy * dy + dx * dx >= min_shift * min_shift
+        far = dy.astype(np.int64) ** 2 + dx.astype(np.int64) ** 2 >= min_shift * min_shift
         pa.append(i1[far])
         pb.append(i2[far])
+    del order, sw, keys
     if not pa:
         return empty
     i1 = np.concatenate(pa)
@@ -200,8 +259,8 @@ def match_blocks(
     chunk = 4096
     for s in range(0, i1.size, chunk):
         a_idx, b_idx = i1[s : s + chunk], i2[s : s + chunk]
-        ba = r[ys[a_idx, None, None] + oy, xs[a_idx, None, None] + ox]
-        bb = r[ys[b_idx, None, None] + oy, xs[b_idx, None, None] + ox]
+        ba = r[ys[a_idx, None, None] + oy, xs[a_idx, None, None] + ox].astype(np.float64)
+        bb = r[ys[b_idx, None, None] + oy, xs[b_idx, None, None] + ox].astype(np.float64)
         num = ((ba - bb) ** 2).sum(axis=(1, 2))
         den = (ba * ba).sum(axis=(1, 2)) + (bb * bb).sum(axis=(1, 2)) + 1e-12
         dist[s : s + chunk] = num / den
@@ -272,19 +331,28 @@ def match_density(
         float32 (H, W) in [0, 1].
     """
     H, W = shape
-    occ = np.zeros((H, W), np.float64)
+    occ = np.zeros((H, W), np.uint8)
     if len(tops):
         t = np.asarray(tops, dtype=np.int64)
-        occ[t[:, 0], t[:, 1]] = 1.0
-    # cover[y, x] = sum of occ over [y-block+1, y] x [x-block+1, x]
-    c = np.cumsum(np.cumsum(np.pad(occ, ((1, 0), (1, 0))), 0), 1)
-    y1 = np.arange(1, H + 1)
-    x1 = np.arange(1, W + 1)
-    y0 = np.clip(y1 - block, 0, None)
-    x0 = np.clip(x1 - block, 0, None)
-    cover = (c[y1[:, None], x1[None, :]] - c[y0[:, None], x1[None, :]]
-             - c[y1[:, None], x0[None, :]] + c[y0[:, None], x0[None, :]])
-    return np.clip(cover / float(block * block), 0.0, 1.0).astype(np.float32)
+        occ[t[:, 0], t[:, 1]] = 1
+    # cover[y, x] = sum of occ over [y-block+1, y] x [x-block+1, x]; exact integer box sums,
+    # strip by strip (a strip of output rows needs block - 1 rows above it)
+    out = np.empty((H, W), np.float32)
+    for y0 in range(0, H, _STRIP):
+        y1 = min(y0 + _STRIP, H)
+        a0 = max(y0 - block + 1, 0)
+        c = np.zeros((y1 - a0 + 1, W + 1), np.int32)
+        c[1:, 1:] = occ[a0:y1]
+        np.cumsum(c, axis=0, out=c)
+        np.cumsum(c, axis=1, out=c)
+        yy1 = np.arange(y0 + 1, y1 + 1) - a0
+        yy0 = np.clip(np.arange(y0 + 1, y1 + 1) - block, a0, None) - a0
+        x1 = np.arange(1, W + 1)
+        x0 = np.clip(x1 - block, 0, None)
+        cover = (c[yy1[:, None], x1[None, :]] - c[yy0[:, None], x1[None, :]]
+                 - c[yy1[:, None], x0[None, :]] + c[yy0[:, None], x0[None, :]])
+        out[y0:y1] = np.clip(cover / float(block * block), 0.0, 1.0)
+    return out
 
 
 def shift_correlation(residual: np.ndarray, shift: tuple[int, int], window: int = 7,
@@ -307,7 +375,8 @@ def shift_correlation(residual: np.ndarray, shift: tuple[int, int], window: int 
     Returns:
         float32 (H, W), values in [-1, 1].
     """
-    r = as_image(residual, "residual")
+    r = as_image(residual, "residual",
+                 dtype=np.float32 if np.asarray(residual).dtype == np.float32 else np.float64)
     H, W = r.shape
     dy, dx = int(shift[0]), int(shift[1])
     out = np.zeros((H, W), np.float32)
@@ -317,14 +386,20 @@ def shift_correlation(residual: np.ndarray, shift: tuple[int, int], window: int 
     x0, x1 = max(x0, dx, 0), min(x1, W + dx, W)
     if y1 - y0 < 1 or x1 - x0 < 1:
         return out
-    t = r[y0:y1, x0:x1]
-    src = r[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
     pad = window // 2
-
-    def box(a: np.ndarray) -> np.ndarray:
-        return _box_sums_topleft(np.pad(a, pad), window)
-
-    num = box(t * src)
-    den = np.sqrt(box(t * t) * box(src * src))
-    out[y0:y1, x0:x1] = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    n, w = y1 - y0, x1 - x0
+    # strips of target rows, float64 inside a strip; the window sums see zeros outside the box
+    # (as if the box were zero-padded), whichever strip a row falls in
+    for s0 in range(0, n, _STRIP):
+        s1 = min(s0 + _STRIP, n)
+        a, b = max(s0 - pad, 0), min(s1 + pad, n)
+        t = np.zeros((s1 - s0 + 2 * pad, w + 2 * pad))
+        src = np.zeros_like(t)
+        ra, rb = a - (s0 - pad), b - (s0 - pad)
+        t[ra:rb, pad : pad + w] = r[y0 + a : y0 + b, x0:x1]
+        src[ra:rb, pad : pad + w] = r[y0 + a - dy : y0 + b - dy, x0 - dx : x1 - dx]
+        num = _box_sums_topleft(t * src, window)
+        den = np.sqrt(_box_sums_topleft(t * t, window) * _box_sums_topleft(src * src, window))
+        out[y0 + s0 : y0 + s1, x0:x1] = np.where(den > 0, num / np.where(den > 0, den, 1.0),
+                                                 0.0)
     return out

@@ -4,6 +4,9 @@
   residual in non-overlapping blocks. Spliced or retouched regions often have a noise level
   that differs from the rest of the image, so the map is a feature for forgery
   localisation; on an untouched detector image it follows the signal-dependent noise.
+* :func:`residual_strips`: the high-pass residual of :func:`dsp.residuals.highpass_residual`
+  computed in horizontal strips (bit-identical, but the float64 working copies are one strip
+  at a time: what keeps a 4000 x 5000 image's forgery analysis within its memory budget).
 * :func:`fit_poisson_gaussian`: fits ``var = a * mean + b`` (photon/quantum noise plus
   electronic noise) from block means and block noise variances. ``a`` is the gain-like
   slope, ``b`` the signal-independent variance; both are optional per-image features
@@ -19,10 +22,55 @@ from dataclasses import dataclass
 import numpy as np
 
 from medforensics.dsp._checks import as_image
-from medforensics.dsp.residuals import highpass_residual
+from medforensics.dsp.residuals import HIGHPASS_KERNELS, highpass_residual
 from medforensics.errors import ConfigError, InvalidArrayError
 
 _MAD_TO_STD = 1.4826
+#: default strip height (rows) of the strip-wise computations
+STRIP_ROWS = 512
+
+
+def residual_strips(image: np.ndarray, kind: str = "kb", *, normalize: bool = False,
+                    rows: int = STRIP_ROWS) -> np.ndarray:
+    """:func:`~medforensics.dsp.residuals.highpass_residual`, computed strip by strip.
+
+    Each strip of ``rows`` rows is filtered together with the kernel's reach of rows above
+    and below (the image's own mirror boundary only at its true top and bottom), so the
+    result equals the whole-image residual exactly, while the float64 temporaries cover one
+    strip instead of the whole image.
+
+    Args:
+        image: (H, W) real array (any dtype; float32 stays uncopied).
+        kind: high-pass kernel name (``residuals.HIGHPASS_KERNELS``).
+        normalize: divide by the kernel's L2 norm (see ``highpass_residual``).
+        rows: strip height in rows (>= 1).
+
+    Returns:
+        float32 array (H, W).
+
+    Raises:
+        InvalidArrayError: image not 2-D or smaller than the kernel.
+        ConfigError: unknown kernel or ``rows < 1``.
+    """
+    if kind not in HIGHPASS_KERNELS:
+        raise ConfigError(f"unknown high-pass kernel {kind!r}; one of {sorted(HIGHPASS_KERNELS)}")
+    if rows < 1:
+        raise ConfigError(f"rows must be >= 1, got {rows}")
+    arr = np.asarray(image)
+    img = as_image(arr, dtype=np.float32 if arr.dtype == np.float32 else np.float64)
+    H = img.shape[0]
+    halo = max(HIGHPASS_KERNELS[kind].shape) // 2
+    if H <= rows + 2 * halo:
+        return highpass_residual(img, kind, normalize=normalize)
+    out = np.empty(img.shape, np.float32)
+    for y0 in range(0, H, rows):
+        y1 = min(y0 + rows, H)
+        b = min(y1 + halo, H)
+        a = max(min(y0 - halo, b - 2 * halo - 1), 0)  # a thin strip takes more rows around
+        b = max(b, min(a + 2 * halo + 1, H))
+        out[y0:y1] = highpass_residual(img[a:b], kind, normalize=normalize)[y0 - a : y0 - a
+                                                                           + (y1 - y0)]
+    return out
 
 
 def _blocks(a: np.ndarray, block: int) -> np.ndarray:
@@ -30,6 +78,27 @@ def _blocks(a: np.ndarray, block: int) -> np.ndarray:
     nby, nbx = a.shape[0] // block, a.shape[1] // block
     a = a[: nby * block, : nbx * block]
     return a.reshape(nby, block, nbx, block).transpose(0, 2, 1, 3).reshape(nby, nbx, -1)
+
+
+def block_means(image: np.ndarray, block: int) -> np.ndarray:
+    """Mean of every non-overlapping ``block x block`` block, computed in float64 strip by strip.
+
+    Args:
+        image: (H, W) real array (float32 stays uncopied).
+        block: block side; trailing rows/columns that do not fill a block are ignored.
+
+    Returns:
+        float64 array (H // block, W // block).
+    """
+    arr = np.asarray(image)
+    nby, nbx = arr.shape[0] // block, arr.shape[1] // block
+    out = np.empty((nby, nbx), np.float64)
+    per = max(1, STRIP_ROWS // block)
+    for by0 in range(0, nby, per):
+        by1 = min(by0 + per, nby)
+        out[by0:by1] = _blocks(arr[by0 * block : by1 * block].astype(np.float64),
+                               block).mean(axis=2)
+    return out
 
 
 def _check_block(img: np.ndarray, block: int) -> None:
@@ -57,12 +126,27 @@ def noise_level_map(image: np.ndarray, block: int = 32, kind: str = "kb") -> np.
         InvalidArrayError: image not 2-D or smaller than one block.
         ConfigError: block < 2 or unknown kernel.
     """
-    img = as_image(image)
+    img = np.asarray(image)
+    img = as_image(img, dtype=np.float32 if img.dtype == np.float32 else np.float64)
     _check_block(img, block)
-    r = highpass_residual(img, kind, normalize=True).astype(np.float64)
-    b = _blocks(r, block)
-    med = np.median(b, axis=2, keepdims=True)
-    return (_MAD_TO_STD * np.median(np.abs(b - med), axis=2)).astype(np.float32)
+    if kind not in HIGHPASS_KERNELS:
+        raise ConfigError(f"unknown high-pass kernel {kind!r}; one of {sorted(HIGHPASS_KERNELS)}")
+    # strips of whole blocks; the residual is computed with the kernel's reach of rows around
+    # each strip, so the result equals the whole-image computation (float64 in one strip only)
+    halo = max(HIGHPASS_KERNELS[kind].shape) // 2
+    H = img.shape[0]
+    nby = H // block
+    per = max(1, STRIP_ROWS // block)
+    out = np.empty((nby, img.shape[1] // block), np.float32)
+    for by0 in range(0, nby, per):
+        by1 = min(by0 + per, nby)
+        y0, y1 = by0 * block, by1 * block
+        a, b = max(y0 - halo, 0), min(y1 + halo, H)
+        r = highpass_residual(img[a:b], kind, normalize=True)[y0 - a : y1 - a]
+        blk = _blocks(r.astype(np.float64), block)
+        med = np.median(blk, axis=2, keepdims=True)
+        out[by0:by1] = _MAD_TO_STD * np.median(np.abs(blk - med), axis=2)
+    return out
 
 
 @dataclass(frozen=True)
@@ -114,10 +198,11 @@ def fit_poisson_gaussian(image: np.ndarray, block: int = 16, n_bins: int = 16,
         InvalidArrayError: bad image/mask, or fewer than two usable bins (no spread of
             intensities to fit a line).
     """
-    img = as_image(image)
+    arr = np.asarray(image)
+    img = as_image(arr, dtype=np.float32 if arr.dtype == np.float32 else np.float64)
     _check_block(img, block)
     var = noise_level_map(img, block=block).astype(np.float64) ** 2
-    means = _blocks(img, block).mean(axis=2)
+    means = block_means(img, block)
     ok = np.ones_like(means, dtype=bool)
     if mask is not None:
         m = np.asarray(mask, dtype=bool)

@@ -45,7 +45,7 @@ from medforensics.dsp.blockmatch import (
     shift_consensus,
     shift_correlation,
 )
-from medforensics.dsp.residuals import highpass_residual
+from medforensics.dsp.noise import STRIP_ROWS, residual_strips
 
 __all__ = ["CopyMoveResult", "detect_copy_move"]
 
@@ -123,8 +123,8 @@ def _blend_log_ratio(r: np.ndarray, core: np.ndarray, shift: tuple[int, int]) ->
     ok = (ys - dy >= 0) & (ys - dy < H) & (xs - dx >= 0) & (xs - dx < W)
     if ok.sum() < 16:
         return 0.0
-    eb = float(np.mean(r[ys[ok], xs[ok]] ** 2))
-    ea = float(np.mean(r[ys[ok] - dy, xs[ok] - dx] ** 2))
+    eb = float(np.mean(r[ys[ok], xs[ok]].astype(np.float64) ** 2))
+    ea = float(np.mean(r[ys[ok] - dy, xs[ok] - dx].astype(np.float64) ** 2))
     if eb <= 0 or ea <= 0:
         return 0.0
     return math.log(eb / ea)
@@ -164,13 +164,22 @@ def detect_copy_move(
     Returns:
         :class:`CopyMoveResult`.
     """
-    img = np.asarray(pixels, dtype=np.float64)
+    img = np.asarray(pixels)
+    img = img.astype(np.float32 if img.dtype == np.float32 else np.float64, copy=False)
     H, W = img.shape
-    r = highpass_residual(img, "kb").astype(np.float64)
+    # float32 residual (exact for integer stored values), computed strip by strip
+    r = residual_strips(img, "kb")
     # clipped pixels (at the image's minimum or maximum: background at 0, saturation) carry no
     # noise; blocks in areas where more than a quarter of the pixels are clipped are not matched
-    clipped = ((img <= img.min()) | (img >= img.max())).astype(np.float32)
-    usable = ndimage.uniform_filter(clipped, size=block) <= 0.25
+    vmin, vmax = img.min(), img.max()
+    usable = np.empty((H, W), bool)
+    halo = block
+    for y0 in range(0, H, STRIP_ROWS):
+        y1 = min(y0 + STRIP_ROWS, H)
+        a, b = max(y0 - halo, 0), min(y1 + halo, H)
+        sl = img[a:b]
+        clipped = ((sl <= vmin) | (sl >= vmax)).astype(np.float32)
+        usable[y0:y1] = (ndimage.uniform_filter(clipped, size=block) <= 0.25)[y0 - a : y1 - a]
     if valid is not None:
         usable &= np.asarray(valid, dtype=bool)
     m = match_blocks(r, block=block, min_shift=min_shift, valid=usable)
@@ -196,13 +205,16 @@ def detect_copy_move(
         c = np.clip(c_full[crop], 0.0, 1.0)
         near_b = match_density((ys1 - ys0, xs1 - xs0), tb - [ys0, xs0], block) > 0
         near_b = ndimage.binary_dilation(near_b, iterations=window + block)
-        side_b = np.zeros((H, W), np.float64)
-        side_b[crop] = np.where(near_b, c, 0.0)  # target-side positions p (b = a + d)
-        side_a = np.zeros_like(side_b)  # source positions p - d
-        ys, xs = np.nonzero(side_b > 0)
-        ya, xa = ys - dy, xs - dx
-        ok = (ya >= 0) & (ya < H) & (xa >= 0) & (xa < W)
-        side_a[ya[ok], xa[ok]] = side_b[ys[ok], xs[ok]]
+        side_b = np.zeros((H, W), np.float32)
+        side_b[crop] = np.where(near_b, c, np.float32(0.0))  # target-side positions p (b = a + d)
+        del c, c_full, near_b
+        # source positions p - d: side_b shifted back by the shift (0 where the partner
+        # falls outside the image)
+        side_a = np.zeros_like(side_b)
+        ty0, ty1 = max(dy, 0), min(H + dy, H)
+        tx0, tx1 = max(dx, 0), min(W + dx, W)
+        if ty1 > ty0 and tx1 > tx0:
+            side_a[ty0 - dy : ty1 - dy, tx0 - dx : tx1 - dx] = side_b[ty0:ty1, tx0:tx1]
         info = {"shift": (int(dy), int(dx)), "support": int(sup), "target_side": "",
                 "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0, "decided": False,
                 "cue": ""}
@@ -225,7 +237,13 @@ def detect_copy_move(
                     wa = source_weight
                 else:
                     wb = source_weight
-        out = np.maximum(out, np.maximum(wa * side_a, wb * side_b).astype(np.float32))
+        if wa != 1.0:
+            side_a *= np.float32(wa)
+        if wb != 1.0:
+            side_b *= np.float32(wb)
+        np.maximum(side_a, side_b, out=side_a)
+        np.maximum(out, side_a, out=out)
+        del side_a, side_b
         regions.append(info)
     log.debug("copy-move: %d blocks, %d pairs, shifts %s", m.n_blocks, len(m.a),
               shifts[:max_shifts].tolist())

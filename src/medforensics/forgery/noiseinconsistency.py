@@ -45,7 +45,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from medforensics.dsp.noise import fit_poisson_gaussian, noise_level_map
+from medforensics.dsp.noise import (
+    block_means,
+    fit_poisson_gaussian,
+    noise_level_map,
+    residual_strips,
+)
 from medforensics.dsp.residuals import highpass_residual
 from medforensics.errors import ConfigError, InvalidArrayError
 
@@ -81,12 +86,6 @@ class NoiseInconsistency:
     fit: tuple[float, float] | None
 
 
-def _block_means(img: np.ndarray, block: int) -> np.ndarray:
-    nby, nbx = img.shape[0] // block, img.shape[1] // block
-    a = img[: nby * block, : nbx * block]
-    return a.reshape(nby, block, nbx, block).mean(axis=(1, 3))
-
-
 def noise_inconsistency_map(
     pixels: np.ndarray,
     *,
@@ -120,9 +119,12 @@ def noise_inconsistency_map(
         InvalidArrayError: image not 2-D or too small.
         ConfigError: odd or too small block.
     """
-    img = np.asarray(pixels, dtype=np.float64)
+    img = np.asarray(pixels)
     if img.ndim != 2:
         raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")
+    # float32 is kept as is (exact for 16-bit stored values); every block statistic is
+    # computed in float64, strip by strip (memory: see dsp.noise.residual_strips)
+    img = img.astype(np.float32 if img.dtype == np.float32 else np.float64, copy=False)
     if block < 4 or block % 2:
         raise ConfigError(f"block must be an even number >= 4, got {block}")
     if expected not in ("binned", "fit"):
@@ -131,11 +133,11 @@ def noise_inconsistency_map(
     if H < 4 * block or W < 4 * block:
         raise InvalidArrayError(f"image {H}x{W} too small for {block}-px noise blocks")
     vmin, vmax = float(img.min()), float(img.max())
-    clipped = ((img <= vmin) | (img >= vmax)).astype(np.float64)
+    clipped = (img <= vmin) | (img >= vmax)
     # noiseless content (burned-in labels, graphics, padding): residual exactly 0
-    flat = (highpass_residual(img, "kb") == 0).astype(np.float64)
+    flat = residual_strips(img, "kb") == 0
     try:
-        pg = fit_poisson_gaussian(img, block=block, mask=clipped == 0)
+        pg = fit_poisson_gaussian(img, block=block, mask=~clipped)
         fit: tuple[float, float] | None = (pg.a, pg.b)
     except InvalidArrayError as exc:
         log.debug("no Poisson-Gaussian fit (%s); using a constant expected noise level", exc)
@@ -147,9 +149,9 @@ def noise_inconsistency_map(
         for ox in (0, half):
             sub = img[oy:, ox:]
             sig = noise_level_map(sub, block=block).astype(np.float64)
-            mean = _block_means(sub, block)
-            bad = (_block_means(clipped[oy:, ox:], block) > 0) | (
-                _block_means(flat[oy:, ox:], block) > max_flat)
+            mean = block_means(sub, block)
+            bad = (_block_counts(clipped[oy:, ox:], block) > 0) | (
+                _block_counts(flat[oy:, ox:], block) > max_flat * block * block)
             if expected == "binned":
                 exp_sig = np.ones_like(sig)  # filled in below from all grids together
             elif pg is not None:
@@ -160,6 +162,7 @@ def noise_inconsistency_map(
             lr = np.zeros_like(sig)
             lr[good] = np.log(sig[good] / exp_sig[good])
             grids.append((oy, ox, lr, good, mean))
+    del clipped, flat
     if expected == "binned":
         _binned_expectation(grids, window_fraction)
     allv = np.concatenate([g[2][g[3]] for g in grids])
@@ -169,21 +172,41 @@ def noise_inconsistency_map(
     med = float(np.median(allv))
     scale = float(1.4826 * np.median(np.abs(allv - med)))
     scale = max(scale, 1e-3)
-    acc_p = np.zeros((H, W))
-    acc_z = np.zeros((H, W))
-    cnt = np.zeros((H, W))
+    # every block of every grid covers whole half-block cells: average per cell (a pixel's
+    # value is the mean over the blocks covering it), then expand the cells to pixels
+    ncy, ncx = -(-H // half), -(-W // half)
+    acc_p = np.zeros((ncy, ncx))
+    acc_z = np.zeros((ncy, ncx))
+    cnt = np.zeros((ncy, ncx))
     for oy, ox, lr, good, _ in grids:
         z = np.where(good, (lr - med) / scale, 0.0)
         p = np.maximum(_sigmoid(slope * (-z - z_low)), _sigmoid(slope * (z - z_high)))
         p = np.where(good, p, 0.0)
         nby, nbx = z.shape
-        ys, xs = slice(oy, oy + nby * block), slice(ox, ox + nbx * block)
-        acc_p[ys, xs] += np.kron(p, np.ones((block, block)))
-        acc_z[ys, xs] += np.kron(z, np.ones((block, block)))
-        cnt[ys, xs] += 1.0
+        cy, cx = oy // half, ox // half
+        for dy in (0, 1):
+            for dx in (0, 1):
+                ys = slice(cy + dy, cy + dy + 2 * nby, 2)
+                xs = slice(cx + dx, cx + dx + 2 * nbx, 2)
+                acc_p[ys, xs] += p
+                acc_z[ys, xs] += z
+                cnt[ys, xs] += 1.0
     cnt = np.maximum(cnt, 1.0)
-    return NoiseInconsistency((acc_p / cnt).astype(np.float32), (acc_z / cnt).astype(np.float32),
-                              fit)
+    return NoiseInconsistency(_cells_to_pixels(acc_p / cnt, half, H, W),
+                              _cells_to_pixels(acc_z / cnt, half, H, W), fit)
+
+
+def _block_counts(mask: np.ndarray, block: int) -> np.ndarray:
+    """Number of True pixels in every non-overlapping ``block x block`` block (int64)."""
+    nby, nbx = mask.shape[0] // block, mask.shape[1] // block
+    a = mask[: nby * block, : nbx * block]
+    return a.reshape(nby, block, nbx, block).sum(axis=(1, 3), dtype=np.int64)
+
+
+def _cells_to_pixels(cells: np.ndarray, half: int, H: int, W: int) -> np.ndarray:
+    """float32 (H, W): every ``half x half`` cell's value repeated over its pixels."""
+    out = np.repeat(np.repeat(cells.astype(np.float32), half, axis=0)[:H], half, axis=1)
+    return np.ascontiguousarray(out[:, :W])
 
 
 def _binned_expectation(grids: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]],
