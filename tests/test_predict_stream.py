@@ -158,3 +158,45 @@ def test_cli_streams_folders_with_progress_and_keeps_missing_paths(
     out = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
     assert res.exit_code == 1 and len(out) == n_all  # devices.json is not an image
     assert sum(o["status"] == "done" for o in out) == n_dcm and "files/s" not in res.stderr
+
+
+def test_shards_are_disjoint_cover_everything_and_follow_torchrun_env(
+    tmp_path: Path, files: list[Path]
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+    from medforensics.sharding import parse_shard, shard_output_path, take_shard
+
+    assert parse_shard("auto", env={}) == (0, 1)
+    assert parse_shard(None, env={"RANK": "2", "WORLD_SIZE": "3"}) == (2, 3)
+    assert parse_shard("none", env={"RANK": "2", "WORLD_SIZE": "3"}) == (0, 1)
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+    items = list(range(11))
+    parts = [take_shard(items, k, 3) for k in range(3)]
+    assert sorted(sum(parts, [])) == items and parts[1] == [1, 4, 7, 10]
+    assert shard_output_path(tmp_path / "r.jsonl", 1, 3).name == "r.part-1-of-3.jsonl"
+    assert shard_output_path(tmp_path / "r.jsonl", 0, 1).name == "r.jsonl"
+
+    run = _run(tmp_path, "patch")
+    folder = files[0].parents[2]
+    full = CliRunner().invoke(app, ["identify", str(run), str(folder), "--json", "--shard", "none"])
+    want = {json.loads(x)["path"]: json.loads(x) for x in full.stdout.splitlines()}
+    got: dict = {}
+    for rank in range(2):  # as torchrun would start them
+        res = CliRunner().invoke(app, ["identify", str(run), str(folder), "--out",
+                                       str(tmp_path / "ids.jsonl")],
+                                 env={"RANK": str(rank), "WORLD_SIZE": "2"})
+        assert res.exit_code == 0, res.output
+        lines = (tmp_path / f"ids.part-{rank}-of-2.jsonl").read_text().splitlines()
+        part = {json.loads(x)["path"]: json.loads(x) for x in lines}
+        assert part and not set(part) & set(got)
+        got.update(part)
+    assert got == want
+    bad = CliRunner().invoke(app, ["forgery", "detect", "none", str(folder), "--shard", "2/2"])
+    assert bad.exit_code == 2 and "does not exist" in bad.output

@@ -71,6 +71,40 @@ _PROGRESS_OPT = typer.Option(
     "when stderr is a terminal).")
 
 
+_SHARD_OPT = typer.Option(
+    "auto", "--shard", help="Process shard K/N of the files (0-based, round-robin); 'auto' "
+    "takes RANK/WORLD_SIZE from torchrun, 'none' all files.")
+_OUT_OPT = typer.Option(
+    None, "--out", help="Write JSON lines here (per shard: NAME.part-K-of-N.jsonl) instead of "
+    "stdout.")
+
+
+def _batch_files(paths: List[Path], shard: str) -> "tuple[List[Path], str]":
+    """Expanded files of this shard and a label for messages (ConfigError on a bad --shard)."""
+    from medforensics.sharding import parse_shard, take_shard
+
+    k, n = parse_shard(shard)
+    files = take_shard(_expand_paths(paths), k, n)
+    return files, ("" if n == 1 else f" [shard {k}/{n}]")
+
+
+def _json_sink(out: Optional[Path], shard: str):
+    """A ``write(line)`` callable and a ``close()``: stdout, or this shard's output file."""
+    if out is None:
+        return typer.echo, (lambda: None)
+    from medforensics.sharding import parse_shard, shard_output_path
+
+    path = shard_output_path(out, *parse_shard(shard))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("w", encoding="utf-8")
+
+    def write(line: str) -> None:
+        fh.write(line + "\n")
+        fh.flush()
+
+    return write, fh.close
+
+
 # --- section: data (simulate, ingest, split) -------------------------------------------------
 
 def _int_range(text: str, what: str) -> "int | tuple[int, int]":
@@ -461,11 +495,14 @@ def identify_cmd(
     workers: int = typer.Option(
         0, "--workers", help="Decode-ahead worker processes (0 = in-process); same results."),
     progress: Optional[bool] = _PROGRESS_OPT,
+    shard: str = _SHARD_OPT,
+    out: Optional[Path] = _OUT_OPT,
 ) -> None:
     """Which device made each image? consistent / MISMATCH / UNKNOWN / unreadable verdicts.
 
     Streams: memory stays flat over any number of files (the text table is printed in
-    blocks of 200 rows; use --json for one line per file).
+    blocks of 200 rows; --json or --out give one JSON line per file). Under torchrun each
+    process takes its own shard of the files.
     """
     import json as _json
 
@@ -478,7 +515,12 @@ def identify_cmd(
     except MedForensicsError as exc:
         _fail(exc)
         return
-    files = _expand_paths(paths)
+    try:
+        files, where = _batch_files(paths, shard)
+        write, close = _json_sink(out, shard) if (as_json or out) else (None, None)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
     verdicts: list = []
 
     def flush() -> None:
@@ -494,13 +536,17 @@ def identify_cmd(
         verdicts.clear()
 
     results = identify_files(predictor, files, workers=workers)
-    for v, extra in _files_progress(results, len(files), "identify", progress):
-        if as_json:
-            typer.echo(_json.dumps({**v.to_dict(), **extra}))
-            continue
-        verdicts.append((v, extra))
-        if len(verdicts) >= 200:
-            flush()
+    try:
+        for v, extra in _files_progress(results, len(files), "identify" + where, progress):
+            if write is not None:
+                write(_json.dumps({**v.to_dict(), **extra}))
+                continue
+            verdicts.append((v, extra))
+            if len(verdicts) >= 200:
+                flush()
+    finally:
+        if close is not None:
+            close()
     if verdicts:
         flush()
 
@@ -652,10 +698,13 @@ def forgery_detect_cmd(
         "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     progress: Optional[bool] = _PROGRESS_OPT,
+    shard: str = _SHARD_OPT,
+    out: Optional[Path] = _OUT_OPT,
 ) -> None:
     """Forgery score, verdict, forged area and ELA score per image (unreadable files reported).
 
-    Streams one line per file (flat memory over any number of files)."""
+    Streams one line per file (flat memory over any number of files). Under torchrun each
+    process takes its own shard of the files."""
     import json as _json
 
     from medforensics.errors import MedForensicsError
@@ -666,21 +715,34 @@ def forgery_detect_cmd(
     except MedForensicsError as exc:
         _fail(exc)
     n_bad = 0
-    files = _expand_paths(paths)
-    for fr in _files_progress(detect_files(det, files, maps_dir=maps), len(files), "detect",
-                              progress):
-        if fr.result is None:
-            n_bad += 1
-        if as_json:
-            typer.echo(_json.dumps(fr.to_dict()))
-        elif fr.result is None:
-            typer.echo(f"{fr.path}: unreadable ({fr.reason}): {fr.error}")
-        else:
-            r = fr.result
-            typer.echo(f"{fr.path}: {r.verdict} score {r.score:.3f} (threshold "
-                       f"{r.threshold:.2f}), forged area {r.forged_area_percent:.2f} %, "
-                       f"ELA score {r.ela_score:.2f}"
-                       + (f"; map {fr.files['map_png']}" if fr.files else ""))
+    try:
+        files, where = _batch_files(paths, shard)
+        write, close = _json_sink(out, shard) if (as_json or out) else (typer.echo, None)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    if maps is not None and where:  # map names are unique per process: one folder per shard
+        from medforensics.sharding import parse_shard
+
+        maps = maps / "part-{}-of-{}".format(*parse_shard(shard))
+    results = detect_files(det, files, maps_dir=maps)
+    try:
+        for fr in _files_progress(results, len(files), "detect" + where, progress):
+            if fr.result is None:
+                n_bad += 1
+            if as_json or out:
+                write(_json.dumps(fr.to_dict()))
+            elif fr.result is None:
+                write(f"{fr.path}: unreadable ({fr.reason}): {fr.error}")
+            else:
+                r = fr.result
+                write(f"{fr.path}: {r.verdict} score {r.score:.3f} (threshold "
+                      f"{r.threshold:.2f}), forged area {r.forged_area_percent:.2f} %, "
+                      f"ELA score {r.ela_score:.2f}"
+                      + (f"; map {fr.files['map_png']}" if fr.files else ""))
+    finally:
+        if close is not None:
+            close()
     if n_bad:
         typer.echo(f"{n_bad} of {len(files)} file(s) could not be analysed", err=True)
         raise typer.Exit(1)

@@ -1,0 +1,6 @@
+"""``python -m medforensics`` (also ``torchrun -m medforensics ...``): the command line."""
+
+from medforensics.cli import main
+
+if __name__ == "__main__":
+    main()
