@@ -200,3 +200,29 @@ def test_shards_are_disjoint_cover_everything_and_follow_torchrun_env(
     assert got == want
     bad = CliRunner().invoke(app, ["forgery", "detect", "none", str(folder), "--shard", "2/2"])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_case_report_decodes_once_and_matches_identify_files(
+    tmp_path: Path, files: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medforensics.io as mio
+    from medforensics.predict import SourcePredictor, identify_files, identify_image
+    from medforensics.report import analyse_case
+
+    pred = SourcePredictor.from_run(_run(tmp_path, "patch"), n_patches=4)
+    want, _ = next(iter(identify_files(pred, [files[0]])))
+    img = mio.read_image(files[0])
+    got, extra = identify_image(pred, img.pixels, img.meta, str(files[0]))
+    assert got.to_dict() == want.to_dict() and extra == {"n_patches": 4}
+
+    calls: list[str] = []
+    real = mio.read_image
+
+    def counting(path, *a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(mio, "read_image", counting)
+    case = analyse_case(files[0], source=pred, forgery=None)
+    assert calls == [str(files[0])]
+    assert case.device["verdict"] == want.verdict and case.device["predicted"] == want.predicted

@@ -340,24 +340,53 @@ def identify_files(
 
     Each file is decoded once: the unit patterns reuse the pixels the model saw.
     """
-    from medforensics.identify import header_claim, unreadable, verdict
+    from medforensics.identify import unreadable
 
-    level = predictor.label_column if predictor.label_column in ("manufacturer", "model", "unit") else "model"
     fps = predictor.fingerprints
     for path, pred, meta, err, pixels in predictor._stream(paths, workers, prefetch,
                                                            fps is not None):
         if err is not None or pred is None:
-            yield unreadable(err, path, level=level), {}
+            yield unreadable(err, path, level=_verdict_level(predictor)), {}
             continue
-        claim = header_claim(meta, level)
-        v = verdict(pred.probs, predictor.classes, claim, predictor.unknown_threshold,
-                    path=path, level=level)
-        extra: dict[str, Any] = {"n_patches": pred.n_patches}
-        if fps is not None and pixels is not None:
-            unit, score = fps.identify_unit(pixels)
-            extra.update(unit=unit, unit_score=float(score),
-                         unit_claim=header_claim(meta, "unit"))
-        yield v, extra
+        yield _verdict_of(predictor, pred, meta, pixels, path)
+
+
+def identify_image(predictor: SourcePredictor, pixels: np.ndarray, meta: Any, path: str = ""
+                   ) -> tuple[Any, dict[str, Any]]:
+    """The :func:`identify_files` verdict of an image that is already decoded.
+
+    Args:
+        predictor: a loaded :class:`SourcePredictor`.
+        pixels: (H, W) float32 stored values (pixel contract of ``read_image``).
+        meta: its ``ImageMeta`` (the header claim comes from it).
+        path: shown in the verdict.
+
+    Returns:
+        ``(Verdict, extra)`` as :func:`identify_files` yields them.
+
+    Raises:
+        InvalidArrayError: the image is not 2-D or smaller than one patch.
+    """
+    return _verdict_of(predictor, predictor.predict(pixels), meta, pixels, path)
+
+
+def _verdict_level(predictor: SourcePredictor) -> str:
+    col = predictor.label_column
+    return col if col in ("manufacturer", "model", "unit") else "model"
+
+
+def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
+                pixels: np.ndarray | None, path: str) -> tuple[Any, dict[str, Any]]:
+    from medforensics.identify import header_claim, verdict
+
+    level = _verdict_level(predictor)
+    v = verdict(pred.probs, predictor.classes, header_claim(meta, level),
+                predictor.unknown_threshold, path=path, level=level)
+    extra: dict[str, Any] = {"n_patches": pred.n_patches}
+    if predictor.fingerprints is not None and pixels is not None:
+        unit, score = predictor.fingerprints.identify_unit(pixels)
+        extra.update(unit=unit, unit_score=float(score), unit_claim=header_claim(meta, "unit"))
+    return v, extra
 
 
 def enroll_units(

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from medforensics.errors import ConfigError, MedForensicsError, ReadError
+from medforensics.errors import ConfigError, InvalidArrayError, MedForensicsError, ReadError
 
 __all__ = [
     "CaseAnalysis",
@@ -502,12 +502,17 @@ def _source_parameters(predictor: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- analysis
 
 
-def _device_section(predictor: Any, path: str, redact: Callable[[str], str]) -> dict[str, Any]:
+def _device_section(predictor: Any, img: Any, path: str, redact: Callable[[str], str]
+                    ) -> dict[str, Any]:
     if predictor is None:
         return {"status": "no-model"}
-    from medforensics.predict import identify_files
+    from medforensics.identify import unreadable
+    from medforensics.predict import identify_image
 
-    v, extra = next(iter(identify_files(predictor, [path])))
+    try:  # the decoded image is reused: one decode per case
+        v, extra = identify_image(predictor, img.pixels, img.meta, path)
+    except InvalidArrayError as exc:
+        v, extra = unreadable(ReadError(str(exc), path), path), {}
     out: dict[str, Any] = {
         "status": "done",
         "verdict": v.verdict,
@@ -643,7 +648,7 @@ def analyse_case(
                                     None, *_WINDOW_PCT)
         case.window = (float(lo), float(hi))
         case.image_png = png_b64(preview_grey(img.pixels, max_side))
-        case.device = _device_section(predictor, spath, redact)
+        case.device = _device_section(predictor, img, spath, redact)
         case.forgery = _forgery_section(detector, img, max_side, redact)
     else:
         case.device = {"status": "no-model"} if predictor is None else {"status": "unreadable"}

@@ -252,15 +252,14 @@ class CaseService:
         Raises:
             InputError: unreadable file or image too small for the model.
         """
-        from medforensics.identify import UNREADABLE
-        from medforensics.predict import identify_files
+        from medforensics.predict import identify_image
 
         self.check_header(path, filename)
-        v, extra = next(iter(identify_files(self.predictor, [path])))
-        if v.verdict == UNREADABLE:
-            reason = v.reason or UNREADABLE
-            detail = v.message.removeprefix(f"{UNREADABLE} ({reason}): ")
-            raise InputError(reason, _clean_message(detail, path, filename))
+        img = self._read(path, filename)  # decoded once, for the verdict and the preview
+        try:
+            v, extra = identify_image(self.predictor, img.pixels, img.meta, str(path))
+        except InvalidArrayError as exc:
+            raise InputError("invalid-image", _clean_message(str(exc), path, filename)) from None
         out = v.to_dict()
         out["path"] = filename
         out["message"] = _clean_message(out["message"], path, filename)
@@ -268,7 +267,7 @@ class CaseService:
         if preview:
             from medforensics.service.render import png_b64, preview_grey
 
-            out["preview_png_b64"] = png_b64(preview_grey(self._read(path, filename).pixels))
+            out["preview_png_b64"] = png_b64(preview_grey(img.pixels))
         return out
 
     def forgery(self, path: Path, filename: str) -> dict[str, Any]:
