@@ -236,6 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     hu = [read_image(r["path"]).pixels for r in heldout if r["unit"] == held_unit]
     row["unit_open_set_rejected"] = float(np.mean([fps.identify_unit(px)[0] is None for px in hu])) if hu else None
     table.append(row)
+    # inference patches per image: accuracy against CPU time (same model, same test images)
+    sweep = []
+    for k in (8, 16, 32, 64):
+        pk = SourcePredictor.from_run(run, n_patches=k)
+        c0 = time.process_time()
+        a_man_k, a_mod_k = accuracy_rows(pk, test_px, test_truth, man)
+        sweep.append({"n_patches": k, "manufacturer": a_man_k, "model": a_mod_k,
+                      "cpu_ms_per_image": 1000.0 * (time.process_time() - c0) / len(test_px),
+                      "torch_threads": torch.get_num_threads()})
+    res["patch_sweep"] = sweep
 
     # 3. paper presets
     if not args.skip_paper:
@@ -309,6 +319,13 @@ def render(res: dict[str, Any]) -> str:
               f"false UNKNOWN on known devices {_pct(o.get('false_unknown', o.get('false_unknown_rate')))}; "
               f"held-out unit rejected by reference patterns {_pct(res['table'][0].get('unit_open_set_rejected'))}. "
               f"Raw: {json.dumps(o)}"]
+    if res.get("patch_sweep"):
+        lines += ["", "Inference patches per image (patch model, clean test images; CPU ms per "
+                  "image = patch choice + forward pass, "
+                  f"{res['patch_sweep'][0].get('torch_threads', '?')} torch threads):", "",
+                  "| patches | manufacturer | model | CPU ms / image |", "|---|---|---|---|"]
+        lines += [f"| {s['n_patches']} | {_pct(s['manufacturer'])} | {_pct(s['model'])} | "
+                  f"{s['cpu_ms_per_image']:.1f} |" for s in res["patch_sweep"]]
     if "real" in res:
         r = res["real"]
         lines += ["", f"Real X-ray fingerprint check ({r['tile']} px tiles, train on left 60%, test on right 40% of each acquisition): "

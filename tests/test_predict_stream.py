@@ -226,3 +226,17 @@ def test_case_report_decodes_once_and_matches_identify_files(
     case = analyse_case(files[0], source=pred, forgery=None)
     assert calls == [str(files[0])]
     assert case.device["verdict"] == want.verdict and case.device["predicted"] == want.predicted
+
+
+def test_identify_patches_option(tmp_path: Path, files: list[Path]) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+
+    run = _run(tmp_path, "patch")
+    res = CliRunner().invoke(app, ["identify", str(run), str(files[0]), "--json", "--patches", "8"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["n_patches"] == 8
+    bad = CliRunner().invoke(app, ["identify", str(run), str(files[0]), "--patches", "0"])
+    assert bad.exit_code == 2 and "n_patches must be >= 1" in bad.output

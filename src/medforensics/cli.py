@@ -494,6 +494,9 @@ def identify_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     workers: int = typer.Option(
         0, "--workers", help="Decode-ahead worker processes (0 = in-process); same results."),
+    n_patches: Optional[int] = typer.Option(
+        None, "--patches", help="Patches per image (patch preset; default: the run's "
+        "calibration, 64). Fewer is faster and less accurate: see docs/source_id.md."),
     progress: Optional[bool] = _PROGRESS_OPT,
     shard: str = _SHARD_OPT,
     out: Optional[Path] = _OUT_OPT,
@@ -511,7 +514,7 @@ def identify_cmd(
     from medforensics.predict import SourcePredictor, identify_files
 
     try:
-        predictor = SourcePredictor.from_run(run, device=device)
+        predictor = SourcePredictor.from_run(run, device=device, n_patches=n_patches)
     except MedForensicsError as exc:
         _fail(exc)
         return

@@ -93,6 +93,8 @@ class SourcePredictor:
         classes = metadata.get("classes")
         if not classes:
             raise ModelFileError("model metadata has no 'classes' list")
+        if int(n_patches) < 1:
+            raise ConfigError(f"n_patches must be >= 1, got {n_patches}")
         self.model = model.eval().to(device)
         self.metadata = dict(metadata)
         self.device = torch.device(device)
