@@ -28,6 +28,22 @@ grids (8-px resolution) and averaged per pixel. Blocks touching clipped pixels (
 minimum or maximum value) and blocks that are more than a quarter noiseless (residual exactly
 0: burned-in labels, graphics) are not scored (cue 0).
 
+Two rules against false alarms on real processed radiographs (defaults; before them the
+training-free detector called 7 of 9 untouched real lossless files tampered, after them 3 -
+chosen while looking at those files, so the 3/9 is not an independent estimate):
+
+* ``range_aware``: a block is judged against the expectation over the range of intensities it
+  spans (min / max of its 4x4-px sub-block means): too little noise means below the *lowest*
+  expectation in that range, too much above the *highest*. Blocks straddling an edge between
+  a quiet and a noisy level (skin line, collimator edge, label border) have a mixed noise level
+  that the expectation at their mean does not describe; blocks in homogeneous areas (where an
+  edit's noise is judged) are unchanged.
+* ``min_extent``: the cue map is grey-opened with a 16 x 16 square: an anomaly must fill such a
+  square to keep its level (thin lines of flagged blocks fade; a 64-px edit stays).
+
+On the simulated lossless test pairs these raised the training-free image AUC from 0.86 to
+0.88 (splice-device 0.81 -> 0.87).
+
 **Fingerprint inconsistency** (:func:`fingerprint_map`). A source-identification *patch* model
 is slid over the image; patches whose device evidence disagrees with the whole image light
 up (:func:`fingerprint_llr_map` turns this into the ``fingerprint`` cue: a per-patch
@@ -96,6 +112,9 @@ def noise_inconsistency_map(
     expected: str = "binned",
     window_fraction: float = 0.05,
     max_flat: float = 0.25,
+    range_aware: bool = True,
+    sub_block: int = 4,
+    min_extent: int = 16,
 ) -> NoiseInconsistency:
     """Per-pixel local noise-level inconsistency cue (see module docs).
 
@@ -111,6 +130,17 @@ def noise_inconsistency_map(
         max_flat: blocks with more than this share of exactly-zero high-pass residuals are
             not scored (noiseless synthetic content such as burned-in labels or padding has
             no detector noise to compare).
+        range_aware: judge a block against the expectation over the *range* of intensities
+            it spans (min and max of its ``sub_block`` x ``sub_block`` sub-block means), not at
+            its mean only: too little noise must be below the lowest expectation in that range,
+            too much noise above the highest. A block straddling an edge between a quiet and a
+            noisy intensity (skin line, collimator edge, burned-in label) has a mixed noise
+            level that the expectation at its mean intensity does not describe.
+        sub_block: sub-block side for ``range_aware`` (divides ``block``).
+        min_extent: the cue map is grey-opened with a ``min_extent`` x ``min_extent`` square
+            (0 = not): an anomaly must fill such a square to keep its level, so thin lines of
+            single flagged blocks (collimator and skin edges, label borders) fade while compact
+            regions (an edited area) stay. ``z`` is not opened.
 
     Returns:
         :class:`NoiseInconsistency` (``fit`` is reported in both modes when it succeeds).
@@ -129,6 +159,8 @@ def noise_inconsistency_map(
         raise ConfigError(f"block must be an even number >= 4, got {block}")
     if expected not in ("binned", "fit"):
         raise ConfigError(f"expected must be 'binned' or 'fit', got {expected!r}")
+    if range_aware and (sub_block < 1 or block % sub_block):
+        raise ConfigError(f"sub_block must divide block ({block}), got {sub_block}")
     H, W = img.shape
     if H < 4 * block or W < 4 * block:
         raise InvalidArrayError(f"image {H}x{W} too small for {block}-px noise blocks")
@@ -145,6 +177,7 @@ def noise_inconsistency_map(
         fit = None
     half = block // 2
     grids = []
+    ranges: list[tuple[np.ndarray, np.ndarray]] = []
     for oy in (0, half):
         for ox in (0, half):
             sub = img[oy:, ox:]
@@ -162,9 +195,14 @@ def noise_inconsistency_map(
             lr = np.zeros_like(sig)
             lr[good] = np.log(sig[good] / exp_sig[good])
             grids.append((oy, ox, lr, good, mean))
+            if range_aware:
+                ranges.append(_sub_mean_range(sub, block, sub_block, sig.shape))
     del clipped, flat
+    curve: Callable[[np.ndarray], np.ndarray] | None = None
     if expected == "binned":
-        _binned_expectation(grids, window_fraction)
+        curve = _binned_expectation(grids, window_fraction)
+    elif pg is not None:
+        curve = lambda m: np.log(np.maximum(pg.std_at(m), 1e-12))  # noqa: E731
     allv = np.concatenate([g[2][g[3]] for g in grids])
     if allv.size < 8:
         zero = np.zeros((H, W), np.float32)
@@ -178,9 +216,19 @@ def noise_inconsistency_map(
     acc_p = np.zeros((ncy, ncx))
     acc_z = np.zeros((ncy, ncx))
     cnt = np.zeros((ncy, ncx))
-    for oy, ox, lr, good, _ in grids:
+    for gi, (oy, ox, lr, good, mean) in enumerate(grids):
         z = np.where(good, (lr - med) / scale, 0.0)
-        p = np.maximum(_sigmoid(slope * (-z - z_low)), _sigmoid(slope * (z - z_high)))
+        if range_aware and curve is not None:
+            # expectation at the block's lowest / mean / highest sub-block intensity
+            e_mid = curve(mean)
+            e_lo, e_hi = curve(ranges[gi][0]), curve(ranges[gi][1])
+            e_min = np.minimum(np.minimum(e_lo, e_hi), e_mid)
+            e_max = np.maximum(np.maximum(e_lo, e_hi), e_mid)
+            z_q = np.where(good, (lr + e_mid - e_min - med) / scale, 0.0)  # vs lowest
+            z_n = np.where(good, (lr + e_mid - e_max - med) / scale, 0.0)  # vs highest
+            p = np.maximum(_sigmoid(slope * (-z_q - z_low)), _sigmoid(slope * (z_n - z_high)))
+        else:
+            p = np.maximum(_sigmoid(slope * (-z - z_low)), _sigmoid(slope * (z - z_high)))
         p = np.where(good, p, 0.0)
         nby, nbx = z.shape
         cy, cx = oy // half, ox // half
@@ -192,8 +240,10 @@ def noise_inconsistency_map(
                 acc_z[ys, xs] += z
                 cnt[ys, xs] += 1.0
     cnt = np.maximum(cnt, 1.0)
-    return NoiseInconsistency(_cells_to_pixels(acc_p / cnt, half, H, W),
-                              _cells_to_pixels(acc_z / cnt, half, H, W), fit)
+    cue = _cells_to_pixels(acc_p / cnt, half, H, W)
+    if min_extent > 1:
+        cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
+    return NoiseInconsistency(cue, _cells_to_pixels(acc_z / cnt, half, H, W), fit)
 
 
 def _block_counts(mask: np.ndarray, block: int) -> np.ndarray:
@@ -209,18 +259,32 @@ def _cells_to_pixels(cells: np.ndarray, half: int, H: int, W: int) -> np.ndarray
     return np.ascontiguousarray(out[:, :W])
 
 
+def _sub_mean_range(sub: np.ndarray, block: int, sub_block: int, shape: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of the ``sub_block`` sub-block means inside every ``block`` block."""
+    k = block // sub_block
+    nby, nbx = shape
+    sm = block_means(sub[: nby * block, : nbx * block], sub_block)
+    sm = sm.reshape(nby, k, nbx, k)
+    return sm.min(axis=(1, 3)), sm.max(axis=(1, 3))
+
+
 def _binned_expectation(grids: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]],
-                        window_fraction: float) -> None:
+                        window_fraction: float) -> Callable[[np.ndarray], np.ndarray] | None:
     """Turn ``log sigma`` (in ``lr``) into ``log sigma - running median over intensity rank``.
 
     ``grids`` items are ``(oy, ox, lr, good, mean)``; ``lr`` holds ``log sigma`` on good blocks
     and is modified in place.
+
+    Returns:
+        the expected ``log sigma`` as a function of intensity (piecewise linear through the
+        running medians, constant beyond the ends), or None when no block is scored.
     """
     ls = np.concatenate([g[2][g[3]] for g in grids])
     mu = np.concatenate([g[4][g[3]] for g in grids])
     n = ls.size
     if n == 0:
-        return
+        return None
     order = np.argsort(mu, kind="mergesort")
     k = max(25, int(window_fraction * n)) | 1
     k = min(k, n if n % 2 else max(n - 1, 1))
@@ -231,6 +295,8 @@ def _binned_expectation(grids: list[tuple[int, int, np.ndarray, np.ndarray, np.n
         m = int(good.sum())
         lr[good] = lr[good] - expect[pos : pos + m]
         pos += m
+    xs, ys = mu[order], expect[order]
+    return lambda m: np.interp(m, xs, ys)
 
 
 @dataclass

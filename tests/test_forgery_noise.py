@@ -1,0 +1,62 @@
+"""Noise-inconsistency cue: edges between intensities, thin structures, planted regions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medforensics.forgery.localize import SCORE_WINDOW, image_score
+from medforensics.forgery.noiseinconsistency import noise_inconsistency_map
+
+
+def _radiograph(seed: int, h: int = 320, w: int = 320) -> np.ndarray:
+    """Smooth content with strongly signal-dependent noise (std = 0.25 * sqrt(value))."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    base = 3000 + 1500 * np.sin(yy / 45.0) * np.cos(xx / 60.0)
+    return base + rng.normal(0, 1, (h, w)) * 0.25 * np.sqrt(base)
+
+
+def test_edge_between_quiet_and_noisy_intensities_is_not_flagged() -> None:
+    """A step from dark (quiet) to bright (noisy) tissue, off the block grid.
+
+    A block straddling it has a mean between the two levels and a noise level (robust MAD)
+    pulled towards the majority side: judged at its mean intensity only it looks too quiet;
+    judged against its range of intensities it does not.
+    """
+    rng = np.random.default_rng(4)
+    h, w = 320, 320
+    yy, xx = np.mgrid[:h, :w]
+    # top: dark field | bright field, step at x = 165 (off the 8-px grid);
+    # bottom: a ramp through every level in between (so the expectation is known there)
+    base = np.where(xx < 165, 300.0 + 0.5 * xx, 8300.0 + 0.5 * xx) + 0.2 * yy
+    base[160:] = 300.0 + 25.0 * xx[160:] + 0.2 * yy[160:]
+    img = base + rng.normal(0, 1, (h, w)) * 0.02 * base  # noise std 2 % of the level
+    strict = noise_inconsistency_map(img, range_aware=False, min_extent=0)
+    ranged = noise_inconsistency_map(img, range_aware=True, min_extent=0)
+    band = (slice(16, 144), slice(150, 180))
+    assert strict.map[band].max() > 0.5  # the old rule flags the edge
+    assert ranged.map[band].max() < 0.5
+    assert image_score(ranged.map, SCORE_WINDOW) < 0.5
+
+
+def test_planted_quiet_region_still_found_and_thin_line_removed() -> None:
+    img = _radiograph(7)
+    clean = noise_inconsistency_map(img)
+    assert image_score(clean.map, SCORE_WINDOW) < 0.5
+    tam = img.copy()
+    # a 72-px region from a quieter device (noise at 35 %)
+    y0, x0, s = 120, 150, 72
+    smooth = 3000 + 1500 * np.sin(np.mgrid[y0 : y0 + s, x0 : x0 + s][0] / 45.0) * np.cos(
+        np.mgrid[y0 : y0 + s, x0 : x0 + s][1] / 60.0)
+    tam[y0 : y0 + s, x0 : x0 + s] = smooth + 0.35 * (img[y0 : y0 + s, x0 : x0 + s] - smooth)
+    # a thin quiet line (4 px wide, e.g. a processed skin edge): lines of up to ~4 px fade
+    # under the 16-px opening; 6-8 px wide ones are only attenuated (to ~0.5-0.75 here)
+    ly, lx = np.mgrid[45:49, 20:300]
+    line = 3000 + 1500 * np.sin(ly / 45.0) * np.cos(lx / 60.0)
+    tam[45:49, 20:300] = line + 0.2 * (img[45:49, 20:300] - line)
+    ni = noise_inconsistency_map(tam)
+    assert ni.map[y0 + 16 : y0 + s - 16, x0 + 16 : x0 + s - 16].mean() > 0.8
+    assert ni.z[y0 + 16 : y0 + s - 16, x0 + 16 : x0 + s - 16].mean() < -3
+    assert ni.map[37:57, 30:290].max() < 0.5  # the line fades under the opening
+    raw = noise_inconsistency_map(tam, min_extent=0)
+    assert raw.map[37:57, 30:290].max() > 0.55  # ... which is what removes it
