@@ -252,7 +252,8 @@ def sample_patch_positions(
     passes over the image for the border lines), so large radiographs are fast. Candidates
     are drawn uniformly in rounds (at most ``max_rounds``); each round draws ``1.25 k / a +
     8`` for k still missing and a the share of candidates accepted so far (1 at first), so
-    typical images need one round of ~1.25 n windows. If the image has fewer
+    typical images need one round of ~1.25 n windows; at most ``8 max(4 n, 64)`` candidates
+    are analysed in all. If the image has fewer
     valid positions, fewer are returned and a warning is logged (never silently padded).
 
     Args:
@@ -318,10 +319,13 @@ def sample_patch_positions(
     seen: set[tuple[int, int]] = set()
     n_free = (bottom - top - patch + 1) * (right - left - patch + 1)
     tried = accepted = 0
+    budget = 8 * max(4 * n, 64)  # candidates analysed at most (bounds time on hopeless images)
     for _ in range(max_rounds):
         need = n - len(found)
         rate = max(accepted / tried, 0.02) if tried else 1.0
-        m = min(int(np.ceil(1.25 * need / rate)) + 8, 64 * need + 256)
+        m = min(int(np.ceil(1.25 * need / rate)) + 8, budget - tried)
+        if m <= 0:
+            break
         ys = gen.integers(top, bottom - patch + 1, size=m)
         xs = gen.integers(left, right - patch + 1, size=m)
         fresh = np.zeros(m, dtype=bool)
