@@ -109,7 +109,10 @@ def test_tiny_training_learns_and_writes_run(tmp_path: Path) -> None:
     assert res.epochs_run == 4
     # Learned something: well above chance (1/3) on the held-out validation images.
     assert max(m["val_bacc"] for m in res.metrics) >= 0.65
-    assert res.best_val_balanced_accuracy == max(m["val_bacc"] for m in res.metrics)
+    # patch keeps the epoch with the lowest validation loss (select="loss")
+    losses = [m["val_loss"] for m in res.metrics]
+    assert res.best_epoch == 1 + int(np.argmin(losses))
+    assert res.best_val_balanced_accuracy == res.metrics[res.best_epoch - 1]["val_bacc"]
     # Test rows and the ineligible row were never opened.
     assert not any(p.startswith("/nonexistent") for p in source.accessed)
     # Per-epoch metrics, JSONL + CSV.
@@ -255,3 +258,19 @@ def test_worker_processes_give_identical_weights(tmp_path: Path) -> None:
     run(tmp_path / "w0", rows, source, epochs=1)
     run(tmp_path / "w2", rows, source, epochs=1, workers=2)
     assert_same(checkpoint_tensors(tmp_path / "w0"), checkpoint_tensors(tmp_path / "w2"))
+
+
+def test_select_bacc_and_legacy_runs_resume_with_their_rule(tmp_path: Path) -> None:
+    rows, source = make_rows(4, 2)
+    res = run(tmp_path / "b", rows, source, epochs=3, select="bacc")
+    baccs = [(m["val_bacc"], -m["val_loss"]) for m in res.metrics]
+    assert res.best_epoch == 1 + max(range(3), key=lambda i: baccs[i])
+    with pytest.raises(ConfigError, match="select"):
+        run(tmp_path / "x", rows, source, select="f1")
+    # a run written before `select` existed resumes with the rule it was trained with (bacc)
+    cfg_path = tmp_path / "b" / "config.json"
+    saved = json.loads(cfg_path.read_text())
+    del saved["config"]["select"]
+    cfg_path.write_text(json.dumps(saved))
+    more = run(tmp_path / "b", rows, source, epochs=4, resume=True)
+    assert more.epochs_run == 1 and [m["epoch"] for m in more.metrics] == [1, 2, 3, 4]

@@ -346,6 +346,8 @@ def train_cmd(
         None, "--sampling", help="weighted (Deep-RSI) or balanced (DeepMammo batches)."),
     seed: Optional[int] = typer.Option(
         None, "--seed", help="Seed of initialisation, sampling, patches (default 0)."),
+    select: Optional[str] = typer.Option(
+        None, "--select", help="Best epoch by: loss (patch default) or bacc (paper presets)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out (unset options keep the run's)."),
@@ -375,7 +377,8 @@ def train_cmd(
         res = train(
             manifest, label=label, preset=preset, out_dir=str(out), epochs=epochs,
             batch_size=batch_size, lr=lr, patch=patch, patches_per_image=patches_per_image,
-            sampling=sampling, seed=seed, device=device, resume=resume, workers=workers,
+            sampling=sampling, seed=seed, select=select, device=device, resume=resume,
+            workers=workers,
             progress=progress, image_source=source,
         )
         if calibrate and not distributed:
