@@ -363,8 +363,11 @@ def _seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from the worker's torch seed.
 
     The datasets do not use global RNGs (positions come from (seed, epoch, key)), so workers
-    cannot change the data; this only keeps any other library randomness reproducible.
+    cannot change the data; this only keeps any other library randomness reproducible. A
+    worker decodes and crops (NumPy), so it runs torch on one thread: N workers with one
+    intra-op pool each would otherwise oversubscribe a small machine N-fold.
     """
+    torch.set_num_threads(1)
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
