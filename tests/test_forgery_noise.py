@@ -60,3 +60,49 @@ def test_planted_quiet_region_still_found_and_thin_line_removed() -> None:
     assert ni.map[37:57, 30:290].max() < 0.5  # the line fades under the opening
     raw = noise_inconsistency_map(tam, min_extent=0)
     assert raw.map[37:57, 30:290].max() > 0.55  # ... which is what removes it
+
+
+def test_partly_clipped_region_scored_but_large_clipped_background_not() -> None:
+    """A quiet region with ~10 % of its pixels clipped at the image minimum (small blobs) is
+    found (scored on its other pixels); a large clipped background is not flagged."""
+    img = _radiograph(11)
+    img[:, :64] = 0.0  # collimated / background strip at the minimum (large clipped area)
+    tam = img.copy()
+    y0, x0, s = 150, 150, 80
+    yy, xx = np.mgrid[y0 : y0 + s, x0 : x0 + s]
+    smooth = 3000 + 1500 * np.sin(yy / 45.0) * np.cos(xx / 60.0)
+    reg = smooth + 0.3 * (img[y0 : y0 + s, x0 : x0 + s] - smooth)
+    for by in range(3, s - 5, 16):  # 5x5 blobs pushed to the end of the value range
+        for bx in range(5, s - 5, 16):
+            reg[by : by + 5, bx : bx + 5] = 0.0
+    tam[y0 : y0 + s, x0 : x0 + s] = reg
+    inner = (slice(y0 + 16, y0 + s - 16), slice(x0 + 16, x0 + s - 16))
+    now = noise_inconsistency_map(tam)
+    before = noise_inconsistency_map(tam, max_clipped=0.0)
+    assert now.map[inner].mean() > 0.7
+    assert before.map[inner].max() < 0.5  # every block there touches a clipped pixel
+    clean = noise_inconsistency_map(img)
+    assert clean.map[:, :96].max() < 0.5 and image_score(clean.map, SCORE_WINDOW) < 0.5
+
+
+def test_weak_fingerprint_evidence_shapes_the_map_not_the_score() -> None:
+    from medforensics.forgery.localize import localize
+
+    img = _radiograph(13).astype(np.float32)
+    y0, x0, s = 96, 96, 128
+    img[y0 : y0 + s, x0 : x0 + s] += 10000.0  # the "other device" region, easy for the stub
+    img[y0 : y0 + s : 4, x0 : x0 + s : 2] = img.max()  # 12.5 % clipped inside it
+
+    def stub(patches: np.ndarray) -> np.ndarray:
+        p1 = np.clip((patches > 9000).mean(axis=(1, 2)), 0.01, 0.99)
+        return np.log(np.stack([1 - p1, p1], 1))
+
+    res = localize(img, cues=["fingerprint"], patch_logprobs=stub,
+                   fingerprint_kw={"patch": 64, "stride": 32})
+    strict, weak = res.cues["fingerprint"], res.cues["fingerprint_weak"]
+    inner = (slice(y0 + 32, y0 + s - 32), slice(x0 + 32, x0 + s - 32))
+    assert strict[inner].max() == 0.0  # its patches are too clipped for the strict cue
+    assert 0.4 < weak[inner].min() <= 0.45
+    assert res.map[inner].min() > 0.4  # the map shows it ...
+    assert res.score < 0.05 and res.forged_area_percent == 0.0  # ... the verdict does not
+    assert weak[:32, :32].max() < 0.05

@@ -17,6 +17,7 @@ Images are real arrays of shape (H, W) in stored-value units; pure functions.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,7 +109,8 @@ def _check_block(img: np.ndarray, block: int) -> None:
         raise InvalidArrayError(f"image {img.shape} is smaller than one {block}x{block} block")
 
 
-def noise_level_map(image: np.ndarray, block: int = 32, kind: str = "kb") -> np.ndarray:
+def noise_level_map(image: np.ndarray, block: int = 32, kind: str = "kb",
+                    ignore: np.ndarray | None = None) -> np.ndarray:
     """Local noise standard deviation per non-overlapping block.
 
     Args:
@@ -117,6 +119,9 @@ def noise_level_map(image: np.ndarray, block: int = 32, kind: str = "kb") -> np.
             ignored.
         kind: high-pass kernel (see ``residuals.HIGHPASS_KERNELS``), normalised so that
             white noise of std s gives s.
+        ignore: optional bool (H, W), True = leave the pixel's residual out of its block's
+            statistic (e.g. clipped pixels and their neighbours); a block with every pixel
+            ignored gives NaN.
 
     Returns:
         float32 array (H // block, W // block): 1.4826 * MAD of the residual in each block
@@ -144,6 +149,21 @@ def noise_level_map(image: np.ndarray, block: int = 32, kind: str = "kb") -> np.
         a, b = max(y0 - halo, 0), min(y1 + halo, H)
         r = highpass_residual(img[a:b], kind, normalize=True)[y0 - a : y1 - a]
         blk = _blocks(r.astype(np.float64), block)
+        if ignore is not None:
+            ign = _blocks(np.asarray(ignore[y0:y1], dtype=bool), block)
+            if ign.any():
+                rows = ign.any(axis=2)  # nanmedian (slow) only where needed
+                sub = np.where(ign[rows], np.nan, blk[rows])
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    med_s = np.nanmedian(sub, axis=1, keepdims=True)
+                    mad_s = np.nanmedian(np.abs(sub - med_s), axis=1)
+                res = np.empty(blk.shape[:2])
+                res[~rows] = np.median(np.abs(blk[~rows] - np.median(blk[~rows], axis=1,
+                                                                     keepdims=True)), axis=1)
+                res[rows] = mad_s
+                out[by0:by1] = _MAD_TO_STD * res
+                continue
         med = np.median(blk, axis=2, keepdims=True)
         out[by0:by1] = _MAD_TO_STD * np.median(np.abs(blk - med), axis=2)
     return out

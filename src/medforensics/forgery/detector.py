@@ -324,7 +324,8 @@ class ForgeryDetector:
         """Cues computed for a lossless input (ELA is added for lossy inputs)."""
         if self.method == "cues-learned":
             return list(self.combiner.cues)
-        return ["copymove", "noise"] + (["fingerprint"] if self.source is not None else [])
+        return ["copymove", "noise"] + (["fingerprint", "fingerprint_weak"] if self.source
+                                        is not None else [])
 
     # ------------------------------------------------------------------ detection
     def verdict_of(self, score: float) -> str:

@@ -9,12 +9,16 @@ Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own d
 * ``ela``: :func:`medforensics.forgery.ela.ela_cue` - only for images that went through lossy
   (JPEG-type) compression, because ELA is a JPEG-domain heuristic; skipped otherwise (noted).
 * ``fingerprint``: :func:`medforensics.forgery.noiseinconsistency.fingerprint_llr_map` when a
-  patch model callable is supplied.
+  patch model callable is supplied; it also gives ``fingerprint_weak``, the same evidence from
+  partly clipped patches, scaled to at most 0.45 (below the map threshold).
 
 **Combination rule** (documented, deliberately simple): ``map = max_c (w_c * cue_c)`` with
 weights ``w_c`` (default 1). Each cue is already scaled so that 0.5 is its own detection
 threshold, so the max keeps every cue's operating point; it is not a calibrated posterior.
-**Image score**: the maximum of the map after a ``SCORE_WINDOW`` x ``SCORE_WINDOW`` (17 x 17)
+``fingerprint_weak`` is added to the map afterwards (``map = max(map, fingerprint_weak)``) but
+left out of the image score: it ranks pixels for localization, it never makes a verdict or a
+forged area on its own.
+**Image score**: the maximum of the map (without ``fingerprint_weak``) after a ``SCORE_WINDOW`` x ``SCORE_WINDOW`` (17 x 17)
 mean filter: an isolated pixel or a single 16-px noise block cannot make an image "forged"; a
 region of about 17 x 17 px at level p gives score ~p. (With 9 x 9 the noise cue called 13 % of
 the untouched simulated originals forged, with 17 x 17 3 %, at the same image AUC.)
@@ -49,7 +53,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CUES: tuple[str, ...] = ("copymove", "noise", "ela", "fingerprint")
+CUES: tuple[str, ...] = ("copymove", "noise", "ela", "fingerprint", "fingerprint_weak")
+#: cue maps that shape the map but not the image score
+WEAK_CUES: tuple[str, ...] = ("fingerprint_weak",)
 #: side of the mean filter of the image score (see module docs)
 SCORE_WINDOW = 17
 RULE = "max of cue maps (each 0.5 at its own threshold), weights {weights}"
@@ -149,7 +155,8 @@ def localize(
         lossy: the image went through lossy compression (``ImageMeta.lossy``); enables ELA.
         bits_stored: bit depth (for the ELA window).
         cues: names from :data:`CUES`; default: copymove, noise, ela (if ``lossy``),
-            fingerprint (if ``patch_logprobs`` is given).
+            fingerprint and fingerprint_weak (if ``patch_logprobs`` is given; either name
+            computes both).
         patch_logprobs: patch model callable for the fingerprint cue (see
             :func:`~medforensics.forgery.noiseinconsistency.fingerprint_llr_map`).
         threshold: map threshold for the area / mask.
@@ -174,7 +181,8 @@ def localize(
 
     img = np.asarray(pixels, dtype=np.float32)
     if cues is None:
-        names = ["copymove", "noise", "ela"] + (["fingerprint"] if patch_logprobs else [])
+        names = ["copymove", "noise", "ela"] + (
+            ["fingerprint", "fingerprint_weak"] if patch_logprobs else [])
         explicit = False
     else:
         names = list(cues)
@@ -207,19 +215,28 @@ def localize(
             maps[name] = ela_cue(er.ela)
             notes.append(er.note)
             details[name] = {"ela_score": er.score, "window": er.window}
-        elif name == "fingerprint":
+        elif name in ("fingerprint", "fingerprint_weak"):
+            if "fingerprint" in maps:
+                continue
             if patch_logprobs is None:
                 raise ConfigError("the fingerprint cue needs a patch_logprobs callable")
             fp = fingerprint_llr_map(img, patch_logprobs, **(fingerprint_kw or {}))
-            maps[name] = fp.map
-            details[name] = {"image_class": fp.image_class}
-    if not maps:
+            maps["fingerprint"] = fp.map
+            if fp.weak is not None:
+                maps["fingerprint_weak"] = fp.weak
+            details["fingerprint"] = {"image_class": fp.image_class}
+    strong = {k: v for k, v in maps.items() if k not in WEAK_CUES}
+    if not strong:
         combined = np.zeros(img.shape, np.float32)
     else:
-        combined = combine_cues(maps, weights)
+        combined = combine_cues(strong, weights)
+    score = image_score(combined, SCORE_WINDOW)
+    for k in WEAK_CUES:
+        if k in maps:
+            combined = np.maximum(combined, np.minimum(maps[k], 0.5 * np.float32(1 - 1e-6)))
     return LocalizationResult(
         map=combined,
-        score=image_score(combined, SCORE_WINDOW),
+        score=score,
         forged_area_percent=forged_area_percent(combined, threshold),
         threshold=float(threshold),
         cues=maps,

@@ -473,7 +473,8 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
     from medforensics.forgery.detector import ForgeryDetector
 
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device)
-    cues = ["copymove", "noise", "ela"] + (["fingerprint"] if source_run is not None else [])
+    cues = ["copymove", "noise", "ela"] + (["fingerprint", "fingerprint_weak"]
+                                           if source_run is not None else [])
     cache = run / "features"
     cache.mkdir(exist_ok=True)
     use = [r for r in rows if r["split"] in ("train", "val")]
