@@ -24,9 +24,14 @@ from a noisier device, or gained up, too much (``z >> 0``). Texture and edges al
 observed level, so positive deviations are weaker evidence; the cue is
 ``sigmoid(k * (-z - z_low))`` for low noise and ``sigmoid(k * (z - z_high))`` for high noise
 (defaults ``z_low = 3``, ``z_high = 4.5``, ``k = 2``), computed on four half-block-shifted
-grids (8-px resolution) and averaged per pixel. Blocks touching clipped pixels (the image's
-minimum or maximum value) and blocks that are more than a quarter noiseless (residual exactly
-0: burned-in labels, graphics) are not scored (cue 0).
+grids (8-px resolution) and averaged per pixel. Blocks touching a large clipped area (>= 4096
+connected pixels at the image's minimum or maximum value: background, collimation), blocks
+with more than half of their pixels clipped and blocks that are more than a quarter noiseless
+(residual exactly 0: burned-in labels, graphics) are not scored (cue 0); blocks with a few
+clipped specks are scored on their other pixels (clipped pixels and their 3x3 neighbours left
+out of the MAD and of the noiseless share). Before 881cbb9 one clipped pixel excluded a block,
+which hid most simulated splices (their mean/std matching pushes pixels to the range's end):
+training-free splice-device AUC 0.87 -> 0.97 on the simulated lossless test pairs.
 
 Two rules against false alarms on real processed radiographs (defaults; before them the
 training-free detector called 7 of 9 untouched real lossless files tampered, after them 3 -
