@@ -23,11 +23,23 @@ app.add_typer(forgery_app, name="forgery")
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads for the models (default: OMP_NUM_THREADS, else "
+        "half the usable cores; see medforensics.runtime)."),
+) -> None:
+    from medforensics.errors import ConfigError
+    from medforensics.runtime import configure_threads
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        configure_threads(threads)
+    except ConfigError as exc:
+        _fail(exc)
 
 
 def _files_progress(results, total: int, label: str, enabled: Optional[bool]):

@@ -804,9 +804,9 @@ def train(
             )
             log.info(
                 "training %s on %s: %d classes, %d train / %d val images, %d epochs, "
-                "batch %d, lr %g, device %s, world %d",
+                "batch %d, lr %g, device %s, world %d, %d CPU thread(s)",
                 cfg.preset, cfg.label, len(classes), len(train_rows), len(val_rows),
-                cfg.epochs, cfg.batch_size, cfg.lr, device, world,
+                cfg.epochs, cfg.batch_size, cfg.lr, device, world, torch.get_num_threads(),
             )
         show = cfg.progress and is_main
         epochs_run = 0
