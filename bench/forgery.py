@@ -1,6 +1,6 @@
 """Forgery benchmark: detection (image AUC) and localization (pixel F1) per tampering kind.
 
-    python bench/forgery.py [--quick] [--out bench/out/forgery] [--patients 60]
+    python bench/forgery.py [--quick] [--out bench/out/forgery] [--patients 60] [--skip-jpeg]
 
 What it does (everything generated here, nothing downloaded; steps are cached in
 ``--out/work`` so an interrupted run continues):
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ela-epochs", type=int, default=None, help="default: the preset's 30")
     ap.add_argument("--real-rounds", type=int, default=None)
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--skip-jpeg", action="store_true",
+                    help="only the lossless DICOM, small-region and real-file rows (steps 1-3, 6)")
     ap.add_argument("--fresh", action="store_true", help="delete the cached work folder first")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -251,96 +253,99 @@ def main(argv: list[str] | None = None) -> int:
         table += summary_rows("lossless DICOM 32-40 px", name, m)
     lap("small regions", t)
 
-    # 4. JPEG exports, tampered as JPEG ---------------------------------------------------
-    t = time.perf_counter()
-    jpg_dir = work / "jpeg_export"
-    jrows = []
-    for r in rows:
-        dst = jpg_dir / (Path(r["path"]).relative_to(arch).with_suffix(".jpg"))
-        if not dst.is_file():
-            export_jpeg(r["path"], dst)
-        jrows.append({"path": str(dst), "PatientID": r["PatientID"],
-                      "StudyInstanceUID": r["StudyInstanceUID"], "unit": r["unit"],
-                      "model": r["model"], "manufacturer": r["manufacturer"],
-                      "split": r["split"]})
-    jpg_set = work / "tamper_jpeg"
-    if not (jpg_set / "tamper_manifest.csv").is_file():
-        generate(jrows, jpg_set, kinds=KINDS, seed=args.seed + 3, sizes=(64, 192))
-    jpg_manifest = jpg_set / "tamper_manifest.csv"
-    ela_jrun = work / "run_ela_jpeg"
-    if not (ela_jrun / "model.json").is_file():
-        train_forgery(jpg_manifest, preset="ela-cnn", out_dir=ela_jrun, epochs=ela_epochs,
-                      seed=args.seed, resume=ela_jrun.exists(), progress=False)
-    cues_jrun = work / "run_cues_jpeg"
-    if not (cues_jrun / "model.json").is_file():
-        train_forgery(jpg_manifest, preset="cues", out_dir=cues_jrun, seed=args.seed,
-                      resume=cues_jrun.exists(), progress=False)
-    ela_j = ForgeryDetector.from_run(ela_jrun)
-    cues_j = ForgeryDetector.from_run(cues_jrun)
-    test_jpg = work / "tamper_jpeg_test.csv"
-    jall = list(csv.DictReader(open(jpg_manifest, newline="")))
-    write_rows([r for r in jall if r["split"] == "test"], test_jpg)
-    for key, name, det, man in (("ela_cnn", "ela-cnn (paper)", ela_j, jpg_manifest),
-                                ("free", "cues (training-free)", free, test_jpg),
-                                ("learned", "cues learned", cues_j, jpg_manifest)):
-        m = evaluate(det, man, ev, "jpeg__" + key)
-        table += summary_rows("8-bit JPEG q90 export, edited as JPEG", name, m)
-    lap("jpeg exports", t)
+    if args.skip_jpeg:
+        res["jpeg"] = "skipped (--skip-jpeg)"
+    else:
+        # 4. JPEG exports, tampered as JPEG ---------------------------------------------------
+        t = time.perf_counter()
+        jpg_dir = work / "jpeg_export"
+        jrows = []
+        for r in rows:
+            dst = jpg_dir / (Path(r["path"]).relative_to(arch).with_suffix(".jpg"))
+            if not dst.is_file():
+                export_jpeg(r["path"], dst)
+            jrows.append({"path": str(dst), "PatientID": r["PatientID"],
+                          "StudyInstanceUID": r["StudyInstanceUID"], "unit": r["unit"],
+                          "model": r["model"], "manufacturer": r["manufacturer"],
+                          "split": r["split"]})
+        jpg_set = work / "tamper_jpeg"
+        if not (jpg_set / "tamper_manifest.csv").is_file():
+            generate(jrows, jpg_set, kinds=KINDS, seed=args.seed + 3, sizes=(64, 192))
+        jpg_manifest = jpg_set / "tamper_manifest.csv"
+        ela_jrun = work / "run_ela_jpeg"
+        if not (ela_jrun / "model.json").is_file():
+            train_forgery(jpg_manifest, preset="ela-cnn", out_dir=ela_jrun, epochs=ela_epochs,
+                          seed=args.seed, resume=ela_jrun.exists(), progress=False)
+        cues_jrun = work / "run_cues_jpeg"
+        if not (cues_jrun / "model.json").is_file():
+            train_forgery(jpg_manifest, preset="cues", out_dir=cues_jrun, seed=args.seed,
+                          resume=cues_jrun.exists(), progress=False)
+        ela_j = ForgeryDetector.from_run(ela_jrun)
+        cues_j = ForgeryDetector.from_run(cues_jrun)
+        test_jpg = work / "tamper_jpeg_test.csv"
+        jall = list(csv.DictReader(open(jpg_manifest, newline="")))
+        write_rows([r for r in jall if r["split"] == "test"], test_jpg)
+        for key, name, det, man in (("ela_cnn", "ela-cnn (paper)", ela_j, jpg_manifest),
+                                    ("free", "cues (training-free)", free, test_jpg),
+                                    ("learned", "cues learned", cues_j, jpg_manifest)):
+            m = evaluate(det, man, ev, "jpeg__" + key)
+            table += summary_rows("8-bit JPEG q90 export, edited as JPEG", name, m)
+        lap("jpeg exports", t)
 
-    # 4b. the textbook ELA case: JPEG export, edited, saved losslessly (PNG) ------------------
-    t = time.perf_counter()
-    png_dir = work / "jpeg_export_png"
-    prows = []
-    for jr in jrows:
-        dst = png_dir / Path(jr["path"]).relative_to(jpg_dir).with_suffix(".png")
-        if not dst.is_file():
-            from medforensics.io import read_image, write_png8
+        # 4b. the textbook ELA case: JPEG export, edited, saved losslessly (PNG) ------------------
+        t = time.perf_counter()
+        png_dir = work / "jpeg_export_png"
+        prows = []
+        for jr in jrows:
+            dst = png_dir / Path(jr["path"]).relative_to(jpg_dir).with_suffix(".png")
+            if not dst.is_file():
+                from medforensics.io import read_image, write_png8
 
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write_png8(dst, read_image(jr["path"])[0])
-        prows.append({**jr, "path": str(dst)})
-    png_set = work / "tamper_jpeg_png"
-    if not (png_set / "tamper_manifest.csv").is_file():
-        generate(prows, png_set, kinds=KINDS, seed=args.seed + 4, sizes=(64, 192))
-    png_manifest = png_set / "tamper_manifest.csv"
-    ela_prun = work / "run_ela_jpeg_png"
-    if not (ela_prun / "model.json").is_file():
-        train_forgery(png_manifest, preset="ela-cnn", out_dir=ela_prun, epochs=ela_epochs,
-                      seed=args.seed, resume=ela_prun.exists(), progress=False)
-    cues_prun = work / "run_cues_jpeg_png"
-    if not (cues_prun / "model.json").is_file():
-        train_forgery(png_manifest, preset="cues", out_dir=cues_prun, seed=args.seed,
-                      resume=cues_prun.exists(), progress=False)
-    test_png = work / "tamper_jpeg_png_test.csv"
-    pall = list(csv.DictReader(open(png_manifest, newline="")))
-    write_rows([r for r in pall if r["split"] == "test"], test_png)
-    for key, name, det, man in (
-            ("ela_cnn", "ela-cnn (paper)", ForgeryDetector.from_run(ela_prun), png_manifest),
-            ("free", "cues (training-free)", free, test_png),
-            ("free_ela", "cues (training-free, --ela always)",
-             ForgeryDetector.from_run(None, ela="always"), test_png),
-            ("learned", "cues learned", ForgeryDetector.from_run(cues_prun), png_manifest)):
-        m = evaluate(det, man, ev, "jpegpng__" + key)
-        table += summary_rows("JPEG q90 export, edited, saved as PNG", name, m)
-    lap("jpeg export saved losslessly", t)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                write_png8(dst, read_image(jr["path"])[0])
+            prows.append({**jr, "path": str(dst)})
+        png_set = work / "tamper_jpeg_png"
+        if not (png_set / "tamper_manifest.csv").is_file():
+            generate(prows, png_set, kinds=KINDS, seed=args.seed + 4, sizes=(64, 192))
+        png_manifest = png_set / "tamper_manifest.csv"
+        ela_prun = work / "run_ela_jpeg_png"
+        if not (ela_prun / "model.json").is_file():
+            train_forgery(png_manifest, preset="ela-cnn", out_dir=ela_prun, epochs=ela_epochs,
+                          seed=args.seed, resume=ela_prun.exists(), progress=False)
+        cues_prun = work / "run_cues_jpeg_png"
+        if not (cues_prun / "model.json").is_file():
+            train_forgery(png_manifest, preset="cues", out_dir=cues_prun, seed=args.seed,
+                          resume=cues_prun.exists(), progress=False)
+        test_png = work / "tamper_jpeg_png_test.csv"
+        pall = list(csv.DictReader(open(png_manifest, newline="")))
+        write_rows([r for r in pall if r["split"] == "test"], test_png)
+        for key, name, det, man in (
+                ("ela_cnn", "ela-cnn (paper)", ForgeryDetector.from_run(ela_prun), png_manifest),
+                ("free", "cues (training-free)", free, test_png),
+                ("free_ela", "cues (training-free, --ela always)",
+                 ForgeryDetector.from_run(None, ela="always"), test_png),
+                ("learned", "cues learned", ForgeryDetector.from_run(cues_prun), png_manifest)):
+            m = evaluate(det, man, ev, "jpegpng__" + key)
+            table += summary_rows("JPEG q90 export, edited, saved as PNG", name, m)
+        lap("jpeg export saved losslessly", t)
 
-    # 5. JPEG re-save of a tampered DICOM export ---------------------------------------------
-    t = time.perf_counter()
-    resave = work / "resave_after_edit"
-    rs_manifest = resave / "tamper_manifest.csv"
-    if not rs_manifest.is_file():
-        rs_rows = []
-        for r in [r for r in all_rows if r["split"] == "test"]:
-            dst = resave / "images" / (Path(r["path"]).stem + ".jpg")
-            export_jpeg(r["path"], dst)
-            rs_rows.append({**r, "path": str(dst.resolve()), "format": "jpeg"})
-        write_rows(rs_rows, rs_manifest)
-    for key, name, det in (("ela_cnn", "ela-cnn (paper, trained on JPEG edits)", ela_j),
-                           ("free", "cues (training-free)", free),
-                           ("learned", "cues learned (JPEG edits)", cues_j)):
-        m = evaluate(det, rs_manifest, ev, "resave__" + key, split="all")
-        table += summary_rows("tampered DICOM, then exported to JPEG q90", name, m)
-    lap("re-save after edit", t)
+        # 5. JPEG re-save of a tampered DICOM export ---------------------------------------------
+        t = time.perf_counter()
+        resave = work / "resave_after_edit"
+        rs_manifest = resave / "tamper_manifest.csv"
+        if not rs_manifest.is_file():
+            rs_rows = []
+            for r in [r for r in all_rows if r["split"] == "test"]:
+                dst = resave / "images" / (Path(r["path"]).stem + ".jpg")
+                export_jpeg(r["path"], dst)
+                rs_rows.append({**r, "path": str(dst.resolve()), "format": "jpeg"})
+            write_rows(rs_rows, rs_manifest)
+        for key, name, det in (("ela_cnn", "ela-cnn (paper, trained on JPEG edits)", ela_j),
+                               ("free", "cues (training-free)", free),
+                               ("learned", "cues learned (JPEG edits)", cues_j)):
+            m = evaluate(det, rs_manifest, ev, "resave__" + key, split="all")
+            table += summary_rows("tampered DICOM, then exported to JPEG q90", name, m)
+        lap("re-save after edit", t)
 
     # 6. real files ---------------------------------------------------------------------
     if not args.skip_real and REAL.is_dir():

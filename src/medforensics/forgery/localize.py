@@ -18,8 +18,8 @@ threshold, so the max keeps every cue's operating point; it is not a calibrated 
 ``fingerprint_weak`` is added to the map afterwards (``map = max(map, fingerprint_weak)``) but
 left out of the image score: it ranks pixels for localization, it never makes a verdict or a
 forged area on its own.
-**Image score**: the maximum of the map (without ``fingerprint_weak``) after a ``SCORE_WINDOW`` x ``SCORE_WINDOW`` (17 x 17)
-mean filter: an isolated pixel or a single 16-px noise block cannot make an image "forged"; a
+**Image score**: the maximum of the map (without ``fingerprint_weak``) after a
+``SCORE_WINDOW`` x ``SCORE_WINDOW`` (17 x 17) mean filter: an isolated pixel or a single 16-px noise block cannot make an image "forged"; a
 region of about 17 x 17 px at level p gives score ~p. (With 9 x 9 the noise cue called 13 % of
 the untouched simulated originals forged, with 17 x 17 3 %, at the same image AUC.)
 **Forged area**: ``forged_area_percent = 100 * mean(map >= threshold)`` (threshold 0.5) - the
