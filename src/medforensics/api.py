@@ -38,12 +38,18 @@ _EXPORTS = {
     "calibrate_run": "medforensics.predict",
     "enroll_units": "medforensics.predict",
     "identify_files": "medforensics.predict",
+    "identify_image": "medforensics.predict",
     "evaluate_run": "medforensics.eval.evaluate",
     "UnitFingerprints": "medforensics.fingerprint",
     # forgery
     "ForgeryDetector": "medforensics.forgery.detector",
     "train_forgery": "medforensics.forgery.train",
     "evaluate_detector": "medforensics.forgery.evaluate",
+    # scale: prepared store, threads, shards
+    "prepare_store": "medforensics.data.store",
+    "open_store": "medforensics.data.store",
+    "configure_threads": "medforensics.runtime",
+    "take_shard": "medforensics.sharding",
     # the main job
     "run_demo": "medforensics.pipeline",
     "DemoConfig": "medforensics.pipeline",
