@@ -77,11 +77,19 @@ def test_negative_workers_refused(tmp_path: Path, files: list[Path]) -> None:
 class _FakeUnits:
     """Stands in for UnitFingerprints: records the images it is given."""
 
+    units = ["A #1", "A #2", "B #7"]
+
     def __init__(self) -> None:
         self.seen: list[np.ndarray] = []
+        self.candidates: list[object] = []
 
-    def identify_unit(self, image: np.ndarray) -> tuple[str | None, float]:
+    def matching_units(self, name: str) -> list[str]:
+        return [u for u in self.units if u == name or u.startswith(f"{name} #")]
+
+    def identify_unit(self, image: np.ndarray, candidates: object = None
+                      ) -> tuple[str | None, float]:
         self.seen.append(image)
+        self.candidates.append(candidates)
         return "A #1", float(image.shape[0])
 
 
@@ -240,3 +248,19 @@ def test_identify_patches_option(tmp_path: Path, files: list[Path]) -> None:
     assert res.exit_code == 0 and json.loads(res.stdout)["n_patches"] == 8
     bad = CliRunner().invoke(app, ["identify", str(run), str(files[0]), "--patches", "0"])
     assert bad.exit_code == 2 and "n_patches must be >= 1" in bad.output
+
+
+def test_unit_check_compares_only_models_the_classifier_keeps() -> None:
+    from medforensics.predict import unit_candidates
+
+    fps = _FakeUnits()
+    classes = ["A", "B", "C"]
+    confident = np.array([0.9995, 0.0004, 0.0001])
+    assert unit_candidates(fps, classes, confident, None) == ["A"]
+    # the header's claimed model is always checked too
+    assert unit_candidates(fps, classes, confident, "B") == ["A", "B"]
+    # an uncertain classifier keeps every model it does not rule out (C has no units)
+    assert unit_candidates(fps, classes, np.array([0.5, 0.2, 0.3]), None) == ["A", "B"]
+    # no kept model has enrolled units, or a non-model label level: every unit
+    assert unit_candidates(fps, classes, np.array([0.0, 0.0, 1.0]), None) is None
+    assert unit_candidates(fps, classes, confident, None, level="unit") is None

@@ -289,12 +289,16 @@ class UnitFingerprints:
         return self
 
     # ----------------------------------------------------------------- matching
+    def matching_units(self, name: str) -> list[str]:
+        """Enrolled units named ``name``, or of the model ``name`` (units are ``"<model> #<serial>"``)."""
+        return [u for u in self.units if u == name or u.startswith(f"{name} #")]
+
     def _select(self, candidates: Sequence[str] | None) -> list[str]:
         if candidates is None:
             return self.units
         chosen: list[str] = []
         for c in candidates:
-            hits = [u for u in self.units if u == c or u.startswith(f"{c} #")]
+            hits = self.matching_units(c)
             if not hits:
                 raise ConfigError(f"candidate {c!r} matches no enrolled unit or model "
                                   f"(enrolled: {', '.join(self.units)})")

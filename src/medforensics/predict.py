@@ -385,10 +385,59 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
     v = verdict(pred.probs, predictor.classes, header_claim(meta, level),
                 predictor.unknown_threshold, path=path, level=level)
     extra: dict[str, Any] = {"n_patches": pred.n_patches}
-    if predictor.fingerprints is not None and pixels is not None:
-        unit, score = predictor.fingerprints.identify_unit(pixels)
-        extra.update(unit=unit, unit_score=float(score), unit_claim=header_claim(meta, "unit"))
+    fps = predictor.fingerprints
+    if fps is not None and pixels is not None:
+        cands = unit_candidates(fps, predictor.classes, pred.probs,
+                                header_claim(meta, "model"), level=level)
+        unit, score = fps.identify_unit(pixels, candidates=cands)
+        n_units = (len(fps.units) if cands is None
+                   else sum(len(fps.matching_units(m)) for m in cands))
+        extra.update(unit=unit, unit_score=float(score), unit_claim=header_claim(meta, "unit"),
+                     units_compared=n_units)
     return v, extra
+
+
+#: Models whose summed calibrated probability reaches this are kept for the unit check.
+UNIT_CHECK_COVERAGE = 0.999
+
+
+def unit_candidates(fingerprints: Any, classes: Sequence[str], probs: np.ndarray,
+                    claimed_model: str | None, *, level: str = "model",
+                    coverage: float = UNIT_CHECK_COVERAGE) -> list[str] | None:
+    """Models whose enrolled units the unit-pattern check must compare with.
+
+    The unit check costs two FFTs of the image per enrolled unit. When the classifier works
+    at model level, only the units of the models it does not rule out can have made the
+    image: the most probable models up to a summed probability of ``coverage``, plus the
+    model the header claims (so that a unit claim is always checked). Units are named
+    ``"<model> #<serial>"``.
+
+    Args:
+        fingerprints: the enrolled :class:`medforensics.fingerprint.UnitFingerprints`.
+        classes: the classifier's model names.
+        probs: (C,) calibrated probabilities.
+        claimed_model: the header's model label, or None.
+        level: the classifier's label column; only ``"model"`` restricts.
+        coverage: probability mass to keep (0 < coverage <= 1).
+
+    Returns:
+        Model names that have enrolled units (for ``identify_unit(candidates=...)``), or
+        None for "every unit" (other label levels, or none of the kept models has a unit).
+    """
+    if level != "model":
+        return None
+    order = np.argsort(-np.asarray(probs, dtype=np.float64), kind="stable")
+    kept: list[str] = []
+    mass = 0.0
+    for i in order.tolist():
+        kept.append(str(classes[i]))
+        mass += float(probs[i])
+        if mass >= coverage:
+            break
+    if claimed_model and claimed_model not in kept:
+        kept.append(claimed_model)
+    with_units = [m for m in kept if fingerprints.matching_units(m)]
+    return with_units or None
 
 
 def enroll_units(
