@@ -264,3 +264,16 @@ def test_unit_check_compares_only_models_the_classifier_keeps() -> None:
     # no kept model has enrolled units, or a non-model label level: every unit
     assert unit_candidates(fps, classes, np.array([0.0, 0.0, 1.0]), None) is None
     assert unit_candidates(fps, classes, confident, None, level="unit") is None
+
+
+def test_out_file_that_cannot_be_written_is_a_clean_error(tmp_path: Path, files: list[Path]) -> None:
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(app, ["identify", str(_run(tmp_path, "patch")), str(files[0]),
+                                   "--out", str(blocker / "sub" / "ids.jsonl")])
+    assert res.exit_code == 2 and "cannot write" in res.output and res.exception is not None
+    assert isinstance(res.exception, SystemExit)

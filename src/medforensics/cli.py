@@ -107,8 +107,13 @@ def _json_sink(out: Optional[Path], shard: str):
     from medforensics.sharding import parse_shard, shard_output_path
 
     path = shard_output_path(out, *parse_shard(shard))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = path.open("w", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = path.open("w", encoding="utf-8")
+    except OSError as exc:
+        from medforensics.errors import ConfigError
+
+        raise ConfigError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
 
     def write(line: str) -> None:
         fh.write(line + "\n")
