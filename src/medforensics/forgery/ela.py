@@ -194,9 +194,12 @@ def ela_cue(ela: np.ndarray, block: int = 8, sharpness: float = 3.0,
     """
     e = ndimage.uniform_filter(np.asarray(ela, dtype=np.float64), size=block, mode="reflect")
     med = max(float(np.median(e)), float(min_reference))
-    ratio = e / med
-    cue = 1.0 / (1.0 + (ratio / 2.0) ** (-sharpness))
-    return cue.astype(np.float32)
+    ratio = np.maximum(e / med, 0.0)
+    # 1 / (1 + (r/2)^-s) written as (r/2)^s / (1 + (r/2)^s): no division by zero where the
+    # local error level is 0 (cue 0 there), same values elsewhere
+    p = (ratio / 2.0) ** sharpness
+    cue = p / (1.0 + p)
+    return np.nan_to_num(cue, nan=1.0).astype(np.float32)
 
 
 def ela_cnn_input(
