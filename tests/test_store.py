@@ -331,34 +331,42 @@ def test_live_lock_blocks_a_second_prepare(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ training
 
 
+@pytest.mark.parametrize("preset", ["patch", "deepmammo"])
 def test_training_from_store_matches_memory_and_never_decodes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str
 ) -> None:
+    """Training from a store gives the metrics of training on decoded images and never
+    decodes; a paper preset reads the cached 256x256 variants (no decode, no resize)."""
     import torch
 
+    import medforensics.data.transforms as tr
+    import medforensics.io as mio
     from medforensics.train.engine import train
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(5)
+    paper = preset != "patch"
+    n, shape = (6, (96, 80)) if paper else (8, (80, 80))
     rows = []
-    for i in range(8):
+    for i in range(n):
         cls = i % 2
-        noise = rng.normal(0, 20 if cls else 5, (80, 80))
+        noise = rng.normal(0, 20 if cls else 5, shape)
         path = _write_dicom(tmp_path / f"img{i}.dcm", np.clip(2000 + noise, 0, 4095).round())
-        rows.append(_row(path, split="val" if i >= 6 else "train",
+        rows.append(_row(path, split="val" if i >= n - 2 else "train",
                          model=("Acme X1", "Beta Y2")[cls]))
     store = tmp_path / "store"
-    prepare_store(rows, store, workers=0, paper=False, progress=False)
-    kw = dict(label="model", preset="patch", epochs=1, batch_size=8, patch=32,
-              patches_per_image=4, val_patches=2, progress=False)
+    prepare_store(rows, store, workers=0, paper=paper, progress=False)
+    kw: dict = dict(label="model", preset=preset, epochs=1, progress=False)
+    kw |= (dict(batch_size=4) if paper else
+           dict(batch_size=8, patch=32, patches_per_image=4, val_patches=2))
     ref = train(rows, out_dir=str(tmp_path / "mem"), **kw)
 
-    import medforensics.io as mio
+    def forbidden(*a: object, **k: object) -> None:
+        raise AssertionError("training decoded or re-preprocessed an image despite the store")
 
-    def no_decoding(*a: object, **k: object) -> None:
-        raise AssertionError("training decoded an image although a store was given")
-
-    monkeypatch.setattr(mio, "read_image", no_decoding)
+    monkeypatch.setattr(mio, "read_image", forbidden)
+    if paper:
+        monkeypatch.setattr(tr, "paper_preprocess", forbidden)
     got = train(rows, out_dir=str(tmp_path / "store_run"), image_source=open_store(store, rows),
                 **kw)
     drop = ("seconds",)
@@ -385,40 +393,3 @@ def test_cli_prepare(archive: dict, tmp_path: Path) -> None:
     assert json.loads((store / INDEX_NAME).read_text())["paper"] is None
     bad = CliRunner().invoke(app, ["prepare", str(tmp_path / "nope.csv"), "--out", str(store)])
     assert bad.exit_code == 2 and "manifest not found" in bad.output
-
-
-def test_paper_preset_trains_from_the_cached_variants_without_decoding(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A paper preset fed a store with paper variants neither decodes nor resizes, and learns
-    exactly what it learns from decoded images."""
-    import torch
-
-    import medforensics.data.transforms as tr
-    import medforensics.io as mio
-    from medforensics.train.engine import train
-
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(6)
-    rows = []
-    for i in range(6):
-        cls = i % 2
-        noise = rng.normal(0, 20 if cls else 5, (96, 80))
-        path = _write_dicom(tmp_path / f"p{i}.dcm", np.clip(2000 + noise, 0, 4095).round())
-        rows.append(_row(path, split="val" if i >= 4 else "train",
-                         model=("Acme X1", "Beta Y2")[cls]))
-    store = tmp_path / "store"
-    prepare_store(rows, store, workers=0, paper=True, progress=False)
-    kw = dict(label="model", preset="deepmammo", epochs=1, batch_size=4, progress=False)
-    ref = train(rows, out_dir=str(tmp_path / "mem"), **kw)
-
-    def forbidden(*a: object, **k: object) -> None:
-        raise AssertionError("training decoded or re-preprocessed an image despite the store")
-
-    monkeypatch.setattr(mio, "read_image", forbidden)
-    monkeypatch.setattr(tr, "paper_preprocess", forbidden)
-    got = train(rows, out_dir=str(tmp_path / "store_run"), image_source=open_store(store, rows),
-                **kw)
-    drop = ("seconds",)
-    assert [{k: v for k, v in r.items() if k not in drop} for r in got.metrics] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in ref.metrics]
