@@ -170,3 +170,31 @@ def test_memory_source_survives_pickling_for_spawned_workers() -> None:
     src.get("img1")
     clone = pickle.loads(pickle.dumps(src))
     assert np.array_equal(clone.get("img1"), IMAGES["img1"]) and clone.hits == 1
+
+
+def test_positions_follow_the_content_not_the_folder() -> None:
+    """With a manifest sha256, moving the archive elsewhere gives the same training and
+    validation patches; without one the path is the key."""
+    shas = {f"img{i}": f"{i:02d}" * 32 for i in range(4)}
+    here = [{"path": f"/a/{r['path']}", "model": r["model"], "sha256": shas[r["path"]]}
+            for r in ROWS]
+    there = [dict(r, path=r["path"].replace("/a/", "/elsewhere/b/")) for r in here]
+    images = {r["path"]: IMAGES[r["path"].rsplit("/", 1)[1]] for r in here + there}
+
+    def make(rows, cls):
+        src = MemoryImageSource(reader=Counting(images))
+        kw = dict(patch=32, seed=3, image_cache=src)
+        return (cls(rows, "model", ["A", "B"], patches_per_image=5, **kw)
+                if cls is PatchDataset else cls(rows, "model", ["A", "B"], n_patches=4, **kw))
+
+    a, b = make(here, PatchDataset), make(there, PatchDataset)
+    for ds in (a, b):
+        ds.set_epoch(2)
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(len(a)))
+    assert all(np.array_equal(make(here, PatchSetDataset).positions(i),
+                              make(there, PatchSetDataset).positions(i)) for i in range(4))
+    # no sha256: the path decides, so another folder draws other patches
+    bare = [{k: v for k, v in r.items() if k != "sha256"} for r in here]
+    moved = [{k: v for k, v in r.items() if k != "sha256"} for r in there]
+    assert not all(np.array_equal(make(bare, PatchSetDataset).positions(i),
+                                  make(moved, PatchSetDataset).positions(i)) for i in range(4))

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 _TRAIN_STREAM = 0x7A71  # seeds training patch positions: (seed, epoch, stream, key)
-_EVAL_STREAM = 0x7A72  # seeds evaluation patch positions: (seed, stream, crc32(path))
+_EVAL_STREAM = 0x7A72  # seeds evaluation patch positions: (seed, stream, content key)
 
 
 @runtime_checkable
@@ -258,8 +258,20 @@ def valid_patch_positions(
     return np.asarray(found, dtype=np.int64).reshape(-1, 2)
 
 
-def _path_key(path: str) -> int:
-    return zlib.crc32(path.encode("utf-8"))
+def _image_keys(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Per-row seeds of the patch positions: the file's content, not where it is stored.
+
+    The manifest's ``sha256`` (first 32 bits) when the row has one, so that an archive moved
+    to another folder trains on the same patches; else the CRC-32 of the path.
+    """
+    keys = []
+    for row in rows:
+        sha = str(row.get("sha256") or "")
+        if len(sha) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha):
+            keys.append(int(sha[:8], 16))
+        else:
+            keys.append(zlib.crc32(str(row.get("path", "")).encode("utf-8")))
+    return keys
 
 
 class PatchDataset(Dataset):
@@ -307,6 +319,7 @@ class PatchDataset(Dataset):
         if patch < 1 or patches_per_image < 1 or pool_size < 1:
             raise ConfigError("patch, patches_per_image and pool_size must be >= 1")
         self.paths = _check_rows(rows)
+        self._keys = _image_keys(rows)
         self.classes = [str(c) for c in classes]
         self.image_targets = row_labels(rows, label_column, self.classes)
         self.patch = int(patch)
@@ -352,7 +365,7 @@ class PatchDataset(Dataset):
         pool = self._pools.get(image)
         if pool is None:
             path = self.paths[image]
-            rng = np.random.default_rng([self.seed, _TRAIN_STREAM, 2, _path_key(path)])
+            rng = np.random.default_rng([self.seed, _TRAIN_STREAM, 2, self._keys[image]])
             pool = valid_patch_positions(
                 self.source.get(path), self.patch, self.pool_size, rng, path
             )
@@ -405,6 +418,7 @@ class PatchSetDataset(Dataset):
         if patch < 1 or n_patches < 1:
             raise ConfigError("patch and n_patches must be >= 1")
         self.paths = _check_rows(rows)
+        self._keys = _image_keys(rows)
         self.classes = [str(c) for c in classes]
         self.targets = row_labels(rows, label_column, self.classes)
         self.patch = int(patch)
@@ -426,7 +440,7 @@ class PatchSetDataset(Dataset):
         pos = self._positions.get(index)
         if pos is None:
             path = self.paths[index]
-            rng = np.random.default_rng([self.seed, _EVAL_STREAM, _path_key(path)])
+            rng = np.random.default_rng([self.seed, _EVAL_STREAM, self._keys[index]])
             pos = valid_patch_positions(
                 self.source.get(path), self.patch, self.n_patches, rng, path
             )
