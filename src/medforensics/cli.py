@@ -91,22 +91,27 @@ _OUT_OPT = typer.Option(
     "stdout.")
 
 
-def _batch_files(paths: List[Path], shard: str) -> "tuple[List[Path], str]":
-    """Expanded files of this shard and a label for messages (ConfigError on a bad --shard)."""
+def _batch_files(paths: List[Path], shard: str
+                 ) -> "tuple[List[Path], tuple[int, int], str]":
+    """This process's shard of the expanded files, ``(k, n)`` and a label for messages.
+
+    Raises:
+        ConfigError: a malformed ``--shard`` (or RANK/WORLD_SIZE).
+    """
     from medforensics.sharding import parse_shard, take_shard
 
     k, n = parse_shard(shard)
     files = take_shard(_expand_paths(paths), k, n)
-    return files, ("" if n == 1 else f" [shard {k}/{n}]")
+    return files, (k, n), ("" if n == 1 else f" [shard {k}/{n}]")
 
 
-def _json_sink(out: Optional[Path], shard: str):
+def _json_sink(out: Optional[Path], part: "tuple[int, int]"):
     """A ``write(line)`` callable and a ``close()``: stdout, or this shard's output file."""
     if out is None:
         return typer.echo, (lambda: None)
-    from medforensics.sharding import parse_shard, shard_output_path
+    from medforensics.sharding import shard_output_path
 
-    path = shard_output_path(out, *parse_shard(shard))
+    path = shard_output_path(out, *part)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = path.open("w", encoding="utf-8")
@@ -539,8 +544,8 @@ def identify_cmd(
         _fail(exc)
         return
     try:
-        files, where = _batch_files(paths, shard)
-        write, close = _json_sink(out, shard) if (as_json or out) else (None, None)
+        files, part, where = _batch_files(paths, shard)
+        write, close = _json_sink(out, part) if (as_json or out) else (None, None)
     except MedForensicsError as exc:
         _fail(exc)
         return
@@ -739,15 +744,13 @@ def forgery_detect_cmd(
         _fail(exc)
     n_bad = 0
     try:
-        files, where = _batch_files(paths, shard)
-        write, close = _json_sink(out, shard) if (as_json or out) else (typer.echo, None)
+        files, part, where = _batch_files(paths, shard)
+        write, close = _json_sink(out, part) if (as_json or out) else (typer.echo, None)
     except MedForensicsError as exc:
         _fail(exc)
         return
     if maps is not None and where:  # map names are unique per process: one folder per shard
-        from medforensics.sharding import parse_shard
-
-        maps = maps / "part-{}-of-{}".format(*parse_shard(shard))
+        maps = maps / "part-{}-of-{}".format(*part)
     results = detect_files(det, files, maps_dir=maps)
     try:
         for fr in _files_progress(results, len(files), "detect" + where, progress):

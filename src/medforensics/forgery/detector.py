@@ -48,7 +48,6 @@ from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError
 __all__ = [
     "ForgeryResult",
     "ForgeryDetector",
-    "PRESETS",
     "DEFAULT_THRESHOLD",
     "DEFAULT_INCONCLUSIVE_BAND",
     "RUN_FILE",
@@ -60,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PRESETS: tuple[str, ...] = ("cues", "ela-cnn")
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_INCONCLUSIVE_BAND = 0.1
 #: metadata of a ``cues`` run (the ``ela-cnn`` run keeps its metadata in ``model.json``)
@@ -287,8 +285,10 @@ class ForgeryDetector:
             kw.setdefault("fingerprint_stride", int(meta.get("fingerprint_stride", 16)))
             return cls(method="cues-learned", combiner=comb, source=source, run_dir=run,
                        metadata=meta, device=device, **kw)
+        from medforensics.forgery.train import FORGERY_PRESETS
+
         raise ModelFileError(f"{meta_path}: unknown forgery preset {preset!r} "
-                             f"(choose from {', '.join(PRESETS)})")
+                             f"(choose from {', '.join(FORGERY_PRESETS)})")
 
     @staticmethod
     def _load_source(source_run: str | Path, device: str) -> Any:
