@@ -67,6 +67,36 @@ def write_rows(rows: list[dict[str, str]], path: Path) -> None:
     write_manifest(rows, path)
 
 
+def tamper_and_train(rows: list[dict[str, str]], work: Path, name: str, *, tamper_seed: int,
+                     seed: int, ela_epochs: int, source_run: Path | None = None
+                     ) -> tuple[Path, Path, Path, Path]:
+    """Tamper set ``work/tamper_<name>``, its ELA-CNN and cues runs and its test manifest.
+
+    Every step is skipped when its output exists (a killed training resumes).
+
+    Returns:
+        ``(tamper manifest, ela-cnn run, cues run, test-split manifest)``.
+    """
+    from medforensics.forgery.tamper import generate
+    from medforensics.forgery.train import train_forgery
+
+    tset = work / f"tamper_{name}"
+    manifest = tset / "tamper_manifest.csv"
+    if not manifest.is_file():
+        generate(rows, tset, kinds=KINDS, seed=tamper_seed, sizes=(64, 192))
+    ela_run, cues_run = work / f"run_ela_{name}", work / f"run_cues_{name}"
+    if not (cues_run / "model.json").is_file():
+        train_forgery(manifest, preset="cues", out_dir=cues_run, source_run=source_run,
+                      seed=seed, resume=cues_run.exists(), progress=False)
+    if not (ela_run / "model.json").is_file():
+        train_forgery(manifest, preset="ela-cnn", out_dir=ela_run, epochs=ela_epochs,
+                      seed=seed, resume=ela_run.exists(), progress=False)
+    test = work / f"tamper_{name}_test.csv"
+    with open(manifest, newline="") as fh:
+        write_rows([r for r in csv.DictReader(fh) if r["split"] == "test"], test)
+    return manifest, ela_run, cues_run, test
+
+
 def evaluate(det: Any, manifest: Path, out: Path, name: str, split: str = "auto"
              ) -> dict[str, Any]:
     """evaluate_detector, cached as ``out/<name>/metrics.json``."""
@@ -153,7 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     from medforensics.data.splits import assign_splits, check_leakage
     from medforensics.forgery.detector import ForgeryDetector
     from medforensics.forgery.tamper import generate
-    from medforensics.forgery.train import train_forgery
     from medforensics.io import read_header
     from medforensics.train.engine import train
 
@@ -208,31 +237,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. lossless DICOM tamper set ---------------------------------------------------------
     t = time.perf_counter()
-    dcm_set = work / "tamper_dicom"
-    if not (dcm_set / "tamper_manifest.csv").is_file():
-        generate(rows, dcm_set, kinds=KINDS, seed=args.seed + 1, sizes=(64, 192))
-    dcm_manifest = dcm_set / "tamper_manifest.csv"
-    lap("tamper dicom", t)
+    dcm_manifest, ela_run, cues_run, test_dcm = tamper_and_train(
+        rows, work, "dicom", tamper_seed=args.seed + 1, seed=args.seed, ela_epochs=ela_epochs,
+        source_run=src_run)
+    lap("tamper + train dicom", t)
     t = time.perf_counter()
     free = ForgeryDetector.from_run(None)
     free_fp = ForgeryDetector.from_run(None, source_run=src_run)
-    cues_run = work / "run_cues_dicom"
-    if not (cues_run / "model.json").is_file():
-        train_forgery(dcm_manifest, preset="cues", out_dir=cues_run, source_run=src_run,
-                      seed=args.seed, resume=cues_run.exists(), progress=False)
-    ela_run = work / "run_ela_dicom"
-    if not (ela_run / "model.json").is_file():
-        train_forgery(dcm_manifest, preset="ela-cnn", out_dir=ela_run, epochs=ela_epochs,
-                      seed=args.seed, resume=ela_run.exists(), progress=False)
-    lap("train dicom", t)
-    t = time.perf_counter()
     learned = ForgeryDetector.from_run(cues_run, source_run=src_run)
     ela_dcm = ForgeryDetector.from_run(ela_run)
     ev = out / "eval"
     # the free detectors evaluate the same test rows as the trained ones
-    test_dcm = work / "tamper_dicom_test.csv"
-    all_rows = list(csv.DictReader(open(dcm_manifest, newline="")))
-    write_rows([r for r in all_rows if r["split"] == "test"], test_dcm)
     for key, name, det, man in (
             ("free", "cues (training-free)", free, test_dcm),
             ("free_fp", "cues + fingerprint (training-free)", free_fp, test_dcm),
@@ -281,23 +296,11 @@ def main(argv: list[str] | None = None) -> int:
                           "StudyInstanceUID": r["StudyInstanceUID"], "unit": r["unit"],
                           "model": r["model"], "manufacturer": r["manufacturer"],
                           "split": r["split"]})
-        jpg_set = work / "tamper_jpeg"
-        if not (jpg_set / "tamper_manifest.csv").is_file():
-            generate(jrows, jpg_set, kinds=KINDS, seed=args.seed + 3, sizes=(64, 192))
-        jpg_manifest = jpg_set / "tamper_manifest.csv"
-        ela_jrun = work / "run_ela_jpeg"
-        if not (ela_jrun / "model.json").is_file():
-            train_forgery(jpg_manifest, preset="ela-cnn", out_dir=ela_jrun, epochs=ela_epochs,
-                          seed=args.seed, resume=ela_jrun.exists(), progress=False)
-        cues_jrun = work / "run_cues_jpeg"
-        if not (cues_jrun / "model.json").is_file():
-            train_forgery(jpg_manifest, preset="cues", out_dir=cues_jrun, seed=args.seed,
-                          resume=cues_jrun.exists(), progress=False)
+        jpg_manifest, ela_jrun, cues_jrun, test_jpg = tamper_and_train(
+            jrows, work, "jpeg", tamper_seed=args.seed + 3, seed=args.seed,
+            ela_epochs=ela_epochs)
         ela_j = ForgeryDetector.from_run(ela_jrun)
         cues_j = ForgeryDetector.from_run(cues_jrun)
-        test_jpg = work / "tamper_jpeg_test.csv"
-        jall = list(csv.DictReader(open(jpg_manifest, newline="")))
-        write_rows([r for r in jall if r["split"] == "test"], test_jpg)
         for key, name, det, man in (("ela_cnn", "ela-cnn (paper)", ela_j, jpg_manifest),
                                     ("free", "cues (training-free)", free, test_jpg),
                                     ("learned", "cues learned", cues_j, jpg_manifest)):
@@ -317,21 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 write_png8(dst, read_image(jr["path"])[0])
             prows.append({**jr, "path": str(dst)})
-        png_set = work / "tamper_jpeg_png"
-        if not (png_set / "tamper_manifest.csv").is_file():
-            generate(prows, png_set, kinds=KINDS, seed=args.seed + 4, sizes=(64, 192))
-        png_manifest = png_set / "tamper_manifest.csv"
-        ela_prun = work / "run_ela_jpeg_png"
-        if not (ela_prun / "model.json").is_file():
-            train_forgery(png_manifest, preset="ela-cnn", out_dir=ela_prun, epochs=ela_epochs,
-                          seed=args.seed, resume=ela_prun.exists(), progress=False)
-        cues_prun = work / "run_cues_jpeg_png"
-        if not (cues_prun / "model.json").is_file():
-            train_forgery(png_manifest, preset="cues", out_dir=cues_prun, seed=args.seed,
-                          resume=cues_prun.exists(), progress=False)
-        test_png = work / "tamper_jpeg_png_test.csv"
-        pall = list(csv.DictReader(open(png_manifest, newline="")))
-        write_rows([r for r in pall if r["split"] == "test"], test_png)
+        png_manifest, ela_prun, cues_prun, test_png = tamper_and_train(
+            prows, work, "jpeg_png", tamper_seed=args.seed + 4, seed=args.seed,
+            ela_epochs=ela_epochs)
         for key, name, det, man in (
                 ("ela_cnn", "ela-cnn (paper)", ForgeryDetector.from_run(ela_prun), png_manifest),
                 ("free", "cues (training-free)", free, test_png),
