@@ -103,3 +103,42 @@ def test_real_radiograph_no_false_alarm_and_planted_clone(real_data) -> None:
                      sizes=(96, 160), feather=1.0)
     res = detect_copy_move(t.pixels.astype(np.float32))
     assert res.shifts and _iou(res.map >= 0.5, t.mask) > 0.6
+
+
+def test_coherent_support_solid_vs_scattered() -> None:
+    from medforensics.dsp.blockmatch import coherent_support
+
+    yy, xx = np.mgrid[0:20, 0:30]
+    solid = np.stack([yy.ravel() + 100, xx.ravel() + 50], 1)  # one copied patch, 1 px apart
+    assert coherent_support(solid) == 600
+    rng = np.random.default_rng(0)
+    scattered = rng.integers(0, 2000, size=(60, 2))  # chance matches all over a large image
+    assert coherent_support(scattered) <= 3
+    both = np.concatenate([solid, scattered])
+    assert coherent_support(both) >= 600
+    assert coherent_support(np.zeros((0, 2), int)) == 0
+    with pytest.raises(ConfigError):
+        coherent_support(solid, cell=0)
+
+
+def test_clone_in_quiet_area_of_noisy_image_found() -> None:
+    """Keys are scaled per block: a copy where the noise is 15x weaker than the image's
+    typical level is matched (a global key step and energy floor used to leave it out)."""
+    rng = np.random.default_rng(5)
+    n = 384
+    yy, xx = np.mgrid[0:n, 0:n]
+    base = 2000 + 300 * np.sin(xx / 41) * np.cos(yy / 29)
+    sigma = np.where(xx < 128, 2.0, 30.0)  # a quiet third (e.g. a bright, low-dose area)
+    img = np.clip(base + rng.normal(0, 1, (n, n)) * sigma, 0, 4095).round().astype(np.uint16)
+    clone = img.copy()
+    clone[250:330, 30:110] = img[40:120, 20:100]  # 80 px copy inside the quiet part
+    res = detect_copy_move(clone)
+    assert res.shifts and res.shifts[0][:2] == (210, 10)
+    gt = np.zeros(img.shape, bool)
+    gt[250:330, 30:110] = True
+    gt[40:120, 20:100] = True
+    assert _iou(res.map >= 0.3, gt) > 0.6
+    clean = detect_copy_move(img)
+    assert clean.shifts == [] and clean.score < 0.2
+    # lossy inputs keep the energy floor (quiet JPEG blocks repeat by chance): not matched
+    assert detect_copy_move(clone, lossy=True).shifts == []

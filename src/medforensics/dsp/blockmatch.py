@@ -11,20 +11,30 @@ Pipeline (:func:`match_blocks`):
 1. ``residual`` (any linear high-pass residual of the stored values; exact copies of the
    image give exact copies of the residual away from the region border).
 2. Features: the residual summed over 2x2 cells on a ``block/2 x block/2`` grid inside each
-   overlapping block (16 values for ``block=8``), quantised with a step of
-   ``quant`` x the robust std of the cell sums, packed into sortable byte keys.
+   overlapping block (16 values for ``block=8``), divided by the block's own RMS cell sum
+   and quantised with a step of ``quant``, hashed into sortable keys. The per-block scale
+   makes the key independent of the local noise level: a copy in a quiet (bright, low-dose
+   or strongly processed) area is keyed as finely as one in a noisy area. With one global
+   step, quiet blocks all fell into a few coarse keys, their partners were not adjacent in
+   key order, and an energy floor had to leave them out (a copy-move inside the quiet part
+   of a real Fuji CR image was missed that way).
 3. Blocks that are not noise-like are left out: blocks with more than ``max_zero_frac``
    exactly-zero residual values (flat, clipped, padded areas and synthetic graphics such
-   as burned-in text or rulers, which repeat exactly by construction), and blocks whose
+   as burned-in text or rulers, which repeat exactly by construction), blocks whose
    residual is sparse (``(sum|r|)^2 / (n sum r^2) < min_density``: an edge or a line carries
-   the energy, as on processed, noise-free areas), and blocks whose
+   the energy, as on processed, noise-free areas), blocks whose residual is mostly a
+   constant offset (variance below ``min_var_frac`` of the mean square: smooth ramps repeat
+   it everywhere), and blocks whose
    residual energy is below ``energy_frac`` or above ``energy_max`` x the median energy of
    the remaining blocks (strong straight edges look alike when shifted along the edge).
 4. Keys are sorted lexicographically; each block is compared with the next ``window``
    blocks in that order; pairs with identical keys and a spatial offset of at least
    ``min_shift`` pixels are verified on the full residual blocks with the normalised
    distance ``|a - b|^2 / (|a|^2 + |b|^2)`` (0 for a copy, ~1 for unrelated noise).
-5. :func:`shift_consensus` keeps shift vectors shared by at least ``min_count`` pairs.
+5. :func:`shift_consensus` keeps shift vectors shared by at least ``min_count`` pairs;
+   :func:`coherent_support` counts how many of them form one connected region (a copied
+   region gives a solid patch of matching blocks; chance matches, e.g. between quiet,
+   identically quantised blocks of a JPEG image, are scattered).
 6. :func:`match_density` turns the kept pairs into a per-pixel map: the share of the
    ``B x B`` blocks covering a pixel that take part in a kept match (1 inside a copied
    region, falling off over ``B`` pixels at its border).
@@ -37,10 +47,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
+
 from medforensics.dsp._checks import as_image
 from medforensics.errors import ConfigError
 
-__all__ = ["BlockMatches", "match_blocks", "shift_consensus", "match_density", "shift_correlation"]
+__all__ = ["BlockMatches", "match_blocks", "shift_consensus", "coherent_support", "match_density",
+           "shift_correlation"]
 
 
 @dataclass
@@ -85,16 +98,6 @@ def _hash_multipliers(n: int) -> np.ndarray:
         + np.uint64(1)
 
 
-def _robust_std32(x: np.ndarray) -> float:
-    """``1.4826 * median(|x - median(x)|)`` of a float32 1-D array, overwriting ``x``."""
-    if x.size == 0:
-        return 0.0
-    med = float(np.median(x))
-    np.subtract(x, np.float32(med), out=x)
-    np.abs(x, out=x)
-    return float(1.4826 * np.median(x, overwrite_input=True))
-
-
 def _cell_sums(r: np.ndarray) -> np.ndarray:
     """2x2 box sums: out[y, x] = r[y:y+2, x:x+2].sum(), shape (H-1, W-1)."""
     return r[:-1, :-1] + r[1:, :-1] + r[:-1, 1:] + r[1:, 1:]
@@ -107,11 +110,12 @@ def match_blocks(
     min_shift: int = 16,
     window: int = 4,
     quant: float = 0.75,
-    energy_frac: float = 0.25,
+    energy_frac: float = 0.002,
     max_dist: float = 0.1,
     max_zero_frac: float = 0.25,
     energy_max: float = 8.0,
     min_density: float = 0.35,
+    min_var_frac: float = 0.5,
     valid: np.ndarray | None = None,
 ) -> BlockMatches:
     """Find pairs of (near-)identical residual blocks at least ``min_shift`` pixels apart.
@@ -121,10 +125,10 @@ def match_blocks(
         block: even block side in pixels (>= 4).
         min_shift: minimum Euclidean length of the shift between paired blocks.
         window: how many following blocks in sorted key order each block is compared with.
-        quant: key quantisation step in units of the robust std of the 2x2 cell sums
-            (larger = more tolerant to small differences, more candidate pairs).
+        quant: key quantisation step in units of the block's RMS 2x2 cell sum (larger =
+            more tolerant to small differences, more candidate pairs).
         energy_frac: blocks whose residual energy is below this fraction of the median block
-            energy are ignored.
+            energy are ignored (only near-silent blocks: keys are scaled per block).
         max_dist: pairs with a normalised distance above this are rejected.
         energy_max: blocks whose residual energy exceeds this multiple of the median are
             ignored (strong edges: shifted along a straight edge, edge-dominated residual
@@ -133,6 +137,8 @@ def match_blocks(
             (about 0.64 for Gaussian noise; small for edge- or line-dominated blocks).
         max_zero_frac: blocks with more than this fraction of exactly-zero residual values
             (flat, clipped or synthetic graphics such as burned-in text) are ignored.
+        min_var_frac: blocks whose residual variance is below this fraction of its mean
+            square (a near-constant offset, as on smooth intensity ramps) are ignored.
         valid: optional bool (H, W); blocks containing any False pixel are ignored.
 
     Returns:
@@ -172,6 +178,9 @@ def match_blocks(
         # small when a few pixels (an edge, a line) carry the energy
         l1 = _box_sums_topleft(np.abs(rs), block)
         oks &= l1 * l1 >= min_density * block * block * np.maximum(es, 1e-12)
+        # a mostly constant residual (smooth ramp) is no fingerprint: var >= min_var_frac * ms
+        s1 = _box_sums_topleft(rs, block)
+        oks &= es - s1 * s1 / (block * block) >= min_var_frac * es
         ok[y0:y1] = oks
         e[y0:y1] = es
         if v is not None and vok is not None:
@@ -197,33 +206,28 @@ def match_blocks(
     ys = (flat // wb).astype(np.int32)
     xs = (flat % wb).astype(np.int32)
     del flat
-    # quantisation step from the cells of the usable blocks only (not flat background)
-    step = quant * max(_robust_std32(cs[ys + g - 1, xs + g - 1]) if ys.size else 0.0, 1e-9)
-    q = np.empty(cs.shape, np.int8)
-    for y0 in range(0, cs.shape[0], _STRIP):
-        y1 = min(y0 + _STRIP, cs.shape[0])
-        q[y0:y1] = np.clip(np.rint(cs[y0:y1].astype(np.float64) / step), -127, 127)
-    del cs
     n = ys.size
     empty = BlockMatches(np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
                          np.zeros(0, np.float32), block, int(n))
     if n < 2:
         return empty
-    # key of a block: its g*g quantised cells. Blocks are sorted by a 64-bit multiplicative
-    # hash of the key (identical keys are adjacent; the rare hash collision of different
-    # keys only adds a candidate pair that the verification below rejects)
+    # key of a block: its g*g cell sums divided by their RMS, quantised (a copied block has
+    # bit-identical cells, hence the same RMS and key). Blocks are sorted by a 64-bit
+    # multiplicative hash of the key (identical keys are adjacent; the rare hash collision of
+    # different keys only adds a candidate pair that the verification below rejects)
     mult = _hash_multipliers(g * g)
     keys = np.zeros(n, np.uint64)
     for c0 in range(0, n, _CHUNK):
         c1 = min(c0 + _CHUNK, n)
         yc, xc = ys[c0:c1], xs[c0:c1]
+        cells = np.stack([cs[yc + 2 * i, xc + 2 * j] for i in range(g) for j in range(g)], 1)
+        rms = np.sqrt(np.mean(cells * cells, axis=1, keepdims=True, dtype=np.float32))
+        q = np.clip(np.rint(cells / (quant * np.maximum(rms, np.float32(1e-9)))), -127, 127)
         h = np.zeros(c1 - c0, np.uint64)
-        for i in range(g):
-            for j in range(g):
-                cell = q[yc + 2 * i, xc + 2 * j].astype(np.int64) + 128
-                h += cell.astype(np.uint64) * mult[i * g + j]
+        for k in range(g * g):
+            h += (q[:, k].astype(np.int64) + 128).astype(np.uint64) * mult[k]
         keys[c0:c1] = h
-    del q
+    del cs
     order = np.argsort(keys, kind="stable").astype(np.int32)
     keys.sort()
     sw = keys  # sorted in place: sw[i] = keys[order[i]]
@@ -315,6 +319,40 @@ def shift_consensus(
     for u in kept:
         near |= np.max(np.abs(uniq - u), axis=1) <= neighbourhood
     return shifts, near[inv]
+
+
+def coherent_support(tops: np.ndarray, cell: int = 8) -> int:
+    """Size of the largest spatially connected group of matched blocks.
+
+    Block top-left corners are binned on a ``cell x cell`` grid; occupied cells are
+    connected with 8-connectivity; the result is the number of blocks in the largest
+    connected group. Overlapping blocks of one copied region are 1 px apart and form one
+    group; independent chance matches fall into groups of a few blocks.
+
+    Args:
+        tops: int (K, 2) block top-left corners ``(y, x)`` (one side of the pairs of a shift).
+        cell: grid step in pixels (gaps up to about ``cell`` px are bridged).
+
+    Returns:
+        int in [0, K].
+
+    Raises:
+        ConfigError: ``cell < 1``.
+    """
+    if cell < 1:
+        raise ConfigError(f"cell must be >= 1, got {cell}")
+    t = np.asarray(tops, dtype=np.int64).reshape(-1, 2)
+    if t.shape[0] == 0:
+        return 0
+    g = t // cell
+    g -= g.min(axis=0)
+    shape = tuple(int(v) + 1 for v in g.max(axis=0))
+    occ = np.zeros(shape, bool)
+    occ[g[:, 0], g[:, 1]] = True
+    lbl, n = ndimage.label(occ, structure=np.ones((3, 3), bool))
+    if n <= 1:
+        return int(t.shape[0])
+    return int(np.bincount(lbl[g[:, 0], g[:, 1]], minlength=n + 1)[1:].max())
 
 
 def match_density(

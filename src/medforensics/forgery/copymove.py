@@ -5,7 +5,8 @@ Method (see :mod:`medforensics.dsp.blockmatch`):
 1. High-pass residual of the stored values (Ker-Boehme 3x3 prediction error).
 2. Exact / near-exact matching of overlapping ``block x block`` residual blocks (sorted
    quantised keys, verified on the full blocks), at least ``min_shift`` px apart.
-3. Consensus: shift vectors shared by at least ``min_count`` block pairs are kept.
+3. Consensus: shift vectors shared by at least ``min_count`` block pairs that form one
+   connected region (:func:`~medforensics.dsp.blockmatch.coherent_support`) are kept.
 4. Dense refinement for each kept shift ``d``: local normalised correlation of the residual
    with itself displaced by ``d`` (``window x window``), kept near the matched blocks. It is
    ~1 where a region was copied, falls across a feathered edge, ~0 elsewhere. The map is
@@ -40,6 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp.blockmatch import (
+    coherent_support,
     match_blocks,
     match_density,
     shift_consensus,
@@ -51,6 +53,10 @@ __all__ = ["CopyMoveResult", "detect_copy_move"]
 
 log = logging.getLogger(__name__)
 
+#: blocks below this fraction of the median residual energy are not matched (lossless / lossy)
+_ENERGY_FRAC = 0.002
+_LOSSY_ENERGY_FRAC = 0.25
+
 
 @dataclass
 class CopyMoveResult:
@@ -60,7 +66,8 @@ class CopyMoveResult:
         map: float32 (H, W) in [0, 1]; ~1 on copied regions (both sides unless
             disambiguated), 0 where nothing matched.
         score: image-level score in [0, 1): ``s / (s + min_count)`` with ``s`` the support
-            (matched block pairs) of the best shift; 0.5 at the consensus threshold.
+            (matched block pairs in its largest connected group) of the best shift; 0.5 at
+            the consensus threshold.
         shifts: kept shifts as ``(dy, dx, support)``, strongest first.
         regions: per kept shift: ``{"shift", "support", "target_side", "seam_log_ratio",
             "blend_log_ratio", "decided", "cue"}``; ``target_side`` is ``"b"`` when the block at
@@ -143,6 +150,7 @@ def detect_copy_move(
     seam_margin: float = 0.15,
     blend_margin: float = 0.15,
     valid: np.ndarray | None = None,
+    lossy: bool = False,
 ) -> CopyMoveResult:
     """Detect copy-moved regions in one image of stored values.
 
@@ -160,6 +168,10 @@ def detect_copy_move(
         valid: optional bool (H, W) of usable pixels (False: padding, burned-in labels...).
             Areas where more than a quarter of the pixels sit at the image's minimum or
             maximum value (clipped) are always excluded.
+        lossy: the image went through lossy compression. Quiet blocks of a JPEG image are
+            a few quantised DCT patterns that repeat by chance; blocks with less than a
+            quarter of the median residual energy are then left out (lossless: 0.2 %, so
+            that copies in quiet areas are found).
 
     Returns:
         :class:`CopyMoveResult`.
@@ -182,12 +194,26 @@ def detect_copy_move(
         usable[y0:y1] = (ndimage.uniform_filter(clipped, size=block) <= 0.25)[y0 - a : y1 - a]
     if valid is not None:
         usable &= np.asarray(valid, dtype=bool)
-    m = match_blocks(r, block=block, min_shift=min_shift, valid=usable)
+    m = match_blocks(r, block=block, min_shift=min_shift, valid=usable,
+                     energy_frac=_LOSSY_ENERGY_FRAC if lossy else _ENERGY_FRAC)
     shifts, keep = shift_consensus(m, min_count=min_count)
+    # a shift counts with its largest connected group of matched blocks only: a copied region
+    # is a solid patch of matches, chance matches (quiet JPEG blocks) are scattered
+    coherent = []
+    for dy, dx, _ in shifts:
+        sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
+        coherent.append(coherent_support(m.b[sel]))
+    if len(shifts):
+        shifts = shifts.copy()
+        shifts[:, 2] = coherent
+        shifts = shifts[shifts[:, 2] >= min_count]
+        shifts = shifts[np.argsort(-shifts[:, 2], kind="stable")]
     best = 0
-    if len(m.a):
-        _, cnt = np.unique(m.shifts, axis=0, return_counts=True)
-        best = int(cnt.max())
+    if len(m.a):  # below consensus: the strongest coherent group of any single shift
+        uniq, inv, cnt = np.unique(m.shifts, axis=0, return_inverse=True, return_counts=True)
+        inv = inv.ravel()
+        for u in np.argsort(-cnt, kind="stable")[:8]:
+            best = max(best, coherent_support(m.b[inv == u]))
     if len(shifts):
         best = max(best, int(shifts[0, 2]))
     score = best / (best + float(min_count))
