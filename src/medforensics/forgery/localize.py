@@ -195,7 +195,7 @@ def localize(
     details: dict[str, Any] = {}
     for name in names:
         if name == "copymove":
-            cm = detect_copy_move(img, **(copymove_kw or {}))
+            cm = detect_copy_move(img, **{"lossy": lossy, **(copymove_kw or {})})
             maps[name] = cm.map
             details[name] = {"shifts": cm.shifts, "regions": cm.regions, "score": cm.score}
         elif name == "noise":
