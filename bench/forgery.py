@@ -23,8 +23,9 @@ What it does (everything generated here, nothing downloaded; steps are cached in
 5. **JPEG re-save of a tampered DICOM export**: the tampered and original test DICOMs of step 2
    exported to JPEG q90 *after* the edit (the edit leaves no double-compression trace);
 6. **real files** (../shared/data/real, skipped when absent): lossless single-frame
-   radiographs (xray/ and codecs/), tampered in ``--real-rounds`` rounds, training-free
-   detector, plus the detector's verdict on every untouched real file.
+   radiographs (xray/ and codecs/) tampered in ``--real-rounds`` rounds (default 4), and the
+   distinct lossless MR slices (mr/, byte-identical duplicates dropped) in 2 rounds with
+   64-96 px regions; training-free detector, plus its verdict on every untouched real file.
 
 Writes ``results.json`` and ``results.md`` into ``--out`` and prints the table.
 """
@@ -157,6 +158,28 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def real_inputs(cands: list[Path], read_header: Any) -> list[dict[str, str]]:
+    """Lossless single-frame images of at least 256 px, byte-identical duplicates dropped."""
+    import hashlib
+
+    rows, seen = [], set()
+    for p in cands:
+        try:
+            m = read_header(p)
+        except Exception as exc:  # unreadable header: listed, not used
+            log.info("real: skip %s (%s)", p.name, exc)
+            continue
+        if m.lossy or m.n_frames != 1 or min(m.rows, m.cols) < 256:
+            continue
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if digest in seen:
+            log.info("real: skip %s (duplicate)", p.name)
+            continue
+        seen.add(digest)
+        rows.append({"path": str(p)})
+    return rows
+
+
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -195,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     patients = args.patients or (16 if args.quick else 60)
     src_epochs = args.source_epochs or (2 if args.quick else 8)
     ela_epochs = args.ela_epochs or (3 if args.quick else None)
-    rounds = args.real_rounds or (1 if args.quick else 2)
+    rounds = args.real_rounds or (1 if args.quick else 4)
+    mr_rounds = 1 if args.quick else 2
     t0 = time.perf_counter()
     res: dict[str, Any] = {
         "command": "python bench/forgery.py " + " ".join(argv if argv is not None
@@ -203,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
         "settings": {"patients": patients, "source_epochs": src_epochs,
-                     "ela_epochs": ela_epochs or 30, "real_rounds": rounds, "seed": args.seed},
+                     "ela_epochs": ela_epochs or 30, "real_rounds": rounds,
+                     "real_mr_rounds": mr_rounds, "seed": args.seed},
         "timings_s": {},
     }
     table: list[dict[str, Any]] = []
@@ -354,39 +379,38 @@ def main(argv: list[str] | None = None) -> int:
     # 6. real files ---------------------------------------------------------------------
     if not args.skip_real and REAL.is_dir():
         t = time.perf_counter()
-        cands = sorted(list((REAL / "xray").glob("*.dcm")) + list((REAL / "codecs").glob("*.dcm")))
-        real_rows = []
-        for p in cands:
-            try:
-                m = read_header(p)
-            except Exception as exc:  # unreadable header: listed, not used
-                log.info("real: skip %s (%s)", p.name, exc)
-                continue
-            if m.lossy or m.n_frames != 1 or min(m.rows, m.cols) < 256:
-                continue
-            real_rows.append({"path": str(p)})
-        res["real_files"] = [Path(r["path"]).name for r in real_rows]
-        # verdicts on the untouched files
-        untouched = []
-        for r in real_rows:
-            rr = free.detect_file(r["path"])
-            untouched.append({"file": Path(r["path"]).name, "verdict": rr.verdict,
-                              "score": rr.score, "forged_area_percent": rr.forged_area_percent,
-                              "cues": rr.cues})
+        xray = sorted(list((REAL / "xray").glob("*.dcm")) + list((REAL / "codecs").glob("*.dcm")))
+        mr = sorted((REAL / "mr").glob("*/*.dcm"))
+        untouched: list[dict[str, Any]] = []
+        res["real_files"], res["real_mr_files"] = [], []
+        for key, label, cands, n_rounds, sizes in (
+                ("real", "real lossless radiographs 64-192 px", xray, rounds, (64, 192)),
+                ("realmr", "real lossless MR slices (256 px) 64-96 px", mr, mr_rounds,
+                 (64, 96))):
+            real_rows = real_inputs(cands, read_header)
+            res["real_files" if key == "real" else "real_mr_files"] = [
+                Path(r["path"]).name for r in real_rows]
+            # verdicts on the untouched files
+            for r in real_rows:
+                rr = free.detect_file(r["path"])
+                untouched.append({"file": str(Path(r["path"]).relative_to(REAL)),
+                                  "verdict": rr.verdict, "score": rr.score,
+                                  "forged_area_percent": rr.forged_area_percent,
+                                  "cues": rr.cues})
+            real_all = []
+            for k in range(n_rounds):
+                rset = work / f"tamper_{key}_{k}"
+                if not (rset / "tamper_manifest.csv").is_file():
+                    generate(real_rows, rset, kinds=KINDS,
+                             seed=args.seed + (10 if key == "real" else 50) + k, sizes=sizes)
+                real_all += list(csv.DictReader(open(rset / "tamper_manifest.csv", newline="")))
+            real_manifest = work / f"tamper_{key}.csv"
+            for r in real_all:  # pair ids are per round: make them unique
+                r["pair_id"] = Path(r["path"]).parent.parent.name + "_" + r["pair_id"]
+            write_rows(real_all, real_manifest)
+            m = evaluate(free, real_manifest, ev, f"{key}__free_r{n_rounds}", split="all")
+            table += summary_rows(label, "cues (training-free)", m)
         res["real_untouched"] = untouched
-        real_all = []
-        for k in range(rounds):
-            rset = work / f"tamper_real_{k}"
-            if not (rset / "tamper_manifest.csv").is_file():
-                generate(real_rows, rset, kinds=KINDS, seed=args.seed + 10 + k,
-                         sizes=(64, 192))
-            real_all += list(csv.DictReader(open(rset / "tamper_manifest.csv", newline="")))
-        real_manifest = work / "tamper_real.csv"
-        for r in real_all:  # pair ids are per round: make them unique
-            r["pair_id"] = Path(r["path"]).parent.parent.name + "_" + r["pair_id"]
-        write_rows(real_all, real_manifest)
-        m = evaluate(free, real_manifest, ev, "real__free", split="all")
-        table += summary_rows("real lossless radiographs 64-192 px", "cues (training-free)", m)
         lap("real", t)
     else:
         res["real_files"] = "skipped (../shared/data/real absent or --skip-real)"
