@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from medforensics.dsp.ela import ela_enhance, ela_map, ela_score, jpeg_roundtrip
+from medforensics.errors import InvalidArrayError
 from medforensics.forgery.ela import analyze_ela, ela_cnn_input, ela_cue, is_8bit, window_to_uint8
 
 
@@ -97,3 +98,29 @@ def test_ela_cnn_input_shape_and_range() -> None:
     assert x.shape == (128, 128) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 255.0 and x.max() > 50
     assert ela_cnn_input(px, size=64).shape == (64, 64)
+
+
+def _textured(seed: int, n: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n]
+    base = 120 + 60 * np.sin(xx / 23.0) * np.cos(yy / 31.0)
+    return np.clip(base + rng.normal(0, 6, (n, n)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_jpeg_grid_found_with_its_offset_and_absent_without_jpeg(seed: int) -> None:
+    from medforensics.dsp.ela import jpeg_grid
+
+    img = _textured(seed)
+    never = jpeg_grid(img)
+    assert not never.detected and max(never.ratio) < 1.03
+    dec = jpeg_roundtrip(img, 75)
+    g = jpeg_grid(dec)
+    assert g.detected and g.offset == (0, 0) and min(g.ratio) > 1.2
+    # cropped by 3 rows / 5 columns: blocks now start at row 5, column 3
+    gc = jpeg_grid(dec[3:, 5:])
+    assert gc.detected and gc.offset == (5, 3)
+    # any bit depth: the same image scaled to 12 bits keeps its grid
+    assert jpeg_grid(dec.astype(np.float32) * 16).detected
+    with pytest.raises(InvalidArrayError):
+        jpeg_grid(np.zeros((8, 300)))

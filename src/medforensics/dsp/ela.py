@@ -20,13 +20,14 @@ Paper steps reproduced:
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from medforensics.errors import InvalidArrayError
 
-__all__ = ["jpeg_roundtrip", "ela_map", "ela_enhance", "ela_score"]
+__all__ = ["jpeg_roundtrip", "ela_map", "ela_enhance", "ela_score", "JpegGrid", "jpeg_grid"]
 
 
 def _check_uint8_2d(img: np.ndarray) -> np.ndarray:
@@ -112,3 +113,100 @@ def ela_score(ela: np.ndarray) -> float:
     if e.size == 0:
         raise InvalidArrayError("empty ELA image")
     return float(100.0 * e.mean() / 255.0)
+
+
+#: a JPEG 8x8 grid is reported when both axes peak at the same phase by at least this ratio
+JPEG_GRID_MIN_RATIO = 1.03
+_GRID_STRIP = 512
+
+
+@dataclass(frozen=True)
+class JpegGrid:
+    """Trace of an 8 x 8 JPEG block grid in an image (output of :func:`jpeg_grid`).
+
+    Attributes:
+        detected: both axes show a boundary phase with at least ``min_ratio`` times the
+            typical neighbour difference at the same phase (an uncropped JPEG), or with
+            ``1 + 2.5 (min_ratio - 1)`` times at different phases (a cropped JPEG).
+        ratio: ``(rows, columns)``: for each axis, the strongest phase's median neighbour
+            difference divided by the median over the other seven phases (1.0 = no grid).
+        offset: ``(dy, dx)`` in 0..7: the first block row / column of the grid (0 when the
+            image starts on a block boundary, as an uncropped JPEG does).
+    """
+
+    detected: bool
+    ratio: tuple[float, float]
+    offset: tuple[int, int]
+
+
+def _phase_ratio(profile: np.ndarray) -> tuple[float, int]:
+    """Peak phase of a per-boundary difference profile folded modulo 8."""
+    n = profile.size // 8 * 8
+    if n < 16:
+        return 1.0, 0
+    ph = profile[:n].reshape(-1, 8)
+    # each 8-boundary period relative to its own mean (content changes slowly across periods)
+    rel = np.median(ph / (ph.mean(axis=1, keepdims=True) + 1e-12), axis=0)
+    p = int(np.argmax(rel))
+    others = np.delete(rel, p)
+    return float(rel[p] / max(float(np.median(others)), 1e-12)), p
+
+
+def _step_excess(s: np.ndarray) -> np.ndarray:
+    """|step across a boundary - mean of the two neighbouring steps| along axis 1.
+
+    ``out[:, j]`` is for the boundary between columns ``j + 1`` and ``j + 2``; a smooth
+    gradient has equal steps and gives 0, a block edge adds to the middle step only.
+    """
+    d = np.diff(s, axis=1)
+    return np.abs(d[:, 1:-1] - 0.5 * (d[:, :-2] + d[:, 2:]))
+
+
+def jpeg_grid(img: np.ndarray, min_ratio: float = JPEG_GRID_MIN_RATIO) -> JpegGrid:
+    """Detect the 8 x 8 block grid that JPEG compression leaves in an image.
+
+    Block-wise DCT quantisation makes the step between neighbouring pixels across a block
+    boundary larger than the steps next to it. For every column boundary the excess of the
+    step over the mean of its two neighbouring steps is averaged over all rows (and the
+    same for rows); folded modulo 8, a JPEG history shows one phase standing out on both
+    axes (an image that never was JPEG shows none, or peaks at unrelated phases). Used to
+    switch ELA on for 8-bit PNG / TIFF files that were JPEG before (``meta.lossy`` cannot
+    say so).
+
+    Measured on the forgery benchmark's data (``python bench/jpeg_grid.py``; see
+    docs/forgery.md): q90 JPEG exports of simulated radiographs saved as PNG are found in
+    most cases, never-JPEG 8-bit windows and 14-bit DICOMs of the same images are not; a
+    JPEG whose noise hides the quantisation shows no grid and is missed.
+
+    Args:
+        img: (H, W) real array (any bit depth); at least 16 x 16.
+        min_ratio: per-axis ratio needed on both axes.
+
+    Returns:
+        :class:`JpegGrid`.
+
+    Raises:
+        InvalidArrayError: not 2-D, or smaller than 16 x 16.
+    """
+    arr = np.asarray(img)
+    if arr.ndim != 2 or min(arr.shape) < 16:
+        raise InvalidArrayError(f"jpeg_grid expects a 2-D image of at least 16x16, got {arr.shape}")
+    H, W = arr.shape
+    col = np.zeros(W - 3, np.float64)  # boundary between columns j + 1 and j + 2
+    row = np.zeros(H - 3, np.float64)
+    for y0 in range(0, H, _GRID_STRIP):
+        y1 = min(y0 + _GRID_STRIP, H)
+        s = arr[y0:y1].astype(np.float32)
+        col += _step_excess(s).sum(axis=0, dtype=np.float64)
+    for x0 in range(0, W, _GRID_STRIP):
+        x1 = min(x0 + _GRID_STRIP, W)
+        s = arr[:, x0:x1].T.astype(np.float32)
+        row += _step_excess(s).sum(axis=0, dtype=np.float64)
+    ry, py = _phase_ratio(row)
+    rx, px = _phase_ratio(col)
+    # an uncropped JPEG peaks at the same phase on both axes; a cropped one may not, and then
+    # needs a clearer peak (chance agreement of unrelated peaks is 1 in 8)
+    need = min_ratio if py == px else 1.0 + 2.5 * (min_ratio - 1.0)
+    detected = bool(min(ry, rx) >= need)
+    # profile index j is the boundary after column j + 1, i.e. blocks start at j + 2
+    return JpegGrid(detected, (ry, rx), ((py + 2) % 8, (px + 2) % 8))
