@@ -166,6 +166,11 @@ class ForgeryDetector:
         copymove_kw: extra arguments for :func:`~medforensics.forgery.copymove.detect_copy_move`.
         noise_kw: extra arguments for
             :func:`~medforensics.forgery.noiseinconsistency.noise_inconsistency_map`.
+        texture: training-free detector: include the noise-texture cue
+            (:func:`~medforensics.forgery.texture.texture_inconsistency_map`); None = the
+            default of :data:`medforensics.forgery.localize.DEFAULT_TEXTURE`. The learned
+            combiner uses the cues it was trained with.
+        texture_kw: extra arguments for the texture cue.
         ela: training-free detector: ``"auto"`` uses the ELA cue for lossy inputs only
             (``meta.lossy``), ``"always"`` on every input (e.g. 8-bit PNG/TIFF that were JPEG
             before: an edit saved losslessly over JPEG history is ELA's textbook case),
@@ -190,6 +195,8 @@ class ForgeryDetector:
         copymove_kw: dict[str, Any] | None = None,
         noise_kw: dict[str, Any] | None = None,
         ela: str = "auto",
+        texture: bool | None = None,
+        texture_kw: dict[str, Any] | None = None,
     ) -> None:
         if method not in ("cues", "cues-learned", "ela-cnn"):
             raise ConfigError(f"unknown forgery method {method!r}")
@@ -217,6 +224,10 @@ class ForgeryDetector:
         self.fingerprint_stride = int(fingerprint_stride)
         self.copymove_kw = dict(copymove_kw or {})
         self.noise_kw = dict(noise_kw or {})
+        from medforensics.forgery.localize import DEFAULT_TEXTURE
+
+        self.texture = DEFAULT_TEXTURE if texture is None else bool(texture)
+        self.texture_kw = dict(texture_kw or {})
         self._patch_logprobs = None if source is None else _source_logprobs(source)
 
     # ------------------------------------------------------------------ construction
@@ -317,6 +328,8 @@ class ForgeryDetector:
             "fingerprint_stride": self.fingerprint_stride,
             "ela_quality": _ELA_QUALITY,
             "ela_cue": self.ela,
+            "texture_cue": self.texture if self.method == "cues" else (
+                self.method == "cues-learned" and "texture" in self.combiner.cues),
         }
 
     @property
@@ -324,8 +337,8 @@ class ForgeryDetector:
         """Cues computed for a lossless input (ELA is added for lossy inputs)."""
         if self.method == "cues-learned":
             return list(self.combiner.cues)
-        return ["copymove", "noise"] + (["fingerprint", "fingerprint_weak"] if self.source
-                                        is not None else [])
+        return ["copymove", "noise"] + (["texture"] if self.texture else []) + (
+            ["fingerprint", "fingerprint_weak"] if self.source is not None else [])
 
     # ------------------------------------------------------------------ detection
     def verdict_of(self, score: float) -> str:
@@ -355,7 +368,8 @@ class ForgeryDetector:
         elif self.ela == "auto":
             names = None  # localize's default: copymove, noise, ELA if lossy, fingerprint if fp
         else:
-            names = ["copymove", "noise"] + (["ela"] if self.ela == "always" else []) + (
+            names = ["copymove", "noise"] + (["texture"] if self.texture else []) + (
+                ["ela"] if self.ela == "always" else []) + (
                 ["fingerprint"] if fp is not None else [])
         patch = int(getattr(self.source, "patch", 64)) if self.source is not None else 64
         return localize(
@@ -363,6 +377,7 @@ class ForgeryDetector:
             threshold=self.map_threshold, copymove_kw=self.copymove_kw, noise_kw=self.noise_kw,
             ela_quality=_ELA_QUALITY,
             fingerprint_kw={"patch": patch, "stride": self.fingerprint_stride},
+            texture=self.texture, texture_kw=self.texture_kw,
         )
 
     def detect(self, pixels: np.ndarray, meta: Any = None) -> ForgeryResult:

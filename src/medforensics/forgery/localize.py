@@ -6,6 +6,9 @@ Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own d
   lossless or lossy data; both copies unless the pasted side could be told apart).
 * ``noise``: :func:`medforensics.forgery.noiseinconsistency.noise_inconsistency_map` (local
   noise level vs the image's own Poisson-Gaussian noise model).
+* ``texture``: :func:`medforensics.forgery.texture.texture_inconsistency_map` (local noise
+  *shape* - residual lag correlations, stored-value lattice - vs the image's own distribution);
+  in the default cue list when :data:`DEFAULT_TEXTURE` is True.
 * ``ela``: :func:`medforensics.forgery.ela.ela_cue` - only for images that went through lossy
   (JPEG-type) compression, because ELA is a JPEG-domain heuristic; skipped otherwise (noted).
 * ``fingerprint``: :func:`medforensics.forgery.noiseinconsistency.fingerprint_llr_map` when a
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medforensics.errors import ConfigError
+from medforensics.errors import ConfigError, InvalidArrayError
 
 __all__ = [
     "CUES",
@@ -53,7 +56,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CUES: tuple[str, ...] = ("copymove", "noise", "ela", "fingerprint", "fingerprint_weak")
+CUES: tuple[str, ...] = ("copymove", "noise", "texture", "ela", "fingerprint",
+                         "fingerprint_weak")
+#: whether the default cue list (``cues=None``) includes the ``texture`` cue
+DEFAULT_TEXTURE = False
 #: cue maps that shape the map but not the image score
 WEAK_CUES: tuple[str, ...] = ("fingerprint_weak",)
 #: side of the mean filter of the image score (see module docs)
@@ -147,6 +153,8 @@ def localize(
     noise_kw: dict[str, Any] | None = None,
     ela_quality: int = 90,
     fingerprint_kw: dict[str, Any] | None = None,
+    texture: bool | None = None,
+    texture_kw: dict[str, Any] | None = None,
 ) -> LocalizationResult:
     """Compute the selected cues on one image and combine them.
 
@@ -154,9 +162,9 @@ def localize(
         pixels: float (H, W) stored values (``read_image`` contract).
         lossy: the image went through lossy compression (``ImageMeta.lossy``); enables ELA.
         bits_stored: bit depth (for the ELA window).
-        cues: names from :data:`CUES`; default: copymove, noise, ela (if ``lossy``),
-            fingerprint and fingerprint_weak (if ``patch_logprobs`` is given; either name
-            computes both).
+        cues: names from :data:`CUES`; default: copymove, noise, texture (if ``texture``),
+            ela (if ``lossy``), fingerprint and fingerprint_weak (if ``patch_logprobs`` is
+            given; either name computes both).
         patch_logprobs: patch model callable for the fingerprint cue (see
             :func:`~medforensics.forgery.noiseinconsistency.fingerprint_llr_map`).
         threshold: map threshold for the area / mask.
@@ -165,6 +173,9 @@ def localize(
         noise_kw: extra arguments for ``noise_inconsistency_map``.
         ela_quality: JPEG quality of the ELA re-encoding.
         fingerprint_kw: extra arguments for ``fingerprint_llr_map``.
+        texture: include the texture cue in the default list (``cues=None``); None =
+            :data:`DEFAULT_TEXTURE`.
+        texture_kw: extra arguments for ``texture_inconsistency_map``.
 
     Returns:
         :class:`LocalizationResult`.
@@ -181,7 +192,8 @@ def localize(
 
     img = np.asarray(pixels, dtype=np.float32)
     if cues is None:
-        names = ["copymove", "noise", "ela"] + (
+        use_tex = DEFAULT_TEXTURE if texture is None else bool(texture)
+        names = ["copymove", "noise"] + (["texture"] if use_tex else []) + ["ela"] + (
             ["fingerprint", "fingerprint_weak"] if patch_logprobs else [])
         explicit = False
     else:
@@ -206,6 +218,16 @@ def localize(
                 continue
             maps[name] = ni.map
             details[name] = {"fit": ni.fit, "z": ni.z}
+        elif name == "texture":
+            from medforensics.forgery.texture import texture_inconsistency_map
+
+            try:
+                ti = texture_inconsistency_map(img, **(texture_kw or {}))
+            except InvalidArrayError as exc:  # too small image etc.: skip this cue, say so
+                notes.append(f"texture cue skipped: {exc}")
+                continue
+            maps[name] = ti.map
+            details[name] = {"z": ti.z, "features": ti.features, "n_blocks": ti.n_blocks}
         elif name == "ela":
             if not lossy and not explicit:
                 notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "

@@ -178,10 +178,8 @@ def noise_inconsistency_map(
     H, W = img.shape
     if H < 4 * block or W < 4 * block:
         raise InvalidArrayError(f"image {H}x{W} too small for {block}-px noise blocks")
-    vmin, vmax = float(img.min()), float(img.max())
-    clipped = (img <= vmin) | (img >= vmax)
-    # noiseless content (burned-in labels, graphics, padding): residual exactly 0
-    flat = residual_strips(img, "kb") == 0
+    clipped, flat, ign, hard = scoring_masks(img, max_clipped=max_clipped,
+                                             large_clipped=large_clipped)
     try:
         pg = fit_poisson_gaussian(img, block=block, mask=~clipped)
         fit: tuple[float, float] | None = (pg.a, pg.b)
@@ -192,20 +190,6 @@ def noise_inconsistency_map(
     half = block // 2
     grids = []
     ranges: list[tuple[np.ndarray, np.ndarray]] = []
-    ign = None
-    hard = None
-    if max_clipped > 0 and clipped.any():
-        ign = ndimage.binary_dilation(clipped, structure=np.ones((3, 3), bool))
-        flat &= ~ign
-        if large_clipped > 0:
-            lab, n = ndimage.label(clipped)
-            sizes = np.bincount(lab.ravel())
-            big = sizes >= large_clipped
-            big[0] = False
-            if big.any():
-                # blocks touching a large clipped area (background, collimation) stay excluded
-                hard = big[lab]
-            del lab
     for oy in (0, half):
         for ox in (0, half):
             sub = img[oy:, ox:]
@@ -282,6 +266,47 @@ def noise_inconsistency_map(
     if min_extent > 1:
         cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
     return NoiseInconsistency(cue, _cells_to_pixels(acc_z / cnt, half, H, W), fit)
+
+
+def scoring_masks(img: np.ndarray, *, max_clipped: float = 0.5, large_clipped: int = 4096
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Pixel masks that decide which blocks a noise cue scores, and on which pixels.
+
+    Shared by :func:`noise_inconsistency_map` and
+    :func:`medforensics.forgery.texture.texture_inconsistency_map`.
+
+    Args:
+        img: float (H, W) stored values.
+        max_clipped: > 0 = clipped pixels are tolerated (``ign`` is returned); 0 = not.
+        large_clipped: connected clipped areas of at least this many pixels give ``hard``
+            (0 = none).
+
+    Returns:
+        ``(clipped, flat, ign, hard)``, bool (H, W) each: ``clipped`` = pixels at the image's
+        minimum or maximum; ``flat`` = exactly-zero Ker-Boehme residual (noiseless content),
+        outside ``ign``; ``ign`` = clipped pixels and their 3 x 3 neighbours (None when
+        ``max_clipped`` is 0 or nothing is clipped); ``hard`` = pixels of connected clipped
+        areas of >= ``large_clipped`` px (None when there are none or ``ign`` is None).
+    """
+    vmin, vmax = float(img.min()), float(img.max())
+    clipped = (img <= vmin) | (img >= vmax)
+    # noiseless content (burned-in labels, graphics, padding): residual exactly 0
+    flat = residual_strips(img, "kb") == 0
+    ign = None
+    hard = None
+    if max_clipped > 0 and clipped.any():
+        ign = ndimage.binary_dilation(clipped, structure=np.ones((3, 3), bool))
+        flat &= ~ign
+        if large_clipped > 0:
+            lab, n = ndimage.label(clipped)
+            sizes = np.bincount(lab.ravel())
+            big = sizes >= large_clipped
+            big[0] = False
+            if big.any():
+                # blocks touching a large clipped area (background, collimation) stay excluded
+                hard = big[lab]
+            del lab
+    return clipped, flat, ign, hard
 
 
 def _block_counts(mask: np.ndarray, block: int) -> np.ndarray:

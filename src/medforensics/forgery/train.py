@@ -202,6 +202,7 @@ def train_forgery(
     val: float = 0.1,
     resplit: bool = False,
     progress: bool = True,
+    texture: bool | None = None,
 ) -> ForgeryTrainResult:
     """Train a forgery detector on a tamper manifest (see module docs).
 
@@ -220,6 +221,8 @@ def train_forgery(
         val: validation fraction when the split is assigned here.
         resplit: ignore the manifest's own ``split`` column.
         progress: show tqdm progress bars.
+        texture: ``cues``: include the noise-texture cue as a combiner feature; None = the
+            training-free default (:data:`medforensics.forgery.localize.DEFAULT_TEXTURE`).
 
     Returns:
         :class:`ForgeryTrainResult`.
@@ -258,7 +261,7 @@ def train_forgery(
         return _train_ela_cnn(rows, run, cfg, counts, epochs=epochs, device=device,
                               resume=resume, batch_size=batch_size, lr=lr, progress=progress)
     return _train_cues(rows, run, cfg, counts, device=device, source_run=source_run,
-                       progress=progress)
+                       progress=progress, texture=texture)
 
 
 # --------------------------------------------------------------------------------- ela-cnn
@@ -434,10 +437,16 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
     from medforensics.forgery.combiner import image_features, pixel_features
     from medforensics.io import read_image
 
+    from medforensics.forgery.combiner import image_feature_names, pixel_feature_names
+
     f = cache / f"{_feature_key(row['path'])}.safetensors"
     if f.is_file():
         try:
-            return load_file(str(f))
+            got = load_file(str(f))
+            if (got["pixel_x"].shape[1] == len(pixel_feature_names(cues))
+                    and got["image_x"].shape[0] == len(image_feature_names(cues)) - 1):
+                return got
+            log.info("recomputing %s: cached for another cue list", f)
         except Exception:  # a half-written cache file from a killed run: recompute
             log.info("recomputing damaged cache file %s", f)
     px, meta = read_image(row["path"])
@@ -467,14 +476,17 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
 
 def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 counts: dict[str, int], *, device: str, source_run: str | Path | None,
-                progress: bool) -> ForgeryTrainResult:
+                progress: bool, texture: bool | None = None) -> ForgeryTrainResult:
     from tqdm.auto import tqdm
 
     from medforensics.forgery.detector import ForgeryDetector
 
-    det = ForgeryDetector.from_run(None, source_run=source_run, device=device)
-    cues = ["copymove", "noise", "ela"] + (["fingerprint", "fingerprint_weak"]
-                                           if source_run is not None else [])
+    from medforensics.forgery.localize import DEFAULT_TEXTURE
+
+    use_tex = DEFAULT_TEXTURE if texture is None else bool(texture)
+    det = ForgeryDetector.from_run(None, source_run=source_run, device=device, texture=use_tex)
+    cues = ["copymove", "noise"] + (["texture"] if use_tex else []) + ["ela"] + (
+        ["fingerprint", "fingerprint_weak"] if source_run is not None else [])
     cache = run / "features"
     cache.mkdir(exist_ok=True)
     use = [r for r in rows if r["split"] in ("train", "val")]

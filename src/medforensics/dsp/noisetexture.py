@@ -1,0 +1,379 @@
+"""Noise *texture* (shape of the noise, not its level): level-invariant block features.
+
+Device processing chains differ in how their noise is spatially shaped: detector / phosphor
+blur, CR laser-scan direction (anisotropic blur), sharpening kernels, and quantisation after
+rescaling (a region whose values were multiplied by a gain > 1 and rounded sits on a coarse
+lattice of stored values). A region pasted in from another chain keeps its own noise shape,
+whatever its noise level was matched to. This module measures that shape per block; the
+forgery cue built on it is :mod:`medforensics.forgery.texture`.
+
+Features of a block (:data:`FEATURE_NAMES`):
+
+* ``rho_<lag>``: the normalised autocorrelation of the high-pass residual at a lag
+  (:data:`TEXTURE_LAGS`: horizontal / vertical at 1 and 2 px, both diagonals at 1 px), *minus*
+  the value white noise gives through the same kernel (:func:`white_lag_correlation`). It is
+  estimated from signs: ``tau = mean(sign r_p * sign r_{p+lag})`` over pairs with both
+  residuals non-zero, ``rho = sin(pi / 2 * tau)`` (Gaussian relation between sign and Pearson
+  correlation). Signs make it exactly invariant to the noise amplitude and robust to outliers
+  (an edge pixel counts once, whatever its size). White noise gives ~0 at every lag, blur
+  gives positive offsets, sharpening negative ones; ``rho_h1 - rho_v1`` (:func:`anisotropy`)
+  is the horizontal / vertical asymmetry (CR scan direction).
+* ``lattice``: among horizontally / vertically adjacent pixel pairs whose stored values differ
+  by at most 2, the share that differ by exactly 1 (shrunk towards its dense-noise value 0.4 by
+  a prior of :data:`LATTICE_PRIOR` pairs). Integer data with noise spread over several stored
+  values gives ~0.4; values on a lattice of step >= 2 (gain-stepped after a rescale) give ~0.
+  It needs integer-valued stored values (every DICOM image) and a noise that spreads over a
+  few values (it drifts down where the noise std is below ~1 stored value); non-integer images
+  give NaN.
+
+Everything is computed on 16-px cells (pair counts summed per cell, strip by strip, so a
+4000 x 5000 image needs the float32 residual plus a few int8 / int32 arrays) and blocks are
+2 x 2 cells: 32-px blocks on a 16-px grid (:func:`block_texture_features`).
+
+Images are real arrays of shape (H, W) in stored-value units; pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medforensics.dsp._checks import as_image
+from medforensics.dsp.noise import STRIP_ROWS, residual_strips
+from medforensics.dsp.residuals import HIGHPASS_KERNELS
+from medforensics.errors import ConfigError, InvalidArrayError
+
+__all__ = [
+    "TEXTURE_LAGS",
+    "FEATURE_NAMES",
+    "LATTICE_PRIOR",
+    "TextureCells",
+    "white_lag_correlation",
+    "sign_to_pearson",
+    "texture_cell_sums",
+    "block_texture_features",
+    "noise_texture_features",
+    "anisotropy",
+]
+
+#: residual lags (dy, dx) whose correlation is measured
+TEXTURE_LAGS: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0))
+#: feature channels of :func:`block_texture_features`, in order
+FEATURE_NAMES: tuple[str, ...] = ("rho_h1", "rho_v1", "rho_d1", "rho_a1", "rho_h2", "rho_v2",
+                                  "lattice")
+#: pairs of prior weight pulling the lattice share towards its dense-noise value
+LATTICE_PRIOR = 8.0
+#: lattice share of integer data whose noise spreads over many stored values (2 of 5 values)
+LATTICE_DENSE = 0.4
+_MAX_LAG = 2
+#: integer images with a wider value range get no lattice feature (histogram size)
+_MAX_LATTICE_RANGE = 1 << 24
+
+
+def white_lag_correlation(kind: str = "kb",
+                          lags: tuple[tuple[int, int], ...] = TEXTURE_LAGS) -> np.ndarray:
+    """Correlation of the residual of white noise through a high-pass kernel, at each lag.
+
+    ``rho(l) = sum_k h(k) h(k + l) / sum_k h(k)^2`` (the kernel's normalised autocorrelation).
+
+    Args:
+        kind: kernel name (``residuals.HIGHPASS_KERNELS``).
+        lags: (dy, dx) lags.
+
+    Returns:
+        float64 (len(lags),) in [-1, 1]; for ``"kb"``: -2/3 at 1 px horizontally or vertically,
+        4/9 diagonally, 1/6 at 2 px.
+
+    Raises:
+        ConfigError: unknown kernel.
+    """
+    if kind not in HIGHPASS_KERNELS:
+        raise ConfigError(f"unknown high-pass kernel {kind!r}; one of {sorted(HIGHPASS_KERNELS)}")
+    h = HIGHPASS_KERNELS[kind].astype(np.float64)
+    kh, kw = h.shape
+    pad = np.zeros((kh + 2 * _MAX_LAG * 2, kw + 2 * _MAX_LAG * 2))
+    o = 2 * _MAX_LAG
+    pad[o : o + kh, o : o + kw] = h
+    e = float((h * h).sum())
+    out = []
+    for dy, dx in lags:
+        if abs(dy) > 2 * _MAX_LAG or abs(dx) > 2 * _MAX_LAG:
+            raise ConfigError(f"lag {(dy, dx)} too large")
+        sh = np.roll(np.roll(pad, -dy, axis=0), -dx, axis=1)
+        out.append(float((pad * sh).sum()) / e)
+    return np.array(out)
+
+
+def sign_to_pearson(tau: np.ndarray) -> np.ndarray:
+    """Pearson correlation from the mean sign product of a bivariate Gaussian.
+
+    For zero-mean jointly Gaussian ``(a, b)`` with correlation ``rho``,
+    ``E[sign a * sign b] = (2 / pi) * arcsin(rho)``; this inverts it.
+
+    Args:
+        tau: mean sign products, any shape, values in [-1, 1].
+
+    Returns:
+        float64 array of the same shape, ``sin(pi / 2 * tau)`` in [-1, 1].
+    """
+    return np.sin(0.5 * np.pi * np.clip(np.asarray(tau, dtype=np.float64), -1.0, 1.0))
+
+
+@dataclass
+class TextureCells:
+    """Per-cell pair counts of :func:`texture_cell_sums` (cells of ``cell`` x ``cell`` px).
+
+    Attributes:
+        cell: cell side in pixels.
+        kind: high-pass kernel of the residual.
+        lags: the (dy, dx) lags of ``prod`` / ``pairs``.
+        prod: int32 (ncy, ncx, L): sum of ``sign r_p * sign r_{p+lag}`` over the pairs whose
+            first pixel lies in the cell (both residuals non-zero, neither pixel ignored, the
+            second pixel inside the image).
+        pairs: int32 (ncy, ncx, L): number of such pairs.
+        lat1: int32 (ncy, ncx) adjacent (right / below) pairs of stored values differing by
+            exactly 1; None for non-integer images.
+        lat012: int32 (ncy, ncx) such pairs differing by at most 2; None likewise.
+        lat_expected: float64 (ncy, ncx): the number of ``lat1`` pairs expected from the
+            image's own histogram (per counted pair starting at value v, the share of the
+            image's pixels at v +- 1 among those at v-2..v+2); None likewise.
+    """
+
+    cell: int
+    kind: str
+    lags: tuple[tuple[int, int], ...]
+    prod: np.ndarray
+    pairs: np.ndarray
+    lat1: np.ndarray | None
+    lat012: np.ndarray | None
+    lat_expected: np.ndarray | None = None
+
+
+def _cell_sum(a: np.ndarray, cell: int, ncx: int) -> np.ndarray:
+    """Sum of a (rows, ncx * cell) int array over every ``cell``-px column group and all rows
+    (rows = one cell row), as int32 (ncx,)."""
+    return a[:, : ncx * cell].reshape(a.shape[0], ncx, cell).sum(axis=(0, 2), dtype=np.int64
+                                                                  ).astype(np.int32)
+
+
+def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
+                      ignore: np.ndarray | None = None,
+                      lags: tuple[tuple[int, int], ...] = TEXTURE_LAGS,
+                      rows: int = STRIP_ROWS) -> TextureCells:
+    """Per-cell counts from which block texture features are formed (see module docs).
+
+    Only whole cells are counted (trailing rows / columns that do not fill a cell are ignored);
+    a pair whose second pixel is beyond the image is not counted.
+
+    Args:
+        image: (H, W) real array of stored values, H, W >= 2 * ``cell``.
+        cell: cell side in pixels (>= 4).
+        kind: high-pass kernel of the residual (``residuals.HIGHPASS_KERNELS``).
+        ignore: optional bool (H, W), True = leave the pixel out of every pair (clipped pixels
+            and their neighbours, ...).
+        lags: (dy, dx) lags with 0 <= dy <= 2, |dx| <= 2.
+        rows: strip height (rows, rounded down to whole cells, at least one cell) of the
+            working arrays.
+
+    Returns:
+        :class:`TextureCells` with ``ncy = H // cell``, ``ncx = W // cell``.
+
+    Raises:
+        InvalidArrayError: image not 2-D, non-finite, smaller than two cells, or ``ignore`` of
+            another shape.
+        ConfigError: bad cell, kernel or lag.
+    """
+    arr = np.asarray(image)
+    img = as_image(arr, dtype=np.float32 if arr.dtype == np.float32 else np.float64)
+    if cell < 4:
+        raise ConfigError(f"cell must be >= 4, got {cell}")
+    for dy, dx in lags:
+        if not (0 <= dy <= _MAX_LAG and abs(dx) <= _MAX_LAG) or (dy == 0 and dx <= 0):
+            raise ConfigError(f"lag {(dy, dx)} not supported (0 <= dy <= 2, |dx| <= 2, "
+                              "forward)")
+    H, W = img.shape
+    if H < 2 * cell or W < 2 * cell:
+        raise InvalidArrayError(f"image {H}x{W} is smaller than two {cell}-px cells")
+    if ignore is not None:
+        ignore = np.asarray(ignore, dtype=bool)
+        if ignore.shape != img.shape:
+            raise InvalidArrayError(f"ignore shape {ignore.shape} differs from image "
+                                    f"{img.shape}")
+    sgn = np.sign(residual_strips(img, kind)).astype(np.int8)
+    if ignore is not None:
+        sgn[ignore] = 0
+    ncy, ncx = H // cell, W // cell
+    L = len(lags)
+    prod = np.zeros((ncy, ncx, L), np.int32)
+    pairs = np.zeros((ncy, ncx, L), np.int32)
+    integer = bool(all(np.array_equal(img[a : a + rows], np.round(img[a : a + rows]))
+                       for a in range(0, H, rows)))
+    vmin = float(img.min())
+    if integer and float(img.max()) - vmin > _MAX_LATTICE_RANGE:
+        integer = False
+    lat1 = np.zeros((ncy, ncx), np.int32) if integer else None
+    lat012 = np.zeros((ncy, ncx), np.int32) if integer else None
+    latexp = np.zeros((ncy, ncx), np.float64) if integer else None
+    table = _lattice_table(img, vmin, rows) if integer else None
+    per = max(1, rows // cell)
+    for cy0 in range(0, ncy, per):
+        cy1 = min(cy0 + per, ncy)
+        y0, y1 = cy0 * cell, cy1 * cell
+        ext = min(y1 + _MAX_LAG, H)
+        s = sgn[y0:ext].astype(np.int16)
+        n = y1 - y0
+        for li, (dy, dx) in enumerate(lags):
+            # pairs (p, p + lag) with p in rows y0..y1; beyond the image: no partner
+            a = np.zeros((n, W), np.int16)
+            ny = min(n, s.shape[0] - dy)
+            if dx >= 0:
+                a[:ny, : W - dx] = s[:ny, : W - dx] * s[dy : dy + ny, dx:]
+            else:
+                a[:ny, -dx:] = s[:ny, -dx:] * s[dy : dy + ny, : W + dx]
+            for j in range(cy1 - cy0):
+                blk = a[j * cell : (j + 1) * cell]
+                prod[cy0 + j, :, li] = _cell_sum(blk, cell, ncx)
+                pairs[cy0 + j, :, li] = _cell_sum((blk != 0).astype(np.int16), cell, ncx)
+        if integer:
+            assert lat1 is not None and lat012 is not None
+            v = img[y0:ext].astype(np.float64)
+            ok = None if ignore is None else ~ignore[y0:ext]
+            assert latexp is not None and table is not None
+            c1 = np.zeros((n, W), np.int16)
+            c2 = np.zeros((n, W), np.int16)
+            ce = np.zeros((n, W), np.float64)
+            tv = table[(v[:n] - vmin).astype(np.int64)]
+            for dy, dx in ((0, 1), (1, 0)):
+                ny = min(n, v.shape[0] - dy)
+                d = np.abs(v[:ny, : W - dx] - v[dy : dy + ny, dx:])
+                good = np.ones(d.shape, bool) if ok is None else (ok[:ny, : W - dx]
+                                                                  & ok[dy : dy + ny, dx:])
+                near = good & (d <= 2)
+                c1[:ny, : W - dx] += (good & (d == 1)).astype(np.int16)
+                c2[:ny, : W - dx] += near.astype(np.int16)
+                ce[:ny, : W - dx] += np.where(near, tv[:ny, : W - dx], 0.0)
+            for j in range(cy1 - cy0):
+                lat1[cy0 + j] = _cell_sum(c1[j * cell : (j + 1) * cell], cell, ncx)
+                lat012[cy0 + j] = _cell_sum(c2[j * cell : (j + 1) * cell], cell, ncx)
+                latexp[cy0 + j] = ce[j * cell : (j + 1) * cell, : ncx * cell].reshape(
+                    cell, ncx, cell).sum(axis=(0, 2))
+    return TextureCells(cell=cell, kind=kind, lags=tuple(lags), prod=prod, pairs=pairs,
+                        lat1=lat1, lat012=lat012, lat_expected=latexp)
+
+
+def _lattice_table(img: np.ndarray, vmin: float, rows: int) -> np.ndarray:
+    """Per stored value v (offset by ``vmin``): the share of the image's pixels at
+    ``v +- 1`` among those at ``v-2 .. v+2`` (global histogram): the lattice share a pair
+    starting at ``v`` would have if its partner were drawn from the image's own values near v."""
+    n = int(float(img.max()) - vmin) + 1
+    h = np.zeros(n + 4, np.float64)
+    for a in range(0, img.shape[0], rows):
+        h[2 : n + 2] += np.bincount((img[a : a + rows] - vmin).astype(np.int64).ravel(),
+                                    minlength=n)
+    one = h[1:-3] + h[3:-1]
+    allv = h[:-4] + one + h[2:-2] + h[4:]
+    return np.where(allv > 0, one / np.maximum(allv, 1.0), LATTICE_DENSE)
+
+
+def _window_sum(a: np.ndarray, k: int) -> np.ndarray:
+    """Sum over every k x k window of cells (valid positions), along the first two axes."""
+    c = np.cumsum(np.cumsum(a.astype(np.int64), axis=0), axis=1)
+    c = np.pad(c, [(1, 0), (1, 0)] + [(0, 0)] * (a.ndim - 2))
+    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+
+
+def block_texture_features(cells: TextureCells, *, cells_per_block: int = 2,
+                           min_pairs: int = 64, relative_lattice: bool = False
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Texture features of every block of ``cells_per_block`` x ``cells_per_block`` cells.
+
+    Blocks step by one cell: with 16-px cells, 32-px blocks on a 16-px grid; block ``(i, j)``
+    covers pixels ``[i * cell, (i + k) * cell) x [j * cell, (j + k) * cell)``.
+
+    Args:
+        cells: output of :func:`texture_cell_sums`.
+        cells_per_block: block side in cells (>= 1).
+        min_pairs: a block needs at least this many counted pairs at every lag, else all its
+            features are NaN.
+        relative_lattice: the lattice channel is the observed minus the histogram-expected
+            share, ``(lat1 - lat_expected) / (lat012 + LATTICE_PRIOR)`` (in about [-1, 1], ~0
+            where the block's values are as dense as the image's own histogram there, < 0 where
+            they sit on a coarser lattice) instead of the absolute share.
+
+    Returns:
+        ``(features, pairs)``: features float64 (nby, nbx, F) with F = len(lags) + 1 and
+        channels in the order of :data:`FEATURE_NAMES` for the default lags (correlation offsets
+        from white noise in about [-1.7, 1.7], NaN where a block has no pair; then the lattice
+        share in [0, 1], NaN for non-integer images); pairs int64 (nby, nbx): the smallest
+        pair count over the lags (validity: ``pairs >= min_pairs``). ``nby = ncy - k + 1``.
+
+    Raises:
+        ConfigError: ``cells_per_block < 1`` or more than the cell grid.
+    """
+    k = int(cells_per_block)
+    ncy, ncx = cells.prod.shape[:2]
+    if k < 1 or k > min(ncy, ncx):
+        raise ConfigError(f"cells_per_block must be in 1..{min(ncy, ncx)}, got {k}")
+    prod = _window_sum(cells.prod, k).astype(np.float64)
+    pairs = _window_sum(cells.pairs, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = prod / pairs
+    base = white_lag_correlation(cells.kind, cells.lags)
+    rho = sign_to_pearson(np.nan_to_num(tau)) - base
+    rho[pairs == 0] = np.nan
+    if cells.lat1 is not None and cells.lat012 is not None:
+        l1 = _window_sum(cells.lat1, k).astype(np.float64)
+        l2 = _window_sum(cells.lat012, k).astype(np.float64)
+        if relative_lattice and cells.lat_expected is not None:
+            c = np.cumsum(np.cumsum(cells.lat_expected, axis=0), axis=1)
+            c = np.pad(c, ((1, 0), (1, 0)))
+            le = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+            lat = (l1 - le) / (l2 + LATTICE_PRIOR)
+        else:
+            lat = (l1 + LATTICE_PRIOR * LATTICE_DENSE) / (l2 + LATTICE_PRIOR)
+    else:
+        lat = np.full(rho.shape[:2], np.nan)
+    feats = np.concatenate([rho, lat[..., None]], axis=2)
+    npairs = pairs.min(axis=2)
+    feats[npairs < min_pairs] = np.nan
+    return feats, npairs
+
+
+def noise_texture_features(image: np.ndarray, *, block: int = 32, step: int = 16,
+                           kind: str = "kb", ignore: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Texture features of ``block``-px blocks on a ``step``-px grid (convenience wrapper).
+
+    Args:
+        image: (H, W) real array of stored values.
+        block: block side in pixels (a multiple of ``step``).
+        step: grid step = cell side in pixels (>= 4).
+        kind: high-pass kernel.
+        ignore: optional bool (H, W) of pixels left out.
+
+    Returns:
+        ``(features, pairs)`` of :func:`block_texture_features`; block ``(i, j)`` has its
+        top-left corner at ``(i * step, j * step)``.
+
+    Raises:
+        ConfigError: ``block`` not a multiple of ``step``.
+    """
+    if step < 4 or block % step:
+        raise ConfigError(f"block ({block}) must be a multiple of step ({step} >= 4)")
+    cells = texture_cell_sums(image, cell=step, kind=kind, ignore=ignore)
+    return block_texture_features(cells, cells_per_block=block // step)
+
+
+def anisotropy(features: np.ndarray) -> np.ndarray:
+    """Horizontal minus vertical 1-px correlation offset (``rho_h1 - rho_v1``).
+
+    Args:
+        features: (..., F) features of :func:`block_texture_features` (default lags).
+
+    Returns:
+        float64 (...), in about [-2, 2]; ~0 for isotropic noise, > 0 when the noise is more
+        correlated along rows (e.g. blur along the rows only).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    return f[..., 0] - f[..., 1]
