@@ -142,3 +142,34 @@ def test_clone_in_quiet_area_of_noisy_image_found() -> None:
     assert clean.shifts == [] and clean.score < 0.2
     # lossy inputs keep the energy floor (quiet JPEG blocks repeat by chance): not matched
     assert detect_copy_move(clone, lossy=True).shifts == []
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 6])
+def test_rotated_and_mirrored_clones_found(k: int) -> None:
+    """An exact 90/180-degree rotation or mirroring keeps the noise: found, with its name."""
+    from medforensics.dsp.blockmatch import DIHEDRAL, dihedral_apply
+
+    img = _radiograph(7)
+    clone = img.copy()
+    clone[200:272, 180:252] = dihedral_apply(img[40:112, 30:102], k)
+    res = detect_copy_move(clone)
+    assert res.score > 0.9
+    assert [r["transform"] for r in res.regions] == [DIHEDRAL[k]]
+    gt = np.zeros(img.shape, bool)
+    gt[200:272, 180:252] = True
+    gt[40:112, 30:102] = True
+    assert _iou(res.map >= 0.5, gt) > 0.7
+    # translation-only matching does not see it
+    assert detect_copy_move(clone, dihedral=False).score < 0.5
+
+
+def test_dihedral_apply_matches_its_matrix() -> None:
+    from medforensics.dsp.blockmatch import _DIHEDRAL_M, DIHEDRAL, dihedral_apply
+
+    b = np.arange(36).reshape(6, 6)
+    c = 2.5
+    for k in range(len(DIHEDRAL)):
+        t = dihedral_apply(b, k)
+        for y, x in [(0, 0), (1, 4), (5, 2)]:
+            ny, nx = _DIHEDRAL_M[k] @ np.array([y - c, x - c]) + c
+            assert t[int(ny), int(nx)] == b[y, x]

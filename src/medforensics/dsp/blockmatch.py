@@ -52,8 +52,8 @@ from scipy import ndimage
 from medforensics.dsp._checks import as_image
 from medforensics.errors import ConfigError
 
-__all__ = ["BlockMatches", "match_blocks", "shift_consensus", "coherent_support", "match_density",
-           "shift_correlation"]
+__all__ = ["BlockMatches", "DIHEDRAL", "dihedral_apply", "match_blocks", "shift_consensus",
+           "coherent_support", "match_density", "shift_correlation"]
 
 
 @dataclass
@@ -73,11 +73,37 @@ class BlockMatches:
     dist: np.ndarray
     block: int
     n_blocks: int
+    transform: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.transform is None:
+            self.transform = np.zeros(len(self.a), np.int8)
 
     @property
     def shifts(self) -> np.ndarray:
         """int32 (K, 2) shift vectors ``b - a``."""
         return (self.b - self.a).astype(np.int32)
+
+    def select(self, keep: np.ndarray) -> BlockMatches:
+        """The pairs where ``keep`` (bool (K,)) is True."""
+        assert self.transform is not None
+        return BlockMatches(self.a[keep], self.b[keep], self.dist[keep], self.block,
+                            self.n_blocks, self.transform[keep])
+
+    def offsets(self) -> np.ndarray:
+        """int64 (K, 2) translation ``t`` of each pair's mapping ``c_b = M c_a + t``.
+
+        ``c`` are block centres and ``M`` the pair's dihedral matrix (:data:`DIHEDRAL`);
+        for untransformed pairs ``t`` is the shift ``b - a``. All pairs of one rotated or
+        mirrored copy share ``t``.
+        """
+        assert self.transform is not None
+        c = (self.block - 1) / 2.0
+        ca = self.a.astype(np.float64) + c
+        cb = self.b.astype(np.float64) + c
+        m = _DIHEDRAL_M[self.transform.astype(np.int64)]  # (K, 2, 2)
+        t = cb - np.einsum("kij,kj->ki", m, ca)
+        return np.rint(t).astype(np.int64)
 
 
 def _box_sums_topleft(a: np.ndarray, block: int) -> np.ndarray:
@@ -103,6 +129,48 @@ def _cell_sums(r: np.ndarray) -> np.ndarray:
     return r[:-1, :-1] + r[1:, :-1] + r[:-1, 1:] + r[1:, 1:]
 
 
+#: the 8 rotations / mirrorings of a square block: name and 2x2 matrix ``M`` on centred
+#: ``(y, x)`` coordinates (content at ``p`` moves to ``M p``); index 0 is the identity
+DIHEDRAL: tuple[str, ...] = ("identity", "rot90", "rot180", "rot270", "flip-v", "flip-h",
+                             "transpose", "anti-transpose")
+_DIHEDRAL_M = np.array([
+    [[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
+    [[-1, 0], [0, 1]], [[1, 0], [0, -1]], [[0, 1], [1, 0]], [[0, -1], [-1, 0]],
+], dtype=np.int64)
+
+
+def dihedral_apply(blocks: np.ndarray, k: int) -> np.ndarray:
+    """Apply dihedral transform ``k`` (index into :data:`DIHEDRAL`) to square arrays.
+
+    Args:
+        blocks: (..., B, B) array.
+        k: 0..7.
+
+    Returns:
+        Array of the same shape: ``out[..., M p] = blocks[..., p]`` in centred coordinates.
+    """
+    ax = (-2, -1)
+    if k == 0:
+        return blocks
+    if k in (1, 2, 3):
+        return np.rot90(blocks, k, axes=ax)
+    if k == 4:
+        return blocks[..., ::-1, :]
+    if k == 5:
+        return blocks[..., :, ::-1]
+    if k == 6:
+        return np.swapaxes(blocks, -2, -1)
+    return np.rot90(np.swapaxes(blocks, -2, -1), 2, axes=ax)
+
+
+def _dihedral_index(m: np.ndarray) -> np.ndarray:
+    """Index into :data:`DIHEDRAL` of each 2x2 matrix in ``m`` (K, 2, 2)."""
+    flat = m.reshape(-1, 4)
+    ref = _DIHEDRAL_M.reshape(8, 4)
+    eq = (flat[:, None, :] == ref[None, :, :]).all(axis=2)
+    return np.argmax(eq, axis=1).astype(np.int8)
+
+
 def match_blocks(
     residual: np.ndarray,
     *,
@@ -117,6 +185,7 @@ def match_blocks(
     min_density: float = 0.35,
     min_var_frac: float = 0.5,
     valid: np.ndarray | None = None,
+    dihedral: bool = False,
 ) -> BlockMatches:
     """Find pairs of (near-)identical residual blocks at least ``min_shift`` pixels apart.
 
@@ -140,6 +209,10 @@ def match_blocks(
         min_var_frac: blocks whose residual variance is below this fraction of its mean
             square (a near-constant offset, as on smooth intensity ramps) are ignored.
         valid: optional bool (H, W); blocks containing any False pixel are ignored.
+        dihedral: also match blocks that are rotated by 90/180/270 degrees or mirrored
+            copies of each other (an exact pixel rotation keeps the noise; the symmetric
+            residual kernel rotates with it). Each block is keyed by the smallest of its 8
+            transformed keys; ``BlockMatches.transform`` says which transform maps a pair.
 
     Returns:
         :class:`BlockMatches`.
@@ -216,17 +289,28 @@ def match_blocks(
     # multiplicative hash of the key (identical keys are adjacent; the rare hash collision of
     # different keys only adds a candidate pair that the verification below rejects)
     mult = _hash_multipliers(g * g)
+    # hash of transform k: sum over cells m of q[T_k cell order][m] * mult[m], i.e. the
+    # source cell s gets the multiplier of its position in the transformed block
+    grid = np.arange(g * g).reshape(g, g)
+    n_t = 8 if dihedral else 1
+    hmat = np.zeros((g * g, n_t), np.uint64)
+    for k in range(n_t):
+        for m_i, src in enumerate(np.ascontiguousarray(dihedral_apply(grid, k)).ravel()):
+            hmat[src, k] = mult[m_i]
     keys = np.zeros(n, np.uint64)
+    orient = np.zeros(n, np.int8)
     for c0 in range(0, n, _CHUNK):
         c1 = min(c0 + _CHUNK, n)
         yc, xc = ys[c0:c1], xs[c0:c1]
         cells = np.stack([cs[yc + 2 * i, xc + 2 * j] for i in range(g) for j in range(g)], 1)
         rms = np.sqrt(np.mean(cells * cells, axis=1, keepdims=True, dtype=np.float32))
         q = np.clip(np.rint(cells / (quant * np.maximum(rms, np.float32(1e-9)))), -127, 127)
-        h = np.zeros(c1 - c0, np.uint64)
-        for k in range(g * g):
-            h += (q[:, k].astype(np.int64) + 128).astype(np.uint64) * mult[k]
-        keys[c0:c1] = h
+        hk = (q.astype(np.int64) + 128).astype(np.uint64) @ hmat  # wraps modulo 2**64
+        if n_t == 1:
+            keys[c0:c1] = hk[:, 0]
+        else:
+            orient[c0:c1] = np.argmin(hk, axis=1)
+            keys[c0:c1] = hk[np.arange(c1 - c0), orient[c0:c1]]
     del cs
     order = np.argsort(keys, kind="stable").astype(np.int32)
     keys.sort()
@@ -257,7 +341,7 @@ def match_blocks(
     i1, i2 = np.where(flip, i2, i1), np.where(flip, i1, i2)
     pairs = np.unique(np.stack([i1, i2], 1), axis=0)
     i1, i2 = pairs[:, 0], pairs[:, 1]
-    # verify on the full residual blocks
+    # verify on the full residual blocks, both brought to their canonical orientation
     oy, ox = np.mgrid[0:block, 0:block]
     dist = np.empty(i1.size, np.float32)
     chunk = 4096
@@ -265,17 +349,31 @@ def match_blocks(
         a_idx, b_idx = i1[s : s + chunk], i2[s : s + chunk]
         ba = r[ys[a_idx, None, None] + oy, xs[a_idx, None, None] + ox].astype(np.float64)
         bb = r[ys[b_idx, None, None] + oy, xs[b_idx, None, None] + ox].astype(np.float64)
+        if dihedral:
+            for blocks, idx in ((ba, a_idx), (bb, b_idx)):
+                ok_k = orient[idx]
+                for k in np.unique(ok_k[ok_k > 0]):
+                    sel = ok_k == k
+                    blocks[sel] = dihedral_apply(blocks[sel], int(k))
         num = ((ba - bb) ** 2).sum(axis=(1, 2))
         den = (ba * ba).sum(axis=(1, 2)) + (bb * bb).sum(axis=(1, 2)) + 1e-12
         dist[s : s + chunk] = num / den
     keep = dist <= max_dist
-    a = np.stack([ys[i1[keep]], xs[i1[keep]]], 1).astype(np.int32)
-    b = np.stack([ys[i2[keep]], xs[i2[keep]]], 1).astype(np.int32)
-    return BlockMatches(a, b, dist[keep], block, int(n))
+    i1, i2 = i1[keep], i2[keep]
+    a = np.stack([ys[i1], xs[i1]], 1).astype(np.int32)
+    b = np.stack([ys[i2], xs[i2]], 1).astype(np.int32)
+    transform = np.zeros(i1.size, np.int8)
+    if dihedral and i1.size:
+        # T_kb(B_b) == T_ka(B_a)  =>  B_b = T_kb^-1 T_ka (B_a), matrix M_kb^-1 M_ka
+        ma = _DIHEDRAL_M[orient[i1].astype(np.int64)]
+        mb_inv = np.transpose(_DIHEDRAL_M[orient[i2].astype(np.int64)], (0, 2, 1))
+        transform = _dihedral_index(np.einsum("kij,kjl->kil", mb_inv, ma))
+    return BlockMatches(a, b, dist[keep], block, int(n), transform)
 
 
 def shift_consensus(
-    matches: BlockMatches, min_count: int = 40, neighbourhood: int = 1
+    matches: BlockMatches, min_count: int = 40, neighbourhood: int = 1,
+    vectors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shift vectors supported by many block pairs.
 
@@ -287,13 +385,15 @@ def shift_consensus(
         matches: output of :func:`match_blocks`.
         min_count: minimum support.
         neighbourhood: Chebyshev radius for pooling nearby shifts (0 = exact only).
+        vectors: int (K, 2) to pool instead of the shifts (e.g. ``matches.offsets()`` of
+            pairs that share one rotation or mirroring).
 
     Returns:
         ``(shifts, keep)``: int32 (S, 3) rows ``(dy, dx, support)`` sorted by support
         (descending), and bool (K,) marking the pairs whose shift is within
         ``neighbourhood`` of a kept shift.
     """
-    s = matches.shifts
+    s = matches.shifts if vectors is None else np.asarray(vectors)
     k = s.shape[0]
     if k == 0:
         return np.zeros((0, 3), np.int32), np.zeros(0, bool)

@@ -41,6 +41,8 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp.blockmatch import (
+    DIHEDRAL,
+    BlockMatches,
     coherent_support,
     match_blocks,
     match_density,
@@ -69,10 +71,11 @@ class CopyMoveResult:
             (matched block pairs in its largest connected group) of the best shift; 0.5 at
             the consensus threshold.
         shifts: kept shifts as ``(dy, dx, support)``, strongest first.
-        regions: per kept shift: ``{"shift", "support", "target_side", "seam_log_ratio",
-            "blend_log_ratio", "decided", "cue"}``; ``target_side`` is ``"b"`` when the block at
-            ``a + shift`` is the
-            pasted copy, ``"a"`` otherwise.
+        regions: per kept shift: ``{"shift", "support", "transform", "target_side",
+            "seam_log_ratio", "blend_log_ratio", "decided", "cue"}``; ``target_side`` is
+            ``"b"`` when the block at ``a + shift`` is the pasted copy, ``"a"`` otherwise;
+            rotated / mirrored copies have ``shift`` None, their ``transform`` name (see
+            :data:`~medforensics.dsp.blockmatch.DIHEDRAL`) and no side decision.
         n_blocks: blocks used in matching (after the energy filter).
         n_pairs: verified block pairs before consensus.
     """
@@ -137,6 +140,48 @@ def _blend_log_ratio(r: np.ndarray, core: np.ndarray, shift: tuple[int, int]) ->
     return math.log(eb / ea)
 
 
+def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *,
+                        min_count: int, max_regions: int) -> int:
+    """Rotated / mirrored copies among ``m`` (pairs with a non-identity transform).
+
+    Pairs are grouped by transform and by the translation of their mapping (all blocks of
+    one rotated copy share it, :meth:`BlockMatches.offsets`); groups whose largest connected
+    set of blocks reaches ``min_count`` are painted into ``out`` (matched-block density of
+    both sides, by maximum) and described in ``regions``.
+
+    Returns:
+        The best group's coherent support (0 if none), for the image score.
+    """
+    best = 0
+    if not len(m.a):
+        return 0
+    assert m.transform is not None
+    found: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+    for k in np.unique(m.transform):
+        sub = m.select(m.transform == k)
+        offs = sub.offsets()
+        uniq, inv, cnt = np.unique(offs, axis=0, return_inverse=True, return_counts=True)
+        inv = inv.ravel()
+        for u in np.argsort(-cnt, kind="stable")[:8]:  # score below consensus, as for shifts
+            best = max(best, coherent_support(sub.b[inv == u]))
+        groups, keep = shift_consensus(sub, min_count=min_count, vectors=offs)
+        for ty, tx, _ in groups:
+            sel = keep & (np.max(np.abs(offs - np.array([ty, tx])), axis=1) <= 1)
+            sup = coherent_support(sub.b[sel])
+            if sup >= min_count:
+                found.append((sup, int(k), sub.a[sel], sub.b[sel]))
+    found.sort(key=lambda f: -f[0])
+    for sup, k, a, b in found[:max_regions]:
+        best = max(best, sup)
+        dens = np.maximum(match_density(out.shape, a, m.block),
+                          match_density(out.shape, b, m.block))
+        np.maximum(out, np.clip(dens * 2.0, 0.0, 1.0), out=out)
+        regions.append({"shift": None, "support": int(sup), "transform": DIHEDRAL[k],
+                        "target_side": "", "seam_log_ratio": (0.0, 0.0),
+                        "blend_log_ratio": 0.0, "decided": False, "cue": ""})
+    return best
+
+
 def detect_copy_move(
     pixels: np.ndarray,
     *,
@@ -151,6 +196,7 @@ def detect_copy_move(
     blend_margin: float = 0.15,
     valid: np.ndarray | None = None,
     lossy: bool = False,
+    dihedral: bool = True,
 ) -> CopyMoveResult:
     """Detect copy-moved regions in one image of stored values.
 
@@ -172,6 +218,9 @@ def detect_copy_move(
             a few quantised DCT patterns that repeat by chance; blocks with less than a
             quarter of the median residual energy are then left out (lossless: 0.2 %, so
             that copies in quiet areas are found).
+        dihedral: also find copies rotated by 90/180/270 degrees or mirrored (exact pixel
+            transforms keep the noise); their map is the matched-block density of both
+            sides (no source / target decision).
 
     Returns:
         :class:`CopyMoveResult`.
@@ -194,8 +243,11 @@ def detect_copy_move(
         usable[y0:y1] = (ndimage.uniform_filter(clipped, size=block) <= 0.25)[y0 - a : y1 - a]
     if valid is not None:
         usable &= np.asarray(valid, dtype=bool)
-    m = match_blocks(r, block=block, min_shift=min_shift, valid=usable,
-                     energy_frac=_LOSSY_ENERGY_FRAC if lossy else _ENERGY_FRAC)
+    m_all = match_blocks(r, block=block, min_shift=min_shift, valid=usable,
+                         energy_frac=_LOSSY_ENERGY_FRAC if lossy else _ENERGY_FRAC,
+                         dihedral=dihedral)
+    assert m_all.transform is not None
+    m = m_all.select(m_all.transform == 0)
     shifts, keep = shift_consensus(m, min_count=min_count)
     # a shift counts with its largest connected group of matched blocks only: a copied region
     # is a solid patch of matches, chance matches (quiet JPEG blocks) are scattered
@@ -216,9 +268,12 @@ def detect_copy_move(
             best = max(best, coherent_support(m.b[inv == u]))
     if len(shifts):
         best = max(best, int(shifts[0, 2]))
-    score = best / (best + float(min_count))
     out = np.zeros((H, W), np.float32)
     regions: list[dict] = []
+    if dihedral:
+        best = max(best, _transformed_copies(m_all.select(m_all.transform != 0), out, regions,
+                                             min_count=min_count, max_regions=max_shifts))
+    score = best / (best + float(min_count))
     for dy, dx, sup in shifts[:max_shifts]:
         sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
         margin = window + block + 12
@@ -241,7 +296,8 @@ def detect_copy_move(
         tx0, tx1 = max(dx, 0), min(W + dx, W)
         if ty1 > ty0 and tx1 > tx0:
             side_a[ty0 - dy : ty1 - dy, tx0 - dx : tx1 - dx] = side_b[ty0:ty1, tx0:tx1]
-        info = {"shift": (int(dy), int(dx)), "support": int(sup), "target_side": "",
+        info = {"shift": (int(dy), int(dx)), "support": int(sup), "transform": "identity",
+                "target_side": "",
                 "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0, "decided": False,
                 "cue": ""}
         wa = wb = 1.0
@@ -271,13 +327,13 @@ def detect_copy_move(
         np.maximum(out, side_a, out=out)
         del side_a, side_b
         regions.append(info)
-    log.debug("copy-move: %d blocks, %d pairs, shifts %s", m.n_blocks, len(m.a),
+    log.debug("copy-move: %d blocks, %d pairs, shifts %s", m_all.n_blocks, len(m_all.a),
               shifts[:max_shifts].tolist())
     return CopyMoveResult(
         map=out,
         score=float(score),
         shifts=[(int(a), int(b), int(c)) for a, b, c in shifts[:max_shifts]],
         regions=regions,
-        n_blocks=m.n_blocks,
-        n_pairs=int(len(m.a)),
+        n_blocks=m_all.n_blocks,
+        n_pairs=int(len(m_all.a)),
     )
