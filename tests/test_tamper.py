@@ -88,6 +88,27 @@ def test_copy_move_transform_and_determinism() -> None:
     assert np.array_equal(a.mask, a.pixels != img)
 
 
+def test_quarter_turn_copy_move_is_an_exact_pixel_rotation() -> None:
+    img = _xray(np.random.default_rng(6)).astype(np.uint16)
+    seen = set()
+    for seed in range(60):
+        r = tamper_array(img, "copy-move", np.random.default_rng(seed), sizes=(40, 80),
+                         feather=0.0, options={"rotate": True, "p_transform": 1.0})
+        angle = r.detail["angle"]
+        if angle not in (90.0, 180.0, 270.0) or angle in seen:
+            continue
+        seen.add(angle)
+        k = int(angle) // 90
+        x0, y0, x1, y1 = r.bbox
+        sx0, sy0, sx1, sy1 = r.source_bbox
+        turned = np.rot90(img[sy0:sy1, sx0:sx1], k)
+        m = r.mask[y0:y1, x0:x1]
+        assert turned.shape == m.shape
+        assert np.array_equal(r.pixels[y0:y1, x0:x1][m], turned[m])
+        assert np.array_equal(np.rot90(r.source_mask[sy0:sy1, sx0:sx1], k), m)
+    assert seen == {90.0, 180.0, 270.0}
+
+
 def test_bad_arguments() -> None:
     img = _xray(np.random.default_rng(1)).astype(np.uint16)
     with pytest.raises(ConfigError):

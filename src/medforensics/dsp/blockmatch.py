@@ -52,8 +52,8 @@ from scipy import ndimage
 from medforensics.dsp._checks import as_image
 from medforensics.errors import ConfigError
 
-__all__ = ["BlockMatches", "DIHEDRAL", "dihedral_apply", "match_blocks", "shift_consensus",
-           "coherent_support", "match_density", "shift_correlation"]
+__all__ = ["BlockMatches", "DIHEDRAL", "canonical_pairs", "dihedral_apply", "match_blocks",
+           "shift_consensus", "coherent_support", "match_density", "shift_correlation"]
 
 
 @dataclass
@@ -137,6 +137,36 @@ _DIHEDRAL_M = np.array([
     [[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
     [[-1, 0], [0, 1]], [[1, 0], [0, -1]], [[0, 1], [1, 0]], [[0, -1], [-1, 0]],
 ], dtype=np.int64)
+
+
+def canonical_pairs(m: BlockMatches) -> BlockMatches:
+    """Orient transformed pairs so that all pairs of one copy share transform and offset.
+
+    A pair ``(a, b)`` with transform ``M`` and offset ``t`` (``c_b = M c_a + t``) is the
+    pair ``(b, a)`` with ``M^-1`` and ``-M^-1 t``; which way round a pair came out of the
+    matching depends on the blocks' positions, so the pairs of one rotated copy could fall
+    into two groups. Here ``rot270`` pairs are turned into ``rot90`` ones, and pairs of a
+    self-inverse transform take the lexicographically smaller of the two offsets.
+    Untransformed pairs are returned as they are.
+
+    Args:
+        m: matches with ``transform``.
+
+    Returns:
+        :class:`BlockMatches` with the same pairs, some swapped.
+    """
+    assert m.transform is not None
+    if not len(m.a):
+        return m
+    k = m.transform.astype(np.int64)
+    t = m.offsets()
+    inv = np.array([0, 3, 2, 1, 4, 5, 6, 7])[k]
+    ts = -np.einsum("kij,kj->ki", _DIHEDRAL_M[inv], t)
+    smaller = (ts[:, 0] < t[:, 0]) | ((ts[:, 0] == t[:, 0]) & (ts[:, 1] < t[:, 1]))
+    swap = (k == 3) | ((k != 0) & (k != 1) & (k != 3) & smaller)
+    a = np.where(swap[:, None], m.b, m.a)
+    b = np.where(swap[:, None], m.a, m.b)
+    return BlockMatches(a, b, m.dist, m.block, m.n_blocks, np.where(swap, inv, k).astype(np.int8))
 
 
 def dihedral_apply(blocks: np.ndarray, k: int) -> np.ndarray:

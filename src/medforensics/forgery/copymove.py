@@ -43,6 +43,7 @@ from scipy import ndimage
 from medforensics.dsp.blockmatch import (
     DIHEDRAL,
     BlockMatches,
+    canonical_pairs,
     coherent_support,
     match_blocks,
     match_density,
@@ -75,7 +76,9 @@ class CopyMoveResult:
             "seam_log_ratio", "blend_log_ratio", "decided", "cue"}``; ``target_side`` is
             ``"b"`` when the block at ``a + shift`` is the pasted copy, ``"a"`` otherwise;
             rotated / mirrored copies have ``shift`` None, their ``transform`` name (see
-            :data:`~medforensics.dsp.blockmatch.DIHEDRAL`) and no side decision.
+            :data:`~medforensics.dsp.blockmatch.DIHEDRAL`; a copy turned by 270 degrees is
+            the other region turned by 90, so it is reported as ``rot90``) and no side
+            decision.
         n_blocks: blocks used in matching (after the energy filter).
         n_pairs: verified block pairs before consensus.
     """
@@ -155,6 +158,7 @@ def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *
     best = 0
     if not len(m.a):
         return 0
+    m = canonical_pairs(m)
     assert m.transform is not None
     found: list[tuple[int, int, np.ndarray, np.ndarray]] = []
     for k in np.unique(m.transform):

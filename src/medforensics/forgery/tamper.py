@@ -298,7 +298,24 @@ def _op_copy_move(
             angle = float(rng.uniform(-30, 30))
     if opts.get("scale", False) and rng.random() < float(opts.get("p_transform", 0.5)):
         scale = float(rng.uniform(0.8, 1.25))
-    if angle != 0.0 or scale != 1.0:
+    quarter = angle in (90.0, 180.0, 270.0) and scale == 1.0
+    if quarter:
+        # an exact pixel rotation (as an image editor does it): the source window has the
+        # target's size turned by the angle, rotated with np.rot90 (counter-clockwise)
+        k = int(angle) // 90
+        sh, sw = (w, h) if k % 2 else (h, w)
+        for _ in range(_MAX_TRIES):
+            sy, sx = _place(rng, H, W, sh, sw, pad)
+            if abs(sy - ty) >= max(h, sh) + 2 * pad or abs(sx - tx) >= max(w, sw) + 2 * pad:
+                break
+        else:
+            raise TamperError("no non-overlapping source location for the rotated copy-move")
+        src = np.rot90(img[sy - pad : sy + sh + pad, sx - pad : sx + sw + pad].astype(np.float64),
+                       k)
+        h_src, w_src = sh, sw
+    else:
+        h_src, w_src = h, w
+    if not quarter and (angle != 0.0 or scale != 1.0):
         # resample the source around its centre (bilinear)
         cy, cx = sy + h / 2.0, sx + w / 2.0
         yy, xx = np.mgrid[0 : h + 2 * pad, 0 : w + 2 * pad].astype(np.float64)
@@ -316,7 +333,7 @@ def _op_copy_move(
         alpha=_alpha(shape, feather, pad),
         detail={"shape": shape_name, "feather": feather, "angle": angle, "scale": scale,
                 "shift_yx": [ty - sy, tx - sx]},
-        source_win=(slice(sy - pad, sy + h + pad), slice(sx - pad, sx + w + pad)),
+        source_win=(slice(sy - pad, sy + h_src + pad), slice(sx - pad, sx + w_src + pad)),
         translation=(ty - sy, tx - sx) if angle == 0.0 and scale == 1.0 else None,
     )
 
@@ -566,6 +583,9 @@ def tamper_array(
                 dy, dx = ed.translation
                 ys_, xs_ = np.nonzero(mask)
                 sm[ys_ - dy, xs_ - dx] = True
+            elif ed.detail.get("scale") == 1.0 and ed.detail.get("angle") in (90.0, 180.0, 270.0):
+                # exact quarter turn: the source window is the target's turned back
+                sm[ed.source_win] = np.rot90(ed.alpha > 0, -int(ed.detail["angle"]) // 90)
             else:
                 sm[ed.source_win] = ed.alpha > 0
             res.source_mask = sm
