@@ -43,6 +43,10 @@ def test_planted_clone_found_and_clean_image_silent() -> None:
     gt_s[40:104, 30:110] = True
     assert _iou(res.map >= 0.3, gt_t | gt_s) > 0.7
     assert res.score > 0.9
+    # the two matched regions' boxes, (x0, y0, x1, y1), within a few pixels of the truth
+    reg = res.regions[0]
+    assert np.abs(np.subtract(reg["bbox_a"], (30, 40, 110, 104))).max() <= 5
+    assert np.abs(np.subtract(reg["bbox_b"], (180, 200, 260, 264))).max() <= 5
     clean = detect_copy_move(img)
     assert clean.shifts == [] and clean.map.max() == 0.0 and clean.score < 0.2
 
@@ -155,6 +159,8 @@ def test_rotated_and_mirrored_clones_found(k: int) -> None:
     res = detect_copy_move(clone)
     assert res.score > 0.9
     assert [r["transform"] for r in res.regions] == [DIHEDRAL[k]]
+    boxes = sorted([res.regions[0]["bbox_a"], res.regions[0]["bbox_b"]], key=lambda b: b[1])
+    assert np.abs(np.subtract(boxes, [(30, 40, 102, 112), (180, 200, 252, 272)])).max() <= 5
     gt = np.zeros(img.shape, bool)
     gt[200:272, 180:252] = True
     gt[40:112, 30:102] = True

@@ -72,8 +72,10 @@ class CopyMoveResult:
             (matched block pairs in its largest connected group) of the best shift; 0.5 at
             the consensus threshold.
         shifts: kept shifts as ``(dy, dx, support)``, strongest first.
-        regions: per kept shift: ``{"shift", "support", "transform", "target_side",
-            "seam_log_ratio", "blend_log_ratio", "decided", "cue"}``; ``target_side`` is
+        regions: per kept shift: ``{"shift", "support", "transform", "bbox_a", "bbox_b",
+            "target_side", "seam_log_ratio", "blend_log_ratio", "decided", "cue"}``;
+            ``bbox_a`` / ``bbox_b`` are ``(x0, y0, x1, y1)`` (exclusive ends) of the two
+            matched regions (``b`` = ``a`` moved by ``shift``); ``target_side`` is
             ``"b"`` when the block at ``a + shift`` is the pasted copy, ``"a"`` otherwise;
             rotated / mirrored copies have ``shift`` None, their ``transform`` name (see
             :data:`~medforensics.dsp.blockmatch.DIHEDRAL`; a copy turned by 270 degrees is
@@ -98,6 +100,35 @@ def _crop_around(region: np.ndarray, margin: int) -> tuple[slice, slice] | None:
     H, W = region.shape
     return (slice(max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, H)),
             slice(max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, W)))
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(x0, y0, x1, y1)`` (exclusive ends) of the largest connected True area, or None.
+
+    (The correlation map has isolated chance peaks around a copied region; the region
+    itself is the largest connected area.)
+    """
+    crop = _crop_around(mask, 0)
+    if crop is None:
+        return None
+    lbl, n = ndimage.label(mask[crop])
+    if n > 1:
+        sizes = np.bincount(lbl.ravel())[1:]
+        sub = lbl == int(np.argmax(sizes)) + 1
+    else:
+        sub = lbl > 0
+    ys = np.flatnonzero(sub.any(axis=1))
+    xs = np.flatnonzero(sub.any(axis=0))
+    oy, ox = crop[0].start, crop[1].start
+    return int(xs[0]) + ox, int(ys[0]) + oy, int(xs[-1]) + ox + 1, int(ys[-1]) + oy + 1
+
+
+def _blocks_bbox(tops: np.ndarray, block: int) -> tuple[int, int, int, int] | None:
+    """``(x0, y0, x1, y1)`` covering the ``block x block`` blocks with top-left ``tops``."""
+    if not len(tops):
+        return None
+    return (int(tops[:, 1].min()), int(tops[:, 0].min()), int(tops[:, 1].max()) + block,
+            int(tops[:, 0].max()) + block)
 
 
 def _seam_log_ratio(r: np.ndarray, region: np.ndarray) -> float:
@@ -181,6 +212,7 @@ def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *
                           match_density(out.shape, b, m.block))
         np.maximum(out, np.clip(dens * 2.0, 0.0, 1.0), out=out)
         regions.append({"shift": None, "support": int(sup), "transform": DIHEDRAL[k],
+                        "bbox_a": _blocks_bbox(a, m.block), "bbox_b": _blocks_bbox(b, m.block),
                         "target_side": "", "seam_log_ratio": (0.0, 0.0),
                         "blend_log_ratio": 0.0, "decided": False, "cue": ""})
     return best
@@ -327,6 +359,8 @@ def detect_copy_move(
             side_a *= np.float32(wa)
         if wb != 1.0:
             side_b *= np.float32(wb)
+        info["bbox_a"] = _bbox(side_a >= 0.5)
+        info["bbox_b"] = _bbox(side_b >= 0.5)
         np.maximum(side_a, side_b, out=side_a)
         np.maximum(out, side_a, out=out)
         del side_a, side_b
