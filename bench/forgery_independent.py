@@ -3,6 +3,7 @@
 Usage::
 
     python bench/forgery_independent.py --manifest M.csv --source-run RUN [--out DIR] [--n 24]
+    python bench/forgery_independent.py --real [--out DIR]     # real files, training-free
 
 The manifest is a split source manifest of lossless DICOM files (e.g. the one
 ``bench/forgery.py`` writes under ``bench/out/forgery/work/manifest.csv``) and ``RUN`` a
@@ -17,7 +18,15 @@ it has never seen:
 * ``clone``: a square block of the same image copied to a non-overlapping place (pure
   translation, hard edges);
 * ``smooth``: a square block replaced by a 7x7 mean filter of itself plus nothing (a "clean
-  up" edit that removes the detector noise there).
+  up" edit that removes the detector noise there);
+* ``clone-rot90`` / ``clone-mirror``: like ``clone``, the block turned by 90 degrees
+  (``np.rot90``) or mirrored left-right before it is pasted.
+
+With ``--real`` the images are the lossless single-frame files of ``../shared/data/real``
+(radiographs of ``xray/`` and ``codecs/``, the distinct MR slices of ``mr/``; byte-identical
+duplicates dropped), every file is edited once per kind (blocks 64-192 px, at most half the
+image side), splice donors come from another device (by the header's manufacturer / model),
+and the detector is the training-free one (no source model knows these devices).
 
 Each edited image and its untouched original are scored by the training-free detector with
 the fingerprint cue (``ForgeryDetector.from_run(None, source_run=RUN)``); the script prints
@@ -79,6 +88,13 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
             if abs(sy - y) >= side or abs(sx - x) >= side:
                 break
         out[y:y + side, x:x + side] = img[sy:sy + side, sx:sx + side]
+    elif kind in ("clone-rot90", "clone-mirror"):
+        for _ in range(100):
+            sy, sx = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+            if abs(sy - y) >= side or abs(sx - x) >= side:
+                break
+        block = img[sy:sy + side, sx:sx + side]
+        out[y:y + side, x:x + side] = np.rot90(block) if kind == "clone-rot90" else block[:, ::-1]
     elif kind == "smooth":
         from scipy import ndimage
 
@@ -90,6 +106,33 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
     return out, mask
 
 
+KINDS = ("splice", "clone", "smooth", "clone-rot90", "clone-mirror")
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+def _real_rows() -> list[dict[str, str]]:
+    """Lossless single-frame real files (>= 256 px), duplicates dropped, device as model."""
+    import hashlib
+
+    from medforensics.io import read_header
+
+    cands = sorted(list((REAL / "xray").glob("*.dcm")) + list((REAL / "codecs").glob("*.dcm"))
+                   + list((REAL / "mr").glob("*/*.dcm")))
+    rows, seen = [], set()
+    for p in cands:
+        try:
+            m = read_header(p)
+        except Exception:  # unreadable: not used
+            continue
+        if m.lossy or m.n_frames != 1 or min(m.rows, m.cols) < 256:
+            continue
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            rows.append({"path": str(p), "model": f"{m.manufacturer}|{m.model}"})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", default="bench/out/forgery/work/manifest.csv")
@@ -97,6 +140,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out/forgery_independent")
     ap.add_argument("--n", type=int, default=24, help="test images per kind")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--real", action="store_true",
+                    help="edit the lossless real files of ../shared/data/real instead")
     args = ap.parse_args()
 
     import pydicom
@@ -107,21 +152,31 @@ def main() -> None:
 
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
-    rows = [r for r in csv.DictReader(open(args.manifest, newline="", encoding="utf-8"))
-            if r.get("split") == "test" and r.get("status") == "eligible"]
+    if args.real:
+        rows = _real_rows()
+        if args.out == "bench/out/forgery_independent":
+            args.out = "bench/out/forgery_independent_real"
+        det = ForgeryDetector.from_run(None)
+        n = len(rows)
+    else:
+        rows = [r for r in csv.DictReader(open(args.manifest, newline="", encoding="utf-8"))
+                if r.get("split") == "test" and r.get("status") == "eligible"]
+        det = ForgeryDetector.from_run(None, source_run=args.source_run)
+        n = args.n
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    det = ForgeryDetector.from_run(None, source_run=args.source_run)
     t0 = time.perf_counter()
     scores: dict[str, dict[str, list[float]]] = {}
     f1s: dict[str, list[float]] = {}
     orig_cache: dict[str, float] = {}
-    for kind in ("splice", "clone", "smooth"):
-        picks = rng.permutation(len(rows))[: args.n]
+    for kind in KINDS:
+        picks = rng.permutation(len(rows))[:n]
         for i in picks.tolist():
             r = rows[i]
             ds = pydicom.dcmread(r["path"])
+            if ds.file_meta.TransferSyntaxUID.is_compressed:
+                ds.decompress()  # written back uncompressed (explicit VR little endian)
             stored = ds.pixel_array
             others = [o for o in rows if o["model"] != r["model"]]
             donor = pydicom.dcmread(others[int(rng.integers(len(others)))]["path"]).pixel_array
