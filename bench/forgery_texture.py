@@ -20,9 +20,11 @@ Needs the work folder of ``python bench/forgery.py`` (``--work``, default
 
 Variants (training-free detector, no fingerprint cue unless ``--fingerprint``):
 
-* ``none``: copy-move + noise (the current default);
-* ``texture``: + the texture cue with its defaults (residual correlations + lattice share);
-* ``texture-corr``: + the texture cue without the lattice share (``use_lattice=False``).
+* ``none``: copy-move + noise (the default before the texture cue);
+* ``texture``: + the texture cue with its defaults (residual correlations + lattice share,
+  ``z_thr=10``);
+* ``texture-z6``: the same at ``z_thr=6``;
+* ``texture-corr-z6``: without the lattice share, ``z_thr=6``.
 
 Everything runs on one thread (``medforensics.runtime.configure_threads(1)``). Metrics are
 cached per set and variant under ``--out``; the table is printed and written to
@@ -42,7 +44,8 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 VARIANTS: dict[str, dict[str, Any]] = {
     "none": {"texture": False},
     "texture": {"texture": True},
-    "texture-corr": {"texture": True, "texture_kw": {"use_lattice": False}},
+    "texture-z6": {"texture": True, "texture_kw": {"z_thr": 6.0}},
+    "texture-corr-z6": {"texture": True, "texture_kw": {"z_thr": 6.0, "use_lattice": False}},
 }
 
 
@@ -68,7 +71,7 @@ def main() -> None:
     ap.add_argument("--work", default="bench/out/forgery/work")
     ap.add_argument("--out", default="bench/out/forgery_texture")
     ap.add_argument("--sets", default="sim,hold-splice,hold-cmr,real,untouched")
-    ap.add_argument("--variants", default="none,texture,texture-corr")
+    ap.add_argument("--variants", default="none,texture,texture-z6")
     ap.add_argument("--fingerprint", action="store_true",
                     help="add the fingerprint cue (source model of the work folder) on the "
                          "simulated sets")
@@ -148,7 +151,7 @@ def _originals_flagged(per_image: Any) -> str:
     """'k/n' originals with a score >= 0.5 from ``per_image.json`` (best effort)."""
     if not isinstance(per_image, list):
         return ""
-    orig = [r for r in per_image if r.get("label") == "original"]
+    orig = [r for r in per_image if r.get("label") in ("original", 0)]
     if not orig:
         return ""
     k = sum(float(r.get("score", 0.0)) >= 0.5 for r in orig)

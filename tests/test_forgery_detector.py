@@ -12,7 +12,11 @@ from PIL import Image
 
 from medforensics.errors import InvalidArrayError, ModelFileError
 from medforensics.forgery.detector import ForgeryDetector, ForgeryResult, detect_files
+from medforensics.forgery.localize import DEFAULT_TEXTURE
 from medforensics.forgery.tamper import tamper_array
+
+#: the texture cue is in the default training-free cue list when DEFAULT_TEXTURE
+DEFAULT_SET = {"texture"} if DEFAULT_TEXTURE else set()
 
 N = 288
 
@@ -40,7 +44,7 @@ def test_result_contract_and_json(cues: ForgeryDetector) -> None:
     assert 0.0 <= res.score <= 1.0 and 0.0 <= res.forged_area_percent <= 100.0
     assert res.verdict in ("tampered", "inconclusive", "authentic")
     assert res.threshold == 0.5 and res.inconclusive_from == pytest.approx(0.4)
-    assert set(res.cues) == {"copymove", "noise"}  # lossless: no ELA cue
+    assert set(res.cues) == {"copymove", "noise"} | DEFAULT_SET  # lossless: no ELA cue
     assert res.ela_score is not None and res.ela_score >= 0.0
     # the ELA score of 12-bit data says which 8-bit window it used; ELA skipped as a cue
     assert any("8-bit window" in n for n in res.notes)
@@ -48,7 +52,7 @@ def test_result_contract_and_json(cues: ForgeryDetector) -> None:
     d = json.loads(json.dumps(res.to_dict()))
     assert "prob_map" not in d and d["rows"] == N and d["cols"] == N
     assert d["verdict"] == res.verdict and d["score"] == pytest.approx(res.score)
-    assert set(d["cues"]) == {"copymove", "noise"}
+    assert set(d["cues"]) == {"copymove", "noise"} | DEFAULT_SET
     # same input, same output (the detector is deterministic)
     again = cues.detect(img, None)
     assert again.score == res.score and np.array_equal(again.prob_map, res.prob_map)

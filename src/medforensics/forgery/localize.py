@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 CUES: tuple[str, ...] = ("copymove", "noise", "texture", "ela", "fingerprint",
                          "fingerprint_weak")
 #: whether the default cue list (``cues=None``) includes the ``texture`` cue
-DEFAULT_TEXTURE = False
+DEFAULT_TEXTURE = True
 #: cue maps that shape the map but not the image score
 WEAK_CUES: tuple[str, ...] = ("fingerprint_weak",)
 #: side of the mean filter of the image score (see module docs)
@@ -227,7 +227,7 @@ def localize(
                 notes.append(f"texture cue skipped: {exc}")
                 continue
             maps[name] = ti.map
-            details[name] = {"z": ti.z, "features": ti.features, "n_blocks": ti.n_blocks}
+            details[name] = {"features": ti.features, "n_blocks": ti.n_blocks}
         elif name == "ela":
             if not lossy and not explicit:
                 notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "

@@ -122,6 +122,7 @@ def noise_inconsistency_map(
     min_extent: int = 16,
     max_clipped: float = 0.5,
     large_clipped: int = 4096,
+    max_band: float = 0.0,
 ) -> NoiseInconsistency:
     """Per-pixel local noise-level inconsistency cue (see module docs).
 
@@ -155,6 +156,9 @@ def noise_inconsistency_map(
             (background, collimation, saturated direct exposure) are never scored; smaller
             clipped specks (an edit pushed to the value range's end, a dense bone) are
             tolerated as above. 0 = no such distinction.
+        max_band: > 0 = flagged areas shaped like long bands (band ratio above this, see
+            :func:`cap_bands`) are capped below the map threshold (0.45): real processing
+            (equalisation along a tissue boundary) makes long bands, edits compact areas.
 
     Returns:
         :class:`NoiseInconsistency` (``fit`` is reported in both modes when it succeeds).
@@ -265,7 +269,53 @@ def noise_inconsistency_map(
     cue = _cells_to_pixels(acc_p / cnt, half, H, W)
     if min_extent > 1:
         cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
+    if max_band > 0:
+        cue = cap_bands(cue, max_band)
     return NoiseInconsistency(cue, _cells_to_pixels(acc_z / cnt, half, H, W), fit)
+
+
+def cap_bands(cue: np.ndarray, max_band: float, *, step: int = 4, cap: float = 0.45,
+              threshold: float = 0.5) -> np.ndarray:
+    """Cap flagged areas shaped like long bands below the map threshold.
+
+    Every connected area of ``cue >= threshold`` (found on a ``step``-px grid) gets a band ratio
+    ``area / (pi * r**2)``, ``r`` the radius of its largest inscribed disc (Euclidean distance
+    transform): ~1 for a disc, ~1.3 for a square, the aspect ratio for an ellipse, and large
+    for a long band of any curvature (a crescent along a skin line). Areas with a ratio above
+    ``max_band`` keep their shape but are capped at ``cap`` (< threshold): they rank pixels but
+    make no verdict and no forged area.
+
+    Args:
+        cue: float32 (H, W) map in [0, 1].
+        max_band: largest band ratio that is left alone.
+        step: grid step of the component analysis (px).
+        cap: value the capped areas are limited to.
+        threshold: the map threshold.
+
+    Returns:
+        float32 (H, W), ``cue`` with the band areas capped (the input is not modified).
+    """
+    H, W = cue.shape
+    small = cue[::step, ::step] >= threshold
+    if not small.any():
+        return cue
+    lab, n = ndimage.label(small)
+    band = np.zeros(n + 1, bool)
+    for i, sl in enumerate(ndimage.find_objects(lab), 1):
+        if sl is None:
+            continue
+        reg = lab[sl] == i
+        r = float(ndimage.distance_transform_edt(np.pad(reg, 1)).max())
+        band[i] = reg.sum() / (np.pi * r * r) > max_band
+    if not band.any():
+        return cue
+    big = np.repeat(np.repeat(band[lab], step, axis=0), step, axis=1)[:H, :W]
+    # a band's pixels: near its grid points (dilated by one step) and above the threshold
+    big = ndimage.binary_dilation(big, structure=np.ones((2 * step + 1, 2 * step + 1), bool))
+    out = cue.copy()
+    sel = big & (out >= threshold)
+    out[sel] = np.minimum(out[sel], np.float32(cap))
+    return out
 
 
 def scoring_masks(img: np.ndarray, *, max_clipped: float = 0.5, large_clipped: int = 4096

@@ -202,7 +202,7 @@ def train_forgery(
     val: float = 0.1,
     resplit: bool = False,
     progress: bool = True,
-    texture: bool | None = None,
+    texture: bool = False,
 ) -> ForgeryTrainResult:
     """Train a forgery detector on a tamper manifest (see module docs).
 
@@ -221,8 +221,8 @@ def train_forgery(
         val: validation fraction when the split is assigned here.
         resplit: ignore the manifest's own ``split`` column.
         progress: show tqdm progress bars.
-        texture: ``cues``: include the noise-texture cue as a combiner feature; None = the
-            training-free default (:data:`medforensics.forgery.localize.DEFAULT_TEXTURE`).
+        texture: ``cues``: include the noise-texture cue as a combiner feature (off by
+            default: not yet measured for the learned combiner).
 
     Returns:
         :class:`ForgeryTrainResult`.
@@ -476,14 +476,12 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
 
 def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 counts: dict[str, int], *, device: str, source_run: str | Path | None,
-                progress: bool, texture: bool | None = None) -> ForgeryTrainResult:
+                progress: bool, texture: bool = False) -> ForgeryTrainResult:
     from tqdm.auto import tqdm
 
     from medforensics.forgery.detector import ForgeryDetector
 
-    from medforensics.forgery.localize import DEFAULT_TEXTURE
-
-    use_tex = DEFAULT_TEXTURE if texture is None else bool(texture)
+    use_tex = bool(texture)
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device, texture=use_tex)
     cues = ["copymove", "noise"] + (["texture"] if use_tex else []) + ["ela"] + (
         ["fingerprint", "fingerprint_weak"] if source_run is not None else [])
