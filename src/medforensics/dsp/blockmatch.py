@@ -114,7 +114,7 @@ def _box_sums_topleft(a: np.ndarray, block: int) -> np.ndarray:
 
 #: strip height (rows) and chunk length of the memory-bounded passes
 _STRIP = 512
-_CHUNK = 1 << 20
+_CHUNK = 1 << 15  # blocks per key chunk: (chunk, 16) temporaries stay in cache, ~250 MiB less peak
 
 
 def _hash_multipliers(n: int) -> np.ndarray:
