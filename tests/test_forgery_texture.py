@@ -191,3 +191,18 @@ def test_detector_with_and_without_the_texture_cue() -> None:
     assert on.params["texture_cue"] is True and off.params["texture_cue"] is False
     assert ("texture" in ForgeryDetector.from_run(None).cue_names) == DEFAULT_TEXTURE
     assert r_on.score >= r_off.score - 1e-6  # max rule: a cue can only add
+
+
+def test_cap_bands_caps_long_bands_and_keeps_compact_areas() -> None:
+    from medforensics.forgery.noiseinconsistency import cap_bands
+
+    cue = np.zeros((400, 400), np.float32)
+    yy, xx = np.mgrid[:400, :400]
+    cue[((yy - 100) ** 2 + (xx - 100) ** 2) < 50 ** 2] = 0.9  # disc, ratio ~1
+    r = np.hypot(yy - 400, xx - 400)
+    cue[(r > 250) & (r < 280) & (xx > 150) & (yy > 150)] = 0.8  # curved band ~30 px thick
+    out = cap_bands(cue, 8.0)
+    assert out[100, 100] == pytest.approx(0.9)
+    band = (r > 255) & (r < 275) & (xx > 160) & (yy > 160)
+    assert out[band].max() <= 0.45 and out[band].min() > 0.4
+    assert cap_bands(cue, 1000.0)[band].min() == pytest.approx(0.8)
