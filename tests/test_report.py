@@ -9,7 +9,7 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ class FakeResult:
     ela_score: float
     prob_map: np.ndarray
     note: str = "fake detector for tests"
+    regions: list = field(default_factory=list)
 
 
 class FakeDetector:
@@ -78,7 +79,10 @@ class FakeDetector:
         pm = np.zeros((h, w), np.float32)
         pm[h // 8 : h // 2, w // 8 : w // 2] = 0.9
         area = 100.0 * float((pm > 0.5).mean())
-        return FakeResult(0.8125, "forged", area, 1.234, pm)
+        reg = {"bbox": [w // 8, h // 8, w // 2, h // 2], "area_percent": area, "mean_prob": 0.9,
+               "cue": "copymove", "copy_of": {"partner_bbox": [0, 0, 10, 12],
+                                              "transform": "rot90", "role": "pasted copy"}}
+        return FakeResult(0.8125, "forged", area, 1.234, pm, regions=[reg])
 
 
 def _images(page: str) -> list[bytes]:
@@ -171,9 +175,11 @@ def test_forgery_section(case_env: dict) -> None:
     assert fg["status"] == "done" and fg["verdict"] == "forged"
     assert fg["score"] == pytest.approx(0.8125) and fg["ela_score"] == pytest.approx(1.234)
     assert fg["details"] == {"note": "fake detector for tests"}
+    assert fg["regions"][0]["copy_of"]["transform"] == "rot90"
     page = render_case_report(path, forgery=det, generated_at=T1)
     text = _text(page)
     assert "0.812" in text and "1.23" in text and f"{fg['forged_area_percent']:.2f} %" in text
+    assert "Flagged areas" in text and "pasted copy of (0, 0)-(10, 12), rot90" in text
     overlay = _image(page, "forgery heat map").astype(int)
     grey = _image(page, "display rendering").astype(int)
     h, w = grey.shape

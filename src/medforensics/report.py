@@ -535,6 +535,19 @@ def _device_section(predictor: Any, img: Any, path: str, redact: Callable[[str],
     return out
 
 
+def _region_json(r: Mapping[str, Any]) -> dict[str, Any]:
+    """One flagged area (``forgery.regions.describe_regions``) with JSON-safe values."""
+    out: dict[str, Any] = {}
+    for k, v in r.items():
+        if isinstance(v, Mapping):
+            out[str(k)] = _region_json(v)
+        elif isinstance(v, (list, tuple)):
+            out[str(k)] = [json_scalar(x) for x in v]
+        else:
+            out[str(k)] = json_scalar(v)
+    return out
+
+
 def _forgery_section(detector: Any, img: Any, max_side: int,
                      redact: Callable[[str], str]) -> dict[str, Any]:
     if detector is None:
@@ -561,6 +574,9 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
     notes = getattr(res, "notes", None)
     if isinstance(notes, (list, tuple)):
         out["notes"] = [redact(str(n)) for n in notes]
+    regions = getattr(res, "regions", None)
+    if isinstance(regions, (list, tuple)) and regions:
+        out["regions"] = [_region_json(r) for r in regions if isinstance(r, Mapping)]
     prob = getattr(res, "prob_map", None)
     out["overlay_png"] = None if prob is None else png_b64(
         overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side))
@@ -904,6 +920,7 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
     if fg.get("notes"):
         rows.append(("Notes", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in fg["notes"])
                      + "</ul>"))
+    regions = _regions_html(fg.get("regions") or [])
     figs = ""
     if fg.get("overlay_png"):
         figs = (
@@ -916,8 +933,31 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
             " 1 (the colour's opacity grows with the probability; display only)</figcaption>"
             "</figure></div>"
         )
-    return ('<section id="forgery"><h2>Forgery</h2>' + _kv_table(rows, raw=True) + figs
-            + "</section>")
+    return ('<section id="forgery"><h2>Forgery</h2>' + _kv_table(rows, raw=True) + regions
+            + figs + "</section>")
+
+
+def _regions_html(regions: list[Mapping[str, Any]]) -> str:
+    """Table of the flagged areas (largest first), or nothing."""
+    if not regions:
+        return ""
+    body = []
+    for i, r in enumerate(regions, 1):
+        x0, y0, x1, y1 = (int(v) for v in r.get("bbox", (0, 0, 0, 0)))
+        cp = r.get("copy_of") or {}
+        copy = ""
+        if cp:
+            px0, py0, px1, py1 = (int(v) for v in cp.get("partner_bbox", (0, 0, 0, 0)))
+            turn = cp.get("transform") or "identity"
+            copy = (f"{_e(cp.get('role', 'copy'))} of ({px0}, {py0})-({px1}, {py1})"
+                    + ("" if turn == "identity" else f", {_e(turn)}"))
+        body.append(
+            f"<tr><td>{i}</td><td>({x0}, {y0})-({x1}, {y1})</td><td>{x1 - x0} x {y1 - y0}</td>"
+            f"<td>{_fmt_num(r.get('area_percent'), 2)} %</td><td>{_fmt_num(r.get('mean_prob'))}"
+            f"</td><td>{_e(r.get('cue') or '-')}</td><td>{copy}</td></tr>")
+    return ("<h3>Flagged areas</h3><table><tr><th>#</th><th>box (x, y), ends exclusive</th>"
+            "<th>size px</th><th>of the image</th><th>mean probability</th><th>cue</th>"
+            "<th>copy-move</th></tr>" + "".join(body) + "</table>")
 
 
 def _header_html(case: CaseAnalysis) -> str:
