@@ -127,6 +127,11 @@ def main() -> None:
                 print(lines[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
                 continue
             mf = d / "metrics.json"
+            n_rows = sum(1 for _ in open(manifests[s], encoding="utf-8")) - 1
+            if mf.is_file():  # a cache of another version of the manifest is not used
+                old = json.loads(mf.read_text())
+                if old.get("n_tampered", 0) + old.get("n_original", 0) != n_rows:
+                    mf.unlink()
             if not mf.is_file():
                 evaluate_detector(det, manifests[s], out_dir=d, split="all", n_examples=2)
             m = json.loads(mf.read_text())

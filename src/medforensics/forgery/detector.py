@@ -12,7 +12,8 @@ against::
 Three ways to get a detector:
 
 * ``from_run(None)`` - **training-free cues** (method ``cues``): copy-move by residual block
-  matching + local noise inconsistency (+ ELA for lossy inputs), combined by the documented
+  matching + local noise-level inconsistency + noise-texture inconsistency (``texture=False``
+  leaves it out) (+ ELA for lossy inputs), combined by the documented
   max rule of :mod:`medforensics.forgery.localize`. With ``source_run`` a trained source
   ``patch`` model is slid over the image as a fourth cue (device-fingerprint inconsistency,
   :func:`medforensics.forgery.noiseinconsistency.fingerprint_map`): the cue meant for splices
