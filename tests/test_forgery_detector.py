@@ -82,6 +82,37 @@ def test_planted_copy_move_found(cues: ForgeryDetector) -> None:
     assert called.sum() < 2.5 * t.mask.sum()
     clean = cues.detect(img.astype(np.float32), None)
     assert clean.verdict != "tampered" and clean.forged_area_percent < 0.5
+    # the flagged area is listed, named as a copy-move with the other area as its partner
+    reg = res.regions[0]
+    x0, y0, x1, y1 = reg["bbox"]
+    ty0, tx0, ty1, tx1 = t.bbox[1], t.bbox[0], t.bbox[3], t.bbox[2]
+    sx0, sy0, sx1, sy1 = t.source_bbox
+    boxes = [(x0, y0, x1, y1)] + [tuple(reg["copy_of"]["partner_bbox"])]
+    truth = [(tx0, ty0, tx1, ty1), (sx0, sy0, sx1, sy1)]
+    assert reg["cue"] == "copymove" and reg["copy_of"]["transform"] == "identity"
+    assert np.abs(np.subtract(sorted(boxes), sorted(truth))).max() <= 8
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["regions"][0]["bbox"] == list(reg["bbox"])
+    assert clean.regions == []
+
+
+def test_png_with_jpeg_history_gets_ela(cues: ForgeryDetector) -> None:
+    """A losslessly stored image that was a JPEG before is treated as lossy (ELA on)."""
+    import io
+
+    img8 = (_radiograph(4) // 16).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img8).save(buf, format="JPEG", quality=75)
+    was_jpeg = np.asarray(Image.open(buf)).astype(np.float32)
+
+    class Png:
+        lossy = False
+        bits_stored = 8
+
+    res = cues.detect(was_jpeg, Png())
+    assert "ela" in res.cues and any("JPEG history found" in n for n in res.notes)
+    never = cues.detect(img8.astype(np.float32), Png())
+    assert "ela" not in never.cues and not any("JPEG history" in n for n in never.notes)
 
 
 class _StubPatchModel(torch.nn.Module):
@@ -160,6 +191,13 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
     assert [x["status"] for x in lines] == ["done", "error", "done"]
     assert lines[1]["reason"] == "not-an-image-file"
     assert lines[0]["verdict"] == "tampered" and 0 < lines[0]["forged_area_percent"] < 10
+    assert lines[0]["regions"] and lines[0]["regions"][0]["cue"] == "copymove"
+    text = CliRunner().invoke(app, ["forgery", "detect", "none", str(good)])
+    assert text.exit_code == 0, text.output
+    assert "  area 1: (" in text.stdout and "cue copymove" in text.stdout
+    off = CliRunner().invoke(app, ["forgery", "detect", "none", str(good), "--json",
+                                   "--no-texture"])
+    assert off.exit_code == 0 and "texture" not in json.loads(off.stdout.splitlines()[0])["cues"]
     names = sorted(p.name for p in maps.iterdir())
     assert names == ["tampered_2_map.npy", "tampered_2_map.png", "tampered_2_overlay.png",
                      "tampered_map.npy", "tampered_map.png", "tampered_overlay.png"]

@@ -638,6 +638,8 @@ def forgery_train_cmd(
     resplit: bool = typer.Option(
         False, "--resplit", help="Ignore the manifest's own split column."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    texture: bool = typer.Option(
+        False, "--texture/--no-texture", help="cues: also feed the noise-texture cue."),
 ) -> None:
     """Train a forgery detector (original vs tampered; split by source image / patient)."""
     from medforensics.errors import MedForensicsError
@@ -646,7 +648,8 @@ def forgery_train_cmd(
     try:
         res = train_forgery(manifest, preset=preset, out_dir=out, epochs=epochs, seed=seed,
                             device=device, resume=resume, source_run=source_model,
-                            batch_size=batch_size, lr=lr, resplit=resplit, progress=progress)
+                            batch_size=batch_size, lr=lr, resplit=resplit, progress=progress,
+                            texture=texture)
     except MedForensicsError as exc:
         _fail(exc)
     extra = ""
@@ -677,6 +680,8 @@ def forgery_evaluate_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many pairs."),
     ela: str = typer.Option(
         "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never."),
+    texture: bool = typer.Option(
+        True, "--texture/--no-texture", help="Training-free noise-texture cue (default on)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
     """Image-level and pixel-level metrics of a forgery detector on a tamper manifest."""
@@ -685,7 +690,8 @@ def forgery_evaluate_cmd(
     from medforensics.forgery.evaluate import evaluate_detector
 
     try:
-        det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela)
+        det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela,
+                                       texture=texture)
         res = evaluate_detector(det, manifest, out_dir=out, split=split, limit=limit,
                                 kinds=None if kinds is None else
                                 [k.strip() for k in kinds.split(",") if k.strip()])
@@ -712,6 +718,20 @@ def forgery_evaluate_cmd(
     typer.echo(f"wrote {out / 'metrics.json'}")
 
 
+def _region_line(i: int, reg: dict) -> str:
+    """One flagged area of ``forgery detect`` as text."""
+    x0, y0, x1, y1 = reg["bbox"]
+    line = (f"area {i}: ({x0}, {y0})-({x1}, {y1}), {x1 - x0} x {y1 - y0} px, "
+            f"{reg['area_percent']:.2f} % of the image, cue {reg.get('cue') or '-'}")
+    cp = reg.get("copy_of")
+    if cp:
+        px0, py0, px1, py1 = cp["partner_bbox"]
+        turn = cp.get("transform") or "identity"
+        line += (f"; {cp.get('role', 'copy')} of ({px0}, {py0})-({px1}, {py1})"
+                 + ("" if turn == "identity" else f", {turn}"))
+    return line
+
+
 @forgery_app.command("detect")
 def forgery_detect_cmd(
     run: str = typer.Argument(..., help="Forgery run directory, or 'none' (training-free)."),
@@ -724,6 +744,8 @@ def forgery_detect_cmd(
         None, "--source-model", help="Source patch run: adds the fingerprint cue."),
     ela: str = typer.Option(
         "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never."),
+    texture: bool = typer.Option(
+        True, "--texture/--no-texture", help="Training-free noise-texture cue (default on)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     progress: Optional[bool] = _PROGRESS_OPT,
     shard: str = _SHARD_OPT,
@@ -739,7 +761,8 @@ def forgery_detect_cmd(
     from medforensics.forgery.detector import ForgeryDetector, detect_files
 
     try:
-        det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela)
+        det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela,
+                                       texture=texture)
     except MedForensicsError as exc:
         _fail(exc)
     n_bad = 0
@@ -766,6 +789,8 @@ def forgery_detect_cmd(
                       f"{r.threshold:.2f}), forged area {r.forged_area_percent:.2f} %, "
                       f"ELA score {r.ela_score:.2f}"
                       + (f"; map {fr.files['map_png']}" if fr.files else ""))
+                for i, reg in enumerate(getattr(r, "regions", [])[:3], 1):
+                    write("  " + _region_line(i, reg))
     finally:
         if close is not None:
             close()

@@ -336,6 +336,8 @@ def detect_copy_move(
                 "target_side": "",
                 "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0, "decided": False,
                 "cue": ""}
+        info["bbox_a"] = _bbox(side_a >= 0.5)  # before a side is down-weighted
+        info["bbox_b"] = _bbox(side_b >= 0.5)
         wa = wb = 1.0
         if disambiguate:
             lbl = _blend_log_ratio(r, side_b >= 0.9, (int(dy), int(dx)))
@@ -359,8 +361,6 @@ def detect_copy_move(
             side_a *= np.float32(wa)
         if wb != 1.0:
             side_b *= np.float32(wb)
-        info["bbox_a"] = _bbox(side_a >= 0.5)
-        info["bbox_b"] = _bbox(side_b >= 0.5)
         np.maximum(side_a, side_b, out=side_a)
         np.maximum(out, side_a, out=out)
         del side_a, side_b

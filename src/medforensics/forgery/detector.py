@@ -96,6 +96,10 @@ class ForgeryResult:
         cues: per-cue image scores in [0, 1] (``copymove``, ``noise``, ``ela``,
             ``fingerprint``, ``ela_cnn``, ... whichever ran).
         notes: what was skipped or how something was computed (ELA 8-bit window, ...).
+        regions: the flagged areas, largest first
+            (:func:`medforensics.forgery.regions.describe_regions`: ``bbox``, ``area_px``,
+            ``area_percent``, ``mean_prob``, ``max_prob``, ``cue``, ``cue_means`` and, for a
+            copy-move, ``copy_of`` with the partner area and its transform).
     """
 
     score: float
@@ -109,6 +113,7 @@ class ForgeryResult:
     prob_map: np.ndarray = field(repr=False)
     cues: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    regions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of every field except ``prob_map`` (NaN -> None), plus the
@@ -124,9 +129,19 @@ class ForgeryResult:
             "method": self.method,
             "cues": {k: _finite(float(v)) for k, v in self.cues.items()},
             "notes": list(self.notes),
+            "regions": [_json_tree(r) for r in self.regions],
             "rows": int(self.prob_map.shape[0]),
             "cols": int(self.prob_map.shape[1]),
         }
+
+
+def _json_tree(v: Any) -> Any:
+    """``v`` with tuples as lists and NumPy / non-finite scalars made JSON-safe."""
+    if isinstance(v, dict):
+        return {str(k): _json_tree(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_tree(x) for x in v]
+    return _finite(v)
 
 
 def _source_logprobs(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -412,9 +427,11 @@ class ForgeryDetector:
                                     "forgery analysis (needs at least 64 x 64 pixels)")
         if not np.all(np.isfinite(img)):
             raise InvalidArrayError("image contains NaN or infinite values")
-        lossy = bool(getattr(meta, "lossy", False))
+        from medforensics.forgery.ela import jpeg_history
+
+        lossy, why = jpeg_history(img, meta)
         bits = getattr(meta, "bits_stored", None)
-        notes: list[str] = []
+        notes: list[str] = [why] if why else []
         cues: dict[str, float] = {}
         maps: dict[str, np.ndarray] = {}
         if self.method == "ela-cnn":
@@ -441,8 +458,13 @@ class ForgeryDetector:
                 ela_score = er.score
                 notes.append("ela_score only (not used as a cue): " + er.note)
         from medforensics.forgery.localize import forged_area_percent
+        from medforensics.forgery.regions import describe_regions
 
         score = float(np.clip(score, 0.0, 1.0))
+        prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
+        copies = [] if self.method == "ela-cnn" else \
+            loc.details.get("copymove", {}).get("regions", [])
+        regions = describe_regions(prob, maps, threshold=self.map_threshold, copies=copies)
         band_lo = self.threshold - self.inconclusive_band if self.inconclusive_band else \
             self.threshold
         res = ForgeryResult(
@@ -454,9 +476,10 @@ class ForgeryDetector:
             inconclusive_from=float(max(band_lo, 0.0)),
             map_threshold=self.map_threshold,
             method=self.method,
-            prob_map=np.clip(prob, 0.0, 1.0).astype(np.float32),
+            prob_map=prob,
             cues=cues,
             notes=notes,
+            regions=regions,
         )
         return res, maps
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medforensics.dsp.ela import ela_enhance, ela_map, ela_score
+from medforensics.dsp.ela import ela_enhance, ela_map, ela_score, jpeg_grid
 
 __all__ = [
+    "jpeg_history",
     "ElaResult",
     "window_to_uint8",
     "is_8bit",
@@ -238,3 +239,32 @@ def ela_cnn_input(
         raise ValueError(f"ela was computed at quality {res.quality}, not {quality}")
     img = Image.fromarray(res.enhanced, mode="L").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32)
+
+
+def jpeg_history(pixels: np.ndarray, meta: object = None) -> tuple[bool, str | None]:
+    """Whether an image went through JPEG (or other lossy) compression, and how we know.
+
+    ``meta.lossy`` (the file's own transfer syntax / format) decides when it says so; a
+    losslessly stored image (PNG, TIFF, uncompressed DICOM) is checked for the 8 x 8 block
+    grid a JPEG history leaves (:func:`medforensics.dsp.ela.jpeg_grid`), since a JPEG saved
+    again as PNG is the textbook case for ELA.
+
+    Args:
+        pixels: (H, W) image (any bit depth).
+        meta: its ``ImageMeta`` or None.
+
+    Returns:
+        ``(lossy, note)``: ``note`` says why a losslessly stored image is treated as lossy
+        (None otherwise).
+    """
+    if bool(getattr(meta, "lossy", False)):
+        return True, None
+    img = np.asarray(pixels)
+    if img.ndim != 2 or min(img.shape) < 16:
+        return False, None
+    grid = jpeg_grid(img)
+    if not grid.detected:
+        return False, None
+    return True, (f"JPEG history found in a losslessly stored image (8x8 block grid starting at "
+                  f"row {grid.offset[0]}, column {grid.offset[1]}; blockiness "
+                  f"{grid.ratio[0]:.2f} / {grid.ratio[1]:.2f}): treated as lossy (ELA on)")

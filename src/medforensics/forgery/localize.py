@@ -272,11 +272,16 @@ def localize(
 def localize_file(path: str | Path, *, frame: int = 0, **kwargs: Any) -> LocalizationResult:
     """Read an image with :func:`medforensics.io.read_image` and run :func:`localize`.
 
-    ``lossy`` and ``bits_stored`` come from the image's metadata unless given.
+    ``lossy`` and ``bits_stored`` come from the image's metadata unless given (``lossy``
+    also when a losslessly stored image shows a JPEG block grid, see
+    :func:`medforensics.forgery.ela.jpeg_history`).
     """
     from medforensics.io import read_image
 
     pixels, meta = read_image(path, frame=frame)
-    kwargs.setdefault("lossy", bool(getattr(meta, "lossy", False)))
+    if "lossy" not in kwargs:
+        from medforensics.forgery.ela import jpeg_history
+
+        kwargs["lossy"] = jpeg_history(pixels, meta)[0]
     kwargs.setdefault("bits_stored", getattr(meta, "bits_stored", None))
     return localize(pixels, **kwargs)

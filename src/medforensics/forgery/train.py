@@ -435,6 +435,7 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
     from safetensors.numpy import load_file, save_file
 
     from medforensics.forgery.combiner import image_features, pixel_features
+    from medforensics.forgery.ela import jpeg_history
     from medforensics.io import read_image
 
     from medforensics.forgery.combiner import image_feature_names, pixel_feature_names
@@ -450,7 +451,7 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
         except Exception:  # a half-written cache file from a killed run: recompute
             log.info("recomputing damaged cache file %s", f)
     px, meta = read_image(row["path"])
-    loc = det.compute_cues(px, lossy=bool(meta.lossy), bits_stored=meta.bits_stored)
+    loc = det.compute_cues(px, lossy=jpeg_history(px, meta)[0], bits_stored=meta.bits_stored)
     z = loc.details.get("noise", {}).get("z")
     feats = pixel_features(loc.cues, cues, px.shape, z)
     grid = feats[::_GRID, ::_GRID]
