@@ -20,6 +20,7 @@ Paper steps reproduced:
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,9 +126,10 @@ class JpegGrid:
     """Trace of an 8 x 8 JPEG block grid in an image (output of :func:`jpeg_grid`).
 
     Attributes:
-        detected: both axes show a boundary phase with at least ``min_ratio`` times the
-            typical neighbour difference at the same phase (an uncropped JPEG), or with
-            ``1 + 2.5 (min_ratio - 1)`` times at different phases (a cropped JPEG).
+        detected: both axes show a boundary phase standing out by a margin ``m`` at the
+            same phase (an uncropped JPEG), or by ``2.5 m`` at different phases (a cropped
+            JPEG); ``m = max(min_ratio - 1, 0.4 / sqrt(min(H, W) / 8))`` (small images
+            need a clearer peak).
         ratio: ``(rows, columns)``: for each axis, the strongest phase's median neighbour
             difference divided by the median over the other seven phases (1.0 = no grid).
         offset: ``(dy, dx)`` in 0..7: the first block row / column of the grid (0 when the
@@ -180,7 +182,7 @@ def jpeg_grid(img: np.ndarray, min_ratio: float = JPEG_GRID_MIN_RATIO) -> JpegGr
 
     Args:
         img: (H, W) real array (any bit depth); at least 16 x 16.
-        min_ratio: per-axis ratio needed on both axes.
+        min_ratio: per-axis ratio needed on both axes of a large image.
 
     Returns:
         :class:`JpegGrid`.
@@ -206,7 +208,10 @@ def jpeg_grid(img: np.ndarray, min_ratio: float = JPEG_GRID_MIN_RATIO) -> JpegGr
     rx, px = _phase_ratio(col)
     # an uncropped JPEG peaks at the same phase on both axes; a cropped one may not, and then
     # needs a clearer peak (chance agreement of unrelated peaks is 1 in 8)
-    need = min_ratio if py == px else 1.0 + 2.5 * (min_ratio - 1.0)
+    # small images have few 8-px periods to average: chance peaks of a never-JPEG 256 px MR
+    # slice reach 1.04-1.07, so the margin grows as 0.4 / sqrt(periods) (0.07 at 256 px)
+    margin = max(min_ratio - 1.0, 0.4 / math.sqrt(max(min(H, W) // 8, 1)))
+    need = 1.0 + (margin if py == px else 2.5 * margin)
     detected = bool(min(ry, rx) >= need)
     # profile index j is the boundary after column j + 1, i.e. blocks start at j + 2
     return JpegGrid(detected, (ry, rx), ((py + 2) % 8, (px + 2) % 8))
