@@ -179,7 +179,7 @@ def test_forgery_section(case_env: dict) -> None:
     page = render_case_report(path, forgery=det, generated_at=T1)
     text = _text(page)
     assert "0.812" in text and "1.23" in text and f"{fg['forged_area_percent']:.2f} %" in text
-    assert "Flagged areas" in text and "pasted copy of (0, 0)-(10, 12), rot90" in text
+    assert "Flagged areas" in text and "partner (0, 0)-(10, 12); this area: pasted copy, rot90" in text
     overlay = _image(page, "forgery heat map").astype(int)
     grey = _image(page, "display rendering").astype(int)
     h, w = grey.shape

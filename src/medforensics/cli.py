@@ -727,8 +727,9 @@ def _region_line(i: int, reg: dict) -> str:
     if cp:
         px0, py0, px1, py1 = cp["partner_bbox"]
         turn = cp.get("transform") or "identity"
-        line += (f"; {cp.get('role', 'copy')} of ({px0}, {py0})-({px1}, {py1})"
-                 + ("" if turn == "identity" else f", {turn}"))
+        line += (f"; copy-move partner ({px0}, {py0})-({px1}, {py1}) "
+                 f"[this area: {cp.get('role', 'copy or source')}"
+                 + ("" if turn == "identity" else f", {turn}") + "]")
     return line
 
 

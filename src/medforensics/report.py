@@ -949,7 +949,8 @@ def _regions_html(regions: list[Mapping[str, Any]]) -> str:
         if cp:
             px0, py0, px1, py1 = (int(v) for v in cp.get("partner_bbox", (0, 0, 0, 0)))
             turn = cp.get("transform") or "identity"
-            copy = (f"{_e(cp.get('role', 'copy'))} of ({px0}, {py0})-({px1}, {py1})"
+            copy = (f"partner ({px0}, {py0})-({px1}, {py1}); this area: "
+                    f"{_e(cp.get('role', 'copy or source'))}"
                     + ("" if turn == "identity" else f", {_e(turn)}"))
         body.append(
             f"<tr><td>{i}</td><td>({x0}, {y0})-({x1}, {y1})</td><td>{x1 - x0} x {y1 - y0}</td>"

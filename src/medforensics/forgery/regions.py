@@ -42,7 +42,7 @@ def _copy_partner(box: Box, copies: Sequence[Mapping[str, Any]]) -> dict[str, An
             if ov >= 0.25 and (best is None or ov > best[0]):
                 side = "a" if mine is ba else "b"
                 role = ("pasted copy" if c.get("target_side") == side else
-                        "copied source" if c.get("target_side") else "copy or its source")
+                        "source" if c.get("target_side") else "copy or source")
                 best = (ov, {"partner_bbox": list(other), "transform": c.get("transform",
                                                                              "identity"),
                              "shift": c.get("shift"), "role": role})
@@ -70,7 +70,9 @@ def describe_regions(
         max_regions: at most this many areas are described.
         copies: copy-move matches (``CopyMoveResult.regions``: ``bbox_a``, ``bbox_b``,
             ``transform``, ``shift``, ``target_side``); an area overlapping one side gets a
-            ``copy_of`` entry naming the other.
+            ``copy_of`` entry: ``partner_bbox`` (the other side), ``transform``, ``shift`` and
+            ``role`` of this area (``"pasted copy"``, ``"source"``, or ``"copy or source"``
+            when the two could not be told apart).
 
     Returns:
         List of dicts: ``bbox`` ``[x0, y0, x1, y1]`` (ends exclusive), ``area_px``,
