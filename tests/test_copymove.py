@@ -179,3 +179,17 @@ def test_dihedral_apply_matches_its_matrix() -> None:
         for y, x in [(0, 0), (1, 4), (5, 2)]:
             ny, nx = _DIHEDRAL_M[k] @ np.array([y - c, x - c]) + c
             assert t[int(ny), int(nx)] == b[y, x]
+
+
+def test_heavily_repeated_content_is_sampled_not_exhausted() -> None:
+    """A tiled image has a candidate pair for nearly every block: only a bounded, evenly
+    spread sample is verified, and its shift still wins the consensus."""
+    tile = _radiograph(11, n=128)
+    tiled = np.tile(tile, (3, 3)).astype(np.float32)
+    r = highpass_residual(tiled, "kb")
+    full = match_blocks(r, block=8, min_shift=16)
+    capped = match_blocks(r, block=8, min_shift=16, max_pairs=20_000)
+    assert full.sample_stride == 1 and capped.sample_stride > 1
+    assert len(capped.a) <= 20_000 < len(full.a)
+    shifts, _ = shift_consensus(capped, min_count=40)
+    assert {(128, 0), (0, 128)} <= {(int(a), int(b)) for a, b, _ in shifts}

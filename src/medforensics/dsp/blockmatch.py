@@ -66,6 +66,9 @@ class BlockMatches:
         dist: float32 (K,) normalised residual distance (0 = identical).
         block: block side in pixels.
         n_blocks: number of blocks considered (after the energy filter).
+        transform: int8 (K,) index into :data:`DIHEDRAL` of each pair (0 = translation).
+        sample_stride: 1, or ``s`` when only every ``s``-th candidate pair was verified
+            (heavily repeated content, see ``max_pairs``).
     """
 
     a: np.ndarray
@@ -74,6 +77,7 @@ class BlockMatches:
     block: int
     n_blocks: int
     transform: np.ndarray | None = None
+    sample_stride: int = 1
 
     def __post_init__(self) -> None:
         if self.transform is None:
@@ -88,7 +92,7 @@ class BlockMatches:
         """The pairs where ``keep`` (bool (K,)) is True."""
         assert self.transform is not None
         return BlockMatches(self.a[keep], self.b[keep], self.dist[keep], self.block,
-                            self.n_blocks, self.transform[keep])
+                            self.n_blocks, self.transform[keep], self.sample_stride)
 
     def offsets(self) -> np.ndarray:
         """int64 (K, 2) translation ``t`` of each pair's mapping ``c_b = M c_a + t``.
@@ -166,7 +170,8 @@ def canonical_pairs(m: BlockMatches) -> BlockMatches:
     swap = (k == 3) | ((k != 0) & (k != 1) & (k != 3) & smaller)
     a = np.where(swap[:, None], m.b, m.a)
     b = np.where(swap[:, None], m.a, m.b)
-    return BlockMatches(a, b, m.dist, m.block, m.n_blocks, np.where(swap, inv, k).astype(np.int8))
+    return BlockMatches(a, b, m.dist, m.block, m.n_blocks, np.where(swap, inv, k).astype(np.int8),
+                        m.sample_stride)
 
 
 def dihedral_apply(blocks: np.ndarray, k: int) -> np.ndarray:
@@ -216,6 +221,7 @@ def match_blocks(
     min_var_frac: float = 0.5,
     valid: np.ndarray | None = None,
     dihedral: bool = False,
+    max_pairs: int = 1_000_000,
 ) -> BlockMatches:
     """Find pairs of (near-)identical residual blocks at least ``min_shift`` pixels apart.
 
@@ -243,6 +249,8 @@ def match_blocks(
             copies of each other (an exact pixel rotation keeps the noise; the symmetric
             residual kernel rotates with it). Each block is keyed by the smallest of its 8
             transformed keys; ``BlockMatches.transform`` says which transform maps a pair.
+        max_pairs: at most this many candidate pairs are verified (an evenly spread sample
+            when there are more, as in tiled or mirrored images; a warning is logged).
 
     Returns:
         :class:`BlockMatches`.
@@ -345,12 +353,17 @@ def match_blocks(
     order = np.argsort(keys, kind="stable").astype(np.int32)
     keys.sort()
     sw = keys  # sorted in place: sw[i] = keys[order[i]]
+    # candidate pairs: equal keys up to ``window`` apart in key order. An image made of
+    # repeated content (tiled, mirrored, synthetic) has millions; then an evenly spread
+    # sample of at most ``max_pairs`` is verified (each repeated shift keeps plenty of
+    # support) so that memory and time stay bounded
+    counts = [int(np.count_nonzero(sw[:-k] == sw[k:])) for k in range(1, window + 1)]
+    stride = max(1, -(-sum(counts) // max_pairs))
     pa, pb = [], []
     for k in range(1, window + 1):
-        same = sw[:-k] == sw[k:]
-        idx = np.nonzero(same)[0]
-        if idx.size == 0:
+        if not counts[k - 1]:
             continue
+        idx = np.flatnonzero(sw[:-k] == sw[k:])[::stride]
         i1, i2 = order[idx], order[idx + k]
         dy = ys[i2] - ys[i1]
         dx = xs[i2] - xs[i1]
@@ -398,7 +411,7 @@ def match_blocks(
         ma = _DIHEDRAL_M[orient[i1].astype(np.int64)]
         mb_inv = np.transpose(_DIHEDRAL_M[orient[i2].astype(np.int64)], (0, 2, 1))
         transform = _dihedral_index(np.einsum("kij,kjl->kil", mb_inv, ma))
-    return BlockMatches(a, b, dist[keep], block, int(n), transform)
+    return BlockMatches(a, b, dist[keep], block, int(n), transform, stride)
 
 
 def shift_consensus(

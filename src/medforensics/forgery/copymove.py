@@ -283,6 +283,9 @@ def detect_copy_move(
                          energy_frac=_LOSSY_ENERGY_FRAC if lossy else _ENERGY_FRAC,
                          dihedral=dihedral)
     assert m_all.transform is not None
+    if m_all.sample_stride > 1:
+        log.warning("heavily repeated content (tiled / mirrored / synthetic?): only every "
+                    "%d-th candidate block pair was verified", m_all.sample_stride)
     m = m_all.select(m_all.transform == 0)
     shifts, keep = shift_consensus(m, min_count=min_count)
     # a shift counts with its largest connected group of matched blocks only: a copied region
