@@ -156,7 +156,7 @@ def test_rotated_and_mirrored_clones_found(k: int) -> None:
     img = _radiograph(7)
     clone = img.copy()
     clone[200:272, 180:252] = dihedral_apply(img[40:112, 30:102], k)
-    res = detect_copy_move(clone)
+    res = detect_copy_move(clone, disambiguate=False)
     assert res.score > 0.9
     assert [r["transform"] for r in res.regions] == [DIHEDRAL[k]]
     boxes = sorted([res.regions[0]["bbox_a"], res.regions[0]["bbox_b"]], key=lambda b: b[1])
@@ -165,6 +165,13 @@ def test_rotated_and_mirrored_clones_found(k: int) -> None:
     gt[200:272, 180:252] = True
     gt[40:112, 30:102] = True
     assert _iou(res.map >= 0.5, gt) > 0.7
+    # with the seam cue the pasted copy keeps its full level; a decision names the lower box
+    dis = detect_copy_move(clone)
+    assert float(dis.map[210:262, 190:242].mean()) > 0.9
+    reg = dis.regions[0]
+    if reg["decided"]:
+        pasted = reg["bbox_b"] if reg["target_side"] == "b" else reg["bbox_a"]
+        assert abs(pasted[1] - 200) <= 5 and float(dis.map[50:102, 40:92].max()) < 0.5
     # translation-only matching does not see it
     assert detect_copy_move(clone, dihedral=False).score < 0.5
 

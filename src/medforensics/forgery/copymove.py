@@ -79,8 +79,8 @@ class CopyMoveResult:
             ``"b"`` when the block at ``a + shift`` is the pasted copy, ``"a"`` otherwise;
             rotated / mirrored copies have ``shift`` None, their ``transform`` name (see
             :data:`~medforensics.dsp.blockmatch.DIHEDRAL`; a copy turned by 270 degrees is
-            the other region turned by 90, so it is reported as ``rot90``) and no side
-            decision.
+            the other region turned by 90, so it is reported as ``rot90``) and a side
+            decision from the seam cue only.
         n_blocks: blocks used in matching (after the energy filter).
         n_pairs: verified block pairs before consensus.
     """
@@ -175,13 +175,16 @@ def _blend_log_ratio(r: np.ndarray, core: np.ndarray, shift: tuple[int, int]) ->
 
 
 def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *,
-                        min_count: int, max_regions: int) -> int:
+                        min_count: int, max_regions: int, r: np.ndarray | None = None,
+                        source_weight: float = 1.0, seam_margin: float = 0.15) -> int:
     """Rotated / mirrored copies among ``m`` (pairs with a non-identity transform).
 
     Pairs are grouped by transform and by the translation of their mapping (all blocks of
     one rotated copy share it, :meth:`BlockMatches.offsets`); groups whose largest connected
     set of blocks reaches ``min_count`` are painted into ``out`` (matched-block density of
-    both sides, by maximum) and described in ``regions``.
+    both sides, by maximum) and described in ``regions``. With the residual ``r`` the seam
+    cue (see the module docs) may name the pasted side; the other side is then multiplied by
+    ``source_weight``.
 
     Returns:
         The best group's coherent support (0 if none), for the image score.
@@ -208,13 +211,21 @@ def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *
     found.sort(key=lambda f: -f[0])
     for sup, k, a, b in found[:max_regions]:
         best = max(best, sup)
-        dens = np.maximum(match_density(out.shape, a, m.block),
-                          match_density(out.shape, b, m.block))
-        np.maximum(out, np.clip(dens * 2.0, 0.0, 1.0), out=out)
-        regions.append({"shift": None, "support": int(sup), "transform": DIHEDRAL[k],
-                        "bbox_a": _blocks_bbox(a, m.block), "bbox_b": _blocks_bbox(b, m.block),
-                        "target_side": "", "seam_log_ratio": (0.0, 0.0),
-                        "blend_log_ratio": 0.0, "decided": False, "cue": ""})
+        da = np.clip(match_density(out.shape, a, m.block) * 2.0, 0.0, 1.0)
+        db = np.clip(match_density(out.shape, b, m.block) * 2.0, 0.0, 1.0)
+        info = {"shift": None, "support": int(sup), "transform": DIHEDRAL[k],
+                "bbox_a": _blocks_bbox(a, m.block), "bbox_b": _blocks_bbox(b, m.block),
+                "target_side": "", "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0,
+                "decided": False, "cue": ""}
+        if r is not None and source_weight != 1.0:
+            la, lb = _seam_log_ratio(r, da >= 0.5), _seam_log_ratio(r, db >= 0.5)
+            info["seam_log_ratio"] = (la, lb)
+            if abs(abs(la) - abs(lb)) > seam_margin:
+                side = "b" if abs(lb) > abs(la) else "a"
+                info.update(target_side=side, decided=True, cue="seam")
+                (da if side == "b" else db)[...] *= np.float32(source_weight)
+        np.maximum(out, np.maximum(da, db), out=out)
+        regions.append(info)
     return best
 
 
@@ -255,8 +266,8 @@ def detect_copy_move(
             quarter of the median residual energy are then left out (lossless: 0.2 %, so
             that copies in quiet areas are found).
         dihedral: also find copies rotated by 90/180/270 degrees or mirrored (exact pixel
-            transforms keep the noise); their map is the matched-block density of both
-            sides (no source / target decision).
+            transforms keep the noise); their map is the matched-block density, and only
+            the seam cue can tell the pasted side (no blend cue).
 
     Returns:
         :class:`CopyMoveResult`.
@@ -310,8 +321,10 @@ def detect_copy_move(
     out = np.zeros((H, W), np.float32)
     regions: list[dict] = []
     if dihedral:
-        best = max(best, _transformed_copies(m_all.select(m_all.transform != 0), out, regions,
-                                             min_count=min_count, max_regions=max_shifts))
+        best = max(best, _transformed_copies(
+            m_all.select(m_all.transform != 0), out, regions, min_count=min_count,
+            max_regions=max_shifts, r=r, source_weight=source_weight if disambiguate else 1.0,
+            seam_margin=seam_margin))
     score = best / (best + float(min_count))
     for dy, dx, sup in shifts[:max_shifts]:
         sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
