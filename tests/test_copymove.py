@@ -200,3 +200,18 @@ def test_heavily_repeated_content_is_sampled_not_exhausted() -> None:
     assert len(capped.a) <= 20_000 < len(full.a)
     shifts, _ = shift_consensus(capped, min_count=40)
     assert {(128, 0), (0, 128)} <= {(int(a), int(b)) for a, b, _ in shifts}
+
+
+def test_seam_cue_names_the_pasted_side_of_a_mirrored_clone() -> None:
+    from medforensics.dsp.blockmatch import dihedral_apply
+
+    img = _radiograph(4)
+    clone = img.copy()
+    clone[224:306, 209:291] = dihedral_apply(img[121:203, 223:305], 4)  # flipped upside down
+    res = detect_copy_move(clone)
+    reg = res.regions[0]
+    assert reg["transform"] == "flip-v" and reg["decided"] and reg["cue"] == "seam"
+    pasted = reg["bbox_b"] if reg["target_side"] == "b" else reg["bbox_a"]
+    assert abs(pasted[0] - 209) <= 5 and abs(pasted[1] - 224) <= 5
+    assert float(res.map[234:296, 219:281].mean()) > 0.9  # the copy at full level
+    assert float(res.map[131:193, 233:295].max()) < 0.5  # its source down-weighted
