@@ -535,19 +535,6 @@ def _device_section(predictor: Any, img: Any, path: str, redact: Callable[[str],
     return out
 
 
-def _region_json(r: Mapping[str, Any]) -> dict[str, Any]:
-    """One flagged area (``forgery.regions.describe_regions``) with JSON-safe values."""
-    out: dict[str, Any] = {}
-    for k, v in r.items():
-        if isinstance(v, Mapping):
-            out[str(k)] = _region_json(v)
-        elif isinstance(v, (list, tuple)):
-            out[str(k)] = [json_scalar(x) for x in v]
-        else:
-            out[str(k)] = json_scalar(v)
-    return out
-
-
 def _forgery_section(detector: Any, img: Any, max_side: int,
                      redact: Callable[[str], str]) -> dict[str, Any]:
     if detector is None:
@@ -576,7 +563,9 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
         out["notes"] = [redact(str(n)) for n in notes]
     regions = getattr(res, "regions", None)
     if isinstance(regions, (list, tuple)) and regions:
-        out["regions"] = [_region_json(r) for r in regions if isinstance(r, Mapping)]
+        from medforensics.forgery.detector import json_tree
+
+        out["regions"] = [json_tree(r) for r in regions if isinstance(r, Mapping)]
     prob = getattr(res, "prob_map", None)
     out["overlay_png"] = None if prob is None else png_b64(
         overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side))

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,18 +129,19 @@ class ForgeryResult:
             "method": self.method,
             "cues": {k: _finite(float(v)) for k, v in self.cues.items()},
             "notes": list(self.notes),
-            "regions": [_json_tree(r) for r in self.regions],
+            "regions": [json_tree(r) for r in self.regions],
             "rows": int(self.prob_map.shape[0]),
             "cols": int(self.prob_map.shape[1]),
         }
 
 
-def _json_tree(v: Any) -> Any:
-    """``v`` with tuples as lists and NumPy / non-finite scalars made JSON-safe."""
-    if isinstance(v, dict):
-        return {str(k): _json_tree(x) for k, x in v.items()}
+def json_tree(v: Any) -> Any:
+    """``v`` with mappings as dicts, tuples as lists and NumPy / non-finite scalars made
+    JSON-safe (used for :attr:`ForgeryResult.regions` here and in the case report)."""
+    if isinstance(v, Mapping):
+        return {str(k): json_tree(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_json_tree(x) for x in v]
+        return [json_tree(x) for x in v]
     return _finite(v)
 
 
