@@ -12,11 +12,11 @@ from PIL import Image
 
 from medforensics.errors import InvalidArrayError, ModelFileError
 from medforensics.forgery.detector import ForgeryDetector, ForgeryResult, detect_files
-from medforensics.forgery.localize import DEFAULT_TEXTURE
+from medforensics.forgery.localize import default_cues
 from medforensics.forgery.tamper import tamper_array
 
-#: the texture cue is in the default training-free cue list when DEFAULT_TEXTURE
-DEFAULT_SET = {"texture"} if DEFAULT_TEXTURE else set()
+#: the optional cues of the default training-free list (texture, seam)
+DEFAULT_SET = set(default_cues(ela=False)) - {"copymove", "noise"}
 
 N = 288
 

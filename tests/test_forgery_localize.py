@@ -11,8 +11,8 @@ from scipy import ndimage
 
 from medforensics.errors import ConfigError, InvalidArrayError
 from medforensics.forgery.localize import (
-    DEFAULT_TEXTURE,
     combine_cues,
+    default_cues,
     forged_area_percent,
     image_score,
     localize,
@@ -142,5 +142,4 @@ def test_evaluate_tamper_manifest_end_to_end(tmp_path) -> None:
     assert ev["image_auc"] == 1.0 and ev["image_auc_by_kind"]["copy-move"] == 1.0
     assert ev["pixel"]["f1_best"] > 0.6 and ev["pixel"]["n_images"] == 3
     assert ev["fp_area_original"] < 0.5
-    assert set(ev["pixel_by_cue"]) == {"copymove", "noise"} | (
-        {"texture"} if DEFAULT_TEXTURE else set())
+    assert set(ev["pixel_by_cue"]) == set(default_cues(ela=False))

@@ -640,6 +640,8 @@ def forgery_train_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     texture: bool = typer.Option(
         False, "--texture/--no-texture", help="cues: also feed the noise-texture cue."),
+    seam: bool = typer.Option(
+        False, "--seam/--no-seam", help="cues: also feed the paste seam cue."),
 ) -> None:
     """Train a forgery detector (original vs tampered; split by source image / patient)."""
     from medforensics.errors import MedForensicsError
@@ -649,7 +651,7 @@ def forgery_train_cmd(
         res = train_forgery(manifest, preset=preset, out_dir=out, epochs=epochs, seed=seed,
                             device=device, resume=resume, source_run=source_model,
                             batch_size=batch_size, lr=lr, resplit=resplit, progress=progress,
-                            texture=texture)
+                            texture=texture, seam=seam)
     except MedForensicsError as exc:
         _fail(exc)
     extra = ""
@@ -682,6 +684,8 @@ def forgery_evaluate_cmd(
         "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never."),
     texture: bool = typer.Option(
         True, "--texture/--no-texture", help="Training-free noise-texture cue (default on)."),
+    seam: bool = typer.Option(
+        True, "--seam/--no-seam", help="Training-free hard-edged paste seam cue (default on)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
     """Image-level and pixel-level metrics of a forgery detector on a tamper manifest."""
@@ -691,7 +695,7 @@ def forgery_evaluate_cmd(
 
     try:
         det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela,
-                                       texture=texture)
+                                       texture=texture, seam=seam)
         res = evaluate_detector(det, manifest, out_dir=out, split=split, limit=limit,
                                 kinds=None if kinds is None else
                                 [k.strip() for k in kinds.split(",") if k.strip()])
@@ -747,6 +751,8 @@ def forgery_detect_cmd(
         "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never."),
     texture: bool = typer.Option(
         True, "--texture/--no-texture", help="Training-free noise-texture cue (default on)."),
+    seam: bool = typer.Option(
+        True, "--seam/--no-seam", help="Training-free hard-edged paste seam cue (default on)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     progress: Optional[bool] = _PROGRESS_OPT,
     shard: str = _SHARD_OPT,
@@ -763,7 +769,7 @@ def forgery_detect_cmd(
 
     try:
         det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela,
-                                       texture=texture)
+                                       texture=texture, seam=seam)
     except MedForensicsError as exc:
         _fail(exc)
     n_bad = 0

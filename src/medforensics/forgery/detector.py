@@ -13,7 +13,8 @@ Three ways to get a detector:
 
 * ``from_run(None)`` - **training-free cues** (method ``cues``): copy-move by residual block
   matching + local noise-level inconsistency + noise-texture inconsistency (``texture=False``
-  leaves it out) (+ ELA for lossy inputs), combined by the documented
+  leaves it out) + hard-edged paste seams (``seam=False`` leaves it out) (+ ELA for lossy
+  inputs), combined by the documented
   max rule of :mod:`medforensics.forgery.localize`. With ``source_run`` a trained source
   ``patch`` model is slid over the image as a fourth cue (device-fingerprint inconsistency,
   :func:`medforensics.forgery.noiseinconsistency.fingerprint_map`): the cue meant for splices
@@ -188,6 +189,10 @@ class ForgeryDetector:
             default of :data:`medforensics.forgery.localize.DEFAULT_TEXTURE`. The learned
             combiner uses the cues it was trained with.
         texture_kw: extra arguments for the texture cue.
+        seam: training-free detector: include the hard-edged paste seam cue
+            (:func:`~medforensics.forgery.seam.seam_cue`); None = the default of
+            :data:`medforensics.forgery.localize.DEFAULT_SEAM`.
+        seam_kw: extra arguments for the seam cue.
         ela: training-free detector: ``"auto"`` uses the ELA cue for lossy inputs only
             (``meta.lossy``), ``"always"`` on every input (e.g. 8-bit PNG/TIFF that were JPEG
             before: an edit saved losslessly over JPEG history is ELA's textbook case),
@@ -214,6 +219,8 @@ class ForgeryDetector:
         ela: str = "auto",
         texture: bool | None = None,
         texture_kw: dict[str, Any] | None = None,
+        seam: bool | None = None,
+        seam_kw: dict[str, Any] | None = None,
     ) -> None:
         if method not in ("cues", "cues-learned", "ela-cnn"):
             raise ConfigError(f"unknown forgery method {method!r}")
@@ -241,10 +248,12 @@ class ForgeryDetector:
         self.fingerprint_stride = int(fingerprint_stride)
         self.copymove_kw = dict(copymove_kw or {})
         self.noise_kw = dict(noise_kw or {})
-        from medforensics.forgery.localize import DEFAULT_TEXTURE
+        from medforensics.forgery.localize import DEFAULT_SEAM, DEFAULT_TEXTURE
 
         self.texture = DEFAULT_TEXTURE if texture is None else bool(texture)
         self.texture_kw = dict(texture_kw or {})
+        self.seam = DEFAULT_SEAM if seam is None else bool(seam)
+        self.seam_kw = dict(seam_kw or {})
         self._patch_logprobs = None if source is None else _source_logprobs(source)
 
     # ------------------------------------------------------------------ construction
@@ -345,17 +354,25 @@ class ForgeryDetector:
             "fingerprint_stride": self.fingerprint_stride,
             "ela_quality": _ELA_QUALITY,
             "ela_cue": self.ela,
-            "texture_cue": self.texture if self.method == "cues" else (
-                self.method == "cues-learned" and "texture" in self.combiner.cues),
+            "texture_cue": self._uses("texture", self.texture),
+            "seam_cue": self._uses("seam", self.seam),
         }
+
+    def _uses(self, cue: str, flag: bool) -> bool:
+        """Whether the detector computes ``cue`` (training-free flag or the combiner's cues)."""
+        if self.method == "cues":
+            return flag
+        return self.method == "cues-learned" and cue in self.combiner.cues
 
     @property
     def cue_names(self) -> list[str]:
         """Cues computed for a lossless input (ELA is added for lossy inputs)."""
+        from medforensics.forgery.localize import default_cues
+
         if self.method == "cues-learned":
             return list(self.combiner.cues)
-        return ["copymove", "noise"] + (["texture"] if self.texture else []) + (
-            ["fingerprint", "fingerprint_weak"] if self.source is not None else [])
+        return default_cues(texture=self.texture, seam=self.seam, ela=False,
+                            fingerprint=self.source is not None)
 
     # ------------------------------------------------------------------ detection
     def verdict_of(self, score: float) -> str:
@@ -374,7 +391,7 @@ class ForgeryDetector:
             :class:`~medforensics.forgery.localize.LocalizationResult` (the training-free
             combination; ``details["noise"]["z"]`` holds the noise z-score map).
         """
-        from medforensics.forgery.localize import localize
+        from medforensics.forgery.localize import default_cues, localize
 
         fp = self._patch_logprobs
         if self.method == "cues-learned":
@@ -385,16 +402,16 @@ class ForgeryDetector:
         elif self.ela == "auto":
             names = None  # localize's default: copymove, noise, ELA if lossy, fingerprint if fp
         else:
-            names = ["copymove", "noise"] + (["texture"] if self.texture else []) + (
-                ["ela"] if self.ela == "always" else []) + (
-                ["fingerprint"] if fp is not None else [])
+            names = default_cues(texture=self.texture, seam=self.seam,
+                                 ela=self.ela == "always", fingerprint=fp is not None)
         patch = int(getattr(self.source, "patch", 64)) if self.source is not None else 64
         return localize(
             pixels, lossy=lossy, bits_stored=bits_stored, cues=names, patch_logprobs=fp,
             threshold=self.map_threshold, copymove_kw=self.copymove_kw, noise_kw=self.noise_kw,
             ela_quality=_ELA_QUALITY,
             fingerprint_kw={"patch": patch, "stride": self.fingerprint_stride},
-            texture=self.texture, texture_kw=self.texture_kw,
+            texture=self.texture, texture_kw=self.texture_kw, seam=self.seam,
+            seam_kw=self.seam_kw,
         )
 
     def detect(self, pixels: np.ndarray, meta: Any = None) -> ForgeryResult:

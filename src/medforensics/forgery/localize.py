@@ -9,6 +9,9 @@ Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own d
 * ``texture``: :func:`medforensics.forgery.texture.texture_inconsistency_map` (local noise
   *shape* - residual lag correlations, stored-value lattice - vs the image's own distribution);
   in the default cue list when :data:`DEFAULT_TEXTURE` is True.
+* ``seam``: :func:`medforensics.forgery.seam.seam_cue` (blocks outlined by hard, straight,
+  pixel-aligned paste seams meeting at right angles; lossless data only); in the default cue
+  list when :data:`DEFAULT_SEAM` is True.
 * ``ela``: :func:`medforensics.forgery.ela.ela_cue` - only for images that went through lossy
   (JPEG-type) compression, because ELA is a JPEG-domain heuristic; skipped otherwise (noted).
 * ``fingerprint``: :func:`medforensics.forgery.noiseinconsistency.fingerprint_llr_map` when a
@@ -47,6 +50,7 @@ __all__ = [
     "CUES",
     "LocalizationResult",
     "combine_cues",
+    "default_cues",
     "image_score",
     "SCORE_WINDOW",
     "forged_area_percent",
@@ -56,10 +60,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CUES: tuple[str, ...] = ("copymove", "noise", "texture", "ela", "fingerprint",
+CUES: tuple[str, ...] = ("copymove", "noise", "texture", "seam", "ela", "fingerprint",
                          "fingerprint_weak")
 #: whether the default cue list (``cues=None``) includes the ``texture`` cue
 DEFAULT_TEXTURE = True
+#: whether the default cue list (``cues=None``) includes the ``seam`` cue
+DEFAULT_SEAM = True
 #: cue maps that shape the map but not the image score
 WEAK_CUES: tuple[str, ...] = ("fingerprint_weak",)
 #: side of the mean filter of the image score (see module docs)
@@ -97,6 +103,24 @@ class LocalizationResult:
     def mask(self) -> np.ndarray:
         """bool (H, W): ``map >= threshold``."""
         return self.map >= self.threshold
+
+
+def default_cues(*, texture: bool | None = None, seam: bool | None = None, ela: bool = True,
+                 fingerprint: bool = False) -> list[str]:
+    """The training-free cue list: copymove, noise, texture, seam, ela, fingerprint(_weak).
+
+    Args:
+        texture: include ``texture`` (None = :data:`DEFAULT_TEXTURE`).
+        seam: include ``seam`` (None = :data:`DEFAULT_SEAM`).
+        ela: include ``ela`` (:func:`localize` runs it only on lossy inputs unless the list
+            is given explicitly).
+        fingerprint: include ``fingerprint`` and ``fingerprint_weak``.
+    """
+    use_tex = DEFAULT_TEXTURE if texture is None else bool(texture)
+    use_seam = DEFAULT_SEAM if seam is None else bool(seam)
+    return (["copymove", "noise"] + (["texture"] if use_tex else [])
+            + (["seam"] if use_seam else []) + (["ela"] if ela else [])
+            + (["fingerprint", "fingerprint_weak"] if fingerprint else []))
 
 
 def combine_cues(cues: dict[str, np.ndarray], weights: dict[str, float] | None = None
@@ -155,6 +179,8 @@ def localize(
     fingerprint_kw: dict[str, Any] | None = None,
     texture: bool | None = None,
     texture_kw: dict[str, Any] | None = None,
+    seam: bool | None = None,
+    seam_kw: dict[str, Any] | None = None,
 ) -> LocalizationResult:
     """Compute the selected cues on one image and combine them.
 
@@ -162,9 +188,10 @@ def localize(
         pixels: float (H, W) stored values (``read_image`` contract).
         lossy: the image went through lossy compression (``ImageMeta.lossy``); enables ELA.
         bits_stored: bit depth (for the ELA window).
-        cues: names from :data:`CUES`; default: copymove, noise, texture (if ``texture``),
-            ela (if ``lossy``), fingerprint and fingerprint_weak (if ``patch_logprobs`` is
-            given; either name computes both).
+        cues: names from :data:`CUES`; default (:func:`default_cues`): copymove, noise,
+            texture (if ``texture``), seam (if ``seam``, lossless inputs), ela (if
+            ``lossy``), fingerprint and fingerprint_weak (if ``patch_logprobs`` is given;
+            either name computes both).
         patch_logprobs: patch model callable for the fingerprint cue (see
             :func:`~medforensics.forgery.noiseinconsistency.fingerprint_llr_map`).
         threshold: map threshold for the area / mask.
@@ -176,6 +203,9 @@ def localize(
         texture: include the texture cue in the default list (``cues=None``); None =
             :data:`DEFAULT_TEXTURE`.
         texture_kw: extra arguments for ``texture_inconsistency_map``.
+        seam: include the seam cue in the default list (``cues=None``); None =
+            :data:`DEFAULT_SEAM`.
+        seam_kw: extra arguments for :func:`~medforensics.forgery.seam.seam_cue`.
 
     Returns:
         :class:`LocalizationResult`.
@@ -192,9 +222,7 @@ def localize(
 
     img = np.asarray(pixels, dtype=np.float32)
     if cues is None:
-        use_tex = DEFAULT_TEXTURE if texture is None else bool(texture)
-        names = ["copymove", "noise"] + (["texture"] if use_tex else []) + ["ela"] + (
-            ["fingerprint", "fingerprint_weak"] if patch_logprobs else [])
+        names = default_cues(texture=texture, seam=seam, fingerprint=patch_logprobs is not None)
         explicit = False
     else:
         names = list(cues)
@@ -228,6 +256,18 @@ def localize(
                 continue
             maps[name] = ti.map
             details[name] = {"features": ti.features, "n_blocks": ti.n_blocks}
+        elif name == "seam":
+            from medforensics.forgery.seam import SeamSkipped, seam_cue
+
+            try:
+                sr = seam_cue(img, **{"lossy": lossy, **(seam_kw or {})})
+            except (SeamSkipped, InvalidArrayError) as exc:
+                notes.append(f"seam cue skipped: {exc}")
+                continue
+            maps[name] = sr.map
+            details[name] = {"boxes": [{"bbox": list(b.box), "corners": b.corners,
+                                        "side": b.side} for b in sr.boxes],
+                             "n_seams": list(sr.n_seams)}
         elif name == "ela":
             if not lossy and not explicit:
                 notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "

@@ -203,6 +203,7 @@ def train_forgery(
     resplit: bool = False,
     progress: bool = True,
     texture: bool = False,
+    seam: bool = False,
 ) -> ForgeryTrainResult:
     """Train a forgery detector on a tamper manifest (see module docs).
 
@@ -223,6 +224,8 @@ def train_forgery(
         progress: show tqdm progress bars.
         texture: ``cues``: include the noise-texture cue as a combiner feature (off by
             default: not yet measured for the learned combiner).
+        seam: ``cues``: include the paste seam cue as a combiner feature (off by default,
+            like ``texture``).
 
     Returns:
         :class:`ForgeryTrainResult`.
@@ -261,7 +264,7 @@ def train_forgery(
         return _train_ela_cnn(rows, run, cfg, counts, epochs=epochs, device=device,
                               resume=resume, batch_size=batch_size, lr=lr, progress=progress)
     return _train_cues(rows, run, cfg, counts, device=device, source_run=source_run,
-                       progress=progress, texture=texture)
+                       progress=progress, texture=texture, seam=seam)
 
 
 # --------------------------------------------------------------------------------- ela-cnn
@@ -477,15 +480,18 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
 
 def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 counts: dict[str, int], *, device: str, source_run: str | Path | None,
-                progress: bool, texture: bool = False) -> ForgeryTrainResult:
+                progress: bool, texture: bool = False, seam: bool = False
+                ) -> ForgeryTrainResult:
     from tqdm.auto import tqdm
 
     from medforensics.forgery.detector import ForgeryDetector
 
-    use_tex = bool(texture)
-    det = ForgeryDetector.from_run(None, source_run=source_run, device=device, texture=use_tex)
-    cues = ["copymove", "noise"] + (["texture"] if use_tex else []) + ["ela"] + (
-        ["fingerprint", "fingerprint_weak"] if source_run is not None else [])
+    from medforensics.forgery.localize import default_cues
+
+    det = ForgeryDetector.from_run(None, source_run=source_run, device=device,
+                                   texture=bool(texture), seam=bool(seam))
+    cues = default_cues(texture=bool(texture), seam=bool(seam),
+                        fingerprint=source_run is not None)
     cache = run / "features"
     cache.mkdir(exist_ok=True)
     use = [r for r in rows if r["split"] in ("train", "val")]

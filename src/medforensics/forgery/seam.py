@@ -1,0 +1,92 @@
+"""Hard-edged paste seams (the ``seam`` cue).
+
+The noise, texture and fingerprint cues look *inside* a region; a block pasted with hard
+edges also leaves its outline: straight, pixel-aligned discontinuities along its border that
+meet at right angles (:mod:`medforensics.dsp.seams`). This cue finds such outlines and marks
+the block they enclose:
+
+* ``map`` inside a box = ``CORNER_LEVEL[corners]`` (0.55 for one corner seen, 0.8 for two,
+  0.95 for three, 1.0 for all four); boxes whose best corner has a seam shorter than
+  ``min_side`` are dropped;
+* lossy inputs are skipped (the 8 x 8 block edges of JPEG are straight, grid-aligned seams by
+  construction) - :func:`seam_cue` raises :class:`SeamSkipped` with the reason.
+
+What it sees: rectangular pastes with hard (unfeathered) edges - splices from another image,
+clones, rectangular fills - whatever the content, also when the noise level and shape match.
+What it does not: feathered or non-rectangular outlines, pastes whose border runs through flat
+or clipped areas (nothing to compare), edits in JPEG data. Checked on the untouched files of
+the benchmarks: 0 of the 48 simulated test originals and 0 of the 37 lossless real files have
+a box (``python bench/forgery_independent.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medforensics.dsp._checks import as_image
+from medforensics.errors import MedForensicsError
+from medforensics.dsp.seams import SeamBox, boundary_excess, seam_boxes, straight_seams
+
+__all__ = ["CORNER_LEVEL", "SeamResult", "SeamSkipped", "seam_cue"]
+
+#: map level of a box by the number of its corners that were seen
+CORNER_LEVEL = {1: 0.55, 2: 0.8, 3: 0.95, 4: 1.0}
+
+
+class SeamSkipped(MedForensicsError):
+    """The seam cue does not apply to this input (the message says why)."""
+
+
+@dataclass
+class SeamResult:
+    """Output of :func:`seam_cue`.
+
+    Attributes:
+        map: float32 (H, W) in [0, 1]; ``CORNER_LEVEL`` inside each box, 0 elsewhere.
+        boxes: the boxes that made the map (most corners first).
+        n_seams: number of straight seams found, ``(vertical, horizontal)``.
+    """
+
+    map: np.ndarray
+    boxes: list[SeamBox] = field(default_factory=list)
+    n_seams: tuple[int, int] = (0, 0)
+
+
+def seam_cue(pixels: np.ndarray, *, lossy: bool = False, window: int = 16,
+             threshold: float = 0.5, min_len: int = 24, min_side: int = 40,
+             max_boxes: int = 8) -> SeamResult:
+    """Map of blocks outlined by hard paste seams.
+
+    Args:
+        pixels: float (H, W) stored values, H, W >= 64.
+        lossy: the image went through lossy (JPEG-type) compression: the cue does not apply.
+        window: rows / columns averaged along a boundary (:func:`boundary_excess`).
+        threshold: relative step excess of a seam position.
+        min_len: shortest straight seam, in pixels.
+        min_side: a box needs a corner whose two seams are both at least this long.
+        max_boxes: at most this many boxes are marked (strongest first).
+
+    Returns:
+        :class:`SeamResult`.
+
+    Raises:
+        SeamSkipped: ``lossy`` is True.
+        InvalidArrayError: not a finite 2-D array of at least 64 x 64.
+    """
+    if lossy:
+        raise SeamSkipped("lossy compression leaves straight 8 x 8 block edges everywhere")
+    img = as_image(pixels, "pixels", min_size=64, dtype=np.float32)
+    clip = (float(img.min()), float(img.max()))
+    vert = straight_seams(boundary_excess(img, window=window, clip_values=clip), axis="v",
+                          threshold=threshold, min_len=min_len)
+    horiz = straight_seams(boundary_excess(img.T, window=window, clip_values=clip), axis="h",
+                           threshold=threshold, min_len=min_len)
+    boxes = [b for b in seam_boxes(vert, horiz, tol=window) if b.side >= min_side][:max_boxes]
+    out = np.zeros(img.shape, np.float32)
+    for b in boxes:
+        x0, y0, x1, y1 = b.box
+        view = out[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
+        np.maximum(view, np.float32(CORNER_LEVEL[min(4, b.corners)]), out=view)
+    return SeamResult(out, boxes, (len(vert), len(horiz)))
