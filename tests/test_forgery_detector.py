@@ -196,8 +196,9 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
     assert text.exit_code == 0, text.output
     assert "  area 1: (" in text.stdout and "cue copymove" in text.stdout
     off = CliRunner().invoke(app, ["forgery", "detect", "none", str(good), "--json",
-                                   "--no-texture"])
-    assert off.exit_code == 0 and "texture" not in json.loads(off.stdout.splitlines()[0])["cues"]
+                                   "--no-texture", "--no-seam"])
+    assert off.exit_code == 0
+    assert not {"texture", "seam"} & set(json.loads(off.stdout.splitlines()[0])["cues"])
     names = sorted(p.name for p in maps.iterdir())
     assert names == ["tampered_2_map.npy", "tampered_2_map.png", "tampered_2_overlay.png",
                      "tampered_map.npy", "tampered_map.png", "tampered_overlay.png"]
