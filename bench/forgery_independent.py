@@ -20,7 +20,15 @@ it has never seen:
 * ``smooth``: a square block replaced by a 7x7 mean filter of itself plus nothing (a "clean
   up" edit that removes the detector noise there);
 * ``clone-rot90`` / ``clone-mirror``: like ``clone``, the block turned by 90 degrees
-  (``np.rot90``) or mirrored left-right before it is pasted.
+  (``np.rot90``) or mirrored left-right before it is pasted;
+* ``clone-rotated`` / ``clone-rotated-nn``: like ``clone``, the block turned by an arbitrary
+  angle (5-45 degrees either way, ``scipy.ndimage.rotate`` of a larger block, centre cut out)
+  with bilinear (``order=1``) or nearest-neighbour (``order=0``) interpolation;
+* ``clone-scaled``: like ``clone``, a block of 0.8-1.25 x the side resized to the side
+  (``scipy.ndimage.zoom``, bilinear);
+* ``noise``: Gaussian noise of 0.5-1 x the image's own noise level added to a block;
+* ``gain``: a block's contrast changed by 0.85-0.95 or 1.05-1.15 about its mean (a local
+  "window" edit).
 
 With ``--real`` the images are the lossless single-frame files of ``../shared/data/real``
 (radiographs of ``xray/`` and ``codecs/``, the distinct MR slices of ``mr/``; byte-identical
@@ -95,6 +103,41 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
                 break
         block = img[sy:sy + side, sx:sx + side]
         out[y:y + side, x:x + side] = np.rot90(block) if kind == "clone-rot90" else block[:, ::-1]
+    elif kind in ("clone-rotated", "clone-rotated-nn", "clone-scaled"):
+        from scipy import ndimage
+
+        for _ in range(100):
+            sy, sx = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+            if abs(sy - y) >= side or abs(sx - x) >= side:
+                break
+        if kind == "clone-scaled":
+            src = max(8, int(round(side * rng.uniform(0.8, 1.25))))
+            sy, sx = min(sy, h - src), min(sx, w - src)
+            block = img[sy:sy + src, sx:sx + src]
+            block = ndimage.zoom(block, side / src, order=1)[:side, :side]
+            if block.shape != (side, side):  # rounding of zoom's output size
+                block = np.pad(block, ((0, side - block.shape[0]), (0, side - block.shape[1])),
+                               mode="edge")
+        else:
+            big = int(side * 1.5) + 2
+            cy, cx = min(max(sy + side // 2, big // 2), h - big + big // 2), min(
+                max(sx + side // 2, big // 2), w - big + big // 2)
+            patch = img[cy - big // 2:cy - big // 2 + big, cx - big // 2:cx - big // 2 + big]
+            angle = float(rng.uniform(5, 45)) * (1 if rng.random() < 0.5 else -1)
+            rot = ndimage.rotate(patch, angle, reshape=False,
+                                 order=0 if kind == "clone-rotated-nn" else 1, mode="nearest")
+            o = (big - side) // 2
+            block = rot[o:o + side, o:o + side]
+        out[y:y + side, x:x + side] = block
+    elif kind == "noise":
+        from medforensics.dsp.residuals import highpass_residual, robust_std
+
+        sigma = robust_std(highpass_residual(img, normalize=True)) * float(rng.uniform(0.5, 1.0))
+        out[y:y + side, x:x + side] += rng.normal(0.0, sigma, (side, side))
+    elif kind == "gain":
+        g = float(rng.uniform(1.05, 1.15)) if rng.random() < 0.5 else float(rng.uniform(0.85, 0.95))
+        blk = out[y:y + side, x:x + side]
+        out[y:y + side, x:x + side] = blk.mean() + g * (blk - blk.mean())
     elif kind == "smooth":
         from scipy import ndimage
 
@@ -106,7 +149,8 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
     return out, mask
 
 
-KINDS = ("splice", "clone", "smooth", "clone-rot90", "clone-mirror")
+KINDS = ("splice", "clone", "smooth", "clone-rot90", "clone-mirror", "clone-rotated",
+         "clone-rotated-nn", "clone-scaled", "noise", "gain")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
@@ -140,6 +184,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out/forgery_independent")
     ap.add_argument("--n", type=int, default=24, help="test images per kind")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated edit kinds")
     ap.add_argument("--real", action="store_true",
                     help="edit the lossless real files of ../shared/data/real instead")
     args = ap.parse_args()
@@ -170,7 +215,7 @@ def main() -> None:
     scores: dict[str, dict[str, list[float]]] = {}
     f1s: dict[str, list[float]] = {}
     orig_cache: dict[str, float] = {}
-    for kind in KINDS:
+    for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
         picks = rng.permutation(len(rows))[:n]
         for i in picks.tolist():
             r = rows[i]

@@ -26,9 +26,13 @@ Method (see :mod:`medforensics.dsp.blockmatch`):
 
 Why residuals: on a noisy radiograph, two independent blocks never share their noise, so an
 exact (or near-exact) residual match is essentially impossible by chance, while a copied region
-carries its noise along. Limits: translation only (no rotation / scaling), copies must keep
-their noise (a copy that is re-noised, resampled or strongly filtered is not found), and flat
-or clipped areas (no residual) cannot be matched.
+carries its noise along. Block matching finds translations and exact quarter turns /
+mirrorings (``dihedral``); copies turned or scaled by other amounts with nearest-neighbour
+resampling keep their exact stored values at moved positions and are found by exact-value
+keypoints and a similarity model (``resampled``, :mod:`medforensics.dsp.valuematch`).
+Limits: copies resampled with interpolation (bilinear, spline), re-noised or strongly
+filtered are not found here (the noise cue often sees their smoothing), and flat or clipped
+areas (no residual, no keypoints) cannot be matched.
 """
 
 from __future__ import annotations
@@ -214,18 +218,68 @@ def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *
         da = np.clip(match_density(out.shape, a, m.block) * 2.0, 0.0, 1.0)
         db = np.clip(match_density(out.shape, b, m.block) * 2.0, 0.0, 1.0)
         info = {"shift": None, "support": int(sup), "transform": DIHEDRAL[k],
-                "bbox_a": _blocks_bbox(a, m.block), "bbox_b": _blocks_bbox(b, m.block),
-                "target_side": "", "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0,
-                "decided": False, "cue": ""}
-        if r is not None and source_weight != 1.0:
-            la, lb = _seam_log_ratio(r, da >= 0.5), _seam_log_ratio(r, db >= 0.5)
-            info["seam_log_ratio"] = (la, lb)
-            if abs(abs(la) - abs(lb)) > seam_margin:
-                side = "b" if abs(lb) > abs(la) else "a"
-                info.update(target_side=side, decided=True, cue="seam")
-                (da if side == "b" else db)[...] *= np.float32(source_weight)
-        np.maximum(out, np.maximum(da, db), out=out)
-        regions.append(info)
+                "bbox_a": _blocks_bbox(a, m.block), "bbox_b": _blocks_bbox(b, m.block)}
+        _paint_pair(out, regions, da, db, info, r=r, source_weight=source_weight,
+                    seam_margin=seam_margin)
+    return best
+
+
+def _paint_pair(out: np.ndarray, regions: list[dict], da: np.ndarray, db: np.ndarray,
+                info: dict, *, r: np.ndarray | None, source_weight: float,
+                seam_margin: float) -> None:
+    """Paint both areas of a turned / resampled copy into ``out`` and describe it.
+
+    With the residual ``r`` the seam cue may name the pasted side (the other side is then
+    multiplied by ``source_weight``); the blend cue needs a pure shift and is not used.
+    """
+    info.update({"target_side": "", "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0,
+                 "decided": False, "cue": ""})
+    if r is not None and source_weight != 1.0:
+        la, lb = _seam_log_ratio(r, da >= 0.5), _seam_log_ratio(r, db >= 0.5)
+        info["seam_log_ratio"] = (la, lb)
+        if abs(abs(la) - abs(lb)) > seam_margin:
+            side = "b" if abs(lb) > abs(la) else "a"
+            info.update(target_side=side, decided=True, cue="seam")
+            (da if side == "b" else db)[...] *= np.float32(source_weight)
+    np.maximum(out, np.maximum(da, db), out=out)
+    regions.append(info)
+
+
+def _resampled_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
+                      regions: list[dict], *, min_shift: int, min_inliers: int,
+                      min_area: int, max_regions: int, r: np.ndarray | None,
+                      source_weight: float, seam_margin: float) -> float:
+    """Copies turned / scaled by any amount with nearest-neighbour resampling.
+
+    Exact-value keypoints and a RANSAC similarity (:mod:`medforensics.dsp.valuematch`);
+    a model counts when at least ``min_area`` pixels of the copy hold exactly the source's
+    values (share >= 0.5 in a 9 x 9 window). Painted like the turned block copies.
+
+    Returns:
+        The best kept model's inlier count divided by ``min_inliers`` (1.0 at the
+        threshold; 0 if none).
+    """
+    from medforensics.dsp.valuematch import (
+        fit_similarities,
+        match_keys,
+        similarity_equal_map,
+        value_keypoints,
+    )
+
+    kp = value_keypoints(img, valid=usable)
+    i, j = match_keys(kp, min_dist=min_shift)
+    best = 0.0
+    for mdl in fit_similarities(kp, i, j, min_inliers=min_inliers, max_models=max_regions):
+        db, da = similarity_equal_map(img, mdl, valid=usable)  # copy side, source side
+        if int(np.count_nonzero(db >= 0.5)) < min_area:
+            continue
+        best = max(best, mdl.support / float(min_inliers))
+        turn = f"rotate {mdl.angle:+.1f} deg" + (
+            f", scale {mdl.scale:.3f}" if abs(mdl.scale - 1.0) > 0.01 else "")
+        info = {"shift": None, "support": mdl.support, "transform": turn,
+                "bbox_a": _bbox(da >= 0.5), "bbox_b": _bbox(db >= 0.5)}
+        _paint_pair(out, regions, np.clip(da * 2.0, 0.0, 1.0), np.clip(db * 2.0, 0.0, 1.0),
+                    info, r=r, source_weight=source_weight, seam_margin=seam_margin)
     return best
 
 
@@ -244,6 +298,9 @@ def detect_copy_move(
     valid: np.ndarray | None = None,
     lossy: bool = False,
     dihedral: bool = True,
+    resampled: bool = True,
+    resampled_min_inliers: int = 20,
+    resampled_min_area: int = 1024,
 ) -> CopyMoveResult:
     """Detect copy-moved regions in one image of stored values.
 
@@ -268,6 +325,13 @@ def detect_copy_move(
         dihedral: also find copies rotated by 90/180/270 degrees or mirrored (exact pixel
             transforms keep the noise); their map is the matched-block density, and only
             the seam cue can tell the pasted side (no blend cue).
+        resampled: also find copies turned or scaled by any amount with nearest-neighbour
+            resampling (exact stored values at moved positions; lossless inputs only), see
+            :mod:`medforensics.dsp.valuematch`; reported with ``transform`` like
+            ``"rotate +17.2 deg"`` (``", scale 1.100"`` when scaled).
+        resampled_min_inliers: keypoint matches a resampled copy's model needs (the image
+            score is 0.5 there).
+        resampled_min_area: pixels of the copy that must hold exactly the source's values.
 
     Returns:
         :class:`CopyMoveResult`.
@@ -323,6 +387,12 @@ def detect_copy_move(
     if dihedral:
         best = max(best, _transformed_copies(
             m_all.select(m_all.transform != 0), out, regions, min_count=min_count,
+            max_regions=max_shifts, r=r, source_weight=source_weight if disambiguate else 1.0,
+            seam_margin=seam_margin))
+    if resampled and not lossy:
+        best = max(best, min_count * _resampled_copies(
+            img, usable, out, regions, min_shift=min_shift,
+            min_inliers=resampled_min_inliers, min_area=resampled_min_area,
             max_regions=max_shifts, r=r, source_weight=source_weight if disambiguate else 1.0,
             seam_margin=seam_margin))
     score = best / (best + float(min_count))
