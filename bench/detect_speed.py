@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             if not m.lossy and m.n_frames == 1 and min(m.rows, m.cols) >= 512:
                 files.append(p)
     det = ForgeryDetector.from_run(None)
-    steps = ["decode", "detect", "copymove", "noise"] + (
-        ["texture"] if getattr(det, "texture", False) else [])
+    steps = ["decode", "detect"] + det.cue_names
     times: dict[str, float] = {s: 0.0 for s in steps}
     mpx = 0.0
     for f in files:
