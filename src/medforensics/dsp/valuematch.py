@@ -204,7 +204,8 @@ def _moving_matches(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, max_same: 
 
 def fit_similarities(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, *, tol: float = 1.5,
                      min_inliers: int = 20, max_models: int = 4, iters: int = 600,
-                     radius: float = 160.0, neighbours: int = 32, scale_range: tuple[float, float] = (0.5, 2.0),
+                     radius: float = 160.0, neighbours: int = 32,
+                     scale_range: tuple[float, float] = (0.5, 2.0),
                      max_same_shift: int = 8, seed: int = 0) -> list[SimilarityCopy]:
     """Similarity transforms shared by many keypoint matches (RANSAC, two-point samples).
 
