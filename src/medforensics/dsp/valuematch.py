@@ -196,9 +196,10 @@ def _moving_matches(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, max_same: 
         for mirror in (False, True):
             for src, dst in ((zi, zj), (zj, zi)):
                 t = dst - rot * (np.conj(src) if mirror else src)
-                key = np.column_stack([np.rint(t.real), np.rint(t.imag)])
-                _, inv, cnt = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-                block |= cnt[inv.ravel()] >= max_same
+                tx, ty = np.rint(t.real).astype(np.int64), np.rint(t.imag).astype(np.int64)
+                key = (tx - tx.min()) * (int(ty.max() - ty.min()) + 1) + (ty - ty.min())
+                _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+                block |= cnt[inv] >= max_same
     return ~block
 
 
