@@ -233,6 +233,7 @@ def localize(
     maps: dict[str, np.ndarray] = {}
     notes: list[str] = []
     details: dict[str, Any] = {}
+    seam_found: list[Any] = []
     for name in names:
         if name == "copymove":
             cm = detect_copy_move(img, **{"lossy": lossy, **(copymove_kw or {})})
@@ -268,6 +269,7 @@ def localize(
             details[name] = {"boxes": [{"bbox": list(b.box), "corners": b.corners,
                                         "side": b.side} for b in sr.boxes],
                              "n_seams": list(sr.n_seams)}
+            seam_found = sr.boxes
         elif name == "ela":
             if not lossy and not explicit:
                 notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "
@@ -287,6 +289,11 @@ def localize(
             if fp.weak is not None:
                 maps["fingerprint_weak"] = fp.weak
             details["fingerprint"] = {"image_class": fp.image_class}
+    if "copymove" in maps and seam_found:
+        from medforensics.forgery.seam import decide_copy_sides
+
+        # a hard-edged paste outlines the copy, not its source: name undecided sides
+        decide_copy_sides(maps["copymove"], details["copymove"]["regions"], seam_found)
     strong = {k: v for k, v in maps.items() if k not in WEAK_CUES}
     if not strong:
         combined = np.zeros(img.shape, np.float32)
