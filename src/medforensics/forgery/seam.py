@@ -104,13 +104,14 @@ def _cover(box: tuple[int, int, int, int], area: tuple[int, int, int, int] | Non
 
 def decide_copy_sides(copy_map: np.ndarray, regions: list[dict], boxes: list[SeamBox], *,
                       source_weight: float = 0.35, min_cover: float = 0.6,
-                      max_other: float = 0.2) -> int:
+                      max_other: float = 0.2, margin: int = 8) -> int:
     """Name the pasted side of undecided copy-moves from the paste seams (in place).
 
     A copy-move region (:func:`~medforensics.forgery.copymove.detect_copy_move`) whose two
     areas could not be told apart is decided when a seam box covers at least ``min_cover``
     of one area and at most ``max_other`` of the other: a hard-edged paste outlines the copy,
-    not its source. The source area's values in ``copy_map`` (outside the seam box) are then
+    not its source. The source area's values in ``copy_map`` (its box grown by ``margin``,
+    outside the seam box) are then
     multiplied by ``source_weight`` and the region gets ``target_side``, ``decided=True`` and
     ``cue="paste seam"``.
 
@@ -121,6 +122,8 @@ def decide_copy_sides(copy_map: np.ndarray, regions: list[dict], boxes: list[Sea
         source_weight: factor for the source area.
         min_cover: share of the pasted area a seam box must cover.
         max_other: largest share of the other area it may cover.
+        margin: pixels around the source box that are down-weighted too (the fringe of its
+            correlation map).
 
     Returns:
         Number of regions decided here.
@@ -134,8 +137,10 @@ def decide_copy_sides(copy_map: np.ndarray, regions: list[dict], boxes: list[Sea
             ca, cb = _cover(sb.box, a), _cover(sb.box, b)
             if max(ca, cb) >= min_cover and min(ca, cb) <= max_other:
                 side, src = ("a", b) if ca > cb else ("b", a)
-                if src is not None:
-                    x0, y0, x1, y1 = src
+                if src is not None:  # the source box and a margin (its map's fringe)
+                    H, W = copy_map.shape
+                    x0, y0 = max(src[0] - margin, 0), max(src[1] - margin, 0)
+                    x1, y1 = min(src[2] + margin, W), min(src[3] + margin, H)
                     view = copy_map[y0:y1, x0:x1]
                     keep = np.zeros(view.shape, bool)
                     sx0, sy0, sx1, sy1 = sb.box
