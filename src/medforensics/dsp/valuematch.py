@@ -172,12 +172,12 @@ def match_keys(kp: ValueKeypoints, *, min_dist: int = 16, max_group: int = 4
     return i[far], j[far]
 
 
-def _is_block_transform(a: complex, tol_deg: float = 2.0, tol_scale: float = 0.02) -> bool:
-    """Translations and exact quarter turns (found by block matching) - not reported here."""
-    if abs(abs(a) - 1.0) > tol_scale:
-        return False
+def _is_block_transform(a: np.ndarray, tol_deg: float = 2.0,
+                        tol_scale: float = 0.02) -> np.ndarray:
+    """bool per complex ``a``: a translation or exact quarter turn (block matching finds
+    those; they are not reported here)."""
     ang = np.degrees(np.angle(a)) % 90.0
-    return min(ang, 90.0 - ang) <= tol_deg
+    return (np.abs(np.abs(a) - 1.0) <= tol_scale) & (np.minimum(ang, 90.0 - ang) <= tol_deg)
 
 
 def _moving_matches(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, max_same: int
@@ -258,7 +258,7 @@ def fit_similarities(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, *, tol: f
         ok = np.abs(dp) >= 8
         a = np.where(ok, (zq[p2] - zq[p1]) / np.where(ok, dp, 1), 0)
         ok &= (np.abs(a) >= scale_range[0]) & (np.abs(a) <= scale_range[1])
-        ok &= np.array([not _is_block_transform(complex(v)) for v in a])
+        ok &= ~_is_block_transform(a)
         if not ok.any():
             break
         a, p1 = a[ok], p1[ok]
@@ -287,7 +287,7 @@ def fit_similarities(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, *, tol: f
         else:
             a_best, b_best = complex(a[best_k]), complex(b[best_k])
         alive &= ~np.isin(pair, pair[inl])  # both directions of the used matches
-        if _is_block_transform(a_best):
+        if _is_block_transform(np.asarray(a_best)):
             continue
         out.append(SimilarityCopy(
             a=a_best, b=b_best, angle=float(np.degrees(np.angle(a_best))),

@@ -16,12 +16,12 @@ from scipy import ndimage
 
 from medforensics.errors import InvalidArrayError
 
-__all__ = ["describe_regions"]
+__all__ = ["describe_regions", "overlap_share"]
 
 Box = tuple[int, int, int, int]
 
 
-def _overlap(a: Box, b: Box) -> float:
+def overlap_share(a: Box, b: Box) -> float:
     """Intersection area over the area of ``a`` (boxes ``(x0, y0, x1, y1)``, ends exclusive)."""
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
@@ -38,7 +38,7 @@ def _copy_partner(box: Box, copies: Sequence[Mapping[str, Any]]) -> dict[str, An
         for mine, other in ((ba, bb), (bb, ba)):
             if mine is None or other is None:
                 continue
-            ov = _overlap(box, tuple(mine))
+            ov = overlap_share(box, tuple(mine))
             if ov >= 0.25 and (best is None or ov > best[0]):
                 side = "a" if mine is ba else "b"
                 role = ("pasted copy" if c.get("target_side") == side else

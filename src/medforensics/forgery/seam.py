@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medforensics.dsp._checks import as_image
-from medforensics.errors import MedForensicsError
 from medforensics.dsp.seams import SeamBox, boundary_excess, seam_boxes, straight_seams
+from medforensics.errors import MedForensicsError
+from medforensics.forgery.regions import overlap_share
 
 __all__ = ["CORNER_LEVEL", "SeamResult", "SeamSkipped", "decide_copy_sides", "seam_cue"]
 
@@ -92,16 +93,6 @@ def seam_cue(pixels: np.ndarray, *, lossy: bool = False, window: int = 16,
     return SeamResult(out, boxes, (len(vert), len(horiz)))
 
 
-def _cover(box: tuple[int, int, int, int], area: tuple[int, int, int, int] | None) -> float:
-    """Share of ``area`` inside ``box`` (both ``(x0, y0, x1, y1)``, exclusive ends)."""
-    if area is None:
-        return 0.0
-    ix = max(0, min(box[2], area[2]) - max(box[0], area[0]))
-    iy = max(0, min(box[3], area[3]) - max(box[1], area[1]))
-    size = (area[2] - area[0]) * (area[3] - area[1])
-    return ix * iy / size if size > 0 else 0.0
-
-
 def decide_copy_sides(copy_map: np.ndarray, regions: list[dict], boxes: list[SeamBox], *,
                       source_weight: float = 0.35, min_cover: float = 0.6,
                       max_other: float = 0.2, margin: int = 8) -> int:
@@ -134,7 +125,8 @@ def decide_copy_sides(copy_map: np.ndarray, regions: list[dict], boxes: list[Sea
             continue
         a, b = reg.get("bbox_a"), reg.get("bbox_b")
         for sb in boxes:
-            ca, cb = _cover(sb.box, a), _cover(sb.box, b)
+            ca = 0.0 if a is None else overlap_share(tuple(a), sb.box)
+            cb = 0.0 if b is None else overlap_share(tuple(b), sb.box)
             if max(ca, cb) >= min_cover and min(ca, cb) <= max_other:
                 side, src = ("a", b) if ca > cb else ("b", a)
                 if src is not None:  # the source box and a margin (its map's fringe)
