@@ -106,3 +106,53 @@ def test_weak_fingerprint_evidence_shapes_the_map_not_the_score() -> None:
     assert res.map[inner].min() > 0.4  # the map shows it ...
     assert res.score < 0.05 and res.forged_area_percent == 0.0  # ... the verdict does not
     assert weak[:32, :32].max() < 0.05
+
+
+def _skin_line_image(seed: int, *, quiet_patch: bool) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """A clipped background on the left, a quieter band along its edge (as peripheral
+    equalisation leaves it: the intensity of the interior, the noise of thin tissue),
+    optionally a quiet patch far inside. Returns the image and the band's slices."""
+    rng = np.random.default_rng(seed)
+    h, w, edge = 1152, 1024, 160
+    yy, xx = np.mgrid[:h, :w]
+    base = 3000 + 1500 * np.sin(yy / 70.0) * np.cos(xx / 90.0)
+    noise = rng.normal(0, 1, (h, w)) * 0.25 * np.sqrt(base)
+    # the noise fades in from 0.45 x at the skin line to 1 x at 96 px
+    fade = np.clip(0.45 + 0.55 * (xx - edge) / 96.0, 0.45, 1.0)
+    noise *= fade
+    band = (slice(0, h), slice(edge + 8, edge + 64))
+    if quiet_patch:
+        noise[500:596, 700:796] *= 0.3
+    img = base + noise
+    img[:, :edge] = img.min() - 100.0  # clipped background (the image's minimum)
+    return img, band
+
+
+def test_quiet_band_along_the_background_is_compared_with_its_own_distance_stratum() -> None:
+    img, band = _skin_line_image(11, quiet_patch=False)
+    one = noise_inconsistency_map(img, edge_strata=())
+    strata = noise_inconsistency_map(img)  # default: (128, 256) px from the background
+    # against the interior, the band is too quiet along its whole length
+    assert (one.map[band] >= 0.5).mean() > 0.5
+    # within 128 px of the background it is the norm: at most a speck right at the edge
+    assert (strata.map[band] >= 0.5).mean() < 0.02
+    assert (strata.map >= 0.5).sum() < 0.02 * (one.map >= 0.5).sum()
+
+
+def test_quiet_patch_inside_is_still_found_with_distance_strata() -> None:
+    img, band = _skin_line_image(12, quiet_patch=True)
+    ni = noise_inconsistency_map(img)
+    assert ni.map[516:580, 716:780].mean() > 0.8
+    assert (ni.map[band] >= 0.5).mean() < 0.02
+
+
+def test_thin_distance_strata_are_merged() -> None:
+    # a 320-px image has ~1600 scored blocks over its four grids: every stratum is below
+    # min_stratum, so the map is that of a single expectation
+    img = _radiograph(3)
+    img[:, :40] = img.min() - 50.0
+    a = noise_inconsistency_map(img, edge_strata=())
+    b = noise_inconsistency_map(img, edge_strata=(64, 128))
+    c = noise_inconsistency_map(img, edge_strata=(64, 128), min_stratum=100)
+    np.testing.assert_array_equal(a.z, b.z)
+    assert not np.array_equal(a.z, c.z)

@@ -49,6 +49,16 @@ chosen while looking at those files, so the 3/9 is not an independent estimate):
 On the simulated lossless test pairs these raised the training-free image AUC from 0.86 to
 0.88 (splice-device 0.81 -> 0.87).
 
+A third rule, for the band along the skin line or chest wall (``edge_strata``): real
+processing (peripheral equalisation) raises the intensity there while the noise stays that of
+thin tissue, so against the interior the band looks too quiet. Blocks are split by their
+distance from the large clipped areas (background: under 128 px, 128-256 px, farther), and
+each stratum gets its own binned expectation. Strata of fewer than 2000 scored blocks (over
+the four grids) are merged, so small images (the simulated archive's 384-640 px) keep one
+expectation: an edit must stay a small share of the blocks it is compared with. On the real
+lossless radiographs this took the noise cue's false alarms from 3 to 2 of 9 untouched files
+and its splice AUC from 0.86 to 0.94 (chosen while looking at those files).
+
 **Fingerprint inconsistency** (:func:`fingerprint_map`). A source-identification *patch* model
 is slid over the image; patches whose device evidence disagrees with the whole image light
 up (:func:`fingerprint_llr_map` turns this into the ``fingerprint`` cue: a per-patch
@@ -123,6 +133,8 @@ def noise_inconsistency_map(
     max_clipped: float = 0.5,
     large_clipped: int = 4096,
     max_band: float = 0.0,
+    edge_strata: tuple[int, ...] = (128, 256),
+    min_stratum: int = 2000,
 ) -> NoiseInconsistency:
     """Per-pixel local noise-level inconsistency cue (see module docs).
 
@@ -223,12 +235,13 @@ def noise_inconsistency_map(
             grids.append((oy, ox, lr, good, mean))
             if range_aware:
                 ranges.append(_sub_mean_range(sub, block, sub_block, sig.shape))
+    strata = _edge_strata(hard, grids, half, edge_strata, min_stratum)
     del clipped, flat, ign, hard
-    curve: Callable[[np.ndarray], np.ndarray] | None = None
+    curve: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     if expected == "binned":
-        curve = _binned_expectation(grids, window_fraction)
+        curve = _binned_expectation(grids, window_fraction, strata)
     elif pg is not None:
-        curve = lambda m: np.log(np.maximum(pg.std_at(m), 1e-12))  # noqa: E731
+        curve = lambda m, _s: np.log(np.maximum(pg.std_at(m), 1e-12))  # noqa: E731
     allv = np.concatenate([g[2][g[3]] for g in grids])
     if allv.size < 8:
         zero = np.zeros((H, W), np.float32)
@@ -246,8 +259,8 @@ def noise_inconsistency_map(
         z = np.where(good, (lr - med) / scale, 0.0)
         if range_aware and curve is not None:
             # expectation at the block's lowest / mean / highest sub-block intensity
-            e_mid = curve(mean)
-            e_lo, e_hi = curve(ranges[gi][0]), curve(ranges[gi][1])
+            e_mid = curve(mean, strata[gi])
+            e_lo, e_hi = curve(ranges[gi][0], strata[gi]), curve(ranges[gi][1], strata[gi])
             e_min = np.minimum(np.minimum(e_lo, e_hi), e_mid)
             e_max = np.maximum(np.maximum(e_lo, e_hi), e_mid)
             z_q = np.where(good, (lr + e_mid - e_min - med) / scale, 0.0)  # vs lowest
@@ -382,34 +395,93 @@ def _sub_mean_range(sub: np.ndarray, block: int, sub_block: int, shape: tuple[in
     return sm.min(axis=(1, 3)), sm.max(axis=(1, 3))
 
 
+def _edge_strata(hard: np.ndarray | None,
+                 grids: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]], half: int,
+                 edges: tuple[int, ...], min_stratum: int) -> list[np.ndarray]:
+    """Per grid, int (nby, nbx): the distance stratum of every block (0 = nearest the
+    large clipped areas). All zeros when ``edges`` is empty or there is no such area;
+    strata with fewer than ``min_stratum`` scored blocks are merged into the next one (the
+    last into the one before)."""
+    zeros = [np.zeros(g[2].shape, np.int64) for g in grids]
+    if not edges or hard is None or not hard.any():
+        return zeros
+    if list(edges) != sorted(edges) or edges[0] <= 0:
+        raise ConfigError(f"edge_strata must be increasing positive distances, got {edges}")
+    H, W = hard.shape
+    ncy, ncx = -(-H // half), -(-W // half)
+    cells = np.zeros((ncy * half, ncx * half), bool)
+    cells[:H, :W] = hard
+    cells = cells.reshape(ncy, half, ncx, half).any(axis=(1, 3))
+    dist = ndimage.distance_transform_edt(~cells) * half  # px from cell centre to area
+    out = []
+    for oy, ox, lr, _, _ in grids:
+        nby, nbx = lr.shape
+        cy, cx = oy // half + 1, ox // half + 1  # the cell at the block's centre
+        d = dist[cy : cy + 2 * nby : 2, cx : cx + 2 * nbx : 2][:nby, :nbx]
+        out.append(np.searchsorted(np.asarray(edges), d, side="right").astype(np.int64))
+    # merge thin strata: relabel so that every stratum holds >= min_stratum scored blocks
+    counts = np.zeros(len(edges) + 1, np.int64)
+    for st, g in zip(out, grids):
+        counts += np.bincount(st[g[3]], minlength=len(edges) + 1)
+    label = np.arange(len(counts))
+    acc = 0
+    start = 0
+    for k in range(len(counts)):
+        acc += counts[k]
+        if acc >= min_stratum:
+            label[start : k + 1] = start
+            start, acc = k + 1, 0
+    if start < len(counts):  # a thin remainder joins the stratum before (or is alone)
+        label[start:] = label[start - 1] if start > 0 else 0
+    return [label[st] for st in out]
+
+
 def _binned_expectation(grids: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]],
-                        window_fraction: float) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Turn ``log sigma`` (in ``lr``) into ``log sigma - running median over intensity rank``.
+                        window_fraction: float, strata: list[np.ndarray]
+                        ) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """Turn ``log sigma`` (in ``lr``) into ``log sigma - running median over intensity rank``,
+    computed within every stratum of blocks (see :func:`_edge_strata`).
 
     ``grids`` items are ``(oy, ox, lr, good, mean)``; ``lr`` holds ``log sigma`` on good blocks
-    and is modified in place.
+    and is modified in place. ``strata``: per grid, int (nby, nbx) stratum labels.
 
     Returns:
-        the expected ``log sigma`` as a function of intensity (piecewise linear through the
-        running medians, constant beyond the ends), or None when no block is scored.
+        ``curve(means, strata)``: the expected ``log sigma`` at every block's intensity within
+        its stratum (piecewise linear through the running medians, constant beyond the ends),
+        or None when no block is scored.
     """
     ls = np.concatenate([g[2][g[3]] for g in grids])
     mu = np.concatenate([g[4][g[3]] for g in grids])
+    st = np.concatenate([s[g[3]] for s, g in zip(strata, grids)])
     n = ls.size
     if n == 0:
         return None
-    order = np.argsort(mu, kind="mergesort")
-    k = max(25, int(window_fraction * n)) | 1
-    k = min(k, n if n % 2 else max(n - 1, 1))
     expect = np.empty(n)
-    expect[order] = ndimage.median_filter(ls[order], size=k, mode="nearest")
+    tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for lab in np.unique(st):
+        idx = np.flatnonzero(st == lab)
+        m = idx.size
+        order = idx[np.argsort(mu[idx], kind="mergesort")]
+        k = max(25, int(window_fraction * m)) | 1
+        k = min(k, m if m % 2 else max(m - 1, 1))
+        expect[order] = ndimage.median_filter(ls[order], size=k, mode="nearest")
+        tables[int(lab)] = (mu[order], expect[order])
     pos = 0
     for _, _, lr, good, _ in grids:
         m = int(good.sum())
         lr[good] = lr[good] - expect[pos : pos + m]
         pos += m
-    xs, ys = mu[order], expect[order]
-    return lambda m: np.interp(m, xs, ys)
+    fallback = max(tables, key=lambda k: tables[k][0].size)
+
+    def curve(means: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        out = np.empty(np.shape(means))
+        for lab in np.unique(labels):
+            sel = labels == lab
+            xs, ys = tables.get(int(lab), tables[fallback])
+            out[sel] = np.interp(means[sel], xs, ys)
+        return out
+
+    return curve
 
 
 @dataclass
