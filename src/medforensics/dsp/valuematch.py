@@ -32,19 +32,27 @@ Pure NumPy / SciPy, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp._checks import as_image
 
-__all__ = ["ValueKeypoints", "SimilarityCopy", "value_keypoints", "match_keys",
+__all__ = ["Points", "ValueKeypoints", "SimilarityCopy", "value_keypoints", "match_keys",
            "fit_similarities", "similarity_equal_map"]
 
 _DISC = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < dy * dy + dx * dx <= 5]
 #: model x match residuals evaluated at once in the RANSAC (bounds its working memory)
 _EVAL_ELEMENTS = 1 << 18
 _FOOT = np.array([[dy * dy + dx * dx <= 5 for dx in range(-2, 3)] for dy in range(-2, 3)])
+
+
+class Points(Protocol):
+    """Anything with keypoint rows ``y`` and columns ``x`` (arrays of one length)."""
+
+    y: np.ndarray
+    x: np.ndarray
 
 
 @dataclass
@@ -180,7 +188,7 @@ def _is_block_transform(a: np.ndarray, tol_deg: float = 2.0,
     return (np.abs(np.abs(a) - 1.0) <= tol_scale) & (np.minimum(ang, 90.0 - ang) <= tol_deg)
 
 
-def _moving_matches(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, max_same: int
+def _moving_matches(kp: Points, i: np.ndarray, j: np.ndarray, max_same: int
                     ) -> np.ndarray:
     """bool (M,): matches not explained by a translation, quarter turn or mirroring.
 
@@ -203,15 +211,17 @@ def _moving_matches(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, max_same: 
     return ~block
 
 
-def fit_similarities(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, *, tol: float = 1.5,
+def fit_similarities(kp: Points, i: np.ndarray, j: np.ndarray, *, tol: float = 1.5,
                      min_inliers: int = 20, max_models: int = 4, iters: int = 600,
                      radius: float = 160.0, neighbours: int = 32,
                      scale_range: tuple[float, float] = (0.5, 2.0),
-                     max_same_shift: int = 8, seed: int = 0) -> list[SimilarityCopy]:
+                     max_same_shift: int = 8, block_transforms: bool = False,
+                     seed: int = 0) -> list[SimilarityCopy]:
     """Similarity transforms shared by many keypoint matches (RANSAC, two-point samples).
 
     Args:
-        kp: keypoints; ``i``, ``j``: matched index pairs (:func:`match_keys`).
+        kp: keypoints (:class:`ValueKeypoints`, or any :class:`Points` such as SIFT
+            features); ``i``, ``j``: matched index pairs (:func:`match_keys`).
         tol: inlier distance in pixels.
         min_inliers: a model needs this many inlier matches.
         max_models: at most this many models are returned (strongest first).
@@ -222,16 +232,20 @@ def fit_similarities(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, *, tol: f
         max_same_shift: matches whose offset under a translation, quarter turn or mirroring
             is shared by this many matches belong to such a copy (block matching's job) and
             are left out.
+        block_transforms: also fit and return translations and quarter turns (for
+            features that survive interpolation or lossy compression, where block matching
+            does not find such copies); the ``max_same_shift`` filter is then off.
         seed: seed of the sampler (results are deterministic for a seed).
 
     Returns:
         Models, most inliers first; translations and quarter turns are left out (block
-        matching reports them).
+        matching reports them) unless ``block_transforms``.
     """
     if len(i) < min_inliers:
         return []
-    moving = _moving_matches(kp, i, j, max_same_shift)
-    i, j = i[moving], j[moving]
+    if not block_transforms:
+        moving = _moving_matches(kp, i, j, max_same_shift)
+        i, j = i[moving], j[moving]
     if len(i) < min_inliers:
         return []
     # both directions: a copy's matches may be listed source->copy or copy->source
@@ -258,7 +272,8 @@ def fit_similarities(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, *, tol: f
         ok = np.abs(dp) >= 8
         a = np.where(ok, (zq[p2] - zq[p1]) / np.where(ok, dp, 1), 0)
         ok &= (np.abs(a) >= scale_range[0]) & (np.abs(a) <= scale_range[1])
-        ok &= ~_is_block_transform(a)
+        if not block_transforms:
+            ok &= ~_is_block_transform(a)
         if not ok.any():
             break
         a, p1 = a[ok], p1[ok]
@@ -287,7 +302,7 @@ def fit_similarities(kp: ValueKeypoints, i: np.ndarray, j: np.ndarray, *, tol: f
         else:
             a_best, b_best = complex(a[best_k]), complex(b[best_k])
         alive &= ~np.isin(pair, pair[inl])  # both directions of the used matches
-        if _is_block_transform(np.asarray(a_best)):
+        if not block_transforms and _is_block_transform(np.asarray(a_best)):
             continue
         out.append(SimilarityCopy(
             a=a_best, b=b_best, angle=float(np.degrees(np.angle(a_best))),

@@ -30,9 +30,15 @@ carries its noise along. Block matching finds translations and exact quarter tur
 mirrorings (``dihedral``); copies turned or scaled by other amounts with nearest-neighbour
 resampling keep their exact stored values at moved positions and are found by exact-value
 keypoints and a similarity model (``resampled``, :mod:`medforensics.dsp.valuematch`).
-Limits: copies resampled with interpolation (bilinear, spline), re-noised or strongly
-filtered are not found here (the noise cue often sees their smoothing), and flat or clipped
-areas (no residual, no keypoints) cannot be matched.
+Copies resampled *with interpolation* (bilinear, spline turning or scaling) and copies in
+lossy images (JPEG after the edit) keep neither their noise nor their stored values, but
+their content: those are found by SIFT descriptors on an 8-bit rendering, the same
+similarity RANSAC and a dense check that the content - and, finer, what is left of the
+noise - correlates with the source over an area (``features``,
+:mod:`medforensics.dsp.featurematch`). Translations and quarter turns are left to block
+matching on lossless inputs; on lossy ones they are taken from the features too.
+Limits: re-noised or strongly filtered copies, copies in flat or clipped areas (no residual,
+no keypoints, no content) and copies of small featureless areas are not found.
 """
 
 from __future__ import annotations
@@ -218,7 +224,8 @@ def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *
         da = np.clip(match_density(out.shape, a, m.block) * 2.0, 0.0, 1.0)
         db = np.clip(match_density(out.shape, b, m.block) * 2.0, 0.0, 1.0)
         info = {"shift": None, "support": int(sup), "transform": DIHEDRAL[k],
-                "bbox_a": _blocks_bbox(a, m.block), "bbox_b": _blocks_bbox(b, m.block)}
+                "method": "blocks", "bbox_a": _blocks_bbox(a, m.block),
+                "bbox_b": _blocks_bbox(b, m.block)}
         _paint_pair(out, regions, da, db, info, r=r, source_weight=source_weight,
                     seam_margin=seam_margin)
     return best
@@ -276,10 +283,64 @@ def _resampled_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
         best = max(best, mdl.support / float(min_inliers))
         turn = f"rotate {mdl.angle:+.1f} deg" + (
             f", scale {mdl.scale:.3f}" if abs(mdl.scale - 1.0) > 0.01 else "")
-        info = {"shift": None, "support": mdl.support, "transform": turn,
+        info = {"shift": None, "support": mdl.support, "transform": turn, "method": "values",
                 "bbox_a": _bbox(da >= 0.5), "bbox_b": _bbox(db >= 0.5)}
         _paint_pair(out, regions, np.clip(da * 2.0, 0.0, 1.0), np.clip(db * 2.0, 0.0, 1.0),
                     info, r=r, source_weight=source_weight, seam_margin=seam_margin)
+    return best
+
+
+def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
+                    regions: list[dict], *, lossy: bool, min_shift: int, min_inliers: int,
+                    min_area: int, min_fine: float, max_regions: int, r: np.ndarray | None,
+                    source_weight: float, seam_margin: float) -> float:
+    """Copies found by their content (SIFT features, :mod:`medforensics.dsp.featurematch`).
+
+    A model counts when at least ``min_area`` pixels correlate at >= 0.8 in content (band
+    above a 3-px Gaussian) and the median fine-band correlation (above a 1-px Gaussian:
+    what is left of the noise) over them is at least ``min_fine`` - repeated anatomy
+    (ribs a period apart) correlates in content, not in noise. Areas already painted by an
+    earlier model (block matching, exact values) are not reported again.
+
+    Returns:
+        The best kept model's inlier count divided by ``min_inliers`` (0 if none).
+    """
+    from medforensics.dsp.featurematch import (
+        match_features,
+        sift_features,
+        similarity_content_map,
+    )
+    from medforensics.dsp.valuematch import fit_similarities
+    from medforensics.forgery.ela import is_8bit, window_to_uint8
+
+    img8 = img.astype(np.uint8) if is_8bit(img) else window_to_uint8(img)[0]
+    feats = sift_features(img8)
+    i, j = match_features(feats, min_dist=float(min_shift))
+    best = 0.0
+    for mdl in fit_similarities(feats, i, j, tol=3.0, min_inliers=min_inliers,
+                                max_models=max_regions, block_transforms=lossy):
+        dst, src = similarity_content_map(img, mdl, valid=usable)
+        region = dst >= 0.8
+        area = int(np.count_nonzero(region))
+        if area < min_area:
+            continue
+        fine, _ = similarity_content_map(img, mdl, sigma=1.0, valid=usable)
+        if float(np.median(fine[region])) < min_fine:
+            continue
+        if float(np.mean(out[region] >= 0.5)) > 0.5:  # already reported
+            continue
+        best = max(best, mdl.support / float(min_inliers))
+        if abs(mdl.scale - 1.0) <= 0.01 and min(abs(mdl.angle), 360 - abs(mdl.angle)) < 0.5:
+            turn = "identity"
+        else:
+            turn = f"rotate {mdl.angle:+.1f} deg" + (
+                f", scale {mdl.scale:.3f}" if abs(mdl.scale - 1.0) > 0.01 else "")
+        db = np.where(region, dst, np.float32(0.0))
+        da = np.where(src >= 0.8, src, np.float32(0.0))
+        info = {"shift": None, "support": mdl.support, "transform": turn, "method": "content",
+                "bbox_a": _bbox(da >= 0.5), "bbox_b": _bbox(db >= 0.5)}
+        _paint_pair(out, regions, da, db, info, r=None if lossy else r,
+                    source_weight=source_weight, seam_margin=seam_margin)
     return best
 
 
@@ -301,6 +362,10 @@ def detect_copy_move(
     resampled: bool = True,
     resampled_min_inliers: int = 20,
     resampled_min_area: int = 1024,
+    features: bool = True,
+    features_min_inliers: int = 8,
+    features_min_area: int = 1024,
+    features_min_fine: float = 0.75,
 ) -> CopyMoveResult:
     """Detect copy-moved regions in one image of stored values.
 
@@ -332,6 +397,13 @@ def detect_copy_move(
         resampled_min_inliers: keypoint matches a resampled copy's model needs (the image
             score is 0.5 there).
         resampled_min_area: pixels of the copy that must hold exactly the source's values.
+        features: also find copies by their content (SIFT features on an 8-bit rendering,
+            :mod:`medforensics.dsp.featurematch`): turned or scaled with interpolation, or
+            in lossy images (there translations too); ``method`` ``"content"``.
+        features_min_inliers: feature matches a model needs (the image score is 0.5 there).
+        features_min_area: pixels of the copy whose content must correlate with the source.
+        features_min_fine: median correlation of the fine band (what is left of the noise)
+            over those pixels.
 
     Returns:
         :class:`CopyMoveResult`.
@@ -395,7 +467,6 @@ def detect_copy_move(
             min_inliers=resampled_min_inliers, min_area=resampled_min_area,
             max_regions=max_shifts, r=r, source_weight=source_weight if disambiguate else 1.0,
             seam_margin=seam_margin))
-    score = best / (best + float(min_count))
     for dy, dx, sup in shifts[:max_shifts]:
         sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
         margin = window + block + 12
@@ -419,7 +490,7 @@ def detect_copy_move(
         if ty1 > ty0 and tx1 > tx0:
             side_a[ty0 - dy : ty1 - dy, tx0 - dx : tx1 - dx] = side_b[ty0:ty1, tx0:tx1]
         info = {"shift": (int(dy), int(dx)), "support": int(sup), "transform": "identity",
-                "target_side": "",
+                "method": "blocks", "target_side": "",
                 "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0, "decided": False,
                 "cue": ""}
         info["bbox_a"] = _bbox(side_a >= 0.5)  # before a side is down-weighted
@@ -451,6 +522,13 @@ def detect_copy_move(
         np.maximum(out, side_a, out=out)
         del side_a, side_b
         regions.append(info)
+    if features:  # after the shifts: areas they painted are not reported twice
+        best = max(best, min_count * _feature_copies(
+            img, usable, out, regions, lossy=lossy, min_shift=min_shift,
+            min_inliers=features_min_inliers, min_area=features_min_area,
+            min_fine=features_min_fine, max_regions=max_shifts, r=r,
+            source_weight=source_weight if disambiguate else 1.0, seam_margin=seam_margin))
+    score = best / (best + float(min_count))
     log.debug("copy-move: %d blocks, %d pairs, shifts %s", m_all.n_blocks, len(m_all.a),
               shifts[:max_shifts].tolist())
     return CopyMoveResult(
