@@ -313,8 +313,15 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
     from medforensics.dsp.valuematch import fit_similarities
     from medforensics.forgery.ela import is_8bit, window_to_uint8
 
-    img8 = img.astype(np.uint8) if is_8bit(img) else window_to_uint8(img)[0]
+    if is_8bit(img):
+        img8 = img.astype(np.uint8)
+    else:  # percentile window from a subsample, rendered strip by strip (bounded memory)
+        lo, hi = (float(v) for v in np.percentile(img[::4, ::4], [0.5, 99.5]))
+        img8 = np.empty(img.shape, np.uint8)
+        for y0 in range(0, img.shape[0], STRIP_ROWS):
+            img8[y0:y0 + STRIP_ROWS] = window_to_uint8(img[y0:y0 + STRIP_ROWS], (lo, hi))[0]
     feats = sift_features(img8)
+    del img8
     i, j = match_features(feats, min_dist=float(min_shift))
     best = 0.0
     for mdl in fit_similarities(feats, i, j, tol=3.0, min_inliers=min_inliers,
@@ -325,7 +332,9 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
         if area < min_area:
             continue
         fine, _ = similarity_content_map(img, mdl, sigma=1.0, valid=usable)
-        if float(np.median(fine[region])) < min_fine:
+        fine_median = float(np.median(fine[region]))
+        del fine
+        if fine_median < min_fine:
             continue
         if float(np.mean(out[region] >= 0.5)) > 0.5:  # already reported
             continue
@@ -335,11 +344,12 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
         else:
             turn = f"rotate {mdl.angle:+.1f} deg" + (
                 f", scale {mdl.scale:.3f}" if abs(mdl.scale - 1.0) > 0.01 else "")
-        db = np.where(region, dst, np.float32(0.0))
-        da = np.where(src >= 0.8, src, np.float32(0.0))
+        dst[~region] = 0.0  # in place: full-size maps are large
+        src[src < 0.8] = 0.0
+        del region
         info = {"shift": None, "support": mdl.support, "transform": turn, "method": "content",
-                "bbox_a": _bbox(da >= 0.5), "bbox_b": _bbox(db >= 0.5)}
-        _paint_pair(out, regions, da, db, info, r=None if lossy else r,
+                "bbox_a": _bbox(src >= 0.5), "bbox_b": _bbox(dst >= 0.5)}
+        _paint_pair(out, regions, src, dst, info, r=None if lossy else r,
                     source_weight=source_weight, seam_margin=seam_margin)
     return best
 
