@@ -165,3 +165,18 @@ def test_match_features_pairs_are_unique_and_far_apart() -> None:
     y[25:] = y[:25] + 100
     i, j = match_features(Features(y, x, desc), min_dist=16)
     assert len(i) == 25 and np.all(i < j) and np.all(j - i == 25)
+
+
+def test_detector_names_a_content_matched_turned_copy() -> None:
+    from medforensics.cli import _region_line
+    from medforensics.forgery.detector import ForgeryDetector
+
+    img, mask = _paste(_scene(10), angle=-19.0)
+    res = ForgeryDetector.from_run(None).detect(img.astype(np.float32), None)
+    assert res.verdict == "tampered" and res.cues["copymove"] > 0.5
+    assert ((res.prob_map >= 0.5) & mask).sum() > 0.7 * mask.sum()
+    copies = [r for r in res.regions if r.get("copy_of")]
+    assert copies
+    cp = copies[0]["copy_of"]
+    assert cp["method"] == "content" and cp["transform"].startswith("rotate")
+    assert "matched by content" in _region_line(1, copies[0])

@@ -733,7 +733,8 @@ def _region_line(i: int, reg: dict) -> str:
         turn = cp.get("transform") or "identity"
         line += (f"; copy-move partner ({px0}, {py0})-({px1}, {py1}) "
                  f"[this area: {cp.get('role', 'copy or source')}"
-                 + ("" if turn == "identity" else f", {turn}") + "]")
+                 + ("" if turn == "identity" else f", {turn}")
+                 + (", matched by content" if cp.get("method") == "content" else "") + "]")
     return line
 
 

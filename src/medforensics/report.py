@@ -940,7 +940,8 @@ def _regions_html(regions: list[Mapping[str, Any]]) -> str:
             turn = cp.get("transform") or "identity"
             copy = (f"partner ({px0}, {py0})-({px1}, {py1}); this area: "
                     f"{_e(cp.get('role', 'copy or source'))}"
-                    + ("" if turn == "identity" else f", {_e(turn)}"))
+                    + ("" if turn == "identity" else f", {_e(turn)}")
+                    + (", matched by content" if cp.get("method") == "content" else ""))
         body.append(
             f"<tr><td>{i}</td><td>({x0}, {y0})-({x1}, {y1})</td><td>{x1 - x0} x {y1 - y0}</td>"
             f"<td>{_fmt_num(r.get('area_percent'), 2)} %</td><td>{_fmt_num(r.get('mean_prob'))}"

@@ -45,7 +45,8 @@ def _copy_partner(box: Box, copies: Sequence[Mapping[str, Any]]) -> dict[str, An
                         "source" if c.get("target_side") else "copy or source")
                 best = (ov, {"partner_bbox": list(other), "transform": c.get("transform",
                                                                              "identity"),
-                             "shift": c.get("shift"), "role": role})
+                             "shift": c.get("shift"), "role": role,
+                             "method": c.get("method", "blocks")})
     return None if best is None else best[1]
 
 
