@@ -193,10 +193,7 @@ def similarity_content_map(x: np.ndarray, model: SimilarityCopy, *, margin: int 
     H, W = img.shape
     dst = np.zeros((H, W), np.float32)
     src = np.zeros((H, W), np.float32)
-    y0 = max(int(model.dst[:, 0].min()) - margin, 0)
-    y1 = min(int(model.dst[:, 0].max()) + margin + 1, H)
-    x0 = max(int(model.dst[:, 1].min()) - margin, 0)
-    x1 = min(int(model.dst[:, 1].max()) + margin + 1, W)
+    y0, y1, x0, x1 = model.dst_box((H, W), margin)
     if y1 - y0 < window or x1 - x0 < window:
         return dst, src
     yy, xx = np.mgrid[y0:y1, x0:x1]

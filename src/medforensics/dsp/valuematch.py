@@ -95,6 +95,15 @@ class SimilarityCopy:
     def support(self) -> int:
         return int(len(self.src))
 
+    def dst_box(self, shape: tuple[int, int], margin: int) -> tuple[int, int, int, int]:
+        """``(y0, y1, x0, x1)``: the inliers' bounding box on the copy side, grown by
+        ``margin`` px and clipped to an image of ``shape`` (ends exclusive)."""
+        H, W = shape
+        return (max(int(self.dst[:, 0].min()) - margin, 0),
+                min(int(self.dst[:, 0].max()) + margin + 1, H),
+                max(int(self.dst[:, 1].min()) - margin, 0),
+                min(int(self.dst[:, 1].max()) + margin + 1, W))
+
 
 def value_keypoints(x: np.ndarray, valid: np.ndarray | None = None, *,
                     strip_rows: int = 1024) -> ValueKeypoints:
@@ -335,10 +344,7 @@ def similarity_equal_map(x: np.ndarray, model: SimilarityCopy, *, margin: int = 
     H, W = img.shape
     dst = np.zeros((H, W), np.float32)
     src = np.zeros((H, W), np.float32)
-    y0 = max(int(model.dst[:, 0].min()) - margin, 0)
-    y1 = min(int(model.dst[:, 0].max()) + margin + 1, H)
-    x0 = max(int(model.dst[:, 1].min()) - margin, 0)
-    x1 = min(int(model.dst[:, 1].max()) + margin + 1, W)
+    y0, y1, x0, x1 = model.dst_box((H, W), margin)
     yy, xx = np.mgrid[y0:y1, x0:x1]
     zp = (xx + 1j * yy - model.b) / model.a
     sy, sx = np.rint(zp.imag).astype(np.int64), np.rint(zp.real).astype(np.int64)
