@@ -180,3 +180,20 @@ def test_detector_names_a_content_matched_turned_copy() -> None:
     cp = copies[0]["copy_of"]
     assert cp["method"] == "content" and cp["transform"].startswith("rotate")
     assert "matched by content" in _region_line(1, copies[0])
+
+
+def test_interpolated_copy_is_named_by_its_quieter_noise() -> None:
+    img, mask = _paste(_scene(11), angle=23.0)
+    res = detect_copy_move(img)
+    g = _content(res.regions)[0]
+    assert g["decided"] and g["cue"] == "interpolation" and g["smoothing_log_ratio"] != 0
+    pasted = g["bbox_b"] if g["target_side"] == "b" else g["bbox_a"]
+    x0, y0, x1, y1 = pasted
+    assert abs(x0 - 260) <= 8 and abs(y0 - 210) <= 8  # the pasted block, not its source
+    # the source (the turned block's centre came from around (129, 129)) is down-weighted
+    # below the map threshold; without the decision it is marked like the copy
+    src = (slice(95, 165), slice(95, 165))
+    assert (res.map[src] >= 0.5).mean() < 0.2
+    assert (res.map[mask] >= 0.5).mean() > 0.7
+    both = detect_copy_move(img, disambiguate=False)
+    assert (both.map[src] >= 0.5).mean() > 0.7

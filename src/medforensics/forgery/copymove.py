@@ -233,15 +233,19 @@ def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *
 
 def _paint_pair(out: np.ndarray, regions: list[dict], da: np.ndarray, db: np.ndarray,
                 info: dict, *, r: np.ndarray | None, source_weight: float,
-                seam_margin: float) -> None:
+                seam_margin: float, side: tuple[str, str] | None = None) -> None:
     """Paint both areas of a turned / resampled copy into ``out`` and describe it.
 
-    With the residual ``r`` the seam cue may name the pasted side (the other side is then
-    multiplied by ``source_weight``); the blend cue needs a pure shift and is not used.
+    ``side``: ``("a" | "b", cue name)`` when the pasted side is already known; otherwise,
+    with the residual ``r``, the seam cue may name it. The other side is then multiplied by
+    ``source_weight``; the blend cue needs a pure shift and is not used.
     """
     info.update({"target_side": "", "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0,
                  "decided": False, "cue": ""})
-    if r is not None and source_weight != 1.0:
+    if side is not None and source_weight != 1.0:
+        info.update(target_side=side[0], decided=True, cue=side[1])
+        (da if side[0] == "b" else db)[...] *= np.float32(source_weight)
+    elif r is not None and source_weight != 1.0:
         la, lb = _seam_log_ratio(r, da >= 0.5), _seam_log_ratio(r, db >= 0.5)
         info["seam_log_ratio"] = (la, lb)
         if abs(abs(la) - abs(lb)) > seam_margin:
@@ -290,17 +294,35 @@ def _resampled_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
     return best
 
 
+def _smoothing_log_ratio(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """``log(median r^2 on b / median r^2 on a)`` (0 when either side is empty or silent).
+
+    A copy resampled with interpolation has averaged - quieter - noise than its source,
+    which holds the same content at the same intensities."""
+    if not a.any() or not b.any():
+        return 0.0
+    ea = float(np.median(np.square(r[a], dtype=np.float64)))
+    eb = float(np.median(np.square(r[b], dtype=np.float64)))
+    if ea <= 0 or eb <= 0:
+        return 0.0
+    return math.log(eb / ea)
+
+
 def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
                     regions: list[dict], *, lossy: bool, min_shift: int, min_inliers: int,
                     min_area: int, min_fine: float, max_regions: int, r: np.ndarray | None,
-                    source_weight: float, seam_margin: float) -> float:
+                    source_weight: float, seam_margin: float,
+                    smooth_margin: float = 0.3) -> float:
     """Copies found by their content (SIFT features, :mod:`medforensics.dsp.featurematch`).
 
     A model counts when at least ``min_area`` pixels correlate at >= 0.8 in content (band
     above a 3-px Gaussian) and the median fine-band correlation (above a 1-px Gaussian:
     what is left of the noise) over them is at least ``min_fine`` - repeated anatomy
     (ribs a period apart) correlates in content, not in noise. Areas already painted by an
-    earlier model (block matching, exact values) are not reported again.
+    earlier model (block matching, exact values) are not reported again. On lossless
+    inputs the side whose residual is quieter by more than ``smooth_margin`` (log of the
+    median energy ratio) is named the copy (``cue: "interpolation"``: interpolation averages
+    the noise); otherwise the seam test of :func:`_paint_pair` may decide.
 
     Returns:
         The best kept model's inlier count divided by ``min_inliers`` (0 if none).
@@ -349,8 +371,13 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
         del region
         info = {"shift": None, "support": mdl.support, "transform": turn, "method": "content",
                 "bbox_a": _bbox(src >= 0.5), "bbox_b": _bbox(dst >= 0.5)}
+        side = None
+        if not lossy and r is not None:
+            info["smoothing_log_ratio"] = lr = _smoothing_log_ratio(r, src >= 0.5, dst >= 0.5)
+            if abs(lr) > smooth_margin:  # the interpolated (quieter) side is the copy
+                side = ("b" if lr < 0 else "a", "interpolation")
         _paint_pair(out, regions, src, dst, info, r=None if lossy else r,
-                    source_weight=source_weight, seam_margin=seam_margin)
+                    source_weight=source_weight, seam_margin=seam_margin, side=side)
     return best
 
 
