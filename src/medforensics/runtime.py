@@ -71,5 +71,8 @@ def configure_threads(threads: int | None = None) -> int:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
+    cv2 = sys.modules.get("cv2")  # OpenCV (copy-move feature search) reads the env on import
+    if cv2 is not None:
+        cv2.setNumThreads(n)
     log.debug("intra-op threads: %d", n)
     return n

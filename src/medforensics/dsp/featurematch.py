@@ -28,7 +28,9 @@ Pure functions of arrays, no I/O.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +39,17 @@ from medforensics.dsp.valuematch import SimilarityCopy
 from medforensics.errors import InvalidArrayError
 
 __all__ = ["Features", "sift_features", "match_features", "similarity_content_map"]
+
+
+def _cv2() -> ModuleType:
+    """OpenCV, with its thread pool sized like the rest of the process (``OMP_NUM_THREADS``,
+    which :func:`medforensics.runtime.configure_threads` sets), not to every core."""
+    import cv2
+
+    n = os.environ.get("OMP_NUM_THREADS", "")
+    if n.isdigit() and int(n) > 0 and cv2.getNumThreads() != int(n):
+        cv2.setNumThreads(int(n))
+    return cv2
 
 
 @dataclass
@@ -74,7 +87,7 @@ def sift_features(img8: np.ndarray, *, tile: int = 1024, overlap: int = 48,
     Raises:
         InvalidArrayError: not a 2-D uint8 array.
     """
-    import cv2
+    cv2 = _cv2()
 
     a = np.asarray(img8)
     if a.ndim != 2 or a.dtype != np.uint8:
@@ -122,7 +135,7 @@ def match_features(f: Features, *, ratio: float = 0.6, min_dist: float = 16.0, k
     Returns:
         ``(i, j)``: int64 (M,) index pairs with ``i < j`` (each pair once).
     """
-    import cv2
+    cv2 = _cv2()
 
     n = len(f.y)
     e = np.zeros(0, np.int64)
