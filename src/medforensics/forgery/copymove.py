@@ -334,6 +334,7 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
     )
     from medforensics.dsp.valuematch import fit_similarities
     from medforensics.forgery.ela import is_8bit, window_to_uint8
+    from medforensics.forgery.regions import overlap_share
 
     if is_8bit(img):
         img8 = img.astype(np.uint8)
@@ -358,7 +359,11 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
         del fine
         if fine_median < min_fine:
             continue
-        if float(np.mean(out[region] >= 0.5)) > 0.5:  # already reported
+        # a copy an earlier search reported (its source side may be down-weighted below 0.5)
+        box = _bbox(region)
+        if box is not None and any(
+                overlap_share(box, tuple(g[k])) >= 0.5
+                for g in regions for k in ("bbox_a", "bbox_b") if g.get(k) is not None):
             continue
         best = max(best, mdl.support / float(min_inliers))
         if abs(mdl.scale - 1.0) <= 0.01 and min(abs(mdl.angle), 360 - abs(mdl.angle)) < 0.5:
