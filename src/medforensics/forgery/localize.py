@@ -2,8 +2,9 @@
 
 Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own decision point):
 
-* ``copymove``: :func:`medforensics.forgery.copymove.detect_copy_move` (residual block matching,
-  lossless or lossy data; both copies unless the pasted side could be told apart).
+* ``copymove``: :func:`medforensics.forgery.copymove.detect_copy_move` (residual block
+  matching, exact-value keypoints and SIFT content matching; lossless or lossy data; both
+  copies unless the pasted side could be told apart).
 * ``noise``: :func:`medforensics.forgery.noiseinconsistency.noise_inconsistency_map` (local
   noise level vs the image's own Poisson-Gaussian noise model).
 * ``texture``: :func:`medforensics.forgery.texture.texture_inconsistency_map` (local noise
