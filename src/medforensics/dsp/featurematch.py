@@ -68,7 +68,7 @@ class Features:
 
 
 def sift_features(img8: np.ndarray, *, tile: int = 1024, overlap: int = 48,
-                  max_features: int = 40000, contrast: float = 0.005) -> Features:
+                  max_features: int = 20000, contrast: float = 0.005) -> Features:
     """SIFT keypoints of an 8-bit image, tile by tile.
 
     Args:
