@@ -202,3 +202,14 @@ def test_interpolated_copy_is_named_by_its_quieter_noise() -> None:
     assert (res.map[mask] >= 0.5).mean() > 0.7
     both = detect_copy_move(img, disambiguate=False)
     assert (both.map[src] >= 0.5).mean() > 0.7
+
+
+def test_matches_do_not_depend_on_what_was_analysed_before() -> None:
+    u8 = np.clip(_scene(12) / 40, 0, 255).astype(np.uint8)
+    f = sift_features(u8)
+    first = match_features(f)
+    other = sift_features(np.ascontiguousarray(u8[::-1]))
+    match_features(other)  # moves OpenCV's global random state
+    again = match_features(f)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])

@@ -121,8 +121,8 @@ def sift_features(img8: np.ndarray, *, tile: int = 1024, overlap: int = 48,
     return Features(np.concatenate(yy), np.concatenate(xx), np.concatenate(dd))
 
 
-def match_features(f: Features, *, ratio: float = 0.6, min_dist: float = 16.0, k: int = 4
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def match_features(f: Features, *, ratio: float = 0.6, min_dist: float = 16.0, k: int = 4,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of keypoints of one image with near-identical descriptors.
 
     Args:
@@ -131,6 +131,10 @@ def match_features(f: Features, *, ratio: float = 0.6, min_dist: float = 16.0, k
             the next neighbour's (generalised 2-NN test); the first rejection stops.
         min_dist: partners closer than this (px) are not matches.
         k: neighbours looked at per keypoint (the keypoint itself included).
+        seed: seed of the kd-trees' random splits. FLANN draws them from OpenCV's global
+            random generator, whose state otherwise depends on every earlier call in the
+            process; it is re-seeded here (``cv2.setRNGSeed``) so that an image gives the
+            same matches whatever was analysed before it.
 
     Returns:
         ``(i, j)``: int64 (M,) index pairs with ``i < j`` (each pair once).
@@ -142,6 +146,7 @@ def match_features(f: Features, *, ratio: float = 0.6, min_dist: float = 16.0, k
     if n < 3:
         return e, e.copy()
     k = min(k, n)
+    cv2.setRNGSeed(int(seed))
     flann = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64})
     knn = flann.knnMatch(f.desc, f.desc, k=k)
     idx = np.full((n, k), -1, np.int64)
