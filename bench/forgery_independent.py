@@ -30,6 +30,9 @@ it has never seen:
 * ``gain``: a block's contrast changed by 0.85-0.95 or 1.05-1.15 about its mean (a local
   "window" edit).
 
+With ``--jpeg Q`` every edited image and its original are exported to 8-bit JPEG of quality
+``Q`` after the edit (a JPEG export of a tampered study), and those files are scored.
+
 With ``--real`` the images are the lossless single-frame files of ``../shared/data/real``
 (radiographs of ``xray/`` and ``codecs/``, the distinct MR slices of ``mr/``; byte-identical
 duplicates dropped), every file is edited once per kind (blocks 64-192 px, at most half the
@@ -154,6 +157,19 @@ KINDS = ("splice", "clone", "smooth", "clone-rot90", "clone-mirror", "clone-rota
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
+def _to_jpeg(path: Path, reference: np.ndarray, dest: Path, quality: int) -> Path:
+    """Window a DICOM's stored values to 8 bits (0.5-99.5 percentiles of ``reference``,
+    the unedited image, so an original and its edit share the window) and save a JPEG."""
+    import pydicom
+    from PIL import Image
+
+    x = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    lo, hi = np.percentile(reference, [0.5, 99.5])
+    u8 = np.clip(np.rint((x - lo) * 255.0 / max(hi - lo, 1.0)), 0, 255).astype(np.uint8)
+    Image.fromarray(u8).save(dest, format="JPEG", quality=quality)
+    return dest
+
+
 def _real_rows() -> list[dict[str, str]]:
     """Lossless single-frame real files (>= 256 px), duplicates dropped, device as model."""
     import hashlib
@@ -187,6 +203,9 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated edit kinds")
     ap.add_argument("--real", action="store_true",
                     help="edit the lossless real files of ../shared/data/real instead")
+    ap.add_argument("--jpeg", type=int, default=0, metavar="Q",
+                    help="export the edited image and its original to 8-bit JPEG of quality "
+                         "Q (0.5-99.5 percentile window of the original) before detection")
     args = ap.parse_args()
 
     import pydicom
@@ -231,11 +250,16 @@ def main() -> None:
                 stored.dtype).tobytes()
             path = out / f"{kind}_{i:03d}.dcm"
             ds.save_as(path, enforce_file_format=True)
+            if args.jpeg:
+                path = _to_jpeg(path, stored, out / f"{kind}_{i:03d}.jpg", args.jpeg)
             img = read_image(path)
             res = det.detect(img.pixels, img.meta)
             scores.setdefault(kind, {"tampered": [], "original": []})["tampered"].append(res.score)
             if r["path"] not in orig_cache:
-                o = read_image(r["path"])
+                opath = Path(r["path"])
+                if args.jpeg:
+                    opath = _to_jpeg(opath, stored, out / f"original_{i:03d}.jpg", args.jpeg)
+                o = read_image(opath)
                 orig_cache[r["path"]] = det.detect(o.pixels, o.meta).score
             scores[kind]["original"].append(orig_cache[r["path"]])
             f1s.setdefault(kind, []).append(_best_f1(np.asarray(res.prob_map), mask))
