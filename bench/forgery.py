@@ -23,10 +23,13 @@ What it does (everything generated here, nothing downloaded; steps are cached in
    exports edited and saved losslessly (PNG), so that only the edit lacks the JPEG history;
 5. **JPEG re-save of a tampered DICOM export**: the tampered and original test DICOMs of step 2
    exported to JPEG q90 *after* the edit (the edit leaves no double-compression trace);
-6. **real files** (../shared/data/real, skipped when absent): lossless single-frame
-   radiographs (xray/ and codecs/) tampered in ``--real-rounds`` rounds (default 4), and the
-   distinct lossless MR slices (mr/, byte-identical duplicates dropped) in 2 rounds with
-   64-96 px regions; training-free detector, plus its verdict on every untouched real file.
+6. **real files** (../shared/data/real, skipped when absent): the distinct lossless
+   single-frame radiographs (xray/ and codecs/; a file whose decoded pixels equal an earlier
+   one's is dropped) tampered in ``--real-rounds`` rounds (default 4), and the distinct
+   lossless MR slices (mr/) in 2 rounds with 64-96 px regions; training-free detector, plus
+   its verdict on every untouched real file. One more radiograph row measures copy-moves
+   whose source is clipped background (``copy_source="clipped"``: a constant fill, which the
+   generator's ordinary copy-moves no longer make).
 
 Writes ``results.json`` and ``results.md`` into ``--out`` and prints the table.
 """
@@ -178,26 +181,11 @@ def by_angle(manifest: Path, eval_dir: Path) -> dict[str, Any]:
             for k, v in out.items()}
 
 
-def real_inputs(cands: list[Path], read_header: Any) -> list[dict[str, str]]:
-    """Lossless single-frame images of at least 256 px, byte-identical duplicates dropped."""
-    import hashlib
+def real_inputs(cands: list[Path]) -> list[dict[str, str]]:
+    """Rows of the distinct lossless single-frame images among ``cands`` (see realfiles)."""
+    from realfiles import lossless_real_files
 
-    rows, seen = [], set()
-    for p in cands:
-        try:
-            m = read_header(p)
-        except Exception as exc:  # unreadable header: listed, not used
-            log.info("real: skip %s (%s)", p.name, exc)
-            continue
-        if m.lossy or m.n_frames != 1 or min(m.rows, m.cols) < 256:
-            continue
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()
-        if digest in seen:
-            log.info("real: skip %s (duplicate)", p.name)
-            continue
-        seen.add(digest)
-        rows.append({"path": str(p)})
-    return rows
+    return [{"path": str(p)} for p, _ in lossless_real_files(cands)]
 
 
 # ---------------------------------------------------------------------------------- main
@@ -226,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     from medforensics.data.splits import assign_splits, check_leakage
     from medforensics.forgery.detector import ForgeryDetector
     from medforensics.forgery.tamper import generate
-    from medforensics.io import read_header
     from medforensics.train.engine import train
 
     torch.set_num_threads(1)
@@ -424,15 +411,19 @@ def main(argv: list[str] | None = None) -> int:
         mr = sorted((REAL / "mr").glob("*/*.dcm"))
         untouched: list[dict[str, Any]] = []
         res["real_files"], res["real_mr_files"] = [], []
-        for key, label, cands, n_rounds, sizes in (
-                ("real", "real lossless radiographs 64-192 px", xray, rounds, (64, 192)),
+        for key, label, cands, n_rounds, sizes, kinds, opts in (
+                ("real", "real lossless radiographs 64-192 px", xray, rounds, (64, 192),
+                 KINDS, None),
                 ("realmr", "real lossless MR slices (256 px) 64-96 px", mr, mr_rounds,
-                 (64, 96))):
-            real_rows = real_inputs(cands, read_header)
-            res["real_files" if key == "real" else "real_mr_files"] = [
+                 (64, 96), KINDS, None),
+                ("realclip", "real lossless radiographs, copy-moves of clipped background "
+                 "64-192 px", xray, rounds, (64, 192), ["copy-move"],
+                 {"copy_source": "clipped"})):
+            real_rows = real_inputs(cands)
+            res[{"real": "real_files", "realmr": "real_mr_files"}.get(key, key + "_files")] = [
                 Path(r["path"]).name for r in real_rows]
             # verdicts on the untouched files
-            for r in real_rows:
+            for r in real_rows if key != "realclip" else []:
                 rr = free.detect_file(r["path"])
                 untouched.append({"file": str(Path(r["path"]).relative_to(REAL)),
                                   "verdict": rr.verdict, "score": rr.score,
@@ -442,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
             for k in range(n_rounds):
                 rset = work / f"tamper_{key}_{k}"
                 if not (rset / "tamper_manifest.csv").is_file():
-                    generate(real_rows, rset, kinds=KINDS,
-                             seed=args.seed + (10 if key == "real" else 50) + k, sizes=sizes)
+                    generate(real_rows, rset, kinds=kinds, options=opts,
+                             seed=args.seed + {"real": 10, "realmr": 50, "realclip": 90}[key] + k,
+                             sizes=sizes)
                 real_all += list(csv.DictReader(open(rset / "tamper_manifest.csv", newline="")))
             real_manifest = work / f"tamper_{key}.csv"
             for r in real_all:  # pair ids are per round: make them unique

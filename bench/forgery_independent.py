@@ -34,8 +34,8 @@ With ``--jpeg Q`` every edited image and its original are exported to 8-bit JPEG
 ``Q`` after the edit (a JPEG export of a tampered study), and those files are scored.
 
 With ``--real`` the images are the lossless single-frame files of ``../shared/data/real``
-(radiographs of ``xray/`` and ``codecs/``, the distinct MR slices of ``mr/``; byte-identical
-duplicates dropped), every file is edited once per kind (blocks 64-192 px, at most half the
+(radiographs of ``xray/`` and ``codecs/``, MR slices of ``mr/``; a file whose decoded pixels
+equal an earlier one's is dropped), every file is edited once per kind (blocks 64-192 px, at most half the
 image side), splice donors come from another device (by the header's manufacturer / model),
 and the detector is the training-free one (no source model knows these devices).
 
@@ -171,26 +171,13 @@ def _to_jpeg(path: Path, reference: np.ndarray, dest: Path, quality: int) -> Pat
 
 
 def _real_rows() -> list[dict[str, str]]:
-    """Lossless single-frame real files (>= 256 px), duplicates dropped, device as model."""
-    import hashlib
+    """Distinct lossless single-frame real files (>= 256 px, see realfiles), device as model."""
+    from realfiles import lossless_real_files
 
-    from medforensics.io import read_header
-
-    cands = sorted(list((REAL / "xray").glob("*.dcm")) + list((REAL / "codecs").glob("*.dcm"))
-                   + list((REAL / "mr").glob("*/*.dcm")))
-    rows, seen = [], set()
-    for p in cands:
-        try:
-            m = read_header(p)
-        except Exception:  # unreadable: not used
-            continue
-        if m.lossy or m.n_frames != 1 or min(m.rows, m.cols) < 256:
-            continue
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()
-        if digest not in seen:
-            seen.add(digest)
-            rows.append({"path": str(p), "model": f"{m.manufacturer}|{m.model}"})
-    return rows
+    cands = (list((REAL / "xray").glob("*.dcm")) + list((REAL / "codecs").glob("*.dcm"))
+             + list((REAL / "mr").glob("*/*.dcm")))
+    return [{"path": str(p), "model": f"{m.manufacturer}|{m.model}"}
+            for p, m in lossless_real_files(cands)]
 
 
 def main() -> None:

@@ -109,6 +109,27 @@ def test_quarter_turn_copy_move_is_an_exact_pixel_rotation() -> None:
     assert seen == {90.0, 180.0, 270.0}
 
 
+def test_copy_move_source_is_content_unless_asked_for_clipped_background() -> None:
+    img = _xray(np.random.default_rng(7)).astype(np.uint16)
+    img[:, : N // 2] = 0  # left half: clipped background at the image's minimum
+    shares = {}
+    for mode in ("content", "clipped", "any"):
+        shares[mode] = []
+        for seed in range(12):
+            r = tamper_array(img, "copy-move", np.random.default_rng(seed), sizes=(32, 64),
+                             options={"copy_source": mode})
+            src = img[r.source_mask]
+            shares[mode].append(float(np.mean(src == 0)))
+            assert r.detail["source_clipped"] >= 0.0
+            assert np.array_equal(r.mask, r.pixels != img)
+    assert max(shares["content"]) <= 0.5
+    assert min(shares["clipped"]) > 0.5
+    # unconstrained draws land on both (half the image is background)
+    assert min(shares["any"]) <= 0.5 < max(shares["any"])
+    with pytest.raises(ConfigError, match="copy_source"):
+        tamper_array(img, "copy-move", np.random.default_rng(0), options={"copy_source": "x"})
+
+
 def test_bad_arguments() -> None:
     img = _xray(np.random.default_rng(1)).astype(np.uint16)
     with pytest.raises(ConfigError):

@@ -599,6 +599,10 @@ def tamper_cmd(
         None, "--feather", help="Feather sigma in px (default: random 0/1/2 per image)."),
     rotate: bool = typer.Option(False, "--rotate", help="Copy-move: allow rotation."),
     scale: bool = typer.Option(False, "--scale", help="Copy-move: allow scaling."),
+    copy_source: str = typer.Option(
+        "content", "--copy-source",
+        help="Copy-move source: content (default; no flat or clipped background), clipped "
+             "(only clipped background: a constant fill) or any."),
 ) -> None:
     """Generate tampered images with exact masks plus matched untampered originals."""
     from medforensics.errors import MedForensicsError
@@ -611,7 +615,8 @@ def tamper_cmd(
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
     try:
         rep = generate(source, out, kinds=kind_list, seed=seed, sizes=(lo, hi), n=n,
-                       feather=feather, options={"rotate": rotate, "scale": scale})
+                       feather=feather,
+                       options={"rotate": rotate, "scale": scale, "copy_source": copy_source})
     except MedForensicsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

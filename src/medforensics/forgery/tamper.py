@@ -21,7 +21,10 @@ Results are rounded and clipped to the original image's own ``[min, max]``; an e
 re-drawn elsewhere if it would change the image's minimum or maximum (so MONOCHROME1
 inversion and any min/max-based normalisation are unaffected outside the edit), if the location
 is flat (background), or if it would change fewer than 80 % of the region's pixels (50 % for
-``insertion``, whose smooth profile rounds to zero at its rim).
+``insertion``, whose smooth profile rounds to zero at its rim). A copy-move *source* is
+re-drawn too when it is flat or more than half of it is at the image's minimum or maximum:
+pasting clipped background is a constant fill, with no content to copy (``copy_source``
+option: ``"clipped"`` makes exactly such fills, for measuring them on their own).
 
 **Masks.** The mask is *exactly the set of pixels whose stored value differs* between the
 tampered and the matched original file. With feathered edges, pixels in the soft border whose
@@ -110,6 +113,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 _CARRIED = ("PatientID", "StudyInstanceUID", "manufacturer", "model", "unit", "split")
 
 _MAX_TRIES = 40
+_COPY_SOURCES = ("content", "clipped", "any")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +232,19 @@ def _place(rng: np.random.Generator, H: int, W: int, h: int, w: int, pad: int) -
     y = int(rng.integers(pad, H - h - pad + 1))
     x = int(rng.integers(pad, W - w - pad + 1))
     return y, x
+
+
+def _copy_source(opts: dict[str, Any]) -> str:
+    """The ``copy_source`` option, checked."""
+    value = str(opts.get("copy_source", "content"))
+    if value not in _COPY_SOURCES:
+        raise ConfigError(f"unknown copy_source {value!r}; choose from {', '.join(_COPY_SOURCES)}")
+    return value
+
+
+def _clipped_share(values: np.ndarray, vmin: float, vmax: float) -> float:
+    """Share of ``values`` at the image's minimum or maximum (0..1)."""
+    return float(np.mean((values <= vmin) | (values >= vmax))) if values.size else 0.0
 
 
 def _textured(img: np.ndarray, y: int, x: int, h: int, w: int, ref_std: float) -> bool:
@@ -501,8 +518,12 @@ def tamper_array(
             slope), -1 otherwise; used by ``insertion`` and to orient donors.
         donor_polarity: polarity of ``donor``.
         options: ``rotate``/``scale`` (bool, copy-move), ``p_transform`` (probability of each
-            transform when enabled, default 0.5), ``splice_match`` ("meanstd", "mean", "none"),
-            ``removal_max`` (cap on the removal region size, default 160 px).
+            transform when enabled, default 0.5), ``copy_source`` (copy-move: "content", the
+            default, redraws a source that is flat or more than half at the image's minimum /
+            maximum - a copy of clipped background is a constant fill, not a copy of content;
+            "clipped" asks for exactly such a source; "any" takes what is drawn),
+            ``splice_match`` ("meanstd", "mean", "none"), ``removal_max`` (cap on the removal
+            region size, default 160 px).
 
     Returns:
         :class:`TamperResult`; ``mask`` is exactly ``result.pixels != pixels``.
@@ -527,6 +548,7 @@ def tamper_array(
     p1, p99 = np.percentile(orig, [1, 99])
     dyn = float(max(p99 - p1, 1.0))
     ref_std = float(orig.std())
+    copy_source = _copy_source(opts)
     limit = min(H, W) // 2
     last_reason = "no attempt"
     for _attempt in range(_MAX_TRIES):
@@ -553,6 +575,16 @@ def tamper_array(
         if not _textured(arr, ys.start, xs.start, ys.stop - ys.start, xs.stop - xs.start, ref_std):
             last_reason = "flat location"
             continue
+        if kind == "copy-move" and ed.source_win is not None:
+            src_values = orig[ed.source_win]
+            clipped = _clipped_share(src_values, vmin, vmax)
+            if copy_source == "content" and (clipped > 0.5 or src_values.std() <= 0.05 * ref_std):
+                last_reason = "copy-move source is flat or clipped background"
+                continue
+            if copy_source == "clipped" and clipped <= 0.5:
+                last_reason = "copy-move source is not clipped background"
+                continue
+            ed.detail["source_clipped"] = round(clipped, 3)
         old = orig[ed.win]
         blended = ed.alpha * ed.new + (1.0 - ed.alpha) * old
         q = np.clip(np.rint(blended), vmin, vmax)
@@ -927,6 +959,7 @@ def generate(
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise ConfigError(f"unknown kinds {bad}; choose from {', '.join(KINDS)}")
+    _copy_source(dict(options or {}))
     rows_in = read_inputs(inputs) if isinstance(inputs, (str, Path)) else list(inputs)
     if not rows_in:
         raise ConfigError("no input images")
