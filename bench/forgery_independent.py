@@ -28,7 +28,9 @@ it has never seen:
   (``scipy.ndimage.zoom``, bilinear);
 * ``noise``: Gaussian noise of 0.5-1 x the image's own noise level added to a block;
 * ``gain``: a block's contrast changed by 0.85-0.95 or 1.05-1.15 about its mean (a local
-  "window" edit).
+  "window" edit);
+* ``inpaint``: a square of half the drawn side (at least 32 px) removed with OpenCV's
+  inpainting (``cv2.inpaint``, Telea, radius 3) - a removal as an image editor makes it.
 
 With ``--jpeg Q`` every edited image and its original are exported to 8-bit JPEG of quality
 ``Q`` after the edit (a JPEG export of a tampered study), and those files are scored.
@@ -141,6 +143,13 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
         g = float(rng.uniform(1.05, 1.15)) if rng.random() < 0.5 else float(rng.uniform(0.85, 0.95))
         blk = out[y:y + side, x:x + side]
         out[y:y + side, x:x + side] = blk.mean() + g * (blk - blk.mean())
+    elif kind == "inpaint":
+        import cv2
+
+        half = max(32, side // 2)  # removals are smaller than the clones
+        hole = np.zeros((h, w), np.uint8)
+        hole[y:y + half, x:x + half] = 1
+        out = cv2.inpaint(img.astype(np.float32), hole, 3, cv2.INPAINT_TELEA).astype(np.float64)
     elif kind == "smooth":
         from scipy import ndimage
 
@@ -153,7 +162,7 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
 
 
 KINDS = ("splice", "clone", "smooth", "clone-rot90", "clone-mirror", "clone-rotated",
-         "clone-rotated-nn", "clone-scaled", "noise", "gain")
+         "clone-rotated-nn", "clone-scaled", "noise", "gain", "inpaint")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
