@@ -10,6 +10,7 @@ from medforensics.dsp.noisetexture import (
     FEATURE_NAMES,
     anisotropy,
     block_texture_features,
+    coarse_lattice_blocks,
     noise_texture_features,
     sign_to_pearson,
     texture_cell_sums,
@@ -97,6 +98,58 @@ def test_lattice_share_sees_gain_steps() -> None:
     assert f_rel[inside + (6,)].max() < -0.15 and np.abs(f_rel[outside + (6,)].mean()) < 0.08
 
 
+def test_within_cell_pair_counts_match_a_direct_count() -> None:
+    rng = np.random.default_rng(9)
+    img = np.round(500 + 3 * rng.normal(size=(64, 64)))
+    ign = np.zeros(img.shape, bool)
+    ign[3:9, 5:30] = True
+    cells = texture_cell_sums(img, ignore=ign)
+    for cy, cx in ((0, 0), (0, 1), (2, 3)):
+        v = img[cy * 16:(cy + 1) * 16, cx * 16:(cx + 1) * 16][
+            ~ign[cy * 16:(cy + 1) * 16, cx * 16:(cx + 1) * 16]]
+        d = np.abs(v[:, None] - v[None, :])
+        off = ~np.eye(v.size, dtype=bool)
+        assert cells.near12[cy, cx] == ((d >= 1) & (d <= 2)).sum()
+        assert cells.near_all[cy, cx] == ((d <= 2) & off).sum()
+        assert cells.near_pixels[cy, cx] == ((d <= 2) & off).any(axis=1).sum()
+        assert cells.distinct[cy, cx] == np.unique(v).size
+
+
+@pytest.mark.parametrize("gain", [3.0, 8.0, 13.3])
+def test_coarse_lattice_sees_content_scaled_up_from_fewer_grey_levels(gain: float) -> None:
+    """Wide integer noise (std 25: few adjacent pairs within +-2, the pair lattice share is
+    weak) with a square whose values were scaled up by ``gain`` and rounded: the within-cell
+    counts find it, and nothing else."""
+    rng = np.random.default_rng(10)
+    img = np.round(2000 + 25 * rng.normal(size=(256, 256)))
+    low = np.round((img[64:160, 64:160] - 2000) / gain)  # a low-range source ...
+    img[64:160, 64:160] = np.round(2000 + gain * low)    # ... matched back to this range
+    z, ratio, npix, distinct = coarse_lattice_blocks(texture_cell_sums(img))
+    inside = (slice(5, 7), slice(5, 7))
+    outside = (slice(11, 15), slice(11, 15))
+    assert ratio[inside].max() < 0.05 and z[inside].min() > 15
+    assert ratio[outside].min() > 0.8 and z[outside].max() < 4
+    assert distinct[inside].min() >= 16
+    t = texture_inconsistency_map(img)
+    assert t.score > 0.9 and t.map[80:144, 80:144].mean() > 0.9 and t.n_coarse >= 4
+    assert t.map[:48].max() < 0.5 and t.map[:, 200:].max() < 0.5
+
+
+def test_coarse_lattice_leaves_dense_flat_and_globally_coarse_images_alone() -> None:
+    rng = np.random.default_rng(11)
+    dense = np.round(2000 + 25 * rng.normal(size=(256, 256)))
+    assert texture_inconsistency_map(dense).n_coarse == 0
+    # a constant square (a burned-in graphic) is no lattice: too few distinct values
+    flat = dense.copy()
+    flat[64:160, 64:160] = 2100
+    assert texture_inconsistency_map(flat).n_coarse == 0
+    # the whole image on a step-4 lattice (a LUT): the histogram predicts it
+    coarse = 4 * np.round(dense / 4)
+    assert texture_inconsistency_map(coarse).n_coarse == 0
+    with pytest.raises(ConfigError):
+        coarse_lattice_blocks(texture_cell_sums(dense + 0.5))
+
+
 def test_cell_sums_do_not_depend_on_the_strip_height() -> None:
     rng = np.random.default_rng(5)
     img = np.round(1000 + 10 * rng.normal(size=(200, 150)))
@@ -104,7 +157,8 @@ def test_cell_sums_do_not_depend_on_the_strip_height() -> None:
     ign[50:60, 20:90] = True
     a = texture_cell_sums(img, ignore=ign, rows=512)
     b = texture_cell_sums(img, ignore=ign, rows=32)
-    for k in ("prod", "pairs", "lat1", "lat012", "lat_expected"):
+    for k in ("prod", "pairs", "lat1", "lat012", "lat_expected", "near12", "near_all",
+              "near12_expected", "near_pixels", "distinct"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
 
 

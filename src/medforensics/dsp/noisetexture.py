@@ -26,6 +26,14 @@ Features of a block (:data:`FEATURE_NAMES`):
   few values (it drifts down where the noise std is below ~1 stored value); non-integer images
   give NaN.
 
+* *coarse lattice* (:func:`coarse_lattice_blocks`, not a channel of the feature vector): the
+  adjacent-pair lattice share above has few pairs when the noise spans tens of stored values
+  (MR, 16-bit data). Within each cell every pair of pixels is counted instead, from the cell's
+  sorted values: pairs whose values differ by 1 or 2 against those the image's own histogram
+  predicts at those values. A region whose values were scaled up by a gain of about 3 or more
+  and rounded (content of fewer grey levels pasted into a wider range: an 8-bit picture into a
+  12-bit image, a low-range scanner's region matched to a high-range one) has next to none.
+
 Everything is computed on 16-px cells (pair counts summed per cell, strip by strip, so a
 4000 x 5000 image needs the float32 residual plus a few int8 / int32 arrays) and blocks are
 2 x 2 cells: 32-px blocks on a 16-px grid (:func:`block_texture_features`).
@@ -53,6 +61,7 @@ __all__ = [
     "sign_to_pearson",
     "texture_cell_sums",
     "block_texture_features",
+    "coarse_lattice_blocks",
     "noise_texture_features",
     "anisotropy",
 ]
@@ -138,6 +147,16 @@ class TextureCells:
         lat_expected: float64 (ncy, ncx): the number of ``lat1`` pairs expected from the
             image's own histogram (per counted pair starting at value v, the share of the
             image's pixels at v +- 1 among those at v-2..v+2); None likewise.
+        near12: float64 (ncy, ncx): ordered pairs of (not ignored) pixels *anywhere in the
+            cell* whose stored values differ by 1 or 2; None for non-integer images.
+        near_all: float64 (ncy, ncx): such pairs differing by 0, 1 or 2; None likewise.
+        near12_expected: float64 (ncy, ncx): the ``near12`` pairs expected from the image's
+            histogram (per pair from value v, the share of the image's pixels at v +- 1, 2
+            among those at v-2..v+2); None likewise.
+        near_pixels: float64 (ncy, ncx): pixels with at least one partner within +-2 in the
+            cell; None likewise.
+        distinct: float64 (ncy, ncx): distinct stored values of the cell's pixels; None
+            likewise.
     """
 
     cell: int
@@ -148,6 +167,11 @@ class TextureCells:
     lat1: np.ndarray | None
     lat012: np.ndarray | None
     lat_expected: np.ndarray | None = None
+    near12: np.ndarray | None = None
+    near_all: np.ndarray | None = None
+    near12_expected: np.ndarray | None = None
+    near_pixels: np.ndarray | None = None
+    distinct: np.ndarray | None = None
 
 
 def _cell_sum(a: np.ndarray, cell: int, ncx: int) -> np.ndarray:
@@ -216,6 +240,8 @@ def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
     lat012 = np.zeros((ncy, ncx), np.int32) if integer else None
     latexp = np.zeros((ncy, ncx), np.float64) if integer else None
     table = _lattice_table(img, vmin, rows) if integer else None
+    table12 = _lattice_table(img, vmin, rows, near=(1, 2)) if integer else None
+    pair_counts = [np.zeros((ncy, ncx), np.float64) for _ in range(5)] if integer else None
     per = max(1, rows // cell)
     for cy0 in range(0, ncy, per):
         cy1 = min(cy0 + per, ncy)
@@ -258,22 +284,83 @@ def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
                 lat012[cy0 + j] = _cell_sum(c2[j * cell : (j + 1) * cell], cell, ncx)
                 latexp[cy0 + j] = ce[j * cell : (j + 1) * cell, : ncx * cell].reshape(
                     cell, ncx, cell).sum(axis=(0, 2))
+            assert pair_counts is not None and table12 is not None
+            counts = _cell_value_pairs((v[:n] - vmin).astype(np.int64), None if ok is None
+                                       else ~ok[:n], cell, ncx, table12)
+            for acc, c in zip(pair_counts, counts):
+                acc[cy0:cy1] = c
     return TextureCells(cell=cell, kind=kind, lags=tuple(lags), prod=prod, pairs=pairs,
-                        lat1=lat1, lat012=lat012, lat_expected=latexp)
+                        lat1=lat1, lat012=lat012, lat_expected=latexp,
+                        **(dict(zip(("near12", "near_all", "near12_expected", "near_pixels",
+                                     "distinct"), pair_counts)) if pair_counts else {}))
 
 
-def _lattice_table(img: np.ndarray, vmin: float, rows: int) -> np.ndarray:
+def _lattice_table(img: np.ndarray, vmin: float, rows: int,
+                   near: tuple[int, ...] = (1,)) -> np.ndarray:
     """Per stored value v (offset by ``vmin``): the share of the image's pixels at
-    ``v +- 1`` among those at ``v-2 .. v+2`` (global histogram): the lattice share a pair
-    starting at ``v`` would have if its partner were drawn from the image's own values near v."""
+    ``v +- d`` for d in ``near`` among those at ``v-2 .. v+2`` (global histogram): the share a
+    pair starting at ``v`` would have if its partner were drawn from the image's own values
+    near v (``near=(1,)``: the lattice share; ``(1, 2)``: the coarse-lattice share)."""
     n = int(float(img.max()) - vmin) + 1
     h = np.zeros(n + 4, np.float64)
     for a in range(0, img.shape[0], rows):
         h[2 : n + 2] += np.bincount((img[a : a + rows] - vmin).astype(np.int64).ravel(),
                                     minlength=n)
-    one = h[1:-3] + h[3:-1]
-    allv = h[:-4] + one + h[2:-2] + h[4:]
-    return np.where(allv > 0, one / np.maximum(allv, 1.0), LATTICE_DENSE)
+    at = {d: h[2 - d : len(h) - 2 - d] + h[2 + d : len(h) - 2 + d] for d in (1, 2)}
+    sel = sum(at[d] for d in near)
+    allv = h[2:-2] + at[1] + at[2]
+    dense = LATTICE_DENSE if near == (1,) else 0.8
+    return np.where(allv > 0, sel / np.maximum(allv, 1.0), dense)
+
+
+def _cell_value_pairs(values: np.ndarray, ignore: np.ndarray | None, cell: int, ncx: int,
+                      table12: np.ndarray) -> list[np.ndarray]:
+    """Within-cell pair counts of one strip of cell rows (see :class:`TextureCells`).
+
+    Args:
+        values: int64 (rows, W) stored values minus the image minimum, rows a multiple of
+            ``cell``.
+        ignore: bool (rows, W) pixels left out, or None.
+        cell: cell side.
+        ncx: cells per row.
+        table12: the image's coarse-lattice table (``_lattice_table(near=(1, 2))``).
+
+    Returns:
+        ``[near12, near_all, near12_expected, near_pixels, distinct]``, float64
+        (rows // cell, ncx) each.
+    """
+    ncy = values.shape[0] // cell
+    v = values[: ncy * cell, : ncx * cell].reshape(ncy, cell, ncx, cell).transpose(
+        0, 2, 1, 3).reshape(ncy * ncx, cell * cell)
+    top = int(v.max()) + 1 if v.size else 1
+    sentinel, stride = top + 4, top + 8  # ignored pixels: one value no real value is near
+    if ignore is not None:
+        ig = ignore[: ncy * cell, : ncx * cell].reshape(ncy, cell, ncx, cell).transpose(
+            0, 2, 1, 3).reshape(ncy * ncx, cell * cell)
+        v = np.where(ig, sentinel, v)
+    v = np.sort(v, axis=1) + (np.arange(v.shape[0], dtype=np.int64) * stride)[:, None]
+    flat = v.ravel()
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(flat)) + 1))
+    run = np.diff(np.concatenate((starts, [flat.size]))).astype(np.float64)
+    u = flat[starts]
+    cell_id, val = u // stride, u % stride
+    keep = val != sentinel
+    u, run, cell_id, val = u[keep], run[keep], cell_id[keep], val[keep]
+    partners = np.zeros_like(run)  # pixels of the same cell at +-1 or +-2 from each run's value
+    for k in (1, 2):  # runs are distinct sorted values: a partner within 2 is 1 or 2 runs away
+        if u.size > k:
+            d = u[k:] - u[:-k]
+            m = (d >= 1) & (d <= 2)
+            partners[:-k] += np.where(m, run[k:], 0.0)
+            partners[k:] += np.where(m, run[:-k], 0.0)
+    near = run - 1.0 + partners
+    size = ncy * ncx
+    out = [np.bincount(cell_id, run * partners, minlength=size),
+           np.bincount(cell_id, run * near, minlength=size),
+           np.bincount(cell_id, run * near * table12[val], minlength=size),
+           np.bincount(cell_id, np.where(near > 0, run, 0.0), minlength=size),
+           np.bincount(cell_id, minlength=size).astype(np.float64)]
+    return [o.reshape(ncy, ncx) for o in out]
 
 
 def _window_sum(a: np.ndarray, k: int) -> np.ndarray:
@@ -338,6 +425,52 @@ def block_texture_features(cells: TextureCells, *, cells_per_block: int = 2,
     npairs = pairs.min(axis=2)
     feats[npairs < min_pairs] = np.nan
     return feats, npairs
+
+
+def coarse_lattice_blocks(cells: TextureCells, *, cells_per_block: int = 2
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Coarse-lattice evidence of every block of ``cells_per_block`` x ``cells_per_block``
+    cells (block grid as in :func:`block_texture_features`).
+
+    With ``C`` the block's within-cell pairs at +-1..2, ``E`` their number expected from the
+    image's histogram, ``A`` all pairs within +-2 and ``N`` the pixels that have such a
+    partner: ``ratio = C / E`` (~1 where the block's values are as dense as the image's own
+    there, ~0 on a lattice of step >= 3) and ``z = (E - C) / A * sqrt(N) / sqrt(p (1 - p))``
+    with ``p = E / A`` (floored at 0.05): a one-sided normal-like score counting the ``N``
+    pixels as the independent observations (the pairs themselves are not independent).
+
+    Args:
+        cells: output of :func:`texture_cell_sums` of an integer image.
+        cells_per_block: block side in cells.
+
+    Returns:
+        ``(z, ratio, n_pixels, distinct)``, float64 (nby, nbx) each (``distinct`` summed over
+        the block's cells).
+
+    Raises:
+        ConfigError: non-integer image (no counts) or bad ``cells_per_block``.
+    """
+    if cells.near12 is None or cells.near_all is None or cells.near12_expected is None \
+            or cells.near_pixels is None or cells.distinct is None:
+        raise ConfigError("coarse lattice needs integer-valued stored values")
+    k = int(cells_per_block)
+    ncy, ncx = cells.near12.shape
+    if k < 1 or k > min(ncy, ncx):
+        raise ConfigError(f"cells_per_block must be in 1..{min(ncy, ncx)}, got {k}")
+
+    def block_sum(a: np.ndarray) -> np.ndarray:
+        c = np.pad(np.cumsum(np.cumsum(a, axis=0), axis=1), ((1, 0), (1, 0)))
+        return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+
+    c12, call, e12 = (block_sum(a) for a in (cells.near12, cells.near_all,
+                                             cells.near12_expected))
+    npix, distinct = block_sum(cells.near_pixels), block_sum(cells.distinct)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(call > 0, e12 / np.maximum(call, 1.0), 0.8)
+        z = np.where(call > 0, (e12 - c12) / np.maximum(call, 1.0), 0.0) * np.sqrt(npix) \
+            / np.sqrt(np.clip(p * (1.0 - p), 0.05, None))
+        ratio = np.where(e12 > 0, c12 / np.maximum(e12, 1e-12), 1.0)
+    return z, ratio, npix, distinct
 
 
 def noise_texture_features(image: np.ndarray, *, block: int = 32, step: int = 16,

@@ -57,6 +57,7 @@ from medforensics.dsp.residuals import highpass_residual
 from medforensics.dsp.noisetexture import (
     FEATURE_NAMES,
     block_texture_features,
+    coarse_lattice_blocks,
     texture_cell_sums,
 )
 from medforensics.errors import ConfigError, InvalidArrayError
@@ -83,6 +84,8 @@ class TextureInconsistency:
         score: image score (max of the ``SCORE_WINDOW`` mean-filtered map), in [0, 1].
         features: names of the feature channels used.
         n_blocks: number of scored blocks.
+        n_coarse: number of blocks whose values sit on a coarse lattice (``coarse``) with
+            ``z >= z_thr``.
     """
 
     map: np.ndarray
@@ -90,6 +93,7 @@ class TextureInconsistency:
     score: float
     features: tuple[str, ...]
     n_blocks: int
+    n_coarse: int = 0
 
 
 def robust_mahalanobis(x: np.ndarray, *, keep: float = 0.75, ridge: float = 1e-6
@@ -227,6 +231,10 @@ def texture_inconsistency_map(
     max_structure: float = 8.0,
     sub_block: int = 4,
     min_blocks: int = 32,
+    coarse: bool = True,
+    coarse_max_ratio: float = 0.1,
+    coarse_min_pixels: int = 64,
+    coarse_min_distinct: int = 16,
     score_fn: Callable[[np.ndarray], float] | None = None,
 ) -> TextureInconsistency:
     """Per-pixel noise-texture inconsistency cue (see module docs).
@@ -266,7 +274,20 @@ def texture_inconsistency_map(
             exceeds it are not scored.
         sub_block: sub-block side of the content contrast (divides ``cell``).
         min_blocks: fewer scored blocks than this (or than 4 x the number of features) give an
-            all-zero map.
+            all-zero correlation / lattice part.
+        coarse: integer data: also score the coarse-lattice evidence of
+            :func:`~medforensics.dsp.noisetexture.coarse_lattice_blocks` (values scaled up by
+            a gain of ~3 or more and rounded) on every block that passes the clipping rules -
+            not the flat, structure or ``min_blocks`` rules, which protect the correlation
+            estimates: a lattice is one whatever the content - where ``ratio <
+            coarse_max_ratio``, the block has ``>= coarse_min_pixels`` pixels with a partner
+            within +-2 and ``>= coarse_min_distinct`` distinct values (summed over its cells;
+            a flat or constant block is no lattice); its ``z`` then enters like the other
+            scores.
+        coarse_max_ratio: largest share of the histogram-expected +-1..2 pairs a coarse block
+            may keep.
+        coarse_min_pixels: smallest number of pixels with a partner within +-2.
+        coarse_min_distinct: smallest number of distinct values (sum over the cells).
         score_fn: image score of the map (default: ``localize.image_score`` with
             ``SCORE_WINDOW``).
 
@@ -313,13 +334,11 @@ def texture_inconsistency_map(
     n_ign = win(_block_counts(ign_px, cell)) if ign_px is not None else np.zeros(npairs.shape)
     n_flat = win(_block_counts(flat, cell))
     n_use = np.maximum(bpix - n_ign, 1)
-    bad = (n_flat > max_flat * n_use) | (npairs < min_pairs)
-    if max_clipped <= 0:
-        bad |= n_ign > 0
-    else:
-        bad |= n_ign > max_clipped * bpix
+    # clipping rules (also for the coarse lattice), then the correlation-estimate rules
+    clip_bad = n_ign > 0 if max_clipped <= 0 else n_ign > max_clipped * bpix
     if hard is not None:
-        bad |= win(_block_counts(hard, cell)) > 0
+        clip_bad |= win(_block_counts(hard, cell)) > 0
+    bad = clip_bad | (n_flat > max_flat * n_use) | (npairs < min_pairs)
     ign_mask = ign_px
     del clipped, flat, ign, hard
     names = list(FEATURE_NAMES[: feats.shape[2] - 1])
@@ -331,40 +350,48 @@ def texture_inconsistency_map(
         names.append(FEATURE_NAMES[-1])
     x = feats[..., use]
     good = (~bad) & np.isfinite(x).all(axis=2)
-    n_good = int(good.sum())
     ncy, ncx = cells.prod.shape[:2]
-    if n_good < max(min_blocks, 4 * len(use)):
-        zero = np.zeros((H, W), np.float32)
-        return TextureInconsistency(zero, zero.copy(), 0.0, tuple(names), n_good)
-    if structure != "none" or max_structure > 0:
+    enough = max(min_blocks, 4 * len(use))
+    if int(good.sum()) >= enough and (structure != "none" or max_structure > 0):
         lc = _block_structure(img, cell, k, sub_block, ign_mask)
         if max_structure > 0:
             good &= lc <= np.log(max_structure)
-            n_good = int(good.sum())
-            if n_good < max(min_blocks, 4 * len(use)):
-                zero = np.zeros((H, W), np.float32)
-                return TextureInconsistency(zero, zero.copy(), 0.0, tuple(names), n_good)
-    xv = x[good]
-    if structure == "condition":
-        xv = _running_median_residual(xv, lc[good], window_fraction)
-    if expected == "binned":
-        mean = block_means(img[: ncy * cell, : ncx * cell], cell)
-        cm = np.cumsum(np.cumsum(mean, axis=0), axis=1)
-        cm = np.pad(cm, ((1, 0), (1, 0)))
-        bmean = (cm[k:, k:] - cm[:-k, k:] - cm[k:, :-k] + cm[:-k, :-k]) / (k * k)
-        xv = _running_median_residual(xv, bmean[good], window_fraction)
-    n_corr = len(use) - (1 if "lattice" in names else 0)
-    d2 = robust_mahalanobis(xv[:, :n_corr], keep=keep)
-    zv = _wilson_hilferty(d2, n_corr)
-    if "lattice" in names:
-        # one-sided: only *more* combed than the image at that intensity (values stretched by a
-        # gain > 1 and rounded); a locally denser lattice is what LUTs and processing give
-        lat_v = xv[:, -1]
-        med = float(np.median(lat_v))
-        mad = max(1.4826 * float(np.median(np.abs(lat_v - med))), lattice_floor)
-        zv = np.maximum(zv, (med - lat_v) / mad)
+    if int(good.sum()) < enough:
+        good[:] = False
     zb = np.zeros(good.shape)
-    zb[good] = zv
+    if good.any():
+        xv = x[good]
+        if structure == "condition":
+            xv = _running_median_residual(xv, lc[good], window_fraction)
+        if expected == "binned":
+            mean = block_means(img[: ncy * cell, : ncx * cell], cell)
+            cm = np.cumsum(np.cumsum(mean, axis=0), axis=1)
+            cm = np.pad(cm, ((1, 0), (1, 0)))
+            bmean = (cm[k:, k:] - cm[:-k, k:] - cm[k:, :-k] + cm[:-k, :-k]) / (k * k)
+            xv = _running_median_residual(xv, bmean[good], window_fraction)
+        n_corr = len(use) - (1 if "lattice" in names else 0)
+        d2 = robust_mahalanobis(xv[:, :n_corr], keep=keep)
+        zv = _wilson_hilferty(d2, n_corr)
+        if "lattice" in names:
+            # one-sided: only *more* combed than the image at that intensity (values stretched
+            # by a gain > 1 and rounded); a locally denser lattice is what LUTs and processing
+            # give
+            lat_v = xv[:, -1]
+            med = float(np.median(lat_v))
+            mad = max(1.4826 * float(np.median(np.abs(lat_v - med))), lattice_floor)
+            zv = np.maximum(zv, (med - lat_v) / mad)
+        zb[good] = zv
+    n_good = int(good.sum())
+    coarse_ok = np.zeros(good.shape, bool)
+    if coarse and cells.near12 is not None:
+        cz, ratio, npix, distinct = coarse_lattice_blocks(cells, cells_per_block=k)
+        coarse_ok = (~clip_bad & (ratio < coarse_max_ratio) & (npix >= coarse_min_pixels)
+                     & (distinct >= coarse_min_distinct))
+        zb = np.where(coarse_ok, np.maximum(zb, cz), zb)
+        good = good | coarse_ok
+    if not good.any():
+        zero = np.zeros((H, W), np.float32)
+        return TextureInconsistency(zero, zero.copy(), 0.0, tuple(names), n_good)
     pb = np.where(good, _sigmoid(slope * (zb - z_thr)), 0.0)
     # per cell: mean over the scored blocks covering it (block (i, j) covers cells i..i+k-1)
     acc_p = np.zeros((ncy, ncx))
@@ -388,4 +415,4 @@ def texture_inconsistency_map(
     if min_extent > 1:
         cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
     return TextureInconsistency(cue, _cells_to_pixels(zc, cell, H, W), float(score_fn(cue)),
-                                tuple(names), n_good)
+                                tuple(names), n_good, int((coarse_ok & (zb >= z_thr)).sum()))
