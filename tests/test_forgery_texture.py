@@ -135,6 +135,21 @@ def test_coarse_lattice_sees_content_scaled_up_from_fewer_grey_levels(gain: floa
     assert t.map[:48].max() < 0.5 and t.map[:, 200:].max() < 0.5
 
 
+def test_detector_names_a_coarse_lattice_region() -> None:
+    from medforensics.forgery.detector import ForgeryDetector
+
+    rng = np.random.default_rng(12)
+    img = np.round(2000 + 25 * rng.normal(size=(256, 256)))
+    det = ForgeryDetector.from_run(None)
+    assert det.detect(img.astype(np.float32), None).verdict == "authentic"
+    img[64:160, 64:160] = np.round(2000 + 8 * np.round((img[64:160, 64:160] - 2000) / 8))
+    res = det.detect(img.astype(np.float32), None)
+    assert res.verdict == "tampered" and res.regions[0]["cue"] == "texture"
+    x0, y0, x1, y1 = res.regions[0]["bbox"]
+    assert 56 <= x0 <= 72 and 56 <= y0 <= 72 and 152 <= x1 <= 168 and 152 <= y1 <= 168
+    assert any("coarse lattice" in n for n in res.notes)
+
+
 def test_coarse_lattice_leaves_dense_flat_and_globally_coarse_images_alone() -> None:
     rng = np.random.default_rng(11)
     dense = np.round(2000 + 25 * rng.normal(size=(256, 256)))

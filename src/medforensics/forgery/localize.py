@@ -257,7 +257,12 @@ def localize(
                 notes.append(f"texture cue skipped: {exc}")
                 continue
             maps[name] = ti.map
-            details[name] = {"features": ti.features, "n_blocks": ti.n_blocks}
+            details[name] = {"features": ti.features, "n_blocks": ti.n_blocks,
+                             "n_coarse": ti.n_coarse}
+            if ti.n_coarse:
+                notes.append(f"texture cue: {ti.n_coarse} block(s) of 32 px whose stored values "
+                             "sit on a coarse lattice (a region scaled up from fewer grey "
+                             "levels and rounded)")
         elif name == "seam":
             from medforensics.forgery.seam import SeamSkipped, seam_cue
 
