@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         rs_manifest = resave / "tamper_manifest.csv"
         if not rs_manifest.is_file():
             rs_rows = []
-            for r in [r for r in all_rows if r["split"] == "test"]:
+            for r in csv.DictReader(open(test_dcm, newline="")):  # the step-2 test pairs
                 dst = resave / "images" / (Path(r["path"]).stem + ".jpg")
                 export_jpeg(r["path"], dst)
                 rs_rows.append({**r, "path": str(dst.resolve()), "format": "jpeg"})
