@@ -284,3 +284,21 @@ def test_real_compressed_dicom_roundtrip(real_data, tmp_path: Path) -> None:
     assert np.array_equal(oi.pixels, si.pixels)  # decoded once, written uncompressed
     assert ti.meta.bits_stored == si.meta.bits_stored and ti.meta.model == si.meta.model
     assert ti.meta.lossy  # a once-lossy image stays flagged lossy
+
+
+def test_cli_copy_source_option(sources: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+
+    bad = CliRunner().invoke(app, ["tamper", str(sources), "--out", str(tmp_path / "bad"),
+                                   "--kinds", "copy-move", "--copy-source", "bogus"])
+    assert bad.exit_code == 2 and "copy_source" in bad.output
+    ok = CliRunner().invoke(app, ["tamper", str(sources / "manifest.csv"), "--out",
+                                  str(tmp_path / "ok"), "--kinds", "copy-move", "--n", "2",
+                                  "--copy-source", "content"])
+    assert ok.exit_code == 0, ok.output
+    rows = list(csv.DictReader(open(tmp_path / "ok" / "tamper_manifest.csv", newline="")))
+    tampered = [r for r in rows if r["label"] == "tampered"]
+    assert len(tampered) == 2
+    assert all('"source_clipped"' in r["detail"] for r in tampered)
