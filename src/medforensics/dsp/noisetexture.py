@@ -364,8 +364,10 @@ def _cell_value_pairs(values: np.ndarray, ignore: np.ndarray | None, cell: int, 
 
 
 def _window_sum(a: np.ndarray, k: int) -> np.ndarray:
-    """Sum over every k x k window of cells (valid positions), along the first two axes."""
-    c = np.cumsum(np.cumsum(a.astype(np.int64), axis=0), axis=1)
+    """Sum over every k x k window of cells (valid positions), along the first two axes
+    (int64 for integer counts, float64 for real-valued ones)."""
+    c = np.cumsum(np.cumsum(a.astype(np.float64 if a.dtype.kind == "f" else np.int64), axis=0),
+                  axis=1)
     c = np.pad(c, [(1, 0), (1, 0)] + [(0, 0)] * (a.ndim - 2))
     return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
 
@@ -413,10 +415,7 @@ def block_texture_features(cells: TextureCells, *, cells_per_block: int = 2,
         l1 = _window_sum(cells.lat1, k).astype(np.float64)
         l2 = _window_sum(cells.lat012, k).astype(np.float64)
         if relative_lattice and cells.lat_expected is not None:
-            c = np.cumsum(np.cumsum(cells.lat_expected, axis=0), axis=1)
-            c = np.pad(c, ((1, 0), (1, 0)))
-            le = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-            lat = (l1 - le) / (l2 + LATTICE_PRIOR)
+            lat = (l1 - _window_sum(cells.lat_expected, k)) / (l2 + LATTICE_PRIOR)
         else:
             lat = (l1 + LATTICE_PRIOR * LATTICE_DENSE) / (l2 + LATTICE_PRIOR)
     else:
@@ -457,14 +456,9 @@ def coarse_lattice_blocks(cells: TextureCells, *, cells_per_block: int = 2
     ncy, ncx = cells.near12.shape
     if k < 1 or k > min(ncy, ncx):
         raise ConfigError(f"cells_per_block must be in 1..{min(ncy, ncx)}, got {k}")
-
-    def block_sum(a: np.ndarray) -> np.ndarray:
-        c = np.pad(np.cumsum(np.cumsum(a, axis=0), axis=1), ((1, 0), (1, 0)))
-        return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-
-    c12, call, e12 = (block_sum(a) for a in (cells.near12, cells.near_all,
-                                             cells.near12_expected))
-    npix, distinct = block_sum(cells.near_pixels), block_sum(cells.distinct)
+    c12, call, e12, npix, distinct = (
+        _window_sum(a, k) for a in (cells.near12, cells.near_all, cells.near12_expected,
+                                    cells.near_pixels, cells.distinct))
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.where(call > 0, e12 / np.maximum(call, 1.0), 0.8)
         z = np.where(call > 0, (e12 - c12) / np.maximum(call, 1.0), 0.0) * np.sqrt(npix) \
