@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medforensics.forgery.localize import default_cues
+
 __all__ = ["forgery_demo", "DEMO_KINDS"]
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,15 @@ def forgery_demo(
     return _markdown(table, overlay, rep.failures, link_root)
 
 
+_CUE_WORDS = {
+    "copymove": "residual blocks, exact stored values and SIFT content repeated under one "
+                "shift, turn or scaling",
+    "noise": "local noise level against the image's own expectation at that intensity",
+    "texture": "noise shape and stored-value lattice against the image's own blocks",
+    "seam": "straight, pixel-aligned paste outlines",
+}
+
+
 def _fmt(v: object, nd: int = 3) -> str:
     if v is None:
         return "-"
@@ -120,8 +131,9 @@ def _markdown(table: list[dict[str, object]], overlay: str,
         "",
         "A few test images were tampered (copy-move, splice from another device, removal; "
         f"exact masks in `{link_root}/tampered/`) and analysed together with their untouched "
-        "originals by `ForgeryDetector.from_run(None)`: copy-move by residual block matching "
-        "+ local noise inconsistency (ELA is not used on losslessly stored DICOM). Score and "
+        "originals by `ForgeryDetector.from_run(None)`, whose cues are: "
+        + "; ".join(f"`{c}` ({_CUE_WORDS[c]})" for c in default_cues(ela=False))
+        + ". ELA is not used on losslessly stored DICOM. Score and "
         "verdict are image-level (threshold 0.5, 'inconclusive' from 0.4); forged area = share "
         "of pixels with map >= 0.5; pixel F1 against the true mask with a 3-px boundary band "
         "left out, at the map threshold 0.5 and at the best threshold for that image.",
