@@ -50,20 +50,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def real_files() -> list[Path]:
-    """The untouched real files of bench/forgery.py step 6."""
-    from medforensics.io import read_header
+    """The untouched real radiographs of bench/forgery.py step 6 (see realfiles)."""
+    from realfiles import lossless_real_files
 
-    cands = sorted(list((REAL / "xray").glob("*.dcm")) + list((REAL / "codecs").glob("*.dcm")))
-    out = []
-    for p in cands:
-        try:
-            m = read_header(p)
-        except Exception:  # unreadable header: not used (as in bench/forgery.py)
-            continue
-        if m.lossy or m.n_frames != 1 or min(m.rows, m.cols) < 256:
-            continue
-        out.append(p)
-    return out
+    cands = list((REAL / "xray").glob("*.dcm")) + list((REAL / "codecs").glob("*.dcm"))
+    return [p for p, _ in lossless_real_files(cands)]
 
 
 def main() -> None:
