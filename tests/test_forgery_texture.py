@@ -148,6 +148,14 @@ def test_detector_names_a_coarse_lattice_region() -> None:
     x0, y0, x1, y1 = res.regions[0]["bbox"]
     assert 56 <= x0 <= 72 and 56 <= y0 <= 72 and 152 <= x1 <= 168 and 152 <= y1 <= 168
     assert any("coarse lattice" in n for n in res.notes)
+    assert res.regions[0].get("coarse_lattice") is True
+    from medforensics.cli import _region_line
+
+    assert "coarse lattice" in _region_line(1, res.regions[0])
+    tex = texture_inconsistency_map(img)
+    assert len(tex.coarse_boxes) == 1
+    bx0, by0, bx1, by1 = tex.coarse_boxes[0]
+    assert 48 <= bx0 <= 80 and 48 <= by0 <= 80 and 144 <= bx1 <= 176 and 144 <= by1 <= 176
 
 
 def test_coarse_lattice_leaves_dense_flat_and_globally_coarse_images_alone() -> None:

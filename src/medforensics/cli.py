@@ -740,6 +740,8 @@ def _region_line(i: int, reg: dict) -> str:
                  f"[this area: {cp.get('role', 'copy or source')}"
                  + ("" if turn == "identity" else f", {turn}")
                  + (", matched by content" if cp.get("method") == "content" else "") + "]")
+    if reg.get("coarse_lattice"):
+        line += "; values on a coarse lattice (scaled up from fewer grey levels)"
     return line
 
 

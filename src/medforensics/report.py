@@ -942,10 +942,13 @@ def _regions_html(regions: list[Mapping[str, Any]]) -> str:
                     f"{_e(cp.get('role', 'copy or source'))}"
                     + ("" if turn == "identity" else f", {_e(turn)}")
                     + (", matched by content" if cp.get("method") == "content" else ""))
+        cue = _e(r.get("cue") or "-") + (
+            " (values on a coarse lattice: scaled up from fewer grey levels)"
+            if r.get("coarse_lattice") else "")
         body.append(
             f"<tr><td>{i}</td><td>({x0}, {y0})-({x1}, {y1})</td><td>{x1 - x0} x {y1 - y0}</td>"
             f"<td>{_fmt_num(r.get('area_percent'), 2)} %</td><td>{_fmt_num(r.get('mean_prob'))}"
-            f"</td><td>{_e(r.get('cue') or '-')}</td><td>{copy}</td></tr>")
+            f"</td><td>{cue}</td><td>{copy}</td></tr>")
     return ("<h3>Flagged areas</h3><table><tr><th>#</th><th>box (x, y), ends exclusive</th>"
             "<th>size px</th><th>of the image</th><th>mean probability</th><th>cue</th>"
             "<th>copy-move</th></tr>" + "".join(body) + "</table>")
@@ -1208,7 +1211,7 @@ def _index_html(
         + '<section><table class="list"><tr><th>#</th><th>File</th><th>Device verdict</th>'
         "<th>Pixels say</th><th>Header claims</th><th>Forgery</th><th></th></tr>"
         + "".join(rows) + "</table>"
-        + (f'<p class="note">File paths are masked (they may contain identifiers); files are '
+        + ('<p class="note">File paths are masked (they may contain identifiers); files are '
            "named by their SHA-256.</p>" if mask else "")
         + f"<ul>{''.join(model_lines)}</ul></section>"
     )

@@ -482,7 +482,10 @@ class ForgeryDetector:
         prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
         copies = [] if self.method == "ela-cnn" else \
             loc.details.get("copymove", {}).get("regions", [])
-        regions = describe_regions(prob, maps, threshold=self.map_threshold, copies=copies)
+        lattice = [] if self.method == "ela-cnn" else \
+            loc.details.get("texture", {}).get("coarse_boxes", [])
+        regions = describe_regions(prob, maps, threshold=self.map_threshold, copies=copies,
+                                   lattice_boxes=lattice)
         band_lo = self.threshold - self.inconclusive_band if self.inconclusive_band else \
             self.threshold
         res = ForgeryResult(

@@ -258,7 +258,8 @@ def localize(
                 continue
             maps[name] = ti.map
             details[name] = {"features": ti.features, "n_blocks": ti.n_blocks,
-                             "n_coarse": ti.n_coarse}
+                             "n_coarse": ti.n_coarse,
+                             "coarse_boxes": [list(b) for b in ti.coarse_boxes]}
             if ti.n_coarse:
                 notes.append(f"texture cue: {ti.n_coarse} block(s) of 32 px whose stored values "
                              "sit on a coarse lattice (a region scaled up from fewer grey "

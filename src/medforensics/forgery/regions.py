@@ -58,6 +58,7 @@ def describe_regions(
     min_area: int = 16,
     max_regions: int = 20,
     copies: Sequence[Mapping[str, Any]] = (),
+    lattice_boxes: Sequence[Sequence[int]] = (),
 ) -> list[dict[str, Any]]:
     """Connected areas of ``prob_map >= threshold``, largest first.
 
@@ -74,11 +75,15 @@ def describe_regions(
             ``copy_of`` entry: ``partner_bbox`` (the other side), ``transform``, ``shift`` and
             ``role`` of this area (``"pasted copy"``, ``"source"``, or ``"copy or source"``
             when the two could not be told apart).
+        lattice_boxes: ``(x0, y0, x1, y1)`` boxes of coarse value-lattice blocks (the texture
+            cue's ``coarse_boxes``); an area overlapping one gets ``coarse_lattice: True``
+            (its values were scaled up from fewer grey levels and rounded).
 
     Returns:
         List of dicts: ``bbox`` ``[x0, y0, x1, y1]`` (ends exclusive), ``area_px``,
         ``area_percent`` (of the image), ``mean_prob``, ``max_prob``, ``cue`` (or None),
-        ``cue_means`` (per cue), and ``copy_of`` when a copy-move match covers the area.
+        ``cue_means`` (per cue), ``copy_of`` when a copy-move match covers the area and
+        ``coarse_lattice`` when a coarse-lattice box overlaps it.
 
     Raises:
         InvalidArrayError: ``prob_map`` not 2-D, or a cue map of another shape.
@@ -117,5 +122,7 @@ def describe_regions(
         partner = _copy_partner(box, copies)
         if partner is not None:
             rec["copy_of"] = partner
+        if any(overlap_share(box, tuple(b)) > 0 for b in lattice_boxes):
+            rec["coarse_lattice"] = True
         out.append(rec)
     return out

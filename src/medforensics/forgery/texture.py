@@ -86,6 +86,8 @@ class TextureInconsistency:
         n_blocks: number of scored blocks.
         n_coarse: number of blocks whose values sit on a coarse lattice (``coarse``) with
             ``z >= z_thr``.
+        coarse_boxes: ``(x0, y0, x1, y1)`` pixel boxes (ends exclusive) of the connected groups
+            of those blocks.
     """
 
     map: np.ndarray
@@ -94,6 +96,7 @@ class TextureInconsistency:
     features: tuple[str, ...]
     n_blocks: int
     n_coarse: int = 0
+    coarse_boxes: tuple[tuple[int, int, int, int], ...] = ()
 
 
 def robust_mahalanobis(x: np.ndarray, *, keep: float = 0.75, ridge: float = 1e-6
@@ -414,5 +417,9 @@ def texture_inconsistency_map(
     cue = _cells_to_pixels(pc, cell, H, W)
     if min_extent > 1:
         cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
+    strong = coarse_ok & (zb >= z_thr)
+    lbl, _ = ndimage.label(strong, structure=np.ones((3, 3), bool))
+    boxes = tuple((sl[1].start * cell, sl[0].start * cell, min((sl[1].stop + k - 1) * cell, W),
+                   min((sl[0].stop + k - 1) * cell, H)) for sl in ndimage.find_objects(lbl))
     return TextureInconsistency(cue, _cells_to_pixels(zc, cell, H, W), float(score_fn(cue)),
-                                tuple(names), n_good, int((coarse_ok & (zb >= z_thr)).sum()))
+                                tuple(names), n_good, int(strong.sum()), boxes)
