@@ -283,3 +283,20 @@ def test_cap_bands_caps_long_bands_and_keeps_compact_areas() -> None:
     band = (r > 255) & (r < 275) & (xx > 160) & (yy > 160)
     assert out[band].max() <= 0.45 and out[band].min() > 0.4
     assert cap_bands(cue, 1000.0)[band].min() == pytest.approx(0.8)
+
+
+def test_lossy_inputs_take_no_lattice_evidence() -> None:
+    """A lossy codec's reconstruction makes its own value lattices: on lossy inputs localize
+    runs the texture cue without the lattice features (an explicit texture_kw still wins)."""
+    from medforensics.forgery.localize import localize
+
+    rng = np.random.default_rng(13)
+    img = np.round(2000 + 25 * rng.normal(size=(256, 256)))
+    img[64:160, 64:160] = np.round(2000 + 8 * np.round((img[64:160, 64:160] - 2000) / 8))
+    kw = {"cues": ["texture"]}
+    assert localize(img, lossy=False, **kw).details["texture"]["n_coarse"] >= 4
+    lossy = localize(img, lossy=True, **kw)
+    assert lossy.details["texture"]["n_coarse"] == 0
+    assert "lattice" not in lossy.details["texture"]["features"]
+    forced = localize(img, lossy=True, texture_kw={"coarse": True}, **kw)
+    assert forced.details["texture"]["n_coarse"] >= 4

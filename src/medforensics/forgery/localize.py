@@ -252,7 +252,12 @@ def localize(
             from medforensics.forgery.texture import texture_inconsistency_map
 
             try:
-                ti = texture_inconsistency_map(img, **(texture_kw or {}))
+                # stored-value lattices are evidence only where the stored values are the
+                # acquisition's own: a lossy codec's reconstruction (quantised transform or
+                # near-lossless residuals) makes its own lattices
+                ti = texture_inconsistency_map(
+                    img, **{**({"use_lattice": False, "coarse": False} if lossy else {}),
+                            **(texture_kw or {})})
             except InvalidArrayError as exc:  # too small image etc.: skip this cue, say so
                 notes.append(f"texture cue skipped: {exc}")
                 continue
