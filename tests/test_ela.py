@@ -124,3 +124,48 @@ def test_jpeg_grid_found_with_its_offset_and_absent_without_jpeg(seed: int) -> N
     assert jpeg_grid(dec.astype(np.float32) * 16).detected
     with pytest.raises(InvalidArrayError):
         jpeg_grid(np.zeros((8, 300)))
+
+
+def test_lossy_codec_tells_jpeg_from_other_lossy_coding() -> None:
+    from types import SimpleNamespace as M
+
+    from medforensics.forgery.ela import jpeg_history, lossy_codec
+
+    img = _textured(0).astype(np.float32)
+    dec = jpeg_roundtrip(_textured(0), 75).astype(np.float32)
+    j2k = M(lossy=True, transfer_syntax="1.2.840.10008.1.2.4.91", format="dicom")
+    jls = M(lossy=True, transfer_syntax="1.2.840.10008.1.2.4.81", format="dicom")
+    base = M(lossy=True, transfer_syntax="1.2.840.10008.1.2.4.50", format="dicom")
+    said = M(lossy=True, transfer_syntax="1.2.840.10008.1.2.1", format="dicom")
+    assert lossy_codec(img, j2k) == ("other", None)
+    assert lossy_codec(img, jls) == ("other", None)
+    assert lossy_codec(img, base) == ("jpeg", None)
+    assert lossy_codec(img, M(lossy=True, transfer_syntax="", format="jpeg"))[0] == "jpeg"
+    # LossyImageCompression "01" over uncompressed pixels: the block grid decides
+    assert lossy_codec(img, said)[0] == "other"
+    assert lossy_codec(dec, said)[0] == "jpeg"
+    # losslessly stored: None, or "jpeg" with a note when the grid is there
+    assert lossy_codec(img, M(lossy=False)) == (None, None)
+    codec, note = lossy_codec(dec, M(lossy=False))
+    assert codec == "jpeg" and "8x8 block grid" in note
+    assert jpeg_history(dec, M(lossy=False)) == (True, note)
+
+
+def test_other_lossy_coding_gets_no_ela_and_a_one_sided_noise_cue() -> None:
+    from medforensics.forgery.localize import localize
+
+    rng = np.random.default_rng(3)
+    img = 1000 + 10 * rng.normal(size=(256, 256))
+    img[64:128, 64:128] = 1000 + 2 * rng.normal(size=(64, 64))  # a quiet square
+    img = np.round(img)
+    as_jpeg = localize(img, lossy=True, lossy_codec="jpeg", cues=None)
+    assert "ela" in as_jpeg.cues and as_jpeg.cues["noise"][80:112, 80:112].mean() > 0.5
+    other = localize(img, lossy=True, lossy_codec="other", cues=None)
+    assert "ela" not in other.cues and other.cues["noise"].max() < 0.5
+    assert any("JPEG 2000" in n for n in other.notes)
+    # an explicit z_low still wins
+    forced = localize(img, lossy=True, lossy_codec="other", noise_kw={"z_low": 3.0})
+    assert forced.cues["noise"][80:112, 80:112].mean() > 0.5
+    # lossless inputs are not touched by the codec
+    assert localize(img, lossy=False, lossy_codec="other").cues["noise"][80:112, 80:112].mean() \
+        > 0.5

@@ -384,8 +384,9 @@ class ForgeryDetector:
         return "authentic"
 
     def compute_cues(self, pixels: np.ndarray, *, lossy: bool = False,
-                     bits_stored: int | None = None) -> Any:
-        """Cue maps of one image (:func:`medforensics.forgery.localize.localize`).
+                     bits_stored: int | None = None, lossy_codec: str | None = None) -> Any:
+        """Cue maps of one image (:func:`medforensics.forgery.localize.localize`; ``lossy_codec``
+        as there: ``"other"`` lossy coding gets no ELA and a one-sided noise cue).
 
         Returns:
             :class:`~medforensics.forgery.localize.LocalizationResult` (the training-free
@@ -396,7 +397,8 @@ class ForgeryDetector:
         fp = self._patch_logprobs
         if self.method == "cues-learned":
             # the combiner's cues; ELA only for lossy inputs (as in training: else zeros)
-            names: list[str] | None = [c for c in self.combiner.cues if c != "ela" or lossy]
+            names: list[str] | None = [c for c in self.combiner.cues
+                                       if c != "ela" or (lossy and lossy_codec != "other")]
             if "fingerprint" not in names:
                 fp = None
         elif self.ela == "auto":
@@ -411,7 +413,7 @@ class ForgeryDetector:
             ela_quality=_ELA_QUALITY,
             fingerprint_kw={"patch": patch, "stride": self.fingerprint_stride},
             texture=self.texture, texture_kw=self.texture_kw, seam=self.seam,
-            seam_kw=self.seam_kw,
+            seam_kw=self.seam_kw, lossy_codec=lossy_codec,
         )
 
     def detect(self, pixels: np.ndarray, meta: Any = None) -> ForgeryResult:
@@ -445,9 +447,10 @@ class ForgeryDetector:
                                     "forgery analysis (needs at least 64 x 64 pixels)")
         if not np.all(np.isfinite(img)):
             raise InvalidArrayError("image contains NaN or infinite values")
-        from medforensics.forgery.ela import jpeg_history
+        from medforensics.forgery.ela import lossy_codec
 
-        lossy, why = jpeg_history(img, meta)
+        codec, why = lossy_codec(img, meta)
+        lossy = codec is not None
         bits = getattr(meta, "bits_stored", None)
         notes: list[str] = [why] if why else []
         cues: dict[str, float] = {}
@@ -456,7 +459,7 @@ class ForgeryDetector:
             score, prob, ela_score = self._detect_ela_cnn(img, bits, notes, cues, lossy)
             maps["ela"] = prob
         else:
-            loc = self.compute_cues(img, lossy=lossy, bits_stored=bits)
+            loc = self.compute_cues(img, lossy=lossy, bits_stored=bits, lossy_codec=codec)
             maps.update(loc.cues)
             notes += loc.notes
             cues.update(loc.cue_scores)

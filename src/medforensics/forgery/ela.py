@@ -20,6 +20,7 @@ from scipy import ndimage
 from medforensics.dsp.ela import ela_enhance, ela_map, ela_score, jpeg_grid
 
 __all__ = [
+    "lossy_codec",
     "jpeg_history",
     "ElaResult",
     "window_to_uint8",
@@ -257,14 +258,51 @@ def jpeg_history(pixels: np.ndarray, meta: object = None) -> tuple[bool, str | N
         ``(lossy, note)``: ``note`` says why a losslessly stored image is treated as lossy
         (None otherwise).
     """
-    if bool(getattr(meta, "lossy", False)):
-        return True, None
+    codec, note = lossy_codec(pixels, meta)
+    return codec is not None, note
+
+
+#: lossy DICOM transfer syntaxes whose coding is not JPEG's 8 x 8 DCT
+_NON_DCT_LOSSY = frozenset({
+    "1.2.840.10008.1.2.4.81",   # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.91",   # JPEG 2000
+    "1.2.840.10008.1.2.4.93",   # JPEG 2000 part 2
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+})
+
+
+def lossy_codec(pixels: np.ndarray, meta: object = None) -> tuple[str | None, str | None]:
+    """Which kind of lossy history an image has, and how we know.
+
+    ``"jpeg"``: JPEG's 8 x 8 DCT coding - JPEG files and JPEG-compressed TIFF, JPEG and video
+    transfer syntaxes, or the 8 x 8 block grid a JPEG history leaves in a losslessly stored
+    image (:func:`medforensics.dsp.ela.jpeg_grid`; a JPEG saved again as PNG is the textbook
+    case for ELA). ``"other"``: JPEG 2000 / HTJ2K, JPEG-LS near-lossless, or a header that
+    says lossy (LossyImageCompression "01") over pixels that show no JPEG grid. None:
+    lossless.
+
+    Args:
+        pixels: (H, W) image (any bit depth).
+        meta: its ``ImageMeta`` or None.
+
+    Returns:
+        ``(codec, note)``: ``note`` says why a losslessly stored image is treated as lossy
+        (None otherwise).
+    """
     img = np.asarray(pixels)
+    if bool(getattr(meta, "lossy", False)):
+        ts = str(getattr(meta, "transfer_syntax", "") or "")
+        if ts in _NON_DCT_LOSSY:
+            return "other", None
+        if getattr(meta, "format", "") != "dicom" or ts.startswith("1.2.840.10008.1.2.4."):
+            return "jpeg", None  # JPEG raster / TIFF, JPEG or video syntaxes, or unknown
+        grid = jpeg_grid(img) if img.ndim == 2 and min(img.shape) >= 16 else None
+        return ("jpeg" if grid is not None and grid.detected else "other"), None
     if img.ndim != 2 or min(img.shape) < 16:
-        return False, None
+        return None, None
     grid = jpeg_grid(img)
     if not grid.detected:
-        return False, None
-    return True, (f"JPEG history found in a losslessly stored image (8x8 block grid starting at "
-                  f"row {grid.offset[0]}, column {grid.offset[1]}; blockiness "
-                  f"{grid.ratio[0]:.2f} / {grid.ratio[1]:.2f}): treated as lossy (ELA on)")
+        return None, None
+    return "jpeg", (f"JPEG history found in a losslessly stored image (8x8 block grid starting "
+                    f"at row {grid.offset[0]}, column {grid.offset[1]}; blockiness "
+                    f"{grid.ratio[0]:.2f} / {grid.ratio[1]:.2f}): treated as lossy (ELA on)")

@@ -182,6 +182,7 @@ def localize(
     texture_kw: dict[str, Any] | None = None,
     seam: bool | None = None,
     seam_kw: dict[str, Any] | None = None,
+    lossy_codec: str | None = None,
 ) -> LocalizationResult:
     """Compute the selected cues on one image and combine them.
 
@@ -207,6 +208,11 @@ def localize(
         seam: include the seam cue in the default list (``cues=None``); None =
             :data:`DEFAULT_SEAM`.
         seam_kw: extra arguments for :func:`~medforensics.forgery.seam.seam_cue`.
+        lossy_codec: with ``lossy``, the kind of lossy coding
+            (:func:`~medforensics.forgery.ela.lossy_codec`): ``"other"`` (JPEG 2000,
+            JPEG-LS near-lossless, no JPEG grid) leaves ELA out unless ``cues`` names it, and
+            the noise cue's "too little noise" side (unless ``noise_kw`` sets ``z_low``):
+            such coding removes noise unevenly by itself. ``"jpeg"`` / None: no change.
 
     Returns:
         :class:`LocalizationResult`.
@@ -233,6 +239,7 @@ def localize(
         raise ConfigError(f"unknown cues {bad}; choose from {', '.join(CUES)}")
     maps: dict[str, np.ndarray] = {}
     notes: list[str] = []
+    non_dct = bool(lossy) and lossy_codec == "other"
     details: dict[str, Any] = {}
     seam_found: list[Any] = []
     for name in names:
@@ -241,8 +248,13 @@ def localize(
             maps[name] = cm.map
             details[name] = {"shifts": cm.shifts, "regions": cm.regions, "score": cm.score}
         elif name == "noise":
+            nkw = dict(noise_kw or {})
+            if non_dct and "z_low" not in nkw:
+                nkw["z_low"] = float("inf")
+                notes.append("noise cue: only 'too much noise' counts - JPEG 2000 / JPEG-LS "
+                             "near-lossless coding removes noise unevenly by itself")
             try:
-                ni = noise_inconsistency_map(img, **(noise_kw or {}))
+                ni = noise_inconsistency_map(img, **nkw)
             except Exception as exc:  # too small image etc.: skip this cue, say so
                 notes.append(f"noise cue skipped: {exc}")
                 continue
@@ -286,6 +298,11 @@ def localize(
             if not lossy and not explicit:
                 notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "
                              "heuristic)")
+                continue
+            if non_dct and not explicit:
+                notes.append("ELA skipped: the lossy coding is not JPEG's (JPEG 2000, JPEG-LS "
+                             "near-lossless, or no JPEG block grid); ELA is a JPEG-domain "
+                             "heuristic")
                 continue
             er = analyze_ela(img, bits_stored=bits_stored, quality=ela_quality)
             maps[name] = ela_cue(er.ela)
@@ -331,16 +348,18 @@ def localize(
 def localize_file(path: str | Path, *, frame: int = 0, **kwargs: Any) -> LocalizationResult:
     """Read an image with :func:`medforensics.io.read_image` and run :func:`localize`.
 
-    ``lossy`` and ``bits_stored`` come from the image's metadata unless given (``lossy``
-    also when a losslessly stored image shows a JPEG block grid, see
-    :func:`medforensics.forgery.ela.jpeg_history`).
+    ``lossy``, ``lossy_codec`` and ``bits_stored`` come from the image's metadata unless
+    given (``lossy`` also when a losslessly stored image shows a JPEG block grid, see
+    :func:`medforensics.forgery.ela.lossy_codec`).
     """
     from medforensics.io import read_image
 
     pixels, meta = read_image(path, frame=frame)
     if "lossy" not in kwargs:
-        from medforensics.forgery.ela import jpeg_history
+        from medforensics.forgery.ela import lossy_codec
 
-        kwargs["lossy"] = jpeg_history(pixels, meta)[0]
+        codec = lossy_codec(pixels, meta)[0]
+        kwargs["lossy"] = codec is not None
+        kwargs.setdefault("lossy_codec", codec)
     kwargs.setdefault("bits_stored", getattr(meta, "bits_stored", None))
     return localize(pixels, **kwargs)

@@ -438,7 +438,7 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
     from safetensors.numpy import load_file, save_file
 
     from medforensics.forgery.combiner import image_features, pixel_features
-    from medforensics.forgery.ela import jpeg_history
+    from medforensics.forgery.ela import lossy_codec
     from medforensics.io import read_image
 
     from medforensics.forgery.combiner import image_feature_names, pixel_feature_names
@@ -454,7 +454,9 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
         except Exception:  # a half-written cache file from a killed run: recompute
             log.info("recomputing damaged cache file %s", f)
     px, meta = read_image(row["path"])
-    loc = det.compute_cues(px, lossy=jpeg_history(px, meta)[0], bits_stored=meta.bits_stored)
+    codec = lossy_codec(px, meta)[0]
+    loc = det.compute_cues(px, lossy=codec is not None, bits_stored=meta.bits_stored,
+                           lossy_codec=codec)
     z = loc.details.get("noise", {}).get("z")
     feats = pixel_features(loc.cues, cues, px.shape, z)
     grid = feats[::_GRID, ::_GRID]
