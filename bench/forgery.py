@@ -29,7 +29,8 @@ What it does (everything generated here, nothing downloaded; steps are cached in
    lossless MR slices (mr/) in 2 rounds with 64-96 px regions; training-free detector, plus
    its verdict on every untouched real file. One more radiograph row measures copy-moves
    whose source is clipped background (``copy_source="clipped"``: a constant fill, which the
-   generator's ordinary copy-moves no longer make).
+   generator's ordinary copy-moves no longer make), and one the radiograph pairs re-encoded as
+   lossy JPEG 2000 10:1 after the edit.
 
 Writes ``results.json`` and ``results.md`` into ``--out`` and prints the table.
 """
@@ -64,6 +65,23 @@ def export_jpeg(src: str | Path, dst: Path, quality: int = 90) -> None:
     img8, _, _ = window_to_uint8(px)
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_jpeg(dst, img8, quality=quality)
+
+
+def export_j2k(src: str | Path, dst: Path, ratio: int = 10) -> None:
+    """The DICOM re-encoded as lossy JPEG 2000 (``ratio``:1, pylibjpeg-openjpeg), with the
+    header saying so (LossyImageCompression "01", ratio, method ISO_15444_1)."""
+    import pydicom
+    from pydicom.uid import JPEG2000
+
+    ds = pydicom.dcmread(src)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()
+    ds.compress(JPEG2000, j2k_cr=[ratio], encoding_plugin="pylibjpeg")
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = str(ratio)
+    ds.LossyImageCompressionMethod = "ISO_15444_1"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
 
 
 def write_rows(rows: list[dict[str, str]], path: Path) -> None:
@@ -443,6 +461,18 @@ def main(argv: list[str] | None = None) -> int:
             write_rows(real_all, real_manifest)
             m = evaluate(free, real_manifest, ev, f"{key}__free_r{n_rounds}", split="all")
             table += summary_rows(label, "cues (training-free)", m)
+            if key == "real":  # the same pairs re-encoded as JPEG 2000 10:1 after the edit
+                j2k_manifest = work / "tamper_real_j2k.csv"
+                if not j2k_manifest.is_file():
+                    jrows = []
+                    for r in real_all:
+                        dst = work / "real_j2k" / (r["pair_id"] + "_" + Path(r["path"]).name)
+                        export_j2k(r["path"], dst)
+                        jrows.append({**r, "path": str(dst)})
+                    write_rows(jrows, j2k_manifest)
+                m = evaluate(free, j2k_manifest, ev, f"realj2k__free_r{n_rounds}", split="all")
+                table += summary_rows("real lossless radiographs, tampered, then JPEG 2000 10:1",
+                                      "cues (training-free)", m)
         res["real_untouched"] = untouched
         lap("real", t)
     else:
