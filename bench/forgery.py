@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the cached work folder first")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("medforensics.data.transforms", "medforensics.prefetch"):
+    for noisy in ("medforensics.data.transforms", "medforensics.prefetch", "openjpeg"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     import torch
