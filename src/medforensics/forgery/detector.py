@@ -386,7 +386,7 @@ class ForgeryDetector:
     def compute_cues(self, pixels: np.ndarray, *, lossy: bool = False,
                      bits_stored: int | None = None, lossy_codec: str | None = None) -> Any:
         """Cue maps of one image (:func:`medforensics.forgery.localize.localize`; ``lossy_codec``
-        as there: ``"other"`` lossy coding gets no ELA and a one-sided noise cue).
+        as there: ``"other"`` lossy coding gets no ELA and no noise cue).
 
         Returns:
             :class:`~medforensics.forgery.localize.LocalizationResult` (the training-free

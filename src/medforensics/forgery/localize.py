@@ -210,9 +210,9 @@ def localize(
         seam_kw: extra arguments for :func:`~medforensics.forgery.seam.seam_cue`.
         lossy_codec: with ``lossy``, the kind of lossy coding
             (:func:`~medforensics.forgery.ela.lossy_codec`): ``"other"`` (JPEG 2000,
-            JPEG-LS near-lossless, no JPEG grid) leaves ELA out unless ``cues`` names it, and
-            the noise cue's "too little noise" side (unless ``noise_kw`` sets ``z_low``):
-            such coding removes noise unevenly by itself. ``"jpeg"`` / None: no change.
+            JPEG-LS near-lossless, no JPEG grid) leaves ELA and the noise cue out unless
+            ``cues`` names them: such coding reshapes the noise by itself. ``"jpeg"`` / None:
+            no change.
 
     Returns:
         :class:`LocalizationResult`.
@@ -248,13 +248,12 @@ def localize(
             maps[name] = cm.map
             details[name] = {"shifts": cm.shifts, "regions": cm.regions, "score": cm.score}
         elif name == "noise":
-            nkw = dict(noise_kw or {})
-            if non_dct and "z_low" not in nkw:
-                nkw["z_low"] = float("inf")
-                notes.append("noise cue: only 'too much noise' counts - JPEG 2000 / JPEG-LS "
-                             "near-lossless coding removes noise unevenly by itself")
+            if non_dct and not explicit:
+                notes.append("noise cue skipped: JPEG 2000 / JPEG-LS near-lossless coding "
+                             "reshapes the noise by itself (smooths some areas, rings at edges)")
+                continue
             try:
-                ni = noise_inconsistency_map(img, **nkw)
+                ni = noise_inconsistency_map(img, **(noise_kw or {}))
             except Exception as exc:  # too small image etc.: skip this cue, say so
                 notes.append(f"noise cue skipped: {exc}")
                 continue
