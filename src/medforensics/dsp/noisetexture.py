@@ -184,7 +184,7 @@ def _cell_sum(a: np.ndarray, cell: int, ncx: int) -> np.ndarray:
 def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
                       ignore: np.ndarray | None = None,
                       lags: tuple[tuple[int, int], ...] = TEXTURE_LAGS,
-                      rows: int = STRIP_ROWS) -> TextureCells:
+                      rows: int = STRIP_ROWS, value_pairs: bool = True) -> TextureCells:
     """Per-cell counts from which block texture features are formed (see module docs).
 
     Only whole cells are counted (trailing rows / columns that do not fill a cell are ignored);
@@ -199,6 +199,8 @@ def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
         lags: (dy, dx) lags with 0 <= dy <= 2, |dx| <= 2.
         rows: strip height (rows, rounded down to whole cells, at least one cell) of the
             working arrays.
+        value_pairs: also count the within-cell value pairs of the coarse lattice
+            (``near12`` ... ``distinct``; one sort per cell); False leaves them None.
 
     Returns:
         :class:`TextureCells` with ``ncy = H // cell``, ``ncx = W // cell``.
@@ -240,8 +242,9 @@ def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
     lat012 = np.zeros((ncy, ncx), np.int32) if integer else None
     latexp = np.zeros((ncy, ncx), np.float64) if integer else None
     table = _lattice_table(img, vmin, rows) if integer else None
-    table12 = _lattice_table(img, vmin, rows, near=(1, 2)) if integer else None
-    pair_counts = [np.zeros((ncy, ncx), np.float64) for _ in range(5)] if integer else None
+    table12 = _lattice_table(img, vmin, rows, near=(1, 2)) if integer and value_pairs else None
+    pair_counts = ([np.zeros((ncy, ncx), np.float64) for _ in range(5)]
+                   if integer and value_pairs else None)
     per = max(1, rows // cell)
     for cy0 in range(0, ncy, per):
         cy1 = min(cy0 + per, ncy)
@@ -284,11 +287,11 @@ def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
                 lat012[cy0 + j] = _cell_sum(c2[j * cell : (j + 1) * cell], cell, ncx)
                 latexp[cy0 + j] = ce[j * cell : (j + 1) * cell, : ncx * cell].reshape(
                     cell, ncx, cell).sum(axis=(0, 2))
-            assert pair_counts is not None and table12 is not None
-            counts = _cell_value_pairs((v[:n] - vmin).astype(np.int64), None if ok is None
-                                       else ~ok[:n], cell, ncx, table12)
-            for acc, c in zip(pair_counts, counts):
-                acc[cy0:cy1] = c
+            if pair_counts is not None and table12 is not None:
+                counts = _cell_value_pairs((v[:n] - vmin).astype(np.int64), None if ok is None
+                                           else ~ok[:n], cell, ncx, table12)
+                for acc, c in zip(pair_counts, counts):
+                    acc[cy0:cy1] = c
     return TextureCells(cell=cell, kind=kind, lags=tuple(lags), prod=prod, pairs=pairs,
                         lat1=lat1, lat012=lat012, lat_expected=latexp,
                         **(dict(zip(("near12", "near_all", "near12_expected", "near_pixels",

@@ -243,21 +243,9 @@ def ela_cnn_input(
 
 
 def jpeg_history(pixels: np.ndarray, meta: object = None) -> tuple[bool, str | None]:
-    """Whether an image went through JPEG (or other lossy) compression, and how we know.
-
-    ``meta.lossy`` (the file's own transfer syntax / format) decides when it says so; a
-    losslessly stored image (PNG, TIFF, uncompressed DICOM) is checked for the 8 x 8 block
-    grid a JPEG history leaves (:func:`medforensics.dsp.ela.jpeg_grid`), since a JPEG saved
-    again as PNG is the textbook case for ELA.
-
-    Args:
-        pixels: (H, W) image (any bit depth).
-        meta: its ``ImageMeta`` or None.
-
-    Returns:
-        ``(lossy, note)``: ``note`` says why a losslessly stored image is treated as lossy
-        (None otherwise).
-    """
+    """``(lossy, note)``: whether :func:`lossy_codec` finds any lossy history (JPEG or other)
+    in ``pixels`` (H, W) with their ``ImageMeta`` ``meta``, and its note for a losslessly stored
+    image that shows a JPEG block grid (None otherwise)."""
     codec, note = lossy_codec(pixels, meta)
     return codec is not None, note
 

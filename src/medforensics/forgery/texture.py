@@ -331,7 +331,7 @@ def texture_inconsistency_map(
         ign_px = clipped  # no tolerance: any clipped pixel excludes the block (below)
     else:
         ign_px = ign
-    cells = texture_cell_sums(img, cell=cell, kind=kind, ignore=ign_px)
+    cells = texture_cell_sums(img, cell=cell, kind=kind, ignore=ign_px, value_pairs=coarse)
     feats, npairs = block_texture_features(cells, cells_per_block=k, min_pairs=min_pairs,
                                            relative_lattice=relative_lattice)
     n_ign = win(_block_counts(ign_px, cell)) if ign_px is not None else np.zeros(npairs.shape)
