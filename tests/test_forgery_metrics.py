@@ -79,3 +79,32 @@ def test_original_image_and_summary() -> None:
         pixel_scores(np.full((3, 3), np.nan), np.zeros((3, 3), bool))
     # uint8 0/255 masks are accepted
     assert pixel_scores(m.astype(float), (m * 255).astype(np.uint8), band=0).f1_fixed == 1.0
+
+
+def test_confidence_intervals_on_hand_made_records() -> None:
+    from medforensics.forgery.evaluate import confidence_intervals
+
+    recs = []
+    # 6 source images, 2 pairs each; copy-moves always ranked above every original, splices
+    # mixed in with them
+    for src in range(6):
+        for k, kind in enumerate(("copy-move", "splice-device")):
+            t_score = 0.9 if kind == "copy-move" else (0.6 if src % 2 else 0.1)
+            recs.append({"label": 1, "score": t_score, "kind": kind, "cluster": f"s{src}",
+                         "pixel_f1_best": 0.8 if kind == "copy-move" else 0.4})
+            recs.append({"label": 0, "score": 0.2 + 0.05 * src, "kind": kind,
+                         "cluster": f"s{src}"})
+    ci = confidence_intervals(recs, threshold=0.5, n_boot=400, seed=0)
+    assert ci["n_clusters"] == 6 and ci["level"] == 0.95
+    cm, sp = ci["by_kind"]["copy-move"], ci["by_kind"]["splice-device"]
+    assert cm["image_auc"] == [1.0, 1.0] and cm["recall"] == [1.0, 1.0]
+    assert cm["pixel_f1_best"] == pytest.approx([0.8, 0.8])
+    # splices: AUC 0.5 on the full set, and an interval that is really uncertain
+    assert sp["image_auc"][0] < 0.5 < sp["image_auc"][1]
+    assert sp["image_auc"][1] - sp["image_auc"][0] > 0.3
+    assert 0.0 <= sp["recall"][0] < 0.5 < sp["recall"][1] <= 1.0
+    # every source image has one 0.8 and one 0.4 edit: the mean is 0.6 in every resample
+    assert ci["pixel_f1_best"] == pytest.approx([0.6, 0.6])
+    assert ci["accuracy"][0] < ci["accuracy"][1]
+    # no threshold: no recall / accuracy intervals
+    assert "accuracy" not in confidence_intervals(recs, n_boot=50)

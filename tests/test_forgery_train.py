@@ -155,4 +155,6 @@ def test_cues_train_roundtrip_resume_and_cli(tamper_set: Path, tmp_path: Path) -
     assert m["n_tampered"] + m["n_original"] == len(test_paths) > 0
     assert "test split" in m["rows"] and (ev / "roc.png").is_file()
     assert m["image"]["accuracy"] is not None and "f1_best" in m["pixel"]
+    lo, hi = m["ci"]["image_auc"]  # 95 % intervals over source images
+    assert lo <= m["image_auc"] <= hi and "95 % CI over" in out.output
     assert list((ev / "examples").glob("*.png"))

@@ -16,6 +16,7 @@ from medforensics.eval.metrics import (
     best_threshold,
     binary_auc,
     binary_metrics,
+    bootstrap_interval,
     classification_report,
     confusion_matrix,
     grouped_accuracy,
@@ -242,3 +243,49 @@ def test_best_threshold_criteria() -> None:
         best_threshold(np.ones(3, int), [0.1, 0.2, 0.3], "youden")
     with pytest.raises(ConfigError, match="0/1"):
         binary_metrics([0, 2], [0.1, 0.2])
+
+
+# ------------------------------------------------------------------------------ bootstrap
+def test_bootstrap_interval_of_a_mean_has_the_textbook_width() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(10.0, 2.0, size=400)
+    lo, hi = bootstrap_interval(lambda ix: float(x[ix].mean()), x.size, n_boot=2000, seed=1)
+    assert lo < x.mean() < hi
+    half = 1.96 * x.std(ddof=1) / math.sqrt(x.size)  # normal-theory half width
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.12)
+    # deterministic for a seed, different for another
+    assert bootstrap_interval(lambda ix: float(x[ix].mean()), x.size, n_boot=2000,
+                              seed=1) == (lo, hi)
+    assert bootstrap_interval(lambda ix: float(x[ix].mean()), x.size, n_boot=2000,
+                              seed=2) != (lo, hi)
+
+
+def test_bootstrap_interval_resamples_clusters_not_rows() -> None:
+    rng = np.random.default_rng(4)
+    unique = rng.normal(size=20)
+    rows = np.repeat(unique, 5)  # every value five times: one cluster each
+    clusters = np.repeat(np.arange(20), 5).tolist()
+    by_cluster = bootstrap_interval(lambda ix: float(rows[ix].mean()), rows.size,
+                                    clusters=clusters, seed=0)
+    by_value = bootstrap_interval(lambda ix: float(unique[ix].mean()), unique.size, seed=0)
+    naive = bootstrap_interval(lambda ix: float(rows[ix].mean()), rows.size, seed=0)
+    # five copies of a row carry the information of one: the clustered interval is that of
+    # the 20 distinct values (same draws), the naive one about sqrt(5) times too narrow
+    assert by_cluster == pytest.approx(by_value, abs=1e-12)
+    ratio = (by_cluster[1] - by_cluster[0]) / (naive[1] - naive[0])
+    assert 1.7 < ratio < 2.8
+
+
+def test_bootstrap_interval_nan_statistic_and_bad_arguments() -> None:
+    # AUC of resamples that can miss a class: NaN resamples are skipped
+    y = np.array([1, 0] + [0] * 8)
+    s = np.linspace(1, 0, 10)
+    lo, hi = bootstrap_interval(lambda ix: binary_auc(y[ix], s[ix]), 10, n_boot=500)
+    assert lo == hi == 1.0  # the one positive always ranks first when drawn
+    assert all(math.isnan(v) for v in bootstrap_interval(lambda ix: float("nan"), 5))
+    with pytest.raises(ConfigError):
+        bootstrap_interval(lambda ix: 0.0, 5, level=1.0)
+    with pytest.raises(ConfigError):
+        bootstrap_interval(lambda ix: 0.0, 5, clusters=[0, 1])
+    with pytest.raises(ConfigError):
+        bootstrap_interval(lambda ix: 0.0, 0)

@@ -692,6 +692,9 @@ def forgery_evaluate_cmd(
     seam: bool = typer.Option(
         True, "--seam/--no-seam", help="Training-free hard-edged paste seam cue (default on)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=0,
+        help="Resamples for 95 % confidence intervals over source images (0 = none)."),
 ) -> None:
     """Image-level and pixel-level metrics of a forgery detector on a tamper manifest."""
     from medforensics.errors import MedForensicsError
@@ -702,26 +705,36 @@ def forgery_evaluate_cmd(
         det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela,
                                        texture=texture, seam=seam)
         res = evaluate_detector(det, manifest, out_dir=out, split=split, limit=limit,
-                                kinds=None if kinds is None else
+                                n_boot=bootstrap, kinds=None if kinds is None else
                                 [k.strip() for k in kinds.split(",") if k.strip()])
     except MedForensicsError as exc:
         _fail(exc)
     def f3(v: object) -> str:
         return f"{v:.3f}" if isinstance(v, float) and v == v else "n/a"
 
+    ci = res.get("ci") or {}
+
+    def iv(d: dict, key: str) -> str:
+        lo_hi = d.get(key)
+        return "" if not lo_hi or lo_hi[0] != lo_hi[0] else f" [{lo_hi[0]:.2f}-{lo_hi[1]:.2f}]"
+
     im = res["image"]
     px = res["pixel"]
     typer.echo(f"{res['method']} on {res['rows']}: {res['n_tampered']} tampered + "
-               f"{res['n_original']} original")
-    typer.echo(f"image: AUC {f3(im.get('auc'))}, accuracy {f3(im.get('accuracy'))}, precision "
+               f"{res['n_original']} original"
+               + (f"; [95 % CI over {ci['n_clusters']} source images]" if ci else ""))
+    typer.echo(f"image: AUC {f3(im.get('auc'))}{iv(ci, 'image_auc')}, accuracy "
+               f"{f3(im.get('accuracy'))}{iv(ci, 'accuracy')}, precision "
                f"{f3(im.get('precision'))}, recall {f3(im.get('recall'))}, F1 {f3(im.get('f1'))}"
                f" (threshold {res['threshold']:.2f})")
-    typer.echo(f"pixel (tampered, {res['band']}-px band out): F1-best {f3(px.get('f1_best'))}, "
-               f"F1@0.5 {f3(px.get('f1_fixed'))}, IoU@0.5 {f3(px.get('iou_fixed'))}, "
-               f"AUC {f3(px.get('auc'))}")
+    typer.echo(f"pixel (tampered, {res['band']}-px band out): F1-best {f3(px.get('f1_best'))}"
+               f"{iv(ci, 'pixel_f1_best')}, F1@0.5 {f3(px.get('f1_fixed'))}, IoU@0.5 "
+               f"{f3(px.get('iou_fixed'))}, AUC {f3(px.get('auc'))}")
     for k, auc in res["image_auc_by_kind"].items():
         pk = res["pixel_by_kind"].get(k, {})
-        typer.echo(f"  {k}: image AUC {f3(auc)}, pixel F1-best {f3(pk.get('f1_best'))}")
+        ck = ci.get("by_kind", {}).get(k, {})
+        typer.echo(f"  {k}: image AUC {f3(auc)}{iv(ck, 'image_auc')}, pixel F1-best "
+                   f"{f3(pk.get('f1_best'))}{iv(ck, 'pixel_f1_best')}")
     if res["failures"]:
         typer.echo(f"{len(res['failures'])} file(s) failed (listed in metrics.json)", err=True)
     typer.echo(f"wrote {out / 'metrics.json'}")

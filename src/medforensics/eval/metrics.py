@@ -11,6 +11,10 @@ Multi-class identification (Deep-RSI Tables 3-5, DeepMammo Table 2):
 
 Binary detection (forgery): :func:`binary_metrics` and :func:`best_threshold`.
 
+Uncertainty: :func:`bootstrap_interval` gives a percentile bootstrap confidence interval of any
+statistic, resampling *clusters* (a source image with all the tampered copies and originals
+made from it, a patient) rather than rows when rows are not independent.
+
 Conventions:
 
 * A ratio whose denominator is zero (e.g. PPV of a class never predicted) is ``NaN``, never 0
@@ -27,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,6 +53,7 @@ __all__ = [
     "best_threshold",
     "binary_auc",
     "binary_metrics",
+    "bootstrap_interval",
     "classification_report",
     "confusion_matrix",
     "grouped_accuracy",
@@ -743,3 +748,65 @@ def best_threshold(
         value = (tp + tn) / y.size
     # argmax returns the first maximum = highest threshold among ties
     return float(thr[int(np.argmax(value))])
+
+
+# --------------------------------------------------------------------------------------------
+# uncertainty
+# --------------------------------------------------------------------------------------------
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    clusters: Sequence[Hashable] | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of a statistic of ``n`` rows.
+
+    Each resample draws, with replacement, as many clusters as there are (or rows, without
+    ``clusters``) and evaluates ``statistic`` on the concatenated row indices. Resamples where
+    the statistic is NaN (e.g. an AUC of a resample without negatives) are left out; with fewer
+    than half of the resamples valid the interval is ``(nan, nan)``. Deterministic for a seed.
+
+    Args:
+        statistic: ``f(indices) -> float``; ``indices`` is an int64 (M,) array into the rows,
+            with repeats.
+        n: number of rows (>= 1).
+        clusters: (n,) cluster key per row (source image, patient): rows of one cluster are
+            resampled together. ``None`` = every row its own cluster.
+        n_boot: number of resamples (>= 1).
+        level: two-sided coverage in (0, 1), e.g. 0.95.
+        seed: random seed.
+
+    Returns:
+        ``(lo, hi)``, the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled
+        statistic.
+
+    Raises:
+        ConfigError: ``n < 1``, ``n_boot < 1``, ``level`` outside (0, 1), or ``clusters`` not
+            of length ``n``.
+    """
+    if n < 1 or n_boot < 1:
+        raise ConfigError(f"need n >= 1 and n_boot >= 1, got n={n}, n_boot={n_boot}")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level must be in (0, 1), got {level}")
+    if clusters is None:
+        groups = [np.array([i], np.int64) for i in range(n)]
+    else:
+        if len(clusters) != n:
+            raise ConfigError(f"clusters has {len(clusters)} entries for {n} rows")
+        index: dict[Hashable, list[int]] = {}
+        for i, c in enumerate(clusters):
+            index.setdefault(c, []).append(i)
+        groups = [np.array(v, np.int64) for v in index.values()]
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for b in range(n_boot):
+        pick = rng.integers(0, len(groups), size=len(groups))
+        values[b] = statistic(np.concatenate([groups[g] for g in pick]))
+    values = values[np.isfinite(values)]
+    if values.size < max(1, n_boot // 2):
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(values, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)

@@ -7,13 +7,19 @@ Two entry points share one loop:
   precision, recall, F1 at the detector's threshold and ROC AUC; per kind and per region size;
   pixel metrics of the map on tampered images (F1 at the best threshold per image and at 0.5,
   IoU at 0.5, pixel AUC; 3-px boundary band left out, :mod:`medforensics.forgery.metrics`);
-  the same per cue; optionally ``metrics.json``, ``roc.png`` and example panels.
+  the same per cue; 95 % bootstrap confidence intervals (:func:`confidence_intervals`);
+  optionally ``metrics.json``, ``roc.png`` and example panels.
 * :func:`evaluate_tamper_manifest` - the raw cues of :func:`medforensics.forgery.localize.
   localize` (no detector), image AUC and pixel metrics per cue.
 
 For every row (tampered and matched original) the image is read with
 :func:`medforensics.io.read_image`; unreadable rows are listed in ``failures`` and the
 evaluation goes on. An original's "kind" and "region size" are those of its tampered twin.
+
+Confidence intervals resample *source images*, not rows: a tampered image and its matched
+original are made from one picture, and a small real set makes several pairs from each
+picture (the ``original_path`` column; ``pair_id`` when it is missing). Resampling rows would
+treat those as independent and give intervals that are too narrow.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ import numpy as np
 from PIL import Image
 
 from medforensics.errors import ConfigError, MedForensicsError
-from medforensics.eval.metrics import binary_auc
+from medforensics.eval.metrics import binary_auc, bootstrap_interval
 from medforensics.forgery.metrics import PixelScores, pixel_scores, summarize
 
-__all__ = ["evaluate_tamper_manifest", "evaluate_detector", "SIZE_BINS", "select_rows"]
+__all__ = ["evaluate_tamper_manifest", "evaluate_detector", "SIZE_BINS", "select_rows",
+           "confidence_intervals"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +112,7 @@ def _loop(chosen: list[dict[str, str]], analyse: Analyse, *, band: int, threshol
             "kind": pair_kind.get(r["pair_id"], ""), "size_bin": _size_bin(
                 pair_size.get(r["pair_id"])), "cue_scores": dict(cue_scores),
             "forged_area_percent": float(100.0 * np.mean(pmap >= threshold)),
+            "cluster": r.get("original_path") or r["pair_id"],
         }
         if is_t:
             with Image.open(r["mask_path"]) as im:
@@ -124,6 +132,79 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     if y.size == 0 or y.min() == y.max():
         return float("nan")
     return binary_auc(y, s)
+
+
+def confidence_intervals(records: list[dict[str, Any]], *, threshold: float | None = None,
+                         n_boot: int = 1000, level: float = 0.95, seed: int = 0
+                         ) -> dict[str, Any]:
+    """Cluster-bootstrap confidence intervals of the headline forgery figures.
+
+    Args:
+        records: one dict per evaluated image with ``label`` (1 tampered, 0 original),
+            ``score``, ``kind`` (an original's is its twin's), ``cluster`` (source image key)
+            and, for tampered images, ``pixel_f1_best`` (NaN or absent = not scored); the
+            ``per_image.json`` rows of :func:`evaluate_detector` have these keys.
+        threshold: image-score threshold for recall / accuracy intervals (None = skip those).
+        n_boot: bootstrap resamples.
+        level: two-sided coverage.
+        seed: random seed (the intervals are deterministic for a seed).
+
+    Returns:
+        ``{"level", "n_boot", "n_clusters", "image_auc": [lo, hi], "pixel_f1_best": [lo, hi],
+        "accuracy": [lo, hi], "by_kind": {kind: {"image_auc", "pixel_f1_best", "recall"}}}``
+        (``accuracy`` and ``recall`` only with a threshold; NaN bounds when a statistic is
+        undefined in most resamples).
+    """
+    y = np.array([int(r["label"]) for r in records], dtype=int)
+    s = np.array([float(r["score"]) for r in records])
+    f1 = np.array([float(r.get("pixel_f1_best", np.nan) if r.get("pixel_f1_best") is not None
+                         else np.nan) for r in records])
+    kinds = np.array([r.get("kind") or "" for r in records])
+    clusters = [str(r.get("cluster") or r.get("path", i)) for i, r in enumerate(records)]
+
+    def interval(stat: Callable[[np.ndarray], float], sel: np.ndarray) -> list[float]:
+        rows = np.flatnonzero(sel)
+        if rows.size == 0:
+            return [float("nan"), float("nan")]
+        lo, hi = bootstrap_interval(lambda ix: stat(rows[ix]), rows.size,
+                                    clusters=[clusters[i] for i in rows], n_boot=n_boot,
+                                    level=level, seed=seed)
+        return [lo, hi]
+
+    def auc(ix: np.ndarray) -> float:
+        return _auc(y[ix], s[ix])
+
+    def mean_f1(ix: np.ndarray) -> float:
+        v = f1[ix][(y[ix] == 1) & np.isfinite(f1[ix])]
+        return float(v.mean()) if v.size else float("nan")
+
+    everyone = np.ones(y.size, bool)
+    out: dict[str, Any] = {
+        "level": level, "n_boot": n_boot, "n_clusters": len(set(clusters)),
+        "image_auc": interval(auc, everyone), "pixel_f1_best": interval(mean_f1, everyone),
+        "by_kind": {},
+    }
+    if threshold is not None:
+        out["accuracy"] = interval(lambda ix: float(np.mean((s[ix] >= threshold) == y[ix])),
+                                   everyone)
+    for k in sorted({str(k) for k in kinds[y == 1]}):
+        sel = kinds == k
+        d = {"image_auc": interval(auc, sel), "pixel_f1_best": interval(mean_f1, sel)}
+        if threshold is not None:
+            d["recall"] = interval(lambda ix: float(np.mean(s[ix][y[ix] == 1] >= threshold))
+                                   if (y[ix] == 1).any() else float("nan"), sel)
+        out["by_kind"][k] = d
+    return out
+
+
+def _per_image(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``per_image.json`` rows (plain values) of evaluated records."""
+    return [{"path": r["path"], "label": r["label"], "kind": r["kind"],
+             "size_bin": r["size_bin"], "score": r["score"], "cluster": r.get("cluster"),
+             "forged_area_percent": r["forged_area_percent"], "cues": r["cue_scores"],
+             **({"pixel_f1_best": r["pixel"].f1_best, "pixel_f1_fixed": r["pixel"].f1_fixed,
+                 "pixel_iou_fixed": r["pixel"].iou_fixed} if "pixel" in r else {})}
+            for r in recs]
 
 
 def _summaries(recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -266,6 +347,7 @@ def evaluate_detector(
     limit: int | None = None,
     n_examples: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    n_boot: int = 1000,
 ) -> dict[str, Any]:
     """Evaluate a :class:`~medforensics.forgery.detector.ForgeryDetector` on a tamper manifest.
 
@@ -281,10 +363,12 @@ def evaluate_detector(
         limit: at most this many pairs.
         n_examples: example panels to draw.
         progress: callback ``(done, total)``.
+        n_boot: bootstrap resamples for the 95 % confidence intervals (0 = none).
 
     Returns:
         The :func:`evaluate_tamper_manifest` keys plus ``image`` (accuracy, precision, recall,
-        specificity, F1, AUC at the detector threshold), ``recall_by_kind``, ``verdicts``
+        specificity, F1, AUC at the detector threshold), ``recall_by_kind``, ``ci``
+        (:func:`confidence_intervals`, or None with ``n_boot=0``), ``verdicts``
         (counts), ``rows`` ("which rows"), ``method``, ``threshold``, ``failures`` and, with
         ``out_dir``, ``files``.
 
@@ -334,6 +418,8 @@ def evaluate_detector(
         k: float(np.mean([r["score"] >= thr for r in recs if r["label"] == 1 and r["kind"] == k]))
         for k in sorted({r["kind"] for r in recs if r["label"] == 1})
     }
+    res["ci"] = (confidence_intervals(_per_image(recs), threshold=thr, n_boot=n_boot)
+                 if n_boot > 0 else None)
     res.update(verdicts=verdicts, rows=which, method=detector.method, threshold=thr,
                map_threshold=thr_map, band=band, failures=out["failures"],
                run=None if getattr(detector, "run_dir", None) is None
@@ -370,13 +456,7 @@ def _write_outputs(out: Path, res: dict[str, Any], recs: list[dict[str, Any]],
         p = ex_dir / f"{i:02d}_{kinds.get(path, 'tampered')}.png"
         _panel(pixels_of[path], mask, pmap, p, f"{Path(path).name}")
         files["examples"].append(str(p))
-    per_image = [{"path": r["path"], "label": r["label"], "kind": r["kind"],
-                  "size_bin": r["size_bin"], "score": r["score"],
-                  "forged_area_percent": r["forged_area_percent"], "cues": r["cue_scores"],
-                  **({"pixel_f1_best": r["pixel"].f1_best, "pixel_f1_fixed": r["pixel"].f1_fixed,
-                      "pixel_iou_fixed": r["pixel"].iou_fixed} if "pixel" in r else {})}
-                 for r in recs]
-    (out / "per_image.json").write_text(json.dumps(to_jsonable(per_image), indent=1))
+    (out / "per_image.json").write_text(json.dumps(to_jsonable(_per_image(recs)), indent=1))
     files["per_image"] = str(out / "per_image.json")
     (out / "metrics.json").write_text(json.dumps(to_jsonable({**res, "files": files}),
                                                  indent=2, sort_keys=True))
