@@ -196,6 +196,8 @@ def fmt(v: Any) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    from medforensics.eval.tables import fmt_interval
+
     cols = ["dataset", "detector", "kind", "n", "image_auc", "accuracy", "precision", "recall",
             "f1", "pixel_f1_best", "pixel_f1_05", "iou_05", "pixel_auc", "fp_area_original"]
     head = ["data", "detector", "kind", "n (tam+orig / tam)", "image AUC", "acc", "prec",
@@ -205,11 +207,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         cells = []
         for c in cols:
-            cell = fmt(r.get(c))
-            lo_hi = r.get(c + "_ci")
-            if lo_hi and lo_hi[0] is not None and lo_hi[0] == lo_hi[0]:
-                cell += f" ({lo_hi[0]:.2f}-{lo_hi[1]:.2f})"
-            cells.append(cell)
+            cells.append(fmt(r.get(c)) + fmt_interval(r.get(c + "_ci")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

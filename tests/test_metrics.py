@@ -289,3 +289,26 @@ def test_bootstrap_interval_nan_statistic_and_bad_arguments() -> None:
         bootstrap_interval(lambda ix: 0.0, 5, clusters=[0, 1])
     with pytest.raises(ConfigError):
         bootstrap_interval(lambda ix: 0.0, 0)
+
+
+def test_headline_intervals_cluster_by_patient() -> None:
+    from medforensics.eval.evaluate import headline_intervals
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    probs = np.full((60, 3), 0.1)
+    probs[np.arange(60), y] = 0.8
+    wrong = rng.choice(60, size=9, replace=False)  # 9 images predicted as the next class
+    probs[wrong] = 0.1
+    probs[wrong, (y[wrong] + 1) % 3] = 0.8
+    patients = [f"p{i // 2}" for i in range(60)]  # two images per patient
+    iv = headline_intervals(y, probs, patients, n_boot=500)
+    assert iv["n_clusters"] == 30 and set(iv["tpr"]) == {0, 1, 2}
+    acc = float(np.mean(probs.argmax(1) == y))  # 51 / 60
+    lo, hi = iv["accuracy"]
+    assert lo < acc < hi and hi - lo > 0.1
+    assert iv["balanced_accuracy"][0] < acc < iv["balanced_accuracy"][1]
+    assert 0.5 < iv["macro_auc"][0] <= iv["macro_auc"][1] <= 1.0
+    # perfect predictions: degenerate interval at 1
+    perfect = headline_intervals(y, np.eye(3)[y] * 0.9 + 0.1 / 3, patients, n_boot=100)
+    assert perfect["accuracy"] == [1.0, 1.0] and perfect["tpr"][2] == [1.0, 1.0]

@@ -54,6 +54,27 @@ def test_cli_train_end_to_end(tiny_manifest: Path, tmp_path: Path) -> None:
     assert metrics[-1]["val_patch_acc"] >= 0.7
     assert max(m["val_bacc"] for m in metrics) >= 0.75
 
+    # Paper-grade evaluation of the run on the validation patients, with patient intervals.
+    ev = tmp_path / "ev"
+    res = CliRunner().invoke(app, ["evaluate", str(out), "--manifest", str(tiny_manifest),
+                                   "--split", "val", "--out", str(ev), "--bootstrap", "200"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((ev / "metrics.json").read_text())
+    iv = m["intervals"]
+    assert iv["unit"] == "patient" and iv["n_boot"] == 200
+    from medforensics.data.manifest import read_manifest
+
+    val = [r for r in read_manifest(tiny_manifest) if r.get("split") == "val"]
+    assert m["n_images"] == len(val) and iv["n_clusters"] == len({r["PatientID"] for r in val})
+    lo, hi = iv["accuracy"]
+    assert lo <= m["image_level"]["accuracy"] <= hi
+    assert set(iv["tpr"]) == set(meta["classes"])
+    assert "patients]" in res.output and "bootstrap intervals over" in (ev / "report.md").read_text()
+    # the held-out test files were destroyed: every one is listed, the command fails cleanly
+    bad = CliRunner().invoke(app, ["evaluate", str(out), "--manifest", str(tiny_manifest),
+                                   "--out", str(tmp_path / "ev_test")])
+    assert bad.exit_code != 0 and "failed" in bad.output
+
     # An existing run is not overwritten without --resume; --resume extends it.
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "resume" in again.output

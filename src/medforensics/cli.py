@@ -477,6 +477,9 @@ def evaluate_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder (metrics.json, report.md, PNGs)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     n_patches: Optional[int] = typer.Option(None, "--patches", help="Patches per image (patch)."),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=0,
+        help="Resamples for 95 % confidence intervals over patients (0 = none)."),
 ) -> None:
     """Paper-grade evaluation: per-class TPR/TNR/PPV/NPV/AUC, confusion, ROC, per body part."""
     from medforensics.data.manifest import read_manifest
@@ -485,14 +488,20 @@ def evaluate_cmd(
 
     try:
         res = evaluate_run(run, read_manifest(manifest), out, split=split, device=device,
-                           n_patches=n_patches)
+                           n_patches=n_patches, n_boot=bootstrap)
     except MedForensicsError as exc:
         _fail(exc)
         return
+    from medforensics.eval.tables import fmt_interval
+
     img, pat = res["image_level"], res["patient_level"]
-    typer.echo(f"{res['n_images']} {split} images: accuracy {img['accuracy']:.4f}, balanced "
-               f"{img['balanced_accuracy']:.4f}, macro AUC {img['macro_auc'] or float('nan'):.4f}; "
-               f"patient level accuracy {pat['accuracy']:.4f}")
+    ci = res.get("intervals") or {}
+    typer.echo(f"{res['n_images']} {split} images: accuracy {img['accuracy']:.4f}"
+               f"{fmt_interval(ci.get('accuracy'), 3)}, balanced {img['balanced_accuracy']:.4f}"
+               f"{fmt_interval(ci.get('balanced_accuracy'), 3)}, macro AUC "
+               f"{img['macro_auc'] or float('nan'):.4f}{fmt_interval(ci.get('macro_auc'), 3)}; "
+               f"patient level accuracy {pat['accuracy']:.4f}"
+               + (f" [95 % CI over {ci['n_clusters']} patients]" if ci else ""))
     if "unit_level" in res:
         typer.echo(f"unit level (reference patterns): accuracy {res['unit_level']['accuracy']:.4f}")
     typer.echo(f"report: {out / 'report.md'}")
@@ -712,11 +721,12 @@ def forgery_evaluate_cmd(
     def f3(v: object) -> str:
         return f"{v:.3f}" if isinstance(v, float) and v == v else "n/a"
 
+    from medforensics.eval.tables import fmt_interval
+
     ci = res.get("ci") or {}
 
     def iv(d: dict, key: str) -> str:
-        lo_hi = d.get(key)
-        return "" if not lo_hi or lo_hi[0] != lo_hi[0] else f" [{lo_hi[0]:.2f}-{lo_hi[1]:.2f}]"
+        return fmt_interval(d.get(key))
 
     im = res["image"]
     px = res["pixel"]

@@ -90,6 +90,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     from medforensics.data.simulate import simulate_archive
     from medforensics.data.splits import assign_splits, check_leakage
     from medforensics.eval.evaluate import evaluate_run
+    from medforensics.eval.tables import fmt_interval
     from medforensics.identify import format_table
     from medforensics.predict import SourcePredictor, calibrate_run, enroll_units, identify_files
     from medforensics.train.engine import train
@@ -154,7 +155,9 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     metrics = timed("evaluate", lambda: evaluate_run(run, rows, ev, split="test",
                                                       device=cfg.device, progress=False))
     img = metrics["image_level"]
-    echo(f"   test: accuracy {img['accuracy']:.4f}, balanced {img['balanced_accuracy']:.4f}, "
+    ci = metrics.get("intervals") or {}
+    echo(f"   test: accuracy {img['accuracy']:.4f}{fmt_interval(ci.get('accuracy'), 3)}, "
+         f"balanced {img['balanced_accuracy']:.4f}, "
          f"patient-level {metrics['patient_level']['accuracy']:.4f}"
          + (f", unit {metrics['unit_level']['accuracy']:.4f}" if "unit_level" in metrics else ""))
 

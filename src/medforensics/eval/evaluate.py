@@ -6,7 +6,9 @@
 * ``metrics.json``: image-level and patient-level reports (overall accuracy, balanced
   accuracy, macro AUC, per-class n/TPR/TNR/PPV/NPV/ACC/AUC, confusion matrices), accuracy per
   body part and per transfer syntax, unit-level results from the reference patterns when the
-  run has them, calibration figures, and the list of images that could not be read;
+  run has them, calibration figures, 95 % confidence intervals of the headline figures
+  (bootstrap over patients: the images of one patient move together, see
+  :func:`headline_intervals`), and the list of images that could not be read;
 * ``predictions.csv``: one row per image (path, truth, prediction, probability);
 * ``report.md``: the tables, laid out like Deep-RSI Tables 3-5 / DeepMammo Table 2;
 * ``confusion.png``, ``roc.png``, ``accuracy_by_body_part.png``, ``reliability.png`` and,
@@ -26,7 +28,7 @@ import numpy as np
 
 from medforensics.errors import ConfigError
 
-__all__ = ["evaluate_run", "EvaluationResult"]
+__all__ = ["evaluate_run", "EvaluationResult", "headline_intervals"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,59 @@ def _progress(iterable: Sequence[Any], enabled: bool, desc: str) -> Any:
     return tqdm(iterable, desc=desc, unit="img")
 
 
+def headline_intervals(y_true: np.ndarray, probs: np.ndarray, patients: Sequence[str], *,
+                       n_boot: int = 1000, level: float = 0.95, seed: int = 0
+                       ) -> dict[str, Any]:
+    """Patient-cluster bootstrap intervals of accuracy, balanced accuracy, macro AUC, per-class TPR.
+
+    Args:
+        y_true: int (N,) class indices.
+        probs: float (N, C) class probabilities (rows sum to 1).
+        patients: (N,) patient key per image; a patient's images are resampled together.
+        n_boot: bootstrap resamples.
+        level: two-sided coverage.
+        seed: random seed.
+
+    Returns:
+        ``{"level", "n_boot", "unit": "patient", "n_clusters", "accuracy": [lo, hi],
+        "balanced_accuracy": [lo, hi], "macro_auc": [lo, hi], "tpr": {class index: [lo, hi]}}``
+        (NaN bounds when a figure is undefined in most resamples).
+    """
+    from medforensics.eval import metrics as M
+
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    yp = p.argmax(axis=1)
+    n_classes = p.shape[1]
+    present = [c for c in range(n_classes) if (y == c).any()]
+
+    def tpr(ix: np.ndarray, c: int) -> float:
+        sel = y[ix] == c
+        return float(np.mean(yp[ix][sel] == c)) if sel.any() else float("nan")
+
+    def balanced(ix: np.ndarray) -> float:
+        vals = [tpr(ix, c) for c in present]
+        return float(np.nanmean(vals)) if not all(v != v for v in vals) else float("nan")
+
+    def macro_auc(ix: np.ndarray) -> float:
+        vals = [M.binary_auc(y[ix] == c, p[ix, c]) for c in present]
+        vals = [v for v in vals if v == v]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def iv(stat: Any) -> list[float]:
+        return list(M.bootstrap_interval(stat, y.size, clusters=list(patients), n_boot=n_boot,
+                                         level=level, seed=seed))
+
+    return {
+        "level": level, "n_boot": n_boot, "unit": "patient",
+        "n_clusters": len(set(patients)),
+        "accuracy": iv(lambda ix: float(np.mean(yp[ix] == y[ix]))),
+        "balanced_accuracy": iv(balanced),
+        "macro_auc": iv(macro_auc) if n_classes > 1 else [float("nan")] * 2,
+        "tpr": {int(c): iv(lambda ix, c=c: tpr(ix, c)) for c in present},
+    }
+
+
 def evaluate_run(
     run_dir: str | Path,
     rows: Sequence[Mapping[str, Any]],
@@ -54,6 +109,7 @@ def evaluate_run(
     device: str = "cpu",
     n_patches: int | None = None,
     progress: bool = True,
+    n_boot: int = 1000,
 ) -> EvaluationResult:
     """Evaluate ``run_dir`` on the ``split`` rows of a manifest.
 
@@ -65,6 +121,7 @@ def evaluate_run(
         device: torch device.
         n_patches: inference patches per image (default: the run's calibration setting).
         progress: show a progress bar.
+        n_boot: bootstrap resamples for the 95 % intervals (``intervals``; 0 = none).
 
     Returns:
         The metrics dictionary (also written to ``out_dir/metrics.json``).
@@ -127,6 +184,11 @@ def evaluate_run(
     patients = [str(r.get("PatientID") or "(missing)") for r in kept]
     grouped = M.aggregate_by_group(pr, [f"{p}|{t}" for p, t in zip(patients, yt)], "mean", y_true=yt)
     patient_report = M.classification_report(grouped.y_true, grouped.probs, pred.classes)
+    intervals = None
+    if n_boot > 0:  # an image without PatientID is its own cluster
+        intervals = headline_intervals(yt, pr, [str(r.get("PatientID") or r["path"])
+                                                for r in kept], n_boot=n_boot)
+        intervals["tpr"] = {pred.classes[c]: v for c, v in intervals["tpr"].items()}
     by_body = M.grouped_accuracy(yt, yp, [r.get("BodyPartExamined") or "(none)" for r in kept])
     by_ts = M.grouped_accuracy(yt, yp, [r.get("TransferSyntaxUID") or "(none)" for r in kept])
 
@@ -143,6 +205,7 @@ def evaluate_run(
         "n_images_of_unseen_classes": len(sel) - len(known),
         "image_level": M.to_jsonable(report),
         "patient_level": M.to_jsonable(patient_report),
+        "intervals": M.to_jsonable(intervals),
         "by_body_part": M.to_jsonable(by_body),
         "by_transfer_syntax": M.to_jsonable(by_ts),
         "calibration": {
@@ -185,14 +248,20 @@ def evaluate_run(
     if log_path.is_file():
         figures["training"] = plots.plot_training_curves(log_path, out / "training.png")
 
+    iv = {k: tables.fmt_interval(v, 3) for k, v in (intervals or {}).items()
+          if k in ("accuracy", "balanced_accuracy", "macro_auc")}
     md = [
         f"# Evaluation of `{Path(run_dir).name}` ({pred.preset}, label `{col}`, split `{split}`)",
         "",
         f"Images: {len(kept)} evaluated, {len(failures)} unreadable, "
         f"{len(sel) - len(known)} of classes the model does not know.",
         "",
-        f"Accuracy {report.accuracy:.4f}, balanced accuracy {report.balanced_accuracy:.4f}, "
-        f"macro AUC {report.macro_auc:.4f}.",
+        f"Accuracy {report.accuracy:.4f}{iv.get('accuracy', '')}, balanced accuracy "
+        f"{report.balanced_accuracy:.4f}{iv.get('balanced_accuracy', '')}, "
+        f"macro AUC {report.macro_auc:.4f}{iv.get('macro_auc', '')}."
+        + ("" if intervals is None else
+           f" In brackets: {100 * intervals['level']:.0f} % bootstrap intervals over "
+           f"{intervals['n_clusters']} patients."),
         "",
         tables.per_class_table(report, title="Image level, per class"),
         "",

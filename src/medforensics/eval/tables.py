@@ -29,6 +29,7 @@ __all__ = [
     "binary_metrics_table",
     "confusion_table",
     "fmt_float",
+    "fmt_interval",
     "fmt_pct",
     "grouped_accuracy_table",
     "per_class_table",
@@ -61,6 +62,21 @@ def fmt_pct(x: float | None, digits: int = 2) -> str:
 def fmt_float(x: float | None, digits: int = 3) -> str:
     """Format a float with fixed decimals, ``"n/a"`` for NaN/None."""
     return NA if _undefined(x) else f"{float(x):.{digits}f}"
+
+
+def fmt_interval(lo_hi: Any, digits: int = 2) -> str:
+    """Format a confidence interval as a suffix, e.g. ``[0.91, 0.99] -> " [0.91-0.99]"``.
+
+    Args:
+        lo_hi: ``(lo, hi)`` or ``[lo, hi]``; None or NaN bounds (no interval) give ``""``.
+        digits: decimals.
+
+    Returns:
+        ``" [lo-hi]"`` or ``""``.
+    """
+    if not lo_hi or _undefined(lo_hi[0]) or _undefined(lo_hi[1]):
+        return ""
+    return f" [{float(lo_hi[0]):.{digits}f}-{float(lo_hi[1]):.{digits}f}]"
 
 
 def _md_cell(text: str) -> str:
