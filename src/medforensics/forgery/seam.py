@@ -8,8 +8,9 @@ the block they enclose:
 * ``map`` inside a box = ``CORNER_LEVEL[corners]`` (0.55 for one corner seen, 0.8 for two,
   0.95 for three, 1.0 for all four); boxes whose best corner has a seam shorter than
   ``min_side`` are dropped;
-* lossy inputs are skipped (the 8 x 8 block edges of JPEG are straight, grid-aligned seams by
-  construction) - :func:`seam_cue` raises :class:`SeamSkipped` with the reason.
+* lossy inputs are skipped (JPEG's 8 x 8 block edges are straight, grid-aligned seams by
+  construction; other lossy codecs' tiles and quantised transforms are not trusted either) -
+  :func:`seam_cue` raises :class:`SeamSkipped` with the reason.
 
 What it sees: rectangular pastes with hard (unfeathered) edges - splices from another image,
 clones, rectangular fills - whatever the content, also when the noise level and shape match.
@@ -77,7 +78,8 @@ def seam_cue(pixels: np.ndarray, *, lossy: bool = False, window: int = 16,
         InvalidArrayError: not a finite 2-D array of at least 64 x 64.
     """
     if lossy:
-        raise SeamSkipped("lossy compression leaves straight 8 x 8 block edges everywhere")
+        raise SeamSkipped("lossy compression: its artefacts (JPEG's 8 x 8 block edges, tile and "
+                          "transform edges of other codecs) can look like paste seams")
     img = as_image(pixels, "pixels", min_size=64, dtype=np.float32)
     clip = (float(img.min()), float(img.max()))
     vert = straight_seams(boundary_excess(img, window=window, clip_values=clip), axis="v",
