@@ -156,3 +156,29 @@ def test_thin_distance_strata_are_merged() -> None:
     c = noise_inconsistency_map(img, edge_strata=(64, 128), min_stratum=100)
     np.testing.assert_array_equal(a.z, b.z)
     assert not np.array_equal(a.z, c.z)
+
+
+def test_fingerprint_min_coverage_damps_thinly_covered_pixels() -> None:
+    from medforensics.forgery.noiseinconsistency import fingerprint_llr_map
+
+    img = _radiograph(17).astype(np.float32)
+    H, W = img.shape
+    corner = (slice(H - 64, H), slice(W - 64, W))  # covered by one patch only
+    block = (slice(96, 224), slice(96, 224))  # deep inside: 16 patches per pixel
+    img[corner] += 10000.0
+    img[block] += 10000.0
+
+    def stub(patches: np.ndarray) -> np.ndarray:
+        p1 = np.clip((patches > 9000).mean(axis=(1, 2)), 0.001, 0.999)
+        return np.log(np.stack([1 - p1, p1], 1))
+
+    plain = fingerprint_llr_map(img, stub, patch=64, stride=16)
+    damped = fingerprint_llr_map(img, stub, patch=64, stride=16, min_coverage=0.5)
+    inner = (slice(128, 192), slice(128, 192))
+    # the lone corner patch decides its pixels alone in the plain mean; with the floor it
+    # counts as 1 of 8
+    assert plain.map[H - 8 :, W - 8 :].min() > 0.9
+    assert damped.map[H - 8 :, W - 8 :].max() < 0.15
+    # a region seen by every covering patch keeps its level
+    assert np.allclose(damped.map[inner], plain.map[inner]) and plain.map[inner].min() > 0.5
+    assert np.all(damped.map <= plain.map + 1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,13 @@ def test_cues_train_roundtrip_resume_and_cli(tamper_set: Path, tmp_path: Path) -
     assert (run / "combiner.safetensors").is_file() and (run / "split.json").is_file()
     det = ForgeryDetector.from_run(run)
     assert det.method == "cues-learned"
+    # the fingerprint coverage floor is recorded; a run made before it loads with none
+    assert meta["fingerprint_min_coverage"] == det.fingerprint_min_coverage == 0.5
+    old = tmp_path / "old_run"
+    shutil.copytree(run, old)
+    legacy = {k: v for k, v in meta.items() if k != "fingerprint_min_coverage"}
+    (old / "model.json").write_text(json.dumps(legacy))
+    assert ForgeryDetector.from_run(old).fingerprint_min_coverage == 0.0
     rows = read_tamper_manifest(tamper_set)
     tam = next(r for r in rows if r["kind"] == "copy-move")
     res = det.detect_file(tam["path"])

@@ -603,6 +603,7 @@ def fingerprint_llr_map(
     min_level: float = 0.3,
     weak_clipped: float = 0.3,
     weak_weight: float = 0.45,
+    min_coverage: float = 0.0,
 ) -> FingerprintInconsistency:
     """Fingerprint inconsistency as a per-patch log-likelihood ratio (the ``fingerprint`` cue).
 
@@ -641,6 +642,10 @@ def fingerprint_llr_map(
         weak_clipped: largest share of clipped pixels of a patch in the weak map (<=
             ``max_clipped`` = no weak map).
         weak_weight: value of the weak map where its cue is 1 (keep it below 0.5).
+        min_coverage: a pixel's mean is taken over at least this share of the patches that
+            cover an interior pixel (``ceil(patch / stride) ** 2``); pixels covered by fewer
+            scored patches - along the image border, next to clipped or flat areas - count
+            the missing ones as patches without evidence (0 = plain mean).
 
     Returns:
         :class:`FingerprintInconsistency` (``map`` is the cue described above).
@@ -668,19 +673,25 @@ def fingerprint_llr_map(
         diff = lp - lp[..., image_class : image_class + 1]
         diff[..., image_class] = -np.inf
         cue = _sigmoid(slope * (diff.max(axis=2) - offset))
-    m = _patch_average(cue, valid, ys, xs, patch, (H, W))
+    min_cover = min_coverage * float(-(-patch // stride)) ** 2
+    m = _patch_average(cue, valid, ys, xs, patch, (H, W), min_cover)
     weak = None
     if weak_clipped > max_clipped:
         wvalid = (clipped <= weak_clipped) & (level >= min_level * ref) & (level > 0)
-        weak = (weak_weight * _patch_average(cue, wvalid, ys, xs, patch, (H, W))
+        weak = (weak_weight * _patch_average(cue, wvalid, ys, xs, patch, (H, W), min_cover)
                 ).astype(np.float32)
     return FingerprintInconsistency(map=m.astype(np.float32), image_class=int(image_class),
                                     patch_logprobs=fm.patch_logprobs, grid=fm.grid, weak=weak)
 
 
 def _patch_average(cue: np.ndarray, valid: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-                   patch: int, shape: tuple[int, int]) -> np.ndarray:
-    """Per pixel: mean of ``cue`` over the valid patches covering it (0 where none)."""
+                   patch: int, shape: tuple[int, int], min_cover: float = 0.0) -> np.ndarray:
+    """Per pixel: mean of ``cue`` over the valid patches covering it (0 where none).
+
+    With ``min_cover`` > 1 the sum is divided by at least ``min_cover``: a pixel covered by
+    fewer valid patches (image border, next to clipped areas) counts the missing ones as
+    patches without evidence.
+    """
     acc = np.zeros(shape)
     cnt = np.zeros(shape)
     for iy, y in enumerate(ys):
@@ -688,7 +699,7 @@ def _patch_average(cue: np.ndarray, valid: np.ndarray, ys: np.ndarray, xs: np.nd
             if valid[iy, ix]:
                 acc[y : y + patch, x : x + patch] += cue[iy, ix]
                 cnt[y : y + patch, x : x + patch] += 1.0
-    return np.where(cnt > 0, acc / np.maximum(cnt, 1.0), 0.0)
+    return np.where(cnt > 0, acc / np.maximum(cnt, max(1.0, min_cover)), 0.0)
 
 
 def smooth_map(m: np.ndarray, size: int = 9) -> np.ndarray:
