@@ -151,9 +151,8 @@ def cached_intervals(d: Path, manifest: Path, threshold: float) -> dict[str, Any
     rows = {r["path"]: r for r in csv.DictReader(open(manifest, newline=""))}
     recs = json.loads((d / "per_image.json").read_text())
     for r in recs:
-        m = rows.get(r["path"], {})
-        r.setdefault("cluster", m.get("original_path") or m.get("pair_id") or r["path"])
-        if r.get("cluster") is None:
+        if not r.get("cluster"):
+            m = rows.get(r["path"], {})
             r["cluster"] = m.get("original_path") or m.get("pair_id") or r["path"]
     return to_jsonable(confidence_intervals(recs, threshold=threshold))
 

@@ -157,8 +157,8 @@ def confidence_intervals(records: list[dict[str, Any]], *, threshold: float | No
     """
     y = np.array([int(r["label"]) for r in records], dtype=int)
     s = np.array([float(r["score"]) for r in records])
-    f1 = np.array([float(r.get("pixel_f1_best", np.nan) if r.get("pixel_f1_best") is not None
-                         else np.nan) for r in records])
+    f1 = np.array([np.nan if r.get("pixel_f1_best") is None else float(r["pixel_f1_best"])
+                   for r in records])
     kinds = np.array([r.get("kind") or "" for r in records])
     clusters = [str(r.get("cluster") or r.get("path", i)) for i, r in enumerate(records)]
 
