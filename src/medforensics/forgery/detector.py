@@ -66,7 +66,7 @@ DEFAULT_INCONCLUSIVE_BAND = 0.1
 #: fingerprint cue: a pixel's patch mean counts at least half of an interior pixel's patches.
 #: On the simulated test pairs, over four source-model seeds and two tamper draws, this took
 #: the originals called tampered from 4-6 of 48 to 0-2 and splice-device pixel F1-best up by
-#: 0.02-0.03 (image AUC of all kinds -0.01 to +0.01; python bench/forgery_seeds.py).
+#: 0.01-0.03 (image AUC of all kinds -0.01 to +0.01; python bench/forgery_seeds.py).
 DEFAULT_FINGERPRINT_MIN_COVERAGE = 0.5
 #: metadata of a ``cues`` run (the ``ela-cnn`` run keeps its metadata in ``model.json``)
 RUN_FILE = "model.json"
