@@ -40,6 +40,7 @@ _EXPORTS = {
     "identify_files": "medforensics.predict",
     "identify_image": "medforensics.predict",
     "evaluate_run": "medforensics.eval.evaluate",
+    "bootstrap_interval": "medforensics.eval.metrics",
     "UnitFingerprints": "medforensics.fingerprint",
     # forgery
     "ForgeryDetector": "medforensics.forgery.detector",
