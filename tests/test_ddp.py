@@ -10,13 +10,12 @@ weights are identical on both ranks.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
+from _helpers import run_torchrun
 
 pytestmark = pytest.mark.slow  # two fresh interpreters importing torch: ~15-40 s in total
 
@@ -133,11 +132,14 @@ def test_two_rank_gloo_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     record = tmp_path / "record"
     record.mkdir()
     out = tmp_path / "ddp_run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", str(script), str(out), str(record), str(manifest),
-           json.dumps(TRAIN_KW)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+    def reset() -> None:  # a retried launch starts from nothing
+        shutil.rmtree(out, ignore_errors=True)
+        for f in record.iterdir():
+            f.unlink()
+
+    proc = run_torchrun([str(script), str(out), str(record), str(manifest),
+                         json.dumps(TRAIN_KW)], reset=reset)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0, r1 = (json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["world"], r1["world"]) == (2, 2)
@@ -195,3 +197,24 @@ def test_two_rank_gloo_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert not {k[1] for k in d0} & {k[1] for k in d1}  # draw positions are disjoint
         assert sorted(d0 + d1, key=lambda k: k[1]) == \
             sorted((tuple(k) for k in single_draws[epoch]), key=lambda k: k[1])
+
+
+def test_run_torchrun_retries_only_a_teardown_abort(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    calls: list[list[str]] = []
+    outcomes = iter([(1, "exitcode: -6 ... Signal 6 (SIGABRT) received by PID 7"), (0, "ok"),
+                     (1, "RuntimeError: real failure"), (1, "never reached")])
+
+    def fake_run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        code, err = next(outcomes)
+        return subprocess.CompletedProcess(cmd, code, "", err)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    resets: list[int] = []
+    proc = run_torchrun(["w.py"], reset=lambda: resets.append(1))
+    assert proc.returncode == 0 and len(calls) == 2 and resets == [1]
+    assert calls[0][-1] == "w.py" and "--standalone" in calls[0]
+    proc = run_torchrun(["w.py"], reset=lambda: resets.append(1))
+    assert proc.returncode == 1 and len(calls) == 3 and resets == [1]  # no retry

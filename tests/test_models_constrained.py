@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _helpers import one_torch_thread  # noqa: F401
+from _helpers import one_torch_thread, run_torchrun  # noqa: F401
 from medforensics.errors import ConfigError
 from medforensics.models.constrained import (
     ConstrainedConv2d,
@@ -224,16 +224,9 @@ dist.destroy_process_group()
 @pytest.mark.slow
 def test_ddp_two_ranks_identical_and_constrained(tmp_path):
     """Two gloo ranks under torchrun: identical weights, constraint kept after every step."""
-    import os
-    import subprocess
-    import sys
-
     script = tmp_path / "worker.py"
     script.write_text(_DDP_WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = run_torchrun([str(script), str(tmp_path)])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for rank in range(2):
         diff, violation = map(float, (tmp_path / f"rank{rank}.txt").read_text().split())
