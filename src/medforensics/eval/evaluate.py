@@ -77,14 +77,15 @@ def headline_intervals(y_true: np.ndarray, probs: np.ndarray, patients: Sequence
         sel = y[ix] == c
         return float(np.mean(yp[ix][sel] == c)) if sel.any() else float("nan")
 
+    def defined_mean(vals: list[float]) -> float:
+        vals = [v for v in vals if v == v]  # NaN: class absent from the resample
+        return float(np.mean(vals)) if vals else float("nan")
+
     def balanced(ix: np.ndarray) -> float:
-        vals = [tpr(ix, c) for c in present]
-        return float(np.nanmean(vals)) if not all(v != v for v in vals) else float("nan")
+        return defined_mean([tpr(ix, c) for c in present])
 
     def macro_auc(ix: np.ndarray) -> float:
-        vals = [M.binary_auc(y[ix] == c, p[ix, c]) for c in present]
-        vals = [v for v in vals if v == v]
-        return float(np.mean(vals)) if vals else float("nan")
+        return defined_mean([M.binary_auc(y[ix] == c, p[ix, c]) for c in present])
 
     def iv(stat: Any) -> list[float]:
         return list(M.bootstrap_interval(stat, y.size, clusters=list(patients), n_boot=n_boot,

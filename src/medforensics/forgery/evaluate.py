@@ -418,19 +418,21 @@ def evaluate_detector(
         k: float(np.mean([r["score"] >= thr for r in recs if r["label"] == 1 and r["kind"] == k]))
         for k in sorted({r["kind"] for r in recs if r["label"] == 1})
     }
-    res["ci"] = (confidence_intervals(_per_image(recs), threshold=thr, n_boot=n_boot)
+    per_image = _per_image(recs)
+    res["ci"] = (confidence_intervals(per_image, threshold=thr, n_boot=n_boot)
                  if n_boot > 0 else None)
     res.update(verdicts=verdicts, rows=which, method=detector.method, threshold=thr,
                map_threshold=thr_map, band=band, failures=out["failures"],
                run=None if getattr(detector, "run_dir", None) is None
                else str(detector.run_dir))
     if out_dir is not None:
-        res["files"] = _write_outputs(Path(out_dir), res, recs, out["kept"], pixels_of,
-                                      detector)
+        res["files"] = _write_outputs(Path(out_dir), res, recs, per_image, out["kept"],
+                                      pixels_of, detector)
     return res
 
 
 def _write_outputs(out: Path, res: dict[str, Any], recs: list[dict[str, Any]],
+                   per_image: list[dict[str, Any]],
                    kept: dict[str, tuple[np.ndarray, np.ndarray]],
                    pixels_of: dict[str, np.ndarray], detector: Any) -> dict[str, Any]:
     from medforensics.eval.metrics import to_jsonable
@@ -456,7 +458,7 @@ def _write_outputs(out: Path, res: dict[str, Any], recs: list[dict[str, Any]],
         p = ex_dir / f"{i:02d}_{kinds.get(path, 'tampered')}.png"
         _panel(pixels_of[path], mask, pmap, p, f"{Path(path).name}")
         files["examples"].append(str(p))
-    (out / "per_image.json").write_text(json.dumps(to_jsonable(_per_image(recs)), indent=1))
+    (out / "per_image.json").write_text(json.dumps(to_jsonable(per_image), indent=1))
     files["per_image"] = str(out / "per_image.json")
     (out / "metrics.json").write_text(json.dumps(to_jsonable({**res, "files": files}),
                                                  indent=2, sort_keys=True))
