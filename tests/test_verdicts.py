@@ -113,9 +113,10 @@ def test_claim_outside_classes_is_not_called_mismatch() -> None:
     assert v.claim_in_classes is False and v.claim_class is None
     assert "not among the 3 devices this model was trained on" in v.message
     assert "MISMATCH" not in v.message
+    # pixels that fit no known device: UNKNOWN takes precedence over claim-not-in-model
     low = verdict(UNSURE, CLASSES, "Fujifilm Amulet Innovality", THR)
-    assert low.verdict == CLAIM_NOT_IN_MODEL
-    assert "never saw" in low.message
+    assert low.verdict == UNKNOWN and low.confident is False
+    assert "not one of this model's devices either" in low.message
 
 
 def test_no_header_claim() -> None:
@@ -123,7 +124,8 @@ def test_no_header_claim() -> None:
     assert v.verdict == NO_HEADER_CLAIM
     assert v.claim_in_classes is None
     assert 'pixels say "GE Senographe Essential" (p=0.97)' in v.message
-    assert "no trained device" in verdict(UNSURE, CLASSES, "  ", THR).message
+    blank_claim = verdict(UNSURE, CLASSES, "  ", THR)
+    assert blank_claim.verdict == UNKNOWN and "the header names no device" in blank_claim.message
 
 
 def test_unreadable_from_read_error() -> None:
@@ -167,7 +169,7 @@ def test_json_and_table() -> None:
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["#", "File", "Verdict"]
     assert any(line.split()[1:3] == ["b.dcm", "MISMATCH"] for line in lines)
-    assert "decode-failed" in text and "below threshold 0.8" in text
+    assert "decode-failed" in text and "matches no known device" in text
     assert "5 image(s): consistent: 1, MISMATCH: 1, UNKNOWN: 1" in text
     assert "2. MISMATCH: header claims model" in text
     assert format_table(vs, fmt="markdown").startswith("| # | File |")

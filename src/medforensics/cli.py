@@ -425,13 +425,12 @@ def train_cmd(
 
 def _calibrate_after_training(run: Path, manifest: Path, device: str) -> None:
     from medforensics.data.manifest import read_manifest
-    from medforensics.predict import calibrate_run, enroll_units
+    from medforensics.predict import calibrate_run, calibration_summary, enroll_units
 
     rows = read_manifest(manifest)
     if any(r.get("split") == "val" for r in rows):
         cal = calibrate_run(run, rows, device=device)
-        typer.echo(f"calibrated on val: T={cal['temperature']:.3f}, UNKNOWN below "
-                   f"p={cal['unknown_threshold']:.3f}")
+        typer.echo(f"calibrated on val: {calibration_summary(cal)}")
     if any(r.get("unit") and r.get("split") == "train" for r in rows):
         fps = enroll_units(run, rows)
         typer.echo(f"enrolled {len(fps.units)} unit reference patterns")
@@ -455,13 +454,12 @@ def calibrate_cmd(
     """Fit temperature scaling + open-set threshold on val, and enrol unit fingerprints."""
     from medforensics.data.manifest import read_manifest
     from medforensics.errors import MedForensicsError
-    from medforensics.predict import calibrate_run, enroll_units
+    from medforensics.predict import calibrate_run, calibration_summary, enroll_units
 
     try:
         rows = read_manifest(manifest)
         cal = calibrate_run(run, rows, target_false_unknown=target_false_unknown, device=device)
-        typer.echo(f"temperature {cal['temperature']:.3f}; UNKNOWN below p={cal['unknown_threshold']:.3f} "
-                   f"(val accuracy {cal['val_accuracy']:.3f}, n={cal['n_val_images']})")
+        typer.echo(f"{calibration_summary(cal)}; val accuracy {cal['val_accuracy']:.3f}")
         if units and any(r.get("unit") for r in rows):
             fps = enroll_units(run, rows)
             typer.echo(f"enrolled {len(fps.units)} units into {run / 'fingerprints'}")

@@ -4,23 +4,34 @@ Given the *calibrated* class probabilities of one image (see
 :mod:`medforensics.eval.calibration`), the model's class names, the device the header claims
 and the open-set threshold, :func:`verdict` says whether the pixels support the header:
 
-==================== =========================================================================
-``consistent``       the pixels' confident prediction is the claimed device.
-``MISMATCH``         the pixels confidently point to a *different trained* device than the
-                     claimed one (a trained class): the header may have been edited, or the
-                     image comes from another machine.
-``UNKNOWN``          the maximum calibrated probability is below the threshold: the pixels
-                     match no trained device confidently, so the claim can be neither
-                     confirmed nor refuted (no mismatch is alleged).
-``claim-not-in-model`` the header names a device outside the model's classes: the claim
-                     cannot be checked by this model (this is *not* called a mismatch).
-``no-header-claim``  the header names no device at this level; only the pixels' opinion is
-                     reported.
-``unreadable``       the file could not be read (:func:`unreadable`, from a ``ReadError``).
-==================== =========================================================================
+========================== =====================================================================
+``consistent``             the device the pixels name is the claimed device.
+``MISMATCH``               the pixels name a *different known* device than the claimed one: the
+                           header may have been edited, or the image comes from another machine.
+``UNKNOWN``                the pixels match none of the devices this model knows (open-set
+                           test failed, or no enrolled unit of the nearest device matches), so
+                           the claim can be neither confirmed nor refuted (no mismatch is
+                           alleged) and no device is named.
+``claim-not-in-model``     the header names a device outside the model's classes: the claim
+                           cannot be checked; the device the pixels name is reported.
+``no-header-claim``        the header names no device at this level; only the pixels' named
+                           device is reported.
+``insufficient-evidence``  too little of the image carries readable detector noise (flat,
+                           clipped, smooth or tiny): nothing is named, nothing is alleged.
+``unreadable``             the file could not be read (:func:`unreadable`, from a ``ReadError``).
+========================== =====================================================================
 
-Precedence: unreadable > no-header-claim > claim-not-in-model > UNKNOWN > consistent /
-MISMATCH.
+Precedence: unreadable > insufficient-evidence > UNKNOWN > no-header-claim >
+claim-not-in-model > consistent / MISMATCH.
+
+A device is **named** (``confident`` true) only when the evidence floor holds and either an
+enrolled unit's reference pattern matches (the strongest evidence: the physical unit is
+identified), or the classifier's open-set test passes: calibrated max-probability at least
+its threshold *and* the feature distance (:mod:`medforensics.openset`) at most its
+threshold. When the run requires a unit match for classes with enrolled units
+(``OpenSetCheck.unit_required``), a nearest class whose enrolled units all fail to match is
+not named either: the image may come from an unenrolled unit of that model or from a device
+the model never saw, and the pixels cannot tell which.
 
 Header labels are compared after the manifest's normalisation
 (:func:`medforensics.data.labels.device_labels`; :func:`header_claim` builds the label
@@ -50,6 +61,8 @@ from medforensics.eval.tables import render_table
 __all__ = [
     "CLAIM_NOT_IN_MODEL",
     "CONSISTENT",
+    "INSUFFICIENT_EVIDENCE",
+    "OpenSetCheck",
     "LEVELS",
     "MISMATCH",
     "NO_HEADER_CLAIM",
@@ -59,6 +72,7 @@ __all__ = [
     "Verdict",
     "format_table",
     "header_claim",
+    "insufficient",
     "match_claim",
     "summarise",
     "unreadable",
@@ -68,11 +82,13 @@ __all__ = [
 CONSISTENT = "consistent"
 MISMATCH = "MISMATCH"
 UNKNOWN = "UNKNOWN"
+INSUFFICIENT_EVIDENCE = "insufficient-evidence"
 CLAIM_NOT_IN_MODEL = "claim-not-in-model"
 NO_HEADER_CLAIM = "no-header-claim"
 UNREADABLE = "unreadable"
 #: All verdict values.
-VERDICTS = (CONSISTENT, MISMATCH, UNKNOWN, CLAIM_NOT_IN_MODEL, NO_HEADER_CLAIM, UNREADABLE)
+VERDICTS = (CONSISTENT, MISMATCH, UNKNOWN, CLAIM_NOT_IN_MODEL, NO_HEADER_CLAIM,
+            INSUFFICIENT_EVIDENCE, UNREADABLE)
 
 Level = Literal["manufacturer", "model", "unit"]
 #: Label levels (manifest columns) a model can be trained on.
@@ -82,6 +98,42 @@ LEVELS: tuple[str, ...] = ("manufacturer", "model", "unit")
 _RAW_KEYS = ("Manufacturer", "ManufacturerModelName", "DeviceSerialNumber", "StationName")
 
 _PROB_SUM_TOL = 1e-3
+
+
+@dataclass
+class OpenSetCheck:
+    """What, beyond the class probabilities, decides whether a device may be named.
+
+    Attributes:
+        feature_distance: the image's feature distance (:meth:`FeatureOpenSet.distance`),
+            ``None`` when the run has no feature model.
+        feature_threshold: its UNKNOWN threshold (``None``: no threshold could be set, e.g.
+            too few validation images; then the classifier alone never names a device).
+        features_required: whether a missing feature threshold forbids naming (true for
+            runs calibrated with a feature model).
+        unit_class: the class of the enrolled unit whose pattern matched, or ``None``.
+        unit: that unit's label.
+        unit_required: the nearest class has enrolled units and the run requires one of
+            them to match before that class is named.
+        informative: informative windows of the image (evidence floor), ``None`` unknown.
+        min_informative: the evidence floor.
+        evidence_reason: why windows were not informative (for the message).
+        knowledge: what the model knows, e.g. ``"simulated devices"`` (``None``:
+            real devices or not recorded).
+        threshold_note: a warning about how well the thresholds are backed.
+    """
+
+    feature_distance: float | None = None
+    feature_threshold: float | None = None
+    features_required: bool = False
+    unit_class: str | None = None
+    unit: str | None = None
+    unit_required: bool = False
+    informative: int | None = None
+    min_informative: int = 4
+    evidence_reason: str = ""
+    knowledge: str | None = None
+    threshold_note: str | None = None
 
 
 @dataclass
@@ -104,6 +156,12 @@ class Verdict:
         unknown_threshold: the open-set threshold used (``None``: no rejection).
         score: the open-set score compared with it (the max probability by default).
         reason: machine-readable reason of an unreadable file (``ReadError.reason``).
+        named_by: what named the device: ``"unit-pattern"``, ``"classifier"`` or ``None``
+            (nothing named).
+        feature_distance: the open-set feature distance (``None`` without a feature model).
+        feature_threshold: its threshold.
+        informative_windows: informative windows of the image (evidence floor).
+        model_knowledge: e.g. ``"simulated devices"``; every message says so too.
     """
 
     verdict: str
@@ -120,6 +178,11 @@ class Verdict:
     unknown_threshold: float | None = None
     score: float | None = None
     reason: str | None = None
+    named_by: str | None = None
+    feature_distance: float | None = None
+    feature_threshold: float | None = None
+    informative_windows: int | None = None
+    model_knowledge: str | None = None
 
     @property
     def claim_in_classes(self) -> bool | None:
@@ -127,10 +190,15 @@ class Verdict:
         return None if self.header_claim is None else self.claim_class is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """Strict-JSON dict (``top`` as ``[{"label", "probability"}]``, NaN -> ``None``)."""
+        """Strict-JSON dict (``top`` as ``[{"label", "probability"}]``, NaN -> ``None``).
+
+        ``named`` is the device the verdict names (``None`` unless ``confident``);
+        ``predicted`` stays the classifier's nearest class, for the record only.
+        """
         out = to_jsonable(self)
         out["top"] = [{"label": lab, "probability": to_jsonable(p)} for lab, p in self.top]
         out["claim_in_classes"] = self.claim_in_classes
+        out["named"] = self.predicted if self.confident else None
         return out
 
 
@@ -233,6 +301,7 @@ def verdict(
     level: Level = "model",
     top_k: int = 3,
     score: float | None = None,
+    check: OpenSetCheck | None = None,
 ) -> Verdict:
     """Compare the header's device claim with what the pixels say.
 
@@ -242,15 +311,16 @@ def verdict(
         classes: C class names (normalised labels, as in the manifest).
         header_label: the normalised label the header claims (:func:`header_claim`), or
             ``None``/"" when the header names no device.
-        unknown_threshold: open-set threshold from
-            :func:`medforensics.eval.calibration.fit_unknown_threshold`; UNKNOWN when
-            ``score < unknown_threshold``. ``None`` disables rejection.
+        unknown_threshold: probability threshold from
+            :func:`medforensics.eval.calibration.fit_unknown_threshold`; the classifier can
+            name a device only when ``score >= unknown_threshold``. ``None`` disables it.
         path: file name to carry along (for tables / JSON).
         level: label level of the classes, used in messages.
         top_k: how many (label, probability) pairs to keep in ``top``.
-        score: open-set score compared with the threshold (higher = more confident);
-            default ``max(probs)``. Pass another score (e.g. a fingerprint PCE) only with a
-            threshold fitted on the same kind of score.
+        score: score compared with ``unknown_threshold`` (higher = more confident); default
+            ``max(probs)``.
+        check: the open-set, unit-pattern and evidence-floor facts (:class:`OpenSetCheck`);
+            ``None`` = probabilities only.
 
     Returns:
         A :class:`Verdict` (see the module docstring for the rules and precedence).
@@ -261,6 +331,7 @@ def verdict(
     """
     names = [str(c) for c in classes]
     p = _check_probs(probs, names)
+    chk = check or OpenSetCheck()
     thr = None if unknown_threshold is None else float(unknown_threshold)
     if thr is not None and score is None and not 0.0 <= thr <= 1.0:
         raise ConfigError(f"unknown_threshold must be in [0, 1], got {unknown_threshold}")
@@ -271,69 +342,121 @@ def verdict(
     pred, p_max = names[k], float(p[k])
     top = [(names[int(i)], float(p[int(i)])) for i in order[: max(1, int(top_k))]]
     s = p_max if score is None else float(score)
-    confident = thr is None or s >= thr
     claim = _clean_claim(header_label)
     claim_class = match_claim(claim, names)
     claim_p = float(p[names.index(claim_class)]) if claim_class is not None else None
+    knows = f" [this model knows only {chk.knowledge}]" if chk.knowledge else ""
+    note = f" [{chk.threshold_note}]" if chk.threshold_note else ""
 
-    best = f'"{pred}" ({_fmt_p(p_max)})'
-    if thr is None:
-        unsure = ""
-    elif score is None:
-        unsure = (
-            f'pixels match no trained device confidently (best "{pred}", p={p_max:.2f} '
-            f"< threshold {thr:.2f})"
-        )
-    else:
-        unsure = (
-            f'pixels match no trained device confidently (best "{pred}", p={p_max:.2f}; '
-            f"score {s:.4g} < threshold {thr:.4g})"
-        )
+    named, named_by, refusal = _decide_name(pred, p_max, s, thr, score is not None, chk)
+    confident = named is not None
+    common = dict(
+        path=None if path is None else str(path), level=level, top=top,
+        header_claim=claim, claim_class=claim_class, claim_probability=claim_p,
+        unknown_threshold=thr, score=s, named_by=named_by,
+        feature_distance=chk.feature_distance, feature_threshold=chk.feature_threshold,
+        informative_windows=chk.informative, model_knowledge=chk.knowledge,
+    )
+    if chk.informative is not None and chk.informative < chk.min_informative:
+        why = f" ({chk.evidence_reason})" if chk.evidence_reason else ""
+        msg = (f"{INSUFFICIENT_EVIDENCE}: only {chk.informative} of the image's windows carry "
+               f"readable detector noise (at least {chk.min_informative} needed){why}; no "
+               "device is named and the header's claim is neither confirmed nor refuted")
+        return Verdict(verdict=INSUFFICIENT_EVIDENCE, message=msg + knows, predicted=pred,
+                       probability=p_max, confident=False, **common)
+    if named is None:
+        claim_txt = (f'the header\'s claim "{claim}" can be neither confirmed nor refuted'
+                     if claim else "the header names no device")
+        if claim and claim_class is None:
+            claim_txt += " (it is not one of this model's devices either)"
+        msg = (f"{UNKNOWN}: pixels match none of the {len(names)} devices this model knows "
+               f"({refusal}); {claim_txt}")
+        return Verdict(verdict=UNKNOWN, message=msg + note + knows, predicted=pred,
+                       probability=p_max, confident=False, **common)
+
+    p_named = float(p[names.index(named)])
+    how = ("an enrolled unit's reference pattern matches"
+           + (f" ({chk.unit})" if chk.unit else "") if named_by == "unit-pattern"
+           else _fmt_p(p_named))
+    best = f'"{named}" ({how})'
     if claim is None:
         kind = NO_HEADER_CLAIM
-        msg = f"{kind}: the header names no {level}; " + (
-            f"pixels say {best}" if confident else unsure
-        )
+        msg = f"{kind}: the header names no {level}; pixels say {best}"
     elif claim_class is None:
         kind = CLAIM_NOT_IN_MODEL
-        msg = (
-            f'{kind}: header claims {level} "{claim}", which is not among the '
-            f"{len(names)} devices this model was trained on, so the claim cannot be checked; "
-            + (
-                f"pixels most resemble {best}"
-                if confident
-                else unsure + ", which fits a device the model never saw"
-            )
-        )
-    elif not confident:
-        kind = UNKNOWN
-        msg = (
-            f"{kind}: {unsure}; the header's claim \"{claim_class}\" can be neither "
-            "confirmed nor refuted"
-        )
-    elif claim_class == pred:
+        msg = (f'{kind}: header claims {level} "{claim}", which is not among the {len(names)} '
+               f"devices this model was trained on, so the claim cannot be checked; pixels say {best}")
+    elif claim_class == named:
         kind = CONSISTENT
-        msg = f'{kind}: header claims {level} "{claim_class}"; pixels agree ({_fmt_p(p_max)})'
+        msg = f'{kind}: header claims {level} "{claim_class}"; pixels agree ({how})'
     else:
         kind = MISMATCH
-        msg = (
-            f'{kind}: header claims {level} "{claim_class}", pixels say {best}; '
-            + _fmt_p(claim_p or 0.0, f'p("{claim_class}")')
-        )
+        msg = (f'{kind}: header claims {level} "{claim_class}", pixels say {best}; '
+               + _fmt_p(claim_p or 0.0, f'p("{claim_class}")'))
+    return Verdict(verdict=kind, message=msg + note + knows, predicted=named,
+                   probability=p_named, confident=confident, **common)
+
+
+def _decide_name(pred: str, p_max: float, s: float, thr: float | None, custom_score: bool,
+                 chk: OpenSetCheck) -> tuple[str | None, str | None, str]:
+    """``(named class or None, what named it, why nothing was named)`` (see module docstring)."""
+    if chk.unit_class is not None:
+        return chk.unit_class, "unit-pattern", ""
+    if chk.unit_required:
+        return None, None, (f'nearest is "{pred}", but none of its enrolled units\' reference '
+                            "patterns matches: an unenrolled unit or a device never seen")
+    if thr is not None and s < thr:
+        what = (f"score {s:.4g} < threshold {thr:.4g}" if custom_score
+                else f"p={p_max:.2f} < threshold {thr:.2f}")
+        return None, None, f'best "{pred}", {what}'
+    if chk.feature_distance is not None and chk.feature_threshold is not None:
+        if chk.feature_distance > chk.feature_threshold:
+            return None, None, (f'nearest "{pred}", but feature distance '
+                                f"{chk.feature_distance:.3g} > threshold "
+                                f"{chk.feature_threshold:.3g}")
+    elif chk.features_required:
+        return None, None, (f'nearest "{pred}", but the run has no open-set threshold '
+                            "(too few validation images to set one)")
+    return pred, "classifier", ""
+
+
+def insufficient(
+    path: str | None,
+    informative: int,
+    *,
+    min_informative: int = 4,
+    reason: str = "",
+    header_label: str | None = None,
+    level: Level = "model",
+    knowledge: str | None = None,
+) -> Verdict:
+    """Verdict for a readable image with too little readable detector noise to judge.
+
+    Args:
+        path: the file.
+        informative: its informative windows (below ``min_informative``).
+        min_informative: the evidence floor.
+        reason: why windows were rejected (from the evidence count).
+        header_label: the header's claim (kept for the record).
+        level: label level, for the record.
+        knowledge: what the model knows (see :class:`OpenSetCheck`).
+
+    Returns:
+        A :class:`Verdict` with ``verdict == "insufficient-evidence"``, nothing named.
+    """
+    why = f" ({reason})" if reason else ""
+    knows = f" [this model knows only {knowledge}]" if knowledge else ""
     return Verdict(
-        verdict=kind,
-        message=msg,
+        verdict=INSUFFICIENT_EVIDENCE,
+        message=(f"{INSUFFICIENT_EVIDENCE}: only {informative} of the image's windows carry "
+                 f"readable detector noise (at least {min_informative} needed){why}; no device "
+                 "is named and the header's claim is neither confirmed nor refuted" + knows),
         path=None if path is None else str(path),
         level=level,
-        predicted=pred,
-        probability=p_max,
-        top=top,
-        confident=bool(confident),
-        header_claim=claim,
-        claim_class=claim_class,
-        claim_probability=claim_p,
-        unknown_threshold=thr,
-        score=s,
+        confident=False,
+        header_claim=_clean_claim(header_label),
+        informative_windows=int(informative),
+        model_knowledge=knowledge,
     )
 
 
@@ -382,9 +505,11 @@ def format_table(
 ) -> str:
     """Human-readable table of verdicts.
 
-    Columns: file, verdict, header claim, pixels say (top-1 with probability), second
-    choice, note (threshold for UNKNOWN, reason for unreadable, "outside classes" for a
-    claim the model cannot check). A count line per verdict kind follows.
+    Columns: file, verdict, header claim, pixels say (the named device with its probability;
+    empty when nothing is named), second choice, note (reason for unreadable, informative
+    windows for insufficient evidence, "outside classes" for a claim the model cannot check,
+    "unit pattern matches" when a unit named the device). A count line per verdict kind
+    follows.
 
     Args:
         verdicts: verdicts to show, in order.
@@ -397,20 +522,24 @@ def format_table(
     headers = ["#", "File", "Verdict", "Header claim", "Pixels say", "2nd choice", "Note"]
     rows = []
     for i, v in enumerate(verdicts, 1):
-        pixels = "" if v.predicted is None else f"{v.predicted} ({_fmt_p(v.probability or 0.0)})"
-        second = f"{v.top[1][0]} ({_fmt_p(v.top[1][1])})" if len(v.top) > 1 else ""
+        pixels = ("" if v.predicted is None or not v.confident
+                  else f"{v.predicted} ({_fmt_p(v.probability or 0.0)})")
+        second = (f"{v.top[1][0]} ({_fmt_p(v.top[1][1])})"
+                  if len(v.top) > 1 and v.confident else "")
         if v.verdict == UNREADABLE:
             note = v.reason or ""
-        elif v.verdict == UNKNOWN or (v.confident is False):
-            note = f"below threshold {v.unknown_threshold:.4g}"
+        elif v.verdict == INSUFFICIENT_EVIDENCE:
+            note = f"{v.informative_windows} informative windows"
+        elif v.verdict == UNKNOWN:
+            note = "matches no known device"
         elif v.verdict == CLAIM_NOT_IN_MODEL:
             note = "claim outside trained classes"
         elif v.verdict == MISMATCH and v.claim_probability is not None:
             note = _fmt_p(v.claim_probability, "p(claim)")
         else:
             note = ""
-        if v.verdict == CLAIM_NOT_IN_MODEL and v.confident is False:
-            note = f"claim outside trained classes; below threshold {v.unknown_threshold:.4g}"
+        if v.named_by == "unit-pattern":
+            note = (note + "; " if note else "") + "unit pattern matches"
         rows.append([str(i), v.path or "", v.verdict, v.header_claim or "-", pixels, second,
                      note])
     table = render_table(headers, rows, fmt=fmt, align=["r", "l", "l", "l", "l", "l", "l"])

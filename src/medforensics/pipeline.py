@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoConfig", "run_demo", "edit_header_claim"]
+__all__ = ["DemoConfig", "run_demo", "edit_header_claim", "blank_copy"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,25 @@ def edit_header_claim(src: str | Path, dst: str | Path, donor: str | Path) -> Pa
     return dst
 
 
+def blank_copy(src: str | Path, dst: str | Path) -> Path:
+    """Copy DICOM ``src`` to ``dst`` with every pixel set to one value (nothing to read).
+
+    The header, including its device claim, is kept: the identify verdict must say
+    ``insufficient-evidence`` rather than confirm or refute the claim.
+    """
+    import numpy as np
+    import pydicom
+
+    ds = pydicom.dcmread(src)
+    arr = ds.pixel_array
+    flat = np.full_like(arr, int(np.median(arr)))
+    ds.PixelData = flat.tobytes()
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
 def _step(name: str, log_fn: Callable[[str], None]) -> Callable[[], None]:
     t0 = time.perf_counter()
     log_fn(f"== {name}")
@@ -92,7 +111,13 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     from medforensics.eval.evaluate import evaluate_run
     from medforensics.eval.tables import fmt_interval
     from medforensics.identify import format_table
-    from medforensics.predict import SourcePredictor, calibrate_run, enroll_units, identify_files
+    from medforensics.predict import (
+        SourcePredictor,
+        calibrate_run,
+        calibration_summary,
+        enroll_units,
+        identify_files,
+    )
     from medforensics.train.engine import train
 
     t_start = time.perf_counter()
@@ -149,8 +174,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
 
     cal = timed("calibrate", lambda: calibrate_run(run, rows, device=cfg.device))
     fps = timed("enrol units", lambda: enroll_units(run, rows))
-    echo(f"   T={cal['temperature']:.2f}, UNKNOWN below p={cal['unknown_threshold']:.3f}; "
-         f"{len(fps.units)} unit patterns")
+    echo(f"   {calibration_summary(cal)}; {len(fps.units)} unit patterns")
 
     metrics = timed("evaluate", lambda: evaluate_run(run, rows, ev, split="test",
                                                       device=cfg.device, progress=False))
@@ -168,11 +192,12 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     cases.mkdir()
     donor = next(r for r in test_rows if r["model"] != picks[0]["model"])
     liar = edit_header_claim(picks[0]["path"], cases / "header_edited.dcm", donor["path"])
+    blank = blank_copy(picks[1]["path"], cases / "blank_pixels.dcm")
     junk = cases / "not_an_image.dcm"
     junk.write_bytes(b"this is not DICOM" * 10)
     predictor = SourcePredictor.from_run(run, device=cfg.device)
     verdicts = timed("identify", lambda: list(identify_files(
-        predictor, [r["path"] for r in picks] + [liar, junk])))
+        predictor, [r["path"] for r in picks] + [liar, blank, junk])))
     table = format_table([v for v, _ in verdicts], fmt="markdown", details=True)
     echo(format_table([v for v, _ in verdicts]))
     (out / "identify.jsonl").write_text(
@@ -196,10 +221,10 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
         f"Manifest: `manifest.csv` (statuses {statuses}); split {counts}.",
         "",
         f"Model: `patch` preset on label `model`, {cfg.epochs} epochs (best epoch "
-        f"{res.best_epoch}); calibration T={cal['temperature']:.2f}, UNKNOWN below "
-        f"p={cal['unknown_threshold']:.3f}; {len(fps.units)} unit reference patterns.",
+        f"{res.best_epoch}); calibration {calibration_summary(cal)}; "
+        f"{len(fps.units)} unit reference patterns.",
         "",
-        "## Identify (including a header edited to claim another device)",
+        "## Identify (including a header edited to claim another device, and a blank image)",
         "",
         table,
         "",

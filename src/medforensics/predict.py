@@ -37,12 +37,14 @@ import torch
 
 from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError, ReadError
 
-__all__ = ["SourcePredictor", "Prediction", "calibrate_run", "CALIBRATION_FILE"]
+__all__ = ["SourcePredictor", "Prediction", "calibrate_run", "calibration_summary",
+           "CALIBRATION_FILE", "OPENSET_FILE"]
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
 FINGERPRINT_DIR = "fingerprints"
+OPENSET_FILE = "openset.safetensors"
 
 
 @dataclass
@@ -53,11 +55,16 @@ class Prediction:
         logprobs: (C,) float32 uncalibrated image-level log-probabilities.
         probs: (C,) float32 calibrated probabilities (temperature-scaled), sum 1.
         n_patches: patches used (``patch`` preset), else 1.
+        feature_distance: open-set feature distance (:mod:`medforensics.openset`), ``None``
+            when the predictor has no feature model.
+        evidence: the image's :class:`medforensics.data.transforms.Evidence`, when computed.
     """
 
     logprobs: np.ndarray
     probs: np.ndarray
     n_patches: int
+    feature_distance: float | None = None
+    evidence: Any = None
 
 
 class SourcePredictor:
@@ -75,6 +82,14 @@ class SourcePredictor:
         batch_size: patches per forward pass.
         fingerprints: optional unit reference patterns
             (:class:`medforensics.fingerprint.UnitFingerprints`).
+        openset: optional :class:`medforensics.openset.FeatureOpenSet` of the run.
+        feature_threshold: its UNKNOWN threshold on the feature distance (``None``: none
+            could be set; with ``openset`` given, the classifier then never names a device).
+        require_unit_match: a class with enrolled units is named only when one of them
+            matches (see :mod:`medforensics.identify`).
+        knowledge: what the model knows, said in every verdict (e.g. ``"simulated devices
+            only"``).
+        threshold_note: a warning about the thresholds, said in every verdict.
     """
 
     def __init__(
@@ -89,6 +104,11 @@ class SourcePredictor:
         seed: int = 0,
         batch_size: int = 256,
         fingerprints: Any = None,
+        openset: Any = None,
+        feature_threshold: float | None = None,
+        require_unit_match: bool = False,
+        knowledge: str | None = None,
+        threshold_note: str | None = None,
     ) -> None:
         classes = metadata.get("classes")
         if not classes:
@@ -107,6 +127,11 @@ class SourcePredictor:
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.fingerprints = fingerprints
+        self.openset = openset
+        self.feature_threshold = None if feature_threshold is None else float(feature_threshold)
+        self.require_unit_match = bool(require_unit_match)
+        self.knowledge = knowledge
+        self.threshold_note = threshold_note
         spec = dict(metadata.get("input_spec", {}))
         self.patch = int(spec.get("patch", 64))
         self.size = int(spec.get("size", 256))
@@ -139,6 +164,10 @@ class SourcePredictor:
             fps = UnitFingerprints.load(run / FINGERPRINT_DIR)
         if n_patches is None:
             n_patches = int(cal.get("n_patches", 64))
+        openset = None
+        if cal.get("openset_file"):
+            openset = _load_openset(run, str(cal["openset_file"]), meta)
+        feat_thr = cal.get("feature_threshold")
         return cls(
             model,
             meta,
@@ -147,6 +176,11 @@ class SourcePredictor:
             unknown_threshold=float(cal.get("unknown_threshold", 0.0)),
             n_patches=n_patches,
             fingerprints=fps,
+            openset=openset,
+            feature_threshold=None if feat_thr is None else float(feat_thr),
+            require_unit_match=bool(cal.get("require_unit_match", False)) and fps is not None,
+            knowledge=meta.get("model_knowledge"),
+            threshold_note=cal.get("threshold_note"),
             **kw,
         )
 
@@ -165,20 +199,57 @@ class SourcePredictor:
         return patch_positions(pixels, self.patch, self.n_patches, self.seed)
 
     @torch.no_grad()
-    def _forward(self, inputs: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-        """Image-level log-probabilities from a :func:`medforensics.prefetch.model_input`."""
+    def _run(self, xb: torch.Tensor, want_emb: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and (when wanted) penultimate embeddings of a batch."""
+        if not want_emb:
+            return self.model(xb).float().cpu(), None
+        z = self.model.embed(xb)
+        return self.model.classifier(z).float().cpu(), z.float().cpu()
+
+    @torch.no_grad()
+    def _forward_full(self, inputs: np.ndarray, n: int, want_emb: bool | None = None
+                      ) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """Log-probabilities (C,), patches used and (n, D) embeddings of a model input.
+
+        Embeddings are computed when ``want_emb`` (default: when an open-set model is loaded).
+        """
+        if want_emb is None:
+            want_emb = self.openset is not None
         if self.preset == "patch":
             from medforensics.models.patch import aggregate_patch_logprobs
 
-            outs = []
+            outs, embs = [], []
             for i in range(0, len(inputs), self.batch_size):
                 xb = torch.from_numpy(inputs[i : i + self.batch_size])[:, None].to(self.device)
-                outs.append(self.model(xb).float().cpu())
+                logits, z = self._run(xb, want_emb)
+                outs.append(logits)
+                if z is not None:
+                    embs.append(z)
             lp = aggregate_patch_logprobs(torch.cat(outs))
-            return lp.numpy().astype(np.float32), n
+            emb = torch.cat(embs).numpy() if embs else None
+            return lp.numpy().astype(np.float32), n, emb
         xb = torch.from_numpy(inputs)[None, None].to(self.device)
-        lp = torch.log_softmax(self.model(xb).float(), dim=-1)[0].cpu().numpy()
-        return lp.astype(np.float32), 1
+        logits, z = self._run(xb, want_emb)
+        lp = torch.log_softmax(logits, dim=-1)[0].numpy()
+        return lp.astype(np.float32), 1, None if z is None else z.numpy()
+
+    def _forward(self, inputs: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+        """Image-level log-probabilities from a :func:`medforensics.prefetch.model_input`."""
+        lp, used, _ = self._forward_full(inputs, n)
+        return lp, used
+
+    def embeddings(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Uncalibrated log-probabilities (C,) and per-patch embeddings (n, D) of one image.
+
+        Raises:
+            InvalidArrayError: image not 2-D or smaller than one patch.
+        """
+        from medforensics.prefetch import model_input
+
+        lp, _, emb = self._forward_full(*model_input(pixels, self.input_spec), want_emb=True)
+        if emb is None:
+            raise ModelFileError(f"preset {self.preset!r} has no embedding")
+        return lp, emb
 
     @torch.no_grad()
     def logprobs(self, pixels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -198,15 +269,31 @@ class SourcePredictor:
         return self._forward(*model_input(pixels, self.input_spec))
 
     def predict(self, pixels: np.ndarray) -> Prediction:
-        """Calibrated prediction for one image (see :meth:`logprobs`)."""
-        return self._calibrated(*self.logprobs(pixels))
+        """Calibrated prediction for one image (see :meth:`logprobs`), with its evidence count.
 
-    def _calibrated(self, lp: np.ndarray, n: int) -> Prediction:
+        An image below the evidence floor gets ``n_patches == 0`` and uniform probabilities
+        (the model is not run on it).
+        """
+        from medforensics.prefetch import image_evidence, model_input
+
+        evidence = image_evidence(pixels, self.input_spec)
+        if not evidence.enough():
+            c = len(self.classes)
+            return Prediction(np.full(c, -np.log(c), np.float32), np.full(c, 1 / c, np.float32),
+                              0, None, evidence)
+        pred = self._calibrated(*self._forward_full(*model_input(pixels, self.input_spec)))
+        pred.evidence = evidence
+        return pred
+
+    def _calibrated(self, lp: np.ndarray, n: int, emb: np.ndarray | None = None) -> Prediction:
         z = lp / self.temperature
         z = z - z.max()
         probs = np.exp(z)
         probs = (probs / probs.sum()).astype(np.float32)
-        return Prediction(logprobs=lp, probs=probs, n_patches=n)
+        dist = None
+        if self.openset is not None and emb is not None:
+            dist = self.openset.distance(emb)
+        return Prediction(logprobs=lp, probs=probs, n_patches=n, feature_distance=dist)
 
     def predict_paths(
         self, paths: Iterable[str | Path], *, workers: int = 0, prefetch: int | None = None
@@ -241,10 +328,17 @@ class SourcePredictor:
         items = (map_ordered(prep, paths, workers=workers, prefetch=prefetch) if workers
                  else map(prep, paths))
         for item in items:
+            if item.error is None and item.inputs is None and item.evidence is not None:
+                c = len(self.classes)  # below the evidence floor: the model is not run
+                pred = Prediction(np.full(c, -np.log(c), np.float32),
+                                  np.full(c, 1 / c, np.float32), 0, None, item.evidence)
+                yield item.path, pred, item.meta, None, item.pixels
+                continue
             if item.error is not None or item.inputs is None:
                 yield item.path, None, None, item.error, None
                 continue
-            pred = self._calibrated(*self._forward(item.inputs, item.n_patches))
+            pred = self._calibrated(*self._forward_full(item.inputs, item.n_patches))
+            pred.evidence = item.evidence
             yield item.path, pred, item.meta, None, item.pixels
 
 
@@ -260,27 +354,47 @@ def calibrate_run(
     target_false_unknown: float = 0.05,
     n_patches: int = 64,
     device: str = "cpu",
+    require_unit_match: bool = True,
+    fit_images_per_class: int = 30,
+    outlier_devices: int = 8,
 ) -> dict[str, Any]:
-    """Fit temperature scaling and the open-set threshold on the validation split.
+    """Fit temperature, the open-set model and its thresholds; write ``RUN/calibration.json``.
 
-    The temperature minimises the validation negative log-likelihood; the UNKNOWN threshold is
-    the ``target_false_unknown`` quantile of the calibrated max-probability of correctly and
-    incorrectly classified known-device validation images, so that about that fraction of
-    known-device images would be called UNKNOWN. Writes ``RUN/calibration.json``.
+    * Temperature: maximum a-posteriori fit on the validation images (prior on ``log T``,
+      :func:`medforensics.eval.calibration.fit_temperature`), so separable validation
+      data no longer pin it to a bound.
+    * Probability threshold: the ``target_false_unknown`` quantile of the validation
+      images' calibrated max-probability.
+    * Feature open set (:mod:`medforensics.openset`): class means and tied covariance of the
+      penultimate embeddings of up to ``fit_images_per_class`` training images per class;
+      the UNKNOWN threshold on the feature distance is the split-conformal quantile of the
+      validation images' distances at ``target_false_unknown``. With too few validation
+      images for that rate no threshold is set, the calibration says so, and the classifier
+      alone will then name no device (a matching unit pattern still can).
+    * Estimates of how often an unseen device would be named (nothing is tuned on them):
+      leave-one-class-out on the validation images, and ``outlier_devices`` freshly drawn
+      outlier devices (:mod:`medforensics.data.outliers`, another seed than training's).
 
     Args:
         run_dir: trained run directory.
-        rows: manifest rows; only ``split == "val"`` eligible rows are used.
-        target_false_unknown: wanted false-UNKNOWN rate on known devices.
+        rows: manifest rows; ``split == "train"`` rows fit the feature model, ``"val"``
+            rows the temperature and thresholds (eligible rows of known classes only).
+        target_false_unknown: wanted false-UNKNOWN rate on known devices, in (0, 0.5].
         n_patches: inference patches per image (``patch`` preset).
         device: torch device.
+        require_unit_match: with enrolled unit patterns, name a class that has enrolled
+            units only when one of them matches (see :mod:`medforensics.identify`).
+        fit_images_per_class: training images per class for the feature model.
+        outlier_devices: outlier devices drawn for the estimate (0 = skip).
 
     Returns:
         The calibration record written to ``calibration.json``.
 
     Raises:
-        ConfigError: no validation images with a known class.
+        ConfigError: no validation images with a known class, or a bad rate.
     """
+    from safetensors.numpy import save_file
+
     from medforensics.eval.calibration import (
         expected_calibration_error,
         fit_temperature,
@@ -288,28 +402,80 @@ def calibrate_run(
         softmax,
     )
     from medforensics.io import read_image
+    from medforensics.openset import (
+        FeatureOpenSet,
+        TooFewImagesError,
+        conformal_threshold,
+        leave_one_class_out,
+        min_images_for,
+    )
 
-    pred = SourcePredictor.from_run(run_dir, device=device, n_patches=n_patches)
-    val = [r for r in rows if r.get("split") == "val" and r.get("status", "eligible") == "eligible"]
-    ys = _labels_of(val, pred.label_column, pred.classes)
-    logits, labels = [], []
-    for row, y in zip(val, ys):
-        if y < 0:
-            continue
-        lp, _ = pred.logprobs(read_image(row["path"]).pixels)
-        logits.append(lp)
-        labels.append(y)
-    if not logits:
+    if not 0.0 < float(target_false_unknown) <= 0.5:
+        raise ConfigError(f"target_false_unknown must be in (0, 0.5], got {target_false_unknown}")
+    run = Path(run_dir)
+    pred = SourcePredictor.from_run(run, device=device, n_patches=n_patches)
+
+    def usable(split: str) -> list[tuple[Mapping[str, Any], int]]:
+        chosen = [r for r in rows
+                  if r.get("split") == split and r.get("status", "eligible") == "eligible"]
+        return [(r, y) for r, y in zip(chosen, _labels_of(chosen, pred.label_column,
+                                                          pred.classes)) if y >= 0]
+
+    def embed_rows(items: Sequence[tuple[Mapping[str, Any], int]]
+                   ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+        lps, embs, ys = [], [], []
+        for row, y in items:
+            try:
+                lp, emb = pred.embeddings(read_image(row["path"]).pixels)
+            except (ReadError, InvalidArrayError) as exc:
+                log.warning("calibration skips %s: %s", row["path"], exc)
+                continue
+            lps.append(lp)
+            embs.append(emb)
+            ys.append(y)
+        return lps, embs, ys
+
+    val = usable("val")
+    if not val:
         raise ConfigError("calibration needs validation images (split == 'val') of known classes")
-    z = np.stack(logits)
-    y_arr = np.asarray(labels)
-    # Lower bound 0.5: when the validation images are all classified correctly the NLL keeps
-    # falling as T -> 0, and an unbounded fit only makes test probabilities overconfident.
-    t = float(fit_temperature(z, y_arr, bounds=(0.5, 20.0)))
+    per_class: dict[int, int] = {}
+    fit_items = []
+    for row, y in usable("train"):
+        if per_class.get(y, 0) < fit_images_per_class:
+            per_class[y] = per_class.get(y, 0) + 1
+            fit_items.append((row, y))
+    _, fit_embs, fit_ys = embed_rows(fit_items)
+    missing = sorted(set(range(len(pred.classes))) - set(fit_ys))
+    if missing:
+        raise ConfigError("calibration needs training images of every class for the open-set "
+                          f"model; none of {[pred.classes[i] for i in missing]}")
+    openset = FeatureOpenSet.fit(
+        np.concatenate(fit_embs), np.concatenate([[y] * len(e) for e, y in zip(fit_embs, fit_ys)]),
+        pred.classes)
+
+    val_lps, val_embs, val_ys = embed_rows(val)
+    z = np.stack(val_lps)
+    y_arr = np.asarray(val_ys)
+    t = float(fit_temperature(z, y_arr, prior_sd=1.0))
     probs = softmax(z / t)
     thr = float(fit_unknown_threshold(probs.max(axis=1), target_false_unknown))
+    dist = np.array([openset.distance(e) for e in val_embs])
+    note = None
+    try:
+        feat_thr: float | None = conformal_threshold(dist, target_false_unknown)
+    except TooFewImagesError as exc:
+        feat_thr = None
+        note = (f"open-set threshold not set: {len(dist)} validation images, "
+                f"{min_images_for(target_false_unknown)} needed")
+        log.warning("%s", exc)
+    loco = leave_one_class_out(openset, val_embs, y_arr, target_false_unknown)
+    outlier_rate = None
+    if outlier_devices and feat_thr is not None:
+        outlier_rate = _outlier_named_rate(pred, openset, t, thr, feat_thr, outlier_devices)
+    save_file(openset.to_arrays(), str(run / OPENSET_FILE))
     record = {
         "temperature": t,
+        "temperature_fit": "MAP, prior sd 1 on log T",
         "unknown_threshold": thr,
         "target_false_unknown": target_false_unknown,
         "n_patches": n_patches,
@@ -317,11 +483,58 @@ def calibrate_run(
         "val_accuracy": float((probs.argmax(1) == y_arr).mean()),
         "val_ece_before": float(expected_calibration_error(softmax(z), y_arr)),
         "val_ece_after": float(expected_calibration_error(probs, y_arr)),
-        "score": "calibrated max-probability",
+        "score": "calibrated max-probability and feature distance",
+        "openset_file": OPENSET_FILE,
+        "openset_fit_images": int(len(fit_ys)),
+        "openset_shrinkage": openset.shrinkage,
+        "feature_threshold": feat_thr,
+        "val_false_unknown": (None if feat_thr is None else
+                              float(np.mean((probs.max(1) < thr) | (dist > feat_thr)))),
+        "leave_one_class_out_unknown_rate": loco["mean"],
+        "leave_one_class_out": loco["per_class"],
+        "outlier_devices_named_rate": outlier_rate,
+        "require_unit_match": bool(require_unit_match),
+        "threshold_note": note,
     }
-    (Path(run_dir) / CALIBRATION_FILE).write_text(json.dumps(record, indent=2))
-    log.info("calibration: T=%.3f, UNKNOWN below p=%.3f (val n=%d)", t, thr, len(y_arr))
+    (run / CALIBRATION_FILE).write_text(json.dumps(record, indent=2))
+    log.info("calibration: T=%.3f, UNKNOWN below p=%.3f or above feature distance %s "
+             "(val n=%d)", t, thr, "none" if feat_thr is None else f"{feat_thr:.3g}", len(y_arr))
     return record
+
+
+def calibration_summary(cal: Mapping[str, Any]) -> str:
+    """One line describing a calibration record (for the command line and reports)."""
+    feat = cal.get("feature_threshold")
+    text = (f"T={cal['temperature']:.2f}; UNKNOWN below p={cal['unknown_threshold']:.3f}"
+            + (f" or above feature distance {feat:.3g}" if feat is not None else
+               " (no feature threshold: " + str(cal.get("threshold_note")) + ")")
+            + f"; {cal.get('n_val_images')} validation images")
+    loco = cal.get("leave_one_class_out_unknown_rate")
+    out = cal.get("outlier_devices_named_rate")
+    if loco is not None or out is not None:
+        text += "; unseen devices, classifier alone: " + ", ".join(
+            x for x in (None if loco is None else f"{loco:.0%} of left-out classes rejected",
+                        None if out is None else f"{out:.0%} of outlier devices named") if x)
+    return text
+
+
+def _outlier_named_rate(pred: SourcePredictor, openset: Any, temperature: float,
+                        p_threshold: float, feature_threshold: float, devices: int) -> float:
+    """Share of freshly drawn outlier-device images the classifier alone would name."""
+    import tempfile
+
+    from medforensics.data.outliers import write_outlier_images
+    from medforensics.eval.calibration import softmax
+    from medforensics.io import read_image
+
+    named = []
+    with tempfile.TemporaryDirectory(prefix="medforensics-outliers-") as tmp:
+        for row in write_outlier_images(tmp, devices=devices, images_per_device=3,
+                                        seed=10_000 + int(pred.metadata.get("seed") or 0)):
+            lp, emb = pred.embeddings(read_image(row["path"]).pixels)
+            p = softmax(lp / temperature)
+            named.append(p.max() >= p_threshold and openset.distance(emb) <= feature_threshold)
+    return float(np.mean(named))
 
 
 def identify_files(
@@ -379,12 +592,28 @@ def _verdict_level(predictor: SourcePredictor) -> str:
 
 def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
                 pixels: np.ndarray | None, path: str) -> tuple[Any, dict[str, Any]]:
-    from medforensics.identify import header_claim, verdict
+    """The verdict of one predicted image: evidence floor, unit patterns, open set, claim."""
+    from medforensics.identify import OpenSetCheck, header_claim, insufficient, verdict
 
     level = _verdict_level(predictor)
-    v = verdict(pred.probs, predictor.classes, header_claim(meta, level),
-                predictor.unknown_threshold, path=path, level=level)
+    claim = header_claim(meta, level)
     extra: dict[str, Any] = {"n_patches": pred.n_patches}
+    ev = pred.evidence
+    if ev is not None:
+        extra["informative_windows"] = ev.informative
+    if ev is not None and not ev.enough():
+        return insufficient(path, ev.informative, min_informative=ev.required,
+                            reason=ev.reason, header_label=claim, level=level,
+                            knowledge=predictor.knowledge), extra
+    check = OpenSetCheck(
+        feature_distance=pred.feature_distance,
+        feature_threshold=predictor.feature_threshold,
+        features_required=predictor.openset is not None,
+        informative=None if ev is None else ev.informative,
+        min_informative=4 if ev is None else ev.required,
+        knowledge=predictor.knowledge,
+        threshold_note=predictor.threshold_note,
+    )
     fps = predictor.fingerprints
     if fps is not None and pixels is not None:
         cands = unit_candidates(fps, predictor.classes, pred.probs,
@@ -394,7 +623,33 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
                    else sum(len(fps.matching_units(m)) for m in cands))
         extra.update(unit=unit, unit_score=float(score), unit_claim=header_claim(meta, "unit"),
                      units_compared=n_units)
+        top = predictor.classes[int(np.argmax(pred.probs))]
+        if unit is not None:
+            check.unit = unit
+            check.unit_class = next((c for c in predictor.classes
+                                     if unit in fps.matching_units(c)), None)
+        elif predictor.require_unit_match and fps.matching_units(top):
+            check.unit_required = True
+    v = verdict(pred.probs, predictor.classes, claim, predictor.unknown_threshold, path=path,
+                level=level, check=check)
     return v, extra
+
+
+def _load_openset(run: Path, name: str, meta: Mapping[str, Any]) -> Any:
+    """The run's :class:`medforensics.openset.FeatureOpenSet` (safetensors, shapes checked)."""
+    from safetensors.numpy import load_file
+
+    from medforensics.openset import FeatureOpenSet
+
+    if Path(name).name != name or name.startswith("."):
+        raise ModelFileError(f"{run / CALIBRATION_FILE}: openset_file must be a file name in "
+                             f"the run folder, got {name!r}")
+    path = run / name
+    try:
+        arrays = load_file(str(path))
+        return FeatureOpenSet.from_arrays(arrays, meta["classes"])
+    except (OSError, ValueError, ConfigError) as exc:
+        raise ModelFileError(f"{path}: unusable open-set file ({exc})") from exc
 
 
 #: Models whose summed calibrated probability reaches this are kept for the unit check.

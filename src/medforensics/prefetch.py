@@ -31,8 +31,8 @@ import numpy as np
 
 from medforensics.errors import InvalidArrayError, ReadError
 
-__all__ = ["InputSpec", "Prepared", "patch_positions", "model_input", "prepare_file",
-           "map_ordered"]
+__all__ = ["InputSpec", "Prepared", "image_evidence", "patch_positions", "model_input",
+           "prepare_file", "map_ordered"]
 
 # The fallback warning has always been logged under the predictor's name; keep it there.
 log = logging.getLogger("medforensics.predict")
@@ -72,6 +72,8 @@ class Prepared:
         meta: the reader's :class:`medforensics.io.ImageMeta` (None on failure).
         pixels: the decoded (H, W) float32 image when asked for, else None.
         error: the :class:`ReadError` when the file could not be used, else None.
+        evidence: the image's :class:`medforensics.data.transforms.Evidence` (None on
+            failure).
     """
 
     path: str
@@ -80,6 +82,22 @@ class Prepared:
     meta: Any
     pixels: np.ndarray | None
     error: ReadError | None
+    evidence: Any = None
+
+
+def image_evidence(pixels: np.ndarray, spec: InputSpec) -> Any:
+    """The evidence floor's count for one image (:func:`count_informative_windows`).
+
+    Windows are half the model's patch side (``patch`` preset; 64 px patches for the paper
+    presets), so that the informative area is measured finely near blank regions; the
+    floor is :data:`MIN_INFORMATIVE_PATCHES` patches' worth of such windows.
+    """
+    from medforensics.data.transforms import MIN_INFORMATIVE_PATCHES, count_informative_windows
+
+    patch = spec.patch if spec.preset == "patch" else 64
+    window = max(8, patch // 2)
+    required = int(np.ceil(MIN_INFORMATIVE_PATCHES * (patch / window) ** 2))
+    return count_informative_windows(pixels, window, required=required)
 
 
 def patch_positions(pixels: np.ndarray, patch: int, n_patches: int, seed: int
@@ -165,6 +183,11 @@ def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -
 
     try:
         img = read_image(path)
+        evidence = image_evidence(img.pixels, spec)
+        if not evidence.enough():
+            # Nothing to read: no model input is built (a tiny image would not even fit).
+            return Prepared(str(path), None, 0, img.meta, img.pixels if keep_pixels else None,
+                            None, evidence)
         inputs, n = model_input(img.pixels, spec)
     except ReadError as exc:
         return Prepared(str(path), None, 0, None, None, exc)
@@ -174,7 +197,8 @@ def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -
         log.exception("unexpected error reading %s", path)
         return Prepared(str(path), None, 0, None, None,
                         ReadError(f"unexpected {type(exc).__name__}: {exc}", path))
-    return Prepared(str(path), inputs, n, img.meta, img.pixels if keep_pixels else None, None)
+    return Prepared(str(path), inputs, n, img.meta, img.pixels if keep_pixels else None, None,
+                    evidence)
 
 
 def map_ordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int,

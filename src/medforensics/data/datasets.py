@@ -165,6 +165,52 @@ class MemoryImageSource:
             self.get(p)
 
 
+class RoutedImageSource:
+    """An :class:`ImageSource` that serves some paths from a second source.
+
+    Training adds files that are not in the caller's source (the outlier-device images of
+    :mod:`medforensics.data.outliers`); they are decoded by ``extra`` while every other path
+    goes to ``main`` unchanged.
+
+    Args:
+        main: the caller's source.
+        extra_paths: the paths ``extra`` serves.
+        extra: their source (default: a :class:`MemoryImageSource` of 512 MB).
+    """
+
+    def __init__(self, main: Any, extra_paths: Sequence[str], extra: Any = None) -> None:
+        self.main = main
+        self.extra_paths = frozenset(str(p) for p in extra_paths)
+        self.extra = extra if extra is not None else MemoryImageSource(512 << 20)
+
+    def _pick(self, path: str) -> Any:
+        return self.extra if str(path) in self.extra_paths else self.main
+
+    def get(self, path: str) -> np.ndarray:
+        """Whole image from the source that serves ``path``."""
+        return self._pick(path).get(path)
+
+    def crop(self, path: str, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Window of the image from the source that serves ``path``."""
+        return self._pick(path).crop(path, y, x, h, w)
+
+    def shape(self, path: str) -> tuple[int, int]:
+        """Image size ``(H, W)``."""
+        src = self._pick(path)
+        if hasattr(src, "shape"):
+            return src.shape(path)
+        h, w = src.get(path).shape
+        return int(h), int(w)
+
+    def preload(self, paths: Sequence[str]) -> None:
+        """Decode ``paths`` now in the source that serves each."""
+        for p in paths:
+            self.get(p)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.main, name)
+
+
 def row_labels(
     rows: Sequence[Mapping[str, Any]], label_column: str | None, classes: Sequence[str]
 ) -> list[int]:

@@ -7,6 +7,8 @@
   (blank / blanked-out), saturated (clipped) and collimated-border areas, for the ``patch``
   model.
 * :func:`tile_positions`: a regular grid of patch corners covering an image, for inference.
+* :func:`count_informative_windows`: how much of an image carries readable detector noise
+  (the evidence floor of a verdict).
 
 All positions are ``(y, x)`` integer top-left corners on the pixel grid (no sub-pixel
 interpolation), so a patch is ``pixels[y:y+P, x:x+P]``.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -23,7 +26,8 @@ from PIL import Image
 from medforensics.dsp._checks import as_image
 from medforensics.errors import ConfigError, InvalidArrayError
 
-__all__ = ["paper_preprocess", "sample_patch_positions", "tile_positions"]
+__all__ = ["Evidence", "count_informative_windows", "paper_preprocess",
+           "sample_patch_positions", "tile_positions", "MIN_INFORMATIVE_PATCHES"]
 
 log = logging.getLogger(__name__)
 
@@ -354,3 +358,119 @@ def sample_patch_positions(
     log.warning("only %d of %d requested patch positions are valid in a %dx%d image",
                 len(found), n, h, w)
     return found
+
+
+#: Informative area a source verdict needs, in model patches (counted in half-patch windows).
+MIN_INFORMATIVE_PATCHES = 2
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How much of an image can carry a device fingerprint (:func:`count_informative_windows`).
+
+    Attributes:
+        informative: windows that are not flat, not clipped and hold noise above the
+            quantisation floor.
+        windows: windows examined (a regular grid of ``window``-sided squares, at most
+            ``max_windows``).
+        window: window side in px.
+        required: informative windows needed for a verdict (the evidence floor).
+        value_step: smallest step between distinct stored values (the quantum), > 0.
+        noise_level: median window noise level in ``value_step`` units (0 when none).
+        reason: why windows were rejected, most common first (empty when all passed), e.g.
+            ``"no noise above the quantisation floor"``.
+    """
+
+    informative: int
+    windows: int
+    window: int
+    required: int
+    value_step: float
+    noise_level: float
+    reason: str
+
+    def enough(self) -> bool:
+        """Whether the evidence floor holds (at least ``required`` informative windows)."""
+        return self.informative >= self.required
+
+
+def _value_step(img: np.ndarray, max_samples: int = 65_536) -> float:
+    """Smallest positive difference between distinct values of an even pixel subsample."""
+    flat = img.ravel()
+    if flat.size > max_samples:
+        flat = flat[np.linspace(0, flat.size - 1, max_samples).astype(np.int64)]
+    u = np.unique(flat)
+    if u.size < 2:
+        return 1.0
+    return float(np.diff(u).min())
+
+
+def count_informative_windows(
+    pixels: np.ndarray,
+    patch: int,
+    *,
+    required: int = 4,
+    flat_ratio: float = 0.25,
+    max_flat_fraction: float = 0.05,
+    max_saturated_fraction: float = 0.25,
+    min_noise_steps: float = 0.5,
+    max_windows: int = 256,
+) -> Evidence:
+    """Count the windows of an image that carry readable detector noise.
+
+    A window on a regular non-overlapping grid of ``patch``-sided squares (evenly subsampled to at most
+    ``max_windows``) is informative when all of these hold:
+
+    * its noise level (mean absolute Ker-Boehme residual, white-noise std units, as in
+      :func:`sample_patch_positions`) is at least ``min_noise_steps`` times the image's value
+      step: quantisation alone of a smooth surface (a ramp, a gradient) stays below half a
+      step, real detector noise is above;
+    * it is not flat relative to the image (at most ``max_flat_fraction`` of its pixels have
+      a 5x5 local level below ``flat_ratio`` x the image's median level);
+    * at most ``max_saturated_fraction`` of its pixels sit at the image's minimum or maximum.
+
+    Args:
+        pixels: (H, W) real stored values.
+        patch: window side in px (>= 8).
+        required: informative windows needed (recorded in the result).
+        flat_ratio, max_flat_fraction, max_saturated_fraction: as in
+            :func:`sample_patch_positions`.
+        min_noise_steps: noise floor in units of the value step.
+        max_windows: windows examined at most.
+
+    Returns:
+        An :class:`Evidence`; an image smaller than one window has ``windows == 0``.
+
+    Raises:
+        InvalidArrayError: pixels not 2-D or non-finite.
+        ConfigError: patch < 8.
+    """
+    if not isinstance(patch, (int, np.integer)) or patch < 8:
+        raise ConfigError(f"patch must be an int >= 8, got {patch!r}")
+    img = as_image(pixels, "pixels", dtype=np.float32)
+    h, w = img.shape
+    if h < patch or w < patch:
+        return Evidence(0, 0, int(patch), int(required), 1.0, 0.0,
+                        f"image {h}x{w} is smaller than one {patch}x{patch} window")
+    grid = np.array(tile_positions(h, w, int(patch), int(patch)))
+    if len(grid) > max_windows:
+        grid = grid[np.linspace(0, len(grid) - 1, max_windows).round().astype(int)]
+    stack = _window_stack(img, grid[:, 0], grid[:, 1], int(patch))
+    levels = _window_levels(stack)
+    step = _value_step(img)
+    live = levels[levels > 0]
+    ref = float(np.median(live)) if live.size else 0.0
+    noisy = levels >= min_noise_steps * step
+    flat = (_flat_fraction(stack, flat_ratio * ref) > max_flat_fraction if ref > 0
+            else np.ones(len(levels), dtype=bool))
+    lo, hi = float(img.min()), float(img.max())
+    core = stack[:, _PAD:-_PAD, _PAD:-_PAD]
+    clipped = (((core <= lo) | (core >= hi)).mean(axis=(1, 2)) > max_saturated_fraction
+               if hi > lo else np.ones(len(levels), dtype=bool))
+    ok = noisy & ~flat & ~clipped
+    reasons = {"no noise above the quantisation floor": int((~noisy).sum()),
+               "flat (blank or smoothed)": int((noisy & flat).sum()),
+               "clipped (saturated)": int((noisy & ~flat & clipped).sum())}
+    text = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]) if v)
+    return Evidence(int(ok.sum()), int(len(levels)), int(patch), int(required), step,
+                    ref / step if step > 0 else 0.0, text)

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from medforensics.data.outliers import OUTLIER_LABEL
 from medforensics.errors import ConfigError, ManifestError
 from medforensics.train.checkpoint import (
     capture_rng_state,
@@ -94,7 +95,7 @@ TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = "train", "val", "test"
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "patch": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "sampling": "weighted", "patch": 64,
               "patches_per_image": 48, "val_patches": 32, "lr_schedule": "cosine",
-              "select": "loss"},
+              "select": "loss", "outlier_devices": 16, "outlier_weight": 0.5},
     "deep-rsi": {"epochs": 100, "batch_size": 32, "lr": 1e-4, "sampling": "weighted",
                  "lr_schedule": "constant", "select": "bacc"},
     "deepmammo": {"epochs": 100, "batch_size": 32, "lr": 1e-4, "sampling": "balanced",
@@ -136,6 +137,11 @@ class TrainConfig:
         cache_mb: in-memory budget for decoded images.
         progress: show a tqdm progress bar.
         model_kwargs: extra keyword arguments for ``create_model``.
+        outlier_devices: procedurally drawn devices that are in no class
+            (:mod:`medforensics.data.outliers`), trained towards a uniform output (outlier
+            exposure) so that pixels of an unseen device do not get a confident name;
+            0 = off (the paper presets' default: the papers did not use it).
+        outlier_weight: weight of the outlier term in the loss.
     """
 
     out_dir: str
@@ -157,6 +163,8 @@ class TrainConfig:
     cache_mb: int = 2048
     progress: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    outlier_devices: int | None = None
+    outlier_weight: float | None = None
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` replaced by the preset default; validates values.
@@ -177,10 +185,19 @@ class TrainConfig:
         d = PRESET_DEFAULTS[preset] | {"seed": 0}
         d.setdefault("patch", 64)
         out = dataclasses.replace(self, out_dir=str(self.out_dir), label=label, preset=preset)
+        d.setdefault("outlier_devices", 0)
+        d.setdefault("outlier_weight", 0.5)
         for name in ("epochs", "batch_size", "lr", "sampling", "patches_per_image",
-                     "val_patches", "lr_schedule", "seed", "patch", "select"):
+                     "val_patches", "lr_schedule", "seed", "patch", "select",
+                     "outlier_devices", "outlier_weight"):
             if getattr(out, name) is None:
                 setattr(out, name, d.get(name))
+        if int(out.outlier_devices) < 0 or int(out.outlier_devices) > 1000:
+            raise ConfigError(f"outlier_devices must be in 0..1000, got {out.outlier_devices}")
+        if out.outlier_devices and out.preset != "patch":
+            raise ConfigError("outlier exposure is implemented for the patch preset only")
+        if not (math.isfinite(float(out.outlier_weight)) and float(out.outlier_weight) >= 0):
+            raise ConfigError(f"outlier_weight must be >= 0, got {out.outlier_weight}")
         if out.select not in SELECTS:
             raise ConfigError(f"unknown select {out.select!r}; choose one of {SELECTS}")
         if out.sampling not in SAMPLINGS:
@@ -457,9 +474,11 @@ def _build_data(
                 ds.prepare()
     targets = list(train_ds.targets)
     tag = cfg.preset == "patch"
+    # Outlier-device rows are drawn as one more class but do not lengthen the epoch.
+    n_known = sum(1 for t in targets if classes[t] != OUTLIER_LABEL)
     if cfg.sampling == "weighted":
         sampler: Any = ClassWeightedSampler(
-            targets, num_samples=len(targets), seed=cfg.seed, num_replicas=world, rank=rank,
+            targets, num_samples=n_known, seed=cfg.seed, num_replicas=world, rank=rank,
             tag_draws=tag,
         )
     else:
@@ -502,6 +521,34 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -
     return float(np.mean(np.diag(cm)[present] / support[present]))
 
 
+def source_loss(logits: torch.Tensor, y: torch.Tensor, outlier_weight: float = 0.5
+                ) -> torch.Tensor:
+    """Cross-entropy on known classes plus the outlier-exposure term.
+
+    Rows with ``y == C`` (C = ``logits.shape[1]``) are outlier-device patches; their term is
+    the cross-entropy to the uniform distribution, ``-mean_c log softmax(logits)_c``, weighted
+    by ``outlier_weight``. Both terms are averaged over the whole batch.
+
+    Args:
+        logits: (B, C) float logits.
+        y: (B,) int64 targets in ``0..C`` (``C`` = outlier).
+        outlier_weight: weight of the outlier term.
+
+    Returns:
+        Scalar loss.
+    """
+    n_classes = logits.shape[1]
+    known = y < n_classes
+    if bool(known.all()):
+        return F.cross_entropy(logits, y)
+    b = logits.shape[0]
+    loss = logits.new_zeros(())
+    if bool(known.any()):
+        loss = F.cross_entropy(logits[known], y[known], reduction="sum") / b
+    uniform = -torch.log_softmax(logits[~known], dim=1).mean(dim=1)
+    return loss + float(outlier_weight) * uniform.sum() / b
+
+
 def _train_epoch(
     model: nn.Module,
     net: nn.Module,
@@ -510,6 +557,7 @@ def _train_epoch(
     device: torch.device,
     desc: str,
     show: bool,
+    outlier_weight: float = 0.5,
 ) -> dict[str, float]:
     from tqdm.auto import tqdm
 
@@ -525,7 +573,7 @@ def _train_epoch(
         y = y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = source_loss(logits, y, outlier_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss became {loss.item()} ({desc}); lower the learning rate"
@@ -535,7 +583,8 @@ def _train_epoch(
         project_constraints(net)
         n = int(y.shape[0])
         total_loss += float(loss.detach()) * n
-        correct += int((logits.detach().argmax(1) == y).sum())
+        known = y < logits.shape[1]
+        correct += int((logits.detach().argmax(1)[known] == y[known]).sum())
         seen += n
         if show:
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
@@ -738,6 +787,8 @@ def train(
     sha = manifest_sha256(manifest)
     train_rows, val_rows, classes = _select_rows(rows, cfg.label)
     del rows
+    if cfg.outlier_devices:
+        train_rows += _outlier_rows(cfg, out_dir, is_main)
     if not val_rows:
         log.warning("no validation rows: the last epoch is kept as the final model")
 
@@ -757,8 +808,14 @@ def train(
             model_kwargs.setdefault("patch", cfg.patch)
         net = create_model(cfg.preset, len(classes), **model_kwargs).to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        data_classes = classes + ([OUTLIER_LABEL] if cfg.outlier_devices else [])
+        if cfg.outlier_devices and image_source is not None:
+            from medforensics.data.datasets import RoutedImageSource
+
+            image_source = RoutedImageSource(
+                image_source, [r["path"] for r in train_rows if r[cfg.label] == OUTLIER_LABEL])
         train_ds, sampler, val_ds = _build_data(
-            cfg, train_rows, val_rows, classes, world, rank, image_source
+            cfg, train_rows, val_rows, data_classes, world, rank, image_source
         )
 
         start_epoch = 0
@@ -825,7 +882,7 @@ def train(
                                  batch_size=cfg.batch_size)
             rec: dict[str, Any] = {"epoch": epoch}
             rec |= _train_epoch(model, net, loader, optimizer, device,
-                                f"epoch {epoch}/{cfg.epochs}", show)
+                                f"epoch {epoch}/{cfg.epochs}", show, float(cfg.outlier_weight))
             if val_ds is not None:
                 if world > 1:  # validate every rank with rank 0's BatchNorm statistics
                     import torch.distributed as dist
@@ -893,6 +950,59 @@ def train(
     )
 
 
+def _all_simulated(rows: Any) -> bool:
+    """Whether every row's image lies in an archive written by the project's simulator.
+
+    The simulator writes ``devices.json`` (generator ``medforensics.data.simulate``) at the
+    archive root, at most three folders above each image.
+    """
+    from medforensics.data.simulate import load_devices
+
+    known: dict[Path, bool] = {}
+
+    def simulated(folder: Path, depth: int = 3) -> bool:
+        if folder in known:
+            return known[folder]
+        marker = folder / "devices.json"
+        hit = False
+        if marker.is_file():
+            try:
+                load_devices(folder)
+                hit = True
+            except ConfigError:
+                hit = False
+        elif depth > 0 and folder.parent != folder:
+            hit = simulated(folder.parent, depth - 1)
+        known[folder] = hit
+        return hit
+
+    seen = False
+    for row in rows:
+        seen = True
+        if not simulated(Path(str(row["path"])).resolve().parent):
+            return False
+    return seen
+
+
+def _outlier_rows(cfg: TrainConfig, out_dir: Path, is_main: bool) -> list[dict[str, Any]]:
+    """Training rows of ``cfg.outlier_devices`` procedurally drawn devices (rank 0 writes)."""
+    from medforensics.data.outliers import write_outlier_images
+
+    folder = out_dir / "outlier_devices"
+    if is_main:
+        rows = write_outlier_images(folder, devices=int(cfg.outlier_devices), seed=cfg.seed)
+    _barrier()
+    if not is_main:
+        rows = [{"path": str(p), "status": "eligible"} for p in sorted(folder.glob("*.png"))]
+    from medforensics.data.manifest import file_sha256
+
+    # sha256 keys the patch positions by content, so a run in another folder draws the same.
+    return [{"path": r["path"], "status": "eligible", "split": TRAIN_SPLIT,
+             cfg.label: OUTLIER_LABEL, "PatientID": f"outlier-{i}",
+             "sha256": file_sha256(r["path"])}
+            for i, r in enumerate(rows)]
+
+
 def _barrier() -> None:
     import torch.distributed as dist
 
@@ -945,6 +1055,13 @@ def _save_final(
         "train_images": len(train_rows),
         "val_images": len(val_rows),
         "val_patches": cfg.val_patches if cfg.preset == "patch" else None,
+        "model_knowledge": ("simulated devices"
+                            if _all_simulated(r for r in train_rows
+                                              if r.get(cfg.label) != OUTLIER_LABEL)
+                            else None),
+        "outlier_exposure": ({"devices": int(cfg.outlier_devices),
+                              "weight": float(cfg.outlier_weight)}
+                             if cfg.outlier_devices else None),
         "training": {k: v for k, v in dataclasses.asdict(cfg).items()
                      if k not in ("out_dir", "resume", "progress")},
     }
