@@ -221,7 +221,8 @@ def test_case_report_decodes_once_and_matches_identify_files(
     want, _ = next(iter(identify_files(pred, [files[0]])))
     img = mio.read_image(files[0])
     got, extra = identify_image(pred, img.pixels, img.meta, str(files[0]))
-    assert got.to_dict() == want.to_dict() and extra == {"n_patches": 4}
+    assert got.to_dict() == want.to_dict()
+    assert extra == {"n_patches": 4, "run_integrity": "verified"}
 
     calls: list[str] = []
     real = mio.read_image

@@ -3,7 +3,8 @@
 :class:`SourcePredictor` wraps a run directory written by :func:`medforensics.train.engine.train`
 (``model.safetensors`` + ``model.json``), its optional calibration (``calibration.json``:
 temperature and open-set threshold, written by :func:`calibrate_run`) and its optional unit
-reference patterns (``fingerprints/``). It is the one place where pixels become predictions;
+reference patterns (``fingerprints/``), all checked against the run manifest ``run.json``
+(:mod:`medforensics.models.runfiles`). It is the one place where pixels become predictions;
 ``evaluate``, ``identify``, the report and the web service all go through it.
 
 Inference policy per preset:
@@ -90,11 +91,13 @@ class SourcePredictor:
         batch_size: int = 256,
         fingerprints: Any = None,
     ) -> None:
+        from medforensics.models.runfiles import MAX_N_PATCHES, MAX_PATCH_PIXELS
+
         classes = metadata.get("classes")
         if not classes:
             raise ModelFileError("model metadata has no 'classes' list")
-        if int(n_patches) < 1:
-            raise ConfigError(f"n_patches must be >= 1, got {n_patches}")
+        if not 1 <= int(n_patches) <= MAX_N_PATCHES:
+            raise ConfigError(f"n_patches must be >= 1 and <= {MAX_N_PATCHES}, got {n_patches}")
         self.model = model.eval().to(device)
         self.metadata = dict(metadata)
         self.device = torch.device(device)
@@ -110,20 +113,49 @@ class SourcePredictor:
         spec = dict(metadata.get("input_spec", {}))
         self.patch = int(spec.get("patch", 64))
         self.size = int(spec.get("size", 256))
+        if self.preset == "patch" and self.n_patches * self.patch**2 > MAX_PATCH_PIXELS:
+            raise ConfigError(f"n_patches {self.n_patches} of {self.patch} px exceed "
+                              f"{MAX_PATCH_PIXELS} pixels per image")
+        #: "verified", "modified" or "unverified" for a predictor loaded with from_run
+        #: (see medforensics.models.runfiles); None when built from objects in memory.
+        self.run_integrity: str | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, *, device: str = "cpu", n_patches: int | None = None, **kw: Any
+        cls, run_dir: str | Path, *, device: str = "cpu", n_patches: int | None = None,
+        allow_modified: bool = False, **kw: Any
     ) -> SourcePredictor:
         """Load a run directory (model, calibration and fingerprints when present).
 
+        The run's files are first checked against its manifest ``run.json`` and the side
+        files' values against their ranges (:mod:`medforensics.models.runfiles`); the result
+        is :attr:`run_integrity`, carried by every verdict.
+
+        Args:
+            run_dir: the run folder.
+            device: torch device.
+            n_patches: inference patches per image (default: the calibration's, else 64).
+            allow_modified: load a run whose files differ from its manifest (logged; the
+                verdicts say ``run_integrity: "modified"``) instead of refusing it. Values
+                out of range are refused either way.
+            **kw: further constructor arguments.
+
         Raises:
             ModelFileError: no model in ``run_dir`` or a malformed file.
+            RunIntegrityError: a changed, missing or unlisted run file (unless
+                ``allow_modified``), or a side-file value out of range.
         """
         from medforensics.models.io import load_model
+        from medforensics.models.runfiles import (
+            CALIBRATION_BOUNDS,
+            check_patch_budget,
+            check_values,
+            verify_run,
+        )
 
         run = Path(run_dir)
+        check = verify_run(run, allow_modified=allow_modified)
         model, meta = load_model(run, map_location=device)
         cal: dict[str, Any] = {}
         cal_path = run / CALIBRATION_FILE
@@ -132,14 +164,18 @@ class SourcePredictor:
                 cal = json.loads(cal_path.read_text())
             except (OSError, ValueError) as exc:
                 raise ModelFileError(f"{cal_path}: unreadable calibration file ({exc})") from exc
+            check_values(cal_path, cal, CALIBRATION_BOUNDS)
         fps = None
         if (run / FINGERPRINT_DIR).is_dir():
             from medforensics.fingerprint import UnitFingerprints
 
-            fps = UnitFingerprints.load(run / FINGERPRINT_DIR)
+            fps = UnitFingerprints.load(run / FINGERPRINT_DIR, verify=False)
         if n_patches is None:
             n_patches = int(cal.get("n_patches", 64))
-        return cls(
+            if meta.get("name") == "patch":
+                check_patch_budget(cal_path, n_patches,
+                                   int(dict(meta.get("input_spec") or {}).get("patch", 64)))
+        pred = cls(
             model,
             meta,
             device=device,
@@ -149,6 +185,8 @@ class SourcePredictor:
             fingerprints=fps,
             **kw,
         )
+        pred.run_integrity = check.status
+        return pred
 
     # ------------------------------------------------------------------ inference
     @property
@@ -260,13 +298,18 @@ def calibrate_run(
     target_false_unknown: float = 0.05,
     n_patches: int = 64,
     device: str = "cpu",
+    allow_modified: bool = False,
 ) -> dict[str, Any]:
     """Fit temperature scaling and the open-set threshold on the validation split.
 
     The temperature minimises the validation negative log-likelihood; the UNKNOWN threshold is
     the ``target_false_unknown`` quantile of the calibrated max-probability of correctly and
     incorrectly classified known-device validation images, so that about that fraction of
-    known-device images would be called UNKNOWN. Writes ``RUN/calibration.json``.
+    known-device images would be called UNKNOWN. Writes ``RUN/calibration.json`` (atomically)
+    and records its hash in the run manifest ``RUN/run.json``.
+
+    The run is checked like :meth:`SourcePredictor.from_run`, but an existing calibration is
+    not read (so an out-of-range one can be replaced by calibrating again).
 
     Args:
         run_dir: trained run directory.
@@ -274,12 +317,16 @@ def calibrate_run(
         target_false_unknown: wanted false-UNKNOWN rate on known devices.
         n_patches: inference patches per image (``patch`` preset).
         device: torch device.
+        allow_modified: calibrate a run whose files differ from its manifest (the changed
+            files stay listed as changed: only ``calibration.json`` is re-hashed).
 
     Returns:
         The calibration record written to ``calibration.json``.
 
     Raises:
         ConfigError: no validation images with a known class.
+        RunIntegrityError: a changed, missing or unlisted run file (unless
+            ``allow_modified``).
     """
     from medforensics.eval.calibration import (
         expected_calibration_error,
@@ -288,8 +335,13 @@ def calibrate_run(
         softmax,
     )
     from medforensics.io import read_image
+    from medforensics.models.io import load_model
+    from medforensics.models.runfiles import atomic_write_json, record_files, verify_run
 
-    pred = SourcePredictor.from_run(run_dir, device=device, n_patches=n_patches)
+    check = verify_run(run_dir, allow_modified=allow_modified)
+    model, meta = load_model(run_dir, map_location=device)
+    pred = SourcePredictor(model, meta, device=device, n_patches=n_patches)
+    pred.run_integrity = check.status
     val = [r for r in rows if r.get("split") == "val" and r.get("status", "eligible") == "eligible"]
     ys = _labels_of(val, pred.label_column, pred.classes)
     logits, labels = [], []
@@ -319,7 +371,8 @@ def calibrate_run(
         "val_ece_after": float(expected_calibration_error(probs, y_arr)),
         "score": "calibrated max-probability",
     }
-    (Path(run_dir) / CALIBRATION_FILE).write_text(json.dumps(record, indent=2))
+    atomic_write_json(Path(run_dir) / CALIBRATION_FILE, record, indent=2)
+    record_files(run_dir, [CALIBRATION_FILE])
     log.info("calibration: T=%.3f, UNKNOWN below p=%.3f (val n=%d)", t, thr, len(y_arr))
     return record
 
@@ -332,7 +385,9 @@ def identify_files(
 
     ``extra`` carries what the pixel-level verdict does not: the unit decided by the reference
     patterns (``unit``, ``unit_score``; ``unit`` is ``None`` when no enrolled unit's pattern
-    is present) and the number of patches used.
+    is present), the number of patches used and, for a predictor loaded from a run, the
+    run's ``run_integrity`` (``"verified"``, ``"modified"`` or ``"unverified"``; see
+    :mod:`medforensics.models.runfiles`), which unreadable files' ``extra`` carries too.
 
     Args:
         predictor: a loaded :class:`SourcePredictor`.
@@ -348,7 +403,7 @@ def identify_files(
     for path, pred, meta, err, pixels in predictor._stream(paths, workers, prefetch,
                                                            fps is not None):
         if err is not None or pred is None:
-            yield unreadable(err, path, level=_verdict_level(predictor)), {}
+            yield unreadable(err, path, level=_verdict_level(predictor)), _integrity(predictor)
             continue
         yield _verdict_of(predictor, pred, meta, pixels, path)
 
@@ -372,6 +427,12 @@ def identify_image(predictor: SourcePredictor, pixels: np.ndarray, meta: Any, pa
     return _verdict_of(predictor, predictor.predict(pixels), meta, pixels, path)
 
 
+def _integrity(predictor: SourcePredictor) -> dict[str, Any]:
+    """``{"run_integrity": ...}`` of a predictor loaded from a run, else ``{}``."""
+    status = getattr(predictor, "run_integrity", None)
+    return {} if status is None else {"run_integrity": status}
+
+
 def _verdict_level(predictor: SourcePredictor) -> str:
     col = predictor.label_column
     return col if col in ("manufacturer", "model", "unit") else "model"
@@ -384,7 +445,7 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
     level = _verdict_level(predictor)
     v = verdict(pred.probs, predictor.classes, header_claim(meta, level),
                 predictor.unknown_threshold, path=path, level=level)
-    extra: dict[str, Any] = {"n_patches": pred.n_patches}
+    extra: dict[str, Any] = {"n_patches": pred.n_patches, **_integrity(predictor)}
     fps = predictor.fingerprints
     if fps is not None and pixels is not None:
         cands = unit_candidates(fps, predictor.classes, pred.probs,
@@ -447,7 +508,8 @@ def enroll_units(
     max_images_per_unit: int = 40,
     progress: bool = True,
 ) -> Any:
-    """Build unit reference patterns from the training split and save them in ``RUN/fingerprints``.
+    """Build unit reference patterns from the training split and save them in ``RUN/fingerprints``
+    (their hashes go into the run manifest ``RUN/run.json``).
 
     The decision threshold is calibrated on the validation split's images of the same units
     (see :meth:`medforensics.fingerprint.UnitFingerprints.calibrate_threshold`).
@@ -487,6 +549,10 @@ def enroll_units(
     if val_units:
         fps.calibrate_threshold({u: images(p) for u, p in val_units.items()})
     fps.save(Path(run_dir) / FINGERPRINT_DIR)
+    from medforensics.fingerprint import META_FILE, WEIGHTS_FILE
+    from medforensics.models.runfiles import record_files
+
+    record_files(run_dir, [f"{FINGERPRINT_DIR}/{WEIGHTS_FILE}", f"{FINGERPRINT_DIR}/{META_FILE}"])
     if progress:
         log.info("enrolled %d units from %d images", len(train_units),
                  sum(len(p) for p in train_units.values()))
