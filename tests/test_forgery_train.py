@@ -126,7 +126,10 @@ def test_cues_train_roundtrip_resume_and_cli(tamper_set: Path, tmp_path: Path) -
     shutil.copytree(run, old)
     legacy = {k: v for k, v in meta.items() if k != "fingerprint_min_coverage"}
     (old / "model.json").write_text(json.dumps(legacy))
-    assert ForgeryDetector.from_run(old).fingerprint_min_coverage == 0.0
+    (old / "run.json").unlink()  # runs of that time had no run manifest either
+    old_det = ForgeryDetector.from_run(old)
+    assert old_det.fingerprint_min_coverage == 0.0 and old_det.run_integrity == "unverified"
+    assert det.run_integrity == "verified"
     rows = read_tamper_manifest(tamper_set)
     tam = next(r for r in rows if r["kind"] == "copy-move")
     res = det.detect_file(tam["path"])

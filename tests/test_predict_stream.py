@@ -222,6 +222,7 @@ def test_case_report_decodes_once_and_matches_identify_files(
     img = mio.read_image(files[0])
     got, extra = identify_image(pred, img.pixels, img.meta, str(files[0]))
     assert got.to_dict() == want.to_dict() and extra["n_patches"] == 4
+    assert extra["run_integrity"] == "verified"
     assert extra["informative_windows"] >= 8  # above the evidence floor
 
     calls: list[str] = []

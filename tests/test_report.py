@@ -35,6 +35,7 @@ def case_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from medforensics.data.splits import assign_splits
     from medforensics.models.io import save_model
     from medforensics.models.registry import create_model
+    from medforensics.models.runfiles import record_files
     from medforensics.predict import enroll_units
 
     torch.manual_seed(0)
@@ -53,6 +54,7 @@ def case_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 "manifest_sha256": "ab" * 32})
     (run / "calibration.json").write_text(json.dumps(
         {"temperature": 1.0, "unknown_threshold": 0.5, "n_patches": 8}))
+    record_files(run, ["calibration.json"])  # a hand-written side file joins the run manifest
     enroll_units(run, rows, progress=False)
     return {"root": root, "archive": archive, "paths": [Path(p) for p in paths], "run": run,
             "classes": classes}

@@ -32,6 +32,8 @@ _EXPORTS = {
     "create_model": "medforensics.models.registry",
     "list_models": "medforensics.models.registry",
     "load_model": "medforensics.models.io",
+    "verify_run": "medforensics.models.runfiles",
+    "seal_run": "medforensics.models.runfiles",
     "train": "medforensics.train.engine",
     # source identification
     "SourcePredictor": "medforensics.predict",

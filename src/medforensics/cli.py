@@ -91,6 +91,22 @@ _OUT_OPT = typer.Option(
     "stdout.")
 
 
+_ALLOW_MODIFIED_OPT = typer.Option(
+    False, "--allow-modified-run", help="Load runs whose files differ from their run manifest "
+    "(run.json) instead of refusing them; every verdict then says run_integrity 'modified'. "
+    "Out-of-range values are refused regardless.")
+
+
+def _warn_integrity(status: Optional[str], what: str = "run") -> None:
+    """One stderr line when a loaded run is not ``verified`` (verdicts carry it too)."""
+    if status == "modified":
+        typer.echo(f"warning: the {what} was modified after it was written "
+                   "(--allow-modified-run): its verdicts are not evidence", err=True)
+    elif status == "unverified":
+        typer.echo(f"warning: the {what} has no run manifest (run.json): its files could not "
+                   "be checked; its verdicts say run_integrity 'unverified'", err=True)
+
+
 def _batch_files(paths: List[Path], shard: str
                  ) -> "tuple[List[Path], tuple[int, int], str]":
     """This process's shard of the expanded files, ``(k, n)`` and a label for messages.
@@ -450,15 +466,19 @@ def calibrate_cmd(
     units: bool = typer.Option(
         True, "--units/--no-units", help="Also enrol unit reference patterns (train split)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
-    """Fit temperature scaling + open-set threshold on val, and enrol unit fingerprints."""
+    """Fit temperature scaling + open-set threshold on val, and enrol unit fingerprints.
+
+    The new files' hashes go into the run manifest (run.json)."""
     from medforensics.data.manifest import read_manifest
     from medforensics.errors import MedForensicsError
     from medforensics.predict import calibrate_run, calibration_summary, enroll_units
 
     try:
         rows = read_manifest(manifest)
-        cal = calibrate_run(run, rows, target_false_unknown=target_false_unknown, device=device)
+        cal = calibrate_run(run, rows, target_false_unknown=target_false_unknown, device=device,
+                            allow_modified=allow_modified_run)
         typer.echo(f"{calibration_summary(cal)}; val accuracy {cal['val_accuracy']:.3f}")
         if units and any(r.get("unit") for r in rows):
             fps = enroll_units(run, rows)
@@ -478,6 +498,7 @@ def evaluate_cmd(
     bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0,
         help="Resamples for 95 % confidence intervals over patients (0 = none)."),
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
     """Paper-grade evaluation: per-class TPR/TNR/PPV/NPV/AUC, confusion, ROC, per body part."""
     from medforensics.data.manifest import read_manifest
@@ -486,10 +507,12 @@ def evaluate_cmd(
 
     try:
         res = evaluate_run(run, read_manifest(manifest), out, split=split, device=device,
-                           n_patches=n_patches, n_boot=bootstrap)
+                           n_patches=n_patches, n_boot=bootstrap,
+                           allow_modified=allow_modified_run)
     except MedForensicsError as exc:
         _fail(exc)
         return
+    _warn_integrity(res.get("run_integrity"))
     from medforensics.eval.tables import fmt_interval
 
     img, pat = res["image_level"], res["patient_level"]
@@ -532,6 +555,7 @@ def identify_cmd(
     progress: Optional[bool] = _PROGRESS_OPT,
     shard: str = _SHARD_OPT,
     out: Optional[Path] = _OUT_OPT,
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
     """Which device made each image? consistent / MISMATCH / UNKNOWN / unreadable verdicts.
 
@@ -546,10 +570,12 @@ def identify_cmd(
     from medforensics.predict import SourcePredictor, identify_files
 
     try:
-        predictor = SourcePredictor.from_run(run, device=device, n_patches=n_patches)
+        predictor = SourcePredictor.from_run(run, device=device, n_patches=n_patches,
+                                             allow_modified=allow_modified_run)
     except MedForensicsError as exc:
         _fail(exc)
         return
+    _warn_integrity(predictor.run_integrity)
     try:
         files, part, where = _batch_files(paths, shard)
         write, close = _json_sink(out, part) if (as_json or out) else (None, None)
@@ -654,6 +680,7 @@ def forgery_train_cmd(
         False, "--texture/--no-texture", help="cues: also feed the noise-texture cue."),
     seam: bool = typer.Option(
         False, "--seam/--no-seam", help="cues: also feed the paste seam cue."),
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
     """Train a forgery detector (original vs tampered; split by source image / patient)."""
     from medforensics.errors import MedForensicsError
@@ -663,7 +690,7 @@ def forgery_train_cmd(
         res = train_forgery(manifest, preset=preset, out_dir=out, epochs=epochs, seed=seed,
                             device=device, resume=resume, source_run=source_model,
                             batch_size=batch_size, lr=lr, resplit=resplit, progress=progress,
-                            texture=texture, seam=seam)
+                            texture=texture, seam=seam, allow_modified=allow_modified_run)
     except MedForensicsError as exc:
         _fail(exc)
     extra = ""
@@ -702,6 +729,7 @@ def forgery_evaluate_cmd(
     bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0,
         help="Resamples for 95 % confidence intervals over source images (0 = none)."),
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
     """Image-level and pixel-level metrics of a forgery detector on a tamper manifest."""
     from medforensics.errors import MedForensicsError
@@ -710,7 +738,9 @@ def forgery_evaluate_cmd(
 
     try:
         det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela,
-                                       texture=texture, seam=seam)
+                                       texture=texture, seam=seam,
+                                       allow_modified=allow_modified_run)
+        _warn_integrity(det.run_integrity)
         res = evaluate_detector(det, manifest, out_dir=out, split=split, limit=limit,
                                 n_boot=bootstrap, kinds=None if kinds is None else
                                 [k.strip() for k in kinds.split(",") if k.strip()])
@@ -786,6 +816,7 @@ def forgery_detect_cmd(
     progress: Optional[bool] = _PROGRESS_OPT,
     shard: str = _SHARD_OPT,
     out: Optional[Path] = _OUT_OPT,
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
     """Forgery score, verdict, forged area and ELA score per image (unreadable files reported).
 
@@ -798,9 +829,11 @@ def forgery_detect_cmd(
 
     try:
         det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela,
-                                       texture=texture, seam=seam)
+                                       texture=texture, seam=seam,
+                                       allow_modified=allow_modified_run)
     except MedForensicsError as exc:
         _fail(exc)
+    _warn_integrity(det.run_integrity)
     n_bad = 0
     try:
         files, part, where = _batch_files(paths, shard)
@@ -911,6 +944,7 @@ def export_cmd(
         True, "--check/--no-check", help="Compare onnxruntime with PyTorch on random inputs."),
     tolerance: float = typer.Option(
         1e-4, "--tolerance", help="Parity: max |logit diff| <= tol * max(1, max |logit|)."),
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
     """Export a trained model to ONNX (dynamic batch; metadata in metadata_props)."""
     from medforensics.errors import MedForensicsError
@@ -918,7 +952,7 @@ def export_cmd(
 
     try:
         res = export_onnx(run, onnx, opset=opset, exporter=exporter, check=check,
-                          tolerance=tolerance)
+                          tolerance=tolerance, allow_modified=allow_modified_run)
     except MedForensicsError as exc:
         _fail(exc)
         return
@@ -948,6 +982,7 @@ def serve_cmd(
     allow_no_token: bool = typer.Option(
         False, "--allow-no-token", help="Allow a non-loopback --host without a token."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
     """Web service + browser page: upload an image, get the device verdict and forgery map."""
     from medforensics.errors import MedForensicsError
@@ -961,7 +996,8 @@ def serve_cmd(
     try:
         web = create_app(source_model, forgery_model, token=token,
                          max_upload_bytes=int(max_upload_mb * 2**20), timeout_s=timeout,
-                         allowed_hosts=loopback_hosts(host) if local else None, device=device)
+                         allowed_hosts=loopback_hosts(host) if local else None, device=device,
+                         allow_modified_run=allow_modified_run)
     except MedForensicsError as exc:
         _fail(exc)
         return
@@ -989,6 +1025,7 @@ def report_cmd(
     force: bool = typer.Option(
         False, "--force", help="Read DICOM without file meta (ACR-NEMA) instead of refusing it."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
     """Self-contained HTML case reports: image, device verdict, forgery map, header, provenance."""
     from medforensics.errors import MedForensicsError
@@ -999,7 +1036,8 @@ def report_cmd(
                    "show the image, header and provenance only", err=True)
     try:
         res = write_report(paths, out, source=source_model, forgery=forgery_model,
-                           mask_identifiers=not show_identifiers, force=force, device=device)
+                           mask_identifiers=not show_identifiers, force=force, device=device,
+                           allow_modified_run=allow_modified_run)
     except MedForensicsError as exc:
         _fail(exc)
         return
@@ -1010,6 +1048,25 @@ def report_cmd(
     if res.n_failed:
         typer.echo(f"error: the report failed for {res.n_failed} file(s) (see the log)", err=True)
         raise typer.Exit(1)
+
+
+@app.command("seal")
+def seal_cmd(
+    run: Path = typer.Argument(..., help="Run directory written before run manifests."),
+) -> None:
+    """Vouch for a run as it is now: hash its files into its run manifest (run.json).
+
+    For runs written before run manifests (their verdicts say run_integrity 'unverified').
+    Check the run first: after sealing, any change to its files is refused when it loads."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.models.runfiles import seal_run
+
+    try:
+        path = seal_run(run)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"wrote {path}")
 
 
 # --- end section: pipeline --------------------------------------------------------------------

@@ -122,3 +122,27 @@ class InvalidArrayError(MedForensicsError, ValueError):
 class TamperError(MedForensicsError):
     """The tampering generator cannot process an input (multi-frame, too small for the
     requested region, no textured location found, no donor from another device, ...)."""
+
+
+class RunIntegrityError(ModelFileError):
+    """A run file fails its check: changed since it was written (sha256 differs from the run
+    manifest ``run.json``), listed but missing, present but not listed, a path leading out of
+    the run folder, or a value out of its allowed range.
+
+    Attributes:
+        path: the offending file.
+        problem: what is wrong with it.
+        overridable: True for hash problems (changed / missing / unlisted files), which
+            ``--allow-modified-run`` / ``allow_modified=True`` turns into a warning and a
+            ``run_integrity: "modified"`` on every verdict; False for unsafe values and paths
+            leading out of the run, which are always refused.
+    """
+
+    def __init__(self, path: object, problem: str, *, overridable: bool = False,
+                 more: str = "") -> None:
+        self.path = str(path)
+        self.problem = problem
+        self.overridable = overridable
+        hint = (" (pass --allow-modified-run, or allow_modified=True in Python, to load it "
+                "anyway: its verdicts then say run_integrity 'modified')" if overridable else "")
+        super().__init__(f"{self.path}: {problem}{more}{hint}")

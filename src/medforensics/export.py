@@ -400,8 +400,12 @@ def export_onnx(
     check: bool = True,
     tolerance: float = 1e-4,
     seed: int = 0,
+    allow_modified: bool = False,
 ) -> ExportResult:
     """Export the model of a run directory to one ONNX file (see module docstring).
+
+    A run directory (or its ``model.json`` / ``model.safetensors``) is first checked against
+    its run manifest (:func:`medforensics.models.runfiles.verify_run`).
 
     Args:
         run: run directory, ``model.json`` or ``model.safetensors`` (any preset: ``patch``,
@@ -413,15 +417,26 @@ def export_onnx(
             nothing is written.
         tolerance: parity tolerance (module docstring).
         seed: seed of the example and parity inputs.
+        allow_modified: export from a run whose files differ from its run manifest (logged)
+            instead of refusing it.
 
     Returns:
         An :class:`ExportResult`.
 
     Raises:
         ModelFileError: the run has no loadable model.
+        RunIntegrityError: a run file changed since it was written (unless
+            ``allow_modified``) or a value out of range.
         ConfigError: see :func:`export_model`.
     """
-    from medforensics.models.io import load_model
+    from medforensics.models.io import META_NAME, WEIGHTS_NAME, load_model
+    from medforensics.models.runfiles import verify_run
+
+    p = Path(run)
+    if p.is_dir():
+        verify_run(p, allow_modified=allow_modified)
+    elif p.name in (META_NAME, WEIGHTS_NAME) and p.parent.is_dir():
+        verify_run(p.parent, allow_modified=allow_modified)
 
     model, meta = load_model(run, map_location="cpu")
     return export_model(model, out, meta, opset=opset, exporter=exporter, check=check,

@@ -548,10 +548,18 @@ class UnitFingerprints:
     def save(self, directory: str | Path) -> Path:
         """Write ``fingerprints.safetensors`` (patterns, counts) + ``fingerprints.json``.
 
+        Each file is written to a temporary name and then moved into place. Inside a run,
+        the caller records both in the run manifest
+        (:func:`medforensics.predict.enroll_units` does).
+
         Returns:
             the directory.
         """
+        import os
+
         from safetensors.numpy import save_file
+
+        from medforensics.models.runfiles import atomic_write_json
 
         if not self.patterns:
             raise ConfigError("nothing to save: no unit is enrolled")
@@ -564,31 +572,52 @@ class UnitFingerprints:
             tensors[f"count.{i}"] = np.ascontiguousarray(self.counts[u], dtype=np.int32)
             units_meta.append({"index": i, "unit": u, "n_images": self.n_images.get(u, 0),
                                "shape": list(self.patterns[u].shape)})
-        save_file(tensors, str(d / WEIGHTS_FILE))
+        tmp = d / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, d / WEIGHTS_FILE)
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
                 "config": asdict(self.config), "units": units_meta,
                 "calibration": None if self.calibration is None else asdict(self.calibration)}
-        (d / META_FILE).write_text(json.dumps(meta, indent=2, allow_nan=True))
+        atomic_write_json(d / META_FILE, meta, indent=2, allow_nan=True)
         return d
 
     @classmethod
-    def load(cls, directory: str | Path) -> "UnitFingerprints":
+    def load(cls, directory: str | Path, *, allow_modified: bool = False,
+             verify: bool = True) -> "UnitFingerprints":
         """Read what :meth:`save` wrote.
+
+        When ``directory`` lies in a run folder with a run manifest (``RUN/fingerprints``),
+        its files are first checked against their recorded hashes
+        (:func:`medforensics.models.runfiles.verify_run`). The settings are always checked
+        against :data:`medforensics.models.runfiles.FINGERPRINT_BOUNDS`: the decision
+        threshold must be finite and >= 0, else any image would be attributed to a unit.
+
+        Args:
+            directory: the folder with ``fingerprints.json`` and ``fingerprints.safetensors``.
+            allow_modified: accept files that differ from the run manifest (logged).
+            verify: check the run manifest (False when the caller has checked the whole run).
 
         Raises:
             ModelFileError: files missing, wrong format/version, or inconsistent contents.
+            RunIntegrityError: a file changed since enrolment (unless ``allow_modified``) or
+                a setting out of range.
         """
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
+
+        from medforensics.models.runfiles import FINGERPRINT_BOUNDS, check_values, verify_run
 
         d = Path(directory)
         meta_p, w_p = d / META_FILE, d / WEIGHTS_FILE
         if not meta_p.is_file() or not w_p.is_file():
             raise ModelFileError(f"{d}: expected {META_FILE} and {WEIGHTS_FILE}")
+        if verify:
+            verify_run(d.parent, allow_modified=allow_modified, subdir=d.name)
         try:
             meta = json.loads(meta_p.read_text())
             if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
                 raise ModelFileError(f"{meta_p}: not a {FORMAT_NAME} v{FORMAT_VERSION} file")
+            check_values(meta_p, meta, FINGERPRINT_BOUNDS)
             tensors = load_file(str(w_p))
             obj = cls(config=FingerprintConfig(**meta["config"]))
             for um in meta["units"]:

@@ -3,7 +3,8 @@
 :class:`SourcePredictor` wraps a run directory written by :func:`medforensics.train.engine.train`
 (``model.safetensors`` + ``model.json``), its optional calibration (``calibration.json``:
 temperature and open-set threshold, written by :func:`calibrate_run`) and its optional unit
-reference patterns (``fingerprints/``). It is the one place where pixels become predictions;
+reference patterns (``fingerprints/``), all checked against the run manifest ``run.json``
+(:mod:`medforensics.models.runfiles`). It is the one place where pixels become predictions;
 ``evaluate``, ``identify``, the report and the web service all go through it.
 
 Inference policy per preset:
@@ -110,11 +111,13 @@ class SourcePredictor:
         knowledge: str | None = None,
         threshold_note: str | None = None,
     ) -> None:
+        from medforensics.models.runfiles import MAX_N_PATCHES, MAX_PATCH_PIXELS
+
         classes = metadata.get("classes")
         if not classes:
             raise ModelFileError("model metadata has no 'classes' list")
-        if int(n_patches) < 1:
-            raise ConfigError(f"n_patches must be >= 1, got {n_patches}")
+        if not 1 <= int(n_patches) <= MAX_N_PATCHES:
+            raise ConfigError(f"n_patches must be >= 1 and <= {MAX_N_PATCHES}, got {n_patches}")
         self.model = model.eval().to(device)
         self.metadata = dict(metadata)
         self.device = torch.device(device)
@@ -135,20 +138,49 @@ class SourcePredictor:
         spec = dict(metadata.get("input_spec", {}))
         self.patch = int(spec.get("patch", 64))
         self.size = int(spec.get("size", 256))
+        if self.preset == "patch" and self.n_patches * self.patch**2 > MAX_PATCH_PIXELS:
+            raise ConfigError(f"n_patches {self.n_patches} of {self.patch} px exceed "
+                              f"{MAX_PATCH_PIXELS} pixels per image")
+        #: "verified", "modified" or "unverified" for a predictor loaded with from_run
+        #: (see medforensics.models.runfiles); None when built from objects in memory.
+        self.run_integrity: str | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, *, device: str = "cpu", n_patches: int | None = None, **kw: Any
+        cls, run_dir: str | Path, *, device: str = "cpu", n_patches: int | None = None,
+        allow_modified: bool = False, **kw: Any
     ) -> SourcePredictor:
         """Load a run directory (model, calibration and fingerprints when present).
 
+        The run's files are first checked against its manifest ``run.json`` and the side
+        files' values against their ranges (:mod:`medforensics.models.runfiles`); the result
+        is :attr:`run_integrity`, carried by every verdict.
+
+        Args:
+            run_dir: the run folder.
+            device: torch device.
+            n_patches: inference patches per image (default: the calibration's, else 64).
+            allow_modified: load a run whose files differ from its manifest (logged; the
+                verdicts say ``run_integrity: "modified"``) instead of refusing it. Values
+                out of range are refused either way.
+            **kw: further constructor arguments.
+
         Raises:
             ModelFileError: no model in ``run_dir`` or a malformed file.
+            RunIntegrityError: a changed, missing or unlisted run file (unless
+                ``allow_modified``), or a side-file value out of range.
         """
         from medforensics.models.io import load_model
+        from medforensics.models.runfiles import (
+            CALIBRATION_BOUNDS,
+            check_patch_budget,
+            check_values,
+            verify_run,
+        )
 
         run = Path(run_dir)
+        check = verify_run(run, allow_modified=allow_modified)
         model, meta = load_model(run, map_location=device)
         cal: dict[str, Any] = {}
         cal_path = run / CALIBRATION_FILE
@@ -157,18 +189,22 @@ class SourcePredictor:
                 cal = json.loads(cal_path.read_text())
             except (OSError, ValueError) as exc:
                 raise ModelFileError(f"{cal_path}: unreadable calibration file ({exc})") from exc
+            check_values(cal_path, cal, CALIBRATION_BOUNDS)
         fps = None
         if (run / FINGERPRINT_DIR).is_dir():
             from medforensics.fingerprint import UnitFingerprints
 
-            fps = UnitFingerprints.load(run / FINGERPRINT_DIR)
+            fps = UnitFingerprints.load(run / FINGERPRINT_DIR, verify=False)
         if n_patches is None:
             n_patches = int(cal.get("n_patches", 64))
+            if meta.get("name") == "patch":
+                check_patch_budget(cal_path, n_patches,
+                                   int(dict(meta.get("input_spec") or {}).get("patch", 64)))
         openset = None
         if cal.get("openset_file"):
             openset = _load_openset(run, str(cal["openset_file"]), meta)
         feat_thr = cal.get("feature_threshold")
-        return cls(
+        pred = cls(
             model,
             meta,
             device=device,
@@ -183,6 +219,8 @@ class SourcePredictor:
             threshold_note=cal.get("threshold_note"),
             **kw,
         )
+        pred.run_integrity = check.status
+        return pred
 
     # ------------------------------------------------------------------ inference
     @property
@@ -357,6 +395,7 @@ def calibrate_run(
     require_unit_match: bool = True,
     fit_images_per_class: int = 30,
     outlier_devices: int = 8,
+    allow_modified: bool = False,
 ) -> dict[str, Any]:
     """Fit temperature, the open-set model and its thresholds; write ``RUN/calibration.json``.
 
@@ -375,6 +414,11 @@ def calibrate_run(
       leave-one-class-out on the validation images, and ``outlier_devices`` freshly drawn
       outlier devices (:mod:`medforensics.data.outliers`, another seed than training's).
 
+    Writes ``RUN/calibration.json`` and ``RUN/openset.safetensors`` atomically and records
+    their hashes in the run manifest ``RUN/run.json``. The run is checked like
+    :meth:`SourcePredictor.from_run`, but an existing calibration is not read (so an
+    out-of-range one can be replaced by calibrating again).
+
     Args:
         run_dir: trained run directory.
         rows: manifest rows; ``split == "train"`` rows fit the feature model, ``"val"``
@@ -386,12 +430,16 @@ def calibrate_run(
             units only when one of them matches (see :mod:`medforensics.identify`).
         fit_images_per_class: training images per class for the feature model.
         outlier_devices: outlier devices drawn for the estimate (0 = skip).
+        allow_modified: calibrate a run whose files differ from its manifest (the changed
+            files stay listed as changed: only ``calibration.json`` is re-hashed).
 
     Returns:
         The calibration record written to ``calibration.json``.
 
     Raises:
         ConfigError: no validation images with a known class, or a bad rate.
+        RunIntegrityError: a changed, missing or unlisted run file (unless
+            ``allow_modified``).
     """
     from safetensors.numpy import save_file
 
@@ -412,8 +460,14 @@ def calibrate_run(
 
     if not 0.0 < float(target_false_unknown) <= 0.5:
         raise ConfigError(f"target_false_unknown must be in (0, 0.5], got {target_false_unknown}")
+    from medforensics.models.io import load_model
+    from medforensics.models.runfiles import atomic_write_json, record_files, verify_run
+
     run = Path(run_dir)
-    pred = SourcePredictor.from_run(run, device=device, n_patches=n_patches)
+    check = verify_run(run, allow_modified=allow_modified)
+    model, meta = load_model(run, map_location=device)
+    pred = SourcePredictor(model, meta, device=device, n_patches=n_patches)
+    pred.run_integrity = check.status
 
     def usable(split: str) -> list[tuple[Mapping[str, Any], int]]:
         chosen = [r for r in rows
@@ -496,7 +550,8 @@ def calibrate_run(
         "require_unit_match": bool(require_unit_match),
         "threshold_note": note,
     }
-    (run / CALIBRATION_FILE).write_text(json.dumps(record, indent=2))
+    atomic_write_json(run / CALIBRATION_FILE, record, indent=2)
+    record_files(run, [CALIBRATION_FILE, OPENSET_FILE])
     log.info("calibration: T=%.3f, UNKNOWN below p=%.3f or above feature distance %s "
              "(val n=%d)", t, thr, "none" if feat_thr is None else f"{feat_thr:.3g}", len(y_arr))
     return record
@@ -545,7 +600,9 @@ def identify_files(
 
     ``extra`` carries what the pixel-level verdict does not: the unit decided by the reference
     patterns (``unit``, ``unit_score``; ``unit`` is ``None`` when no enrolled unit's pattern
-    is present) and the number of patches used.
+    is present), the number of patches used and, for a predictor loaded from a run, the
+    run's ``run_integrity`` (``"verified"``, ``"modified"`` or ``"unverified"``; see
+    :mod:`medforensics.models.runfiles`), which unreadable files' ``extra`` carries too.
 
     Args:
         predictor: a loaded :class:`SourcePredictor`.
@@ -561,7 +618,7 @@ def identify_files(
     for path, pred, meta, err, pixels in predictor._stream(paths, workers, prefetch,
                                                            fps is not None):
         if err is not None or pred is None:
-            yield unreadable(err, path, level=_verdict_level(predictor)), {}
+            yield unreadable(err, path, level=_verdict_level(predictor)), _integrity(predictor)
             continue
         yield _verdict_of(predictor, pred, meta, pixels, path)
 
@@ -585,6 +642,12 @@ def identify_image(predictor: SourcePredictor, pixels: np.ndarray, meta: Any, pa
     return _verdict_of(predictor, predictor.predict(pixels), meta, pixels, path)
 
 
+def _integrity(predictor: SourcePredictor) -> dict[str, Any]:
+    """``{"run_integrity": ...}`` of a predictor loaded from a run, else ``{}``."""
+    status = getattr(predictor, "run_integrity", None)
+    return {} if status is None else {"run_integrity": status}
+
+
 def _verdict_level(predictor: SourcePredictor) -> str:
     col = predictor.label_column
     return col if col in ("manufacturer", "model", "unit") else "model"
@@ -597,7 +660,7 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
 
     level = _verdict_level(predictor)
     claim = header_claim(meta, level)
-    extra: dict[str, Any] = {"n_patches": pred.n_patches}
+    extra: dict[str, Any] = {"n_patches": pred.n_patches, **_integrity(predictor)}
     ev = pred.evidence
     if ev is not None:
         extra["informative_windows"] = ev.informative
@@ -702,7 +765,8 @@ def enroll_units(
     max_images_per_unit: int = 40,
     progress: bool = True,
 ) -> Any:
-    """Build unit reference patterns from the training split and save them in ``RUN/fingerprints``.
+    """Build unit reference patterns from the training split and save them in ``RUN/fingerprints``
+    (their hashes go into the run manifest ``RUN/run.json``).
 
     The decision threshold is calibrated on the validation split's images of the same units
     (see :meth:`medforensics.fingerprint.UnitFingerprints.calibrate_threshold`).
@@ -742,6 +806,10 @@ def enroll_units(
     if val_units:
         fps.calibrate_threshold({u: images(p) for u, p in val_units.items()})
     fps.save(Path(run_dir) / FINGERPRINT_DIR)
+    from medforensics.fingerprint import META_FILE, WEIGHTS_FILE
+    from medforensics.models.runfiles import record_files
+
+    record_files(run_dir, [f"{FINGERPRINT_DIR}/{WEIGHTS_FILE}", f"{FINGERPRINT_DIR}/{META_FILE}"])
     if progress:
         log.info("enrolled %d units from %d images", len(train_units),
                  sum(len(p) for p in train_units.values()))

@@ -150,7 +150,7 @@ _SOFTWARE = ("numpy", "scipy", "torch", "safetensors", "pydicom", "pylibjpeg",
              "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pillow", "tifffile")
 
 #: Files of a run directory hashed in the provenance (plus everything in ``fingerprints/``).
-_RUN_FILES = ("model.json", "model.safetensors", "calibration.json", "config.json")
+_RUN_FILES = ("model.json", "model.safetensors", "calibration.json", "config.json", "run.json")
 
 _WINDOW_PCT = (0.5, 99.5)
 _DISPLAY_MAX_SIDE = 768
@@ -439,7 +439,8 @@ def _keyword_label(keyword: str) -> str:
 # ----------------------------------------------------------------------------- models
 
 
-def _load_source(source: Any, device: str) -> tuple[Any, dict[str, Any] | None]:
+def _load_source(source: Any, device: str, allow_modified: bool = False
+                 ) -> tuple[Any, dict[str, Any] | None]:
     """(predictor or None, provenance or None) from a predictor object or a run path."""
     if source is None:
         return None, None
@@ -447,13 +448,17 @@ def _load_source(source: Any, device: str) -> tuple[Any, dict[str, Any] | None]:
 
     if isinstance(source, (str, os.PathLike)):
         run = Path(source)
-        predictor = SourcePredictor.from_run(run, device=device)
-        return predictor, run_provenance(run, predictor.metadata)
-    run_dir = getattr(source, "run_dir", None)
-    return source, run_provenance(run_dir, getattr(source, "metadata", None))
+        predictor = SourcePredictor.from_run(run, device=device, allow_modified=allow_modified)
+        prov = run_provenance(run, predictor.metadata)
+    else:
+        predictor = source
+        prov = run_provenance(getattr(source, "run_dir", None), getattr(source, "metadata", None))
+    prov["run_integrity"] = getattr(predictor, "run_integrity", None)
+    return predictor, prov
 
 
-def _load_forgery(forgery: Any) -> tuple[Any, dict[str, Any] | None]:
+def _load_forgery(forgery: Any, allow_modified: bool = False
+                  ) -> tuple[Any, dict[str, Any] | None]:
     """(detector or None, provenance or None) from a detector object or a run path."""
     if forgery is None:
         return None, None
@@ -468,13 +473,14 @@ def _load_forgery(forgery: Any) -> tuple[Any, dict[str, Any] | None]:
         run: Path | None = Path(forgery)
         if str(forgery).lower() in TRAINING_FREE and not Path(forgery).exists():
             run = None  # the training-free cue detector
-        detector = ForgeryDetector.from_run(run)
+        detector = ForgeryDetector.from_run(run, allow_modified=allow_modified)
         prov = run_provenance(run, getattr(detector, "metadata", None))
     else:
         detector = forgery
         prov = run_provenance(getattr(detector, "run_dir", None),
                               getattr(detector, "metadata", None))
     prov["detector"] = type(detector).__name__
+    prov["run_integrity"] = getattr(detector, "run_integrity", None)
     params = getattr(detector, "params", None) or getattr(detector, "config", None)
     if isinstance(params, Mapping):
         prov["parameters"] = json.loads(json.dumps(dict(params), default=str, sort_keys=True))
@@ -528,6 +534,7 @@ def _device_section(predictor: Any, img: Any, path: str, redact: Callable[[str],
         "reason": v.reason,
         "n_patches": extra.get("n_patches"),
         "has_unit_patterns": predictor.fingerprints is not None,
+        "run_integrity": getattr(predictor, "run_integrity", None),
     }
     if "unit" in extra:
         out.update(unit=extra["unit"], unit_score=_finite(extra.get("unit_score")),
@@ -582,6 +589,7 @@ def analyse_case(
     filename: str | None = None,
     max_side: int = _DISPLAY_MAX_SIDE,
     device: str = "cpu",
+    allow_modified_run: bool = False,
     _source_prov: dict[str, Any] | None = None,
     _forgery_prov: dict[str, Any] | None = None,
 ) -> CaseAnalysis:
@@ -604,10 +612,10 @@ def analyse_case(
     from medforensics.service.render import png_b64, preview_grey
 
     spath = str(path)
-    predictor, s_prov = _load_source(source, device) if _source_prov is None else (
-        source, _source_prov)
-    detector, f_prov = _load_forgery(forgery) if _forgery_prov is None else (
-        forgery, _forgery_prov)
+    predictor, s_prov = _load_source(source, device, allow_modified_run) \
+        if _source_prov is None else (source, _source_prov)
+    detector, f_prov = _load_forgery(forgery, allow_modified_run) \
+        if _forgery_prov is None else (forgery, _forgery_prov)
     shown = filename or os.path.basename(spath)
     display_name = None if mask_identifiers else (filename or spath)
     forms = [spath, os.path.abspath(spath), Path(spath).as_posix()]
@@ -776,6 +784,19 @@ def _kv_table(rows: Iterable[tuple[str, str]], raw: bool = False) -> str:
     return f"<table>{body}</table>"
 
 
+_INTEGRITY_NOTES = {
+    "modified": "the run's files differ from its run manifest (loaded with "
+                "--allow-modified-run): this result is not evidence",
+    "unverified": "the run has no run manifest: its files could not be checked",
+}
+
+
+def _integrity_note(status: Any) -> str:
+    """A warning line for a ``run_integrity`` other than ``verified`` (else empty)."""
+    text = _INTEGRITY_NOTES.get(str(status)) if status else None
+    return f'<div class="note">run {_e(status)}: {_e(text)}</div>' if text else ""
+
+
 def _device_card(dev: Mapping[str, Any]) -> str:
     status = dev.get("status")
     if status == "no-model":
@@ -790,7 +811,8 @@ def _device_card(dev: Mapping[str, Any]) -> str:
         '<div class="card"><div class="label">Source device</div>'
         f'<div class="big">{_badge(dev.get("verdict"))}</div>'
         f"<div>pixels say <b>{_e(pred)}</b> (p = {_fmt_p(dev.get('probability'))}); "
-        f"header claims <b>{_e(dev.get('header_claim') or 'nothing')}</b></div></div>"
+        f"header claims <b>{_e(dev.get('header_claim') or 'nothing')}</b></div>"
+        f"{_integrity_note(dev.get('run_integrity'))}</div>"
     )
 
 
@@ -808,7 +830,8 @@ def _forgery_card(fg: Mapping[str, Any]) -> str:
         '<div class="card"><div class="label">Forgery</div>'
         f'<div class="big">{_badge(str(fg.get("verdict") or "-"))}</div>'
         f"<div>score <b>{_fmt_num(fg.get('score'))}</b>; forged area "
-        f"<b>{_fmt_num(fg.get('forged_area_percent'), 2)} %</b></div></div>"
+        f"<b>{_fmt_num(fg.get('forged_area_percent'), 2)} %</b></div>"
+        f"{_integrity_note((fg.get('details') or {}).get('run_integrity'))}</div>"
     )
 
 
@@ -996,6 +1019,9 @@ def _model_prov_rows(prov: Mapping[str, Any] | None, what: str) -> list[tuple[st
                                   "or passed in as an object)"))]
     if prov.get("detector"):
         rows.append((f"{what}: detector", _e(prov["detector"])))
+    if prov.get("run_integrity"):
+        rows.append((f"{what}: run integrity", _e(prov["run_integrity"])
+                     + _integrity_note(prov["run_integrity"])))
     for name, sha in (prov.get("files") or {}).items():
         rows.append((f"{what}: {name}", f'<span class="mono">sha256 {_e(sha)}</span>'))
     model = prov.get("model") or {}
@@ -1127,6 +1153,7 @@ def render_case_report(
     max_side: int = _DISPLAY_MAX_SIDE,
     device: str = "cpu",
     generated_at: _dt.datetime | None = None,
+    allow_modified_run: bool = False,
 ) -> str:
     """One self-contained HTML case report for one image file.
 
@@ -1147,6 +1174,8 @@ def render_case_report(
         max_side: longest side of the display images in pixels.
         device: torch device when ``source`` is a run directory.
         generated_at: the time stamped on the page (default: now, UTC).
+        allow_modified_run: load runs given as paths even when their files differ from
+            their run manifest (the page then says the run was modified) instead of refusing.
 
     Returns:
         The HTML page (UTF-8 text). Unreadable files give a page that says why.
@@ -1156,7 +1185,8 @@ def render_case_report(
         ConfigError: a forgery run was given but there is no forgery detector.
     """
     case = analyse_case(path, source=source, forgery=forgery, mask_identifiers=mask_identifiers,
-                        force=force, filename=filename, max_side=max_side, device=device)
+                        force=force, filename=filename, max_side=max_side, device=device,
+                        allow_modified_run=allow_modified_run)
     return render_html(case, generated_at=generated_at)
 
 
@@ -1284,6 +1314,7 @@ def write_report(
     device: str = "cpu",
     generated_at: _dt.datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    allow_modified_run: bool = False,
 ) -> ReportOutput:
     """Write case reports for image files and folders (folders are walked recursively).
 
@@ -1296,8 +1327,8 @@ def write_report(
     Args:
         paths: image files and/or folders.
         out: output ``.html`` file or folder.
-        source, forgery, mask_identifiers, force, max_side, device, generated_at: as for
-            :func:`render_case_report`.
+        source, forgery, mask_identifiers, force, max_side, device, generated_at,
+            allow_modified_run: as for :func:`render_case_report`.
         progress: called with ``(done, total)`` after each page.
 
     Returns:
@@ -1320,8 +1351,8 @@ def write_report(
         raise ConfigError(f"--out {out_path.name} is one page but {len(files)} files were "
                           "given; give a folder as --out for several images")
     when = generated_at or _dt.datetime.now(_dt.timezone.utc)
-    predictor, s_prov = _load_source(source, device)
-    detector, f_prov = _load_forgery(forgery)
+    predictor, s_prov = _load_source(source, device, allow_modified_run)
+    detector, f_prov = _load_forgery(forgery, allow_modified_run)
     if not single:
         _prepare_out_dir(out_path)
     else:

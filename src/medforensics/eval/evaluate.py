@@ -111,6 +111,7 @@ def evaluate_run(
     n_patches: int | None = None,
     progress: bool = True,
     n_boot: int = 1000,
+    allow_modified: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``run_dir`` on the ``split`` rows of a manifest.
 
@@ -123,6 +124,8 @@ def evaluate_run(
         n_patches: inference patches per image (default: the run's calibration setting).
         progress: show a progress bar.
         n_boot: bootstrap resamples for the 95 % intervals (``intervals``; 0 = none).
+        allow_modified: evaluate a run whose files differ from its run manifest (the result's
+            ``run_integrity`` then says ``"modified"``) instead of refusing it.
 
     Returns:
         The metrics dictionary (also written to ``out_dir/metrics.json``).
@@ -138,7 +141,8 @@ def evaluate_run(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pred = SourcePredictor.from_run(run_dir, device=device, n_patches=n_patches)
+    pred = SourcePredictor.from_run(run_dir, device=device, n_patches=n_patches,
+                                    allow_modified=allow_modified)
     col = pred.label_column
     sel = [
         r
@@ -195,6 +199,7 @@ def evaluate_run(
 
     result: dict[str, Any] = {
         "run": str(run_dir),
+        "run_integrity": pred.run_integrity,
         "split": split,
         "label": col,
         "preset": pred.preset,

@@ -106,6 +106,10 @@ class ForgeryResult:
             (:func:`medforensics.forgery.regions.describe_regions`: ``bbox``, ``area_px``,
             ``area_percent``, ``mean_prob``, ``max_prob``, ``cue``, ``cue_means`` and, for a
             copy-move, ``copy_of`` with the partner area and its transform).
+        run_integrity: ``"verified"``, ``"modified"`` or ``"unverified"``: the least
+            trustworthy of the forgery run and the source run behind the result
+            (:mod:`medforensics.models.runfiles`); None when no run file is involved (the
+            training-free detector without a source model).
     """
 
     score: float
@@ -120,6 +124,7 @@ class ForgeryResult:
     cues: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     regions: list[dict[str, Any]] = field(default_factory=list)
+    run_integrity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of every field except ``prob_map`` (NaN -> None), plus the
@@ -138,6 +143,7 @@ class ForgeryResult:
             "regions": [json_tree(r) for r in self.regions],
             "rows": int(self.prob_map.shape[0]),
             "cols": int(self.prob_map.shape[1]),
+            "run_integrity": self.run_integrity,
         }
 
 
@@ -269,6 +275,8 @@ class ForgeryDetector:
         self.seam = DEFAULT_SEAM if seam is None else bool(seam)
         self.seam_kw = dict(seam_kw or {})
         self._patch_logprobs = None if source is None else _source_logprobs(source)
+        #: set by from_run: the run_integrity of every result (see ForgeryResult)
+        self.run_integrity: str | None = getattr(source, "run_integrity", None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -278,6 +286,7 @@ class ForgeryDetector:
         *,
         source_run: str | Path | None = None,
         device: str = "cpu",
+        allow_modified: bool = False,
         **kw: Any,
     ) -> ForgeryDetector:
         """Load a detector.
@@ -290,14 +299,28 @@ class ForgeryDetector:
                 fingerprint cue. A ``cues`` run trained with a source model records its path
                 and uses it when ``source_run`` is not given.
             device: torch device.
+            allow_modified: load runs (forgery and source) whose files differ from their run
+                manifest (results say ``run_integrity: "modified"``) instead of refusing them;
+                values out of range are refused either way.
             **kw: passed to the constructor (``threshold``, ``inconclusive_band``, ...); a run's
                 own threshold is used unless ``threshold`` is given.
 
         Raises:
             ModelFileError: the run directory is missing or malformed, or the source model
                 is not a ``patch`` model.
+            RunIntegrityError: a changed, missing or unlisted run file (unless
+                ``allow_modified``), or a value out of range.
         """
-        source = cls._load_source(source_run, device) if source_run is not None else None
+        from medforensics.models.runfiles import (
+            FORGERY_BOUNDS,
+            check_values,
+            verify_run,
+            worst_integrity,
+        )
+
+        allow = bool(allow_modified)
+        source = (cls._load_source(source_run, device, allow) if source_run is not None
+                  else None)
         if run_dir is None or (str(run_dir).lower() in TRAINING_FREE
                                and not Path(run_dir).exists()):
             return cls(method="cues", source=source, device=device, **kw)
@@ -305,10 +328,21 @@ class ForgeryDetector:
         meta_path = run / RUN_FILE
         if not meta_path.is_file():
             raise ModelFileError(f"{run}: no forgery run here ({RUN_FILE} not found)")
+        check = verify_run(run, allow_modified=allow)
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"{meta_path}: unreadable ({exc})") from None
+        check_values(meta_path, meta, FORGERY_BOUNDS)
+        det = cls._from_meta(run, meta, meta_path, source, device, allow, kw)
+        det.run_integrity = worst_integrity(check.status, getattr(det.source, "run_integrity",
+                                                                  None))
+        return det
+
+    @classmethod
+    def _from_meta(cls, run: Path, meta: dict[str, Any], meta_path: Path, source: Any,
+                   device: str, allow: bool, kw: dict[str, Any]) -> ForgeryDetector:
+        """The detector of a checked forgery run's ``model.json``."""
         preset = meta.get("preset") or meta.get("name")
         kw.setdefault("threshold", float(meta.get("threshold", DEFAULT_THRESHOLD)))
         if preset == "ela-cnn":
@@ -332,7 +366,8 @@ class ForgeryDetector:
                         f"{run}: this combiner uses the fingerprint cue; give the source model "
                         f"(source_run= / --source-model); the recorded one ({rec}) is not there"
                     )
-                source = cls._load_source(rec, device)
+                source = cls._load_source(rec, device, allow)
+                cls._check_recorded_source(source, meta, meta_path, allow)
             kw.setdefault("fingerprint_stride", int(meta.get("fingerprint_stride", 16)))
             kw.setdefault("fingerprint_min_coverage",
                           float(meta.get("fingerprint_min_coverage", 0.0)))
@@ -344,10 +379,30 @@ class ForgeryDetector:
                              f"(choose from {', '.join(FORGERY_PRESETS)})")
 
     @staticmethod
-    def _load_source(source_run: str | Path, device: str) -> Any:
+    def _check_recorded_source(source: Any, meta: Mapping[str, Any], meta_path: Path,
+                               allow: bool) -> None:
+        """The recorded source run (a path outside the forgery run, checked through its own
+        manifest) must still hold the weights the combiner was trained with."""
+        from medforensics.errors import RunIntegrityError
+
+        want = meta.get("source_weights_sha256")
+        got = source.metadata.get("weights_sha256")
+        if want is None or got == want:
+            return
+        err = RunIntegrityError(meta_path, f"the recorded source run {meta.get('source_run')} "
+                                "now holds other weights than the combiner was trained with",
+                                overridable=True)
+        if not allow:
+            raise err
+        log.warning("loading a modified run (allowed): %s", err.problem)
+        source.run_integrity = "modified"
+
+    @staticmethod
+    def _load_source(source_run: str | Path, device: str, allow_modified: bool = False) -> Any:
         from medforensics.predict import SourcePredictor
 
-        pred = SourcePredictor.from_run(source_run, device=device)
+        pred = SourcePredictor.from_run(source_run, device=device,
+                                        allow_modified=allow_modified)
         if pred.preset != "patch":
             raise ModelFileError(
                 f"{source_run}: the fingerprint cue needs a 'patch' source model (native-"
@@ -522,6 +577,7 @@ class ForgeryDetector:
             cues=cues,
             notes=notes,
             regions=regions,
+            run_integrity=self.run_integrity,
         )
         return res, maps
 

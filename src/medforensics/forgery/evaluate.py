@@ -424,7 +424,8 @@ def evaluate_detector(
     res.update(verdicts=verdicts, rows=which, method=detector.method, threshold=thr,
                map_threshold=thr_map, band=band, failures=out["failures"],
                run=None if getattr(detector, "run_dir", None) is None
-               else str(detector.run_dir))
+               else str(detector.run_dir),
+               run_integrity=getattr(detector, "run_integrity", None))
     if out_dir is not None:
         res["files"] = _write_outputs(Path(out_dir), res, recs, per_image, out["kept"],
                                       pixels_of, detector)

@@ -181,9 +181,12 @@ def _check_pairs(rows: Sequence[dict[str, str]]) -> None:
 
 
 def _write_split(run: Path, rows: Sequence[dict[str, str]], how: str, sha: str) -> None:
+    from medforensics.models.runfiles import atomic_write_json, record_files
+
     data = {"manifest_sha256": sha, "how": how,
             "paths": {r["path"]: r["split"] for r in rows}}
-    (run / SPLIT_FILE).write_text(json.dumps(data, indent=1, sort_keys=True))
+    atomic_write_json(run / SPLIT_FILE, data, indent=1, sort_keys=True)
+    record_files(run, [SPLIT_FILE])
 
 
 def train_forgery(
@@ -204,8 +207,13 @@ def train_forgery(
     progress: bool = True,
     texture: bool = False,
     seam: bool = False,
+    allow_modified: bool = False,
 ) -> ForgeryTrainResult:
     """Train a forgery detector on a tamper manifest (see module docs).
+
+    Every file the detector loads (``split.json``, the model or combiner and ``model.json``)
+    is hashed into the run manifest ``RUN/run.json`` when written
+    (:mod:`medforensics.models.runfiles`).
 
     Args:
         manifest: ``tamper_manifest.csv``.
@@ -226,6 +234,8 @@ def train_forgery(
             default: not yet measured for the learned combiner).
         seam: ``cues``: include the paste seam cue as a combiner feature (off by default,
             like ``texture``).
+        allow_modified: load a ``source_run`` whose files differ from its run manifest
+            (logged) instead of refusing it.
 
     Returns:
         :class:`ForgeryTrainResult`.
@@ -264,7 +274,8 @@ def train_forgery(
         return _train_ela_cnn(rows, run, cfg, counts, epochs=epochs, device=device,
                               resume=resume, batch_size=batch_size, lr=lr, progress=progress)
     return _train_cues(rows, run, cfg, counts, device=device, source_run=source_run,
-                       progress=progress, texture=texture, seam=seam)
+                       progress=progress, texture=texture, seam=seam,
+                       allow_modified=allow_modified)
 
 
 # --------------------------------------------------------------------------------- ela-cnn
@@ -482,8 +493,8 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
 
 def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 counts: dict[str, int], *, device: str, source_run: str | Path | None,
-                progress: bool, texture: bool = False, seam: bool = False
-                ) -> ForgeryTrainResult:
+                progress: bool, texture: bool = False, seam: bool = False,
+                allow_modified: bool = False) -> ForgeryTrainResult:
     from tqdm.auto import tqdm
 
     from medforensics.forgery.detector import ForgeryDetector
@@ -491,7 +502,8 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
     from medforensics.forgery.localize import default_cues
 
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device,
-                                   texture=bool(texture), seam=bool(seam))
+                                   texture=bool(texture), seam=bool(seam),
+                                   allow_modified=allow_modified)
     cues = default_cues(texture=bool(texture), seam=bool(seam),
                         fingerprint=source_run is not None)
     cache = run / "features"
@@ -539,7 +551,11 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
         "software_version": _version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (run / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    from medforensics.forgery.combiner import COMBINER_FILE
+    from medforensics.models.runfiles import atomic_write_json, record_files
+
+    atomic_write_json(run / "model.json", meta, indent=2, sort_keys=True)
+    record_files(run, [COMBINER_FILE, "model.json"])
     return ForgeryTrainResult(run, "cues", counts, [info], 0, failures)
 
 

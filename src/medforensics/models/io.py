@@ -18,13 +18,16 @@ caller's ``metadata`` and are ``null`` when not given):
 * ``software_version`` *, ``created`` * (UTC ISO 8601)
 * ``weights_file`` *, ``weights_sha256`` *: checked on load
 
+Both files are then listed with their SHA-256 in the folder's run manifest ``run.json``
+(:func:`medforensics.models.runfiles.record_files`), which the run loaders check.
 Any further JSON-serialisable keys of ``metadata`` are kept as given. Keys marked * may be
 passed in ``metadata`` only with the value the model gives them (else ConfigError).
 
 :func:`load_model` accepts the run directory, the ``.json`` or the ``.safetensors`` path, and
 refuses everything else (``.pt``/``.pth``/``.pkl``/``.bin``/``.ckpt``, missing JSON, hash or
-key mismatch) with :class:`~medforensics.errors.ModelFileError`. It never calls
-``torch.load`` or ``pickle``.
+key mismatch) with :class:`~medforensics.errors.ModelFileError`, and input sizes out of
+:data:`~medforensics.models.runfiles.MODEL_BOUNDS` with its subclass
+:class:`~medforensics.errors.RunIntegrityError`. It never calls ``torch.load`` or ``pickle``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ from medforensics.data.manifest import file_sha256
 from medforensics.errors import ConfigError, ModelFileError
 from medforensics.models.constrained import max_constraint_violation
 from medforensics.models.registry import create_model
+from medforensics.models.runfiles import (
+    MODEL_BOUNDS,
+    atomic_write_bytes,
+    check_values,
+    record_files,
+)
 
 __all__ = ["save_model", "load_model", "FORMAT", "WEIGHTS_NAME", "META_NAME"]
 
@@ -83,12 +92,6 @@ def _paths(run_dir_or_path: str | os.PathLike[str]) -> tuple[Path, Path]:
     if p.suffix == ".json":
         return p.with_suffix(".safetensors"), p
     return p / WEIGHTS_NAME, p / META_NAME
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def save_model(
@@ -170,7 +173,8 @@ def save_model(
     save_file(tensors, str(tmp), metadata={"format": "pt", "medforensics_model": name})
     os.replace(tmp, weights_path)
     meta["weights_sha256"] = file_sha256(weights_path)
-    _atomic_write_bytes(json_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(json_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    record_files(json_path.parent, [weights_path.name, json_path.name])
     log.info("saved model %s (%d classes) to %s", name, num_classes, weights_path)
     return json_path
 
@@ -203,6 +207,7 @@ def load_model(
     Raises:
         ModelFileError: refused format (pickle-based suffix), missing/malformed JSON or weights,
             hash mismatch, unknown preset, or state-dict keys/shapes not matching the preset.
+        RunIntegrityError: ``num_classes`` or ``input_spec`` sizes out of range.
     """
     weights_path, json_path = _paths(path)
     if not json_path.is_file():
@@ -217,6 +222,7 @@ def load_model(
     missing = [k for k in required if k not in meta]
     if missing:
         raise ModelFileError(f"{json_path}: metadata lacks {missing}")
+    check_values(json_path, meta, MODEL_BOUNDS)
     wf = str(meta["weights_file"])
     if Path(wf).name != wf or not wf.endswith(".safetensors"):
         raise ModelFileError(

@@ -92,17 +92,22 @@ class CaseService:
         device: torch device for the source model.
         max_frame_pixels: largest frame (Rows x Columns) analysed; bigger images are refused
             from their header (reason ``too-large``) before any pixel is decoded.
+        allow_modified_run: load runs whose files differ from their run manifest (every
+            answer then says ``run_integrity: "modified"``) instead of refusing them.
 
     Raises:
-        ModelFileError: the source run cannot be loaded.
+        ModelFileError: the source run cannot be loaded (RunIntegrityError: a run file
+            changed, or a value out of range).
         ConfigError: a forgery run was given but this installation has no forgery detector.
     """
 
     def __init__(self, source: Any, forgery: Any = None, *, device: str = "cpu",
-                 max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS) -> None:
+                 max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+                 allow_modified_run: bool = False) -> None:
         from medforensics.predict import SourcePredictor
 
         self.max_frame_pixels = int(max_frame_pixels)
+        self.allow_modified_run = bool(allow_modified_run)
 
         if isinstance(source, SourcePredictor):
             self.predictor = source
@@ -111,7 +116,8 @@ class CaseService:
             self.source_run = Path(source)
             if not self.source_run.is_dir():
                 raise ModelFileError(f"source model run {self.source_run} is not a directory")
-            self.predictor = SourcePredictor.from_run(self.source_run, device=device)
+            self.predictor = SourcePredictor.from_run(self.source_run, device=device,
+                                                      allow_modified=self.allow_modified_run)
             if getattr(self.predictor, "run_dir", None) is None:
                 # where the run's files are: the case report hashes them for its provenance
                 self.predictor.run_dir = self.source_run
@@ -132,8 +138,7 @@ class CaseService:
         )
 
     # ------------------------------------------------------------------ loading
-    @staticmethod
-    def _load_detector(run: Path) -> Any:
+    def _load_detector(self, run: Path) -> Any:
         try:
             from medforensics.forgery.detector import ForgeryDetector
         except ImportError as exc:
@@ -145,7 +150,7 @@ class CaseService:
             return ForgeryDetector.from_run(None)
         if not run.exists():
             raise ModelFileError(f"forgery model run {run} does not exist")
-        return ForgeryDetector.from_run(run)
+        return ForgeryDetector.from_run(run, allow_modified=self.allow_modified_run)
 
     def _describe(self) -> dict[str, Any]:
         from medforensics.models.registry import list_models
@@ -169,6 +174,7 @@ class CaseService:
                 "n_patches": p.n_patches,
             },
             "units": list(getattr(p.fingerprints, "units", []) or []),
+            "run_integrity": getattr(p, "run_integrity", None),
         }
         if self.source_run is not None:
             cal_path = self.source_run / "calibration.json"
@@ -180,7 +186,8 @@ class CaseService:
         forgery: dict[str, Any] | None = None
         if self.detector is not None:
             forgery = {"run": _run_name(self.forgery_run),
-                       "detector": type(self.detector).__name__}
+                       "detector": type(self.detector).__name__,
+                       "run_integrity": getattr(self.detector, "run_integrity", None)}
             if self.forgery_run is not None and self.forgery_run.is_dir():
                 forgery["files_sha256"] = {
                     f.name: _file_sha256(f) for f in sorted(self.forgery_run.iterdir())

@@ -288,6 +288,7 @@ def create_app(
     allowed_hosts: list[str] | None = None,
     device: str = "cpu",
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    allow_modified_run: bool = False,
 ) -> FastAPI:
     """Build the web application; the models are loaded here, once.
 
@@ -308,6 +309,8 @@ def create_app(
         device: torch device of the source model.
         max_frame_pixels: largest image frame (Rows x Columns) analysed; larger ones are
             refused from the header (422 ``too-large``) before decoding (memory guard).
+        allow_modified_run: load runs whose files differ from their run manifest (answers
+            then say ``run_integrity: "modified"``) instead of refusing them.
 
     Returns:
         The FastAPI app; ``app.state.service`` is the :class:`CaseService`.
@@ -329,7 +332,8 @@ def create_app(
     if token is not None and not token.strip():
         raise ConfigError("token must not be empty")
     service = CaseService(source_run, forgery_run, device=device,
-                          max_frame_pixels=max_frame_pixels)
+                          max_frame_pixels=max_frame_pixels,
+                          allow_modified_run=allow_modified_run)
     tmp_root = Path(tmp_dir) if tmp_dir is not None else None
     if tmp_root is not None:
         tmp_root.mkdir(parents=True, exist_ok=True)
