@@ -84,7 +84,7 @@ def test_train_calibrate_identify_flow_is_verified(trained: dict, tmp_path: Path
     run = _copy(trained, tmp_path)
     files = _listed(run)
     assert set(files) == {"model.json", "model.safetensors", "calibration.json",
-                          "fingerprints/fingerprints.json",
+                          "openset.safetensors", "fingerprints/fingerprints.json",
                           "fingerprints/fingerprints.safetensors"}
     for name, sha in files.items():
         assert sha == file_sha256(run / name)
@@ -113,12 +113,12 @@ def test_train_calibrate_identify_flow_is_verified(trained: dict, tmp_path: Path
 
 
 @pytest.mark.parametrize("name", ["calibration.json", "fingerprints/fingerprints.json",
-                                  "model.json", "model.safetensors"])
+                                  "model.json", "model.safetensors", "openset.safetensors"])
 def test_a_changed_run_file_is_refused_naming_it(trained: dict, tmp_path: Path,
                                                  name: str) -> None:
     run = _copy(trained, tmp_path)
     path = run / name
-    if name == "model.safetensors":
+    if name.endswith(".safetensors"):
         data = bytearray(path.read_bytes())
         data[-1] ^= 1
         path.write_bytes(bytes(data))
@@ -213,6 +213,8 @@ def test_calibrating_a_modified_run_keeps_it_modified(trained: dict, tmp_path: P
     ("calibration.json", {"n_patches": 1e7}, "n_patches must be an integer in [1, 4096]"),
     ("calibration.json", {"n_patches": 10**7}, "n_patches must be an integer"),
     ("calibration.json", {"n_patches": 0}, "n_patches must be an integer"),
+    ("calibration.json", {"feature_threshold": -1.0}, "feature_threshold must be"),
+    ("calibration.json", {"feature_threshold": float("inf")}, "feature_threshold must be"),
     ("fingerprints/fingerprints.json", {"config.threshold": -1e9},
      "config.threshold must be a finite number >= 0"),
     ("fingerprints/fingerprints.json", {"config.threshold": float("inf")},
