@@ -39,13 +39,13 @@ class ServiceArchive:
 
 @pytest.fixture(scope="session")
 def service_archive(tmp_path_factory: pytest.TempPathFactory) -> ServiceArchive:
-    """Simulate, ingest, split, train 1 epoch and calibrate (session-scoped, a few seconds)."""
+    """Simulate, ingest, split, train 1 epoch, calibrate, enrol units (session-scoped)."""
     import torch
 
     from medforensics.data.manifest import ingest
     from medforensics.data.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
-    from medforensics.predict import calibrate_run
+    from medforensics.predict import calibrate_run, enroll_units
     from medforensics.train.engine import train
 
     torch.set_num_threads(1)
@@ -60,6 +60,9 @@ def service_archive(tmp_path_factory: pytest.TempPathFactory) -> ServiceArchive:
     train(rows, label="model", preset="patch", out_dir=str(run), epochs=1,
           patches_per_image=8, progress=False)
     calibrate_run(run, rows, n_patches=8)
+    # Too few validation images back an open-set threshold here, so the classifier alone
+    # names nothing; the enrolled units' reference patterns name the devices.
+    enroll_units(run, rows)
     return ServiceArchive(root=root, run=run, paths=sorted(Path(p) for p in paths), rows=rows)
 
 

@@ -268,14 +268,17 @@ def test_corrupt_tiff_is_422(lenient: TestClient) -> None:
     assert r.status_code == 422, (r.status_code, r.text)
 
 
-def test_small_and_colour_images_are_422(client: TestClient, tmp_path: Path) -> None:
+def test_tiny_image_is_insufficient_evidence_and_colour_is_422(client: TestClient,
+                                                               tmp_path: Path) -> None:
     from PIL import Image
 
     small = tmp_path / "small.png"
     Image.fromarray(np.arange(400, dtype=np.uint8).reshape(20, 20)).save(small)
     r = _post(client, "/v1/identify", small.read_bytes(), name="small.png")
-    assert r.status_code == 422
-    assert "smaller than" in r.json()["detail"]
+    assert r.status_code == 200, r.text
+    v = r.json()
+    assert v["verdict"] == "insufficient-evidence" and v["confident"] is False
+    assert v["informative_windows"] == 0 and "smaller than" in v["message"]
     colour = tmp_path / "colour.png"
     rgb = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(colour)

@@ -161,6 +161,7 @@ _VERDICT_CLASS = {
     "UNKNOWN": "warn",
     "claim-not-in-model": "warn",
     "no-header-claim": "neutral",
+    "insufficient-evidence": "neutral",
     "unreadable": "bad",
 }
 
@@ -533,6 +534,13 @@ def _device_section(predictor: Any, img: Any, path: str, redact: Callable[[str],
         "unknown_threshold": v.unknown_threshold,
         "reason": v.reason,
         "n_patches": extra.get("n_patches"),
+        "confident": v.confident,
+        "named": v.predicted if v.confident else None,
+        "named_by": v.named_by,
+        "feature_distance": v.feature_distance,
+        "feature_threshold": v.feature_threshold,
+        "informative_windows": v.informative_windows,
+        "model_knowledge": v.model_knowledge,
         "has_unit_patterns": predictor.fingerprints is not None,
         "run_integrity": getattr(predictor, "run_integrity", None),
     }
@@ -807,10 +815,12 @@ def _device_card(dev: Mapping[str, Any]) -> str:
         return ('<div class="card"><div class="label">Source device</div>'
                 f'<div class="big">{_badge("unreadable")}</div></div>')
     pred = dev.get("predicted")
+    says = (f"pixels say <b>{_e(pred)}</b> (p = {_fmt_p(dev.get('probability'))})"
+            if dev.get("confident") and pred is not None else "pixels name <b>no device</b>")
     return (
         '<div class="card"><div class="label">Source device</div>'
         f'<div class="big">{_badge(dev.get("verdict"))}</div>'
-        f"<div>pixels say <b>{_e(pred)}</b> (p = {_fmt_p(dev.get('probability'))}); "
+        f"<div>{says}; "
         f"header claims <b>{_e(dev.get('header_claim') or 'nothing')}</b></div>"
         f"{_integrity_note(dev.get('run_integrity'))}</div>"
     )
@@ -854,10 +864,24 @@ def _device_html(dev: Mapping[str, Any], classes: Sequence[str] | None) -> str:
         for i, (lab, p) in enumerate(dev.get("top") or [], 1)
     )
     thr = dev.get("unknown_threshold")
+    named = dev.get("confident") and dev.get("predicted") is not None
+    pixels_say = (f"<b>{_e(dev.get('predicted'))}</b>, calibrated probability "
+                  f"{_fmt_p(dev.get('probability'))}" + (
+                      " (named by an enrolled unit's reference pattern)"
+                      if dev.get("named_by") == "unit-pattern" else "")
+                  if named else
+                  "<b>no device named</b>" + (
+                      f" <span class=\"note\">(nearest: {_e(dev.get('predicted'))}, "
+                      f"p={_fmt_p(dev.get('probability'))})</span>"
+                      if dev.get("predicted") is not None else ""))
+    dist, dthr = dev.get("feature_distance"), dev.get("feature_threshold")
     rows = [
         ("Verdict", f"{_badge(dev.get('verdict'))} {_e(dev.get('message'))}"),
-        (f"Pixels say ({_e(level)})", f"<b>{_e(dev.get('predicted'))}</b>, calibrated "
-                                       f"probability {_fmt_p(dev.get('probability'))}"),
+        (f"Pixels say ({_e(level)})", pixels_say),
+        ("Open-set feature distance", "-" if dist is None else
+         f"{_fmt_num(dist, 2)} (threshold {_fmt_num(dthr, 2) if dthr is not None else 'none'}"
+         "; above it the pixels match no known device)"),
+        ("Informative windows", _e(dev.get("informative_windows", "-"))),
         (f"Header claims ({_e(level)})", _e(dev.get("header_claim") or "nothing at this level")
          + ("" if dev.get("header_claim") is None or dev.get("claim_class") is not None
             else " <span class=\"note\">(not among the model's classes)</span>")),
@@ -891,10 +915,15 @@ def _device_html(dev: Mapping[str, Any], classes: Sequence[str] | None) -> str:
         + '<h3>Top 3</h3><table class="list"><tr><th>#</th><th>Device</th>'
         '<th>p</th><th style="width:40%"></th></tr>' + top_rows + "</table>"
         + classes_html
+        + (f'<p class="note"><b>This model knows only {_e(dev["model_knowledge"])}.</b></p>'
+           if dev.get("model_knowledge") else "")
         + '<p class="note">Probabilities are calibrated (temperature scaling on the run\'s '
-        "validation split). consistent = pixels confidently agree with the header; MISMATCH = "
-        "pixels confidently point to another trained device; UNKNOWN = no trained device "
-        "matches confidently (the claim is neither confirmed nor refuted).</p></section>"
+        "validation split). A device is named only when an enrolled unit's reference pattern "
+        "matches, or the classifier's open-set test passes (probability and feature distance "
+        "within their thresholds). consistent = the named device is the claimed one; "
+        "MISMATCH = another known device is named; UNKNOWN = the pixels match none of the "
+        "known devices (the claim is neither confirmed nor refuted); insufficient-evidence = "
+        "too little of the image carries readable detector noise.</p></section>"
     )
 
 
@@ -1265,8 +1294,8 @@ def _entry(case: CaseAnalysis, page: str, path: str) -> dict[str, Any]:
         "name": path,
         "sha256": case.file.get("sha256"),
         "device_verdict": dv,
-        "predicted": dev.get("predicted"),
-        "probability": dev.get("probability"),
+        "predicted": dev.get("predicted") if dev.get("confident") else None,
+        "probability": dev.get("probability") if dev.get("confident") else None,
         "header_claim": dev.get("header_claim"),
         "unit": dev.get("unit"),
         "forgery_verdict": fv,

@@ -14,6 +14,7 @@
     "UNKNOWN": "warn",
     "claim-not-in-model": "info",
     "no-header-claim": "info",
+    "insufficient-evidence": "info",
     "unreadable": "bad",
   };
 
