@@ -93,7 +93,11 @@
     setText("message", r.message);
     setText("filename", r.path);
     setText("claim", r.header_claim || "no device named in the header");
-    setText("predicted", r.predicted ? r.predicted + " (" + fmtP(r.probability) + ")" : "–");
+    setText("predicted", r.named ? r.named + " (" + fmtP(r.probability) + ")" +
+      (r.named_by === "unit-pattern" ? ", by an enrolled unit's pattern" : "")
+      : (r.predicted ? "no device named (nearest: " + r.predicted + ")" : "–"));
+    setText("knowledge", r.model_knowledge ? "this model knows only " + r.model_knowledge
+      : "real devices");
     setText("threshold", r.unknown_threshold === null ? "none" : fmtP(r.unknown_threshold));
     const hasUnit = r.unit !== undefined;
     show("unit-label", hasUnit);
