@@ -395,7 +395,11 @@ def train_cmd(
         None, "--store", help="Prepared store (medforensics prepare): no decoding per epoch."),
     calibrate: bool = typer.Option(
         True, "--calibrate/--no-calibrate",
-        help="After training: temperature + UNKNOWN threshold (val), unit patterns (train)."),
+        help="After training: temperature + open-set thresholds (val), unit patterns (train)."),
+    outlier_devices: Optional[int] = typer.Option(
+        None, "--outlier-devices",
+        help="Procedurally drawn 'none of these' devices (outlier exposure; patch default 16, "
+             "0 = off)."),
 ) -> None:
     """Train a source-identification model (train split; validates on val; never reads test).
 
@@ -416,7 +420,7 @@ def train_cmd(
             manifest, label=label, preset=preset, out_dir=str(out), epochs=epochs,
             batch_size=batch_size, lr=lr, patch=patch, patches_per_image=patches_per_image,
             sampling=sampling, seed=seed, select=select, device=device, resume=resume,
-            workers=workers,
+            workers=workers, outlier_devices=outlier_devices,
             progress=progress, image_source=source,
         )
         if calibrate and not distributed:
