@@ -567,6 +567,7 @@ def _train_epoch(
     total_loss = 0.0
     correct = 0
     seen = 0
+    seen_known = 0
     bar = tqdm(loader, desc=desc, leave=False, disable=not show, unit="batch")
     for x, y in bar:
         x = x.to(device, non_blocking=True)
@@ -583,16 +584,18 @@ def _train_epoch(
         project_constraints(net)
         n = int(y.shape[0])
         total_loss += float(loss.detach()) * n
-        known = y < logits.shape[1]
+        known = y < logits.shape[1]  # outlier-device rows have no class to be right about
         correct += int((logits.detach().argmax(1)[known] == y[known]).sum())
         seen += n
+        seen_known += int(known.sum())
         if show:
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}",
+                            acc=f"{correct / max(seen_known, 1):.3f}")
     bar.close()
-    stats = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
+    stats = torch.tensor([total_loss, correct, seen, seen_known], dtype=torch.float64)
     stats = _all_reduce_sum(stats, device)
-    total_loss, correct, seen = (float(v) for v in stats)
-    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+    total_loss, correct, seen, seen_known = (float(v) for v in stats)
+    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen_known, 1),
             "train_samples": int(seen)}
 
 
