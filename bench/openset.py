@@ -112,12 +112,13 @@ def lomo(args: argparse.Namespace, out: Path, seed: int, res: dict[str, Any]) ->
     t0 = time.perf_counter()
     if not (run / "model.json").exists():
         train(rows, label="model", preset="patch", out_dir=str(run), epochs=args.epochs,
-              seed=seed, progress=False, outlier_devices=args.outlier_devices)
+              seed=seed, progress=False, outlier_devices=args.outlier_devices, resume=True)
     cal = calibrate_run(run, rows)
     enroll_units(run, rows)
     train_s = time.perf_counter() - t0
     known = [r for r in rows if r["split"] == "test"]
-    unseen = [r for r in rows if r["split"] == "heldout"]
+    # held-out patients' images from known devices (second studies) count on neither side
+    unseen = [r for r in rows if r["split"] == "heldout" and r["model"] == held]
     full = SourcePredictor.from_run(run)
     alone = SourcePredictor.from_run(run)
     alone.fingerprints, alone.require_unit_match = None, False
@@ -185,7 +186,7 @@ def real_tile_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     run = out / "run"
     if not (run / "model.json").exists():
         train(rows, label="model", preset="patch", out_dir=str(run), epochs=args.epochs,
-              seed=0, progress=False, outlier_devices=args.outlier_devices)
+              seed=0, progress=False, outlier_devices=args.outlier_devices, resume=True)
     cal = calibrate_run(run, rows, n_patches=16)
     pred = SourcePredictor.from_run(run)
     test = [r for r in rows if r["split"] == "test"]

@@ -38,9 +38,9 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_too_few_validation_images_set_no_threshold(small_run: dict) -> None:
     cal = small_run["cal"]
     n_val = sum(r["split"] == "val" for r in small_run["rows"])
-    assert cal["n_val_images"] == n_val < 19
+    assert cal["n_val_images"] == n_val < 39
     assert cal["feature_threshold"] is None
-    assert "19 needed" in cal["threshold_note"]
+    assert "39 needed" in cal["threshold_note"]
     saved = json.loads((small_run["run"] / "calibration.json").read_text())
     assert saved["feature_threshold"] is None and saved["openset_file"] == "openset.safetensors"
     assert (small_run["run"] / "openset.safetensors").is_file()
@@ -63,7 +63,7 @@ def test_enrolled_unit_names_the_device_and_the_classifier_alone_does_not(small_
     pred.fingerprints, pred.require_unit_match, pred.unknown_threshold = None, False, 0.0
     v, _ = next(iter(identify_files(pred, [train_rows[0]["path"]])))
     assert v.verdict == UNKNOWN and not v.confident and v.to_dict()["named"] is None
-    assert "no open-set threshold" in v.message and "19 needed" in v.message
+    assert "no open-set threshold" in v.message and "39 needed" in v.message
 
 
 def test_blank_copy_is_insufficient_evidence(small_run: dict) -> None:

@@ -402,14 +402,15 @@ def calibrate_run(
     * Temperature: maximum a-posteriori fit on the validation images (prior on ``log T``,
       :func:`medforensics.eval.calibration.fit_temperature`), so separable validation
       data no longer pin it to a bound.
-    * Probability threshold: the ``target_false_unknown`` quantile of the validation
+    * Probability threshold: the ``target_false_unknown / 2`` quantile of the validation
       images' calibrated max-probability.
     * Feature open set (:mod:`medforensics.openset`): class means and tied covariance of the
       penultimate embeddings of up to ``fit_images_per_class`` training images per class;
       the UNKNOWN threshold on the feature distance is the split-conformal quantile of the
-      validation images' distances at ``target_false_unknown``. With too few validation
-      images for that rate no threshold is set, the calibration says so, and the classifier
-      alone will then name no device (a matching unit pattern still can).
+      validation images' distances at ``target_false_unknown / 2``. Both tests must pass, so
+      each has half the false-UNKNOWN budget. With too few validation images for that rate
+      (39 for a 5 % target) no feature threshold is set, the calibration says so, and the
+      classifier alone will then name no device (a matching unit pattern still can).
     * Estimates of how often an unseen device would be named (nothing is tuned on them):
       leave-one-class-out on the validation images, and ``outlier_devices`` freshly drawn
       outlier devices (:mod:`medforensics.data.outliers`, another seed than training's).
@@ -512,15 +513,18 @@ def calibrate_run(
     y_arr = np.asarray(val_ys)
     t = float(fit_temperature(z, y_arr, prior_sd=1.0))
     probs = softmax(z / t)
-    thr = float(fit_unknown_threshold(probs.max(axis=1), target_false_unknown))
+    # Two tests must both pass to name a device, so each gets half the false-UNKNOWN budget
+    # (Bonferroni): together they reject at most ``target_false_unknown`` of known images.
+    alpha = float(target_false_unknown) / 2.0
+    thr = float(fit_unknown_threshold(probs.max(axis=1), alpha))
     dist = np.array([openset.distance(e) for e in val_embs])
     note = None
     try:
-        feat_thr: float | None = conformal_threshold(dist, target_false_unknown)
+        feat_thr: float | None = conformal_threshold(dist, alpha)
     except TooFewImagesError as exc:
         feat_thr = None
         note = (f"open-set threshold not set: {len(dist)} validation images, "
-                f"{min_images_for(target_false_unknown)} needed")
+                f"{min_images_for(alpha)} needed")
         log.warning("%s", exc)
     loco = leave_one_class_out(openset, val_embs, y_arr, target_false_unknown)
     outlier_rate = None
