@@ -174,14 +174,14 @@ def real_tile_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     for r in rows:
         if r["device"] not in known and r["split"] in ("train", "val"):
             r["split"] = "unused"
-    # enough validation tiles for a conformal threshold at 5 % (19 at least): a third of
-    # each known device's left-part tiles
+    # enough validation tiles for the open-set thresholds (39 at least for a 5 % target):
+    # half of each known device's left-part tiles
     rng = np.random.default_rng(0)
     for d in known:
         left = [r for r in rows if r["device"] == d and r["split"] in ("train", "val")]
         for r in left:
             r["split"] = "train"
-        for i in rng.choice(len(left), size=max(1, len(left) // 3), replace=False):
+        for i in rng.choice(len(left), size=max(1, len(left) // 2), replace=False):
             left[int(i)]["split"] = "val"
     run = out / "run"
     if not (run / "model.json").exists():
@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "torch": torch.__version__, "threads": 1,
                                        "load_at_start": os.getloadavg()},
                            "settings": vars(args), "lomo": []}
+    if not args.seeds.strip() and (out / "results.json").is_file():
+        # no seeds asked: keep the leave-one-model-out rounds of the previous run
+        res["lomo"] = json.loads((out / "results.json").read_text()).get("lomo", [])
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         lomo(args, out, seed, res)
     if args.demo_run and Path(args.demo_run, "model.json").is_file() and REAL_XRAY.is_dir():

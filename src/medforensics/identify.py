@@ -393,6 +393,8 @@ def verdict(
         kind = MISMATCH
         msg = (f'{kind}: header claims {level} "{claim_class}", pixels say {best}; '
                + _fmt_p(claim_p or 0.0, f'p("{claim_class}")'))
+    if named_by == "classifier" and check is not None:
+        msg += " [named by the classifier alone: no unit pattern confirms it]"
     return Verdict(verdict=kind, message=msg + note + knows, predicted=named,
                    probability=p_named, confident=confident, **common)
 
