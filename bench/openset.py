@@ -193,7 +193,20 @@ def real_tile_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     vs = verdicts(pred, [r["path"] for r in test])
     kn = [(v, r) for v, r in zip(vs, test) if r["device"] in known]
     un = [(v, r) for v, r in zip(vs, test) if r["device"] not in known]
+
+    def auroc(score: Any) -> float:
+        """P(an unseen tile scores higher than a known one), ties count half; tiles below
+        the evidence floor (no score) are left out."""
+        a = np.array([score(v) for v, _ in kn if v.feature_distance is not None], dtype=float)
+        b = np.array([score(v) for v, _ in un if v.feature_distance is not None], dtype=float)
+        return float((b[:, None] > a[None, :]).mean() + 0.5 * (b[:, None] == a[None, :]).mean())
+
+    separation = {
+        "feature_distance": auroc(lambda v: v.feature_distance),
+        "one_minus_max_probability": auroc(lambda v: 1.0 - float(v.probability)),
+    }
     return {
+        "auroc_unseen_vs_known": separation,
         "devices": devices, "known": known,
         "calibration": {k: cal.get(k) for k in ("feature_threshold", "n_val_images",
                                                  "threshold_note")},
@@ -232,7 +245,9 @@ def render(res: dict[str, Any]) -> str:
         lines += ["", f"Real tiles (known: {', '.join(t['known'])}): unseen devices' tiles not "
                       f"named {fmt(t['unseen_not_named'])}; known tiles named right "
                       f"{fmt(t['known_named_right'])}; top-1 on known tiles "
-                      f"{fmt(t['known_accuracy_top1'])}."]
+                      f"{fmt(t['known_accuracy_top1'])}; AUROC unseen vs known: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in t["auroc_unseen_vs_known"].items())
+                      + "."]
     return "\n".join(lines)
 
 
