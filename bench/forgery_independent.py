@@ -44,6 +44,12 @@ and the detector is the training-free one (no source model knows these devices).
 Each edited image and its untouched original are scored by the training-free detector with
 the fingerprint cue (``ForgeryDetector.from_run(None, source_run=RUN)``); the script prints
 image AUC per kind and the mean pixel F1 at the best threshold (the edited block as truth).
+
+For the clone kinds it also scores the copy-move **direction**: whether the detector found a
+pair with one area on the paste and the other on its source, whether it claimed which one was
+pasted (``direction`` other than ``undetermined``), and whether that claim names the paste;
+the table gives the share of found pairs with a claimed direction and the share of claims
+that are right, with a 95 % Wilson interval.
 """
 
 from __future__ import annotations
@@ -83,12 +89,14 @@ def _best_f1(prob: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generator
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """One edit of ``kind``: returns (edited image, boolean mask of changed pixels)."""
+          ) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int, int, int]] | None]:
+    """One edit of ``kind``: returns (edited image, boolean mask of changed pixels, and for
+    the clone kinds the true ``{"pasted": box, "source": box}``, boxes ``(x0, y0, x1, y1)``)."""
     h, w = img.shape
     side = int(rng.integers(64, min(193, h // 2, w // 2)))
     y, x = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
     out = img.copy()
+    truth = None
     if kind == "splice":
         dh, dw = donor.shape
         dy, dx = int(rng.integers(0, dh - side)), int(rng.integers(0, dw - side))
@@ -101,6 +109,7 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
             if abs(sy - y) >= side or abs(sx - x) >= side:
                 break
         out[y:y + side, x:x + side] = img[sy:sy + side, sx:sx + side]
+        truth = {"source": (sx, sy, sx + side, sy + side)}
     elif kind in ("clone-rot90", "clone-mirror"):
         for _ in range(100):
             sy, sx = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
@@ -108,6 +117,7 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
                 break
         block = img[sy:sy + side, sx:sx + side]
         out[y:y + side, x:x + side] = np.rot90(block) if kind == "clone-rot90" else block[:, ::-1]
+        truth = {"source": (sx, sy, sx + side, sy + side)}
     elif kind in ("clone-rotated", "clone-rotated-nn", "clone-scaled"):
         from scipy import ndimage
 
@@ -119,6 +129,7 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
             src = max(8, int(round(side * rng.uniform(0.8, 1.25))))
             sy, sx = min(sy, h - src), min(sx, w - src)
             block = img[sy:sy + src, sx:sx + src]
+            truth = {"source": (sx, sy, sx + src, sy + src)}
             block = ndimage.zoom(block, side / src, order=1)[:side, :side]
             if block.shape != (side, side):  # rounding of zoom's output size
                 block = np.pad(block, ((0, side - block.shape[0]), (0, side - block.shape[1])),
@@ -133,6 +144,8 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
                                  order=0 if kind == "clone-rotated-nn" else 1, mode="nearest")
             o = (big - side) // 2
             block = rot[o:o + side, o:o + side]
+            py, px = cy - big // 2 + o, cx - big // 2 + o  # the turned block's source area
+            truth = {"source": (px, py, px + side, py + side)}
         out[y:y + side, x:x + side] = block
     elif kind == "noise":
         from medforensics.dsp.residuals import highpass_residual, robust_std
@@ -158,7 +171,60 @@ def _edit(kind: str, img: np.ndarray, donor: np.ndarray, rng: np.random.Generato
     else:
         raise ValueError(kind)
     mask = out != img
-    return out, mask
+    if truth is not None:
+        truth["pasted"] = (x, y, x + side, y + side)
+    return out, mask, truth
+
+
+def _direction(pairs: list[dict], truth: dict[str, tuple[int, int, int, int]]) -> str:
+    """How the detector reported the copy-move of one clone edit: ``"missed"`` (no pair has
+    one area on the paste and the other on its source), ``"undetermined"``, ``"right"`` (the
+    area it calls pasted is the paste) or ``"wrong"``."""
+    from medforensics.forgery.regions import overlap_share
+
+    def on(box: list[int] | None, ref: tuple[int, int, int, int]) -> float:
+        if box is None:
+            return 0.0
+        return max(overlap_share(tuple(box), ref), overlap_share(ref, tuple(box)))
+
+    best, best_ov = None, 0.0
+    for p in pairs:
+        for mine, other in ((p.get("bbox_a"), p.get("bbox_b")), (p.get("bbox_b"), p.get("bbox_a"))):
+            ov = min(on(mine, truth["pasted"]), on(other, truth["source"]))
+            if ov >= 0.3 and ov > best_ov:
+                best, best_ov = p, ov
+    if best is None:
+        return "missed"
+    if best.get("direction") == "undetermined" or best.get("pasted_bbox") is None:
+        return "undetermined"
+    pasted = best["pasted_bbox"]
+    return "right" if on(pasted, truth["pasted"]) > on(pasted, truth["source"]) else "wrong"
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion ``k / n`` (``(nan, nan)`` when ``n == 0``)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(c - h, 0.0)), float(min(c + h, 1.0))
+
+
+def direction_summary(outcomes: dict[str, list[str]]) -> dict[str, dict]:
+    """Per clone kind and over all: pairs found, share with a claimed direction, share right
+    where claimed (with a 95 % Wilson interval)."""
+    out: dict[str, dict] = {}
+    allv = [o for v in outcomes.values() for o in v]
+    for k, v in [*outcomes.items(), ("all clones", allv)]:
+        found = [o for o in v if o != "missed"]
+        claimed = [o for o in found if o in ("right", "wrong")]
+        right = sum(o == "right" for o in claimed)
+        out[k] = {"edits": len(v), "found": len(found), "claimed": len(claimed), "right": right,
+                  "claimed_share": len(claimed) / len(found) if found else float("nan"),
+                  "right_share": right / len(claimed) if claimed else float("nan"),
+                  "right_share_ci95": _wilson(right, len(claimed))}
+    return out
 
 
 KINDS = ("splice", "clone", "smooth", "clone-rot90", "clone-mirror", "clone-rotated",
@@ -230,6 +296,7 @@ def main() -> None:
     scores: dict[str, dict[str, list[float]]] = {}
     f1s: dict[str, list[float]] = {}
     orig_cache: dict[str, float] = {}
+    dirs: dict[str, list[str]] = {}
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
         picks = rng.permutation(len(rows))[:n]
         for i in picks.tolist():
@@ -240,7 +307,7 @@ def main() -> None:
             stored = ds.pixel_array
             others = [o for o in rows if o["model"] != r["model"]]
             donor = pydicom.dcmread(others[int(rng.integers(len(others)))]["path"]).pixel_array
-            edited, mask = _edit(kind, stored.astype(np.float64), donor, rng)
+            edited, mask, truth = _edit(kind, stored.astype(np.float64), donor, rng)
             info = np.iinfo(stored.dtype)
             ds.PixelData = np.clip(np.rint(edited), info.min, info.max).astype(
                 stored.dtype).tobytes()
@@ -259,16 +326,31 @@ def main() -> None:
                 orig_cache[r["path"]] = det.detect(o.pixels, o.meta).score
             scores[kind]["original"].append(orig_cache[r["path"]])
             f1s.setdefault(kind, []).append(_best_f1(np.asarray(res.prob_map), mask))
+            if truth is not None:
+                dirs.setdefault(kind, []).append(_direction(res.copy_moves, truth))
     summary = {k: {"image_auc": _auc(v["tampered"], v["original"]),
                    "pixel_f1_best": float(np.mean(f1s[k])), "n": len(v["tampered"])}
                for k, v in scores.items()}
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "results.json").write_text(json.dumps({"summary": summary, "scores": scores},
-                                                 indent=1))
+    direction = direction_summary(dirs) if dirs else {}
+    (out / "results.json").write_text(json.dumps({"summary": summary, "scores": scores,
+                                                  "direction": direction,
+                                                  "direction_outcomes": dirs}, indent=1))
     print("| edit (independent code) | n | image AUC | pixel F1 best |\n|---|---:|---:|---:|")
     for k, v in summary.items():
         if isinstance(v, dict):
             print(f"| {k} | {v['n']} | {v['image_auc']:.2f} | {v['pixel_f1_best']:.2f} |")
+    if direction:
+        print("\n| copy-move direction | clone edits | pairs found | direction claimed | "
+              "right where claimed [95 % interval] |\n|---|---:|---:|---:|---:|")
+        for k, v in direction.items():
+            lo, hi = v["right_share_ci95"]
+            right = ("-" if not v["claimed"] else
+                     f"{v['right']} of {v['claimed']} ({100 * v['right_share']:.0f} % "
+                     f"[{100 * lo:.0f}-{100 * hi:.0f} %])")
+            claimed = ("-" if not v["found"] else
+                       f"{v['claimed']} of {v['found']} ({100 * v['claimed_share']:.0f} %)")
+            print(f"| {k} | {v['edits']} | {v['found']} | {claimed} | {right} |")
     print(f"\n{summary['seconds']} s")
 
 

@@ -191,6 +191,38 @@ def test_forgery_section(case_env: dict) -> None:
     assert abs(int(outside[0]) - grey[3 * h // 4, 3 * w // 4]) <= 1
 
 
+class _PairsDetector:
+    """Stand-in returning a result with copy-move pairs."""
+
+    def __init__(self, pairs: list) -> None:
+        self.pairs = pairs
+
+    def detect(self, pixels: np.ndarray, meta: object) -> object:
+        from medforensics.forgery.detector import ForgeryResult
+
+        return ForgeryResult(
+            score=0.9, verdict="tampered", forged_area_percent=1.0, ela_score=0.7,
+            threshold=0.5, inconclusive_from=0.4, map_threshold=0.5, method="cues",
+            prob_map=np.zeros(pixels.shape, np.float32), copy_moves=self.pairs)
+
+
+def test_copy_move_pairs_with_direction(case_env: dict) -> None:
+    path = case_env["paths"][0]
+    pairs = [{"bbox_a": [1, 2, 30, 40], "bbox_b": [50, 60, 79, 98], "transform": "identity",
+              "direction": "undetermined", "pasted_bbox": None, "source_bbox": None,
+              "evidence": "no evidence tells the two areas apart"},
+             {"bbox_a": [1, 2, 30, 40], "bbox_b": [50, 60, 79, 98], "transform": "rot90",
+              "direction": "a->b", "pasted_bbox": [50, 60, 79, 98], "source_bbox": [1, 2, 30, 40],
+              "evidence": "hard step along the border of the pasted area"}]
+    page = render_case_report(path, forgery=_PairsDetector(pairs), generated_at=T1)
+    text = " ".join(_text(page).split())
+    assert "Copy-moves" in text
+    assert ("undetermined : the two areas hold the same content, (1, 2)-(30, 40) and "
+            "(50, 60)-(79, 98); which one was pasted is not known") in text
+    assert "pasted at (50, 60)-(79, 98) , copied from (1, 2)-(30, 40)" in text
+    assert "hard step along the border" in text
+
+
 def test_real_forgery_detector_if_present(case_env: dict) -> None:
     detector_mod = pytest.importorskip("medforensics.forgery.detector")
     from medforensics.io import read_image

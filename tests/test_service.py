@@ -652,6 +652,31 @@ def test_real_forgery_detector_when_available(source_run: Path, dicom: Path,  # 
     assert _b64_png(f["overlay_png_b64"]).shape[2] == 3
 
 
+def test_real_detector_copy_pairs(source_run: Path, tmp_path: Path) -> None:  # noqa: F811
+    """/v1/forgery with the real detector: a symmetric clone comes with its copy-move pair,
+    direction ``undetermined``, and both areas' regions say so."""
+    from medforensics.forgery.detector import ForgeryDetector
+    from medforensics.io import write_png16
+
+    rng = np.random.default_rng(3)
+    img = np.rint(2000 + rng.normal(0, 30, (256, 256))).astype(np.uint16)
+    img[150:214, 140:204] = img[20:84, 20:84]
+    clone = tmp_path / "clone.png"
+    write_png16(clone, img)
+    app = create_app(source_run, ForgeryDetector.from_run(None))
+    with TestClient(app) as c:
+        g = _post(c, "/v1/forgery", clone.read_bytes(), name="clone.png").json()
+    assert g["verdict"] == "tampered"
+    (pair,) = g["copy_moves"]
+    assert pair["direction"] == "undetermined" and pair["pasted_bbox"] is None
+    assert {r["copy_of"]["role"] for r in g["regions"] if "copy_of" in r} == {"undetermined"}
+
+
+def test_page_lists_undetermined_copy_moves() -> None:
+    js = (Path(__file__).parents[1] / "src/medforensics/service/static/app.js").read_text()
+    assert "direction undetermined" in js and "renderCopyMoves(f.copy_moves" in js
+
+
 def test_oversized_frame_refused_from_header(source_run: Path,  # noqa: F811
                                              dicom_bytes: bytes) -> None:
     app = create_app(source_run, max_frame_pixels=10_000)

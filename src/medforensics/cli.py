@@ -759,8 +759,11 @@ def _region_line(i: int, reg: dict) -> str:
     if cp:
         px0, py0, px1, py1 = cp["partner_bbox"]
         turn = cp.get("transform") or "identity"
-        line += (f"; copy-move partner ({px0}, {py0})-({px1}, {py1}) "
-                 f"[this area: {cp.get('role', 'copy or source')}"
+        role = cp.get("role") or "undetermined"
+        what = ("direction undetermined: either area could be the paste" if role ==
+                "undetermined" else f"this area: {role}" + (
+                    f" ({cp['cue']})" if cp.get("cue") else ""))
+        line += (f"; copy-move partner ({px0}, {py0})-({px1}, {py1}) [{what}"
                  + ("" if turn == "identity" else f", {turn}")
                  + (", matched by content" if cp.get("method") == "content" else "") + "]")
     if reg.get("coarse_lattice"):

@@ -566,6 +566,11 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
         from medforensics.forgery.detector import json_tree
 
         out["regions"] = [json_tree(r) for r in regions if isinstance(r, Mapping)]
+    pairs = getattr(res, "copy_moves", None)
+    if isinstance(pairs, (list, tuple)) and pairs:
+        from medforensics.forgery.detector import json_tree
+
+        out["copy_moves"] = [json_tree(c) for c in pairs if isinstance(c, Mapping)]
     prob = getattr(res, "prob_map", None)
     out["overlay_png"] = None if prob is None else png_b64(
         overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side))
@@ -909,7 +914,8 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
     if fg.get("notes"):
         rows.append(("Notes", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in fg["notes"])
                      + "</ul>"))
-    regions = _regions_html(fg.get("regions") or [])
+    regions = _regions_html(fg.get("regions") or []) + _copy_moves_html(
+        fg.get("copy_moves") or [])
     figs = ""
     if fg.get("overlay_png"):
         figs = (
@@ -938,8 +944,12 @@ def _regions_html(regions: list[Mapping[str, Any]]) -> str:
         if cp:
             px0, py0, px1, py1 = (int(v) for v in cp.get("partner_bbox", (0, 0, 0, 0)))
             turn = cp.get("transform") or "identity"
-            copy = (f"partner ({px0}, {py0})-({px1}, {py1}); this area: "
-                    f"{_e(cp.get('role', 'copy or source'))}"
+            role = cp.get("role") or "undetermined"
+            what = ('<span class="t-warn">direction undetermined</span>: either area could '
+                    "be the paste" if role == "undetermined" else
+                    f"this area: {_e(role)}" + (f" ({_e(cp['cue'])})" if cp.get("cue")
+                                                else ""))
+            copy = (f"partner ({px0}, {py0})-({px1}, {py1}); {what}"
                     + ("" if turn == "identity" else f", {_e(turn)}")
                     + (", matched by content" if cp.get("method") == "content" else ""))
         cue = _e(r.get("cue") or "-") + (
@@ -952,6 +962,33 @@ def _regions_html(regions: list[Mapping[str, Any]]) -> str:
     return ("<h3>Flagged areas</h3><table><tr><th>#</th><th>box (x, y), ends exclusive</th>"
             "<th>size px</th><th>of the image</th><th>mean probability</th><th>cue</th>"
             "<th>copy-move</th></tr>" + "".join(body) + "</table>")
+
+
+def _copy_moves_html(pairs: list[Mapping[str, Any]]) -> str:
+    """Table of the copy-move pairs with their direction and its evidence, or nothing."""
+    if not pairs:
+        return ""
+
+    def box(b: Any) -> str:
+        if not b:
+            return "-"
+        x0, y0, x1, y1 = (int(v) for v in b)
+        return f"({x0}, {y0})-({x1}, {y1})"
+
+    body = []
+    for i, c in enumerate(pairs, 1):
+        if c.get("direction") == "undetermined" or not c.get("pasted_bbox"):
+            what = ('<span class="t-warn">undetermined</span>: the two areas hold the same '
+                    f"content, {box(c.get('bbox_a'))} and {box(c.get('bbox_b'))}; which one "
+                    "was pasted is not known")
+        else:
+            what = (f"pasted at <b>{box(c.get('pasted_bbox'))}</b>, copied from "
+                    f"{box(c.get('source_bbox'))}")
+        turn = c.get("transform") or "identity"
+        body.append(f"<tr><td>{i}</td><td>{what}</td><td>{_e(turn)}</td>"
+                    f"<td>{_e(c.get('evidence') or '-')}</td></tr>")
+    return ("<h3>Copy-moves</h3><table><tr><th>#</th><th>direction</th><th>transform</th>"
+            "<th>evidence</th></tr>" + "".join(body) + "</table>")
 
 
 def _header_html(case: CaseAnalysis) -> str:

@@ -105,7 +105,13 @@ class ForgeryResult:
         regions: the flagged areas, largest first
             (:func:`medforensics.forgery.regions.describe_regions`: ``bbox``, ``area_px``,
             ``area_percent``, ``mean_prob``, ``max_prob``, ``cue``, ``cue_means`` and, for a
-            copy-move, ``copy_of`` with the partner area and its transform).
+            copy-move, ``copy_of`` with the partner area, its transform and this area's
+            ``role``: ``pasted copy``, ``source`` or ``undetermined``).
+        copy_moves: every copy-move pair found
+            (:func:`medforensics.forgery.direction.pair_summary`): both boxes, ``direction``
+            (``"a->b"``, ``"b->a"`` or ``"undetermined"`` - the pasted area is named only
+            with evidence), ``pasted_bbox`` / ``source_bbox`` (None when undetermined) and
+            ``evidence`` (why, in words).
     """
 
     score: float
@@ -120,6 +126,7 @@ class ForgeryResult:
     cues: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     regions: list[dict[str, Any]] = field(default_factory=list)
+    copy_moves: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of every field except ``prob_map`` (NaN -> None), plus the
@@ -136,6 +143,7 @@ class ForgeryResult:
             "cues": {k: _finite(float(v)) for k, v in self.cues.items()},
             "notes": list(self.notes),
             "regions": [json_tree(r) for r in self.regions],
+            "copy_moves": [json_tree(c) for c in self.copy_moves],
             "rows": int(self.prob_map.shape[0]),
             "cols": int(self.prob_map.shape[1]),
         }
@@ -497,6 +505,7 @@ class ForgeryDetector:
                 ela_score = er.score
                 notes.append("ela_score only (not used as a cue): " + er.note)
         from medforensics.forgery.localize import forged_area_percent
+        from medforensics.forgery.direction import pair_summary
         from medforensics.forgery.regions import describe_regions
 
         score = float(np.clip(score, 0.0, 1.0))
@@ -522,6 +531,7 @@ class ForgeryDetector:
             cues=cues,
             notes=notes,
             regions=regions,
+            copy_moves=[pair_summary(c) for c in copies],
         )
         return res, maps
 

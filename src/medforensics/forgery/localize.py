@@ -4,7 +4,7 @@ Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own d
 
 * ``copymove``: :func:`medforensics.forgery.copymove.detect_copy_move` (residual block
   matching, exact-value keypoints and SIFT content matching; lossless or lossy data; both
-  copies unless the pasted side could be told apart).
+  copies unless evidence names the pasted one, :mod:`medforensics.forgery.direction`).
 * ``noise``: :func:`medforensics.forgery.noiseinconsistency.noise_inconsistency_map` (local
   noise level vs the image's own Poisson-Gaussian noise model).
 * ``texture``: :func:`medforensics.forgery.texture.texture_inconsistency_map` (local noise
@@ -241,10 +241,23 @@ def localize(
     notes: list[str] = []
     non_dct = bool(lossy) and lossy_codec == "other"
     details: dict[str, Any] = {}
-    seam_found: list[Any] = []
+    # the seam cue runs first: its paste-seam boxes are one item of evidence for the
+    # direction of a copy-move (which area was pasted)
+    seam_res: Any = None
+    seam_note = ""
+    if "seam" in names:
+        from medforensics.forgery.seam import SeamSkipped, seam_cue
+
+        try:
+            seam_res = seam_cue(img, **{"lossy": lossy, **(seam_kw or {})})
+        except (SeamSkipped, InvalidArrayError) as exc:
+            seam_note = f"seam cue skipped: {exc}"
     for name in names:
         if name == "copymove":
-            cm = detect_copy_move(img, **{"lossy": lossy, **(copymove_kw or {})})
+            kw = {"lossy": lossy, **(copymove_kw or {})}
+            if seam_res is not None:
+                kw.setdefault("paste_boxes", seam_res.boxes)
+            cm = detect_copy_move(img, **kw)
             maps[name] = cm.map
             details[name] = {"shifts": cm.shifts, "regions": cm.regions, "score": cm.score}
         elif name == "noise":
@@ -281,18 +294,14 @@ def localize(
                              "sit on a coarse lattice (a region scaled up from fewer grey "
                              "levels and rounded)")
         elif name == "seam":
-            from medforensics.forgery.seam import SeamSkipped, seam_cue
-
-            try:
-                sr = seam_cue(img, **{"lossy": lossy, **(seam_kw or {})})
-            except (SeamSkipped, InvalidArrayError) as exc:
-                notes.append(f"seam cue skipped: {exc}")
+            if seam_res is None:
+                notes.append(seam_note)
                 continue
+            sr = seam_res
             maps[name] = sr.map
             details[name] = {"boxes": [{"bbox": list(b.box), "corners": b.corners,
                                         "side": b.side} for b in sr.boxes],
                              "n_seams": list(sr.n_seams)}
-            seam_found = sr.boxes
         elif name == "ela":
             if not lossy and not explicit:
                 notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "
@@ -317,11 +326,6 @@ def localize(
             if fp.weak is not None:
                 maps["fingerprint_weak"] = fp.weak
             details["fingerprint"] = {"image_class": fp.image_class}
-    if "copymove" in maps and seam_found:
-        from medforensics.forgery.seam import decide_copy_sides
-
-        # a hard-edged paste outlines the copy, not its source: name undecided sides
-        decide_copy_sides(maps["copymove"], details["copymove"]["regions"], seam_found)
     strong = {k: v for k, v in maps.items() if k not in WEAK_CUES}
     if not strong:
         combined = np.zeros(img.shape, np.float32)

@@ -138,6 +138,38 @@
     return score >= 0.5 ? "bad" : "ok";
   }
 
+  function fmtBox(b) {
+    return b ? "(" + b[0] + ", " + b[1] + ")–(" + b[2] + ", " + b[3] + ")" : "–";
+  }
+
+  // One line per copy-move pair: the pasted area is named only when the detector gives
+  // evidence for it; otherwise the direction is shown as undetermined.
+  function renderCopyMoves(pairs) {
+    const list = $("forgery-copies-list");
+    list.replaceChildren();
+    pairs.forEach((c) => {
+      const li = document.createElement("li");
+      const dir = document.createElement("span");
+      const text = document.createElement("span");
+      if (c.direction === "undetermined" || !c.pasted_bbox) {
+        li.dataset.direction = "undetermined";
+        dir.className = "direction warn";
+        dir.textContent = "direction undetermined";
+        text.textContent = ": the same content at " + fmtBox(c.bbox_a) + " and " +
+          fmtBox(c.bbox_b) + "; which one was pasted is not known.";
+      } else {
+        li.dataset.direction = c.direction;
+        dir.className = "direction bad";
+        dir.textContent = "pasted at " + fmtBox(c.pasted_bbox);
+        text.textContent = ", copied from " + fmtBox(c.source_bbox) +
+          (c.evidence ? " (evidence: " + c.evidence + ")" : "");
+      }
+      li.append(dir, text);
+      list.append(li);
+    });
+    show("forgery-copies", pairs.length > 0);
+  }
+
   function renderForgery(f) {
     const v = $("forgery-verdict");
     v.textContent = f.verdict || (f.score >= 0.5 ? "suspected alteration" : "no alteration found");
@@ -147,6 +179,7 @@
     setText("forgery-score", fmtNum(f.score, 3));
     setText("forgery-area", f.forged_area_percent === null ? "–" : fmtNum(f.forged_area_percent, 2) + " %");
     setText("forgery-ela", fmtNum(f.ela_score, 3));
+    renderCopyMoves(f.copy_moves || []);
     setText("forgery-note", "The heat map shows where the detector suspects alteration (red to yellow = more likely).");
     if (f.overlay_png_b64) {
       state.overlaySrc = "data:image/png;base64," + f.overlay_png_b64;
@@ -162,6 +195,7 @@
     show("result", false);
     show("overlay-toggle", false);
     show("forgery-values", false);
+    show("forgery-copies", false);
     state.previewSrc = null;
     state.overlaySrc = null;
     $("image").removeAttribute("src");
