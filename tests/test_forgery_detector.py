@@ -148,8 +148,6 @@ def test_fingerprint_cue_wired_to_the_source_model() -> None:
 
 def test_bad_inputs_rejected(cues: ForgeryDetector) -> None:
     with pytest.raises(InvalidArrayError):
-        cues.detect(np.zeros((40, 300), np.float32), None)
-    with pytest.raises(InvalidArrayError):
         cues.detect(np.zeros((100, 100, 3), np.float32), None)
     bad = _radiograph(5).astype(np.float32)
     bad[5, 5] = np.nan
@@ -158,6 +156,80 @@ def test_bad_inputs_rejected(cues: ForgeryDetector) -> None:
     with pytest.raises(ModelFileError):
         ForgeryDetector.from_run("/nonexistent/forgery-run")
     assert ForgeryDetector.from_run("none").method == "cues"
+
+
+def _flat() -> np.ndarray:
+    return np.full((256, 256), 1200, np.float32)
+
+
+def _saturated() -> np.ndarray:
+    """A detector driven into saturation: everything at the maximum but a 20-px speck of
+    noise and a black corner."""
+    img = np.full((256, 256), 4095, np.float32)
+    img[:20, :20] = np.rint(np.random.default_rng(1).normal(2000, 30, (20, 20)))
+    img[200:, 200:] = 0
+    return img
+
+
+def _ramp() -> np.ndarray:
+    """A synthetic gradient rounded to integers: no noise, only rounding patterns (which
+    repeat, so the copy-move matcher would see 'copies' and the texture cue 'lattices')."""
+    return np.rint(np.add.outer(np.linspace(0, 700, 250), np.linspace(0, 1234, 270))
+                   ).astype(np.float32)
+
+
+def _tiny() -> np.ndarray:
+    return np.rint(np.random.default_rng(2).normal(1000, 20, (40, 300))).astype(np.float32)
+
+
+@pytest.mark.parametrize("make,why", [(_flat, "nothing to read"),
+                                      (_saturated, "nothing to read"),
+                                      (_ramp, "nothing to read"),
+                                      (_tiny, "too small")])
+def test_nothing_to_read_is_inconclusive(cues: ForgeryDetector, make, why: str) -> None:
+    """Flat, saturated, ramp and tiny images: no cue can read noise on enough of the image,
+    so the verdict is ``inconclusive`` with the reason - never ``authentic`` - and no ELA
+    score is given."""
+    res = cues.detect(make(), None)
+    assert res.verdict == "inconclusive"
+    assert why in res.inconclusive_reason
+    assert res.covered_fraction < 0.05
+    assert res.ela_score is None
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["verdict"] == "inconclusive" and why in d["inconclusive_reason"]
+    assert d["covered_fraction"] == pytest.approx(res.covered_fraction)
+    assert d["ela_score"] is None
+
+
+def test_ordinary_untouched_image_is_analysed(cues: ForgeryDetector) -> None:
+    """An untouched noisy image is read all over and judged on its score: ``authentic``
+    here, with an ELA score and no inconclusive reason."""
+    res = cues.detect(_radiograph(3).astype(np.float32), None)
+    assert res.covered_fraction > 0.9
+    assert res.verdict == "authentic" and res.inconclusive_reason is None
+    assert res.ela_score is not None and res.score < res.inconclusive_from
+    # the score band just below the threshold is inconclusive too, and says why
+    verdict, reason = cues.verdict_and_reason(res.threshold - 0.05)
+    assert verdict == "inconclusive" and "below the threshold" in reason
+
+
+def test_cli_line_of_an_inconclusive_image(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+    from medforensics.io import write_png16
+
+    flat = tmp_path / "flat.png"
+    write_png16(flat, np.full((128, 128), 900, np.uint16))
+    out = CliRunner().invoke(app, ["forgery", "detect", "none", str(flat)])
+    assert out.exit_code == 0, out.output
+    line = out.output.strip().splitlines()[0]
+    assert "inconclusive (nothing to read" in line and "ELA not run" in line
+    assert "authentic" not in line and "ELA score" not in line
+    js = CliRunner().invoke(app, ["forgery", "detect", "none", str(flat), "--json"])
+    d = json.loads(js.output.strip().splitlines()[0])
+    assert d["verdict"] == "inconclusive" and d["ela_score"] is None
+    assert d["covered_fraction"] == 0.0 and d["inconclusive_reason"]
 
 
 def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:

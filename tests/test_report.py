@@ -206,6 +206,38 @@ class _PairsDetector:
             prob_map=np.zeros(pixels.shape, np.float32), copy_moves=self.pairs)
 
 
+class _VerdictDetector:
+    """Stand-in returning a fixed verdict (and, for inconclusive, a reason and no ELA)."""
+
+    def __init__(self, verdict: str) -> None:
+        self.verdict = verdict
+
+    def detect(self, pixels: np.ndarray, meta: object) -> object:
+        from medforensics.forgery.detector import ForgeryResult
+
+        inc = self.verdict == "inconclusive"
+        return ForgeryResult(
+            score=0.1, verdict=self.verdict, forged_area_percent=0.0,
+            ela_score=None if inc else 0.7, threshold=0.5, inconclusive_from=0.4,
+            map_threshold=0.5, method="cues", prob_map=np.zeros(pixels.shape, np.float32),
+            inconclusive_reason="nothing to read: only 1.0 % of the image" if inc else None,
+            covered_fraction=0.01 if inc else 0.95)
+
+
+def test_inconclusive_looks_different_from_authentic(case_env: dict) -> None:
+    """Different label and colour; the reason is shown; no ELA number where ELA did not run."""
+    path = case_env["paths"][0]
+    inc = render_case_report(path, forgery=_VerdictDetector("inconclusive"), generated_at=T1)
+    ok = render_case_report(path, forgery=_VerdictDetector("authentic"), generated_at=T1)
+    assert '<span class="badge warn">inconclusive</span>' in inc
+    assert '<span class="badge ok">authentic</span>' in ok
+    assert "badge ok" not in inc.split('id="forgery"')[1]
+    assert "nothing to read: only 1.0 % of the image" in _text(inc)
+    assert "not run (ELA does not apply" in _text(inc)
+    assert "not run (ELA does not apply" not in _text(ok) and "0.70" in _text(ok)
+    assert "1.0 % of the image carries measurable noise" in _text(inc)
+
+
 def test_copy_move_pairs_with_direction(case_env: dict) -> None:
     path = case_env["paths"][0]
     pairs = [{"bbox_a": [1, 2, 30, 40], "bbox_b": [50, 60, 79, 98], "transform": "identity",

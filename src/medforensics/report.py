@@ -548,7 +548,8 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
                 "reason": getattr(exc, "reason", type(exc).__name__)}
     out: dict[str, Any] = {"status": "done"}
     extras = dataclass_scalars(res)
-    for name in ("score", "verdict", "forged_area_percent", "ela_score"):
+    for name in ("score", "verdict", "forged_area_percent", "ela_score", "inconclusive_reason",
+                 "covered_fraction"):
         out[name] = json_scalar(getattr(res, name, None))
         extras.pop(name, None)
     for name in ("note", "message"):
@@ -809,10 +810,12 @@ def _forgery_card(fg: Mapping[str, Any]) -> str:
         text = "analysis failed" if status == "failed" else "unreadable"
         return (f'<div class="card"><div class="label">Forgery</div>'
                 f'<div class="big">{_badge(text)}</div></div>')
+    reason = fg.get("inconclusive_reason")
     return (
         '<div class="card"><div class="label">Forgery</div>'
         f'<div class="big">{_badge(str(fg.get("verdict") or "-"))}</div>'
-        f"<div>score <b>{_fmt_num(fg.get('score'))}</b>; forged area "
+        + (f'<div class="note">{_e(reason)}</div>' if reason else "")
+        + f"<div>score <b>{_fmt_num(fg.get('score'))}</b>; forged area "
         f"<b>{_fmt_num(fg.get('forged_area_percent'), 2)} %</b></div></div>"
     )
 
@@ -899,13 +902,20 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
     if status == "failed":
         return (f'<section id="forgery"><h2>Forgery</h2><p>{_badge("analysis failed")} '
                 f"{_e(fg.get('reason'))}: {_e(fg.get('message'))}</p></section>")
+    ela = fg.get("ela_score")
     rows = [
-        ("Verdict", _badge(str(fg.get("verdict") or "-"))),
+        ("Verdict", _badge(str(fg.get("verdict") or "-")) + (
+            f" {_e(fg['inconclusive_reason'])}" if fg.get("inconclusive_reason") else "")),
         ("Forgery score", _fmt_num(fg.get("score"))),
         ("Forged area", f"{_fmt_num(fg.get('forged_area_percent'), 2)} % of the image"),
-        ("ELA score", f"{_fmt_num(fg.get('ela_score'), 2)} <span class=\"note\">(mean error-"
-                      "level difference, % of 8-bit full scale; not a share of pixels)</span>"),
+        ("ELA score", (f"{_fmt_num(ela, 2)} <span class=\"note\">(mean error-level "
+                       "difference, % of 8-bit full scale; not a share of pixels)</span>")
+         if _finite(ela) is not None else
+         '<span class="note">not run (ELA does not apply to this image)</span>'),
     ]
+    if _finite(fg.get("covered_fraction")) is not None:
+        rows.append(("Readable share", f"{100 * float(fg['covered_fraction']):.1f} % of the "
+                     "image carries measurable noise (the cues read only there)"))
     if fg.get("cues"):
         rows.append(("Cue scores", ", ".join(
             f"{_e(k)} {_fmt_num(v)}" for k, v in fg["cues"].items())))

@@ -396,7 +396,13 @@ def detect_copy_move(
         usable[y0:y1] = (ndimage.uniform_filter(clipped, size=block) <= 0.25)[y0 - a : y1 - a]
     if valid is not None:
         usable &= np.asarray(valid, dtype=bool)
-    m_all = match_blocks(r, block=block, min_shift=min_shift, valid=usable,
+    matchable = usable
+    if not lossy:  # exact residual repeats count only where the residual is noise (not the
+        # rounding pattern of a ramp or a flat area); lossy inputs keep their energy floor
+        from medforensics.forgery.coverage import noise_mask
+
+        matchable = usable & noise_mask(img, r)
+    m_all = match_blocks(r, block=block, min_shift=min_shift, valid=matchable,
                          energy_frac=_LOSSY_ENERGY_FRAC if lossy else _ENERGY_FRAC,
                          dihedral=dihedral)
     assert m_all.transform is not None

@@ -132,6 +132,7 @@
 
   function forgeryClass(verdict, score) {
     const v = String(verdict || "").toLowerCase();
+    if (/(inconclusive|uncertain|unknown)/.test(v)) return "warn";
     if (/(authentic|original|clean|pristine|genuine)/.test(v)) return "ok";
     if (/(forg|tamper|manipul|alter|suspic|splic|copy)/.test(v)) return "bad";
     if (score === null || score === undefined) return "info";
@@ -178,7 +179,9 @@
     show("forgery-values", true);
     setText("forgery-score", fmtNum(f.score, 3));
     setText("forgery-area", f.forged_area_percent === null ? "–" : fmtNum(f.forged_area_percent, 2) + " %");
-    setText("forgery-ela", fmtNum(f.ela_score, 3));
+    setText("forgery-ela", f.ela_score === null || f.ela_score === undefined ? "not run" : fmtNum(f.ela_score, 3));
+    show("forgery-reason", Boolean(f.inconclusive_reason));
+    setText("forgery-reason", f.inconclusive_reason || "");
     renderCopyMoves(f.copy_moves || []);
     setText("forgery-note", "The heat map shows where the detector suspects alteration (red to yellow = more likely).");
     if (f.overlay_png_b64) {
@@ -196,6 +199,7 @@
     show("overlay-toggle", false);
     show("forgery-values", false);
     show("forgery-copies", false);
+    show("forgery-reason", false);
     state.previewSrc = null;
     state.overlaySrc = null;
     $("image").removeAttribute("src");
