@@ -11,7 +11,12 @@ import torch
 from PIL import Image
 
 from medforensics.errors import InvalidArrayError, ModelFileError
-from medforensics.forgery.detector import ForgeryDetector, ForgeryResult, detect_files
+from medforensics.forgery.detector import (
+    DEFAULT_THRESHOLD,
+    ForgeryDetector,
+    ForgeryResult,
+    detect_files,
+)
 from medforensics.forgery.localize import default_cues
 from medforensics.forgery.tamper import tamper_array
 
@@ -43,7 +48,9 @@ def test_result_contract_and_json(cues: ForgeryDetector) -> None:
     assert 0.0 <= float(res.prob_map.min()) and float(res.prob_map.max()) <= 1.0
     assert 0.0 <= res.score <= 1.0 and 0.0 <= res.forged_area_percent <= 100.0
     assert res.verdict in ("tampered", "inconclusive", "authentic")
-    assert res.threshold == 0.5 and res.inconclusive_from == pytest.approx(0.4)
+    # the calibrated default threshold; the inconclusive band starts 0.1 below the cues' own
+    # decision point (map threshold 0.5)
+    assert res.threshold == DEFAULT_THRESHOLD and res.inconclusive_from == pytest.approx(0.4)
     assert set(res.cues) == {"copymove", "noise"} | DEFAULT_SET  # lossless: no ELA cue
     assert res.ela_score is not None and res.ela_score >= 0.0
     # the ELA score of 12-bit data says which 8-bit window it used; ELA skipped as a cue
@@ -208,9 +215,23 @@ def test_ordinary_untouched_image_is_analysed(cues: ForgeryDetector) -> None:
     assert res.covered_fraction > 0.9
     assert res.verdict == "authentic" and res.inconclusive_reason is None
     assert res.ela_score is not None and res.score < res.inconclusive_from
-    # the score band just below the threshold is inconclusive too, and says why
-    verdict, reason = cues.verdict_and_reason(res.threshold - 0.05)
-    assert verdict == "inconclusive" and "below the threshold" in reason
+    # the score band below the threshold is inconclusive too, and says why
+    for s in (0.45, 0.55, res.threshold - 0.01):
+        verdict, reason = cues.verdict_and_reason(s)
+        assert verdict == "inconclusive" and "below the threshold" in reason
+    assert cues.verdict_and_reason(res.threshold)[0] == "tampered"
+    assert cues.verdict_and_reason(0.39) == ("authentic", None)
+
+
+def test_default_threshold_is_documented_from_the_calibration() -> None:
+    """The code's default is the value the calibration script wrote into docs/forgery.md."""
+    import re
+
+    doc = (Path(__file__).parents[1] / "docs" / "forgery.md").read_text(encoding="utf-8")
+    block = doc[doc.index("<!-- calibration:begin -->"):doc.index("<!-- calibration:end -->")]
+    (value,) = re.findall(r"Threshold \*\*([0-9.]+)\*\*", block)
+    assert float(value) == pytest.approx(DEFAULT_THRESHOLD)
+    assert ForgeryDetector.from_run(None).threshold == DEFAULT_THRESHOLD
 
 
 def test_cli_line_of_an_inconclusive_image(tmp_path: Path) -> None:

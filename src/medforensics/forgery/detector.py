@@ -30,9 +30,10 @@ Verdict: ``inconclusive`` when the image gives the cues too little to read - sma
 64 x 64 px, or too small a share carrying measurable noise (flat, clipped / saturated,
 synthetic ramps: :mod:`medforensics.forgery.coverage`; the cues' statistics are degenerate
 there, so neither their silence nor their firing is evidence); otherwise ``tampered`` when
-``score >= threshold``, ``inconclusive`` when ``threshold - inconclusive_band <= score <
-threshold``, else ``authentic``. An inconclusive
-result carries its reason (``inconclusive_reason``) and every result its
+``score >= threshold`` (:data:`DEFAULT_THRESHOLD`, calibrated to a stated false-alarm rate:
+docs/forgery.md), ``inconclusive`` when ``min(threshold, map_threshold) - inconclusive_band
+<= score < threshold`` (a cue reached or nearly reached its own decision point, but untouched
+images score that high too), else ``authentic``. An inconclusive result carries its reason (``inconclusive_reason``) and every result its
 ``covered_fraction``: "no evidence of an edit" is stated only about an image the cues could
 read.
 ``forged_area_percent`` is the share of pixels with ``prob_map >= map_threshold`` (0.5), *not*
@@ -70,7 +71,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
+#: score threshold of ``tampered`` for the training-free detector: calibrated to a stated
+#: false-alarm rate on untouched simulated and real lossless images by
+#: ``bench/forgery_calibrate.py`` (method, measured rates and intervals: docs/forgery.md,
+#: "Default threshold"). A learned-combiner run keeps the threshold stored with it.
+DEFAULT_THRESHOLD = 0.6
+#: width of the ``inconclusive`` score band below ``min(threshold, map_threshold)``: the
+#: band reaches from just under the cues' own decision point up to the threshold
 DEFAULT_INCONCLUSIVE_BAND = 0.1
 #: fingerprint cue: a pixel's patch mean counts at least half of an interior pixel's patches.
 #: On the simulated test pairs, over four source-model seeds and two tamper draws, this took
@@ -108,7 +115,8 @@ class ForgeryResult:
             forgery"; not a share of pixels; 12-16-bit data through an 8-bit window, see
             notes); None where ELA was not run (see module docs).
         threshold: the score threshold of the verdict.
-        inconclusive_from: lower edge of the inconclusive band (= threshold when disabled).
+        inconclusive_from: lower edge of the inconclusive score band (= threshold when
+            the band is disabled).
         map_threshold: threshold on the map for the forged area.
         method: ``"cues"``, ``"cues-learned"`` or ``"ela-cnn"``.
         prob_map: float32 (H, W) per-pixel forgery probability in [0, 1] at native resolution.
@@ -200,8 +208,9 @@ class ForgeryDetector:
 
     Args:
         method: ``"cues"`` (training-free max rule), ``"cues-learned"`` or ``"ela-cnn"``.
-        threshold: score threshold of the verdict.
-        inconclusive_band: width of the inconclusive band below the threshold (0 = none).
+        threshold: score threshold of the verdict (default :data:`DEFAULT_THRESHOLD`).
+        inconclusive_band: the inconclusive score band reaches this far below
+            ``min(threshold, map_threshold)`` (0 = no band).
         map_threshold: map threshold of the forged area.
         combiner: the fitted :class:`~medforensics.forgery.combiner.CueCombiner`
             (``cues-learned``).
@@ -275,6 +284,9 @@ class ForgeryDetector:
         self.threshold = float(threshold)
         self.inconclusive_band = float(inconclusive_band)
         self.map_threshold = float(map_threshold)
+        self.inconclusive_from = float(max(
+            min(self.threshold, self.map_threshold) - self.inconclusive_band, 0.0)
+            if self.inconclusive_band > 0 else self.threshold)
         self.combiner = combiner
         self.ela_model = ela_model
         self.source = source
@@ -449,9 +461,11 @@ class ForgeryDetector:
                    if score >= self.threshold else ""))
         if score >= self.threshold:
             return "tampered", None
-        if self.inconclusive_band > 0 and score >= self.threshold - self.inconclusive_band:
-            return "inconclusive", (f"score {score:.3f} is within {self.inconclusive_band:g} "
-                                    f"below the threshold {self.threshold:g}")
+        if score >= self.inconclusive_from:
+            return "inconclusive", (f"score {score:.3f} is in the inconclusive band "
+                                    f"[{self.inconclusive_from:.2f}, {self.threshold:.2f}) "
+                                    "below the threshold: weak evidence that untouched images "
+                                    "can show too")
         return "authentic", None
 
     def compute_cues(self, pixels: np.ndarray, *, lossy: bool = False,
@@ -517,15 +531,13 @@ class ForgeryDetector:
             raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")
         if not np.all(np.isfinite(img)):
             raise InvalidArrayError("image contains NaN or infinite values")
-        band_lo = self.threshold - self.inconclusive_band if self.inconclusive_band else \
-            self.threshold
         if min(img.shape) < MIN_SIDE:
             reason = (f"image {img.shape[0]} x {img.shape[1]} px is too small to analyse (the "
                       f"cues need at least {MIN_SIDE} x {MIN_SIDE} px)")
             return ForgeryResult(
                 score=float("nan"), verdict="inconclusive", forged_area_percent=float("nan"),
                 ela_score=None, threshold=self.threshold,
-                inconclusive_from=float(max(band_lo, 0.0)), map_threshold=self.map_threshold,
+                inconclusive_from=self.inconclusive_from, map_threshold=self.map_threshold,
                 method=self.method, prob_map=np.zeros(img.shape, np.float32),
                 notes=["not analysed: " + reason], inconclusive_reason=reason,
                 covered_fraction=0.0), {}
@@ -585,7 +597,7 @@ class ForgeryDetector:
             forged_area_percent=forged_area_percent(prob, self.map_threshold),
             ela_score=None if ela_score is None else float(ela_score),
             threshold=self.threshold,
-            inconclusive_from=float(max(band_lo, 0.0)),
+            inconclusive_from=self.inconclusive_from,
             map_threshold=self.map_threshold,
             method=self.method,
             prob_map=prob,
