@@ -199,7 +199,9 @@ def localize(
         threshold: map threshold for the area / mask.
         weights: per-cue weights for the max rule.
         copymove_kw: extra arguments for ``detect_copy_move``.
-        noise_kw: extra arguments for ``noise_inconsistency_map``.
+        noise_kw: extra arguments for ``noise_inconsistency_map``; ``extra_blocks`` (e.g.
+            ``(32,)``) also runs it with those block sizes (``min_extent`` = the block) and
+            takes the maximum of the maps - an option, not the default.
         ela_quality: JPEG quality of the ELA re-encoding.
         fingerprint_kw: extra arguments for ``fingerprint_llr_map``.
         texture: include the texture cue in the default list (``cues=None``); None =
@@ -265,13 +267,24 @@ def localize(
                 notes.append("noise cue skipped: JPEG 2000 / JPEG-LS near-lossless coding "
                              "reshapes the noise by itself (smooths some areas, rings at edges)")
                 continue
+            nkw = dict(noise_kw or {})
+            extra = tuple(nkw.pop("extra_blocks", ()))
             try:
-                ni = noise_inconsistency_map(img, **(noise_kw or {}))
+                ni = noise_inconsistency_map(img, **nkw)
             except Exception as exc:  # too small image etc.: skip this cue, say so
                 notes.append(f"noise cue skipped: {exc}")
                 continue
             maps[name] = ni.map
             details[name] = {"fit": ni.fit, "z": ni.z}
+            for b in extra:  # coarser blocks: a level change over a larger area, less noisy
+                try:
+                    nb = noise_inconsistency_map(img, **{**nkw, "block": int(b),
+                                                         "min_extent": int(b)})
+                except Exception as exc:
+                    notes.append(f"noise cue at {b}-px blocks skipped: {exc}")
+                    continue
+                maps[name] = np.maximum(maps[name], nb.map)
+                notes.append(f"noise cue also at {b}-px blocks (map: maximum of the scales)")
         elif name == "texture":
             from medforensics.forgery.texture import texture_inconsistency_map
 
