@@ -202,6 +202,7 @@ def test_nothing_to_read_is_inconclusive(cues: ForgeryDetector, make, why: str) 
     assert why in res.inconclusive_reason
     assert res.covered_fraction < 0.05
     assert res.ela_score is None
+    assert not any(n.startswith("ela_score only") for n in res.notes)
     d = json.loads(json.dumps(res.to_dict()))
     assert d["verdict"] == "inconclusive" and why in d["inconclusive_reason"]
     assert d["covered_fraction"] == pytest.approx(res.covered_fraction)

@@ -911,7 +911,7 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
         ("ELA score", (f"{_fmt_num(ela, 2)} <span class=\"note\">(mean error-level "
                        "difference, % of 8-bit full scale; not a share of pixels)</span>")
          if _finite(ela) is not None else
-         '<span class="note">not run (ELA does not apply to this image)</span>'),
+         '<span class="note">not run (ELA does not apply to this image; see the notes)</span>'),
     ]
     if _finite(fg.get("covered_fraction")) is not None:
         rows.append(("Readable share", f"{100 * float(fg['covered_fraction']):.1f} % of the "

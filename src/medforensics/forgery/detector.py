@@ -33,9 +33,9 @@ there, so neither their silence nor their firing is evidence); otherwise ``tampe
 ``score >= threshold`` (:data:`DEFAULT_THRESHOLD`, calibrated to a stated false-alarm rate:
 docs/forgery.md), ``inconclusive`` when ``min(threshold, map_threshold) - inconclusive_band
 <= score < threshold`` (a cue reached or nearly reached its own decision point, but untouched
-images score that high too), else ``authentic``. An inconclusive result carries its reason (``inconclusive_reason``) and every result its
-``covered_fraction``: "no evidence of an edit" is stated only about an image the cues could
-read.
+images score that high too), else ``authentic``. An inconclusive result carries its reason
+(``inconclusive_reason``) and every result its ``covered_fraction``: "no evidence of an
+edit" is stated only about an image the cues could read.
 ``forged_area_percent`` is the share of pixels with ``prob_map >= map_threshold`` (0.5), *not*
 the paper's "percentage of forgery" (that is ``ela_score``, the mean ELA intensity in % of
 8-bit full scale, labelled as such). ``ela_score`` is None where ELA was not run: lossy
@@ -590,6 +590,7 @@ class ForgeryDetector:
         verdict, reason = self.verdict_and_reason(score, covered, img.size)
         if verdict == "inconclusive" and reason and reason.startswith("nothing to read"):
             ela_score = None  # nothing to read: an error level of ~0 would say "clean"
+            notes = [n for n in notes if not n.startswith("ela_score only")]
             notes.append("ela_score not given: " + reason)
         res = ForgeryResult(
             score=score,
