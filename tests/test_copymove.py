@@ -61,10 +61,16 @@ def test_generated_copy_move_iou(seed: int) -> None:
     res = detect_copy_move(t.pixels)
     assert res.regions, "copy-move not detected"
     reg = res.regions[0]
-    # feathered pastes are told apart from their source by the blend cue
+    # a feathered paste leaves no hard step along its border: a direction is named only
+    # when it is right; otherwise the pair is undetermined and both areas stay flagged
     truth = "b" if tuple(reg["shift"]) == tuple(t.detail["shift_yx"]) else "a"
-    assert reg["decided"] and reg["target_side"] == truth
-    assert _iou(res.map >= 0.5, t.mask) > 0.7
+    if reg["decided"]:
+        assert reg["target_side"] == truth
+        assert reg["direction"] == ("a->b" if truth == "b" else "b->a")
+        assert _iou(res.map >= 0.5, t.mask) > 0.7
+    else:
+        assert reg["direction"] == "undetermined" and reg["direction_evidence"]
+        assert _iou(res.map >= 0.5, t.mask | t.source_mask) > 0.7
 
 
 def test_block_matching_primitives() -> None:
@@ -106,7 +112,14 @@ def test_real_radiograph_no_false_alarm_and_planted_clone(real_data) -> None:
     t = tamper_array(px.astype(np.int32), "copy-move", np.random.default_rng(7),
                      sizes=(96, 160), feather=1.0)
     res = detect_copy_move(t.pixels.astype(np.float32))
-    assert res.shifts and _iou(res.map >= 0.5, t.mask) > 0.6
+    assert res.shifts
+    reg = res.regions[0]
+    if reg["decided"]:  # named only when right; else both areas stay marked
+        truth = "b" if tuple(reg["shift"]) == tuple(t.detail["shift_yx"]) else "a"
+        assert reg["target_side"] == truth and _iou(res.map >= 0.5, t.mask) > 0.6
+    else:
+        assert reg["direction"] == "undetermined"
+        assert _iou(res.map >= 0.5, t.mask | t.source_mask) > 0.6
 
 
 def test_coherent_support_solid_vs_scattered() -> None:
@@ -210,8 +223,89 @@ def test_seam_cue_names_the_pasted_side_of_a_mirrored_clone() -> None:
     clone[224:306, 209:291] = dihedral_apply(img[121:203, 223:305], 4)  # flipped upside down
     res = detect_copy_move(clone)
     reg = res.regions[0]
-    assert reg["transform"] == "flip-v" and reg["decided"] and reg["cue"] == "seam"
+    assert reg["transform"] == "flip-v" and reg["decided"] and reg["cue"] == "border seam"
     pasted = reg["bbox_b"] if reg["target_side"] == "b" else reg["bbox_a"]
     assert abs(pasted[0] - 209) <= 5 and abs(pasted[1] - 224) <= 5
     assert float(res.map[234:296, 219:281].mean()) > 0.9  # the copy at full level
     assert float(res.map[131:193, 233:295].max()) < 0.5  # its source down-weighted
+
+
+def _noise_field(seed: int, n: int = 320) -> np.ndarray:
+    """Stationary noise around one level: no position differs from another but by chance."""
+    rng = np.random.default_rng(seed)
+    return np.rint(2000 + rng.normal(0, 30, (n, n))).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_symmetric_clone_direction_is_undetermined(seed: int) -> None:
+    """A block copied within stationary noise: no seam, matching noise, both copies equally
+    plausible. The pair is reported, both areas stay flagged, no area is named the paste."""
+    from medforensics.forgery.detector import ForgeryDetector
+
+    img = _noise_field(seed)
+    img[200:272, 180:252] = img[40:112, 30:102].copy()
+    res = ForgeryDetector.from_run(None).detect(img)
+    assert res.verdict == "tampered"
+    (pair,) = res.copy_moves
+    assert pair["direction"] == "undetermined"
+    assert pair["pasted_bbox"] is None and pair["source_bbox"] is None
+    assert "either could be the paste" in pair["evidence"]
+    # both areas at full level, and each region says so
+    assert float(res.prob_map[210:262, 190:242].mean()) > 0.9
+    assert float(res.prob_map[50:102, 40:92].mean()) > 0.9
+    roles = {r["copy_of"]["role"] for r in res.regions if "copy_of" in r}
+    assert roles == {"undetermined"}
+    d = res.to_dict()
+    assert d["copy_moves"][0]["direction"] == "undetermined"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hard_seam_names_the_paste(seed: int) -> None:
+    """The same noise on a ramp: the copy lands where the ramp is higher, so its border is a
+    hard step and its source's is not - the paste is named, the source down-weighted."""
+    from medforensics.forgery.detector import ForgeryDetector
+
+    img = _noise_field(seed)
+    img += np.arange(img.shape[1], dtype=np.float32)[None, :] * 4.0
+    img[200:272, 180:252] = img[40:112, 30:102].copy()
+    res = ForgeryDetector.from_run(None).detect(img)
+    (pair,) = res.copy_moves
+    assert pair["direction"] in ("a->b", "b->a")
+    px0, py0 = pair["pasted_bbox"][:2]
+    sx0, sy0 = pair["source_bbox"][:2]
+    assert abs(px0 - 180) <= 8 and abs(py0 - 200) <= 8  # boxes of the correlation map
+    assert abs(sx0 - 30) <= 8 and abs(sy0 - 40) <= 8
+    assert "border seam" in pair["cue"] and "hard step" in pair["evidence"]
+    assert float(res.prob_map[210:262, 190:242].mean()) > 0.9  # the paste
+    assert float(res.prob_map[50:102, 40:92].max()) < 0.5  # its source, down-weighted
+    (reg,) = [r for r in res.regions if "copy_of" in r]
+    assert reg["copy_of"]["role"] == "pasted copy"
+
+
+def test_conflicting_evidence_leaves_direction_undetermined() -> None:
+    """Two items of evidence naming different areas cancel."""
+    from medforensics.dsp.seams import SeamBox
+    from medforensics.forgery.direction import decide_direction
+
+    img = _noise_field(5)
+    img += np.arange(img.shape[1], dtype=np.float32)[None, :] * 4.0
+    img[200:272, 180:252] = img[40:112, 30:102].copy()
+    reg = {"bbox_a": (30, 40, 102, 112), "bbox_b": (180, 200, 252, 272)}
+    assert decide_direction(img, reg)["target_side"] == "b"
+    dec = decide_direction(img, reg, paste_boxes=[SeamBox((30, 40, 102, 112), 4, 72)])
+    assert dec["target_side"] == "" and "disagrees" in dec["evidence"]
+
+
+def test_border_steps_skip_edges_next_to_the_partner() -> None:
+    """A paste touching its source shares a border with it: that border says nothing about
+    which side is the paste and is not measured."""
+    from medforensics.forgery.direction import border_steps
+
+    img = _noise_field(6)
+    img += np.arange(img.shape[1], dtype=np.float32)[None, :] * 4.0
+    img[100:180, 182:262] = img[100:180, 100:180].copy()  # paste right next to its source
+    a, b = (100, 100, 180, 180), (182, 100, 262, 180)
+    ea = border_steps(img, a, partner=b)
+    assert ea[1] is None  # a's right edge lies against b
+    eb = border_steps(img, b, partner=a)
+    assert eb[0] is None and eb[1] is not None and eb[1] > 2.0

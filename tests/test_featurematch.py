@@ -191,7 +191,7 @@ def test_interpolated_copy_is_named_by_its_quieter_noise() -> None:
     img, mask = _paste(_scene(11), angle=23.0)
     res = detect_copy_move(img)
     g = _content(res.regions)[0]
-    assert g["decided"] and g["cue"] == "interpolation" and g["smoothing_log_ratio"] != 0
+    assert g["decided"] and "interpolation" in g["cue"] and g["smoothing_log_ratio"] != 0
     pasted = g["bbox_b"] if g["target_side"] == "b" else g["bbox_a"]
     x0, y0, x1, y1 = pasted
     assert abs(x0 - 260) <= 8 and abs(y0 - 210) <= 8  # the pasted block, not its source

@@ -11,7 +11,12 @@ import torch
 from PIL import Image
 
 from medforensics.errors import InvalidArrayError, ModelFileError
-from medforensics.forgery.detector import ForgeryDetector, ForgeryResult, detect_files
+from medforensics.forgery.detector import (
+    DEFAULT_THRESHOLD,
+    ForgeryDetector,
+    ForgeryResult,
+    detect_files,
+)
 from medforensics.forgery.localize import default_cues
 from medforensics.forgery.tamper import tamper_array
 
@@ -43,7 +48,9 @@ def test_result_contract_and_json(cues: ForgeryDetector) -> None:
     assert 0.0 <= float(res.prob_map.min()) and float(res.prob_map.max()) <= 1.0
     assert 0.0 <= res.score <= 1.0 and 0.0 <= res.forged_area_percent <= 100.0
     assert res.verdict in ("tampered", "inconclusive", "authentic")
-    assert res.threshold == 0.5 and res.inconclusive_from == pytest.approx(0.4)
+    # the calibrated default threshold; the inconclusive band starts 0.1 below the cues' own
+    # decision point (map threshold 0.5)
+    assert res.threshold == DEFAULT_THRESHOLD and res.inconclusive_from == pytest.approx(0.4)
     assert set(res.cues) == {"copymove", "noise"} | DEFAULT_SET  # lossless: no ELA cue
     assert res.ela_score is not None and res.ela_score >= 0.0
     # the ELA score of 12-bit data says which 8-bit window it used; ELA skipped as a cue
@@ -148,8 +155,6 @@ def test_fingerprint_cue_wired_to_the_source_model() -> None:
 
 def test_bad_inputs_rejected(cues: ForgeryDetector) -> None:
     with pytest.raises(InvalidArrayError):
-        cues.detect(np.zeros((40, 300), np.float32), None)
-    with pytest.raises(InvalidArrayError):
         cues.detect(np.zeros((100, 100, 3), np.float32), None)
     bad = _radiograph(5).astype(np.float32)
     bad[5, 5] = np.nan
@@ -158,6 +163,95 @@ def test_bad_inputs_rejected(cues: ForgeryDetector) -> None:
     with pytest.raises(ModelFileError):
         ForgeryDetector.from_run("/nonexistent/forgery-run")
     assert ForgeryDetector.from_run("none").method == "cues"
+
+
+def _flat() -> np.ndarray:
+    return np.full((256, 256), 1200, np.float32)
+
+
+def _saturated() -> np.ndarray:
+    """A detector driven into saturation: everything at the maximum but a 20-px speck of
+    noise and a black corner."""
+    img = np.full((256, 256), 4095, np.float32)
+    img[:20, :20] = np.rint(np.random.default_rng(1).normal(2000, 30, (20, 20)))
+    img[200:, 200:] = 0
+    return img
+
+
+def _ramp() -> np.ndarray:
+    """A synthetic gradient rounded to integers: no noise, only rounding patterns (which
+    repeat, so the copy-move matcher would see 'copies' and the texture cue 'lattices')."""
+    return np.rint(np.add.outer(np.linspace(0, 700, 250), np.linspace(0, 1234, 270))
+                   ).astype(np.float32)
+
+
+def _tiny() -> np.ndarray:
+    return np.rint(np.random.default_rng(2).normal(1000, 20, (40, 300))).astype(np.float32)
+
+
+@pytest.mark.parametrize("make,why", [(_flat, "nothing to read"),
+                                      (_saturated, "nothing to read"),
+                                      (_ramp, "nothing to read"),
+                                      (_tiny, "too small")])
+def test_nothing_to_read_is_inconclusive(cues: ForgeryDetector, make, why: str) -> None:
+    """Flat, saturated, ramp and tiny images: no cue can read noise on enough of the image,
+    so the verdict is ``inconclusive`` with the reason - never ``authentic`` - and no ELA
+    score is given."""
+    res = cues.detect(make(), None)
+    assert res.verdict == "inconclusive"
+    assert why in res.inconclusive_reason
+    assert res.covered_fraction < 0.05
+    assert res.ela_score is None
+    assert not any(n.startswith("ela_score only") for n in res.notes)
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["verdict"] == "inconclusive" and why in d["inconclusive_reason"]
+    assert d["covered_fraction"] == pytest.approx(res.covered_fraction)
+    assert d["ela_score"] is None
+
+
+def test_ordinary_untouched_image_is_analysed(cues: ForgeryDetector) -> None:
+    """An untouched noisy image is read all over and judged on its score: ``authentic``
+    here, with an ELA score and no inconclusive reason."""
+    res = cues.detect(_radiograph(3).astype(np.float32), None)
+    assert res.covered_fraction > 0.9
+    assert res.verdict == "authentic" and res.inconclusive_reason is None
+    assert res.ela_score is not None and res.score < res.inconclusive_from
+    # the score band below the threshold is inconclusive too, and says why
+    for s in (0.45, 0.55, res.threshold - 0.01):
+        verdict, reason = cues.verdict_and_reason(s)
+        assert verdict == "inconclusive" and "below the threshold" in reason
+    assert cues.verdict_and_reason(res.threshold)[0] == "tampered"
+    assert cues.verdict_and_reason(0.39) == ("authentic", None)
+
+
+def test_default_threshold_is_documented_from_the_calibration() -> None:
+    """The code's default is the value the calibration script wrote into docs/forgery.md."""
+    import re
+
+    doc = (Path(__file__).parents[1] / "docs" / "forgery.md").read_text(encoding="utf-8")
+    block = doc[doc.index("<!-- calibration:begin -->"):doc.index("<!-- calibration:end -->")]
+    (value,) = re.findall(r"Threshold \*\*([0-9.]+)\*\*", block)
+    assert float(value) == pytest.approx(DEFAULT_THRESHOLD)
+    assert ForgeryDetector.from_run(None).threshold == DEFAULT_THRESHOLD
+
+
+def test_cli_line_of_an_inconclusive_image(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+    from medforensics.io import write_png16
+
+    flat = tmp_path / "flat.png"
+    write_png16(flat, np.full((128, 128), 900, np.uint16))
+    out = CliRunner().invoke(app, ["forgery", "detect", "none", str(flat)])
+    assert out.exit_code == 0, out.output
+    line = out.output.strip().splitlines()[0]
+    assert "inconclusive (nothing to read" in line and "ELA not run" in line
+    assert "authentic" not in line and "ELA score" not in line
+    js = CliRunner().invoke(app, ["forgery", "detect", "none", str(flat), "--json"])
+    d = json.loads(js.output.strip().splitlines()[0])
+    assert d["verdict"] == "inconclusive" and d["ela_score"] is None
+    assert d["covered_fraction"] == 0.0 and d["inconclusive_reason"]
 
 
 def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:

@@ -193,6 +193,70 @@ def test_forgery_section(case_env: dict) -> None:
     assert abs(int(outside[0]) - grey[3 * h // 4, 3 * w // 4]) <= 1
 
 
+class _PairsDetector:
+    """Stand-in returning a result with copy-move pairs."""
+
+    def __init__(self, pairs: list) -> None:
+        self.pairs = pairs
+
+    def detect(self, pixels: np.ndarray, meta: object) -> object:
+        from medforensics.forgery.detector import ForgeryResult
+
+        return ForgeryResult(
+            score=0.9, verdict="tampered", forged_area_percent=1.0, ela_score=0.7,
+            threshold=0.5, inconclusive_from=0.4, map_threshold=0.5, method="cues",
+            prob_map=np.zeros(pixels.shape, np.float32), copy_moves=self.pairs)
+
+
+class _VerdictDetector:
+    """Stand-in returning a fixed verdict (and, for inconclusive, a reason and no ELA)."""
+
+    def __init__(self, verdict: str) -> None:
+        self.verdict = verdict
+
+    def detect(self, pixels: np.ndarray, meta: object) -> object:
+        from medforensics.forgery.detector import ForgeryResult
+
+        inc = self.verdict == "inconclusive"
+        return ForgeryResult(
+            score=0.1, verdict=self.verdict, forged_area_percent=0.0,
+            ela_score=None if inc else 0.7, threshold=0.5, inconclusive_from=0.4,
+            map_threshold=0.5, method="cues", prob_map=np.zeros(pixels.shape, np.float32),
+            inconclusive_reason="nothing to read: only 1.0 % of the image" if inc else None,
+            covered_fraction=0.01 if inc else 0.95)
+
+
+def test_inconclusive_looks_different_from_authentic(case_env: dict) -> None:
+    """Different label and colour; the reason is shown; no ELA number where ELA did not run."""
+    path = case_env["paths"][0]
+    inc = render_case_report(path, forgery=_VerdictDetector("inconclusive"), generated_at=T1)
+    ok = render_case_report(path, forgery=_VerdictDetector("authentic"), generated_at=T1)
+    assert '<span class="badge warn">inconclusive</span>' in inc
+    assert '<span class="badge ok">authentic</span>' in ok
+    assert "badge ok" not in inc.split('id="forgery"')[1]
+    assert "nothing to read: only 1.0 % of the image" in _text(inc)
+    assert "not run (ELA does not apply" in _text(inc)
+    assert "not run (ELA does not apply" not in _text(ok) and "0.70" in _text(ok)
+    assert "1.0 % of the image carries measurable noise" in _text(inc)
+
+
+def test_copy_move_pairs_with_direction(case_env: dict) -> None:
+    path = case_env["paths"][0]
+    pairs = [{"bbox_a": [1, 2, 30, 40], "bbox_b": [50, 60, 79, 98], "transform": "identity",
+              "direction": "undetermined", "pasted_bbox": None, "source_bbox": None,
+              "evidence": "no evidence tells the two areas apart"},
+             {"bbox_a": [1, 2, 30, 40], "bbox_b": [50, 60, 79, 98], "transform": "rot90",
+              "direction": "a->b", "pasted_bbox": [50, 60, 79, 98], "source_bbox": [1, 2, 30, 40],
+              "evidence": "hard step along the border of the pasted area"}]
+    page = render_case_report(path, forgery=_PairsDetector(pairs), generated_at=T1)
+    text = " ".join(_text(page).split())
+    assert "Copy-moves" in text
+    assert ("undetermined : the two areas hold the same content, (1, 2)-(30, 40) and "
+            "(50, 60)-(79, 98); which one was pasted is not known") in text
+    assert "pasted at (50, 60)-(79, 98) , copied from (1, 2)-(30, 40)" in text
+    assert "hard step along the border" in text
+
+
 def test_real_forgery_detector_if_present(case_env: dict) -> None:
     detector_mod = pytest.importorskip("medforensics.forgery.detector")
     from medforensics.io import read_image

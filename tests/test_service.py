@@ -655,6 +655,57 @@ def test_real_forgery_detector_when_available(source_run: Path, dicom: Path,  # 
     assert _b64_png(f["overlay_png_b64"]).shape[2] == 3
 
 
+def test_real_detector_copy_pairs(source_run: Path, tmp_path: Path) -> None:  # noqa: F811
+    """/v1/forgery with the real detector: a symmetric clone comes with its copy-move pair,
+    direction ``undetermined``, and both areas' regions say so."""
+    from medforensics.forgery.detector import ForgeryDetector
+    from medforensics.io import write_png16
+
+    rng = np.random.default_rng(3)
+    img = np.rint(2000 + rng.normal(0, 30, (256, 256))).astype(np.uint16)
+    img[150:214, 140:204] = img[20:84, 20:84]
+    clone = tmp_path / "clone.png"
+    write_png16(clone, img)
+    app = create_app(source_run, ForgeryDetector.from_run(None))
+    with TestClient(app) as c:
+        g = _post(c, "/v1/forgery", clone.read_bytes(), name="clone.png").json()
+    assert g["verdict"] == "tampered"
+    (pair,) = g["copy_moves"]
+    assert pair["direction"] == "undetermined" and pair["pasted_bbox"] is None
+    assert {r["copy_of"]["role"] for r in g["regions"] if "copy_of" in r} == {"undetermined"}
+
+
+def test_real_detector_inconclusive(source_run: Path, tmp_path: Path) -> None:  # noqa: F811
+    """/v1/forgery with the real detector: an image with nothing to read is ``inconclusive``
+    with its reason and covered fraction, and its ELA score is null (not 0)."""
+    from medforensics.forgery.detector import ForgeryDetector
+    from medforensics.io import write_png16
+
+    flat = tmp_path / "flat.png"
+    write_png16(flat, np.full((128, 128), 1000, np.uint16))
+    app = create_app(source_run, ForgeryDetector.from_run(None))
+    with TestClient(app) as c:
+        f = _post(c, "/v1/forgery", flat.read_bytes(), name="flat.png").json()
+    assert f["verdict"] == "inconclusive" and "nothing to read" in f["inconclusive_reason"]
+    assert f["covered_fraction"] == 0.0 and f["ela_score"] is None
+
+
+def test_page_marks_inconclusive_apart_from_authentic() -> None:
+    """The page script colours ``inconclusive`` as a warning (not the green of authentic),
+    shows its reason, and writes "not run" where there is no ELA score."""
+    js = (Path(__file__).parents[1] / "src/medforensics/service/static/app.js").read_text()
+    cls = js[js.index("function forgeryClass"):]
+    cls = cls[:cls.index("\n  }\n")]
+    assert cls.index("inconclusive") < cls.index("authentic")
+    assert '"warn"' in cls.split("inconclusive")[1].split("\n")[0]
+    assert "forgery-reason" in js and '"not run"' in js
+
+
+def test_page_lists_undetermined_copy_moves() -> None:
+    js = (Path(__file__).parents[1] / "src/medforensics/service/static/app.js").read_text()
+    assert "direction undetermined" in js and "renderCopyMoves(f.copy_moves" in js
+
+
 def test_oversized_frame_refused_from_header(source_run: Path,  # noqa: F811
                                              dicom_bytes: bytes) -> None:
     app = create_app(source_run, max_frame_pixels=10_000)

@@ -165,3 +165,49 @@ def test_page_with_token_and_no_forgery_model(browser, service_archive: ServiceA
         assert "No forgery model is loaded" in note
         assert not browser.find_element(By.ID, "overlay-toggle").is_displayed()
         browser.save_screenshot(str(tmp_path / "service_page_token.png"))
+
+
+def test_page_inconclusive_and_copy_move_direction(browser, service_archive: ServiceArchive,  # noqa: F811
+                                                   tmp_path: Path) -> None:
+    """With the real detector: an image with nothing to read shows ``inconclusive`` in the
+    warning colour with its reason and no ELA number; a symmetric clone lists its pair as
+    ``direction undetermined``."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from medforensics.forgery.detector import ForgeryDetector
+    from medforensics.io import write_png16
+    from medforensics.service.app import create_app
+    from medforensics.service.server import BackgroundServer
+
+    flat = tmp_path / "flat.png"
+    write_png16(flat, np.full((128, 128), 900, np.uint16))
+    rng = np.random.default_rng(3)
+    img = np.rint(2000 + rng.normal(0, 30, (256, 256))).astype(np.uint16)
+    img[150:214, 140:204] = img[20:84, 20:84]
+    clone = tmp_path / "clone.png"
+    write_png16(clone, img)
+    app = create_app(service_archive.run, ForgeryDetector.from_run(None),
+                     tmp_dir=tmp_path / "uploads")
+    with BackgroundServer(app) as srv:
+        browser.get(srv.url + "/")
+        assert _wait_state(browser, ("ready", "offline"), 30) == "ready"
+        browser.find_element(By.ID, "file").send_keys(str(flat))
+        assert _wait_state(browser, ("done", "error")) == "done"
+        v = browser.find_element(By.ID, "forgery-verdict")
+        assert v.text == "inconclusive" and "warn" in v.get_attribute("class").split()
+        reason = browser.find_element(By.ID, "forgery-reason")
+        assert reason.is_displayed() and "nothing to read" in reason.text
+        assert browser.find_element(By.ID, "forgery-ela").text == "not run"
+        browser.save_screenshot(str(tmp_path / "inconclusive.png"))
+
+        browser.find_element(By.ID, "file").send_keys(str(clone))
+        assert _wait_state(browser, ("done", "error")) == "done"
+        v = browser.find_element(By.ID, "forgery-verdict")
+        assert v.text == "tampered" and "bad" in v.get_attribute("class").split()
+        assert not browser.find_element(By.ID, "forgery-reason").is_displayed()
+        items = browser.find_elements(By.CSS_SELECTOR, "#forgery-copies-list li")
+        assert len(items) == 1 and items[0].get_attribute("data-direction") == "undetermined"
+        assert items[0].text.startswith("direction undetermined")
+        browser.save_screenshot(str(tmp_path / "clone.png"))
+    print(f"screenshots: {tmp_path}")

@@ -782,6 +782,25 @@ def forgery_evaluate_cmd(
     typer.echo(f"wrote {out / 'metrics.json'}")
 
 
+def _detect_line(path: str, r: object) -> str:
+    """The one-line verdict of ``forgery detect`` (no number where nothing was measured)."""
+    import math
+
+    def num(v: object, fmt: str) -> str | None:
+        return None if v is None or not math.isfinite(float(v)) else format(float(v), fmt)
+
+    score = num(getattr(r, "score", None), ".3f")
+    area = num(getattr(r, "forged_area_percent", None), ".2f")
+    ela = num(getattr(r, "ela_score", None), ".2f")
+    cov = num(getattr(r, "covered_fraction", None), ".0%")
+    reason = getattr(r, "inconclusive_reason", None)
+    return (f"{path}: {r.verdict}" + (f" ({reason})" if reason else "")
+            + f"; score {score or 'n/a'} (threshold {r.threshold:.2f})"
+            + (f", forged area {area} %" if area is not None else "")
+            + (f", ELA score {ela}" if ela is not None else ", ELA not run")
+            + (f", {cov} of the image readable" if cov is not None else ""))
+
+
 def _region_line(i: int, reg: dict) -> str:
     """One flagged area of ``forgery detect`` as text."""
     x0, y0, x1, y1 = reg["bbox"]
@@ -791,8 +810,11 @@ def _region_line(i: int, reg: dict) -> str:
     if cp:
         px0, py0, px1, py1 = cp["partner_bbox"]
         turn = cp.get("transform") or "identity"
-        line += (f"; copy-move partner ({px0}, {py0})-({px1}, {py1}) "
-                 f"[this area: {cp.get('role', 'copy or source')}"
+        role = cp.get("role") or "undetermined"
+        what = ("direction undetermined: either area could be the paste" if role ==
+                "undetermined" else f"this area: {role}" + (
+                    f" ({cp['cue']})" if cp.get("cue") else ""))
+        line += (f"; copy-move partner ({px0}, {py0})-({px1}, {py1}) [{what}"
                  + ("" if turn == "identity" else f", {turn}")
                  + (", matched by content" if cp.get("method") == "content" else "") + "]")
     if reg.get("coarse_lattice"):
@@ -858,9 +880,7 @@ def forgery_detect_cmd(
                 write(f"{fr.path}: unreadable ({fr.reason}): {fr.error}")
             else:
                 r = fr.result
-                write(f"{fr.path}: {r.verdict} score {r.score:.3f} (threshold "
-                      f"{r.threshold:.2f}), forged area {r.forged_area_percent:.2f} %, "
-                      f"ELA score {r.ela_score:.2f}"
+                write(_detect_line(fr.path, r)
                       + (f"; map {fr.files['map_png']}" if fr.files else ""))
                 for i, reg in enumerate(getattr(r, "regions", [])[:3], 1):
                     write("  " + _region_line(i, reg))

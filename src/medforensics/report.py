@@ -563,7 +563,8 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
                 "reason": getattr(exc, "reason", type(exc).__name__)}
     out: dict[str, Any] = {"status": "done"}
     extras = dataclass_scalars(res)
-    for name in ("score", "verdict", "forged_area_percent", "ela_score"):
+    for name in ("score", "verdict", "forged_area_percent", "ela_score", "inconclusive_reason",
+                 "covered_fraction"):
         out[name] = json_scalar(getattr(res, name, None))
         extras.pop(name, None)
     for name in ("note", "message"):
@@ -581,6 +582,11 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
         from medforensics.forgery.detector import json_tree
 
         out["regions"] = [json_tree(r) for r in regions if isinstance(r, Mapping)]
+    pairs = getattr(res, "copy_moves", None)
+    if isinstance(pairs, (list, tuple)) and pairs:
+        from medforensics.forgery.detector import json_tree
+
+        out["copy_moves"] = [json_tree(c) for c in pairs if isinstance(c, Mapping)]
     prob = getattr(res, "prob_map", None)
     out["overlay_png"] = None if prob is None else png_b64(
         overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side))
@@ -836,10 +842,12 @@ def _forgery_card(fg: Mapping[str, Any]) -> str:
         text = "analysis failed" if status == "failed" else "unreadable"
         return (f'<div class="card"><div class="label">Forgery</div>'
                 f'<div class="big">{_badge(text)}</div></div>')
+    reason = fg.get("inconclusive_reason")
     return (
         '<div class="card"><div class="label">Forgery</div>'
         f'<div class="big">{_badge(str(fg.get("verdict") or "-"))}</div>'
-        f"<div>score <b>{_fmt_num(fg.get('score'))}</b>; forged area "
+        + (f'<div class="note">{_e(reason)}</div>' if reason else "")
+        + f"<div>score <b>{_fmt_num(fg.get('score'))}</b>; forged area "
         f"<b>{_fmt_num(fg.get('forged_area_percent'), 2)} %</b></div>"
         f"{_integrity_note((fg.get('details') or {}).get('run_integrity'))}</div>"
     )
@@ -946,13 +954,20 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
     if status == "failed":
         return (f'<section id="forgery"><h2>Forgery</h2><p>{_badge("analysis failed")} '
                 f"{_e(fg.get('reason'))}: {_e(fg.get('message'))}</p></section>")
+    ela = fg.get("ela_score")
     rows = [
-        ("Verdict", _badge(str(fg.get("verdict") or "-"))),
+        ("Verdict", _badge(str(fg.get("verdict") or "-")) + (
+            f" {_e(fg['inconclusive_reason'])}" if fg.get("inconclusive_reason") else "")),
         ("Forgery score", _fmt_num(fg.get("score"))),
         ("Forged area", f"{_fmt_num(fg.get('forged_area_percent'), 2)} % of the image"),
-        ("ELA score", f"{_fmt_num(fg.get('ela_score'), 2)} <span class=\"note\">(mean error-"
-                      "level difference, % of 8-bit full scale; not a share of pixels)</span>"),
+        ("ELA score", (f"{_fmt_num(ela, 2)} <span class=\"note\">(mean error-level "
+                       "difference, % of 8-bit full scale; not a share of pixels)</span>")
+         if _finite(ela) is not None else
+         '<span class="note">not run (ELA does not apply to this image; see the notes)</span>'),
     ]
+    if _finite(fg.get("covered_fraction")) is not None:
+        rows.append(("Readable share", f"{100 * float(fg['covered_fraction']):.1f} % of the "
+                     "image carries measurable noise (the cues read only there)"))
     if fg.get("cues"):
         rows.append(("Cue scores", ", ".join(
             f"{_e(k)} {_fmt_num(v)}" for k, v in fg["cues"].items())))
@@ -961,7 +976,8 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
     if fg.get("notes"):
         rows.append(("Notes", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in fg["notes"])
                      + "</ul>"))
-    regions = _regions_html(fg.get("regions") or [])
+    regions = _regions_html(fg.get("regions") or []) + _copy_moves_html(
+        fg.get("copy_moves") or [])
     figs = ""
     if fg.get("overlay_png"):
         figs = (
@@ -990,8 +1006,12 @@ def _regions_html(regions: list[Mapping[str, Any]]) -> str:
         if cp:
             px0, py0, px1, py1 = (int(v) for v in cp.get("partner_bbox", (0, 0, 0, 0)))
             turn = cp.get("transform") or "identity"
-            copy = (f"partner ({px0}, {py0})-({px1}, {py1}); this area: "
-                    f"{_e(cp.get('role', 'copy or source'))}"
+            role = cp.get("role") or "undetermined"
+            what = ('<span class="t-warn">direction undetermined</span>: either area could '
+                    "be the paste" if role == "undetermined" else
+                    f"this area: {_e(role)}" + (f" ({_e(cp['cue'])})" if cp.get("cue")
+                                                else ""))
+            copy = (f"partner ({px0}, {py0})-({px1}, {py1}); {what}"
                     + ("" if turn == "identity" else f", {_e(turn)}")
                     + (", matched by content" if cp.get("method") == "content" else ""))
         cue = _e(r.get("cue") or "-") + (
@@ -1004,6 +1024,33 @@ def _regions_html(regions: list[Mapping[str, Any]]) -> str:
     return ("<h3>Flagged areas</h3><table><tr><th>#</th><th>box (x, y), ends exclusive</th>"
             "<th>size px</th><th>of the image</th><th>mean probability</th><th>cue</th>"
             "<th>copy-move</th></tr>" + "".join(body) + "</table>")
+
+
+def _copy_moves_html(pairs: list[Mapping[str, Any]]) -> str:
+    """Table of the copy-move pairs with their direction and its evidence, or nothing."""
+    if not pairs:
+        return ""
+
+    def box(b: Any) -> str:
+        if not b:
+            return "-"
+        x0, y0, x1, y1 = (int(v) for v in b)
+        return f"({x0}, {y0})-({x1}, {y1})"
+
+    body = []
+    for i, c in enumerate(pairs, 1):
+        if c.get("direction") == "undetermined" or not c.get("pasted_bbox"):
+            what = ('<span class="t-warn">undetermined</span>: the two areas hold the same '
+                    f"content, {box(c.get('bbox_a'))} and {box(c.get('bbox_b'))}; which one "
+                    "was pasted is not known")
+        else:
+            what = (f"pasted at <b>{box(c.get('pasted_bbox'))}</b>, copied from "
+                    f"{box(c.get('source_bbox'))}")
+        turn = c.get("transform") or "identity"
+        body.append(f"<tr><td>{i}</td><td>{what}</td><td>{_e(turn)}</td>"
+                    f"<td>{_e(c.get('evidence') or '-')}</td></tr>")
+    return ("<h3>Copy-moves</h3><table><tr><th>#</th><th>direction</th><th>transform</th>"
+            "<th>evidence</th></tr>" + "".join(body) + "</table>")
 
 
 def _header_html(case: CaseAnalysis) -> str:

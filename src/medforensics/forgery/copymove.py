@@ -11,18 +11,11 @@ Method (see :mod:`medforensics.dsp.blockmatch`):
    with itself displaced by ``d`` (``window x window``), kept near the matched blocks. It is
    ~1 where a region was copied, falls across a feathered edge, ~0 elsewhere. The map is
    ``clip(correlation, 0, 1)`` on both the target side ``p`` and the source side ``p - d``.
-5. Source / target disambiguation (optional): the pasted copy has a seam, the original does
-   not. Two cues, both measured on the residual: (i) *blend cue*: in a 3-px band around the
-   exactly-copied core (correlation >= 0.9), a feathered paste is a blend of two independent
-   noise fields and has less residual energy than the same band at the partner position:
-   ``log(E_b / E_a)`` below ``-blend_margin`` calls side b the target, above
-   ``+blend_margin`` side a; (ii) otherwise the *seam cue*: for each side, residual energy
-   in a 3-px ring just outside the detected region relative to a ring 4-10 px out; the side
-   whose ratio deviates more (``|log ratio|``, by more than ``seam_margin``) is the target
-   (a hard seam between different content raises it). The source side is multiplied by
-   ``source_weight``; when neither cue is clear both sides keep full weight.
-   On generated copy-moves (384 px, 12-bit, Poisson-Gaussian noise, 40 cases) no decision
-   was wrong; about a third stayed undecided (mostly 1-px feathers).
+5. Direction (optional): which area is the paste is claimed only with evidence - a hard
+   step along its border and none along its partner's, a paste-seam box around it, or (copies
+   matched by content) interpolated, quieter noise - and is ``undetermined`` otherwise
+   (:mod:`medforensics.forgery.direction`). The source side of a decided pair is multiplied
+   by ``source_weight``; an undetermined pair keeps both areas at full level.
 
 Why residuals: on a noisy radiograph, two independent blocks never share their noise, so an
 exact (or near-exact) residual match is essentially impossible by chance, while a copied region
@@ -45,7 +38,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -82,15 +77,16 @@ class CopyMoveResult:
             (matched block pairs in its largest connected group) of the best shift; 0.5 at
             the consensus threshold.
         shifts: kept shifts as ``(dy, dx, support)``, strongest first.
-        regions: per kept shift: ``{"shift", "support", "transform", "bbox_a", "bbox_b",
-            "target_side", "seam_log_ratio", "blend_log_ratio", "decided", "cue"}``;
-            ``bbox_a`` / ``bbox_b`` are ``(x0, y0, x1, y1)`` (exclusive ends) of the two
-            matched regions (``b`` = ``a`` moved by ``shift``); ``target_side`` is
-            ``"b"`` when the block at ``a + shift`` is the pasted copy, ``"a"`` otherwise;
-            rotated / mirrored copies have ``shift`` None, their ``transform`` name (see
-            :data:`~medforensics.dsp.blockmatch.DIHEDRAL`; a copy turned by 270 degrees is
-            the other region turned by 90, so it is reported as ``rot90``) and a side
-            decision from the seam cue only.
+        regions: per copy found: ``{"shift", "support", "transform", "method", "bbox_a",
+            "bbox_b", "target_side", "decided", "cue", "direction", "direction_evidence",
+            "border_steps"}``; ``bbox_a`` / ``bbox_b`` are ``(x0, y0, x1, y1)`` (exclusive
+            ends) of the two matched regions (``b`` = ``a`` moved by ``shift``);
+            ``direction`` is ``"a->b"`` (``b`` is the pasted copy, ``target_side`` ``"b"``),
+            ``"b->a"``, or ``"undetermined"`` when no evidence tells the two apart
+            (:mod:`medforensics.forgery.direction`), with the evidence or the reason in
+            words; rotated / mirrored copies have ``shift`` None and their ``transform``
+            name (see :data:`~medforensics.dsp.blockmatch.DIHEDRAL`; a copy turned by 270
+            degrees is the other region turned by 90, so it is reported as ``rot90``).
         n_blocks: blocks used in matching (after the energy filter).
         n_pairs: verified block pairs before consensus.
     """
@@ -141,60 +137,15 @@ def _blocks_bbox(tops: np.ndarray, block: int) -> tuple[int, int, int, int] | No
             int(tops[:, 0].max()) + block)
 
 
-def _seam_log_ratio(r: np.ndarray, region: np.ndarray) -> float:
-    """log(median residual energy 0-3 px outside ``region`` / median 4-10 px outside)."""
-    crop = _crop_around(region, 12)
-    if crop is None:
-        return 0.0
-    reg = region[crop]
-    energy = ndimage.uniform_filter(r[crop] ** 2, size=3)
-    d1 = ndimage.binary_dilation(reg, iterations=3)
-    d2 = ndimage.binary_dilation(reg, iterations=10)
-    d3 = ndimage.binary_dilation(reg, iterations=4)
-    inner = d1 & ~reg
-    outer = d2 & ~d3
-    if inner.sum() < 8 or outer.sum() < 8:
-        return 0.0
-    a = float(np.median(energy[inner]))
-    b = float(np.median(energy[outer]))
-    if a <= 0 or b <= 0:
-        return 0.0
-    return math.log(a / b)
-
-
-def _blend_log_ratio(r: np.ndarray, core: np.ndarray, shift: tuple[int, int]) -> float:
-    """log(mean r^2 on a 3-px band around ``core`` / mean r^2 at the partner positions)."""
-    H, W = r.shape
-    dy, dx = shift
-    crop = _crop_around(core, 4)
-    if crop is None:
-        return 0.0
-    c = core[crop]
-    band = ndimage.binary_dilation(c, iterations=3) & ~c
-    ys, xs = np.nonzero(band)
-    ys = ys + crop[0].start
-    xs = xs + crop[1].start
-    ok = (ys - dy >= 0) & (ys - dy < H) & (xs - dx >= 0) & (xs - dx < W)
-    if ok.sum() < 16:
-        return 0.0
-    eb = float(np.mean(r[ys[ok], xs[ok]].astype(np.float64) ** 2))
-    ea = float(np.mean(r[ys[ok] - dy, xs[ok] - dx].astype(np.float64) ** 2))
-    if eb <= 0 or ea <= 0:
-        return 0.0
-    return math.log(eb / ea)
-
-
 def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *,
-                        min_count: int, max_regions: int, r: np.ndarray | None = None,
-                        source_weight: float = 1.0, seam_margin: float = 0.15) -> int:
+                        min_count: int, max_regions: int) -> int:
     """Rotated / mirrored copies among ``m`` (pairs with a non-identity transform).
 
     Pairs are grouped by transform and by the translation of their mapping (all blocks of
     one rotated copy share it, :meth:`BlockMatches.offsets`); groups whose largest connected
     set of blocks reaches ``min_count`` are painted into ``out`` (matched-block density of
-    both sides, by maximum) and described in ``regions``. With the residual ``r`` the seam
-    cue (see the module docs) may name the pasted side; the other side is then multiplied by
-    ``source_weight``.
+    both sides, by maximum) and described in ``regions`` (the direction is decided
+    afterwards, in :func:`detect_copy_move`).
 
     Returns:
         The best group's coherent support (0 if none), for the image score.
@@ -226,40 +177,22 @@ def _transformed_copies(m: BlockMatches, out: np.ndarray, regions: list[dict], *
         info = {"shift": None, "support": int(sup), "transform": DIHEDRAL[k],
                 "method": "blocks", "bbox_a": _blocks_bbox(a, m.block),
                 "bbox_b": _blocks_bbox(b, m.block)}
-        _paint_pair(out, regions, da, db, info, r=r, source_weight=source_weight,
-                    seam_margin=seam_margin)
+        _paint_pair(out, regions, da, db, info)
     return best
 
 
 def _paint_pair(out: np.ndarray, regions: list[dict], da: np.ndarray, db: np.ndarray,
-                info: dict, *, r: np.ndarray | None, source_weight: float,
-                seam_margin: float, side: tuple[str, str] | None = None) -> None:
-    """Paint both areas of a turned / resampled copy into ``out`` and describe it.
-
-    ``side``: ``("a" | "b", cue name)`` when the pasted side is already known; otherwise,
-    with the residual ``r``, the seam cue may name it. The other side is then multiplied by
-    ``source_weight``; the blend cue needs a pure shift and is not used.
-    """
-    info.update({"target_side": "", "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0,
-                 "decided": False, "cue": ""})
-    if side is not None and source_weight != 1.0:
-        info.update(target_side=side[0], decided=True, cue=side[1])
-        (da if side[0] == "b" else db)[...] *= np.float32(source_weight)
-    elif r is not None and source_weight != 1.0:
-        la, lb = _seam_log_ratio(r, da >= 0.5), _seam_log_ratio(r, db >= 0.5)
-        info["seam_log_ratio"] = (la, lb)
-        if abs(abs(la) - abs(lb)) > seam_margin:
-            side = "b" if abs(lb) > abs(la) else "a"
-            info.update(target_side=side, decided=True, cue="seam")
-            (da if side == "b" else db)[...] *= np.float32(source_weight)
+                info: dict) -> None:
+    """Paint both areas of a turned / resampled copy into ``out`` (full level) and describe
+    it; the direction is decided once all pairs are known (:func:`detect_copy_move`)."""
+    info.update({"target_side": "", "decided": False, "cue": ""})
     np.maximum(out, np.maximum(da, db), out=out)
     regions.append(info)
 
 
 def _resampled_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
                       regions: list[dict], *, min_shift: int, min_inliers: int,
-                      min_area: int, max_regions: int, r: np.ndarray | None,
-                      source_weight: float, seam_margin: float) -> float:
+                      min_area: int, max_regions: int) -> float:
     """Copies turned / scaled by any amount with nearest-neighbour resampling.
 
     Exact-value keypoints and a RANSAC similarity (:mod:`medforensics.dsp.valuematch`);
@@ -290,7 +223,7 @@ def _resampled_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
         info = {"shift": None, "support": mdl.support, "transform": turn, "method": "values",
                 "bbox_a": _bbox(da >= 0.5), "bbox_b": _bbox(db >= 0.5)}
         _paint_pair(out, regions, np.clip(da * 2.0, 0.0, 1.0), np.clip(db * 2.0, 0.0, 1.0),
-                    info, r=r, source_weight=source_weight, seam_margin=seam_margin)
+                    info)
     return best
 
 
@@ -310,9 +243,8 @@ def _smoothing_log_ratio(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
                     regions: list[dict], *, lossy: bool, min_shift: int, min_inliers: int,
-                    min_area: int, min_fine: float, max_regions: int, r: np.ndarray | None,
-                    source_weight: float, seam_margin: float,
-                    smooth_margin: float = 0.3) -> float:
+                    min_area: int, min_fine: float, max_regions: int, r: np.ndarray | None
+                    ) -> float:
     """Copies found by their content (SIFT features, :mod:`medforensics.dsp.featurematch`).
 
     A model counts when at least ``min_area`` pixels correlate at >= 0.8 in content (band
@@ -320,9 +252,9 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
     what is left of the noise) over them is at least ``min_fine`` - repeated anatomy
     (ribs a period apart) correlates in content, not in noise. Areas already painted by an
     earlier model (block matching, exact values) are not reported again. On lossless
-    inputs the side whose residual is quieter by more than ``smooth_margin`` (log of the
-    median energy ratio) is named the copy (``cue: "interpolation"``: interpolation averages
-    the noise); otherwise the seam test of :func:`_paint_pair` may decide.
+    inputs the log ratio of the two areas' median residual energies is recorded
+    (``smoothing_log_ratio``: interpolation averages the noise of the copy), one item of
+    evidence for :func:`medforensics.forgery.direction.decide_direction`.
 
     Returns:
         The best kept model's inlier count divided by ``min_inliers`` (0 if none).
@@ -376,13 +308,9 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
         del region
         info = {"shift": None, "support": mdl.support, "transform": turn, "method": "content",
                 "bbox_a": _bbox(src >= 0.5), "bbox_b": _bbox(dst >= 0.5)}
-        side = None
         if not lossy and r is not None:
-            info["smoothing_log_ratio"] = lr = _smoothing_log_ratio(r, src >= 0.5, dst >= 0.5)
-            if abs(lr) > smooth_margin:  # the interpolated (quieter) side is the copy
-                side = ("b" if lr < 0 else "a", "interpolation")
-        _paint_pair(out, regions, src, dst, info, r=None if lossy else r,
-                    source_weight=source_weight, seam_margin=seam_margin, side=side)
+            info["smoothing_log_ratio"] = _smoothing_log_ratio(r, src >= 0.5, dst >= 0.5)
+        _paint_pair(out, regions, src, dst, info)
     return best
 
 
@@ -396,8 +324,7 @@ def detect_copy_move(
     max_shifts: int = 4,
     disambiguate: bool = True,
     source_weight: float = 0.35,
-    seam_margin: float = 0.15,
-    blend_margin: float = 0.15,
+    paste_boxes: Sequence[Any] = (),
     valid: np.ndarray | None = None,
     lossy: bool = False,
     dihedral: bool = True,
@@ -418,10 +345,12 @@ def detect_copy_move(
         min_count: minimum number of block pairs sharing a shift.
         window: neighbourhood of the dense correlation refinement (odd).
         max_shifts: at most this many shifts are refined (strongest first).
-        disambiguate: down-weight the side judged to be the source (see module docs).
-        source_weight: factor applied to the source side when disambiguated.
-        seam_margin: minimum difference of ``|log ratio|`` between the two sides to decide.
-        blend_margin: minimum ``|log(E_b / E_a)|`` of the blend cue to decide.
+        disambiguate: decide each pair's direction where evidence allows and down-weight
+            the source side (:mod:`medforensics.forgery.direction`; lossless inputs only);
+            False leaves every pair ``undetermined`` at full level.
+        source_weight: factor applied to the source side of a decided pair.
+        paste_boxes: seam boxes of :func:`medforensics.forgery.seam.seam_cue` on the same
+            image (one item of direction evidence).
         valid: optional bool (H, W) of usable pixels (False: padding, burned-in labels...).
             Areas where more than a quarter of the pixels sit at the image's minimum or
             maximum value (clipped) are always excluded.
@@ -430,8 +359,7 @@ def detect_copy_move(
             quarter of the median residual energy are then left out (lossless: 0.2 %, so
             that copies in quiet areas are found).
         dihedral: also find copies rotated by 90/180/270 degrees or mirrored (exact pixel
-            transforms keep the noise); their map is the matched-block density, and only
-            the seam cue can tell the pasted side (no blend cue).
+            transforms keep the noise); their map is the matched-block density.
         resampled: also find copies turned or scaled by any amount with nearest-neighbour
             resampling (exact stored values at moved positions; lossless inputs only), see
             :mod:`medforensics.dsp.valuematch`; reported with ``transform`` like
@@ -468,7 +396,13 @@ def detect_copy_move(
         usable[y0:y1] = (ndimage.uniform_filter(clipped, size=block) <= 0.25)[y0 - a : y1 - a]
     if valid is not None:
         usable &= np.asarray(valid, dtype=bool)
-    m_all = match_blocks(r, block=block, min_shift=min_shift, valid=usable,
+    matchable = usable
+    if not lossy:  # exact residual repeats count only where the residual is noise (not the
+        # rounding pattern of a ramp or a flat area); lossy inputs keep their energy floor
+        from medforensics.forgery.coverage import noise_mask
+
+        matchable = usable & noise_mask(img, r)
+    m_all = match_blocks(r, block=block, min_shift=min_shift, valid=matchable,
                          energy_frac=_LOSSY_ENERGY_FRAC if lossy else _ENERGY_FRAC,
                          dihedral=dihedral)
     assert m_all.transform is not None
@@ -501,14 +435,12 @@ def detect_copy_move(
     if dihedral:
         best = max(best, _transformed_copies(
             m_all.select(m_all.transform != 0), out, regions, min_count=min_count,
-            max_regions=max_shifts, r=r, source_weight=source_weight if disambiguate else 1.0,
-            seam_margin=seam_margin))
+            max_regions=max_shifts))
     if resampled and not lossy:
         best = max(best, min_count * _resampled_copies(
             img, usable, out, regions, min_shift=min_shift,
             min_inliers=resampled_min_inliers, min_area=resampled_min_area,
-            max_regions=max_shifts, r=r, source_weight=source_weight if disambiguate else 1.0,
-            seam_margin=seam_margin))
+            max_regions=max_shifts))
     for dy, dx, sup in shifts[:max_shifts]:
         sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
         margin = window + block + 12
@@ -532,34 +464,9 @@ def detect_copy_move(
         if ty1 > ty0 and tx1 > tx0:
             side_a[ty0 - dy : ty1 - dy, tx0 - dx : tx1 - dx] = side_b[ty0:ty1, tx0:tx1]
         info = {"shift": (int(dy), int(dx)), "support": int(sup), "transform": "identity",
-                "method": "blocks", "target_side": "",
-                "seam_log_ratio": (0.0, 0.0), "blend_log_ratio": 0.0, "decided": False,
-                "cue": ""}
-        info["bbox_a"] = _bbox(side_a >= 0.5)  # before a side is down-weighted
+                "method": "blocks", "target_side": "", "decided": False, "cue": ""}
+        info["bbox_a"] = _bbox(side_a >= 0.5)
         info["bbox_b"] = _bbox(side_b >= 0.5)
-        wa = wb = 1.0
-        if disambiguate:
-            lbl = _blend_log_ratio(r, side_b >= 0.9, (int(dy), int(dx)))
-            la = _seam_log_ratio(r, side_a >= 0.5)
-            lb = _seam_log_ratio(r, side_b >= 0.5)
-            info["seam_log_ratio"] = (la, lb)
-            info["blend_log_ratio"] = lbl
-            side = ""
-            if abs(lbl) > blend_margin:
-                side, info["cue"] = ("b" if lbl < 0 else "a"), "blend"
-            elif abs(abs(la) - abs(lb)) > seam_margin:
-                side, info["cue"] = ("b" if abs(lb) > abs(la) else "a"), "seam"
-            if side:
-                info["decided"] = True
-                info["target_side"] = side
-                if side == "b":
-                    wa = source_weight
-                else:
-                    wb = source_weight
-        if wa != 1.0:
-            side_a *= np.float32(wa)
-        if wb != 1.0:
-            side_b *= np.float32(wb)
         np.maximum(side_a, side_b, out=side_a)
         np.maximum(out, side_a, out=out)
         del side_a, side_b
@@ -568,8 +475,17 @@ def detect_copy_move(
         best = max(best, min_count * _feature_copies(
             img, usable, out, regions, lossy=lossy, min_shift=min_shift,
             min_inliers=features_min_inliers, min_area=features_min_area,
-            min_fine=features_min_fine, max_regions=max_shifts, r=r,
-            source_weight=source_weight if disambiguate else 1.0, seam_margin=seam_margin))
+            min_fine=features_min_fine, max_regions=max_shifts, r=r))
+    from medforensics.forgery.direction import apply_direction, decide_direction
+
+    for reg in regions:
+        if disambiguate and not lossy:
+            apply_direction(out, reg, decide_direction(img, reg, paste_boxes=paste_boxes),
+                            source_weight=source_weight)
+        else:
+            apply_direction(out, reg, {"target_side": "", "evidence": (
+                "not assessed on lossy data (the codec's block edges and smoothing mimic paste "
+                "seams and interpolation)" if lossy else "direction not assessed")})
     score = best / (best + float(min_count))
     log.debug("copy-move: %d blocks, %d pairs, shifts %s", m_all.n_blocks, len(m_all.a),
               shifts[:max_shifts].tolist())

@@ -26,11 +26,21 @@ Three ways to get a detector:
   probability of "tampered"; map = the ELA cue (:func:`medforensics.forgery.ela.ela_cue`, the
   paper's ELA localization scaled to 0.5 at twice the image's median error level).
 
-Verdict: ``tampered`` when ``score >= threshold``; ``inconclusive`` when
-``threshold - inconclusive_band <= score < threshold``; else ``authentic``.
+Verdict: ``inconclusive`` when the image gives the cues too little to read - smaller than
+64 x 64 px, or too small a share carrying measurable noise (flat, clipped / saturated,
+synthetic ramps: :mod:`medforensics.forgery.coverage`; the cues' statistics are degenerate
+there, so neither their silence nor their firing is evidence); otherwise ``tampered`` when
+``score >= threshold`` (:data:`DEFAULT_THRESHOLD`, calibrated to a stated false-alarm rate:
+docs/forgery.md), ``inconclusive`` when ``min(threshold, map_threshold) - inconclusive_band
+<= score < threshold`` (a cue reached or nearly reached its own decision point, but untouched
+images score that high too), else ``authentic``. An inconclusive result carries its reason
+(``inconclusive_reason``) and every result its ``covered_fraction``: "no evidence of an
+edit" is stated only about an image the cues could read.
 ``forged_area_percent`` is the share of pixels with ``prob_map >= map_threshold`` (0.5), *not*
 the paper's "percentage of forgery" (that is ``ela_score``, the mean ELA intensity in % of
-8-bit full scale, always computed and always labelled as such).
+8-bit full scale, labelled as such). ``ela_score`` is None where ELA was not run: lossy
+inputs whose coding is not JPEG's (ELA does not apply, as for the ELA cue), and images with
+nothing to read.
 """
 
 from __future__ import annotations
@@ -61,7 +71,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
+#: score threshold of ``tampered`` for the training-free detector: calibrated to a stated
+#: false-alarm rate on untouched simulated and real lossless images by
+#: ``bench/forgery_calibrate.py`` (method, measured rates and intervals: docs/forgery.md,
+#: "Default threshold"). A learned-combiner run keeps the threshold stored with it.
+DEFAULT_THRESHOLD = 0.6
+#: width of the ``inconclusive`` score band below ``min(threshold, map_threshold)``: the
+#: band reaches from just under the cues' own decision point up to the threshold
 DEFAULT_INCONCLUSIVE_BAND = 0.1
 #: fingerprint cue: a pixel's patch mean counts at least half of an interior pixel's patches.
 #: On the simulated test pairs, over four source-model seeds and two tamper draws, this took
@@ -90,12 +106,17 @@ class ForgeryResult:
     Attributes:
         score: image-level forgery score in [0, 1] (higher = more likely tampered).
         verdict: ``"tampered"``, ``"inconclusive"`` or ``"authentic"`` (see module docs).
+        inconclusive_reason: why the verdict is ``inconclusive`` (None otherwise).
+        covered_fraction: share of the image (0..1) that carries measurable noise
+            (:func:`medforensics.forgery.coverage.covered_fraction`).
         forged_area_percent: share of pixels with ``prob_map >= map_threshold``, in percent
             (0..100).
         ela_score: mean ELA at JPEG q90 in % of 8-bit full scale (the paper's "percentage of
-            forgery"; not a share of pixels; 12-16-bit data through an 8-bit window, see notes).
+            forgery"; not a share of pixels; 12-16-bit data through an 8-bit window, see
+            notes); None where ELA was not run (see module docs).
         threshold: the score threshold of the verdict.
-        inconclusive_from: lower edge of the inconclusive band (= threshold when disabled).
+        inconclusive_from: lower edge of the inconclusive score band (= threshold when
+            the band is disabled).
         map_threshold: threshold on the map for the forged area.
         method: ``"cues"``, ``"cues-learned"`` or ``"ela-cnn"``.
         prob_map: float32 (H, W) per-pixel forgery probability in [0, 1] at native resolution.
@@ -105,7 +126,13 @@ class ForgeryResult:
         regions: the flagged areas, largest first
             (:func:`medforensics.forgery.regions.describe_regions`: ``bbox``, ``area_px``,
             ``area_percent``, ``mean_prob``, ``max_prob``, ``cue``, ``cue_means`` and, for a
-            copy-move, ``copy_of`` with the partner area and its transform).
+            copy-move, ``copy_of`` with the partner area, its transform and this area's
+            ``role``: ``pasted copy``, ``source`` or ``undetermined``).
+        copy_moves: every copy-move pair found
+            (:func:`medforensics.forgery.direction.pair_summary`): both boxes, ``direction``
+            (``"a->b"``, ``"b->a"`` or ``"undetermined"`` - the pasted area is named only
+            with evidence), ``pasted_bbox`` / ``source_bbox`` (None when undetermined) and
+            ``evidence`` (why, in words).
         run_integrity: ``"verified"``, ``"modified"`` or ``"unverified"``: the least
             trustworthy of the forgery run and the source run behind the result
             (:mod:`medforensics.models.runfiles`); None when no run file is involved (the
@@ -125,6 +152,9 @@ class ForgeryResult:
     notes: list[str] = field(default_factory=list)
     regions: list[dict[str, Any]] = field(default_factory=list)
     run_integrity: str | None = None
+    copy_moves: list[dict[str, Any]] = field(default_factory=list)
+    inconclusive_reason: str | None = None
+    covered_fraction: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of every field except ``prob_map`` (NaN -> None), plus the
@@ -132,6 +162,8 @@ class ForgeryResult:
         return {
             "score": _finite(float(self.score)),
             "verdict": self.verdict,
+            "inconclusive_reason": self.inconclusive_reason,
+            "covered_fraction": _finite(float(self.covered_fraction)),
             "forged_area_percent": _finite(float(self.forged_area_percent)),
             "ela_score": None if self.ela_score is None else _finite(float(self.ela_score)),
             "threshold": float(self.threshold),
@@ -141,6 +173,7 @@ class ForgeryResult:
             "cues": {k: _finite(float(v)) for k, v in self.cues.items()},
             "notes": list(self.notes),
             "regions": [json_tree(r) for r in self.regions],
+            "copy_moves": [json_tree(c) for c in self.copy_moves],
             "rows": int(self.prob_map.shape[0]),
             "cols": int(self.prob_map.shape[1]),
             "run_integrity": self.run_integrity,
@@ -181,8 +214,9 @@ class ForgeryDetector:
 
     Args:
         method: ``"cues"`` (training-free max rule), ``"cues-learned"`` or ``"ela-cnn"``.
-        threshold: score threshold of the verdict.
-        inconclusive_band: width of the inconclusive band below the threshold (0 = none).
+        threshold: score threshold of the verdict (default :data:`DEFAULT_THRESHOLD`).
+        inconclusive_band: the inconclusive score band reaches this far below
+            ``min(threshold, map_threshold)`` (0 = no band).
         map_threshold: map threshold of the forged area.
         combiner: the fitted :class:`~medforensics.forgery.combiner.CueCombiner`
             (``cues-learned``).
@@ -256,6 +290,9 @@ class ForgeryDetector:
         self.threshold = float(threshold)
         self.inconclusive_band = float(inconclusive_band)
         self.map_threshold = float(map_threshold)
+        self.inconclusive_from = float(max(
+            min(self.threshold, self.map_threshold) - self.inconclusive_band, 0.0)
+            if self.inconclusive_band > 0 else self.threshold)
         self.combiner = combiner
         self.ela_model = ela_model
         self.source = source
@@ -448,12 +485,43 @@ class ForgeryDetector:
 
     # ------------------------------------------------------------------ detection
     def verdict_of(self, score: float) -> str:
-        """``tampered`` / ``inconclusive`` / ``authentic`` for an image score."""
+        """``tampered`` / ``inconclusive`` / ``authentic`` for an image score (of an image the
+        cues could read; see :meth:`verdict_and_reason`)."""
+        return self.verdict_and_reason(score)[0]
+
+    def verdict_and_reason(self, score: float, covered: float = 1.0,
+                           n_pixels: int | None = None) -> tuple[str, str | None]:
+        """Verdict and, for ``inconclusive``, its reason (module docs).
+
+        Args:
+            score: the image score (NaN: not analysed).
+            covered: covered fraction of the image (0..1).
+            n_pixels: the image's pixel count (for the covered-area floor); None = no floor.
+        """
+        from medforensics.forgery.coverage import MIN_COVERED_FRACTION, MIN_COVERED_PX
+
+        if not math.isfinite(score):
+            return "inconclusive", "the image was not analysed"
+        area = None if n_pixels is None else covered * n_pixels
+        if covered < MIN_COVERED_FRACTION or (area is not None and area < MIN_COVERED_PX):
+            # the cues' statistics are degenerate without noise: neither a clean bill nor a
+            # cue firing (repeated rounding patterns of a ramp, lattices of a flat area) is
+            # evidence here
+            return "inconclusive", (
+                f"nothing to read: only {100 * covered:.1f} % of the image"
+                + ("" if area is None else f" ({int(area)} px)")
+                + " carries measurable noise (the rest is flat, clipped / saturated or a "
+                "smooth synthetic ramp), so the cues cannot look for an edit"
+                + (f" (their score {score:.2f} is not evidence here)"
+                   if score >= self.threshold else ""))
         if score >= self.threshold:
-            return "tampered"
-        if self.inconclusive_band > 0 and score >= self.threshold - self.inconclusive_band:
-            return "inconclusive"
-        return "authentic"
+            return "tampered", None
+        if score >= self.inconclusive_from:
+            return "inconclusive", (f"score {score:.3f} is in the inconclusive band "
+                                    f"[{self.inconclusive_from:.2f}, {self.threshold:.2f}) "
+                                    "below the threshold: weak evidence that untouched images "
+                                    "can show too")
+        return "authentic", None
 
     def compute_cues(self, pixels: np.ndarray, *, lossy: bool = False,
                      bits_stored: int | None = None, lossy_codec: str | None = None) -> Any:
@@ -508,18 +576,27 @@ class ForgeryDetector:
             in [0, 1] of every cue that ran.
 
         Raises:
-            InvalidArrayError: not a 2-D finite image, or smaller than 64 x 64 pixels.
+            InvalidArrayError: not a 2-D image, or NaN / infinite values.
         """
+        from medforensics.forgery.coverage import MIN_SIDE, covered_fraction
         from medforensics.forgery.ela import analyze_ela
 
         img = np.asarray(pixels, dtype=np.float32)
         if img.ndim != 2:
             raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")
-        if min(img.shape) < 64:
-            raise InvalidArrayError(f"image {img.shape[0]}x{img.shape[1]} is too small for "
-                                    "forgery analysis (needs at least 64 x 64 pixels)")
         if not np.all(np.isfinite(img)):
             raise InvalidArrayError("image contains NaN or infinite values")
+        if min(img.shape) < MIN_SIDE:
+            reason = (f"image {img.shape[0]} x {img.shape[1]} px is too small to analyse (the "
+                      f"cues need at least {MIN_SIDE} x {MIN_SIDE} px)")
+            return ForgeryResult(
+                score=float("nan"), verdict="inconclusive", forged_area_percent=float("nan"),
+                ela_score=None, threshold=self.threshold,
+                inconclusive_from=self.inconclusive_from, map_threshold=self.map_threshold,
+                method=self.method, prob_map=np.zeros(img.shape, np.float32),
+                notes=["not analysed: " + reason], inconclusive_reason=reason,
+                covered_fraction=0.0), {}
+        covered = covered_fraction(img)
         from medforensics.forgery.ela import lossy_codec
 
         codec, why = lossy_codec(img, meta)
@@ -547,11 +624,14 @@ class ForgeryDetector:
                 notes.append(loc.rule)
             if "ela" in loc.details:
                 ela_score = float(loc.details["ela"]["ela_score"])
+            elif lossy and codec == "other":
+                ela_score = None  # ELA is a JPEG-domain heuristic: not run on this coding
             else:
                 er = analyze_ela(img, bits_stored=bits, quality=_ELA_QUALITY)
                 ela_score = er.score
                 notes.append("ela_score only (not used as a cue): " + er.note)
         from medforensics.forgery.localize import forged_area_percent
+        from medforensics.forgery.direction import pair_summary
         from medforensics.forgery.regions import describe_regions
 
         score = float(np.clip(score, 0.0, 1.0))
@@ -562,15 +642,18 @@ class ForgeryDetector:
             loc.details.get("texture", {}).get("coarse_boxes", [])
         regions = describe_regions(prob, maps, threshold=self.map_threshold, copies=copies,
                                    lattice_boxes=lattice)
-        band_lo = self.threshold - self.inconclusive_band if self.inconclusive_band else \
-            self.threshold
+        verdict, reason = self.verdict_and_reason(score, covered, img.size)
+        if verdict == "inconclusive" and reason and reason.startswith("nothing to read"):
+            ela_score = None  # nothing to read: an error level of ~0 would say "clean"
+            notes = [n for n in notes if not n.startswith("ela_score only")]
+            notes.append("ela_score not given: " + reason)
         res = ForgeryResult(
             score=score,
-            verdict=self.verdict_of(score),
+            verdict=verdict,
             forged_area_percent=forged_area_percent(prob, self.map_threshold),
-            ela_score=float(ela_score),
+            ela_score=None if ela_score is None else float(ela_score),
             threshold=self.threshold,
-            inconclusive_from=float(max(band_lo, 0.0)),
+            inconclusive_from=self.inconclusive_from,
             map_threshold=self.map_threshold,
             method=self.method,
             prob_map=prob,
@@ -578,6 +661,9 @@ class ForgeryDetector:
             notes=notes,
             regions=regions,
             run_integrity=self.run_integrity,
+            copy_moves=[pair_summary(c) for c in copies],
+            inconclusive_reason=reason,
+            covered_fraction=covered,
         )
         return res, maps
 

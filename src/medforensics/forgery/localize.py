@@ -4,7 +4,7 @@ Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own d
 
 * ``copymove``: :func:`medforensics.forgery.copymove.detect_copy_move` (residual block
   matching, exact-value keypoints and SIFT content matching; lossless or lossy data; both
-  copies unless the pasted side could be told apart).
+  copies unless evidence names the pasted one, :mod:`medforensics.forgery.direction`).
 * ``noise``: :func:`medforensics.forgery.noiseinconsistency.noise_inconsistency_map` (local
   noise level vs the image's own Poisson-Gaussian noise model).
 * ``texture``: :func:`medforensics.forgery.texture.texture_inconsistency_map` (local noise
@@ -199,7 +199,9 @@ def localize(
         threshold: map threshold for the area / mask.
         weights: per-cue weights for the max rule.
         copymove_kw: extra arguments for ``detect_copy_move``.
-        noise_kw: extra arguments for ``noise_inconsistency_map``.
+        noise_kw: extra arguments for ``noise_inconsistency_map``; ``extra_blocks`` (e.g.
+            ``(32,)``) also runs it with those block sizes (``min_extent`` = the block) and
+            takes the maximum of the maps - an option, not the default.
         ela_quality: JPEG quality of the ELA re-encoding.
         fingerprint_kw: extra arguments for ``fingerprint_llr_map``.
         texture: include the texture cue in the default list (``cues=None``); None =
@@ -241,10 +243,23 @@ def localize(
     notes: list[str] = []
     non_dct = bool(lossy) and lossy_codec == "other"
     details: dict[str, Any] = {}
-    seam_found: list[Any] = []
+    # the seam cue runs first: its paste-seam boxes are one item of evidence for the
+    # direction of a copy-move (which area was pasted)
+    seam_res: Any = None
+    seam_note = ""
+    if "seam" in names:
+        from medforensics.forgery.seam import SeamSkipped, seam_cue
+
+        try:
+            seam_res = seam_cue(img, **{"lossy": lossy, **(seam_kw or {})})
+        except (SeamSkipped, InvalidArrayError) as exc:
+            seam_note = f"seam cue skipped: {exc}"
     for name in names:
         if name == "copymove":
-            cm = detect_copy_move(img, **{"lossy": lossy, **(copymove_kw or {})})
+            kw = {"lossy": lossy, **(copymove_kw or {})}
+            if seam_res is not None:
+                kw.setdefault("paste_boxes", seam_res.boxes)
+            cm = detect_copy_move(img, **kw)
             maps[name] = cm.map
             details[name] = {"shifts": cm.shifts, "regions": cm.regions, "score": cm.score}
         elif name == "noise":
@@ -252,13 +267,24 @@ def localize(
                 notes.append("noise cue skipped: JPEG 2000 / JPEG-LS near-lossless coding "
                              "reshapes the noise by itself (smooths some areas, rings at edges)")
                 continue
+            nkw = dict(noise_kw or {})
+            extra = tuple(nkw.pop("extra_blocks", ()))
             try:
-                ni = noise_inconsistency_map(img, **(noise_kw or {}))
+                ni = noise_inconsistency_map(img, **nkw)
             except Exception as exc:  # too small image etc.: skip this cue, say so
                 notes.append(f"noise cue skipped: {exc}")
                 continue
             maps[name] = ni.map
             details[name] = {"fit": ni.fit, "z": ni.z}
+            for b in extra:  # coarser blocks: a level change over a larger area, less noisy
+                try:
+                    nb = noise_inconsistency_map(img, **{**nkw, "block": int(b),
+                                                         "min_extent": int(b)})
+                except Exception as exc:
+                    notes.append(f"noise cue at {b}-px blocks skipped: {exc}")
+                    continue
+                maps[name] = np.maximum(maps[name], nb.map)
+                notes.append(f"noise cue also at {b}-px blocks (map: maximum of the scales)")
         elif name == "texture":
             from medforensics.forgery.texture import texture_inconsistency_map
 
@@ -281,18 +307,14 @@ def localize(
                              "sit on a coarse lattice (a region scaled up from fewer grey "
                              "levels and rounded)")
         elif name == "seam":
-            from medforensics.forgery.seam import SeamSkipped, seam_cue
-
-            try:
-                sr = seam_cue(img, **{"lossy": lossy, **(seam_kw or {})})
-            except (SeamSkipped, InvalidArrayError) as exc:
-                notes.append(f"seam cue skipped: {exc}")
+            if seam_res is None:
+                notes.append(seam_note)
                 continue
+            sr = seam_res
             maps[name] = sr.map
             details[name] = {"boxes": [{"bbox": list(b.box), "corners": b.corners,
                                         "side": b.side} for b in sr.boxes],
                              "n_seams": list(sr.n_seams)}
-            seam_found = sr.boxes
         elif name == "ela":
             if not lossy and not explicit:
                 notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "
@@ -317,11 +339,6 @@ def localize(
             if fp.weak is not None:
                 maps["fingerprint_weak"] = fp.weak
             details["fingerprint"] = {"image_class": fp.image_class}
-    if "copymove" in maps and seam_found:
-        from medforensics.forgery.seam import decide_copy_sides
-
-        # a hard-edged paste outlines the copy, not its source: name undecided sides
-        decide_copy_sides(maps["copymove"], details["copymove"]["regions"], seam_found)
     strong = {k: v for k, v in maps.items() if k not in WEAK_CUES}
     if not strong:
         combined = np.zeros(img.shape, np.float32)

@@ -16,6 +16,9 @@ from scipy import ndimage
 
 from medforensics.errors import InvalidArrayError
 
+#: role of a copy-move area whose pasted side could not be told
+UNDETERMINED = "undetermined"
+
 __all__ = ["describe_regions", "overlap_share"]
 
 Box = tuple[int, int, int, int]
@@ -42,11 +45,13 @@ def _copy_partner(box: Box, copies: Sequence[Mapping[str, Any]]) -> dict[str, An
             if ov >= 0.25 and (best is None or ov > best[0]):
                 side = "a" if mine is ba else "b"
                 role = ("pasted copy" if c.get("target_side") == side else
-                        "source" if c.get("target_side") else "copy or source")
+                        "source" if c.get("target_side") else UNDETERMINED)
                 best = (ov, {"partner_bbox": list(other), "transform": c.get("transform",
                                                                              "identity"),
                              "shift": c.get("shift"), "role": role,
-                             "method": c.get("method", "blocks")})
+                             "method": c.get("method", "blocks"),
+                             "cue": c.get("cue") or None,
+                             "evidence": c.get("direction_evidence") or None})
     return None if best is None else best[1]
 
 
@@ -73,8 +78,9 @@ def describe_regions(
         copies: copy-move matches (``CopyMoveResult.regions``: ``bbox_a``, ``bbox_b``,
             ``transform``, ``shift``, ``target_side``); an area overlapping one side gets a
             ``copy_of`` entry: ``partner_bbox`` (the other side), ``transform``, ``shift`` and
-            ``role`` of this area (``"pasted copy"``, ``"source"``, or ``"copy or source"``
-            when the two could not be told apart).
+            ``role`` of this area (``"pasted copy"``, ``"source"``, or ``"undetermined"``
+            when no evidence tells the two apart), ``cue`` (the evidence that named it) and
+            ``evidence`` (why, in words).
         lattice_boxes: ``(x0, y0, x1, y1)`` boxes of coarse value-lattice blocks (the texture
             cue's ``coarse_boxes``); an area overlapping one gets ``coarse_lattice: True``
             (its values were scaled up from fewer grey levels and rounded).

@@ -29,9 +29,8 @@ import numpy as np
 from medforensics.dsp._checks import as_image
 from medforensics.dsp.seams import SeamBox, boundary_excess, seam_boxes, straight_seams
 from medforensics.errors import MedForensicsError
-from medforensics.forgery.regions import overlap_share
 
-__all__ = ["CORNER_LEVEL", "SeamResult", "SeamSkipped", "decide_copy_sides", "seam_cue"]
+__all__ = ["CORNER_LEVEL", "SeamResult", "SeamSkipped", "seam_cue"]
 
 #: map level of a box by the number of its corners that were seen
 CORNER_LEVEL = {1: 0.55, 2: 0.8, 3: 0.95, 4: 1.0}
@@ -93,55 +92,3 @@ def seam_cue(pixels: np.ndarray, *, lossy: bool = False, window: int = 16,
         view = out[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
         np.maximum(view, np.float32(CORNER_LEVEL[min(4, b.corners)]), out=view)
     return SeamResult(out, boxes, (len(vert), len(horiz)))
-
-
-def decide_copy_sides(copy_map: np.ndarray, regions: list[dict], boxes: list[SeamBox], *,
-                      source_weight: float = 0.35, min_cover: float = 0.6,
-                      max_other: float = 0.2, margin: int = 8) -> int:
-    """Name the pasted side of undecided copy-moves from the paste seams (in place).
-
-    A copy-move region (:func:`~medforensics.forgery.copymove.detect_copy_move`) whose two
-    areas could not be told apart is decided when a seam box covers at least ``min_cover``
-    of one area and at most ``max_other`` of the other: a hard-edged paste outlines the copy,
-    not its source. The source area's values in ``copy_map`` (its box grown by ``margin``,
-    outside the seam box) are then
-    multiplied by ``source_weight`` and the region gets ``target_side``, ``decided=True`` and
-    ``cue="paste seam"``.
-
-    Args:
-        copy_map: float32 (H, W) map of the copy-move cue (modified in place).
-        regions: its regions (dicts with ``bbox_a`` / ``bbox_b``, modified in place).
-        boxes: seam boxes (:func:`seam_cue`).
-        source_weight: factor for the source area.
-        min_cover: share of the pasted area a seam box must cover.
-        max_other: largest share of the other area it may cover.
-        margin: pixels around the source box that are down-weighted too (the fringe of its
-            correlation map).
-
-    Returns:
-        Number of regions decided here.
-    """
-    n = 0
-    for reg in regions:
-        if reg.get("decided") or not boxes:
-            continue
-        a, b = reg.get("bbox_a"), reg.get("bbox_b")
-        for sb in boxes:
-            ca = 0.0 if a is None else overlap_share(tuple(a), sb.box)
-            cb = 0.0 if b is None else overlap_share(tuple(b), sb.box)
-            if max(ca, cb) >= min_cover and min(ca, cb) <= max_other:
-                side, src = ("a", b) if ca > cb else ("b", a)
-                if src is not None:  # the source box and a margin (its map's fringe)
-                    H, W = copy_map.shape
-                    x0, y0 = max(src[0] - margin, 0), max(src[1] - margin, 0)
-                    x1, y1 = min(src[2] + margin, W), min(src[3] + margin, H)
-                    view = copy_map[y0:y1, x0:x1]
-                    keep = np.zeros(view.shape, bool)
-                    sx0, sy0, sx1, sy1 = sb.box
-                    keep[max(sy0 - y0, 0):max(sy1 - y0, 0),
-                         max(sx0 - x0, 0):max(sx1 - x0, 0)] = True
-                    view[~keep] *= np.float32(source_weight)
-                reg.update(target_side=side, decided=True, cue="paste seam")
-                n += 1
-                break
-    return n

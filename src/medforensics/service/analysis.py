@@ -302,6 +302,12 @@ class CaseService:
         out.update(dataclass_scalars(res))
         for name in FORGERY_FIELDS:
             out[name] = json_scalar(getattr(res, name, None))
+        for name in ("regions", "copy_moves"):  # lists of dicts (ForgeryResult), when given
+            val = getattr(res, name, None)
+            if isinstance(val, (list, tuple)):
+                from medforensics.forgery.detector import json_tree
+
+                out[name] = [json_tree(v) for v in val if isinstance(v, Mapping)]
         prob = getattr(res, "prob_map", None)
         if prob is not None:
             out["overlay_png_b64"] = png_b64(overlay_rgb(img.pixels, prob))

@@ -137,10 +137,43 @@
 
   function forgeryClass(verdict, score) {
     const v = String(verdict || "").toLowerCase();
+    if (/(inconclusive|uncertain|unknown)/.test(v)) return "warn";
     if (/(authentic|original|clean|pristine|genuine)/.test(v)) return "ok";
     if (/(forg|tamper|manipul|alter|suspic|splic|copy)/.test(v)) return "bad";
     if (score === null || score === undefined) return "info";
     return score >= 0.5 ? "bad" : "ok";
+  }
+
+  function fmtBox(b) {
+    return b ? "(" + b[0] + ", " + b[1] + ")–(" + b[2] + ", " + b[3] + ")" : "–";
+  }
+
+  // One line per copy-move pair: the pasted area is named only when the detector gives
+  // evidence for it; otherwise the direction is shown as undetermined.
+  function renderCopyMoves(pairs) {
+    const list = $("forgery-copies-list");
+    list.replaceChildren();
+    pairs.forEach((c) => {
+      const li = document.createElement("li");
+      const dir = document.createElement("span");
+      const text = document.createElement("span");
+      if (c.direction === "undetermined" || !c.pasted_bbox) {
+        li.dataset.direction = "undetermined";
+        dir.className = "direction warn";
+        dir.textContent = "direction undetermined";
+        text.textContent = ": the same content at " + fmtBox(c.bbox_a) + " and " +
+          fmtBox(c.bbox_b) + "; which one was pasted is not known.";
+      } else {
+        li.dataset.direction = c.direction;
+        dir.className = "direction bad";
+        dir.textContent = "pasted at " + fmtBox(c.pasted_bbox);
+        text.textContent = ", copied from " + fmtBox(c.source_bbox) +
+          (c.evidence ? " (evidence: " + c.evidence + ")" : "");
+      }
+      li.append(dir, text);
+      list.append(li);
+    });
+    show("forgery-copies", pairs.length > 0);
   }
 
   function renderForgery(f) {
@@ -151,7 +184,10 @@
     show("forgery-values", true);
     setText("forgery-score", fmtNum(f.score, 3));
     setText("forgery-area", f.forged_area_percent === null ? "–" : fmtNum(f.forged_area_percent, 2) + " %");
-    setText("forgery-ela", fmtNum(f.ela_score, 3));
+    setText("forgery-ela", f.ela_score === null || f.ela_score === undefined ? "not run" : fmtNum(f.ela_score, 3));
+    show("forgery-reason", Boolean(f.inconclusive_reason));
+    setText("forgery-reason", f.inconclusive_reason || "");
+    renderCopyMoves(f.copy_moves || []);
     setText("forgery-note", "The heat map shows where the detector suspects alteration (red to yellow = more likely).");
     if (f.overlay_png_b64) {
       state.overlaySrc = "data:image/png;base64," + f.overlay_png_b64;
@@ -167,6 +203,8 @@
     show("result", false);
     show("overlay-toggle", false);
     show("forgery-values", false);
+    show("forgery-copies", false);
+    show("forgery-reason", false);
     state.previewSrc = null;
     state.overlaySrc = null;
     $("image").removeAttribute("src");
