@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medforensics.data.anatomy import resize_bilinear
+
 __all__ = [
     "LUT_FAMILIES",
     "SHUTTER_STYLES",
@@ -457,8 +459,6 @@ def enhance(u: np.ndarray, look: ImageLook) -> np.ndarray:
         sigma = max(1.0, look.eq_radius * min(h, w))
         step = max(1, int(sigma // 4))
         small = ndimage.gaussian_filter(out[::step, ::step], sigma / step, mode="nearest")
-        from medforensics.data.anatomy import resize_bilinear
-
         low = resize_bilinear(small, (h, w)) if step > 1 else small
         out = out + f32(look.eq_amount) * (out - low)
     return out.astype(f32, copy=False)
