@@ -182,6 +182,11 @@ def simulate_cmd(
         None, "--exclude", help="Hold out these devices (same selectors as --include)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty dir."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    vendor_look: bool = typer.Option(
+        False, "--vendor-look/--no-vendor-look",
+        help="Each manufacturer/model also applies its own processing look (LUT and contrast, "
+        "edge enhancement, noise reduction, matrix formats, shutter, burned-in marker/text), "
+        "varied per image. Default: devices differ only by their sensor fingerprint."),
 ) -> None:
     """Write a simulated multi-device X-ray archive (DICOM + devices.json ground truth)."""
     import time
@@ -194,6 +199,7 @@ def simulate_cmd(
         DEVICES_FILE,
         build_devices,
         device_table,
+        model_look,
         select_units,
         simulate_archive,
     )
@@ -225,7 +231,8 @@ def simulate_cmd(
                 images_per_patient=_int_range(images_per_patient, "--images-per-patient"),
                 size=_int_range(size, "--size"), transfer_syntax=transfer_syntax,
                 multi_device_fraction=multi_device, include=csv(include) if include else None,
-                exclude=csv(exclude), overwrite=overwrite, progress=tick, **kw)
+                exclude=csv(exclude), overwrite=overwrite, progress=tick,
+                vendor_look=vendor_look, **kw)
     except MedForensicsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -237,6 +244,25 @@ def simulate_cmd(
     for r in device_table(units):
         table.add_row(*(str(r[c]) for c in cols))
     console.print(table)
+    if vendor_look:
+        looks = Table(title="vendor looks (per model; each image varies around them)")
+        for col in ("model", "lut", "slope", "centre", "edge", "equalise", "denoise",
+                    "matrices (long pos, aspect)", "fov", "shutter", "marker", "text"):
+            looks.add_column(col, overflow="fold")
+        seen: set = set()
+        for u in units:
+            if u.model_id in seen:
+                continue
+            seen.add(u.model_id)
+            lk = model_look(u.model, seed)
+            looks.add_row(
+                f"{u.model_id} {u.model.name}", lk.lut, f"{lk.lut_slope:.2f}",
+                f"{lk.lut_center:.2f}", f"{lk.edge_amount:.2f}", f"{lk.eq_amount:+.2f}",
+                f"{lk.nr_amount:.2f}", " ".join(f"{a:.2f}/{b:.2f}" for a, b in lk.matrices),
+                f"{lk.fov_scale:.2f}", f"{lk.shutter} {lk.shutter_probability:.0%}",
+                f"{lk.marker_corner} {lk.marker_probability:.0%}",
+                f"{lk.text_corner} {lk.text_probability:.0%}")
+        console.print(looks)
     console.print(f"{len(paths)} DICOM files ({transfer_syntax}) for {len(units)} units in "
                   f"{time.perf_counter() - t0:.1f} s -> {out}/<PatientID>/<study>/<n>.dcm; "
                   f"ground truth: {out / DEVICES_FILE}")

@@ -535,8 +535,8 @@ _FRAMING: dict[str, tuple[float, float, float]] = {
 
 def render_anatomy(body_part: str, view: str, laterality: str, shape: tuple[int, int],
                    rng: np.random.Generator, traits: PatientTraits, *,
-                   marker_probability: float = 0.5, open_field_probability: float = 0.25
-                   ) -> Phantom:
+                   marker_probability: float = 0.5, open_field_probability: float = 0.25,
+                   fov_scale: float = 1.0) -> Phantom:
     """Render one body part as a line-integral attenuation map.
 
     Args:
@@ -548,6 +548,9 @@ def render_anatomy(body_part: str, view: str, laterality: str, shape: tuple[int,
         traits: the patient's anatomy factors.
         marker_probability: chance of a lead L/R marker (not for BREAST).
         open_field_probability: chance of no visible collimation (BREAST: always open).
+        fov_scale: field of view relative to the default framing (> 1 shows more of the body,
+            smaller; a model's pixel spacing in the vendor-look archive). Ignored for BREAST,
+            which fills its image.
 
     Returns:
         A :class:`Phantom` with float32 attenuation (H, W) >= 0 and the open-field mask.
@@ -586,6 +589,8 @@ def render_anatomy(body_part: str, view: str, laterality: str, shape: tuple[int,
         cy_cm = -2.0 + float(rng.normal(0, 1.5))
         cx_cm = float(rng.normal(0, 1.0))
         angle = float(rng.normal(0, 2.0))
+    if fov_scale != 1.0:
+        fov *= float(fov_scale)
     s = short / fov
     # place body point (cx_cm, cy_cm) at the image centre
     a = math.radians(angle)

@@ -25,6 +25,14 @@ in DeepMammo). What differs between devices:
 * **per manufacturer**: name (written with spelling variants by different units, so label
   normalisation has work), LUT family and software version scheme.
 
+Option ``vendor_look=True`` (``medforensics simulate --vendor-look``) adds what real archives
+also have and the default leaves out: each manufacturer and model applies its own processing
+look (tone curve with body-part presets, edge enhancement, equalisation, noise reduction,
+matrix formats and field of view, shutter, burned-in side marker and text), varied per image;
+see :mod:`medforensics.data.vendorlook`. That signal survives the papers' 8-bit 256 x 256
+preprocessing; the fingerprint alone does not. Without the option nothing of it runs and the
+archive is the same, file for file.
+
 Image formation (per image)::
 
     A        = anatomy line integral (collimator blades and lead marker included)
@@ -86,6 +94,15 @@ from medforensics.data.anatomy import (
     render_anatomy,
     resize_bilinear,
 )
+from medforensics.data.vendorlook import (
+    ImageLook,
+    VendorLook,
+    apply_look,
+    choose_matrix,
+    draw_image_look,
+    look_summary,
+    make_look,
+)
 from medforensics.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -107,6 +124,7 @@ __all__ = [
     "format_device_table",
     "load_devices",
     "select_units",
+    "model_look",
 ]
 
 DEVICES_FILE = "devices.json"
@@ -131,6 +149,7 @@ SOP_CLASSES: dict[str, str] = {
 _T_MFR, _T_MODEL, _T_UNIT, _T_GAIN, _T_COL, _T_ROW, _T_DEFECT = 11, 12, 13, 21, 22, 23, 24
 _T_DESIGN = 14
 _T_ASSIGN, _T_PATIENT, _T_STUDY, _T_IMAGE, _T_NOISE = 31, 32, 33, 34, 35
+_T_LOOK_IMAGE, _T_LOOK_MATRIX = 51, 52
 _TILE = 256
 _GEN_MARGIN = 16
 
@@ -629,7 +648,8 @@ def _lut(u: np.ndarray, kind: str, param: float, gamma_img: float) -> np.ndarray
 
 
 def render_detector_image(unit: UnitSpec, pattern: FixedPattern, phantom: Phantom,
-                          rng: np.random.Generator) -> np.ndarray:
+                          rng: np.random.Generator, *,
+                          look: ImageLook | None = None) -> np.ndarray:
     """Form one image on a unit's detector: exposure, noise, fingerprint, processing.
 
     Args:
@@ -638,6 +658,11 @@ def render_detector_image(unit: UnitSpec, pattern: FixedPattern, phantom: Phanto
             (the image is read out from the detector's top-left corner).
         phantom: the body part (attenuation map and collimated field).
         rng: per-image generator (exposure, quantum and read noise, processing jitter).
+        look: the model's vendor look as realised on this image
+            (:mod:`medforensics.data.vendorlook`): its ranging percentiles replace the shared
+            ones, and after the fingerprint processing its noise reduction, edge enhancement,
+            equalisation, LUT, output levels, shutter and burned-in marker/text replace the
+            modest model LUT. ``None`` (default): the fingerprint-only image.
 
     Returns:
         uint16 (H, W) stored values in ``[0, 2**bits_stored - 1]`` as written to Pixel Data
@@ -700,7 +725,10 @@ def render_detector_image(unit: UnitSpec, pattern: FixedPattern, phantom: Phanto
     sample = logs[::step, ::step][fld[::step, ::step]]
     if sample.size < 16:
         sample = logs.ravel()
-    lo, hi = np.percentile(sample, [rng.uniform(0.2, 1.0), rng.uniform(99.0, 99.9)])
+    if look is None:
+        lo, hi = np.percentile(sample, [rng.uniform(0.2, 1.0), rng.uniform(99.0, 99.9)])
+    else:
+        lo, hi = np.percentile(sample, list(look.range_pct))
     rng_span = max(float(hi - lo), 1e-3)
     u = (f32(hi) - logs) / f32(rng_span)
     if md.sharpen_amount > 0:
@@ -709,11 +737,14 @@ def render_detector_image(unit: UnitSpec, pattern: FixedPattern, phantom: Phanto
     if md.unsharp_amount > 0:
         u = u + f32(md.unsharp_amount) * (u - ndimage.gaussian_filter(u, md.unsharp_radius,
                                                                        mode="nearest"))
-    np.clip(u, 0.0, 1.0, out=u)
-    gamma_img = float(math.exp(rng.normal(0.0, 0.15)))  # per-image tone (shared)
-    y = _lut(u, md.lut, md.lut_param, gamma_img)
     maxval = (1 << md.bits_stored) - 1
-    v = (f32(0.02) + f32(0.96) * y) * f32(maxval)
+    if look is None:
+        np.clip(u, 0.0, 1.0, out=u)
+        gamma_img = float(math.exp(rng.normal(0.0, 0.15)))  # per-image tone (shared)
+        y = _lut(u, md.lut, md.lut_param, gamma_img)
+        v = (f32(0.02) + f32(0.96) * y) * f32(maxval)
+    else:
+        v = apply_look(u, fld, look) * f32(maxval)
     out = np.clip(np.rint(v), 0, maxval).astype(np.uint16)
     if md.photometric == "MONOCHROME1":
         out = (maxval - out).astype(np.uint16)
@@ -723,7 +754,8 @@ def render_detector_image(unit: UnitSpec, pattern: FixedPattern, phantom: Phanto
 def simulate_image(unit: UnitSpec, shape: tuple[int, int], *, seed: int = 0,
                    body_part: str | None = None, view: str | None = None,
                    laterality: str = "R", traits: PatientTraits | None = None,
-                   pattern: FixedPattern | None = None) -> tuple[np.ndarray, Phantom]:
+                   pattern: FixedPattern | None = None,
+                   vendor_look: bool = False) -> tuple[np.ndarray, Phantom]:
     """Render one image of a unit in memory (no DICOM), e.g. for tests and tampering demos.
 
     Args:
@@ -735,6 +767,8 @@ def simulate_image(unit: UnitSpec, shape: tuple[int, int], *, seed: int = 0,
         laterality: "L"/"R".
         traits: patient anatomy factors (default: drawn from ``seed``).
         pattern: the unit's fixed pattern (generated when ``None``).
+        vendor_look: also apply the model's processing look (:func:`model_look`); ``shape``
+            is kept as given (the look's matrix sizes apply to archives).
 
     Returns:
         (stored uint16 (H, W), the phantom).
@@ -749,9 +783,24 @@ def simulate_image(unit: UnitSpec, shape: tuple[int, int], *, seed: int = 0,
         v = view or VIEWS[part][0]
         lat = "" if part == "CHEST" else (laterality or lat)
     tr = traits or draw_patient_traits(r, sex="F" if part == "BREAST" else None)
-    ph = render_anatomy(part, v, lat, shape, r, tr)
+    look = model_look(unit.model, unit.seed) if vendor_look else None
+    ph = render_anatomy(part, v, lat, shape, r, tr,
+                        fov_scale=look.fov_scale if look is not None else 1.0)
     pat = pattern if pattern is not None else unit_pattern(unit, shape)
-    return render_detector_image(unit, pat, ph, _rng(unit.seed, _T_NOISE, seed, 0xFFFF)), ph
+    il = None if look is None else draw_image_look(
+        look, _rng(unit.seed, _T_LOOK_IMAGE, seed, 0xFFFF), part, lat)
+    return render_detector_image(unit, pat, ph, _rng(unit.seed, _T_NOISE, seed, 0xFFFF),
+                                 look=il), ph
+
+
+def model_look(model: ModelSpec, seed: int) -> VendorLook:
+    """The vendor processing look of a model in an archive seeded with ``seed``.
+
+    See :mod:`medforensics.data.vendorlook`. Depends only on the seed and the model's
+    indices, modality and pixel spacing.
+    """
+    m, k = (int(p) for p in model.model_id.split("."))
+    return make_look(seed, m, k, model.modality, model.pixel_spacing)
 
 
 # --------------------------------------------------------------------------- planning
@@ -923,7 +972,7 @@ def _check_transfer_syntax(name: str) -> str:
 
 
 def _dataset(plan: ImagePlan, unit: UnitSpec, pixels: np.ndarray, rng: np.random.Generator,
-             ts_uid: str) -> Any:
+             ts_uid: str, burned_in: bool = False) -> Any:
     """Build the pydicom Dataset (file meta included) for one image."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
@@ -986,7 +1035,9 @@ def _dataset(plan: ImagePlan, unit: UnitSpec, pixels: np.ndarray, rng: np.random
         ds.PixelIntensityRelationship = "LOG"
         ds.PixelIntensityRelationshipSign = -1 if md.photometric == "MONOCHROME2" else 1
         ds.PresentationLUTShape = "IDENTITY" if md.photometric == "MONOCHROME2" else "INVERSE"
-        ds.BurnedInAnnotation = "NO"
+        ds.BurnedInAnnotation = "YES" if burned_in else "NO"
+    if md.modality == "CR" and burned_in:
+        ds.BurnedInAnnotation = "YES"
     if md.modality == "DX":
         ds.PixelSpacing = ds.ImagerPixelSpacing
     if md.modality == "MG":
@@ -1038,7 +1089,8 @@ def simulate_archive(out_dir: str | Path, *, manufacturers: int = 3,
                      multi_device_fraction: float = 0.1,
                      include: Iterable[str] | None = None, exclude: Iterable[str] = (),
                      overwrite: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> list[Path]:
+                     progress: Callable[[int, int], None] | None = None,
+                     vendor_look: bool = False) -> list[Path]:
     """Write a simulated multi-device archive of DICOM files plus ``devices.json``.
 
     Args:
@@ -1060,6 +1112,13 @@ def simulate_archive(out_dir: str | Path, *, manufacturers: int = 3,
         exclude: do not write units matching these selectors (held-out devices).
         overwrite: allow writing into a non-empty directory.
         progress: called as ``progress(done, total)`` after each file.
+        vendor_look: each model also applies its own processing look
+            (:mod:`medforensics.data.vendorlook`: LUT and contrast with body-part presets,
+            edge enhancement, equalisation, noise reduction, matrix formats and field of
+            view, shutter, burned-in side marker and text), with per-image variation. Image
+            sizes then follow the models' formats within ``size``. ``devices.json`` records
+            every model's look (``looks``) and every image's (``files[i].look``). Off
+            (default): devices differ only by their fingerprint, and nothing of this runs.
 
     Returns:
         Paths of the written DICOM files, in plan order.
@@ -1087,11 +1146,16 @@ def simulate_archive(out_dir: str | Path, *, manufacturers: int = 3,
                                      images_per_patient=images_per_patient, size=size, seed=seed,
                                      multi_device_fraction=multi_device_fraction)
              if p.unit_id in chosen]
+    unit_map = {u.unit_id: u for u in units}
+    looks: dict[str, VendorLook] = {}
+    if vendor_look:
+        looks = {u.model_id: model_look(u.model, seed) for u in units}
+        plans = [_with_matrix(p, looks, unit_map, _size_range(size), seed) for p in plans]
+    image_looks: dict[str, ImageLook] = {}
     out.mkdir(parents=True, exist_ok=True)
     by_unit: dict[str, list[ImagePlan]] = {}
     for p in plans:
         by_unit.setdefault(p.unit_id, []).append(p)
-    unit_map = {u.unit_id: u for u in units}
     total = len(plans)
     done = 0
     for uid_, uplans in by_unit.items():
@@ -1102,11 +1166,19 @@ def simulate_archive(out_dir: str | Path, *, manufacturers: int = 3,
             traits_rng = _rng(seed, _T_PATIENT, p.patient_index, 1)
             traits = draw_patient_traits(traits_rng, sex=p.patient_sex)
             r = _rng(seed, _T_IMAGE, p.patient_index, p.study_index, p.image_index)
-            ph = render_anatomy(p.body_part, p.view, p.laterality, (p.rows, p.cols), r, traits)
+            look = looks.get(unit.model_id)
+            il = None if look is None else draw_image_look(
+                look, _rng(seed, _T_LOOK_IMAGE, p.patient_index, p.study_index, p.image_index),
+                p.body_part, p.laterality)
+            ph = render_anatomy(p.body_part, p.view, p.laterality, (p.rows, p.cols), r, traits,
+                                fov_scale=look.fov_scale if look is not None else 1.0)
             pix = render_detector_image(unit, pattern, ph, _rng(
-                seed, _T_NOISE, p.patient_index, p.study_index, p.image_index))
+                seed, _T_NOISE, p.patient_index, p.study_index, p.image_index), look=il)
             hdr_rng = _rng(seed, _T_IMAGE, p.patient_index, p.study_index, p.image_index, 7)
-            ds = _dataset(p, unit, pix, hdr_rng, ts_uid)
+            ds = _dataset(p, unit, pix, hdr_rng, ts_uid,
+                          burned_in=il is not None and il.burned_in)
+            if il is not None:
+                image_looks[p.relpath] = il
             _write(ds, out / p.relpath, ts_key)
             done += 1
             if progress is not None:
@@ -1119,7 +1191,8 @@ def simulate_archive(out_dir: str | Path, *, manufacturers: int = 3,
         patients=patients, images_per_patient=images_per_patient, size=size, seed=seed,
         transfer_syntax=ts_key, modalities=list(modalities),
         multi_device_fraction=multi_device_fraction,
-        include=None if include is None else list(include), exclude=list(exclude)))
+        include=None if include is None else list(include), exclude=list(exclude)),
+        looks=looks, image_looks=image_looks)
     logger.info("wrote %d files for %d units to %s in %.1f s", total, len(selected), out,
                 time.perf_counter() - t0)
     return [out / p.relpath for p in plans]
@@ -1160,8 +1233,23 @@ def format_device_table(units: Sequence[UnitSpec]) -> str:
     return "\n".join(lines)
 
 
+def _with_matrix(plan: ImagePlan, looks: dict[str, VendorLook], units: dict[str, UnitSpec],
+                 size: tuple[int, int], seed: int) -> ImagePlan:
+    """The plan with rows/cols set to one of its model's matrix formats (vendor look)."""
+    import dataclasses
+
+    unit = units[plan.unit_id]
+    rows, cols = choose_matrix(
+        looks[unit.model_id], size,
+        _rng(seed, _T_LOOK_MATRIX, plan.patient_index, plan.study_index, plan.image_index),
+        unit.model.modality)
+    return dataclasses.replace(plan, rows=rows, cols=cols)
+
+
 def _write_devices_json(out: Path, units: Sequence[UnitSpec], selected: Sequence[UnitSpec],
-                        plans: Sequence[ImagePlan], params: dict[str, Any]) -> None:
+                        plans: Sequence[ImagePlan], params: dict[str, Any], *,
+                        looks: dict[str, VendorLook] | None = None,
+                        image_looks: dict[str, ImageLook] | None = None) -> None:
     chosen = {u.unit_id for u in selected}
     models: dict[str, dict[str, Any]] = {}
     unit_rows = []
@@ -1189,6 +1277,13 @@ def _write_devices_json(out: Path, units: Sequence[UnitSpec], selected: Sequence
                    "view": p.view, "laterality": p.laterality, "rows": p.rows, "cols": p.cols}
                   for p in plans],
     }
+    if looks:
+        doc["parameters"]["vendor_look"] = True
+        doc["looks"] = {mid: asdict(lk) for mid, lk in sorted(looks.items())}
+        for f in doc["files"]:
+            il = (image_looks or {}).get(f["path"])
+            if il is not None:
+                f["look"] = look_summary(il)
     (out / DEVICES_FILE).write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 
