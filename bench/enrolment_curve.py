@@ -60,6 +60,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from openset import fmt as shared_fmt  # noqa: E402  (bench/ sibling)
+from openset import interval as shared_interval  # noqa: E402
+from openset import finish, verdicts  # noqa: E402
+
 log = logging.getLogger("bench.enrolment_curve")
 
 REAL_XRAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "xray"
@@ -78,31 +82,15 @@ CAL_KEYS = ("temperature", "unknown_threshold", "feature_threshold", "threshold_
 
 
 def interval(values: list[bool], groups: list[str], n_boot: int = 1000) -> dict[str, Any]:
-    """Rate of ``values`` with a 95 % cluster bootstrap interval (clusters = ``groups``)."""
-    from medforensics.eval.metrics import bootstrap_interval
-
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        return {"rate": None, "n": 0}
-    lo, hi = bootstrap_interval(lambda idx: float(v[idx].mean()), int(v.size),
-                                clusters=list(groups), n_boot=n_boot, seed=0)
-    return {"rate": float(v.mean()), "n": int(v.size), "clusters": len(set(groups)),
-            "low": lo, "high": hi}
+    """:func:`openset.interval` plus the number of clusters."""
+    return shared_interval(values, groups, n_boot) | {"clusters": len(set(groups))}
 
 
 def fmt(cell: dict[str, Any] | None) -> str:
-    """``rate [low-high]`` in percent, or ``n/a``."""
+    """``rate [low-high]`` in percent, or ``n/a`` (:func:`openset.fmt` without the count)."""
     if not cell or cell.get("rate") is None:
         return "n/a"
-    lo, hi = cell.get("low"), cell.get("high")
-    band = f" [{lo:.0%}-{hi:.0%}]" if lo is not None and hi is not None else ""
-    return f"{cell['rate']:.0%}{band}"
-
-
-def verdicts(pred: Any, paths: list[str]) -> list[Any]:
-    from medforensics.predict import identify_files
-
-    return [v for v, _ in identify_files(pred, paths)]
+    return shared_fmt(cell).split(" (n=")[0]
 
 
 def classifier_alone(run: Path) -> Any:
@@ -386,12 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     res["real_unit_patterns"] = REAL_PRNU_SKIPPED
     if not args.skip_real and REAL_XRAY.is_dir():
         res["real_tiles"] = real_tile_curve(args, out / "real")
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    res["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
-    text = render(res)
-    (out / "results.md").write_text(text + "\n")
-    print(text)
+    finish(out, res, render, t0)
     return 0
 
 

@@ -219,6 +219,16 @@ def real_tile_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     }
 
 
+def finish(out: Path, res: dict[str, Any], render: Any, t0: float) -> None:
+    """Stamp time and load, write ``results.json`` and ``results.md`` into ``out``, print."""
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    res["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    text = render(res)
+    (out / "results.md").write_text(text + "\n")
+    print(text)
+
+
 def render(res: dict[str, Any]) -> str:
     lines = ["| seed | held-out model | mode | held-out model's images not named | "
              "known test images named right | false UNKNOWN on known | real X-rays named |",
@@ -287,12 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                            "verdicts": [v.verdict for v in vs]}
     if not args.skip_real_tiles and REAL_XRAY.is_dir():
         res["real_tiles"] = real_tile_round(args, out / "real")
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    res["machine"]["load_at_end"] = os.getloadavg()
-    (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
-    text = render(res)
-    (out / "results.md").write_text(text + "\n")
-    print(text)
+    finish(out, res, render, t0)
     return 0
 
 
