@@ -70,6 +70,12 @@ def test_cli_train_end_to_end(tiny_manifest: Path, tmp_path: Path) -> None:
     assert lo <= m["image_level"]["accuracy"] <= hi
     assert set(iv["tpr"]) == set(meta["classes"])
     assert "patients]" in res.output and "bootstrap intervals over" in (ev / "report.md").read_text()
+    # what identify did with each image: the shares add up, every name is accounted for
+    vd = m["verdicts"]
+    assert vd["named_right"] + vd["named_wrong"] + vd["not_named"] == pytest.approx(1.0)
+    named = round((vd["named_right"] + vd["named_wrong"]) * m["n_images"])
+    assert vd["named_by_unit_pattern"] + vd["named_by_classifier"] == named
+    assert "Identify verdicts on these images: named right" in (ev / "report.md").read_text()
     # the held-out test files were destroyed: every one is listed, the command fails cleanly
     bad = CliRunner().invoke(app, ["evaluate", str(out), "--manifest", str(tiny_manifest),
                                    "--out", str(tmp_path / "ev_test")])

@@ -183,7 +183,10 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     echo(f"   test: accuracy {img['accuracy']:.4f}{fmt_interval(ci.get('accuracy'), 3)}, "
          f"balanced {img['balanced_accuracy']:.4f}, "
          f"patient-level {metrics['patient_level']['accuracy']:.4f}"
-         + (f", unit {metrics['unit_level']['accuracy']:.4f}" if "unit_level" in metrics else ""))
+         + (f", unit {metrics['unit_level']['accuracy']:.4f}" if "unit_level" in metrics else "")
+         + f"; identify names {metrics['verdicts']['named_right']:.1%} right, "
+           f"{metrics['verdicts']['named_wrong']:.1%} wrong, "
+           f"{metrics['verdicts']['not_named']:.1%} not at all")
 
     # identify: a few test images, a header edited to lie, and an unreadable file
     test_rows = [r for r in rows if r.get("split") == "test"]

@@ -137,7 +137,7 @@ def evaluate_run(
     from medforensics.eval import plots, tables
     from medforensics.eval.calibration import expected_calibration_error
     from medforensics.io import read_image
-    from medforensics.predict import SourcePredictor
+    from medforensics.predict import SourcePredictor, identify_image
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,14 +163,20 @@ def evaluate_run(
     failures: list[dict[str, str]] = []
     unit_true: list[str] = []
     unit_pred: list[str | None] = []
+    outcomes: list[str] = []  # what the identify verdict did with each image
+    named_by: list[str | None] = []
     fps = pred.fingerprints
     for row in _progress(known, progress, f"evaluate {split}"):
         try:
             img = read_image(row["path"])
             p = pred.predict(img.pixels)
+            v, _ = identify_image(pred, img.pixels, img.meta, str(row["path"]))
         except Exception as exc:  # one bad file never stops an evaluation; it is listed
             failures.append({"path": str(row["path"]), "error": f"{type(exc).__name__}: {exc}"})
             continue
+        outcomes.append("not named" if not v.confident else
+                        "named right" if v.predicted == str(row[col]) else "named wrong")
+        named_by.append(v.named_by)
         y_true.append(index[str(row[col])])
         probs.append(p.probs)
         kept.append(row)
@@ -220,6 +226,16 @@ def evaluate_run(
             "ece": float(expected_calibration_error(pr, yt)),
             "flagged_unknown_fraction": float((pr.max(axis=1) < pred.unknown_threshold).mean()),
         },
+    }
+    n_out = len(outcomes)
+    result["verdicts"] = {
+        "what": "the identify verdict on each image: a device named right, named wrong, or "
+                "not named (UNKNOWN or insufficient-evidence)",
+        "named_right": outcomes.count("named right") / n_out,
+        "named_wrong": outcomes.count("named wrong") / n_out,
+        "not_named": outcomes.count("not named") / n_out,
+        "named_by_unit_pattern": named_by.count("unit-pattern"),
+        "named_by_classifier": named_by.count("classifier"),
     }
     if unit_true:
         ok = [t == p for t, p in zip(unit_true, unit_pred)]
@@ -280,6 +296,11 @@ def evaluate_run(
                                       group_header="Transfer syntax"),
         "",
     ]
+    vd = result["verdicts"]
+    md += [f"Identify verdicts on these images: named right {vd['named_right']:.1%}, named "
+           f"wrong {vd['named_wrong']:.1%}, not named {vd['not_named']:.1%} (false UNKNOWN or "
+           f"insufficient evidence); named by a unit pattern {vd['named_by_unit_pattern']}, "
+           f"by the classifier alone {vd['named_by_classifier']}.", ""]
     if "unit_level" in result:
         u = result["unit_level"]
         md += [f"Unit level ({u['method']}): accuracy {u['accuracy']:.4f} on {u['n_images']} "
