@@ -587,7 +587,11 @@ def identify_cmd(
     out: Optional[Path] = _OUT_OPT,
     allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
 ) -> None:
-    """Which device made each image? consistent / MISMATCH / UNKNOWN / unreadable verdicts.
+    """Which device made each image? consistent / MISMATCH / UNKNOWN / claim-not-in-model /
+    no-header-claim / insufficient-evidence / unreadable verdicts.
+
+    A device is named only when an enrolled unit's pattern matches or the classifier's
+    open-set test passes ("named" in the JSON; docs/openset.md); otherwise UNKNOWN.
 
     Streams: memory stays flat over any number of files (the text table is printed in
     blocks of 200 rows; --json or --out give one JSON line per file). Under torchrun each
