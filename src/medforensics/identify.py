@@ -358,10 +358,7 @@ def verdict(
         informative_windows=chk.informative, model_knowledge=chk.knowledge,
     )
     if chk.informative is not None and chk.informative < chk.min_informative:
-        why = f" ({chk.evidence_reason})" if chk.evidence_reason else ""
-        msg = (f"{INSUFFICIENT_EVIDENCE}: only {chk.informative} of the image's windows carry "
-               f"readable detector noise (at least {chk.min_informative} needed){why}; no "
-               "device is named and the header's claim is neither confirmed nor refuted")
+        msg = _insufficient_message(chk.informative, chk.min_informative, chk.evidence_reason)
         return Verdict(verdict=INSUFFICIENT_EVIDENCE, message=msg + knows, predicted=pred,
                        probability=p_max, confident=False, **common)
     if named is None:
@@ -422,6 +419,14 @@ def _decide_name(pred: str, p_max: float, s: float, thr: float | None, custom_sc
     return pred, "classifier", ""
 
 
+def _insufficient_message(informative: int, required: int, reason: str) -> str:
+    """The sentence of an insufficient-evidence verdict."""
+    why = f" ({reason})" if reason else ""
+    return (f"{INSUFFICIENT_EVIDENCE}: only {informative} of the image's windows carry readable "
+            f"detector noise (at least {required} needed){why}; no device is named and the "
+            "header's claim is neither confirmed nor refuted")
+
+
 def insufficient(
     path: str | None,
     informative: int,
@@ -446,13 +451,10 @@ def insufficient(
     Returns:
         A :class:`Verdict` with ``verdict == "insufficient-evidence"``, nothing named.
     """
-    why = f" ({reason})" if reason else ""
     knows = f" [this model knows only {knowledge}]" if knowledge else ""
     return Verdict(
         verdict=INSUFFICIENT_EVIDENCE,
-        message=(f"{INSUFFICIENT_EVIDENCE}: only {informative} of the image's windows carry "
-                 f"readable detector noise (at least {min_informative} needed){why}; no device "
-                 "is named and the header's claim is neither confirmed nor refuted" + knows),
+        message=_insufficient_message(informative, min_informative, reason) + knows,
         path=None if path is None else str(path),
         level=level,
         confident=False,

@@ -316,12 +316,16 @@ class SourcePredictor:
 
         evidence = image_evidence(pixels, self.input_spec)
         if not evidence.enough():
-            c = len(self.classes)
-            return Prediction(np.full(c, -np.log(c), np.float32), np.full(c, 1 / c, np.float32),
-                              0, None, evidence)
+            return self._no_evidence(evidence)
         pred = self._calibrated(*self._forward_full(*model_input(pixels, self.input_spec)))
         pred.evidence = evidence
         return pred
+
+    def _no_evidence(self, evidence: Any) -> Prediction:
+        """The prediction of an image below the evidence floor: model not run, uniform."""
+        c = len(self.classes)
+        return Prediction(np.full(c, -np.log(c), np.float32), np.full(c, 1 / c, np.float32),
+                          0, None, evidence)
 
     def _calibrated(self, lp: np.ndarray, n: int, emb: np.ndarray | None = None) -> Prediction:
         z = lp / self.temperature
@@ -367,10 +371,7 @@ class SourcePredictor:
                  else map(prep, paths))
         for item in items:
             if item.error is None and item.inputs is None and item.evidence is not None:
-                c = len(self.classes)  # below the evidence floor: the model is not run
-                pred = Prediction(np.full(c, -np.log(c), np.float32),
-                                  np.full(c, 1 / c, np.float32), 0, None, item.evidence)
-                yield item.path, pred, item.meta, None, item.pixels
+                yield item.path, self._no_evidence(item.evidence), item.meta, None, item.pixels
                 continue
             if item.error is not None or item.inputs is None:
                 yield item.path, None, None, item.error, None
@@ -627,8 +628,8 @@ def identify_files(
         yield _verdict_of(predictor, pred, meta, pixels, path)
 
 
-def identify_image(predictor: SourcePredictor, pixels: np.ndarray, meta: Any, path: str = ""
-                   ) -> tuple[Any, dict[str, Any]]:
+def identify_image(predictor: SourcePredictor, pixels: np.ndarray, meta: Any, path: str = "",
+                   prediction: Prediction | None = None) -> tuple[Any, dict[str, Any]]:
     """The :func:`identify_files` verdict of an image that is already decoded.
 
     Args:
@@ -636,6 +637,8 @@ def identify_image(predictor: SourcePredictor, pixels: np.ndarray, meta: Any, pa
         pixels: (H, W) float32 stored values (pixel contract of ``read_image``).
         meta: its ``ImageMeta`` (the header claim comes from it).
         path: shown in the verdict.
+        prediction: ``predictor.predict(pixels)`` when the caller has it already (not
+            recomputed).
 
     Returns:
         ``(Verdict, extra)`` as :func:`identify_files` yields them.
@@ -643,7 +646,9 @@ def identify_image(predictor: SourcePredictor, pixels: np.ndarray, meta: Any, pa
     Raises:
         InvalidArrayError: the image is not 2-D or smaller than one patch.
     """
-    return _verdict_of(predictor, predictor.predict(pixels), meta, pixels, path)
+    if prediction is None:
+        prediction = predictor.predict(pixels)
+    return _verdict_of(predictor, prediction, meta, pixels, path)
 
 
 def _integrity(predictor: SourcePredictor) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def evaluate_run(
         try:
             img = read_image(row["path"])
             p = pred.predict(img.pixels)
-            v, _ = identify_image(pred, img.pixels, img.meta, str(row["path"]))
+            v, _ = identify_image(pred, img.pixels, img.meta, str(row["path"]), prediction=p)
         except Exception as exc:  # one bad file never stops an evaluation; it is listed
             failures.append({"path": str(row["path"]), "error": f"{type(exc).__name__}: {exc}"})
             continue

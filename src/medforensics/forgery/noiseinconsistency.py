@@ -29,13 +29,11 @@ connected pixels at the image's minimum or maximum value: background, collimatio
 with more than half of their pixels clipped and blocks that are more than a quarter noiseless
 (residual exactly 0: burned-in labels, graphics) are not scored (cue 0); blocks with a few
 clipped specks are scored on their other pixels (clipped pixels and their 3x3 neighbours left
-out of the MAD and of the noiseless share). Before 881cbb9 one clipped pixel excluded a block,
-which hid most simulated splices (their mean/std matching pushes pixels to the range's end):
-training-free splice-device AUC 0.87 -> 0.97 on the simulated lossless test pairs.
+out of the MAD and of the noiseless share): excluding a whole block for one clipped pixel
+would hide most splices, whose mean/std matching pushes some pixels to the range's end.
 
-Two rules against false alarms on real processed radiographs (defaults; before them the
-training-free detector called 7 of 9 untouched real lossless files tampered, after them 3 -
-chosen while looking at those files, so the 3/9 is not an independent estimate):
+Two rules against false alarms on real processed radiographs (defaults; their effect is
+measured in docs/forgery.md):
 
 * ``range_aware``: a block is judged against the expectation over the range of intensities it
   spans (min / max of its 4x4-px sub-block means): too little noise means below the *lowest*
@@ -45,9 +43,6 @@ chosen while looking at those files, so the 3/9 is not an independent estimate):
   edit's noise is judged) are unchanged.
 * ``min_extent``: the cue map is grey-opened with a 16 x 16 square: an anomaly must fill such a
   square to keep its level (thin lines of flagged blocks fade; a 64-px edit stays).
-
-On the simulated lossless test pairs these raised the training-free image AUC from 0.86 to
-0.88 (splice-device 0.81 -> 0.87).
 
 A third rule, for the band along the skin line or chest wall (``edge_strata``): real
 processing (peripheral equalisation) raises the intensity there while the noise stays that of
