@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from medforensics.forgery.detector import ForgeryDetector
     from medforensics.forgery.localize import localize
     from medforensics.io import read_header, read_image
-    from medforensics.runtime import configure_threads
+    from medforensics.common.runtime import configure_threads
 
     configure_threads(1)
     files = [Path(f) for f in args.files]

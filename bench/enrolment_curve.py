@@ -15,8 +15,8 @@ in ``docs/openset.md``): how many patients per device model, and what the verdic
    ``--test-patients`` test patients; validation and test are the same for every K. For
    K = 2, 4, 8, 16 training patients per model (K / 2 per unit, nested: the K = 4 patients
    include the K = 2 ones) a ``patch`` model is trained with the default settings (outlier
-   exposure on) for ``--epochs`` epochs, calibrated (:func:`medforensics.predict.calibrate_run`)
-   and its units enrolled from the training patients (:func:`medforensics.predict.enroll_units`),
+   exposure on) for ``--epochs`` epochs, calibrated (:func:`medforensics.source.predictor.calibrate_run`)
+   and its units enrolled from the training patients (:func:`medforensics.source.predictor.enroll_units`),
    as ``medforensics train`` does. On the test images it measures, with 95 % bootstrap
    intervals over test patients: (a) model named right by the full verdict, (b) top-1 model
    accuracy of the classifier (arg-max, no thresholds), (c) unit named right by the unit
@@ -95,7 +95,7 @@ def fmt(cell: dict[str, Any] | None) -> str:
 
 def classifier_alone(run: Path) -> Any:
     """The run's predictor without unit patterns: only the classifier's open set names."""
-    from medforensics.predict import SourcePredictor
+    from medforensics.source.predictor import SourcePredictor
 
     pred = SourcePredictor.from_run(run)
     pred.fingerprints, pred.require_unit_match = None, False
@@ -110,7 +110,7 @@ def simulated_rows(args: argparse.Namespace, out: Path) -> tuple[list[dict[str, 
     Each unit's list is cut as [training pool | validation | test].
     """
     from medforensics.data.manifest import ingest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
 
     per_unit = max(args.ks) // 2 + args.val_patients + args.test_patients
     arch = out / "archive"
@@ -137,8 +137,8 @@ def simulated_point(args: argparse.Namespace, out: Path, k: int, rows: list[dict
     """Train, calibrate and enrol with K training patients per model; measure on test."""
     from medforensics.data.splits import check_leakage
     from medforensics.io import read_image
-    from medforensics.predict import SourcePredictor, calibrate_run, enroll_units
-    from medforensics.train.engine import train
+    from medforensics.source.predictor import SourcePredictor, calibrate_run, enroll_units
+    from medforensics.training.engine import train
 
     pool = max(args.ks) // 2
     split_of: dict[str, str] = {}
@@ -208,8 +208,8 @@ def real_tile_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Classifier curve on real tiles: N left tiles per known device train, right tiles test."""
     from source_id import real_tiles
 
-    from medforensics.predict import calibrate_run
-    from medforensics.train.engine import train
+    from medforensics.source.predictor import calibrate_run
+    from medforensics.training.engine import train
 
     base = real_tiles(out / "tiles", tile=256)
     devices = sorted({r["device"] for r in base})
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(k < 2 or k % 2 for k in args.ks):
         ap.error("--ks must be even numbers >= 2 (K / 2 patients per unit)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("medforensics", "medforensics.predict", "medforensics.fingerprint"):
+    for noisy in ("medforensics", "medforensics.source.predictor", "medforensics.source.units"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 

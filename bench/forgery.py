@@ -62,7 +62,7 @@ KINDS = ["copy-move", "splice-device", "removal"]
 # ------------------------------------------------------------------------------- helpers
 def export_jpeg(src: str | Path, dst: Path, quality: int = 90) -> None:
     """8-bit JPEG export of a DICOM: 0.5-99.5 percentile window of the stored values."""
-    from medforensics.forgery.ela import window_to_uint8
+    from medforensics.forgery.cues.ela import window_to_uint8
     from medforensics.io import read_image, write_jpeg
 
     px, _ = read_image(src)
@@ -89,7 +89,7 @@ def export_j2k(src: str | Path, dst: Path, ratio: int = 10) -> None:
 
 
 def write_rows(rows: list[dict[str, str]], path: Path) -> None:
-    from medforensics.forgery.tamper import write_manifest
+    from medforensics.synth.tamper import write_manifest
 
     write_manifest(rows, path)
 
@@ -104,7 +104,7 @@ def tamper_and_train(rows: list[dict[str, str]], work: Path, name: str, *, tampe
     Returns:
         ``(tamper manifest, ela-cnn run, cues run, test-split manifest)``.
     """
-    from medforensics.forgery.tamper import generate
+    from medforensics.synth.tamper import generate
     from medforensics.forgery.train import train_forgery
 
     tset = work / f"tamper_{name}"
@@ -145,7 +145,7 @@ def evaluate(det: Any, manifest: Path, out: Path, name: str, split: str = "auto"
 
 def cached_intervals(d: Path, manifest: Path, threshold: float) -> dict[str, Any]:
     """Bootstrap intervals from a cached ``per_image.json`` (source images from the manifest)."""
-    from medforensics.eval.metrics import to_jsonable
+    from medforensics.common.jsonio import to_jsonable
     from medforensics.forgery.evaluate import confidence_intervals
 
     rows = {r["path"]: r for r in csv.DictReader(open(manifest, newline=""))}
@@ -253,17 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the cached work folder first")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("medforensics.data.transforms", "medforensics.prefetch", "openjpeg"):
+    for noisy in ("medforensics.data.transforms", "medforensics.source.patches", "openjpeg"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     import torch
 
     from medforensics.data.manifest import ingest, write_manifest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits, check_leakage
     from medforensics.forgery.detector import ForgeryDetector
-    from medforensics.forgery.tamper import generate
-    from medforensics.train.engine import train
+    from medforensics.synth.tamper import generate
+    from medforensics.training.engine import train
 
     torch.set_num_threads(1)
     out = Path(args.out)

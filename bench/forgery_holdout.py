@@ -8,7 +8,7 @@ Usage::
 Needs the work folder of ``python bench/forgery.py`` (``--work``, default
 ``bench/out/forgery/work``: its source manifest and source ``patch`` run). The test images of
 that manifest are tampered again with another seed (``--seed``, default 77; regions 64-192 px)
-by ``medforensics.forgery.tamper.generate``; this draw was never looked at while the cue rules
+by ``medforensics.synth.tamper.generate``; this draw was never looked at while the cue rules
 were tuned. Four training-free detectors are evaluated on it (``evaluate_detector``, all
 pairs):
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import logging
 from pathlib import Path
@@ -43,10 +42,10 @@ def main() -> None:
 
     import torch
 
-    import medforensics.forgery.noiseinconsistency as loc
+    import medforensics.forgery.cues.noise as loc
     from medforensics.forgery.detector import ForgeryDetector
     from medforensics.forgery.evaluate import evaluate_detector
-    from medforensics.forgery.tamper import generate
+    from medforensics.synth.tamper import generate
 
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)

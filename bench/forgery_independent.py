@@ -9,7 +9,7 @@ The manifest is a split source manifest of lossless DICOM files (e.g. the one
 ``bench/forgery.py`` writes under ``bench/out/forgery/work/manifest.csv``) and ``RUN`` a
 source-identification ``patch`` run trained on its train split (``.../work/source_run``).
 Only ``test`` rows are edited. The edits are written here with plain NumPy and pydicom, not
-with ``medforensics.forgery.tamper``, so the detector is checked against tampering whose code
+with ``medforensics.synth.tamper``, so the detector is checked against tampering whose code
 it has never seen:
 
 * ``splice``: a square block (side drawn from 64-192 px) cut from a test image of another

@@ -21,7 +21,6 @@ Writes ``results.json`` and ``results.md`` into ``--out`` and prints the table.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import time
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from medforensics.data.manifest import read_manifest
     from medforensics.forgery.detector import ForgeryDetector
     from medforensics.forgery.evaluate import evaluate_detector
-    from medforensics.train.engine import train
+    from medforensics.training.engine import train
 
     torch.set_num_threads(1)
     work, out = Path(args.work), Path(args.out)

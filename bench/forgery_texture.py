@@ -26,7 +26,7 @@ Variants (training-free detector, no fingerprint cue unless ``--fingerprint``):
 * ``texture-z6``: the same at ``z_thr=6``;
 * ``texture-corr-z6``: without the lattice share, ``z_thr=6``.
 
-Everything runs on one thread (``medforensics.runtime.configure_threads(1)``). Metrics are
+Everything runs on one thread (``medforensics.common.runtime.configure_threads(1)``). Metrics are
 cached per set and variant under ``--out``; the table is printed and written to
 ``--out/results.md`` / ``results.json``.
 """
@@ -70,7 +70,7 @@ def main() -> None:
 
     from medforensics.forgery.detector import ForgeryDetector
     from medforensics.forgery.evaluate import evaluate_detector
-    from medforensics.runtime import configure_threads
+    from medforensics.common.runtime import configure_threads
 
     logging.basicConfig(level=logging.ERROR)
     configure_threads(1)

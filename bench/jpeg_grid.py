@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.dsp.ela import jpeg_grid, jpeg_roundtrip
-    from medforensics.forgery.ela import window_to_uint8
+    from medforensics.forgery.cues.ela import window_to_uint8
     from medforensics.io import read_image
 
     t0 = time.perf_counter()

@@ -67,7 +67,7 @@ def fmt(cell: dict[str, Any]) -> str:
 
 
 def verdicts(pred: Any, paths: list[str]) -> list[Any]:
-    from medforensics.predict import identify_files
+    from medforensics.source.predictor import identify_files
 
     return [v for v, _ in identify_files(pred, paths)]
 
@@ -89,10 +89,10 @@ def blank_cases(rng: np.random.Generator) -> dict[str, np.ndarray]:
 def lomo(args: argparse.Namespace, out: Path, seed: int, res: dict[str, Any]) -> Any:
     """One leave-one-model-out round; returns the trained run folder."""
     from medforensics.data.manifest import ingest
-    from medforensics.data.simulate import build_devices, simulate_archive
+    from medforensics.synth.simulate import build_devices, simulate_archive
     from medforensics.data.splits import assign_splits, check_leakage
-    from medforensics.predict import SourcePredictor, calibrate_run, enroll_units
-    from medforensics.train.engine import train
+    from medforensics.source.predictor import SourcePredictor, calibrate_run, enroll_units
+    from medforensics.training.engine import train
 
     dev_kw = dict(manufacturers=3, models_per_manufacturer=2, units_per_model=2, seed=seed)
     arch = out / f"archive-seed{seed}"
@@ -148,7 +148,7 @@ def lomo(args: argparse.Namespace, out: Path, seed: int, res: dict[str, Any]) ->
         entry["real_xray_files"] = len(real)
     rng = np.random.default_rng(seed)
     from medforensics.io import read_image
-    from medforensics.predict import identify_image
+    from medforensics.source.predictor import identify_image
 
     meta = read_image(known[0]["path"]).meta
     blank = {}
@@ -165,8 +165,8 @@ def real_tile_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train on tiles of 4 real devices, test on tiles of all devices (classifier alone)."""
     from source_id import real_tiles
 
-    from medforensics.predict import SourcePredictor, calibrate_run
-    from medforensics.train.engine import train
+    from medforensics.source.predictor import SourcePredictor, calibrate_run
+    from medforensics.training.engine import train
 
     rows = real_tiles(out / "tiles", tile=256)
     devices = sorted({r["device"] for r in rows})
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from medforensics.predict import SourcePredictor
+    from medforensics.source.predictor import SourcePredictor
 
     torch.set_num_threads(1)
     out = Path(args.out)

@@ -39,8 +39,8 @@ def cpu_ms_per_file(fn: Callable[[], object], n_files: int, repeats: int) -> flo
 def generated(work: Path) -> tuple[list[str], Path]:
     """A 60-file simulated archive of 1500-2500 px and a 1-epoch patch model (cached)."""
     from medforensics.data.manifest import ingest
-    from medforensics.data.simulate import simulate_archive
-    from medforensics.train.engine import train
+    from medforensics.synth.simulate import simulate_archive
+    from medforensics.training.engine import train
 
     root = work / "archive"
     if not (work / "archive.complete").is_file():
@@ -72,8 +72,8 @@ def main() -> None:
     import torch
 
     from medforensics.io import read_image
-    from medforensics.predict import SourcePredictor, identify_files
-    from medforensics.prefetch import model_input
+    from medforensics.source.predictor import SourcePredictor, identify_files
+    from medforensics.source.patches import model_input
 
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)

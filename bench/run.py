@@ -132,7 +132,7 @@ def machine_info(threads: int) -> dict[str, Any]:
 def ensure_archive(work: Path, *, n_files: int, size: tuple[int, int], seed: int,
                    transfer_syntax: str = "explicit") -> list[str]:
     """Simulated DICOM archive (cached under ``work``): about ``n_files`` files of ``size`` px."""
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
 
     ts = "" if transfer_syntax == "explicit" else f"_{transfer_syntax}"
     root = work / f"archive_{n_files}_{size[0]}-{size[1]}_s{seed}{ts}"
@@ -217,7 +217,7 @@ def bench_training(files: list[str], work: Path, quick: bool) -> dict[str, Any]:
     from medforensics.data.manifest import ingest
     from medforensics.data.store import open_store, prepare_store
     from medforensics.models.bench import training_throughput
-    from medforensics.train.engine import PRESET_DEFAULTS, train
+    from medforensics.training.engine import PRESET_DEFAULTS, train
 
     rows = ingest(files, workers=1, progress=False)
     for r in rows:
@@ -259,7 +259,7 @@ def bench_training(files: list[str], work: Path, quick: bool) -> dict[str, Any]:
 
 
 def bench_identify(run: str, files: list[str], repeats: int, workers: int) -> dict[str, Any]:
-    from medforensics.predict import SourcePredictor, identify_files
+    from medforensics.source.predictor import SourcePredictor, identify_files
 
     pred = SourcePredictor.from_run(run)
     list(identify_files(pred, files[:2]))  # warm-up (lazy imports, first forward)
@@ -286,7 +286,7 @@ def bench_compressed(run: str, files: list[str], repeats: int) -> dict[str, Any]
     """Raw decode and identify on a JPEG 2000 lossless archive (decode is no longer cheap)."""
     import pydicom
 
-    from medforensics.predict import SourcePredictor, identify_files
+    from medforensics.source.predictor import SourcePredictor, identify_files
 
     pred = SourcePredictor.from_run(run)
     list(identify_files(pred, files[:1]))
@@ -308,7 +308,7 @@ def bench_fingerprints(run: str, files: list[str], work: Path,
     import shutil
 
     from medforensics.data.manifest import ingest
-    from medforensics.predict import SourcePredictor, enroll_units, identify_files
+    from medforensics.source.predictor import SourcePredictor, enroll_units, identify_files
 
     rows = ingest(files, workers=1, progress=False)
     seen: dict[str, int] = {}
@@ -368,7 +368,7 @@ def child_main(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     res: dict[str, Any] = {"kind": args.child}
     if args.child == "baseline":  # imports + model loaded, no image
-        from medforensics.predict import SourcePredictor
+        from medforensics.source.predictor import SourcePredictor
 
         SourcePredictor.from_run(args.run)
     elif args.child == "decode":
@@ -376,7 +376,7 @@ def child_main(args: argparse.Namespace) -> None:
 
         res["shape"] = list(read_image(args.file).pixels.shape)
     elif args.child == "identify":
-        from medforensics.predict import SourcePredictor, identify_files
+        from medforensics.source.predictor import SourcePredictor, identify_files
 
         pred = SourcePredictor.from_run(args.run)
         res["verdicts"] = [v.to_dict().get("verdict") for v, _ in
@@ -388,7 +388,7 @@ def child_main(args: argparse.Namespace) -> None:
         img = read_image(args.file)
         ForgeryDetector.from_run(None).detect(img.pixels, img.meta)
     elif args.child == "soak":
-        from medforensics.predict import SourcePredictor, identify_files
+        from medforensics.source.predictor import SourcePredictor, identify_files
 
         paths = Path(args.file).read_text().split("\n")
         pred = SourcePredictor.from_run(args.run)
@@ -607,7 +607,7 @@ def main() -> None:
         run = res["training"]["patch"]["decode_run"]
     else:
         from medforensics.data.manifest import ingest
-        from medforensics.train.engine import train
+        from medforensics.training.engine import train
 
         rows = ingest(files, workers=1, progress=False)
         for r in rows:

@@ -154,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medforensics.data.manifest import ingest, write_manifest
-    from medforensics.data.simulate import build_devices, simulate_archive
+    from medforensics.synth.simulate import build_devices, simulate_archive
     from medforensics.data.splits import assign_splits, check_leakage
     from medforensics.eval.calibration import open_set_rates
     from medforensics.io import read_image
-    from medforensics.predict import SourcePredictor, calibrate_run, enroll_units
-    from medforensics.train.engine import train
+    from medforensics.source.predictor import SourcePredictor, calibrate_run, enroll_units
+    from medforensics.training.engine import train
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     out = Path(args.out)

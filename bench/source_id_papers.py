@@ -24,7 +24,7 @@ summed per manufacturer), evaluated on the same held-out test patients:
    size is the closest thing to a native patch they can take unchanged.
 
 Reported per archive and run: manufacturer and model accuracy and macro one-vs-rest AUC with
-95 % patient-cluster bootstrap intervals (:func:`medforensics.eval.evaluate.
+95 % patient-cluster bootstrap intervals (:func:`medforensics.source.evaluate.
 headline_intervals`), the mean one-vs-rest accuracy (what DeepMammo calls accuracy), epochs,
 best epoch and training time; plus the papers' own figures for reference and the machine
 load. Runs whose ``model.json`` exists are not retrained (re-running renders the table).
@@ -143,7 +143,7 @@ class NativeCropSource:
 # ---------------------------------------------------------------------------- archive
 def make_archive(root: Path, vendor_look: bool, patients: int, seed: int,
                  size: tuple[int, int]) -> Path:
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
 
     if not (root / "devices.json").exists():
         simulate_archive(root, manufacturers=3, models_per_manufacturer=2, units_per_model=2,
@@ -155,7 +155,7 @@ def make_archive(root: Path, vendor_look: bool, patients: int, seed: int,
 # ---------------------------------------------------------------------------- evaluation
 def metrics_of(y: np.ndarray, probs: np.ndarray, classes: list[str], patients: list[str],
                n_boot: int) -> dict[str, Any]:
-    from medforensics.eval.evaluate import headline_intervals
+    from medforensics.source.evaluate import headline_intervals
     from medforensics.eval.metrics import classification_report
 
     rep = classification_report(y, probs, classes)
@@ -181,7 +181,7 @@ def predict_probs(run: Path, kind: str, test: list[dict[str, Any]], images: list
     """(N, C) class probabilities of the test images, and the classes."""
     import torch
 
-    from medforensics.predict import SourcePredictor
+    from medforensics.source.predictor import SourcePredictor
 
     if kind in ("paper", "native-patch"):
         pred = SourcePredictor.from_run(run, n_patches=64)
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from medforensics.data.manifest import ingest, write_manifest
     from medforensics.data.splits import assign_splits, check_leakage
     from medforensics.io import read_image
-    from medforensics.train.engine import train
+    from medforensics.training.engine import train
 
     torch.set_num_threads(1)
     lo, hi = (int(v) for v in args.size.split("-"))

@@ -7,7 +7,7 @@ Usage::
 Simulates 3 manufacturers x 2 models x 3 units (``size`` px images, no patient on two units),
 enrols all units but the last of every model (the never-enrolled units stand in for devices the
 archive has not seen), and for each number of reference images per unit: fits
-:class:`medforensics.fingerprint.UnitFingerprints` on that many images per enrolled unit,
+:class:`medforensics.source.units.UnitFingerprints` on that many images per enrolled unit,
 calibrates nothing (the default threshold), then identifies every other image. Prints top-1
 accuracy on enrolled units' images, thresholded accuracy (the unit must also pass the
 threshold), the share of never-enrolled units' images rejected, the smallest PCE of a correct
@@ -23,7 +23,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 
 
 def main() -> None:
@@ -36,8 +35,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from medforensics.data.manifest import ingest
-    from medforensics.data.simulate import simulate_archive
-    from medforensics.fingerprint import UnitFingerprints
+    from medforensics.synth.simulate import simulate_archive
+    from medforensics.source.units import UnitFingerprints
     from medforensics.io import read_image
 
     logging.basicConfig(level=logging.ERROR)

@@ -43,10 +43,10 @@ def service_archive(tmp_path_factory: pytest.TempPathFactory) -> ServiceArchive:
     import torch
 
     from medforensics.data.manifest import ingest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
-    from medforensics.predict import calibrate_run, enroll_units
-    from medforensics.train.engine import train
+    from medforensics.source.predictor import calibrate_run, enroll_units
+    from medforensics.training.engine import train
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("service_run")

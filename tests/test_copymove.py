@@ -13,8 +13,8 @@ from medforensics.dsp.blockmatch import (
 )
 from medforensics.dsp.residuals import highpass_residual
 from medforensics.errors import ConfigError
-from medforensics.forgery.copymove import detect_copy_move
-from medforensics.forgery.tamper import tamper_array
+from medforensics.forgery.cues.copymove import detect_copy_move
+from medforensics.synth.tamper import tamper_array
 
 N = 320
 

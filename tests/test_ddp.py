@@ -65,7 +65,7 @@ WORKER = textwrap.dedent(
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
 
-    import medforensics.train.engine as engine
+    import medforensics.training.engine as engine
 
     draws = {}
 
@@ -76,16 +76,14 @@ WORKER = textwrap.dedent(
             return iter(items)
 
     engine.ClassWeightedSampler = RecordingSampler
-    import medforensics.models.registry as registry
-
     nets = []
-    _create = registry.create_model
+    _create = engine.create_model
 
     def keep_model(*a, **k):
         nets.append(_create(*a, **k))
         return nets[-1]
 
-    registry.create_model = keep_model
+    engine.create_model = keep_model
     epochs = []
     res = engine.train(manifest, out_dir=out_dir, on_epoch_end=lambda r: epochs.append(dict(r)),
                        **json.loads(train_kw))
@@ -111,7 +109,7 @@ WORKER = textwrap.dedent(
 
 def _make_manifest(root: Path) -> Path:
     from medforensics.data.manifest import ingest, write_manifest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
 
     simulate_archive(root / "archive", manufacturers=2, models_per_manufacturer=1,
@@ -124,7 +122,7 @@ def _make_manifest(root: Path) -> Path:
 def test_two_rank_gloo_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import medforensics.train.engine as engine
+    import medforensics.training.engine as engine
 
     manifest = _make_manifest(tmp_path)
     script = tmp_path / "ddp_worker.py"

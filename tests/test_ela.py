@@ -10,7 +10,7 @@ from PIL import Image
 
 from medforensics.dsp.ela import ela_enhance, ela_map, ela_score, jpeg_roundtrip
 from medforensics.errors import InvalidArrayError
-from medforensics.forgery.ela import analyze_ela, ela_cnn_input, ela_cue, is_8bit, window_to_uint8
+from medforensics.forgery.cues.ela import analyze_ela, ela_cnn_input, ela_cue, is_8bit, window_to_uint8
 
 
 def _textured(rng: np.random.Generator, n: int = 256) -> np.ndarray:
@@ -129,7 +129,7 @@ def test_jpeg_grid_found_with_its_offset_and_absent_without_jpeg(seed: int) -> N
 def test_lossy_codec_tells_jpeg_from_other_lossy_coding() -> None:
     from types import SimpleNamespace as M
 
-    from medforensics.forgery.ela import jpeg_history, lossy_codec
+    from medforensics.forgery.cues.ela import jpeg_history, lossy_codec
 
     img = _textured(0).astype(np.float32)
     dec = jpeg_roundtrip(_textured(0), 75).astype(np.float32)

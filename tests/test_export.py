@@ -1,4 +1,4 @@
-"""Tests for ONNX export (medforensics.export) and the `export` command."""
+"""Tests for ONNX export (medforensics.models.export) and the `export` command."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from medforensics.errors import ConfigError, ModelFileError  # noqa: E402
-from medforensics.export import (  # noqa: E402
+from medforensics.models.export import (  # noqa: E402
     INPUT_NAME,
     OUTPUT_NAME,
     ParityReport,
@@ -151,7 +151,7 @@ def test_bad_arguments_and_inputs(tmp_path: Path) -> None:
 
 
 def test_failed_parity_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import medforensics.export as ex
+    import medforensics.models.export as ex
 
     run, _ = _run(tmp_path, "ela-cnn")
     bad = ParityReport(shapes=[(1, 1, 128, 128)], max_abs_diff=1.0, max_abs_logit=2.0,

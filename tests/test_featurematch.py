@@ -18,7 +18,7 @@ from medforensics.dsp.featurematch import (
 )
 from medforensics.dsp.valuematch import SimilarityCopy, fit_similarities
 from medforensics.errors import InvalidArrayError
-from medforensics.forgery.copymove import detect_copy_move
+from medforensics.forgery.cues.copymove import detect_copy_move
 from medforensics.forgery.regions import overlap_share
 
 

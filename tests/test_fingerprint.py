@@ -1,4 +1,4 @@
-"""Tests of medforensics.fingerprint (unit identification from reference patterns)."""
+"""Tests of medforensics.source.units (unit identification from reference patterns)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError
-from medforensics.fingerprint import FingerprintConfig, UnitFingerprints
+from medforensics.source.units import FingerprintConfig, UnitFingerprints
 
 SIZE = 160
 LINEAR = FingerprintConfig(model="multiplicative")
@@ -204,7 +204,7 @@ def test_evaluate_report(world: dict) -> None:
 def test_tiny_simulated_archive(tmp_path: Path) -> None:
     """End to end on DICOM files from the detector simulator, read under the pixel contract:
     2 manufacturers x 1 model x 3 units; unit index 2 of each model is never enrolled."""
-    from medforensics.data.simulate import load_devices, simulate_archive
+    from medforensics.synth.simulate import load_devices, simulate_archive
     from medforensics.io import read_image
 
     out = tmp_path / "archive"

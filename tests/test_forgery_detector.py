@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from medforensics.errors import InvalidArrayError, ModelFileError
+from medforensics.report.images import MapWriter
 from medforensics.forgery.detector import (
     DEFAULT_THRESHOLD,
     ForgeryDetector,
@@ -18,7 +19,7 @@ from medforensics.forgery.detector import (
     detect_files,
 )
 from medforensics.forgery.localize import default_cues
-from medforensics.forgery.tamper import tamper_array
+from medforensics.synth.tamper import tamper_array
 
 #: the optional cues of the default training-free list (texture, seam)
 DEFAULT_SET = set(default_cues(ela=False)) - {"copymove", "noise"}
@@ -266,7 +267,7 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not an image at all" * 20)
     out = list(detect_files(ForgeryDetector.from_run(None), [junk, good],
-                            maps_dir=tmp_path / "m1"))
+                            write_files=MapWriter(tmp_path / "m1")))
     assert out[0].result is None and out[0].reason == "not-an-image-file"
     assert out[1].result is not None and out[1].result.verdict == "tampered"
     m16 = np.asarray(Image.open(out[1].files["map_png"]))
@@ -299,8 +300,8 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
 
 
 def test_forgery_demo_section(tmp_path: Path) -> None:
-    from medforensics.data.simulate import simulate_archive
-    from medforensics.forgery.demo import forgery_demo
+    from medforensics.synth.simulate import simulate_archive
+    from medforensics.demo.forgery import forgery_demo
 
     paths = simulate_archive(tmp_path / "arch", manufacturers=2, models_per_manufacturer=1,
                              units_per_model=1, patients=4, images_per_patient=1, size=224,

@@ -10,15 +10,10 @@ from PIL import Image
 from scipy import ndimage
 
 from medforensics.errors import ConfigError, InvalidArrayError
-from medforensics.forgery.localize import (
-    combine_cues,
-    default_cues,
-    forged_area_percent,
-    image_score,
-    localize,
-)
-from medforensics.forgery.noiseinconsistency import fingerprint_map, noise_inconsistency_map
-from medforensics.forgery.tamper import tamper_array
+from medforensics.forgery.localize import combine_cues, default_cues, localize
+from medforensics.forgery.scoring import forged_area_percent, image_score
+from medforensics.forgery.cues.noise import fingerprint_map, noise_inconsistency_map
+from medforensics.synth.tamper import tamper_array
 
 N = 320
 
@@ -128,7 +123,7 @@ def test_evaluate_tamper_manifest_end_to_end(tmp_path) -> None:
     from PIL import Image as PILImage
 
     from medforensics.forgery.evaluate import evaluate_tamper_manifest
-    from medforensics.forgery.tamper import generate
+    from medforensics.synth.tamper import generate
 
     src = tmp_path / "src"
     src.mkdir()

@@ -15,8 +15,8 @@ import pytest
 import medforensics.dsp.blockmatch as bm
 import medforensics.dsp.noise as dn
 from medforensics.dsp.residuals import highpass_residual
-from medforensics.forgery.copymove import detect_copy_move
-from medforensics.forgery.noiseinconsistency import noise_inconsistency_map
+from medforensics.forgery.cues.copymove import detect_copy_move
+from medforensics.forgery.cues.noise import noise_inconsistency_map
 
 
 def _image(seed: int, h: int = 300, w: int = 260) -> np.ndarray:
@@ -38,7 +38,7 @@ def small_strips(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setattr(dn, "STRIP_ROWS", 40)
         monkeypatch.setattr(bm, "_STRIP", 40)
         monkeypatch.setattr(bm, "_CHUNK", 1000)
-        import medforensics.forgery.copymove as cm
+        import medforensics.forgery.cues.copymove as cm
 
         monkeypatch.setattr(cm, "STRIP_ROWS", 40)
 

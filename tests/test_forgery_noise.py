@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from medforensics.forgery.localize import SCORE_WINDOW, image_score
-from medforensics.forgery.noiseinconsistency import noise_inconsistency_map
+from medforensics.forgery.scoring import SCORE_WINDOW, image_score
+from medforensics.forgery.cues.noise import noise_inconsistency_map
 
 
 def _radiograph(seed: int, h: int = 320, w: int = 320) -> np.ndarray:
@@ -159,7 +159,7 @@ def test_thin_distance_strata_are_merged() -> None:
 
 
 def test_fingerprint_min_coverage_damps_thinly_covered_pixels() -> None:
-    from medforensics.forgery.noiseinconsistency import fingerprint_llr_map
+    from medforensics.forgery.cues.noise import fingerprint_llr_map
 
     img = _radiograph(17).astype(np.float32)
     H, W = img.shape

@@ -18,7 +18,7 @@ from medforensics.dsp.noisetexture import (
 )
 from medforensics.dsp.residuals import HIGHPASS_KERNELS, highpass_residual, robust_std
 from medforensics.errors import ConfigError, InvalidArrayError
-from medforensics.forgery.texture import robust_mahalanobis, texture_inconsistency_map
+from medforensics.forgery.cues.texture import robust_mahalanobis, texture_inconsistency_map
 
 LAGS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0))
 
@@ -219,8 +219,8 @@ def test_texture_cue_finds_a_region_with_other_noise_shape_at_the_same_level() -
     """A 96-px square whose noise is blurred along rows (another scan direction) and gained back
     to the same high-pass noise level: the noise-level cue has nothing to see, the texture cue
     does."""
-    from medforensics.forgery.localize import SCORE_WINDOW, image_score
-    from medforensics.forgery.noiseinconsistency import noise_inconsistency_map
+    from medforensics.forgery.scoring import SCORE_WINDOW, image_score
+    from medforensics.forgery.cues.noise import noise_inconsistency_map
 
     rng = np.random.default_rng(7)
     h = w = 320
@@ -271,7 +271,7 @@ def test_detector_with_and_without_the_texture_cue() -> None:
 
 
 def test_cap_bands_caps_long_bands_and_keeps_compact_areas() -> None:
-    from medforensics.forgery.noiseinconsistency import cap_bands
+    from medforensics.forgery.cues.noise import cap_bands
 
     cue = np.zeros((400, 400), np.float32)
     yy, xx = np.mgrid[:400, :400]

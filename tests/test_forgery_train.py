@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from medforensics.errors import ConfigError
 from medforensics.forgery.detector import ForgeryDetector
-from medforensics.forgery.tamper import generate
+from medforensics.synth.tamper import generate
 from medforensics.forgery.train import read_tamper_manifest, split_tamper_rows, train_forgery
 
 N = 160

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from medforensics import errors
 from medforensics.cli import app
-from medforensics.identify import header_claim
+from medforensics.source.verdicts import header_claim
 from medforensics.io import check_header, read_header, read_image
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "medforensics"

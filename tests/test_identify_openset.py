@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from medforensics.identify import INSUFFICIENT_EVIDENCE, UNKNOWN
+from medforensics.source.verdicts import INSUFFICIENT_EVIDENCE, UNKNOWN
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from medforensics.data.manifest import ingest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
-    from medforensics.predict import calibrate_run, enroll_units
-    from medforensics.train.engine import train
+    from medforensics.source.predictor import calibrate_run, enroll_units
+    from medforensics.training.engine import train
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("openset_run")
@@ -48,7 +47,7 @@ def test_too_few_validation_images_set_no_threshold(small_run: dict) -> None:
 
 def test_enrolled_unit_names_the_device_and_the_classifier_alone_does_not(small_run: dict
                                                                           ) -> None:
-    from medforensics.predict import SourcePredictor, identify_files
+    from medforensics.source.predictor import SourcePredictor, identify_files
 
     train_rows = [r for r in small_run["rows"] if r["split"] == "train"][:2]
     pred = SourcePredictor.from_run(small_run["run"])
@@ -67,8 +66,8 @@ def test_enrolled_unit_names_the_device_and_the_classifier_alone_does_not(small_
 
 
 def test_blank_copy_is_insufficient_evidence(small_run: dict) -> None:
-    from medforensics.pipeline import blank_copy
-    from medforensics.predict import SourcePredictor, identify_files
+    from medforensics.demo.pipeline import blank_copy
+    from medforensics.source.predictor import SourcePredictor, identify_files
 
     row = next(r for r in small_run["rows"] if r["split"] == "test")
     blank = blank_copy(row["path"], small_run["base"] / "blank.dcm")

@@ -10,20 +10,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score, roc_curve
 
 from medforensics.errors import ConfigError
-from medforensics.eval.metrics import (
-    MISSING_GROUP,
-    aggregate_by_group,
-    best_threshold,
-    binary_auc,
-    binary_metrics,
-    bootstrap_interval,
-    classification_report,
-    confusion_matrix,
-    grouped_accuracy,
-    normalise_rows,
-    roc_points,
-    to_jsonable,
-)
+from medforensics.eval.metrics import MISSING_GROUP, aggregate_by_group, best_threshold, binary_auc, binary_metrics, bootstrap_interval, classification_report, confusion_matrix, grouped_accuracy, normalise_rows, roc_points
+from medforensics.common.jsonio import to_jsonable
 
 CLASSES = ["GE", "Philips", "Siemens"]
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
@@ -292,7 +280,7 @@ def test_bootstrap_interval_nan_statistic_and_bad_arguments() -> None:
 
 
 def test_headline_intervals_cluster_by_patient() -> None:
-    from medforensics.eval.evaluate import headline_intervals
+    from medforensics.source.evaluate import headline_intervals
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 20)

@@ -9,7 +9,7 @@ import torch
 from medforensics.data.transforms import count_informative_windows
 from medforensics.errors import ConfigError
 from medforensics.eval.calibration import fit_temperature
-from medforensics.identify import (
+from medforensics.source.verdicts import (
     CLAIM_NOT_IN_MODEL,
     CONSISTENT,
     INSUFFICIENT_EVIDENCE,
@@ -20,14 +20,14 @@ from medforensics.identify import (
     insufficient,
     verdict,
 )
-from medforensics.openset import (
+from medforensics.source.openset import (
     FeatureOpenSet,
     TooFewImagesError,
     conformal_threshold,
     leave_one_class_out,
     min_images_for,
 )
-from medforensics.train.engine import source_loss
+from medforensics.training.engine import source_loss
 
 CLASSES = ["A", "B", "C"]
 

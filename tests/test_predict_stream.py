@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from medforensics.errors import ConfigError, ReadError
+from medforensics.report import case as case_module
+from medforensics.source import patches
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """4 simulated DICOM files, a non-image file and a missing path."""
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
 
     base = tmp_path_factory.mktemp("stream")
     paths = simulate_archive(base / "a", manufacturers=2, models_per_manufacturer=1,
@@ -42,7 +44,7 @@ def _run(tmp_path: Path, name: str) -> Path:
 
 @pytest.mark.parametrize("name", ["patch", "deep-rsi"])
 def test_workers_give_the_same_stream(tmp_path: Path, files: list[Path], name: str) -> None:
-    from medforensics.predict import SourcePredictor
+    from medforensics.source.predictor import SourcePredictor
 
     torch.set_num_threads(1)
     pred = SourcePredictor.from_run(_run(tmp_path, name), n_patches=8)
@@ -67,7 +69,7 @@ def test_workers_give_the_same_stream(tmp_path: Path, files: list[Path], name: s
 
 
 def test_negative_workers_refused(tmp_path: Path, files: list[Path]) -> None:
-    from medforensics.predict import SourcePredictor
+    from medforensics.source.predictor import SourcePredictor
 
     pred = SourcePredictor.from_run(_run(tmp_path, "patch"), n_patches=4)
     with pytest.raises(ConfigError):
@@ -96,7 +98,7 @@ class _FakeUnits:
 def test_identify_files_decodes_each_file_once(tmp_path: Path, files: list[Path],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import medforensics.io as mio
-    from medforensics.predict import SourcePredictor, identify_files
+    from medforensics.source.predictor import SourcePredictor, identify_files
 
     pred = SourcePredictor.from_run(_run(tmp_path, "patch"), n_patches=4)
     pred.fingerprints = _FakeUnits()
@@ -107,7 +109,7 @@ def test_identify_files_decodes_each_file_once(tmp_path: Path, files: list[Path]
         calls.append(str(path))
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(mio, "read_image", counting)
+    monkeypatch.setattr(patches, "read_image", counting)
     out = list(identify_files(pred, files))
     assert calls == [str(f) for f in files]  # once each, in order
     assert len(pred.fingerprints.seen) == 4
@@ -118,7 +120,7 @@ def test_identify_files_decodes_each_file_once(tmp_path: Path, files: list[Path]
 
 
 def test_map_ordered_keeps_order_and_bounds_prefetch() -> None:
-    from medforensics.prefetch import map_ordered
+    from medforensics.source.patches import map_ordered
 
     consumed: list[int] = []
 
@@ -176,7 +178,7 @@ def test_shards_are_disjoint_cover_everything_and_follow_torchrun_env(
     from typer.testing import CliRunner
 
     from medforensics.cli import app
-    from medforensics.sharding import parse_shard, shard_output_path, take_shard
+    from medforensics.common.sharding import parse_shard, shard_output_path, take_shard
 
     assert parse_shard("auto", env={}) == (0, 1)
     assert parse_shard(None, env={"RANK": "2", "WORLD_SIZE": "3"}) == (2, 3)
@@ -214,8 +216,8 @@ def test_case_report_decodes_once_and_matches_identify_files(
     tmp_path: Path, files: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import medforensics.io as mio
-    from medforensics.predict import SourcePredictor, identify_files, identify_image
-    from medforensics.report import analyse_case
+    from medforensics.source.predictor import SourcePredictor, identify_files, identify_image
+    from medforensics.report.case import analyse_case
 
     pred = SourcePredictor.from_run(_run(tmp_path, "patch"), n_patches=4)
     want, _ = next(iter(identify_files(pred, [files[0]])))
@@ -232,7 +234,8 @@ def test_case_report_decodes_once_and_matches_identify_files(
         calls.append(str(path))
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(mio, "read_image", counting)
+    monkeypatch.setattr(case_module, "read_image", counting)
+    monkeypatch.setattr(patches, "read_image", counting)
     case = analyse_case(files[0], source=pred, forgery=None)
     assert calls == [str(files[0])]
     assert case.device["verdict"] == want.verdict and case.device["predicted"] == want.predicted
@@ -253,7 +256,7 @@ def test_identify_patches_option(tmp_path: Path, files: list[Path]) -> None:
 
 
 def test_unit_check_compares_only_models_the_classifier_keeps() -> None:
-    from medforensics.predict import unit_candidates
+    from medforensics.source.predictor import unit_candidates
 
     fps = _FakeUnits()
     classes = ["A", "B", "C"]

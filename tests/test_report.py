@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from medforensics.cli import app
 from medforensics.errors import ConfigError
-from medforensics.report import MASKED, analyse_case, render_case_report, write_report
+from medforensics.report.case import MASKED, analyse_case, render_case_report, write_report
 
 T1 = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 T2 = dt.datetime(2025, 6, 7, 8, 9, 10, tzinfo=dt.timezone.utc)
@@ -31,12 +31,12 @@ T2 = dt.datetime(2025, 6, 7, 8, 9, 10, tzinfo=dt.timezone.utc)
 def case_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny simulated archive and a (random-weight, calibrated, enrolled) patch run."""
     from medforensics.data.manifest import ingest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
     from medforensics.models.io import save_model
     from medforensics.models.registry import create_model
     from medforensics.models.runfiles import record_files
-    from medforensics.predict import enroll_units
+    from medforensics.source.predictor import enroll_units
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("report")
@@ -142,7 +142,7 @@ def test_display_window_is_stated_and_matches_the_data(case_env: dict) -> None:
 
 
 def test_device_section_agrees_with_identify(case_env: dict) -> None:
-    from medforensics.predict import SourcePredictor, identify_files
+    from medforensics.source.predictor import SourcePredictor, identify_files
 
     path = case_env["paths"][2]
     predictor = SourcePredictor.from_run(case_env["run"])

@@ -44,7 +44,7 @@ def _train_args(manifest: Path, out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medforensics.data.manifest import ingest, write_manifest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
 
     root = tmp_path_factory.mktemp("resume_kill")
@@ -72,7 +72,7 @@ def _assert_same_tensors(a: Path, b: Path) -> int:
 
 
 def test_kill9_then_resume_gives_identical_weights(manifest: Path, tmp_path: Path) -> None:
-    from medforensics.train.engine import train
+    from medforensics.training.engine import train
 
     killed_run, reference = tmp_path / "killed", tmp_path / "reference"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")

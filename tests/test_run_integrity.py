@@ -28,14 +28,14 @@ from medforensics.models.runfiles import (
     seal_run,
     verify_run,
 )
-from medforensics.predict import SourcePredictor, identify_files
+from medforensics.source.predictor import SourcePredictor, identify_files
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Simulate -> ingest -> split -> `medforensics train` (calibrates and enrols units)."""
     from medforensics.data.manifest import ingest, write_manifest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
 
     torch.set_num_threads(1)
@@ -151,7 +151,7 @@ def test_added_or_removed_side_files_are_modifications(trained: dict, tmp_path: 
 
 
 def test_fingerprints_load_checks_the_run_manifest(trained: dict, tmp_path: Path) -> None:
-    from medforensics.fingerprint import UnitFingerprints
+    from medforensics.source.units import UnitFingerprints
 
     run = _copy(trained, tmp_path)
     assert UnitFingerprints.load(run / "fingerprints").units
@@ -380,7 +380,7 @@ def test_cues_run_checks_its_recorded_source_run(trained: dict, tmp_path: Path) 
     from medforensics.forgery.detector import ForgeryDetector
     from medforensics.models.io import save_model
     from medforensics.models.registry import create_model
-    from medforensics.models.runfiles import atomic_write_json
+    from medforensics.common.jsonio import atomic_write_json
 
     source = _copy(trained, tmp_path)
     run = tmp_path / "cues"
@@ -411,8 +411,8 @@ def test_cues_run_checks_its_recorded_source_run(trained: dict, tmp_path: Path) 
 
 def test_service_report_and_evaluate_carry_the_status(trained: dict, tmp_path: Path) -> None:
     from medforensics.data.manifest import read_manifest
-    from medforensics.eval.evaluate import evaluate_run
-    from medforensics.report import render_case_report
+    from medforensics.source.evaluate import evaluate_run
+    from medforensics.report.case import render_case_report
     from medforensics.service.analysis import CaseService
 
     run = _copy(trained, tmp_path)

@@ -1,4 +1,4 @@
-"""CPU thread policy of the command line (medforensics.runtime)."""
+"""CPU thread policy of the command line (medforensics.common.runtime)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medforensics.errors import ConfigError
-from medforensics.runtime import configure_threads, default_threads
+from medforensics.common.runtime import configure_threads, default_threads
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from scipy import ndimage
 from medforensics.dsp.seams import Seam, boundary_excess, seam_boxes, straight_seams
 from medforensics.errors import InvalidArrayError
 from medforensics.forgery.localize import default_cues, localize
-from medforensics.forgery.seam import SeamSkipped, seam_cue
+from medforensics.forgery.cues.seam import SeamSkipped, seam_cue
 
 
 def _scene(seed: int, shape: tuple[int, int] = (320, 384), noise: float = 12.0) -> np.ndarray:

@@ -28,7 +28,7 @@ from fixtures_service import (  # noqa: E402,F401
 )
 
 from medforensics.errors import InvalidArrayError  # noqa: E402
-from medforensics.identify import VERDICTS  # noqa: E402
+from medforensics.source.verdicts import VERDICTS  # noqa: E402
 from medforensics.service.app import create_app  # noqa: E402
 from medforensics.service.uploads import (  # noqa: E402
     UploadError,
@@ -103,7 +103,7 @@ def test_health(client: TestClient) -> None:
     assert h["status"] == "ok" and h["source_model"] is True
     assert h["forgery_model"] is False and h["auth_required"] is False
     assert h["max_upload_bytes"] == 200 * 2**20 and h["timeout_s"] == 60.0
-    assert h["report"] is (importlib.util.find_spec("medforensics.report") is not None)
+    assert h["report"] is (importlib.util.find_spec("medforensics.report.case") is not None)
 
 
 def test_models_lists_classes_hashes_calibration(client: TestClient,
@@ -168,7 +168,7 @@ def test_page_and_static_files_are_local(client: TestClient) -> None:
 # ---------------------------------------------------------------------- identify
 def test_identify_dicom(client: TestClient, service_archive: ServiceArchive,  # noqa: F811
                         dicom: Path, dicom_bytes: bytes) -> None:
-    from medforensics.predict import SourcePredictor, identify_files
+    from medforensics.source.predictor import SourcePredictor, identify_files
 
     r = _post(client, "/v1/identify", dicom_bytes, name="DOE^JOHN.dcm")
     assert r.status_code == 200, r.text
@@ -553,7 +553,7 @@ def test_report(client: TestClient, dicom: Path, dicom_bytes: bytes,
     import pydicom
 
     r = _post(client, "/v1/report", dicom_bytes, name="SMITH^JANE.dcm")
-    if importlib.util.find_spec("medforensics.report") is None:
+    if importlib.util.find_spec("medforensics.report.case") is None:
         assert r.status_code == 501
         assert r.json()["error"] == "report-not-available"
         assert "render_case_report" in r.json()["detail"]
@@ -609,7 +609,7 @@ def test_cli_serve_refuses_open_host_without_token(source_run: Path) -> None:  #
 
 # ---------------------------------------------------------------------- render helpers
 def test_render_helpers() -> None:
-    from medforensics.service.render import heat_colours, overlay_rgb, preview_grey
+    from medforensics.report.images import heat_colours, overlay_rgb, preview_grey
 
     assert heat_colours(np.array([0.0]))[0].tolist() == [1, 0, 0]  # red
     assert heat_colours(np.array([1.0]))[0].tolist() == [1, 1, 0]  # yellow
@@ -625,7 +625,7 @@ def test_render_helpers() -> None:
 
 
 def test_report_includes_forgery_section(forgery_client: TestClient, dicom_bytes: bytes) -> None:
-    if importlib.util.find_spec("medforensics.report") is None:
+    if importlib.util.find_spec("medforensics.report.case") is None:
         pytest.skip("no report module in this installation")
     r = _post(forgery_client, "/v1/report", dicom_bytes)
     assert r.status_code == 200

@@ -75,7 +75,7 @@ def test_page_shows_verdict_and_forgery_map(browser, service_archive: ServiceArc
     import httpx
     from selenium.webdriver.common.by import By
 
-    from medforensics.identify import VERDICTS
+    from medforensics.source.verdicts import VERDICTS
     from medforensics.service.app import create_app
     from medforensics.service.server import BackgroundServer
 

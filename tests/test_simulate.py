@@ -1,4 +1,4 @@
-"""Tests of the simulated multi-device archive (medforensics.data.simulate)."""
+"""Tests of the simulated multi-device archive (medforensics.synth.simulate)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from medforensics.data.anatomy import (
+from medforensics.synth.anatomy import (
     MAMMOGRAPHY_PARTS,
     RADIOGRAPHY_PARTS,
     VIEWS,
@@ -19,7 +19,7 @@ from medforensics.data.anatomy import (
     render_anatomy,
 )
 from medforensics.data.labels import normalize_manufacturer
-from medforensics.data.simulate import (
+from medforensics.synth.simulate import (
     DEVICES_FILE,
     SOP_CLASSES,
     build_devices,
@@ -202,7 +202,7 @@ def test_transfer_syntaxes_are_lossless(tmp_path: Path, ts: str) -> None:
     except ConfigError as exc:  # only when the encoder plugin is missing
         assert ts in ("jpeg-ls", "j2k") and "no encoder" in str(exc)
         return
-    from medforensics.data.simulate import TRANSFER_SYNTAXES
+    from medforensics.synth.simulate import TRANSFER_SYNTAXES
 
     for a, b in zip(ref, got):
         da, db = pydicom.dcmread(a), pydicom.dcmread(b)

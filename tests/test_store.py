@@ -341,7 +341,7 @@ def test_training_from_store_matches_memory_and_never_decodes(
 
     import medforensics.data.transforms as tr
     import medforensics.io as mio
-    from medforensics.train.engine import train
+    from medforensics.training.engine import train
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(5)

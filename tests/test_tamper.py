@@ -15,7 +15,7 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittle
 
 from medforensics.io import read_image
 from medforensics.errors import ConfigError, TamperError
-from medforensics.forgery.tamper import KINDS, generate, tamper_array, tamper_file
+from medforensics.synth.tamper import KINDS, generate, tamper_array, tamper_file
 
 N = 256
 

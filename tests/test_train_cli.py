@@ -17,7 +17,7 @@ from medforensics.cli import app
 @pytest.fixture(scope="module")
 def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medforensics.data.manifest import ingest, write_manifest
-    from medforensics.data.simulate import simulate_archive
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
 
     root = tmp_path_factory.mktemp("train_cli")

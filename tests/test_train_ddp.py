@@ -18,7 +18,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from test_train_engine import FAST, make_rows
 
-    from medforensics.train.engine import train
+    from medforensics.training.engine import train
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank,

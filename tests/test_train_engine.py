@@ -1,4 +1,4 @@
-"""Tests of the training engine (medforensics.train.engine) on small synthetic data.
+"""Tests of the training engine (medforensics.training.engine) on small synthetic data.
 
 Images come from an in-memory ImageSource: three "devices" whose noise differs only in its
 spatial correlation (white / horizontally / vertically correlated) on top of the same kind of
@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from _helpers import one_torch_thread  # noqa: F401
 
 from medforensics.errors import ConfigError, ManifestError
-from medforensics.train.checkpoint import decode_tree, encode_tree
-from medforensics.train.engine import train
+from medforensics.training.checkpoint import decode_tree, encode_tree
+from medforensics.training.engine import train
 
 CLASSES = ["vendorA", "vendorB", "vendorC"]
 SIZE = 80

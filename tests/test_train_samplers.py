@@ -1,4 +1,4 @@
-"""Tests of the class-balanced samplers (medforensics.train.samplers)."""
+"""Tests of the class-balanced samplers (medforensics.training.samplers)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from medforensics.errors import ConfigError
-from medforensics.train.samplers import (
+from medforensics.training.samplers import (
     BalancedBatchSampler,
     ClassWeightedSampler,
     class_weights,

@@ -12,7 +12,7 @@ from medforensics.dsp.valuematch import (
     similarity_equal_map,
     value_keypoints,
 )
-from medforensics.forgery.copymove import detect_copy_move
+from medforensics.forgery.cues.copymove import detect_copy_move
 
 
 def _scene(seed: int, shape: tuple[int, int] = (360, 420)) -> np.ndarray:

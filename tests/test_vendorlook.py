@@ -1,4 +1,4 @@
-"""Tests of the vendor-look archive (medforensics.data.vendorlook, simulate --vendor-look)."""
+"""Tests of the vendor-look archive (medforensics.synth.vendorlook, simulate --vendor-look)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from medforensics.data.simulate import (
+from medforensics.synth.simulate import (
     DEVICES_FILE,
     build_devices,
     load_devices,
@@ -20,7 +20,7 @@ from medforensics.data.simulate import (
     simulate_image,
 )
 from medforensics.data.transforms import paper_preprocess
-from medforensics.data.vendorlook import (
+from medforensics.synth.vendorlook import (
     LUT_FAMILIES,
     ImageLook,
     draw_image_look,

@@ -1,4 +1,4 @@
-"""Tests for medforensics.identify (verdict logic, header normalisation, JSON, table)."""
+"""Tests for medforensics.source.verdicts (verdict logic, header normalisation, JSON, table)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from medforensics.errors import ConfigError, DecodeError, NotDicomError
 from medforensics.eval.calibration import apply_temperature, fit_unknown_threshold
-from medforensics.identify import (
+from medforensics.source.verdicts import (
     CLAIM_NOT_IN_MODEL,
     CONSISTENT,
     MISMATCH,

@@ -22,7 +22,7 @@ _EXPORTS = {
     "read_header": "medforensics.io",
     "iter_frames": "medforensics.io",
     # data: simulation, ingest, splits
-    "simulate_archive": "medforensics.data.simulate",
+    "simulate_archive": "medforensics.synth.simulate",
     "ingest": "medforensics.data.manifest",
     "read_manifest": "medforensics.data.manifest",
     "write_manifest": "medforensics.data.manifest",
@@ -34,16 +34,16 @@ _EXPORTS = {
     "load_model": "medforensics.models.io",
     "verify_run": "medforensics.models.runfiles",
     "seal_run": "medforensics.models.runfiles",
-    "train": "medforensics.train.engine",
+    "train": "medforensics.training.engine",
     # source identification
-    "SourcePredictor": "medforensics.predict",
-    "calibrate_run": "medforensics.predict",
-    "enroll_units": "medforensics.predict",
-    "identify_files": "medforensics.predict",
-    "identify_image": "medforensics.predict",
-    "evaluate_run": "medforensics.eval.evaluate",
+    "SourcePredictor": "medforensics.source.predictor",
+    "calibrate_run": "medforensics.source.predictor",
+    "enroll_units": "medforensics.source.predictor",
+    "identify_files": "medforensics.source.predictor",
+    "identify_image": "medforensics.source.predictor",
+    "evaluate_run": "medforensics.source.evaluate",
     "bootstrap_interval": "medforensics.eval.metrics",
-    "UnitFingerprints": "medforensics.fingerprint",
+    "UnitFingerprints": "medforensics.source.units",
     # forgery
     "ForgeryDetector": "medforensics.forgery.detector",
     "train_forgery": "medforensics.forgery.train",
@@ -51,11 +51,11 @@ _EXPORTS = {
     # scale: prepared store, threads, shards
     "prepare_store": "medforensics.data.store",
     "open_store": "medforensics.data.store",
-    "configure_threads": "medforensics.runtime",
-    "take_shard": "medforensics.sharding",
+    "configure_threads": "medforensics.common.runtime",
+    "take_shard": "medforensics.common.sharding",
     # the main job
-    "run_demo": "medforensics.pipeline",
-    "DemoConfig": "medforensics.pipeline",
+    "run_demo": "medforensics.demo.pipeline",
+    "DemoConfig": "medforensics.demo.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

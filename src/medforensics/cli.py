@@ -27,10 +27,10 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     threads: Optional[int] = typer.Option(
         None, "--threads", help="CPU threads for the models (default: OMP_NUM_THREADS, else "
-        "half the usable cores; see medforensics.runtime)."),
+        "half the usable cores; see medforensics.common.runtime)."),
 ) -> None:
+    from medforensics.common.runtime import configure_threads
     from medforensics.errors import ConfigError
-    from medforensics.runtime import configure_threads
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -114,7 +114,7 @@ def _batch_files(paths: List[Path], shard: str
     Raises:
         ConfigError: a malformed ``--shard`` (or RANK/WORLD_SIZE).
     """
-    from medforensics.sharding import parse_shard, take_shard
+    from medforensics.common.sharding import parse_shard, take_shard
 
     k, n = parse_shard(shard)
     files = take_shard(_expand_paths(paths), k, n)
@@ -125,7 +125,7 @@ def _json_sink(out: Optional[Path], part: "tuple[int, int]"):
     """A ``write(line)`` callable and a ``close()``: stdout, or this shard's output file."""
     if out is None:
         return typer.echo, (lambda: None)
-    from medforensics.sharding import shard_output_path
+    from medforensics.common.sharding import shard_output_path
 
     path = shard_output_path(out, *part)
     try:
@@ -192,10 +192,16 @@ def simulate_cmd(
     import time
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+    )
     from rich.table import Table
 
-    from medforensics.data.simulate import (
+    from medforensics.errors import MedForensicsError
+    from medforensics.synth.simulate import (
         DEVICES_FILE,
         build_devices,
         device_table,
@@ -203,7 +209,6 @@ def simulate_cmd(
         select_units,
         simulate_archive,
     )
-    from medforensics.errors import MedForensicsError
 
     def csv(value: Optional[str]) -> list:
         return [v.strip() for v in (value or "").split(",") if v.strip()]
@@ -301,7 +306,12 @@ def ingest_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from medforensics.data.manifest import IngestFilters, ingest, summarize, write_manifest
+    from medforensics.data.manifest import (
+        IngestFilters,
+        ingest,
+        summarize,
+        write_manifest,
+    )
     from medforensics.errors import MedForensicsError
 
     filters = IngestFilters(
@@ -349,7 +359,12 @@ def split_cmd(
     from rich.table import Table
 
     from medforensics.data.manifest import read_manifest, write_manifest
-    from medforensics.data.splits import SPLITS, assign_splits, check_leakage, split_counts
+    from medforensics.data.splits import (
+        SPLITS,
+        assign_splits,
+        check_leakage,
+        split_counts,
+    )
     from medforensics.errors import LeakageError, MedForensicsError
 
     try:
@@ -433,7 +448,7 @@ def train_cmd(
     CUDA); only rank 0 writes files and calibrates.
     """
     from medforensics.errors import MedForensicsError
-    from medforensics.train.engine import init_distributed_from_env, train
+    from medforensics.training.engine import init_distributed_from_env, train
 
     try:
         distributed = init_distributed_from_env(device)
@@ -471,7 +486,11 @@ def train_cmd(
 
 def _calibrate_after_training(run: Path, manifest: Path, device: str) -> None:
     from medforensics.data.manifest import read_manifest
-    from medforensics.predict import calibrate_run, calibration_summary, enroll_units
+    from medforensics.source.predictor import (
+        calibrate_run,
+        calibration_summary,
+        enroll_units,
+    )
 
     rows = read_manifest(manifest)
     if any(r.get("split") == "val" for r in rows):
@@ -503,7 +522,11 @@ def calibrate_cmd(
     The new files' hashes go into the run manifest (run.json)."""
     from medforensics.data.manifest import read_manifest
     from medforensics.errors import MedForensicsError
-    from medforensics.predict import calibrate_run, calibration_summary, enroll_units
+    from medforensics.source.predictor import (
+        calibrate_run,
+        calibration_summary,
+        enroll_units,
+    )
 
     try:
         rows = read_manifest(manifest)
@@ -533,7 +556,7 @@ def evaluate_cmd(
     """Paper-grade evaluation: per-class TPR/TNR/PPV/NPV/AUC, confusion, ROC, per body part."""
     from medforensics.data.manifest import read_manifest
     from medforensics.errors import MedForensicsError
-    from medforensics.eval.evaluate import evaluate_run
+    from medforensics.source.evaluate import evaluate_run
 
     try:
         res = evaluate_run(run, read_manifest(manifest), out, split=split, device=device,
@@ -600,8 +623,8 @@ def identify_cmd(
     import json as _json
 
     from medforensics.errors import MedForensicsError
-    from medforensics.identify import format_table
-    from medforensics.predict import SourcePredictor, identify_files
+    from medforensics.source.predictor import SourcePredictor, identify_files
+    from medforensics.source.verdicts import format_table
 
     try:
         predictor = SourcePredictor.from_run(run, device=device, n_patches=n_patches,
@@ -673,7 +696,7 @@ def tamper_cmd(
 ) -> None:
     """Generate tampered images with exact masks plus matched untampered originals."""
     from medforensics.errors import MedForensicsError
-    from medforensics.forgery.tamper import generate
+    from medforensics.synth.tamper import generate
 
     try:
         lo, hi = (int(v) for v in sizes.split(","))
@@ -882,6 +905,7 @@ def forgery_detect_cmd(
 
     from medforensics.errors import MedForensicsError
     from medforensics.forgery.detector import ForgeryDetector, detect_files
+    from medforensics.report.images import MapWriter
 
     try:
         det = ForgeryDetector.from_run(run, source_run=source_model, device=device, ela=ela,
@@ -899,7 +923,7 @@ def forgery_detect_cmd(
         return
     if maps is not None and where:  # map names are unique per process: one folder per shard
         maps = maps / "part-{}-of-{}".format(*part)
-    results = detect_files(det, files, maps_dir=maps)
+    results = detect_files(det, files, write_files=None if maps is None else MapWriter(maps))
     try:
         for fr in _files_progress(results, len(files), "detect" + where, progress):
             if fr.result is None:
@@ -935,8 +959,8 @@ def demo_cmd(
     forgery: bool = typer.Option(True, "--forgery/--no-forgery", help="Include the forgery part."),
 ) -> None:
     """The main job end to end on the built-in simulated archive; prints where the report is."""
+    from medforensics.demo.pipeline import DemoConfig, run_demo
     from medforensics.errors import MedForensicsError
-    from medforensics.pipeline import DemoConfig, run_demo
 
     cfg = DemoConfig(out_dir=str(out), seed=seed, patients=patients, epochs=epochs,
                      device=device, forgery=forgery)
@@ -1002,7 +1026,7 @@ def export_cmd(
 ) -> None:
     """Export a trained model to ONNX (dynamic batch; metadata in metadata_props)."""
     from medforensics.errors import MedForensicsError
-    from medforensics.export import export_onnx
+    from medforensics.models.export import export_onnx
 
     try:
         res = export_onnx(run, onnx, opset=opset, exporter=exporter, check=check,
@@ -1083,7 +1107,7 @@ def report_cmd(
 ) -> None:
     """Self-contained HTML case reports: image, device verdict, forgery map, header, provenance."""
     from medforensics.errors import MedForensicsError
-    from medforensics.report import write_report
+    from medforensics.report.case import write_report
 
     if source_model is None and forgery_model is None:
         typer.echo("warning: neither --source-model nor --forgery-model given: the pages "

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medforensics.data.transforms import paper_preprocess, sample_patch_positions
 from medforensics.errors import ConfigError
+from medforensics.io import read_image
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,6 @@ def read_pixels(path: str) -> np.ndarray:
     Raises:
         medforensics.errors.ReadError: the file cannot be read.
     """
-    from medforensics.io import read_image
-
     return read_image(path).pixels
 
 
@@ -169,7 +169,7 @@ class RoutedImageSource:
     """An :class:`ImageSource` that serves some paths from a second source.
 
     Training adds files that are not in the caller's source (the outlier-device images of
-    :mod:`medforensics.data.outliers`); they are decoded by ``extra`` while every other path
+    :mod:`medforensics.synth.outliers`); they are decoded by ``extra`` while every other path
     goes to ``main`` unchanged.
 
     Args:
@@ -277,8 +277,6 @@ def valid_patch_positions(
     Raises:
         ConfigError: the image is smaller than one patch.
     """
-    from medforensics.data.transforms import sample_patch_positions
-
     h, w = pixels.shape
     if h < patch or w < patch:
         raise ConfigError(
@@ -550,8 +548,6 @@ class PaperImageDataset(Dataset):
         self.classes = [str(c) for c in classes]
         self.targets = row_labels(rows, label_column, self.classes)
         if preprocess is None:
-            from medforensics.data.transforms import paper_preprocess
-
             preprocess = paper_preprocess
         self.preprocess = preprocess
         self.source = image_cache

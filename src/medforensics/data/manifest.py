@@ -54,20 +54,26 @@ spelling (:func:`medforensics.data.labels.unify_case_variants`).
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import (
+    Executor,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medforensics.common.hashing import file_sha256
 from medforensics.data.labels import clean_text, device_labels, unify_case_variants
 from medforensics.data.splits import group_ids
 from medforensics.errors import ConfigError, ManifestError, ReadError
+from medforensics.io import check_header, read_header, read_image
 
 __all__ = [
     "COLUMNS",
@@ -278,18 +284,6 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-def file_sha256(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks (flat memory for huge files).
-
-    Raises:
-        OSError: the file cannot be opened or read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def default_workers() -> int:
     """Worker count for :func:`ingest`: the CPUs this process may use, at most 8."""
@@ -314,8 +308,6 @@ def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) ->
     Returns:
         A dict with the :data:`COLUMNS` keys; ``status`` is "" when the file passed.
     """
-    from medforensics.io import read_header
-
     spath = str(path)
     row = _empty_row(spath)
     row["_qc"] = ""
@@ -376,8 +368,6 @@ def _intrinsic_status(row: dict[str, Any], meta: Any) -> tuple[str, str] | None:
     class, Pixel Data presence, photometric, bit depth, size guard, native Pixel Data length,
     decoder availability). Every file: Rows and Columns must be known.
     """
-    from medforensics.io import check_header
-
     try:
         check_header(meta)
     except ReadError as exc:
@@ -388,8 +378,6 @@ def _intrinsic_status(row: dict[str, Any], meta: Any) -> tuple[str, str] | None:
 
 
 def _verify_pixels(path: str, force: bool) -> tuple[str, str] | None:
-    from medforensics.io import read_image
-
     try:
         read_image(path, force=force)
     except ReadError as exc:

@@ -53,8 +53,13 @@ from typing import Any
 
 import numpy as np
 
-from medforensics.data.manifest import file_sha256
+from medforensics import __version__
+from medforensics.common.hashing import file_sha256
+from medforensics.data.datasets import read_pixels
+from medforensics.data.manifest import read_manifest
+from medforensics.data.transforms import paper_preprocess
 from medforensics.errors import ConfigError, ReadError, StoreError
+from medforensics.io import read_image
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +210,6 @@ def _now() -> str:
 
 
 def _new_index(paper: bool) -> dict[str, Any]:
-    from medforensics import __version__
-
     return {
         "format": FORMAT,
         "software_version": __version__,
@@ -335,14 +338,10 @@ def _decode_task(path: str, expected_sha: str, want_pixels: bool, want_paper: bo
                    f"{expected_sha[:12]}...; the file changed since ingest (re-run ingest)")
         return out
     try:
-        from medforensics.io import read_image
-
         pixels = read_image(path).pixels
         if want_pixels:
             out["pixels"] = encode_exact(pixels)
         if want_paper:
-            from medforensics.data.transforms import paper_preprocess
-
             p = encode_exact(paper_preprocess(pixels, size=_PAPER_SIZE))
             if p.dtype != np.uint8 or p.shape != (_PAPER_SIZE, _PAPER_SIZE):
                 raise ConfigError(f"paper_preprocess gave {p.dtype} {p.shape}, not uint8 "
@@ -428,8 +427,6 @@ def prepare_store(
     if store.exists() and not store.is_dir():
         raise ConfigError(f"{store} exists and is not a directory")
     if isinstance(manifest, (str, os.PathLike)):
-        from medforensics.data.manifest import read_manifest
-
         rows: Sequence[Mapping[str, Any]] = read_manifest(manifest)
     else:
         rows = manifest
@@ -761,7 +758,6 @@ class StoreSource:
         if path not in self._warned:
             self._warned.add(path)
             log.warning("%s: not in the store, decoding it (fallback)", path)
-        from medforensics.data.datasets import read_pixels
 
         return read_pixels(path)
 
@@ -834,7 +830,6 @@ class StoreSource:
                 raise StoreError(f"{self.store}: prepared without paper variants; run "
                                  "`medforensics prepare` again without --no-paper")
             raise self._missing(path)
-        from medforensics.data.transforms import paper_preprocess
 
         return paper_preprocess(self.get(path), size=_PAPER_SIZE)
 
@@ -896,8 +891,6 @@ def open_store(
     src = StoreSource(store, fallback=fallback)
     if manifest is not None:
         if isinstance(manifest, (str, os.PathLike)):
-            from medforensics.data.manifest import read_manifest
-
             rows: Sequence[Mapping[str, Any]] = read_manifest(manifest)
         else:
             rows = manifest

@@ -38,7 +38,7 @@ def _check_uint8_2d(img: np.ndarray) -> np.ndarray:
     if arr.dtype != np.uint8:
         raise InvalidArrayError(
             f"ELA expects uint8 (8-bit) pixels, got {arr.dtype}; window higher bit depths first "
-            "(see medforensics.forgery.ela.window_to_uint8)"
+            "(see medforensics.forgery.cues.ela.window_to_uint8)"
         )
     return arr
 

@@ -43,7 +43,7 @@ __all__ = ["Features", "sift_features", "match_features", "similarity_content_ma
 
 def _cv2() -> ModuleType:
     """OpenCV, with its thread pool sized like the rest of the process (``OMP_NUM_THREADS``,
-    which :func:`medforensics.runtime.configure_threads` sets), not to every core."""
+    which :func:`medforensics.common.runtime.configure_threads` sets), not to every core."""
     import cv2
 
     n = os.environ.get("OMP_NUM_THREADS", "")

@@ -5,7 +5,7 @@ blur, CR laser-scan direction (anisotropic blur), sharpening kernels, and quanti
 rescaling (a region whose values were multiplied by a gain > 1 and rounded sits on a coarse
 lattice of stored values). A region pasted in from another chain keeps its own noise shape,
 whatever its noise level was matched to. This module measures that shape per block; the
-forgery cue built on it is :mod:`medforensics.forgery.texture`.
+forgery cue built on it is :mod:`medforensics.forgery.cues.texture`.
 
 Features of a block (:data:`FEATURE_NAMES`):
 

@@ -23,7 +23,7 @@ Which step to use when:
 * :func:`wiener_fft`: Wiener filtering of the Fourier magnitude; flattens spectral peaks,
   i.e. periodic artefacts (anti-scatter-grid lines, JPEG 8x8 blocking, periodic readout
   interference) shared by many devices. Apply to *reference patterns* (done in
-  :mod:`medforensics.fingerprint`), not to every query residual (it costs an FFT and the
+  :mod:`medforensics.source.units`), not to every query residual (it costs an FFT and the
   query's periodic content is decorrelated from a cleaned pattern anyway).
 * :func:`highpass_residual`: fixed linear prediction-error filters (second-order
   differences, Ker-Boehme 3x3, SRM 5x5) for features, noise-level maps and CNN inputs.

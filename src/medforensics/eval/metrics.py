@@ -28,15 +28,15 @@ Conventions:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from medforensics.common.jsonio import to_jsonable
 from medforensics.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -73,37 +73,6 @@ _PROB_SUM_TOL = 1e-3
 # helpers
 # --------------------------------------------------------------------------------------------
 
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert a result (dataclass, NumPy array/scalar, dict, list) to plain JSON types.
-
-    Non-finite floats (NaN, +-inf) become ``None`` so that the output is strict JSON.
-
-    Args:
-        obj: any nesting of dataclasses, mappings, sequences, NumPy arrays and scalars.
-
-    Returns:
-        The same structure built from ``dict``, ``list``, ``str``, ``int``, ``float``,
-        ``bool`` and ``None``.
-    """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, (str, type(None))):
-        return obj
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    return str(obj)
 
 
 class _Jsonable:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medforensics.errors import ConfigError
+from medforensics.eval.calibration import expected_calibration_error, reliability_bins
 from medforensics.eval.metrics import (
     ClassificationReport,
     GroupedAccuracy,
@@ -480,8 +481,6 @@ def plot_reliability(
     Returns:
         The PNG path.
     """
-    from medforensics.eval.calibration import expected_calibration_error, reliability_bins
-
     bins = reliability_bins(probs, y_true, n_bins)
     ece = expected_calibration_error(probs, y_true, n_bins)
     fig = _new_figure(figsize, dpi)

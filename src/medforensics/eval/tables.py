@@ -12,7 +12,7 @@ Layouts follow the papers:
 
 Percentages use 2 decimals, AUC 3 decimals, undefined values (NaN) print as ``n/a``.
 :func:`render_table` is the shared low-level renderer (also used by
-:func:`medforensics.identify.format_table`).
+:func:`medforensics.source.verdicts.format_table`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from medforensics.errors import ConfigError
-from medforensics.eval.metrics import BinaryMetrics, ClassificationReport, GroupedAccuracy
+from medforensics.eval.metrics import (
+    BinaryMetrics,
+    ClassificationReport,
+    GroupedAccuracy,
+)
 
 __all__ = [
     "NA",

@@ -2,12 +2,12 @@
 
 Modules (import the one you need; nothing is imported here):
 
-* :mod:`~medforensics.forgery.ela` - ELA on medical images (explicit 8-bit window), ELA cue,
+* :mod:`~medforensics.forgery.cues.ela` - ELA on medical images (explicit 8-bit window), ELA cue,
   ELA-CNN input.
-* :mod:`~medforensics.forgery.tamper` - tampering generator with exact masks
+* :mod:`~medforensics.synth.tamper` - tampering generator with exact masks
   (``medforensics tamper``).
-* :mod:`~medforensics.forgery.copymove` - copy-move detection by residual block matching.
-* :mod:`~medforensics.forgery.noiseinconsistency` - local noise-level and device-fingerprint
+* :mod:`~medforensics.forgery.cues.copymove` - copy-move detection by residual block matching.
+* :mod:`~medforensics.forgery.cues.noise` - local noise-level and device-fingerprint
   inconsistency maps.
 * :mod:`~medforensics.forgery.localize` - one per-pixel map, image score, forged area.
 * :mod:`~medforensics.forgery.metrics` - pixel-level metrics with a boundary band.
@@ -16,7 +16,7 @@ Modules (import the one you need; nothing is imported here):
   case report and the CLI use): training-free cues, learned combiner, ELA-CNN.
 * :mod:`~medforensics.forgery.combiner` - the learned logistic cue combiner (preset ``cues``).
 * :mod:`~medforensics.forgery.train` - ``medforensics forgery train`` (``cues``, ``ela-cnn``).
-* :mod:`~medforensics.forgery.demo` - the forgery section of ``medforensics demo``.
+* :mod:`~medforensics.demo.forgery` - the forgery section of ``medforensics demo``.
 
 See ``docs/forgery.md`` for the benchmark and the known weaknesses.
 """

@@ -31,7 +31,8 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.errors import ConfigError, ModelFileError
-from medforensics.forgery.localize import SCORE_WINDOW, image_score
+from medforensics.forgery.metrics import best_f1
+from medforensics.forgery.scoring import SCORE_WINDOW, image_score
 
 __all__ = [
     "COMBINER_FILE",
@@ -257,8 +258,6 @@ def fit_combiner(
         ConfigError: no tampered or no original image, or no edited pixel.
     """
     from sklearn.linear_model import LogisticRegression
-
-    from medforensics.forgery.metrics import best_f1
 
     y_img = np.asarray(image_labels, dtype=int)
     if y_img.sum() == 0 or (1 - y_img).sum() == 0:

@@ -1,7 +1,7 @@
 """``ForgeryDetector``: one image in, a forgery score, a verdict and a per-pixel map out.
 
 This is the contract the web service (:mod:`medforensics.service`), the case report
-(:mod:`medforensics.report`), the CLI (``medforensics forgery detect``) and the demo code
+(:mod:`medforensics.report.case`), the CLI (``medforensics forgery detect``) and the demo code
 against::
 
     det = ForgeryDetector.from_run(run_dir_or_None, source_run=None, device="cpu")
@@ -17,13 +17,13 @@ Three ways to get a detector:
   inputs), combined by the documented
   max rule of :mod:`medforensics.forgery.localize`. With ``source_run`` a trained source
   ``patch`` model is slid over the image as a fourth cue (device-fingerprint inconsistency,
-  :func:`medforensics.forgery.noiseinconsistency.fingerprint_map`): the cue meant for splices
+  :func:`medforensics.forgery.cues.noise.fingerprint_map`): the cue meant for splices
   from another device.
 * ``from_run(run)`` of a ``cues`` run (``medforensics forgery train --preset cues``): the same
   cue maps combined by the learned logistic combiner of :mod:`medforensics.forgery.combiner`.
 * ``from_run(run)`` of an ``ela-cnn`` run: the paper's ELA-CNN (seed 004) on the ELA image
   (ELA at JPEG q90 of an 8-bit version, enhanced, resized to 128x128): score = its
-  probability of "tampered"; map = the ELA cue (:func:`medforensics.forgery.ela.ela_cue`, the
+  probability of "tampered"; map = the ELA cue (:func:`medforensics.forgery.cues.ela.ela_cue`, the
   paper's ELA localization scaled to 0.5 at twice the image's median error level).
 
 Verdict: ``inconclusive`` when the image gives the cues too little to read - smaller than
@@ -55,7 +55,44 @@ from typing import Any
 
 import numpy as np
 
-from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError
+from medforensics.errors import (
+    ConfigError,
+    InvalidArrayError,
+    ModelFileError,
+    ReadError,
+    RunIntegrityError,
+)
+from medforensics.forgery.combiner import CueCombiner
+from medforensics.forgery.coverage import (
+    MIN_COVERED_FRACTION,
+    MIN_COVERED_PX,
+    MIN_SIDE,
+    covered_fraction,
+)
+from medforensics.forgery.cues.ela import (
+    analyze_ela,
+    ela_cnn_input,
+    ela_cue,
+    lossy_codec,
+)
+from medforensics.forgery.direction import pair_summary
+from medforensics.forgery.localize import (
+    DEFAULT_SEAM,
+    DEFAULT_TEXTURE,
+    default_cues,
+    localize,
+)
+from medforensics.forgery.regions import describe_regions
+from medforensics.forgery.scoring import SCORE_WINDOW, forged_area_percent, image_score
+from medforensics.io import read_image
+from medforensics.models.io import load_model
+from medforensics.models.runfiles import (
+    FORGERY_BOUNDS,
+    check_values,
+    verify_run,
+    worst_integrity,
+)
+from medforensics.source.predictor import SourcePredictor
 
 __all__ = [
     "ForgeryResult",
@@ -66,10 +103,12 @@ __all__ = [
     "TRAINING_FREE",
     "FileResult",
     "detect_files",
-    "save_map_files",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Trained forgery presets a run folder can hold (``metadata.json`` ``preset``).
+FORGERY_PRESETS: tuple[str, ...] = ("ela-cnn", "cues")
 
 #: score threshold of ``tampered`` for the training-free detector: calibrated to a stated
 #: false-alarm rate on untouched simulated and real lossless images by
@@ -191,7 +230,7 @@ def json_tree(v: Any) -> Any:
 
 
 def _source_logprobs(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """``patch_logprobs`` callable from a :class:`~medforensics.predict.SourcePredictor`."""
+    """``patch_logprobs`` callable from a :class:`~medforensics.source.predictor.SourcePredictor`."""
     import torch
 
     model = predictor.model
@@ -221,26 +260,26 @@ class ForgeryDetector:
         combiner: the fitted :class:`~medforensics.forgery.combiner.CueCombiner`
             (``cues-learned``).
         ela_model: the loaded ELA-CNN (``ela-cnn``), in eval mode.
-        source: a :class:`~medforensics.predict.SourcePredictor` for the fingerprint cue.
+        source: a :class:`~medforensics.source.predictor.SourcePredictor` for the fingerprint cue.
         run_dir: the run directory (provenance), None for the training-free detector.
         metadata: the run's metadata.
         device: torch device of the models.
         fingerprint_stride: grid step of the fingerprint cue in pixels.
         fingerprint_min_coverage: ``min_coverage`` of
-            :func:`~medforensics.forgery.noiseinconsistency.fingerprint_llr_map` (pixels
+            :func:`~medforensics.forgery.cues.noise.fingerprint_llr_map` (pixels
             covered by few scored patches - image border, next to clipped areas - are damped).
             A learned combiner run keeps the value it was trained with (0 for runs made
             before the option).
-        copymove_kw: extra arguments for :func:`~medforensics.forgery.copymove.detect_copy_move`.
+        copymove_kw: extra arguments for :func:`~medforensics.forgery.cues.copymove.detect_copy_move`.
         noise_kw: extra arguments for
-            :func:`~medforensics.forgery.noiseinconsistency.noise_inconsistency_map`.
+            :func:`~medforensics.forgery.cues.noise.noise_inconsistency_map`.
         texture: training-free detector: include the noise-texture cue
-            (:func:`~medforensics.forgery.texture.texture_inconsistency_map`); None = the
+            (:func:`~medforensics.forgery.cues.texture.texture_inconsistency_map`); None = the
             default of :data:`medforensics.forgery.localize.DEFAULT_TEXTURE`. The learned
             combiner uses the cues it was trained with.
         texture_kw: extra arguments for the texture cue.
         seam: training-free detector: include the hard-edged paste seam cue
-            (:func:`~medforensics.forgery.seam.seam_cue`); None = the default of
+            (:func:`~medforensics.forgery.cues.seam.seam_cue`); None = the default of
             :data:`medforensics.forgery.localize.DEFAULT_SEAM`.
         seam_kw: extra arguments for the seam cue.
         ela: training-free detector: ``"auto"`` uses the ELA cue for lossy inputs only
@@ -305,7 +344,6 @@ class ForgeryDetector:
         self.fingerprint_min_coverage = float(fingerprint_min_coverage)
         self.copymove_kw = dict(copymove_kw or {})
         self.noise_kw = dict(noise_kw or {})
-        from medforensics.forgery.localize import DEFAULT_SEAM, DEFAULT_TEXTURE
 
         self.texture = DEFAULT_TEXTURE if texture is None else bool(texture)
         self.texture_kw = dict(texture_kw or {})
@@ -348,13 +386,6 @@ class ForgeryDetector:
             RunIntegrityError: a changed, missing or unlisted run file (unless
                 ``allow_modified``), or a value out of range.
         """
-        from medforensics.models.runfiles import (
-            FORGERY_BOUNDS,
-            check_values,
-            verify_run,
-            worst_integrity,
-        )
-
         allow = bool(allow_modified)
         source = (cls._load_source(source_run, device, allow) if source_run is not None
                   else None)
@@ -383,14 +414,10 @@ class ForgeryDetector:
         preset = meta.get("preset") or meta.get("name")
         kw.setdefault("threshold", float(meta.get("threshold", DEFAULT_THRESHOLD)))
         if preset == "ela-cnn":
-            from medforensics.models.io import load_model
-
             model, mmeta = load_model(run, map_location=device)
             return cls(method="ela-cnn", ela_model=model, source=source, run_dir=run,
                        metadata=mmeta, device=device, **kw)
         if preset == "cues":
-            from medforensics.forgery.combiner import CueCombiner
-
             if meta.get("format") != "medforensics-forgery-cues/1":
                 raise ModelFileError(f"{meta_path}: not a cues combiner run")
             cues = list(meta.get("cues") or [])
@@ -410,8 +437,6 @@ class ForgeryDetector:
                           float(meta.get("fingerprint_min_coverage", 0.0)))
             return cls(method="cues-learned", combiner=comb, source=source, run_dir=run,
                        metadata=meta, device=device, **kw)
-        from medforensics.forgery.train import FORGERY_PRESETS
-
         raise ModelFileError(f"{meta_path}: unknown forgery preset {preset!r} "
                              f"(choose from {', '.join(FORGERY_PRESETS)})")
 
@@ -420,8 +445,6 @@ class ForgeryDetector:
                                allow: bool) -> None:
         """The recorded source run (a path outside the forgery run, checked through its own
         manifest) must still hold the weights the combiner was trained with."""
-        from medforensics.errors import RunIntegrityError
-
         want = meta.get("source_weights_sha256")
         got = source.metadata.get("weights_sha256")
         if want is None or got == want:
@@ -436,8 +459,6 @@ class ForgeryDetector:
 
     @staticmethod
     def _load_source(source_run: str | Path, device: str, allow_modified: bool = False) -> Any:
-        from medforensics.predict import SourcePredictor
-
         pred = SourcePredictor.from_run(source_run, device=device,
                                         allow_modified=allow_modified)
         if pred.preset != "patch":
@@ -476,8 +497,6 @@ class ForgeryDetector:
     @property
     def cue_names(self) -> list[str]:
         """Cues computed for a lossless input (ELA is added for lossy inputs)."""
-        from medforensics.forgery.localize import default_cues
-
         if self.method == "cues-learned":
             return list(self.combiner.cues)
         return default_cues(texture=self.texture, seam=self.seam, ela=False,
@@ -498,8 +517,6 @@ class ForgeryDetector:
             covered: covered fraction of the image (0..1).
             n_pixels: the image's pixel count (for the covered-area floor); None = no floor.
         """
-        from medforensics.forgery.coverage import MIN_COVERED_FRACTION, MIN_COVERED_PX
-
         if not math.isfinite(score):
             return "inconclusive", "the image was not analysed"
         area = None if n_pixels is None else covered * n_pixels
@@ -532,8 +549,6 @@ class ForgeryDetector:
             :class:`~medforensics.forgery.localize.LocalizationResult` (the training-free
             combination; ``details["noise"]["z"]`` holds the noise z-score map).
         """
-        from medforensics.forgery.localize import default_cues, localize
-
         fp = self._patch_logprobs
         if self.method == "cues-learned":
             # the combiner's cues; ELA only for lossy inputs (as in training: else zeros)
@@ -578,9 +593,6 @@ class ForgeryDetector:
         Raises:
             InvalidArrayError: not a 2-D image, or NaN / infinite values.
         """
-        from medforensics.forgery.coverage import MIN_SIDE, covered_fraction
-        from medforensics.forgery.ela import analyze_ela
-
         img = np.asarray(pixels, dtype=np.float32)
         if img.ndim != 2:
             raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")
@@ -597,7 +609,6 @@ class ForgeryDetector:
                 notes=["not analysed: " + reason], inconclusive_reason=reason,
                 covered_fraction=0.0), {}
         covered = covered_fraction(img)
-        from medforensics.forgery.ela import lossy_codec
 
         codec, why = lossy_codec(img, meta)
         lossy = codec is not None
@@ -630,9 +641,6 @@ class ForgeryDetector:
                 er = analyze_ela(img, bits_stored=bits, quality=_ELA_QUALITY)
                 ela_score = er.score
                 notes.append("ela_score only (not used as a cue): " + er.note)
-        from medforensics.forgery.localize import forged_area_percent
-        from medforensics.forgery.direction import pair_summary
-        from medforensics.forgery.regions import describe_regions
 
         score = float(np.clip(score, 0.0, 1.0))
         prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
@@ -671,9 +679,6 @@ class ForgeryDetector:
                         cues: dict[str, float], lossy: bool) -> tuple[float, np.ndarray, float]:
         import torch
 
-        from medforensics.forgery.ela import analyze_ela, ela_cnn_input, ela_cue
-        from medforensics.forgery.localize import SCORE_WINDOW, image_score
-
         spec = dict(self.metadata.get("input_spec") or {})
         size = int(spec.get("size", 128))
         scale = float(self.metadata.get("input_scale", 1.0 / 255.0))
@@ -703,39 +708,9 @@ class ForgeryDetector:
             medforensics.errors.ReadError: unreadable file (the reader's reason).
             InvalidArrayError: see :meth:`detect`.
         """
-        from medforensics.io import read_image
-
         pixels, meta = read_image(path, frame=frame)
         return self.detect(pixels, meta)
 
-
-def save_map_files(result: ForgeryResult, pixels: np.ndarray, out_dir: str | Path,
-                   stem: str, *, overlay_max_side: int = 2048) -> dict[str, str]:
-    """Write the probability map of one result at native resolution, plus an overlay.
-
-    Files: ``<stem>_map.png`` (16-bit grey PNG, value = round(map * 65535)),
-    ``<stem>_map.npy`` (float32 (H, W), 0..1) and ``<stem>_overlay.png`` (RGB heat map over
-    the image's 8-bit display window, longest side at most ``overlay_max_side``; for people,
-    not for analysis).
-
-    Returns:
-        ``{"map_png": ..., "map_npy": ..., "overlay_png": ...}`` paths.
-    """
-    from PIL import Image
-
-    from medforensics.io import write_png16
-    from medforensics.service.render import overlay_rgb
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    m = np.clip(np.asarray(result.prob_map, np.float32), 0.0, 1.0)
-    files = {"map_png": out / f"{stem}_map.png", "map_npy": out / f"{stem}_map.npy",
-             "overlay_png": out / f"{stem}_overlay.png"}
-    write_png16(files["map_png"], np.rint(m * 65535.0).astype(np.uint16))
-    np.save(files["map_npy"], m, allow_pickle=False)
-    Image.fromarray(overlay_rgb(pixels, m, max_side=overlay_max_side)).save(
-        files["overlay_png"], format="PNG")
-    return {k: str(v) for k, v in files.items()}
 
 
 @dataclass
@@ -757,26 +732,25 @@ class FileResult:
                 **({"files": self.files} if self.files else {})}
 
 
-def detect_files(detector: ForgeryDetector, paths: Any, *, maps_dir: str | Path | None = None,
-                 frame: int = 0) -> Any:
+def detect_files(detector: ForgeryDetector, paths: Any, *, frame: int = 0,
+                 write_files: Callable[[ForgeryResult, np.ndarray, str], dict[str, str]]
+                 | None = None) -> Any:
     """Analyse files one by one; unreadable ones are reported and the batch goes on.
 
     Args:
         detector: the detector.
         paths: iterable of image files.
-        maps_dir: when given, :func:`save_map_files` writes every map there (file stem =
-            the image's name, made unique with ``_2``, ``_3``, ...).
         frame: frame of multi-frame files.
+        write_files: called as ``write_files(result, pixels, path)`` for every analysed image,
+            returns the files it wrote (``FileResult.files``); the report layer's
+            :class:`medforensics.report.images.MapWriter` writes the maps this way, so detection
+            never depends on how results are drawn.
 
     Yields:
         :class:`FileResult` per path, in order. ``reason`` is the reader's reason
         (``not-an-image-file``, ``truncated-pixel-data``, ...) or ``invalid-image`` (too small
         or non-finite for the detector).
     """
-    from medforensics.errors import ReadError
-    from medforensics.io import read_image
-
-    taken: set[str] = set()
     for p in paths:
         path = str(p)
         try:
@@ -788,13 +762,5 @@ def detect_files(detector: ForgeryDetector, paths: Any, *, maps_dir: str | Path 
         except InvalidArrayError as exc:
             yield FileResult(path, error=str(exc), reason="invalid-image")
             continue
-        files: dict[str, str] = {}
-        if maps_dir is not None:
-            base = Path(path).stem or "image"
-            stem, n = base, 1
-            while stem in taken:
-                n += 1
-                stem = f"{base}_{n}"
-            taken.add(stem)
-            files = save_map_files(res, pixels, maps_dir, stem)
+        files = write_files(res, pixels, path) if write_files is not None else {}
         yield FileResult(path, result=res, files=files)

@@ -13,11 +13,11 @@ when a measurement tells the two apart, and is ``undetermined`` otherwise:
   :data:`SEAM_STRONG` or more and every measurable edge of the other stays below
   :data:`SEAM_QUIET`. Edges at the image border, along clipped or flat pixels, or inside the
   partner area are not measured.
-* **paste seam** (:func:`medforensics.forgery.seam.seam_cue`): a seam box - straight seams
+* **paste seam** (:func:`medforensics.forgery.cues.seam.seam_cue`): a seam box - straight seams
   meeting at right angles - that covers most of one area and little of the other.
 * **interpolation** (copies matched by content only): a copy resampled with interpolation
   carries averaged, quieter noise than its source at the same content
-  (``smoothing_log_ratio`` of :func:`medforensics.forgery.copymove.detect_copy_move`).
+  (``smoothing_log_ratio`` of :func:`medforensics.forgery.cues.copymove.detect_copy_move`).
 
 Items of evidence that point to different areas cancel: the pair stays ``undetermined``. A
 clone pasted into a place whose surroundings continue it (same intensity, same noise, no
@@ -171,7 +171,7 @@ def decide_direction(img: np.ndarray, reg: Mapping[str, Any], *,
     Args:
         img: float (H, W) stored values (lossless; on lossy inputs call nothing here).
         reg: a copy-move region (``bbox_a``, ``bbox_b``, optionally ``smoothing_log_ratio``).
-        paste_boxes: seam boxes of :func:`medforensics.forgery.seam.seam_cue` (objects with
+        paste_boxes: seam boxes of :func:`medforensics.forgery.cues.seam.seam_cue` (objects with
             ``box`` or ``(x0, y0, x1, y1)`` tuples).
 
     Returns:

@@ -33,9 +33,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from medforensics.common.hashing import manifest_sha256
+from medforensics.common.jsonio import to_jsonable
 from medforensics.errors import ConfigError, MedForensicsError
-from medforensics.eval.metrics import binary_auc, bootstrap_interval
+from medforensics.eval.metrics import binary_auc, binary_metrics, bootstrap_interval
+from medforensics.eval.plots import plot_binary_roc
+from medforensics.forgery.cues.ela import window_to_uint8
+from medforensics.forgery.localize import localize_file
 from medforensics.forgery.metrics import PixelScores, pixel_scores, summarize
+from medforensics.forgery.train import SPLIT_FILE, read_tamper_manifest
+from medforensics.io import read_image
 
 __all__ = ["evaluate_tamper_manifest", "evaluate_detector", "SIZE_BINS", "select_rows",
            "confidence_intervals"]
@@ -63,8 +70,6 @@ def _size_bin(size: str | int | None) -> str:
 
 
 def _read_rows(manifest: str | Path) -> list[dict[str, str]]:
-    from medforensics.forgery.train import read_tamper_manifest
-
     rows = read_tamper_manifest(manifest)
     if "label" not in rows[0]:
         raise ConfigError(f"{manifest}: not a tamper manifest")
@@ -283,8 +288,6 @@ def evaluate_tamper_manifest(
         ``pixel_by_cue``, ``fp_area_original`` (mean forged-area % on originals),
         ``failures`` (list of (path, reason)).
     """
-    from medforensics.forgery.localize import localize_file
-
     kw = dict(localize_kw or {})
     if cues is not None:
         kw["cues"] = list(cues)
@@ -312,9 +315,6 @@ def select_rows(rows: list[dict[str, str]], detector: Any, manifest: str | Path,
     Raises:
         ConfigError: a named split that is not known for this manifest.
     """
-    from medforensics.forgery.train import SPLIT_FILE
-    from medforensics.train.engine import manifest_sha256
-
     if split == "all":
         return rows, "all rows"
     run = getattr(detector, "run_dir", None)
@@ -375,9 +375,6 @@ def evaluate_detector(
     Raises:
         ConfigError: no row to evaluate.
     """
-    from medforensics.eval.metrics import binary_metrics, to_jsonable
-    from medforensics.io import read_image
-
     rows, which = select_rows(_read_rows(manifest), detector, manifest, split)
     chosen = _choose(rows, kinds, limit)
     if not chosen:
@@ -436,9 +433,6 @@ def _write_outputs(out: Path, res: dict[str, Any], recs: list[dict[str, Any]],
                    per_image: list[dict[str, Any]],
                    kept: dict[str, tuple[np.ndarray, np.ndarray]],
                    pixels_of: dict[str, np.ndarray], detector: Any) -> dict[str, Any]:
-    from medforensics.eval.metrics import to_jsonable
-    from medforensics.eval.plots import plot_binary_roc
-
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Any] = {"metrics": str(out / "metrics.json")}
     y = np.array([r["label"] for r in recs], dtype=int)
@@ -470,8 +464,6 @@ def _panel(pixels: np.ndarray, mask: np.ndarray, pmap: np.ndarray, path: Path,
            title: str) -> None:
     """Three panels side by side: image (8-bit display window), ground truth, map."""
     from matplotlib.figure import Figure
-
-    from medforensics.forgery.ela import window_to_uint8
 
     img8, _, _ = window_to_uint8(pixels)
     fig = Figure(figsize=(12, 4.8), dpi=90)

@@ -2,20 +2,20 @@
 
 Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own decision point):
 
-* ``copymove``: :func:`medforensics.forgery.copymove.detect_copy_move` (residual block
+* ``copymove``: :func:`medforensics.forgery.cues.copymove.detect_copy_move` (residual block
   matching, exact-value keypoints and SIFT content matching; lossless or lossy data; both
   copies unless evidence names the pasted one, :mod:`medforensics.forgery.direction`).
-* ``noise``: :func:`medforensics.forgery.noiseinconsistency.noise_inconsistency_map` (local
+* ``noise``: :func:`medforensics.forgery.cues.noise.noise_inconsistency_map` (local
   noise level vs the image's own Poisson-Gaussian noise model).
-* ``texture``: :func:`medforensics.forgery.texture.texture_inconsistency_map` (local noise
+* ``texture``: :func:`medforensics.forgery.cues.texture.texture_inconsistency_map` (local noise
   *shape* - residual lag correlations, stored-value lattice - vs the image's own distribution);
   in the default cue list when :data:`DEFAULT_TEXTURE` is True.
-* ``seam``: :func:`medforensics.forgery.seam.seam_cue` (blocks outlined by hard, straight,
+* ``seam``: :func:`medforensics.forgery.cues.seam.seam_cue` (blocks outlined by hard, straight,
   pixel-aligned paste seams meeting at right angles; lossless data only); in the default cue
   list when :data:`DEFAULT_SEAM` is True.
-* ``ela``: :func:`medforensics.forgery.ela.ela_cue` - only for images that went through lossy
+* ``ela``: :func:`medforensics.forgery.cues.ela.ela_cue` - only for images that went through lossy
   (JPEG-type) compression, because ELA is a JPEG-domain heuristic; skipped otherwise (noted).
-* ``fingerprint``: :func:`medforensics.forgery.noiseinconsistency.fingerprint_llr_map` when a
+* ``fingerprint``: :func:`medforensics.forgery.cues.noise.fingerprint_llr_map` when a
   patch model callable is supplied; it also gives ``fingerprint_weak``, the same evidence from
   partly clipped patches, scaled to at most 0.45 (below the map threshold).
 
@@ -43,9 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from medforensics.errors import ConfigError, InvalidArrayError
+from medforensics.forgery.cues.copymove import detect_copy_move
+from medforensics.forgery.cues.ela import analyze_ela, ela_cue, lossy_codec
+from medforensics.forgery.cues.noise import fingerprint_llr_map, noise_inconsistency_map
+from medforensics.forgery.cues.seam import SeamSkipped, seam_cue
+from medforensics.forgery.cues.texture import texture_inconsistency_map
+from medforensics.forgery.scoring import SCORE_WINDOW, forged_area_percent, image_score
+from medforensics.io import read_image
 
 __all__ = [
     "CUES",
@@ -69,8 +75,6 @@ DEFAULT_TEXTURE = True
 DEFAULT_SEAM = True
 #: cue maps that shape the map but not the image score
 WEAK_CUES: tuple[str, ...] = ("fingerprint_weak",)
-#: side of the mean filter of the image score (see module docs)
-SCORE_WINDOW = 17
 RULE = "max of cue maps (each 0.5 at its own threshold), weights {weights}"
 
 
@@ -149,21 +153,6 @@ def combine_cues(cues: dict[str, np.ndarray], weights: dict[str, float] | None =
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def image_score(prob_map: np.ndarray, size: int = 9) -> float:
-    """Max of the ``size x size`` mean-filtered map (float in [0, 1])."""
-    m = np.asarray(prob_map, dtype=np.float32)
-    if m.size == 0:
-        return 0.0
-    return float(ndimage.uniform_filter(m, size=min(size, *m.shape)).max())
-
-
-def forged_area_percent(prob_map: np.ndarray, threshold: float = 0.5) -> float:
-    """``100 * mean(map >= threshold)``: share of pixels above the threshold, in percent."""
-    m = np.asarray(prob_map)
-    if m.size == 0:
-        return 0.0
-    return float(100.0 * np.count_nonzero(m >= threshold) / m.size)
-
 
 def localize(
     pixels: np.ndarray,
@@ -195,7 +184,7 @@ def localize(
             ``lossy``), fingerprint and fingerprint_weak (if ``patch_logprobs`` is given;
             either name computes both).
         patch_logprobs: patch model callable for the fingerprint cue (see
-            :func:`~medforensics.forgery.noiseinconsistency.fingerprint_llr_map`).
+            :func:`~medforensics.forgery.cues.noise.fingerprint_llr_map`).
         threshold: map threshold for the area / mask.
         weights: per-cue weights for the max rule.
         copymove_kw: extra arguments for ``detect_copy_move``.
@@ -209,9 +198,9 @@ def localize(
         texture_kw: extra arguments for ``texture_inconsistency_map``.
         seam: include the seam cue in the default list (``cues=None``); None =
             :data:`DEFAULT_SEAM`.
-        seam_kw: extra arguments for :func:`~medforensics.forgery.seam.seam_cue`.
+        seam_kw: extra arguments for :func:`~medforensics.forgery.cues.seam.seam_cue`.
         lossy_codec: with ``lossy``, the kind of lossy coding
-            (:func:`~medforensics.forgery.ela.lossy_codec`): ``"other"`` (JPEG 2000,
+            (:func:`~medforensics.forgery.cues.ela.lossy_codec`): ``"other"`` (JPEG 2000,
             JPEG-LS near-lossless, no JPEG grid) leaves ELA and the noise cue out unless
             ``cues`` names them: such coding reshapes the noise by itself. ``"jpeg"`` / None:
             no change.
@@ -222,13 +211,6 @@ def localize(
     Raises:
         ConfigError: unknown cue name, or ``fingerprint`` requested without a patch model.
     """
-    from medforensics.forgery.copymove import detect_copy_move
-    from medforensics.forgery.ela import analyze_ela, ela_cue
-    from medforensics.forgery.noiseinconsistency import (
-        fingerprint_llr_map,
-        noise_inconsistency_map,
-    )
-
     img = np.asarray(pixels, dtype=np.float32)
     if cues is None:
         names = default_cues(texture=texture, seam=seam, fingerprint=patch_logprobs is not None)
@@ -248,8 +230,6 @@ def localize(
     seam_res: Any = None
     seam_note = ""
     if "seam" in names:
-        from medforensics.forgery.seam import SeamSkipped, seam_cue
-
         try:
             seam_res = seam_cue(img, **{"lossy": lossy, **(seam_kw or {})})
         except (SeamSkipped, InvalidArrayError) as exc:
@@ -286,8 +266,6 @@ def localize(
                 maps[name] = np.maximum(maps[name], nb.map)
                 notes.append(f"noise cue also at {b}-px blocks (map: maximum of the scales)")
         elif name == "texture":
-            from medforensics.forgery.texture import texture_inconsistency_map
-
             try:
                 # stored-value lattices are evidence only where the stored values are the
                 # acquisition's own: a lossy codec's reconstruction (quantised transform or
@@ -366,14 +344,10 @@ def localize_file(path: str | Path, *, frame: int = 0, **kwargs: Any) -> Localiz
 
     ``lossy``, ``lossy_codec`` and ``bits_stored`` come from the image's metadata unless
     given (``lossy`` also when a losslessly stored image shows a JPEG block grid, see
-    :func:`medforensics.forgery.ela.lossy_codec`).
+    :func:`medforensics.forgery.cues.ela.lossy_codec`).
     """
-    from medforensics.io import read_image
-
     pixels, meta = read_image(path, frame=frame)
     if "lossy" not in kwargs:
-        from medforensics.forgery.ela import lossy_codec
-
         codec = lossy_codec(pixels, meta)[0]
         kwargs["lossy"] = codec is not None
         kwargs.setdefault("lossy_codec", codec)

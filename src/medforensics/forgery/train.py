@@ -1,6 +1,6 @@
 """Training forgery detectors on a tamper manifest (``medforensics forgery train``).
 
-The manifest is the output of ``medforensics tamper`` (:data:`medforensics.forgery.tamper.
+The manifest is the output of ``medforensics tamper`` (:data:`medforensics.synth.tamper.
 MANIFEST_COLUMNS`): one tampered file and its matched original per ``pair_id``. Labels are
 ``original`` (0) and ``tampered`` (1).
 
@@ -19,12 +19,12 @@ test split of the same manifest.
 
 * ``ela-cnn`` (the paper, seed 004): the ELA image of every file (ELA at JPEG q90 of the 8-bit
   data, or of an explicit 0.5-99.5 percentile 8-bit window for 12-16-bit data, brightness-
-  enhanced, bilinear resize to 128 x 128: :func:`medforensics.forgery.ela.ela_cnn_input`),
+  enhanced, bilinear resize to 128 x 128: :func:`medforensics.forgery.cues.ela.ela_cnn_input`),
   scaled by 1/255, into :class:`medforensics.models.ela_cnn.ElaCNN`; cross-entropy, Adam.
   The paper states neither epochs, batch size nor learning rate; defaults here are Keras'
   Adam defaults (lr 1e-3), batch 32 and 30 epochs, and the weights of the epoch with the best
   validation accuracy are kept (the last epoch when there is no validation split).
-  A checkpoint is written after every epoch (:mod:`medforensics.train.checkpoint`, no pickle)
+  A checkpoint is written after every epoch (:mod:`medforensics.training.checkpoint`, no pickle)
   and ``resume=True`` continues bit-identically. Output: ``model.safetensors`` +
   ``model.json`` (:func:`medforensics.models.io.save_model`; keys ``preset``, ``classes``
   ``["original", "tampered"]``, ``threshold``, ``seed``, ``training_manifest_sha256``,
@@ -52,7 +52,41 @@ from typing import Any
 
 import numpy as np
 
-from medforensics.errors import ConfigError, ManifestError, MedForensicsError, ModelFileError
+from medforensics import __version__
+from medforensics.common.hashing import manifest_sha256
+from medforensics.common.jsonio import atomic_write_json
+from medforensics.data.splits import assign_splits
+from medforensics.errors import (
+    ConfigError,
+    ManifestError,
+    MedForensicsError,
+    ModelFileError,
+)
+from medforensics.forgery.combiner import (
+    COMBINER_FILE,
+    _sigmoid,
+    fit_combiner,
+    grid_score,
+    image_feature_names,
+    image_features,
+    pixel_feature_names,
+    pixel_features,
+)
+from medforensics.forgery.cues.ela import ela_cnn_input, lossy_codec
+from medforensics.forgery.detector import FORGERY_PRESETS, ForgeryDetector
+from medforensics.forgery.localize import default_cues
+from medforensics.io import read_image
+from medforensics.models.io import save_model
+from medforensics.models.registry import create_model
+from medforensics.models.runfiles import record_files
+from medforensics.training.checkpoint import (
+    capture_rng_state,
+    copy_state_exact,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 
 __all__ = [
     "FORGERY_PRESETS",
@@ -66,7 +100,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORGERY_PRESETS: tuple[str, ...] = ("ela-cnn", "cues")
 #: paper silent on these: Keras defaults (Adam lr 1e-3, batch 32); 30 epochs
 ELA_CNN_DEFAULTS: dict[str, Any] = {"epochs": 30, "lr": 1e-3, "batch_size": 32, "size": 128,
                                     "quality": 90}
@@ -145,8 +178,6 @@ def split_tamper_rows(
         ``(rows, how)`` with ``how`` = ``"manifest"`` (the manifest's own split column) or
         ``"assigned"``.
     """
-    from medforensics.data.splits import assign_splits
-
     own = [r.get("split") for r in rows]
     if not resplit and all(s in ("train", "val", "test") for s in own) and "train" in own \
             and "test" in own:
@@ -181,8 +212,6 @@ def _check_pairs(rows: Sequence[dict[str, str]]) -> None:
 
 
 def _write_split(run: Path, rows: Sequence[dict[str, str]], how: str, sha: str) -> None:
-    from medforensics.models.runfiles import atomic_write_json, record_files
-
     data = {"manifest_sha256": sha, "how": how,
             "paths": {r["path"]: r["split"] for r in rows}}
     atomic_write_json(run / SPLIT_FILE, data, indent=1, sort_keys=True)
@@ -253,7 +282,6 @@ def train_forgery(
         raise ConfigError(f"{run} is not empty; choose a new --out or pass --resume")
     run.mkdir(parents=True, exist_ok=True)
     rows = read_tamper_manifest(manifest)
-    from medforensics.train.engine import manifest_sha256
 
     sha = manifest_sha256(manifest)
     rows, how = split_tamper_rows(rows, test=test, val=val, seed=seed, resplit=resplit)
@@ -285,9 +313,6 @@ def _ela_inputs(rows: Sequence[dict[str, str]], size: int, quality: int, progres
                 desc: str) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     from tqdm.auto import tqdm
 
-    from medforensics.forgery.ela import ela_cnn_input
-    from medforensics.io import read_image
-
     xs: list[np.ndarray] = []
     ys: list[int] = []
     failures: list[tuple[str, str]] = []
@@ -311,17 +336,6 @@ def _train_ela_cnn(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
-
-    from medforensics.models.io import save_model
-    from medforensics.models.registry import create_model
-    from medforensics.train.checkpoint import (
-        capture_rng_state,
-        copy_state_exact,
-        latest_checkpoint,
-        load_checkpoint,
-        restore_rng_state,
-        save_checkpoint,
-    )
 
     d = ELA_CNN_DEFAULTS
     n_epochs = int(epochs if epochs is not None else d["epochs"])
@@ -448,12 +462,6 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
     from PIL import Image
     from safetensors.numpy import load_file, save_file
 
-    from medforensics.forgery.combiner import image_features, pixel_features
-    from medforensics.forgery.ela import lossy_codec
-    from medforensics.io import read_image
-
-    from medforensics.forgery.combiner import image_feature_names, pixel_feature_names
-
     f = cache / f"{_feature_key(row['path'])}.safetensors"
     if f.is_file():
         try:
@@ -496,10 +504,6 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 progress: bool, texture: bool = False, seam: bool = False,
                 allow_modified: bool = False) -> ForgeryTrainResult:
     from tqdm.auto import tqdm
-
-    from medforensics.forgery.detector import ForgeryDetector
-
-    from medforensics.forgery.localize import default_cues
 
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device,
                                    texture=bool(texture), seam=bool(seam),
@@ -551,8 +555,6 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
         "software_version": _version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    from medforensics.forgery.combiner import COMBINER_FILE
-    from medforensics.models.runfiles import atomic_write_json, record_files
 
     atomic_write_json(run / "model.json", meta, indent=2, sort_keys=True)
     record_files(run, [COMBINER_FILE, "model.json"])
@@ -560,8 +562,6 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
 
 
 def _version() -> str:
-    from medforensics import __version__
-
     return __version__
 
 
@@ -577,8 +577,6 @@ def _source_sha(source_run: str | Path | None) -> str | None:
 
 def _image_prob_from_features(comb: Any, f: dict[str, np.ndarray]) -> float:
     """Image probability from cached features (the same computation as at detection)."""
-    from medforensics.forgery.combiner import _sigmoid, grid_score
-
     shp = tuple(int(v) for v in f["grid_shape"])
     p = _sigmoid(f["pixel_x"].astype(np.float64) @ comb.pixel_coef + comb.pixel_intercept)
     return comb.image_probability_from(f["image_x"], grid_score(p.reshape(shp)))
@@ -586,8 +584,6 @@ def _image_prob_from_features(comb: Any, f: dict[str, np.ndarray]) -> float:
 
 def _fit_from_features(tr: Sequence[dict[str, np.ndarray]], cues: Sequence[str], *,
                        seed: int) -> Any:
-    from medforensics.forgery.combiner import fit_combiner
-
     return fit_combiner(
         [f["pixel_x"] for f in tr],
         [f["pixel_y"].astype(bool) for f in tr],

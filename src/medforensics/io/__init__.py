@@ -32,7 +32,13 @@ decoder fails on the stream             DecodeError (``decode-failed``)
 
 from medforensics.io.dicom import check_header
 from medforensics.io.meta import DEFAULT_MAX_PIXELS, HEADER_KEYWORDS, Image, ImageMeta
-from medforensics.io.reader import iter_frames, read_header, read_image, read_stored, sniff
+from medforensics.io.reader import (
+    iter_frames,
+    read_header,
+    read_image,
+    read_stored,
+    sniff,
+)
 from medforensics.io.writers import save_dicom_like, write_jpeg, write_png8, write_png16
 
 __all__ = [

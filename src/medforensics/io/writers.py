@@ -11,6 +11,8 @@ from typing import Union
 import numpy as np
 
 from medforensics.errors import InvalidArrayError
+from medforensics.io.dicom import parse_dataset
+from medforensics.io.reader import _kind, _open
 
 __all__ = ["save_dicom_like", "write_jpeg", "write_png16", "write_png8"]
 
@@ -121,9 +123,6 @@ def save_dicom_like(
         ds = src.copy()
         ds.file_meta = FileMetaDataset(getattr(src, "file_meta", FileMetaDataset()))
     else:
-        from medforensics.io.dicom import parse_dataset
-        from medforensics.io.reader import _kind, _open
-
         with _open(src) as (fp, name):  # type: ignore[arg-type]
             kind, _ = _kind(fp, name)
             ds, _ = parse_dataset(fp, name, bare=kind != "dicom", force=True, header_only=False)

@@ -6,6 +6,11 @@ Presets (``list_models()``): ``deep-rsi`` and ``deepmammo`` (paper reproductions
 (:mod:`medforensics.models.io`), never pickles.
 """
 
-from medforensics.models.registry import create_model, get_model_class, list_models, register_model
+from medforensics.models.registry import (
+    create_model,
+    get_model_class,
+    list_models,
+    register_model,
+)
 
 __all__ = ["create_model", "get_model_class", "list_models", "register_model"]

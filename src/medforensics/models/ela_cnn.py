@@ -14,7 +14,7 @@ channels are identical, so the default here is ``in_channels=1`` (the project's 
 contract); ``in_channels=3`` reproduces the paper's RGB input.
 
 Input: float32 (N, in_channels, 128, 128) ELA image (absolute difference to a JPEG re-save,
-brightness-scaled to 0..255 as in the paper; see ``medforensics.forgery.ela``).
+brightness-scaled to 0..255 as in the paper; see ``medforensics.forgery.cues.ela``).
 """
 
 from __future__ import annotations

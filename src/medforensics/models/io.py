@@ -45,16 +45,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medforensics import __version__
-from medforensics.data.manifest import file_sha256
+from medforensics.common.hashing import file_sha256
+from medforensics.common.jsonio import atomic_write_bytes
 from medforensics.errors import ConfigError, ModelFileError
 from medforensics.models.constrained import max_constraint_violation
 from medforensics.models.registry import create_model
-from medforensics.models.runfiles import (
-    MODEL_BOUNDS,
-    atomic_write_bytes,
-    check_values,
-    record_files,
-)
+from medforensics.models.runfiles import MODEL_BOUNDS, check_values, record_files
 
 __all__ = ["save_model", "load_model", "FORMAT", "WEIGHTS_NAME", "META_NAME"]
 

@@ -51,12 +51,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medforensics.data.manifest import file_sha256
+from medforensics import __version__
+from medforensics.common.hashing import file_sha256
+from medforensics.common.jsonio import atomic_write_json
 from medforensics.errors import ModelFileError, RunIntegrityError
 
 __all__ = [
     "RUN_MANIFEST", "FORMAT", "INFERENCE_FILES", "VERIFIED", "MODIFIED", "UNVERIFIED",
-    "Bound", "RunCheck", "file_sha256", "atomic_write_bytes", "atomic_write_json",
+    "Bound", "RunCheck",
     "record_files", "seal_run", "verify_run", "check_values", "check_patch_budget",
     "worst_integrity", "MAX_N_PATCHES", "MAX_PATCH_PIXELS", "CALIBRATION_BOUNDS",
     "FINGERPRINT_BOUNDS", "MODEL_BOUNDS", "FORGERY_BOUNDS",
@@ -173,23 +175,6 @@ class RunCheck:
 # ------------------------------------------------------------------------------ writing
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``, so a reader
-    sees either the old file or the whole new one, never a partial write."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any, **dumps_kw: Any) -> None:
-    """:func:`atomic_write_bytes` of ``json.dumps(obj, **dumps_kw)`` plus a newline."""
-    atomic_write_bytes(path, (json.dumps(obj, **dumps_kw) + "\n").encode("utf-8"))
-
 
 def _safe_name(run: Path, name: str, where: object) -> Path:
     """``run / name`` after checking that ``name`` stays inside ``run`` (never overridable).
@@ -240,8 +225,6 @@ def _read_manifest(run: Path) -> dict[str, str] | None:
 
 
 def _write_manifest(run: Path, files: Mapping[str, str]) -> Path:
-    from medforensics import __version__
-
     path = run / RUN_MANIFEST
     atomic_write_json(path, {
         "format": FORMAT,

@@ -16,9 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError, ReadError
-from medforensics.data.manifest import file_sha256
-from medforensics.report import dataclass_scalars, json_scalar
+from medforensics.common.hashing import file_sha256
+from medforensics.errors import (
+    ConfigError,
+    InvalidArrayError,
+    ModelFileError,
+    ReadError,
+)
+from medforensics.report.case import dataclass_scalars, json_scalar
 
 __all__ = [
     "CaseService", "DEFAULT_MAX_FRAME_PIXELS", "FORGERY_FIELDS", "InputError", "NotAvailable",
@@ -85,7 +90,7 @@ class CaseService:
 
     Args:
         source: a trained source run directory, or an already loaded
-            :class:`medforensics.predict.SourcePredictor`.
+            :class:`medforensics.source.predictor.SourcePredictor`.
         forgery: ``None`` (no forgery analysis: ``/v1/forgery`` answers 503), a forgery run
             directory (loaded with ``ForgeryDetector.from_run``), or a loaded detector object
             (anything with ``detect(pixels, meta)`` returning the contract's result).
@@ -104,7 +109,7 @@ class CaseService:
     def __init__(self, source: Any, forgery: Any = None, *, device: str = "cpu",
                  max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
                  allow_modified_run: bool = False) -> None:
-        from medforensics.predict import SourcePredictor
+        from medforensics.source.predictor import SourcePredictor
 
         self.max_frame_pixels = int(max_frame_pixels)
         self.allow_modified_run = bool(allow_modified_run)
@@ -208,7 +213,7 @@ class CaseService:
         """Whether this installation has the case-report module."""
         import importlib.util
 
-        return importlib.util.find_spec("medforensics.report") is not None
+        return importlib.util.find_spec("medforensics.report.case") is not None
 
     def models_info(self) -> dict[str, Any]:
         """What is loaded: presets available, classes, file hashes, calibration (JSON dict)."""
@@ -259,7 +264,7 @@ class CaseService:
         Raises:
             InputError: unreadable file or image too small for the model.
         """
-        from medforensics.predict import identify_image
+        from medforensics.source.predictor import identify_image
 
         self.check_header(path, filename)
         img = self._read(path, filename)  # decoded once, for the verdict and the preview
@@ -272,7 +277,7 @@ class CaseService:
         out["message"] = _clean_message(out["message"], path, filename)
         out.update({k: json_scalar(val) for k, val in extra.items()})
         if preview:
-            from medforensics.service.render import png_b64, preview_grey
+            from medforensics.report.images import png_b64, preview_grey
 
             out["preview_png_b64"] = png_b64(preview_grey(img.pixels))
         return out
@@ -287,7 +292,7 @@ class CaseService:
         if self.detector is None:
             raise NotAvailable(503, "no-forgery-model", "no forgery model loaded (start the "
                                "service with --forgery-model RUN)")
-        from medforensics.service.render import overlay_rgb, png_b64
+        from medforensics.report.images import overlay_rgb, png_b64
 
         self.check_header(path, filename)
         img = self._read(path, filename)
@@ -316,7 +321,7 @@ class CaseService:
         return out
 
     def report(self, path: Path, filename: str, *, mask_identifiers: bool = True) -> str:
-        """Self-contained HTML case report (:func:`medforensics.report.render_case_report`).
+        """Self-contained HTML case report (:func:`medforensics.report.case.render_case_report`).
 
         Args:
             path: the uploaded file.
@@ -328,12 +333,12 @@ class CaseService:
             InputError: unreadable file (the report would only say why; the API answers 422).
         """
         try:
-            from medforensics.report import render_case_report
+            from medforensics.report.case import render_case_report
         except ImportError:
             raise NotAvailable(
                 501, "report-not-available",
                 "case reports are not available in this installation "
-                "(medforensics.report.render_case_report is missing)",
+                "(medforensics.report.case.render_case_report is missing)",
             ) from None
         self.check_header(path, filename)
         self._read(path, filename)  # fail with the reader's reason before any report work

@@ -61,7 +61,12 @@ from medforensics.service.analysis import (
     InputError,
     NotAvailable,
 )
-from medforensics.service.uploads import FILE_FIELD, RAW_CONTENT_TYPES, UploadError, receive_upload
+from medforensics.service.uploads import (
+    FILE_FIELD,
+    RAW_CONTENT_TYPES,
+    UploadError,
+    receive_upload,
+)
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_TIMEOUT_S", "STATIC_DIR"]
 
@@ -110,7 +115,7 @@ class TopClass(BaseModel):
 
 
 class IdentifyResult(BaseModel):
-    """Device verdict of one image (``medforensics.identify.Verdict.to_dict()`` and extras)."""
+    """Device verdict of one image (``medforensics.source.verdicts.Verdict.to_dict()`` and extras)."""
 
     model_config = ConfigDict(extra="allow")
     verdict: str
@@ -294,7 +299,7 @@ def create_app(
 
     Args:
         source_run: trained (and calibrated) source run directory, or a loaded
-            :class:`medforensics.predict.SourcePredictor`.
+            :class:`medforensics.source.predictor.SourcePredictor`.
         forgery_run: forgery run directory, a loaded detector (anything with
             ``detect(pixels, meta)``), or ``None``: ``/v1/forgery`` then answers 503.
         token: when set, every ``/v1`` request needs ``Authorization: Bearer <token>``
@@ -504,7 +509,7 @@ def create_app(
         if not service.has_report:  # refuse before receiving the upload
             raise NotAvailable(501, "report-not-available",
                                "case reports are not available in this installation "
-                               "(medforensics.report.render_case_report is missing)")
+                               "(medforensics.report.case.render_case_report is missing)")
         html, _ = await analyse(request, "report", lambda p, n: service.report(
             p, n, mask_identifiers=mask_identifiers))
         return HTMLResponse(html, headers={"Content-Security-Policy": _REPORT_CSP})

@@ -6,7 +6,7 @@ the ground truth.
 
 Devices differ ONLY by their fingerprint
 ----------------------------------------
-Content (procedural anatomy, :mod:`medforensics.data.anatomy`), exposure and image size are
+Content (procedural anatomy, :mod:`medforensics.synth.anatomy`), exposure and image size are
 drawn from the same distributions for every device (within a modality family: DX and CR image
 the Deep-RSI sites hand/wrist/forearm/elbow/shoulder plus chest; MG images breasts, CC/MLO, as
 in DeepMammo). What differs between devices:
@@ -29,7 +29,7 @@ Option ``vendor_look=True`` (``medforensics simulate --vendor-look``) adds what 
 also have and the default leaves out: each manufacturer and model applies its own processing
 look (tone curve with body-part presets, edge enhancement, equalisation, noise reduction,
 matrix formats and field of view, shutter, burned-in side marker and text), varied per image;
-see :mod:`medforensics.data.vendorlook`. That signal survives the papers' 8-bit 256 x 256
+see :mod:`medforensics.synth.vendorlook`. That signal survives the papers' 8-bit 256 x 256
 preprocessing; the fingerprint alone does not. Without the option nothing of it runs and the
 archive is the same, file for file.
 
@@ -85,16 +85,18 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from medforensics.data.anatomy import (
+from medforensics.data.labels import device_labels
+from medforensics.errors import ConfigError
+from medforensics.synth.anatomy import (
     VIEWS,
-    Phantom,
     PatientTraits,
+    Phantom,
     choose_study,
     draw_patient_traits,
     render_anatomy,
     resize_bilinear,
 )
-from medforensics.data.vendorlook import (
+from medforensics.synth.vendorlook import (
     ImageLook,
     VendorLook,
     apply_look,
@@ -103,7 +105,6 @@ from medforensics.data.vendorlook import (
     look_summary,
     make_look,
 )
-from medforensics.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -318,8 +319,6 @@ class UnitSpec:
 
     def labels(self) -> dict[str, str]:
         """Expected normalised labels (manufacturer/model/unit), via :mod:`labels`."""
-        from medforensics.data.labels import device_labels
-
         return device_labels(self.manufacturer_header, self.model.name, self.serial or None,
                              self.station)
 
@@ -659,7 +658,7 @@ def render_detector_image(unit: UnitSpec, pattern: FixedPattern, phantom: Phanto
         phantom: the body part (attenuation map and collimated field).
         rng: per-image generator (exposure, quantum and read noise, processing jitter).
         look: the model's vendor look as realised on this image
-            (:mod:`medforensics.data.vendorlook`): its ranging percentiles replace the shared
+            (:mod:`medforensics.synth.vendorlook`): its ranging percentiles replace the shared
             ones, and after the fingerprint processing its noise reduction, edge enhancement,
             equalisation, LUT, output levels, shutter and burned-in marker/text replace the
             modest model LUT. ``None`` (default): the fingerprint-only image.
@@ -796,7 +795,7 @@ def simulate_image(unit: UnitSpec, shape: tuple[int, int], *, seed: int = 0,
 def model_look(model: ModelSpec, seed: int) -> VendorLook:
     """The vendor processing look of a model in an archive seeded with ``seed``.
 
-    See :mod:`medforensics.data.vendorlook`. Depends only on the seed and the model's
+    See :mod:`medforensics.synth.vendorlook`. Depends only on the seed and the model's
     indices, modality and pixel spacing.
     """
     m, k = (int(p) for p in model.model_id.split("."))
@@ -1113,7 +1112,7 @@ def simulate_archive(out_dir: str | Path, *, manufacturers: int = 3,
         overwrite: allow writing into a non-empty directory.
         progress: called as ``progress(done, total)`` after each file.
         vendor_look: each model also applies its own processing look
-            (:mod:`medforensics.data.vendorlook`: LUT and contrast with body-part presets,
+            (:mod:`medforensics.synth.vendorlook`: LUT and contrast with body-part presets,
             edge enhancement, equalisation, noise reduction, matrix formats and field of
             view, shutter, burned-in side marker and text), with per-image variation. Image
             sizes then follow the models' formats within ``size``. ``devices.json`` records
@@ -1264,7 +1263,7 @@ def _write_devices_json(out: Path, units: Sequence[UnitSpec], selected: Sequence
         canon, variants, _ = _manufacturer_entry(int(u.manufacturer_id))
         manufacturers[u.manufacturer_id] = {"canonical": canon, "spellings": [canon, *variants]}
     doc = {
-        "generator": "medforensics.data.simulate",
+        "generator": "medforensics.synth.simulate",
         "format_version": 1,
         "parameters": params,
         "manufacturers": manufacturers,
@@ -1308,6 +1307,6 @@ def load_devices(archive: str | Path) -> dict[str, Any]:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read simulator ground truth {p}: {exc}") from exc
-    if doc.get("generator") != "medforensics.data.simulate":
+    if doc.get("generator") != "medforensics.synth.simulate":
         raise ConfigError(f"{p} is not a medforensics simulator devices.json")
     return doc

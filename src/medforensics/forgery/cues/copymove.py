@@ -55,7 +55,22 @@ from medforensics.dsp.blockmatch import (
     shift_consensus,
     shift_correlation,
 )
+from medforensics.dsp.featurematch import (
+    match_features,
+    sift_features,
+    similarity_content_map,
+)
 from medforensics.dsp.noise import STRIP_ROWS, residual_strips
+from medforensics.dsp.valuematch import (
+    fit_similarities,
+    match_keys,
+    similarity_equal_map,
+    value_keypoints,
+)
+from medforensics.forgery.coverage import noise_mask
+from medforensics.forgery.cues.ela import is_8bit, window_to_uint8
+from medforensics.forgery.direction import apply_direction, decide_direction
+from medforensics.forgery.regions import overlap_share
 
 __all__ = ["CopyMoveResult", "detect_copy_move"]
 
@@ -203,13 +218,6 @@ def _resampled_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
         The best kept model's inlier count divided by ``min_inliers`` (1.0 at the
         threshold; 0 if none).
     """
-    from medforensics.dsp.valuematch import (
-        fit_similarities,
-        match_keys,
-        similarity_equal_map,
-        value_keypoints,
-    )
-
     kp = value_keypoints(img, valid=usable)
     i, j = match_keys(kp, min_dist=min_shift)
     best = 0.0
@@ -259,15 +267,6 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
     Returns:
         The best kept model's inlier count divided by ``min_inliers`` (0 if none).
     """
-    from medforensics.dsp.featurematch import (
-        match_features,
-        sift_features,
-        similarity_content_map,
-    )
-    from medforensics.dsp.valuematch import fit_similarities
-    from medforensics.forgery.ela import is_8bit, window_to_uint8
-    from medforensics.forgery.regions import overlap_share
-
     if is_8bit(img):
         img8 = img.astype(np.uint8)
     else:  # percentile window from a subsample, rendered strip by strip (bounded memory)
@@ -349,7 +348,7 @@ def detect_copy_move(
             the source side (:mod:`medforensics.forgery.direction`; lossless inputs only);
             False leaves every pair ``undetermined`` at full level.
         source_weight: factor applied to the source side of a decided pair.
-        paste_boxes: seam boxes of :func:`medforensics.forgery.seam.seam_cue` on the same
+        paste_boxes: seam boxes of :func:`medforensics.forgery.cues.seam.seam_cue` on the same
             image (one item of direction evidence).
         valid: optional bool (H, W) of usable pixels (False: padding, burned-in labels...).
             Areas where more than a quarter of the pixels sit at the image's minimum or
@@ -399,7 +398,6 @@ def detect_copy_move(
     matchable = usable
     if not lossy:  # exact residual repeats count only where the residual is noise (not the
         # rounding pattern of a ramp or a flat area); lossy inputs keep their energy floor
-        from medforensics.forgery.coverage import noise_mask
 
         matchable = usable & noise_mask(img, r)
     m_all = match_blocks(r, block=block, min_shift=min_shift, valid=matchable,
@@ -476,7 +474,6 @@ def detect_copy_move(
             img, usable, out, regions, lossy=lossy, min_shift=min_shift,
             min_inliers=features_min_inliers, min_area=features_min_area,
             min_fine=features_min_fine, max_regions=max_shifts, r=r))
-    from medforensics.forgery.direction import apply_direction, decide_direction
 
     for reg in regions:
         if disambiguate and not lossy:

@@ -1,7 +1,7 @@
 """Evaluate a trained source-identification run on one split of a manifest.
 
 :func:`evaluate_run` predicts every eligible image of the split with
-:class:`medforensics.predict.SourcePredictor`, then writes into ``out_dir``:
+:class:`medforensics.source.predictor.SourcePredictor`, then writes into ``out_dir``:
 
 * ``metrics.json``: image-level and patient-level reports (overall accuracy, balanced
   accuracy, macro AUC, per-class n/TPR/TNR/PPV/NPV/ACC/AUC, confusion matrices), accuracy per
@@ -27,6 +27,11 @@ from typing import Any
 import numpy as np
 
 from medforensics.errors import ConfigError
+from medforensics.eval import metrics as M
+from medforensics.eval import plots, tables
+from medforensics.eval.calibration import expected_calibration_error
+from medforensics.io import read_image
+from medforensics.source.predictor import SourcePredictor, identify_image
 
 __all__ = ["evaluate_run", "EvaluationResult", "headline_intervals"]
 
@@ -65,8 +70,6 @@ def headline_intervals(y_true: np.ndarray, probs: np.ndarray, patients: Sequence
         "balanced_accuracy": [lo, hi], "macro_auc": [lo, hi], "tpr": {class index: [lo, hi]}}``
         (NaN bounds when a figure is undefined in most resamples).
     """
-    from medforensics.eval import metrics as M
-
     y = np.asarray(y_true)
     p = np.asarray(probs, dtype=np.float64)
     yp = p.argmax(axis=1)
@@ -133,12 +136,6 @@ def evaluate_run(
     Raises:
         ConfigError: no eligible rows in the split.
     """
-    from medforensics.eval import metrics as M
-    from medforensics.eval import plots, tables
-    from medforensics.eval.calibration import expected_calibration_error
-    from medforensics.io import read_image
-    from medforensics.predict import SourcePredictor, identify_image
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pred = SourcePredictor.from_run(run_dir, device=device, n_patches=n_patches,

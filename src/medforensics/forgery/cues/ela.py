@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp.ela import ela_enhance, ela_map, ela_score, jpeg_grid
+from medforensics.io import read_image
 
 __all__ = [
     "lossy_codec",
@@ -167,8 +168,6 @@ def ela_file(path: str | Path, *, quality: int = 90, frame: int = 0) -> ElaResul
     Raises:
         medforensics.errors.ReadError: unreadable input (from the reader).
     """
-    from medforensics.io import read_image
-
     pixels, meta = read_image(path, frame=frame)
     return analyze_ela(pixels, bits_stored=getattr(meta, "bits_stored", None), quality=quality)
 

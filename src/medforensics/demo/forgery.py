@@ -2,7 +2,7 @@
 
 :func:`forgery_demo` takes test-split DICOM files of the demo archive, makes a handful of
 tampered copies (copy-move, splice from another device, removal; with exact masks and matched
-originals, :func:`medforensics.forgery.tamper.generate`), runs the training-free detector
+originals, :func:`medforensics.synth.tamper.generate`), runs the training-free detector
 (``ForgeryDetector.from_run(None)``) on every tampered file and its original, writes the maps
 and overlays, and returns a short Markdown section for the demo report.
 """
@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from medforensics.errors import MedForensicsError
+from medforensics.forgery.detector import ForgeryDetector
 from medforensics.forgery.localize import default_cues
+from medforensics.forgery.metrics import pixel_scores
+from medforensics.io import read_image
+from medforensics.report.images import save_map_files
+from medforensics.synth.tamper import generate
 
 __all__ = ["forgery_demo", "DEMO_KINDS"]
 
@@ -54,12 +60,6 @@ def forgery_demo(
         threshold, F1 at the best threshold) and one overlay image.
     """
     from PIL import Image
-
-    from medforensics.errors import MedForensicsError
-    from medforensics.forgery.detector import ForgeryDetector, save_map_files
-    from medforensics.forgery.metrics import pixel_scores
-    from medforensics.forgery.tamper import generate
-    from medforensics.io import read_image
 
     t0 = time.perf_counter()
     out = Path(out_dir)

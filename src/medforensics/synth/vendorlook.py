@@ -10,7 +10,7 @@ rescale and a 256 x 256 resize, which is what the Deep-RSI and DeepMammo pipelin
 
 The default simulated archive leaves all of this out on purpose (devices differ only by their
 fingerprint). With ``vendor_look=True`` (``medforensics simulate --vendor-look``),
-:mod:`medforensics.data.simulate` gives every model a :class:`VendorLook` and every image an
+:mod:`medforensics.synth.simulate` gives every model a :class:`VendorLook` and every image an
 :class:`ImageLook` drawn from it, and applies them with the functions here:
 
 * **house** (per manufacturer): LUT family, shutter style, side-marker corner and style, the
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medforensics.data.anatomy import resize_bilinear
+from medforensics.synth.anatomy import resize_bilinear
 
 __all__ = [
     "LUT_FAMILIES",
@@ -80,7 +80,7 @@ def _design(seed: int, m: int, k: int) -> np.ndarray:
     """Quasi-random point in [0, 1)^8 for model (m, k): models of any archive stay apart.
 
     Additive recurrence (Roberts' R_d sequence) over the Cantor pairing of (m, k) with a
-    seeded offset, as for the fingerprint design in :mod:`medforensics.data.simulate`, so two
+    seeded offset, as for the fingerprint design in :mod:`medforensics.synth.simulate`, so two
     models never draw nearly the same processing by chance.
     """
     g = (m + k) * (m + k + 1) // 2 + k

@@ -1,6 +1,6 @@
 """Noise-texture inconsistency: regions whose noise is *shaped* differently (the ``texture`` cue).
 
-The noise-level cue (:mod:`medforensics.forgery.noiseinconsistency`) sees a splice only when its
+The noise-level cue (:mod:`medforensics.forgery.cues.noise`) sees a splice only when its
 noise level differs from what the image shows at that intensity; a splice whose level was
 matched (or happens to match) passes. Processing chains also differ in the *shape* of their
 noise - detector / phosphor blur, CR scan direction, sharpening, gain steps after a rescale -
@@ -8,7 +8,7 @@ and the pasted region keeps its own. Per 32-px block on a 16-px grid this cue ta
 level-invariant features of :mod:`medforensics.dsp.noisetexture` and asks how far the block
 lies from the image's *own* feature distribution:
 
-1. blocks are left out as in the noise cue (:func:`~medforensics.forgery.noiseinconsistency.
+1. blocks are left out as in the noise cue (:func:`~medforensics.forgery.cues.noise.
    scoring_masks`): touching a large clipped area, more than ``max_clipped`` of their pixels
    clipped (or next to a clipped pixel), more than ``max_flat`` noiseless, fewer than
    ``min_pairs`` residual pairs; and blocks with strong content (``max_structure``: RMS
@@ -53,20 +53,21 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp.noise import block_means, noise_level_map
-from medforensics.dsp.residuals import highpass_residual
 from medforensics.dsp.noisetexture import (
     FEATURE_NAMES,
     block_texture_features,
     coarse_lattice_blocks,
     texture_cell_sums,
 )
+from medforensics.dsp.residuals import highpass_residual
 from medforensics.errors import ConfigError, InvalidArrayError
-from medforensics.forgery.noiseinconsistency import (
+from medforensics.forgery.cues.noise import (
     _block_counts,
     _cells_to_pixels,
     _sigmoid,
     scoring_masks,
 )
+from medforensics.forgery.scoring import SCORE_WINDOW, image_score
 
 __all__ = ["TextureInconsistency", "texture_inconsistency_map", "robust_mahalanobis"]
 
@@ -301,8 +302,6 @@ def texture_inconsistency_map(
         InvalidArrayError: image not 2-D, non-finite or smaller than 4 x 4 cells.
         ConfigError: bad parameters.
     """
-    from medforensics.forgery.localize import SCORE_WINDOW, image_score
-
     img = np.asarray(pixels)
     if img.ndim != 2:
         raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")

@@ -1,6 +1,6 @@
 """Decode-ahead for source inference: read images and build model inputs in worker processes.
 
-:class:`medforensics.predict.SourcePredictor` spends most of its time per file *before* the
+:class:`medforensics.source.predictor.SourcePredictor` spends most of its time per file *before* the
 model runs: decoding the image (:func:`medforensics.io.read_image`) and choosing the patch
 positions (:func:`medforensics.data.transforms.sample_patch_positions`). This module holds
 that part as plain functions of the file path (no torch, so worker processes start fast and
@@ -29,13 +29,20 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from medforensics.data.transforms import (
+    MIN_INFORMATIVE_PATCHES,
+    count_informative_windows,
+    paper_preprocess,
+    sample_patch_positions,
+)
 from medforensics.errors import InvalidArrayError, ReadError
+from medforensics.io import read_image
 
 __all__ = ["InputSpec", "Prepared", "image_evidence", "patch_positions", "model_input",
            "prepare_file", "map_ordered"]
 
 # The fallback warning has always been logged under the predictor's name; keep it there.
-log = logging.getLogger("medforensics.predict")
+log = logging.getLogger("medforensics.source.predictor")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -92,8 +99,6 @@ def image_evidence(pixels: np.ndarray, spec: InputSpec) -> Any:
     presets), so that the informative area is measured finely near blank regions; the
     floor is :data:`MIN_INFORMATIVE_PATCHES` patches' worth of such windows.
     """
-    from medforensics.data.transforms import MIN_INFORMATIVE_PATCHES, count_informative_windows
-
     patch = spec.patch if spec.preset == "patch" else 64
     window = max(8, patch // 2)
     required = int(np.ceil(MIN_INFORMATIVE_PATCHES * (patch / window) ** 2))
@@ -122,8 +127,6 @@ def patch_positions(pixels: np.ndarray, patch: int, n_patches: int, seed: int
     Raises:
         InvalidArrayError: the image is smaller than one patch.
     """
-    from medforensics.data.transforms import sample_patch_positions
-
     p = patch
     h, w = pixels.shape
     if h < p or w < p:
@@ -162,7 +165,6 @@ def model_input(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, int]:
         pos = patch_positions(pixels, p, spec.n_patches, spec.seed)
         stack = np.stack([pixels[y : y + p, x : x + p] for y, x in pos]).astype(np.float32)
         return stack, len(pos)
-    from medforensics.data.transforms import paper_preprocess
 
     return paper_preprocess(pixels, size=spec.size), 1
 
@@ -179,8 +181,6 @@ def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -
         A :class:`Prepared`; ``error`` is set (a :class:`ReadError`, also for an image too
         small for the model) when the file cannot be used.
     """
-    from medforensics.io import read_image
-
     try:
         img = read_image(path)
         evidence = image_evidence(img.pixels, spec)

@@ -25,6 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medforensics.data.manifest import ingest, write_manifest
+from medforensics.data.splits import assign_splits, check_leakage
+from medforensics.demo.forgery import forgery_demo
+from medforensics.eval.tables import fmt_interval
+from medforensics.source.evaluate import evaluate_run
+from medforensics.source.predictor import (
+    SourcePredictor,
+    calibrate_run,
+    calibration_summary,
+    enroll_units,
+    identify_files,
+)
+from medforensics.source.verdicts import format_table
+from medforensics.synth.simulate import simulate_archive
+from medforensics.training.engine import train
+
 __all__ = ["DemoConfig", "run_demo", "edit_header_claim", "blank_copy"]
 
 log = logging.getLogger(__name__)
@@ -105,21 +121,6 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
         cfg: settings (see :class:`DemoConfig`).
         echo: where progress lines go (the CLI passes ``typer.echo``).
     """
-    from medforensics.data.manifest import ingest, write_manifest
-    from medforensics.data.simulate import simulate_archive
-    from medforensics.data.splits import assign_splits, check_leakage
-    from medforensics.eval.evaluate import evaluate_run
-    from medforensics.eval.tables import fmt_interval
-    from medforensics.identify import format_table
-    from medforensics.predict import (
-        SourcePredictor,
-        calibrate_run,
-        calibration_summary,
-        enroll_units,
-        identify_files,
-    )
-    from medforensics.train.engine import train
-
     t_start = time.perf_counter()
     out = Path(cfg.out_dir)
     if out.exists():
@@ -249,7 +250,5 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
 def _forgery_demo(out: Path, test_rows: list[dict[str, Any]], cfg: DemoConfig,
                   echo: Callable[[str], None]) -> str:
     """Tamper a few test images and localise the edits (filled in by the forgery part)."""
-    from medforensics.forgery.demo import forgery_demo
-
     return forgery_demo(out / "forgery", [r["path"] for r in test_rows], seed=cfg.seed,
                         echo=echo)

@@ -59,7 +59,20 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
 from medforensics.dsp.residuals import highpass_residual, robust_std
-from medforensics.errors import ConfigError, MedForensicsError, TamperError
+from medforensics.errors import (
+    ConfigError,
+    FileAccessError,
+    MedForensicsError,
+    TamperError,
+)
+from medforensics.io import (
+    read_image,
+    read_stored,
+    save_dicom_like,
+    sniff,
+    write_png8,
+    write_png16,
+)
 
 __all__ = [
     "KINDS",
@@ -659,8 +672,6 @@ def _dicom_raster(path: Path) -> Raster:
     import pydicom
     from pydicom.uid import generate_uid
 
-    from medforensics.io import read_stored, save_dicom_like
-
     pixels, meta = read_stored(path)
     if meta.n_frames > 1:
         raise TamperError(f"{path}: multi-frame DICOM ({meta.n_frames} frames) is not supported "
@@ -683,8 +694,6 @@ def _dicom_raster(path: Path) -> Raster:
 
 
 def _raster_file(path: Path) -> Raster:
-    from medforensics.io import read_image, write_png8, write_png16
-
     pixels, meta = read_image(path)
     if meta.n_frames > 1:
         raise TamperError(f"{path}: multi-frame images are not supported")
@@ -735,9 +744,6 @@ def load_raster(path: str | Path) -> Raster:
         medforensics.errors.ReadError: unreadable file (from the reader).
         TamperError: unsupported for tampering (multi-frame, colour).
     """
-    from medforensics.errors import FileAccessError
-    from medforensics.io import sniff
-
     p = Path(path)
     try:
         with open(p, "rb") as fh:

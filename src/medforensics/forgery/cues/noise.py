@@ -331,7 +331,7 @@ def scoring_masks(img: np.ndarray, *, max_clipped: float = 0.5, large_clipped: i
     """Pixel masks that decide which blocks a noise cue scores, and on which pixels.
 
     Shared by :func:`noise_inconsistency_map` and
-    :func:`medforensics.forgery.texture.texture_inconsistency_map`.
+    :func:`medforensics.forgery.cues.texture.texture_inconsistency_map`.
 
     Args:
         img: float (H, W) stored values.

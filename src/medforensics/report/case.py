@@ -11,7 +11,7 @@ What a page holds:
   0.5 and 99.5 percentiles, stated on the page) mapped to 8 bits and shrunk to at most 768
   px. It is for people to look at; every analysis uses the full-depth stored values of
   :func:`medforensics.io.read_image`.
-* **Device**: the verdict of :func:`medforensics.predict.identify_files` (prediction,
+* **Device**: the verdict of :func:`medforensics.source.predictor.identify_files` (prediction,
   calibrated probability, top 3, the header's claim, consistent / MISMATCH / UNKNOWN / ...),
   and the acquisition unit from the run's reference patterns when it has them.
 * **Forgery** (when a detector is given): score, verdict, forged-area percentage, ELA score
@@ -50,7 +50,21 @@ from typing import Any
 
 import numpy as np
 
-from medforensics.errors import ConfigError, InvalidArrayError, MedForensicsError, ReadError
+from medforensics import __version__
+from medforensics.common.hashing import cached_file_sha256, file_sha256
+from medforensics.data.manifest import find_files
+from medforensics.errors import (
+    ConfigError,
+    InvalidArrayError,
+    MedForensicsError,
+    ReadError,
+)
+from medforensics.forgery.cues.ela import window_to_uint8
+from medforensics.forgery.detector import ForgeryDetector, json_tree
+from medforensics.io import read_header, read_image
+from medforensics.report.images import heat_colours, overlay_rgb, png_b64, preview_grey
+from medforensics.source.predictor import SourcePredictor, identify_image
+from medforensics.source.verdicts import unreadable
 
 __all__ = [
     "CaseAnalysis",
@@ -226,24 +240,6 @@ class ReportOutput:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _sha256(path: str | Path) -> str:
-    from medforensics.data.manifest import file_sha256
-
-    return file_sha256(path)
-
-
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _cached_sha256(path: Path) -> str:
-    """SHA-256 of a model file, cached on (path, mtime, size) for batch reports."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = _sha256(path)
-    return _HASH_CACHE[key]
-
-
 def _finite(value: Any) -> float | None:
     try:
         v = float(value)
@@ -285,8 +281,6 @@ def dataclass_scalars(obj: Any) -> dict[str, Any]:
 def _software_versions() -> dict[str, str]:
     from importlib import metadata
 
-    from medforensics import __version__
-
     out = {"medforensics": __version__, "python": platform.python_version()}
     for name in _SOFTWARE:
         try:
@@ -316,12 +310,12 @@ def run_provenance(run_dir: str | Path | None, metadata: Mapping[str, Any] | Non
         run = str(run_path.resolve())
         for name in _RUN_FILES:
             if (run_path / name).is_file():
-                files[name] = _cached_sha256(run_path / name)
+                files[name] = cached_file_sha256(run_path / name)
         for sub in ("fingerprints",):
             if (run_path / sub).is_dir():
                 for f in sorted((run_path / sub).iterdir()):
                     if f.is_file():
-                        files[f"{sub}/{f.name}"] = _cached_sha256(f)
+                        files[f"{sub}/{f.name}"] = cached_file_sha256(f)
         if not meta and (run_path / "model.json").is_file():
             try:
                 meta = json.loads((run_path / "model.json").read_text(encoding="utf-8"))
@@ -445,7 +439,6 @@ def _load_source(source: Any, device: str, allow_modified: bool = False
     """(predictor or None, provenance or None) from a predictor object or a run path."""
     if source is None:
         return None, None
-    from medforensics.predict import SourcePredictor
 
     if isinstance(source, (str, os.PathLike)):
         run = Path(source)
@@ -464,13 +457,6 @@ def _load_forgery(forgery: Any, allow_modified: bool = False
     if forgery is None:
         return None, None
     if isinstance(forgery, (str, os.PathLike)):
-        try:
-            from medforensics.forgery.detector import ForgeryDetector
-        except ImportError as exc:
-            raise ConfigError(
-                f"this installation has no forgery detector (medforensics.forgery.detector: "
-                f"{exc}); leave out the forgery model"
-            ) from None
         run: Path | None = Path(forgery)
         if str(forgery).lower() in TRAINING_FREE and not Path(forgery).exists():
             run = None  # the training-free cue detector
@@ -513,8 +499,6 @@ def _device_section(predictor: Any, img: Any, path: str, redact: Callable[[str],
                     ) -> dict[str, Any]:
     if predictor is None:
         return {"status": "no-model"}
-    from medforensics.identify import unreadable
-    from medforensics.predict import identify_image
 
     try:  # the decoded image is reused: one decode per case
         v, extra = identify_image(predictor, img.pixels, img.meta, path)
@@ -554,7 +538,6 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
                      redact: Callable[[str], str]) -> dict[str, Any]:
     if detector is None:
         return {"status": "no-model"}
-    from medforensics.service.render import overlay_rgb, png_b64
 
     try:
         res = detector.detect(img.pixels, img.meta)
@@ -579,13 +562,9 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
         out["notes"] = [redact(str(n)) for n in notes]
     regions = getattr(res, "regions", None)
     if isinstance(regions, (list, tuple)) and regions:
-        from medforensics.forgery.detector import json_tree
-
         out["regions"] = [json_tree(r) for r in regions if isinstance(r, Mapping)]
     pairs = getattr(res, "copy_moves", None)
     if isinstance(pairs, (list, tuple)) and pairs:
-        from medforensics.forgery.detector import json_tree
-
         out["copy_moves"] = [json_tree(c) for c in pairs if isinstance(c, Mapping)]
     prob = getattr(res, "prob_map", None)
     out["overlay_png"] = None if prob is None else png_b64(
@@ -621,10 +600,6 @@ def analyse_case(
         ModelFileError: a model run given as a path cannot be loaded.
         ConfigError: a forgery run was given but this installation has no detector.
     """
-    from medforensics.forgery.ela import window_to_uint8
-    from medforensics.io import read_header, read_image
-    from medforensics.service.render import png_b64, preview_grey
-
     spath = str(path)
     predictor, s_prov = _load_source(source, device, allow_modified_run) \
         if _source_prov is None else (source, _source_prov)
@@ -642,7 +617,7 @@ def analyse_case(
 
     file_info: dict[str, Any] = {}
     try:
-        file_info["sha256"] = _sha256(spath)
+        file_info["sha256"] = file_sha256(spath)
         file_info["size_bytes"] = os.path.getsize(spath)
     except OSError as exc:
         file_info["sha256"] = None
@@ -937,8 +912,6 @@ def _device_html(dev: Mapping[str, Any], classes: Sequence[str] | None) -> str:
 
 def _ramp_png() -> str:
     """The overlay's colour scale (``service.render.heat_colours``) as a 160x10 PNG."""
-    from medforensics.service.render import heat_colours, png_b64
-
     ramp = heat_colours(np.tile(np.linspace(0.0, 1.0, 160, dtype=np.float32), (10, 1)))
     return png_b64(np.rint(ramp * 255.0).astype(np.uint8))
 
@@ -1235,7 +1208,7 @@ def render_case_report(
 
     Args:
         path: the image (DICOM, PNG, JPEG or TIFF). The first frame is analysed.
-        source: a :class:`medforensics.predict.SourcePredictor`, or a trained run directory
+        source: a :class:`medforensics.source.predictor.SourcePredictor`, or a trained run directory
             (loaded with ``SourcePredictor.from_run``; then its files are hashed in the
             provenance), or ``None`` ("no source model given").
         forgery: a forgery detector (an object with ``detect(pixels, meta)``, normally
@@ -1415,8 +1388,6 @@ def write_report(
             output, or an unusable output folder.
         ModelFileError: a model run cannot be loaded.
     """
-    from medforensics.data.manifest import find_files
-
     roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = [str(p) for p in find_files(roots)]
     if not files:
@@ -1451,7 +1422,7 @@ def write_report(
             result.n_failed += 1
             page_html = _error_page(path, exc, mask_identifiers, when)
             try:
-                sha = _sha256(path)
+                sha = file_sha256(path)
             except OSError:
                 sha = None
             entry = {"page": "", "name": path, "sha256": sha, "device_verdict": "report-failed",

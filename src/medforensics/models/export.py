@@ -48,7 +48,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from medforensics import __version__
 from medforensics.errors import ConfigError, ModelFileError
+from medforensics.models.io import META_NAME, WEIGHTS_NAME, load_model
+from medforensics.models.runfiles import verify_run
 
 log = logging.getLogger(__name__)
 
@@ -386,8 +389,6 @@ def export_model(
 
 
 def _version() -> str:
-    from medforensics import __version__
-
     return __version__
 
 
@@ -429,9 +430,6 @@ def export_onnx(
             ``allow_modified``) or a value out of range.
         ConfigError: see :func:`export_model`.
     """
-    from medforensics.models.io import META_NAME, WEIGHTS_NAME, load_model
-    from medforensics.models.runfiles import verify_run
-
     p = Path(run)
     if p.is_dir():
         verify_run(p, allow_modified=allow_modified)

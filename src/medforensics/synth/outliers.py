@@ -7,7 +7,7 @@ other classes with a uniform target, so that the network learns to spread its be
 the evidence fits none of its classes. Simulated devices are free: this module draws many
 devices that are in no label set.
 
-Each outlier device is a simulator unit (:func:`medforensics.data.simulate.build_devices`
+Each outlier device is a simulator unit (:func:`medforensics.synth.simulate.build_devices`
 with a seed of its own, so its sensor differs from any archive's), followed by a processing
 chain drawn once per device: an output LUT (gamma), a blur or sharpening kernel, extra
 (optionally spatially correlated) noise, row/column stripes or grid lines, a slow gain
@@ -25,6 +25,8 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.errors import ConfigError
+from medforensics.io.writers import write_png16
+from medforensics.synth.simulate import build_devices, simulate_image
 
 __all__ = ["OutlierLook", "draw_look", "apply_look", "write_outlier_images", "OUTLIER_LABEL"]
 
@@ -139,9 +141,6 @@ def write_outlier_images(out_dir: str | Path, *, devices: int = 12, images_per_d
     Raises:
         ConfigError: non-positive counts or sizes.
     """
-    from medforensics.data.simulate import build_devices, simulate_image
-    from medforensics.io.writers import write_png16
-
     if devices < 1 or images_per_device < 1:
         raise ConfigError("devices and images_per_device must be >= 1")
     lo, hi = int(size[0]), int(size[1])

@@ -1,6 +1,6 @@
 """Source-device inference: a trained run turned into class probabilities for one image.
 
-:class:`SourcePredictor` wraps a run directory written by :func:`medforensics.train.engine.train`
+:class:`SourcePredictor` wraps a run directory written by :func:`medforensics.training.engine.train`
 (``model.safetensors`` + ``model.json``), its optional calibration (``calibration.json``:
 temperature and open-set threshold, written by :func:`calibrate_run`) and its optional unit
 reference patterns (``fingerprints/``), all checked against the run manifest ``run.json``
@@ -20,7 +20,7 @@ Inference policy per preset:
 
 Throughput: :meth:`SourcePredictor.predict_paths` and :func:`identify_files` take
 ``workers=N`` to decode files and choose patch positions in ``N`` worker processes ahead of the
-model (:mod:`medforensics.prefetch`; bounded prefetch, so memory stays flat); the results are
+model (:mod:`medforensics.source.patches`; bounded prefetch, so memory stays flat); the results are
 exactly those of ``workers=0`` (in-process, the default). See ``docs/performance.md``.
 """
 
@@ -36,7 +36,55 @@ from typing import Any
 import numpy as np
 import torch
 
-from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError, ReadError
+from medforensics.common.jsonio import atomic_write_json
+from medforensics.errors import (
+    ConfigError,
+    InvalidArrayError,
+    ModelFileError,
+    ReadError,
+)
+from medforensics.eval.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    fit_unknown_threshold,
+    softmax,
+)
+from medforensics.io import read_image
+from medforensics.models.io import load_model
+from medforensics.models.patch import aggregate_patch_logprobs
+from medforensics.models.runfiles import (
+    CALIBRATION_BOUNDS,
+    MAX_N_PATCHES,
+    MAX_PATCH_PIXELS,
+    check_patch_budget,
+    check_values,
+    record_files,
+    verify_run,
+)
+from medforensics.source.openset import (
+    FeatureOpenSet,
+    TooFewImagesError,
+    conformal_threshold,
+    leave_one_class_out,
+    min_images_for,
+)
+from medforensics.source.patches import (
+    InputSpec,
+    image_evidence,
+    map_ordered,
+    model_input,
+    patch_positions,
+    prepare_file,
+)
+from medforensics.source.units import META_FILE, WEIGHTS_FILE, UnitFingerprints
+from medforensics.source.verdicts import (
+    OpenSetCheck,
+    header_claim,
+    insufficient,
+    unreadable,
+    verdict,
+)
+from medforensics.synth.outliers import write_outlier_images
 
 __all__ = ["SourcePredictor", "Prediction", "calibrate_run", "calibration_summary",
            "CALIBRATION_FILE", "OPENSET_FILE"]
@@ -56,7 +104,7 @@ class Prediction:
         logprobs: (C,) float32 uncalibrated image-level log-probabilities.
         probs: (C,) float32 calibrated probabilities (temperature-scaled), sum 1.
         n_patches: patches used (``patch`` preset), else 1.
-        feature_distance: open-set feature distance (:mod:`medforensics.openset`), ``None``
+        feature_distance: open-set feature distance (:mod:`medforensics.source.openset`), ``None``
             when the predictor has no feature model.
         evidence: the image's :class:`medforensics.data.transforms.Evidence`, when computed.
     """
@@ -82,12 +130,12 @@ class SourcePredictor:
         seed: seed of the inference patch positions.
         batch_size: patches per forward pass.
         fingerprints: optional unit reference patterns
-            (:class:`medforensics.fingerprint.UnitFingerprints`).
-        openset: optional :class:`medforensics.openset.FeatureOpenSet` of the run.
+            (:class:`medforensics.source.units.UnitFingerprints`).
+        openset: optional :class:`medforensics.source.openset.FeatureOpenSet` of the run.
         feature_threshold: its UNKNOWN threshold on the feature distance (``None``: none
             could be set; with ``openset`` given, the classifier then never names a device).
         require_unit_match: a class with enrolled units is named only when one of them
-            matches (see :mod:`medforensics.identify`).
+            matches (see :mod:`medforensics.source.verdicts`).
         knowledge: what the model knows, said in every verdict (e.g. ``"simulated devices
             only"``).
         threshold_note: a warning about the thresholds, said in every verdict.
@@ -111,8 +159,6 @@ class SourcePredictor:
         knowledge: str | None = None,
         threshold_note: str | None = None,
     ) -> None:
-        from medforensics.models.runfiles import MAX_N_PATCHES, MAX_PATCH_PIXELS
-
         classes = metadata.get("classes")
         if not classes:
             raise ModelFileError("model metadata has no 'classes' list")
@@ -171,14 +217,6 @@ class SourcePredictor:
             RunIntegrityError: a changed, missing or unlisted run file (unless
                 ``allow_modified``), or a side-file value out of range.
         """
-        from medforensics.models.io import load_model
-        from medforensics.models.runfiles import (
-            CALIBRATION_BOUNDS,
-            check_patch_budget,
-            check_values,
-            verify_run,
-        )
-
         run = Path(run_dir)
         check = verify_run(run, allow_modified=allow_modified)
         model, meta = load_model(run, map_location=device)
@@ -192,8 +230,6 @@ class SourcePredictor:
             check_values(cal_path, cal, CALIBRATION_BOUNDS)
         fps = None
         if (run / FINGERPRINT_DIR).is_dir():
-            from medforensics.fingerprint import UnitFingerprints
-
             fps = UnitFingerprints.load(run / FINGERPRINT_DIR, verify=False)
         if n_patches is None:
             n_patches = int(cal.get("n_patches", 64))
@@ -225,15 +261,11 @@ class SourcePredictor:
     # ------------------------------------------------------------------ inference
     @property
     def input_spec(self) -> Any:
-        """The settings that turn an image into model input (:class:`medforensics.prefetch.InputSpec`)."""
-        from medforensics.prefetch import InputSpec
-
+        """The settings that turn an image into model input (:class:`medforensics.source.patches.InputSpec`)."""
         return InputSpec(preset=self.preset, patch=self.patch, n_patches=self.n_patches,
                          seed=self.seed, size=self.size)
 
     def _patch_positions(self, pixels: np.ndarray) -> list[tuple[int, int]]:
-        from medforensics.prefetch import patch_positions
-
         return patch_positions(pixels, self.patch, self.n_patches, self.seed)
 
     @torch.no_grad()
@@ -254,8 +286,6 @@ class SourcePredictor:
         if want_emb is None:
             want_emb = self.openset is not None
         if self.preset == "patch":
-            from medforensics.models.patch import aggregate_patch_logprobs
-
             outs, embs = [], []
             for i in range(0, len(inputs), self.batch_size):
                 xb = torch.from_numpy(inputs[i : i + self.batch_size])[:, None].to(self.device)
@@ -272,7 +302,7 @@ class SourcePredictor:
         return lp.astype(np.float32), 1, None if z is None else z.numpy()
 
     def _forward(self, inputs: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-        """Image-level log-probabilities from a :func:`medforensics.prefetch.model_input`."""
+        """Image-level log-probabilities from a :func:`medforensics.source.patches.model_input`."""
         lp, used, _ = self._forward_full(inputs, n)
         return lp, used
 
@@ -282,8 +312,6 @@ class SourcePredictor:
         Raises:
             InvalidArrayError: image not 2-D or smaller than one patch.
         """
-        from medforensics.prefetch import model_input
-
         lp, _, emb = self._forward_full(*model_input(pixels, self.input_spec), want_emb=True)
         if emb is None:
             raise ModelFileError(f"preset {self.preset!r} has no embedding")
@@ -302,8 +330,6 @@ class SourcePredictor:
         Raises:
             InvalidArrayError: image not 2-D or smaller than one patch.
         """
-        from medforensics.prefetch import model_input
-
         return self._forward(*model_input(pixels, self.input_spec))
 
     def predict(self, pixels: np.ndarray) -> Prediction:
@@ -312,8 +338,6 @@ class SourcePredictor:
         An image below the evidence floor gets ``n_patches == 0`` and uniform probabilities
         (the model is not run on it).
         """
-        from medforensics.prefetch import image_evidence, model_input
-
         evidence = image_evidence(pixels, self.input_spec)
         if not evidence.enough():
             return self._no_evidence(evidence)
@@ -362,8 +386,6 @@ class SourcePredictor:
         """predict_paths plus the decoded pixels (when ``keep_pixels``)."""
         from functools import partial
 
-        from medforensics.prefetch import map_ordered, prepare_file
-
         if workers < 0:
             raise ConfigError(f"workers must be >= 0, got {workers}")
         prep = partial(prepare_file, spec=self.input_spec, keep_pixels=keep_pixels)
@@ -405,7 +427,7 @@ def calibrate_run(
       data no longer pin it to a bound.
     * Probability threshold: the ``target_false_unknown / 2`` quantile of the validation
       images' calibrated max-probability.
-    * Feature open set (:mod:`medforensics.openset`): class means and tied covariance of the
+    * Feature open set (:mod:`medforensics.source.openset`): class means and tied covariance of the
       penultimate embeddings of up to ``fit_images_per_class`` training images per class;
       the UNKNOWN threshold on the feature distance is the split-conformal quantile of the
       validation images' distances at ``target_false_unknown / 2``. Both tests must pass, so
@@ -414,7 +436,7 @@ def calibrate_run(
       classifier alone will then name no device (a matching unit pattern still can).
     * Estimates of how often an unseen device would be named (nothing is tuned on them):
       leave-one-class-out on the validation images, and ``outlier_devices`` freshly drawn
-      outlier devices (:mod:`medforensics.data.outliers`, another seed than training's).
+      outlier devices (:mod:`medforensics.synth.outliers`, another seed than training's).
 
     Writes ``RUN/calibration.json`` and ``RUN/openset.safetensors`` atomically and records
     their hashes in the run manifest ``RUN/run.json``. The run is checked like
@@ -429,7 +451,7 @@ def calibrate_run(
         n_patches: inference patches per image (``patch`` preset).
         device: torch device.
         require_unit_match: with enrolled unit patterns, name a class that has enrolled
-            units only when one of them matches (see :mod:`medforensics.identify`).
+            units only when one of them matches (see :mod:`medforensics.source.verdicts`).
         fit_images_per_class: training images per class for the feature model.
         outlier_devices: outlier devices drawn for the estimate (0 = skip).
         allow_modified: calibrate a run whose files differ from its manifest (the changed
@@ -445,25 +467,8 @@ def calibrate_run(
     """
     from safetensors.numpy import save_file
 
-    from medforensics.eval.calibration import (
-        expected_calibration_error,
-        fit_temperature,
-        fit_unknown_threshold,
-        softmax,
-    )
-    from medforensics.io import read_image
-    from medforensics.openset import (
-        FeatureOpenSet,
-        TooFewImagesError,
-        conformal_threshold,
-        leave_one_class_out,
-        min_images_for,
-    )
-
     if not 0.0 < float(target_false_unknown) <= 0.5:
         raise ConfigError(f"target_false_unknown must be in (0, 0.5], got {target_false_unknown}")
-    from medforensics.models.io import load_model
-    from medforensics.models.runfiles import atomic_write_json, record_files, verify_run
 
     run = Path(run_dir)
     check = verify_run(run, allow_modified=allow_modified)
@@ -583,10 +588,6 @@ def _outlier_named_rate(pred: SourcePredictor, openset: Any, temperature: float,
     """Share of freshly drawn outlier-device images the classifier alone would name."""
     import tempfile
 
-    from medforensics.data.outliers import write_outlier_images
-    from medforensics.eval.calibration import softmax
-    from medforensics.io import read_image
-
     named = []
     with tempfile.TemporaryDirectory(prefix="medforensics-outliers-") as tmp:
         for row in write_outlier_images(tmp, devices=devices, images_per_device=3,
@@ -617,8 +618,6 @@ def identify_files(
 
     Each file is decoded once: the unit patterns reuse the pixels the model saw.
     """
-    from medforensics.identify import unreadable
-
     fps = predictor.fingerprints
     for path, pred, meta, err, pixels in predictor._stream(paths, workers, prefetch,
                                                            fps is not None):
@@ -665,8 +664,6 @@ def _verdict_level(predictor: SourcePredictor) -> str:
 def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
                 pixels: np.ndarray | None, path: str) -> tuple[Any, dict[str, Any]]:
     """The verdict of one predicted image: evidence floor, unit patterns, open set, claim."""
-    from medforensics.identify import OpenSetCheck, header_claim, insufficient, verdict
-
     level = _verdict_level(predictor)
     claim = header_claim(meta, level)
     extra: dict[str, Any] = {"n_patches": pred.n_patches, **_integrity(predictor)}
@@ -708,10 +705,8 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
 
 
 def _load_openset(run: Path, name: str, meta: Mapping[str, Any]) -> Any:
-    """The run's :class:`medforensics.openset.FeatureOpenSet` (safetensors, shapes checked)."""
+    """The run's :class:`medforensics.source.openset.FeatureOpenSet` (safetensors, shapes checked)."""
     from safetensors.numpy import load_file
-
-    from medforensics.openset import FeatureOpenSet
 
     if Path(name).name != name or name.startswith("."):
         raise ModelFileError(f"{run / CALIBRATION_FILE}: openset_file must be a file name in "
@@ -740,7 +735,7 @@ def unit_candidates(fingerprints: Any, classes: Sequence[str], probs: np.ndarray
     ``"<model> #<serial>"``.
 
     Args:
-        fingerprints: the enrolled :class:`medforensics.fingerprint.UnitFingerprints`.
+        fingerprints: the enrolled :class:`medforensics.source.units.UnitFingerprints`.
         classes: the classifier's model names.
         probs: (C,) calibrated probabilities.
         claimed_model: the header's model label, or None.
@@ -778,7 +773,7 @@ def enroll_units(
     (their hashes go into the run manifest ``RUN/run.json``).
 
     The decision threshold is calibrated on the validation split's images of the same units
-    (see :meth:`medforensics.fingerprint.UnitFingerprints.calibrate_threshold`).
+    (see :meth:`medforensics.source.units.UnitFingerprints.calibrate_threshold`).
 
     Args:
         run_dir: run directory to write into.
@@ -787,11 +782,8 @@ def enroll_units(
         progress: log progress per unit.
 
     Returns:
-        The fitted :class:`medforensics.fingerprint.UnitFingerprints`.
+        The fitted :class:`medforensics.source.units.UnitFingerprints`.
     """
-    from medforensics.fingerprint import UnitFingerprints
-    from medforensics.io import read_image
-
     def by_unit(split: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for r in rows:
@@ -815,8 +807,6 @@ def enroll_units(
     if val_units:
         fps.calibrate_threshold({u: images(p) for u, p in val_units.items()})
     fps.save(Path(run_dir) / FINGERPRINT_DIR)
-    from medforensics.fingerprint import META_FILE, WEIGHTS_FILE
-    from medforensics.models.runfiles import record_files
 
     record_files(run_dir, [f"{FINGERPRINT_DIR}/{WEIGHTS_FILE}", f"{FINGERPRINT_DIR}/{META_FILE}"])
     if progress:

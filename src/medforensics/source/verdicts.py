@@ -27,7 +27,7 @@ claim-not-in-model > consistent / MISMATCH.
 A device is **named** (``confident`` true) only when the evidence floor holds and either an
 enrolled unit's reference pattern matches (the strongest evidence: the physical unit is
 identified), or the classifier's open-set test passes: calibrated max-probability at least
-its threshold *and* the feature distance (:mod:`medforensics.openset`) at most its
+its threshold *and* the feature distance (:mod:`medforensics.source.openset`) at most its
 threshold. When the run requires a unit match for classes with enrolled units
 (``OpenSetCheck.unit_required``), a nearest class whose enrolled units all fail to match is
 not named either: the image may come from an unenrolled unit of that model or from a device
@@ -53,9 +53,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medforensics.common.jsonio import to_jsonable
 from medforensics.data.labels import device_labels
 from medforensics.errors import ConfigError
-from medforensics.eval.metrics import to_jsonable
 from medforensics.eval.tables import render_table
 
 __all__ = [

@@ -46,6 +46,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 import numpy as np
 from scipy.stats import norm
 
+from medforensics.common.jsonio import atomic_write_json
 from medforensics.dsp._checks import as_image
 from medforensics.dsp.prnu import (
     PatternAccumulator,
@@ -57,7 +58,13 @@ from medforensics.dsp.prnu import (
     zero_mean_spectrum,
 )
 from medforensics.dsp.residuals import noise_residual
-from medforensics.errors import ConfigError, InvalidArrayError, MedForensicsError, ModelFileError
+from medforensics.errors import (
+    ConfigError,
+    InvalidArrayError,
+    MedForensicsError,
+    ModelFileError,
+)
+from medforensics.models.runfiles import FINGERPRINT_BOUNDS, check_values, verify_run
 
 log = logging.getLogger(__name__)
 
@@ -550,7 +557,7 @@ class UnitFingerprints:
 
         Each file is written to a temporary name and then moved into place. Inside a run,
         the caller records both in the run manifest
-        (:func:`medforensics.predict.enroll_units` does).
+        (:func:`medforensics.source.predictor.enroll_units` does).
 
         Returns:
             the directory.
@@ -558,8 +565,6 @@ class UnitFingerprints:
         import os
 
         from safetensors.numpy import save_file
-
-        from medforensics.models.runfiles import atomic_write_json
 
         if not self.patterns:
             raise ConfigError("nothing to save: no unit is enrolled")
@@ -604,8 +609,6 @@ class UnitFingerprints:
         """
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
-
-        from medforensics.models.runfiles import FINGERPRINT_BOUNDS, check_values, verify_run
 
         d = Path(directory)
         meta_p, w_p = d / META_FILE, d / WEIGHTS_FILE

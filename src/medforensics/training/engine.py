@@ -7,9 +7,9 @@
   epoch. Rows of the test split are never opened (only their ``split`` value is looked at);
   the engine asserts that no test row reaches a dataset. Only ``status == "eligible"`` rows
   are used; every other row is counted and reported in the log.
-* Class balance: Deep-RSI's class weighting (:class:`~medforensics.train.samplers.
+* Class balance: Deep-RSI's class weighting (:class:`~medforensics.training.samplers.
   ClassWeightedSampler`) for ``deep-rsi`` and ``patch``, DeepMammo's balanced batches
-  (:class:`~medforensics.train.samplers.BalancedBatchSampler`) for ``deepmammo``.
+  (:class:`~medforensics.training.samplers.BalancedBatchSampler`) for ``deepmammo``.
 * Adam, cross-entropy; constrained layers are projected after every optimizer step.
 * Validation every epoch: loss, accuracy and balanced accuracy. For ``patch`` the prediction
   for an image averages the log-probabilities of ``val_patches`` fixed patches of it
@@ -32,7 +32,7 @@ Run directory layout::
     RUN/metrics.jsonl          one JSON object per epoch
     RUN/metrics.csv            the same as CSV
     RUN/checkpoints/LATEST     name of the last complete checkpoint
-    RUN/checkpoints/epoch-NNNN/  (see medforensics.train.checkpoint)
+    RUN/checkpoints/epoch-NNNN/  (see medforensics.training.checkpoint)
     RUN/model.safetensors, RUN/model.json   final model (best epoch)
 """
 
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -59,9 +58,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from medforensics.data.outliers import OUTLIER_LABEL
+from medforensics.common.hashing import file_sha256, manifest_sha256
+from medforensics.data.datasets import (
+    MemoryImageSource,
+    PaperImageDataset,
+    PatchDataset,
+    PatchSetDataset,
+    RoutedImageSource,
+)
+from medforensics.data.manifest import read_manifest
+from medforensics.data.store import identity_preprocess
 from medforensics.errors import ConfigError, ManifestError
-from medforensics.train.checkpoint import (
+from medforensics.eval.metrics import confusion_matrix
+from medforensics.models.constrained import project_constraints
+from medforensics.models.io import save_model
+from medforensics.models.patch import aggregate_patch_logprobs
+from medforensics.models.registry import create_model
+from medforensics.synth.outliers import OUTLIER_LABEL, write_outlier_images
+from medforensics.synth.simulate import load_devices
+from medforensics.training.checkpoint import (
     capture_rng_state,
     copy_state_exact,
     latest_checkpoint,
@@ -69,7 +84,7 @@ from medforensics.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from medforensics.train.samplers import BalancedBatchSampler, ClassWeightedSampler
+from medforensics.training.samplers import BalancedBatchSampler, ClassWeightedSampler
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +153,7 @@ class TrainConfig:
         progress: show a tqdm progress bar.
         model_kwargs: extra keyword arguments for ``create_model``.
         outlier_devices: procedurally drawn devices that are in no class
-            (:mod:`medforensics.data.outliers`), trained towards a uniform output (outlier
+            (:mod:`medforensics.synth.outliers`), trained towards a uniform output (outlier
             exposure) so that pixels of an unseen device do not get a confident name;
             0 = off (the paper presets' default: the papers did not use it).
         outlier_weight: weight of the outlier term in the loss.
@@ -247,17 +262,6 @@ class TrainResult:
 # manifest handling
 # --------------------------------------------------------------------------------------------
 
-
-def manifest_sha256(manifest: str | Path | Sequence[Mapping[str, Any]]) -> str:
-    """SHA-256 of a manifest file's bytes, or of the canonical JSON of in-memory rows."""
-    if isinstance(manifest, (str, Path)):
-        from medforensics.data.manifest import file_sha256
-
-        return file_sha256(manifest)
-    rows = [{str(k): str(v) for k, v in r.items()} for r in manifest]
-    return hashlib.sha256(
-        json.dumps(rows, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
 
 
 def _select_rows(
@@ -432,13 +436,6 @@ def _build_data(
     image_source: Any = None,
 ) -> tuple[Dataset, Any, Dataset | None]:
     """Training dataset, its (batch) sampler, validation dataset (or None)."""
-    from medforensics.data.datasets import (
-        MemoryImageSource,
-        PaperImageDataset,
-        PatchDataset,
-        PatchSetDataset,
-    )
-
     budget = int(cfg.cache_mb) << 20
     if cfg.preset == "patch":
         source = image_source if image_source is not None else MemoryImageSource(budget)
@@ -455,7 +452,6 @@ def _build_data(
         paper_source, preprocess = image_source, None
         if getattr(image_source, "has_paper", False):
             # a prepared store with the 256x256 paper variants: no decode, no resize per epoch
-            from medforensics.data.store import identity_preprocess
 
             paper_source, preprocess = image_source.paper_source(), identity_preprocess
             log.info("paper preset: using the store's cached 256x256 paper variants")
@@ -511,8 +507,6 @@ def _loader(
 
 
 def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    from medforensics.eval.metrics import confusion_matrix
-
     if len(y_true) == 0:
         return float("nan")
     cm = confusion_matrix(y_true, y_pred, n_classes)
@@ -560,8 +554,6 @@ def _train_epoch(
     outlier_weight: float = 0.5,
 ) -> dict[str, float]:
     from tqdm.auto import tqdm
-
-    from medforensics.models.constrained import project_constraints
 
     model.train()
     total_loss = 0.0
@@ -615,8 +607,6 @@ def _validate(
     world: int, rank: int,
 ) -> dict[str, float]:
     """Image-level validation; sharded over ranks and all-reduced (same result everywhere)."""
-    from medforensics.models.patch import aggregate_patch_logprobs
-
     net.eval()
     n = len(ds)
     mine = list(range(rank, n, world))
@@ -782,8 +772,6 @@ def train(
     ckpt_root = out_dir / "checkpoints"
 
     if isinstance(manifest, (str, Path)):
-        from medforensics.data.manifest import read_manifest
-
         rows = read_manifest(manifest)
     else:
         rows = [dict(r) for r in manifest]
@@ -804,7 +792,6 @@ def train(
 
     with _Determinism(device):
         _seed_everything(cfg.seed)
-        from medforensics.models.registry import create_model
 
         model_kwargs = dict(cfg.model_kwargs)
         if cfg.preset == "patch":
@@ -813,8 +800,6 @@ def train(
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         data_classes = classes + ([OUTLIER_LABEL] if cfg.outlier_devices else [])
         if cfg.outlier_devices and image_source is not None:
-            from medforensics.data.datasets import RoutedImageSource
-
             image_source = RoutedImageSource(
                 image_source, [r["path"] for r in train_rows if r[cfg.label] == OUTLIER_LABEL])
         train_ds, sampler, val_ds = _build_data(
@@ -956,11 +941,9 @@ def train(
 def _all_simulated(rows: Any) -> bool:
     """Whether every row's image lies in an archive written by the project's simulator.
 
-    The simulator writes ``devices.json`` (generator ``medforensics.data.simulate``) at the
+    The simulator writes ``devices.json`` (generator ``medforensics.synth.simulate``) at the
     archive root, at most three folders above each image.
     """
-    from medforensics.data.simulate import load_devices
-
     known: dict[Path, bool] = {}
 
     def simulated(folder: Path, depth: int = 3) -> bool:
@@ -989,15 +972,12 @@ def _all_simulated(rows: Any) -> bool:
 
 def _outlier_rows(cfg: TrainConfig, out_dir: Path, is_main: bool) -> list[dict[str, Any]]:
     """Training rows of ``cfg.outlier_devices`` procedurally drawn devices (rank 0 writes)."""
-    from medforensics.data.outliers import write_outlier_images
-
     folder = out_dir / "outlier_devices"
     if is_main:
         rows = write_outlier_images(folder, devices=int(cfg.outlier_devices), seed=cfg.seed)
     _barrier()
     if not is_main:
         rows = [{"path": str(p), "status": "eligible"} for p in sorted(folder.glob("*.png"))]
-    from medforensics.data.manifest import file_sha256
 
     # sha256 keys the patch positions by content, so a run in another folder draws the same.
     return [{"path": r["path"], "status": "eligible", "split": TRAIN_SPLIT,
@@ -1027,8 +1007,6 @@ def _save_final(
 ) -> None:
     """Write the best epoch's weights with ``save_model`` (the live model is not modified)."""
     import copy
-
-    from medforensics.models.io import save_model
 
     final = copy.deepcopy(net)
     copy_state_exact(final, best_state)

@@ -1,7 +1,7 @@
 """Display images for the browser: a grey preview and a forgery heat-map overlay, as PNG bytes.
 
 These are for people to look at, not for analysis: stored values are windowed to 8 bits
-(:func:`medforensics.forgery.ela.window_to_uint8`, 0.5-99.5 percentile window) and the image
+(:func:`medforensics.forgery.cues.ela.window_to_uint8`, 0.5-99.5 percentile window) and the image
 is shrunk to at most ``max_side`` pixels. The analysis itself always runs on the stored values.
 """
 
@@ -9,26 +9,29 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from medforensics.errors import InvalidArrayError
+from medforensics.forgery.cues.ela import window_to_uint8
+from medforensics.forgery.detector import ForgeryResult
+from medforensics.io import write_png16
 
-__all__ = ["heat_colours", "overlay_rgb", "png_b64", "preview_grey"]
+__all__ = ["MapWriter", "heat_colours", "overlay_rgb", "png_b64", "preview_grey", "save_map_files"]
 
 #: Default longest side of display images, in pixels.
 DISPLAY_MAX_SIDE = 768
 
 
 def _shrink(img: np.ndarray, max_side: int, resample: int) -> np.ndarray:
-    from PIL import Image as PILImage
-
     h, w = img.shape[:2]
     scale = max_side / max(h, w)
     if scale >= 1.0:
         return img
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(PILImage.fromarray(img).resize(size, resample))
+    return np.asarray(Image.fromarray(img).resize(size, resample))
 
 
 def preview_grey(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
@@ -44,16 +47,14 @@ def preview_grey(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.nda
     Raises:
         InvalidArrayError: not a non-empty 2-D array.
     """
-    from PIL import Image as PILImage
 
-    from medforensics.forgery.ela import window_to_uint8
 
     p = np.asarray(pixels)
     if p.ndim != 2 or p.size == 0:
         raise InvalidArrayError(f"expected a non-empty (H, W) image, got shape {p.shape}")
     finite = np.where(np.isfinite(p), p, 0.0)
     img8, _, _ = window_to_uint8(finite)
-    return _shrink(img8, max_side, PILImage.Resampling.LANCZOS)
+    return _shrink(img8, max_side, Image.Resampling.LANCZOS)
 
 
 def heat_colours(prob: np.ndarray) -> np.ndarray:
@@ -97,7 +98,6 @@ def overlay_rgb(
     Raises:
         InvalidArrayError: either array is not a non-empty 2-D array.
     """
-    from PIL import Image as PILImage
 
     grey = preview_grey(pixels, max_side)
     pm = np.asarray(prob_map, dtype=np.float32)
@@ -106,8 +106,8 @@ def overlay_rgb(
     pm = np.clip(np.nan_to_num(pm, nan=0.0), 0.0, 1.0)
     if pm.shape != grey.shape:
         pm = np.asarray(
-            PILImage.fromarray(pm).resize((grey.shape[1], grey.shape[0]),
-                                          PILImage.Resampling.BILINEAR)
+            Image.fromarray(pm).resize((grey.shape[1], grey.shape[0]),
+                                          Image.Resampling.BILINEAR)
         )
     alpha = (float(max_alpha) * pm)[..., None]
     base = np.repeat(grey[..., None].astype(np.float32) / 255.0, 3, axis=-1)
@@ -117,8 +117,54 @@ def overlay_rgb(
 
 def png_b64(image: np.ndarray) -> str:
     """PNG-encode a uint8 grey (H, W) or RGB (H, W, 3) image; returns base64 text."""
-    from PIL import Image as PILImage
 
     buf = io.BytesIO()
-    PILImage.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=False)
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=False)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def save_map_files(result: ForgeryResult, pixels: np.ndarray, out_dir: str | Path,
+                   stem: str, *, overlay_max_side: int = 2048) -> dict[str, str]:
+    """Write the probability map of one result at native resolution, plus an overlay.
+
+    Files: ``<stem>_map.png`` (16-bit grey PNG, value = round(map * 65535)),
+    ``<stem>_map.npy`` (float32 (H, W), 0..1) and ``<stem>_overlay.png`` (RGB heat map over
+    the image's 8-bit display window, longest side at most ``overlay_max_side``; for people,
+    not for analysis).
+
+    Returns:
+        ``{"map_png": ..., "map_npy": ..., "overlay_png": ...}`` paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m = np.clip(np.asarray(result.prob_map, np.float32), 0.0, 1.0)
+    files = {"map_png": out / f"{stem}_map.png", "map_npy": out / f"{stem}_map.npy",
+             "overlay_png": out / f"{stem}_overlay.png"}
+    write_png16(files["map_png"], np.rint(m * 65535.0).astype(np.uint16))
+    np.save(files["map_npy"], m, allow_pickle=False)
+    Image.fromarray(overlay_rgb(pixels, m, max_side=overlay_max_side)).save(
+        files["overlay_png"], format="PNG")
+    return {k: str(v) for k, v in files.items()}
+
+
+class MapWriter:
+    """Writes the maps of a batch into one folder, one unique stem per image.
+
+    The stem is the image's file name without suffix, made unique with ``_2``, ``_3``, ...
+    Pass an instance as ``write_files`` to :func:`medforensics.forgery.detector.detect_files`.
+    """
+
+    def __init__(self, out_dir: str | Path, *, overlay_max_side: int = 2048) -> None:
+        self.out_dir = Path(out_dir)
+        self.overlay_max_side = overlay_max_side
+        self._taken: set[str] = set()
+
+    def __call__(self, result: ForgeryResult, pixels: np.ndarray, path: str) -> dict[str, str]:
+        base = Path(path).stem or "image"
+        stem, n = base, 1
+        while stem in self._taken:
+            n += 1
+            stem = f"{base}_{n}"
+        self._taken.add(stem)
+        return save_map_files(result, pixels, self.out_dir, stem,
+                              overlay_max_side=self.overlay_max_side)

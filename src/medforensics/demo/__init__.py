@@ -1,0 +1,2 @@
+"""The end-to-end demo behind `make demo`: simulate an archive, train, evaluate, identify, and
+run the forgery detector on simulated edits."""
