@@ -89,9 +89,14 @@ def blank_cases(rng: np.random.Generator) -> dict[str, np.ndarray]:
 def lomo(args: argparse.Namespace, out: Path, seed: int, res: dict[str, Any]) -> Any:
     """One leave-one-model-out round; returns the trained run folder."""
     from medforensics.data.manifest import ingest
-    from medforensics.synth.simulate import build_devices, simulate_archive
     from medforensics.data.splits import assign_splits, check_leakage
-    from medforensics.source.predictor import SourcePredictor, calibrate_run, enroll_units
+    from medforensics.source.predictor import (
+        SourcePredictor,
+        calibrate_run,
+        enroll_units,
+    )
+    from medforensics.synth.devices import build_devices
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.training.engine import train
 
     dev_kw = dict(manufacturers=3, models_per_manufacturer=2, units_per_model=2, seed=seed)

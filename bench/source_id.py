@@ -154,11 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medforensics.data.manifest import ingest, write_manifest
-    from medforensics.synth.simulate import build_devices, simulate_archive
     from medforensics.data.splits import assign_splits, check_leakage
     from medforensics.eval.calibration import open_set_rates
     from medforensics.io import read_image
-    from medforensics.source.predictor import SourcePredictor, calibrate_run, enroll_units
+    from medforensics.source.predictor import (
+        SourcePredictor,
+        calibrate_run,
+        enroll_units,
+    )
+    from medforensics.synth.devices import build_devices
+    from medforensics.synth.simulate import simulate_archive
     from medforensics.training.engine import train
 
     torch.set_num_threads(min(2, torch.get_num_threads()))

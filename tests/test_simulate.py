@@ -11,6 +11,10 @@ import pydicom
 import pytest
 from scipy import ndimage
 
+from medforensics.data.labels import normalize_manufacturer
+from medforensics.dsp.residuals import zero_mean_rows_cols
+from medforensics.errors import ConfigError
+from medforensics.io import read_image
 from medforensics.synth.anatomy import (
     MAMMOGRAPHY_PARTS,
     RADIOGRAPHY_PARTS,
@@ -18,21 +22,14 @@ from medforensics.synth.anatomy import (
     draw_patient_traits,
     render_anatomy,
 )
-from medforensics.data.labels import normalize_manufacturer
-from medforensics.synth.simulate import (
-    DEVICES_FILE,
+from medforensics.synth.detector import simulate_image, unit_pattern
+from medforensics.synth.devices import (
     SOP_CLASSES,
     build_devices,
     format_device_table,
-    load_devices,
     select_units,
-    simulate_archive,
-    simulate_image,
-    unit_pattern,
 )
-from medforensics.dsp.residuals import zero_mean_rows_cols
-from medforensics.errors import ConfigError
-from medforensics.io import read_image
+from medforensics.synth.simulate import DEVICES_FILE, load_devices, simulate_archive
 
 SMALL = dict(manufacturers=2, models_per_manufacturer=2, units_per_model=2, patients=10,
              images_per_patient=(1, 2), size=(96, 128), seed=5)

@@ -11,15 +11,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from medforensics.synth.simulate import (
-    DEVICES_FILE,
-    build_devices,
-    load_devices,
-    model_look,
-    simulate_archive,
-    simulate_image,
-)
 from medforensics.data.transforms import paper_preprocess
+from medforensics.io import read_image
+from medforensics.synth.detector import model_look, simulate_image
+from medforensics.synth.devices import build_devices
+from medforensics.synth.simulate import DEVICES_FILE, load_devices, simulate_archive
 from medforensics.synth.vendorlook import (
     LUT_FAMILIES,
     ImageLook,
@@ -29,7 +25,6 @@ from medforensics.synth.vendorlook import (
     make_look,
     overlay,
 )
-from medforensics.io import read_image
 
 SMALL = dict(manufacturers=2, models_per_manufacturer=2, units_per_model=1, patients=10,
              images_per_patient=(1, 2), size=(96, 160), seed=3)

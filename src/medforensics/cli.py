@@ -201,14 +201,9 @@ def simulate_cmd(
     from rich.table import Table
 
     from medforensics.errors import MedForensicsError
-    from medforensics.synth.simulate import (
-        DEVICES_FILE,
-        build_devices,
-        device_table,
-        model_look,
-        select_units,
-        simulate_archive,
-    )
+    from medforensics.synth.detector import model_look
+    from medforensics.synth.devices import build_devices, device_table, select_units
+    from medforensics.synth.simulate import DEVICES_FILE, simulate_archive
 
     def csv(value: Optional[str]) -> list:
         return [v.strip() for v in (value or "").split(",") if v.strip()]

@@ -26,7 +26,8 @@ from scipy import ndimage
 
 from medforensics.errors import ConfigError
 from medforensics.io.writers import write_png16
-from medforensics.synth.simulate import build_devices, simulate_image
+from medforensics.synth.detector import simulate_image
+from medforensics.synth.devices import build_devices
 
 __all__ = ["OutlierLook", "draw_look", "apply_look", "write_outlier_images", "OUTLIER_LABEL"]
 
