@@ -156,7 +156,7 @@ def make_archive(root: Path, vendor_look: bool, patients: int, seed: int,
 def metrics_of(y: np.ndarray, probs: np.ndarray, classes: list[str], patients: list[str],
                n_boot: int) -> dict[str, Any]:
     from medforensics.source.evaluate import headline_intervals
-    from medforensics.eval.metrics import classification_report
+    from medforensics.eval.classification import classification_report
 
     rep = classification_report(y, probs, classes)
     iv = headline_intervals(y, probs, patients, n_boot=n_boot)

@@ -10,7 +10,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score, roc_curve
 
 from medforensics.errors import ConfigError
-from medforensics.eval.metrics import MISSING_GROUP, aggregate_by_group, best_threshold, binary_auc, binary_metrics, bootstrap_interval, classification_report, confusion_matrix, grouped_accuracy, normalise_rows, roc_points
+from medforensics.eval.metrics import best_threshold, binary_auc, binary_metrics, bootstrap_interval, roc_points
+from medforensics.eval.classification import MISSING_GROUP, aggregate_by_group, classification_report, confusion_matrix, grouped_accuracy, normalise_rows
 from medforensics.common.jsonio import to_jsonable
 
 CLASSES = ["GE", "Philips", "Siemens"]

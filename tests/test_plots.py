@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from medforensics.errors import ConfigError
-from medforensics.eval.metrics import classification_report, grouped_accuracy
+from medforensics.eval.classification import classification_report, grouped_accuracy
 from medforensics.eval.plots import (
     confusion_figsize,
     plot_binary_roc,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from medforensics.errors import ConfigError
-from medforensics.eval.metrics import binary_metrics, classification_report, grouped_accuracy
+from medforensics.eval.metrics import binary_metrics
+from medforensics.eval.classification import classification_report, grouped_accuracy
 from medforensics.eval.tables import (
     binary_metrics_table,
     confusion_table,

@@ -9,7 +9,7 @@ the reason it was excluded, with a human-readable ``reason_detail``.
 Statuses, in the order they are decided (the first that applies wins):
 
 1. Per file (in the worker, independent of options), from the header alone via the reader's
-   own checks (:func:`medforensics.io.dicom.check_header`):
+   own checks (:func:`medforensics.io.dicom_pixels.check_header`):
 
    * ``unreadable``: the reader refused the file; ``reason_detail`` starts with the
      :class:`~medforensics.errors.ReadError` reason (``not-an-image-file``, ``no-file-meta``,
@@ -364,7 +364,7 @@ def _fill_from_meta(row: dict[str, Any], meta: Any) -> None:
 def _intrinsic_status(row: dict[str, Any], meta: Any) -> tuple[str, str] | None:
     """Per-file exclusion from the header alone, or None when the file passes.
 
-    DICOM: the reader's own header checks (:func:`medforensics.io.dicom.check_header`: SOP
+    DICOM: the reader's own header checks (:func:`medforensics.io.dicom_pixels.check_header`: SOP
     class, Pixel Data presence, photometric, bit depth, size guard, native Pixel Data length,
     decoder availability). Every file: Rows and Columns must be known.
     """

@@ -26,13 +26,8 @@ import numpy as np
 
 from medforensics.errors import ConfigError
 from medforensics.eval.calibration import expected_calibration_error, reliability_bins
-from medforensics.eval.metrics import (
-    ClassificationReport,
-    GroupedAccuracy,
-    binary_auc,
-    normalise_rows,
-    roc_points,
-)
+from medforensics.eval.metrics import binary_auc, roc_points
+from medforensics.eval.classification import ClassificationReport, GroupedAccuracy, normalise_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -145,7 +140,7 @@ def plot_confusion_matrix(
 
     Args:
         cm: (C, C) counts (rows = true, columns = predicted) or a
-            :class:`~medforensics.eval.metrics.ClassificationReport`.
+            :class:`~medforensics.eval.classification.ClassificationReport`.
         classes: C class names (may be ``None`` when ``cm`` is a report).
         path: output ``.png`` path.
         title: figure title.

@@ -22,11 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from medforensics.errors import ConfigError
-from medforensics.eval.metrics import (
-    BinaryMetrics,
-    ClassificationReport,
-    GroupedAccuracy,
-)
+from medforensics.eval.metrics import BinaryMetrics
+from medforensics.eval.classification import ClassificationReport, GroupedAccuracy
 
 __all__ = [
     "NA",
@@ -166,7 +163,7 @@ def per_class_table(
     TNR = specificity ("SPE").
 
     Args:
-        report: from :func:`medforensics.eval.metrics.classification_report`.
+        report: from :func:`medforensics.eval.classification.classification_report`.
         fmt: ``"markdown"`` or ``"text"``.
         title: optional caption printed above the table.
         class_header: title of the first column (e.g. ``"Manufacturer"``).
@@ -237,7 +234,7 @@ def grouped_accuracy_table(
     """Accuracy per group with a total row (Deep-RSI Table 4: Sites, Total samples, Accuracy).
 
     Args:
-        grouped: from :func:`medforensics.eval.metrics.grouped_accuracy`.
+        grouped: from :func:`medforensics.eval.classification.grouped_accuracy`.
         fmt: ``"markdown"`` or ``"text"``.
         title: optional caption.
         group_header: title of the first column, e.g. ``"Body part"``.

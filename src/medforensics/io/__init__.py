@@ -30,7 +30,7 @@ decoder fails on the stream             DecodeError (``decode-failed``)
 ======================================  ===============================================
 """
 
-from medforensics.io.dicom import check_header
+from medforensics.io.dicom_pixels import check_header
 from medforensics.io.meta import DEFAULT_MAX_PIXELS, HEADER_KEYWORDS, Image, ImageMeta
 from medforensics.io.reader import (
     iter_frames,

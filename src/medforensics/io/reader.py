@@ -19,6 +19,7 @@ import numpy as np
 
 from medforensics.errors import FileAccessError, NotDicomError
 from medforensics.io import dicom as _dicom
+from medforensics.io import dicom_pixels as _pixels
 from medforensics.io import raster as _raster
 from medforensics.io.meta import DEFAULT_MAX_PIXELS, Image, ImageMeta
 
@@ -160,15 +161,15 @@ def _iter(
         )
         meta = _dicom.meta_from_dataset(ds, name, pix)
         for f in frames if frames else [None]:
-            _dicom.check_header(meta, max_pixels=max_pixels, frame=f)
+            _pixels.check_header(meta, max_pixels=max_pixels, frame=f)
         single = frames[0] if frames is not None and len(frames) == 1 else None
         sliced = _dicom.load_pixels(fp, ds, pix, meta, single)
-    _dicom.prepare_for_decoding(ds, meta)
-    transform = None if stored else _dicom.make_modality_transform(ds, meta)
+    _pixels.prepare_for_decoding(ds, meta)
+    transform = None if stored else _pixels.make_modality_transform(ds, meta)
     if frames is None:
-        arrays: Iterator[np.ndarray] = _dicom.iter_stored(ds, meta)
+        arrays: Iterator[np.ndarray] = _pixels.iter_stored(ds, meta)
     else:
-        arrays = (_dicom.decode_stored(ds, meta, 0 if sliced else f) for f in frames)
+        arrays = (_pixels.decode_stored(ds, meta, 0 if sliced else f) for f in frames)
     for arr in arrays:
         if transform is None:
             yield Image(arr if arr.flags.writeable else arr.copy(), meta)

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from medforensics.errors import ConfigError
+from medforensics.eval import classification as C
+from medforensics.common.jsonio import to_jsonable
 from medforensics.eval import metrics as M
 from medforensics.eval import plots, tables
 from medforensics.eval.calibration import expected_calibration_error
@@ -186,19 +188,19 @@ def evaluate_run(
     yt = np.asarray(y_true)
     pr = np.stack(probs).astype(np.float64)
     pr = pr / pr.sum(axis=1, keepdims=True)
-    report = M.classification_report(yt, pr, pred.classes)
+    report = C.classification_report(yt, pr, pred.classes)
     yp = pr.argmax(axis=1)
 
     patients = [str(r.get("PatientID") or "(missing)") for r in kept]
-    grouped = M.aggregate_by_group(pr, [f"{p}|{t}" for p, t in zip(patients, yt)], "mean", y_true=yt)
-    patient_report = M.classification_report(grouped.y_true, grouped.probs, pred.classes)
+    grouped = C.aggregate_by_group(pr, [f"{p}|{t}" for p, t in zip(patients, yt)], "mean", y_true=yt)
+    patient_report = C.classification_report(grouped.y_true, grouped.probs, pred.classes)
     intervals = None
     if n_boot > 0:  # an image without PatientID is its own cluster
         intervals = headline_intervals(yt, pr, [str(r.get("PatientID") or r["path"])
                                                 for r in kept], n_boot=n_boot)
         intervals["tpr"] = {pred.classes[c]: v for c, v in intervals["tpr"].items()}
-    by_body = M.grouped_accuracy(yt, yp, [r.get("BodyPartExamined") or "(none)" for r in kept])
-    by_ts = M.grouped_accuracy(yt, yp, [r.get("TransferSyntaxUID") or "(none)" for r in kept])
+    by_body = C.grouped_accuracy(yt, yp, [r.get("BodyPartExamined") or "(none)" for r in kept])
+    by_ts = C.grouped_accuracy(yt, yp, [r.get("TransferSyntaxUID") or "(none)" for r in kept])
 
     result: dict[str, Any] = {
         "run": str(run_dir),
@@ -212,11 +214,11 @@ def evaluate_run(
         "failures": failures,
         "classes_not_in_model": unseen,
         "n_images_of_unseen_classes": len(sel) - len(known),
-        "image_level": M.to_jsonable(report),
-        "patient_level": M.to_jsonable(patient_report),
-        "intervals": M.to_jsonable(intervals),
-        "by_body_part": M.to_jsonable(by_body),
-        "by_transfer_syntax": M.to_jsonable(by_ts),
+        "image_level": to_jsonable(report),
+        "patient_level": to_jsonable(patient_report),
+        "intervals": to_jsonable(intervals),
+        "by_body_part": to_jsonable(by_body),
+        "by_transfer_syntax": to_jsonable(by_ts),
         "calibration": {
             "temperature": pred.temperature,
             "unknown_threshold": pred.unknown_threshold,
@@ -250,7 +252,7 @@ def evaluate_run(
             k = int(p_row.argmax())
             w.writerow([r["path"], r.get("PatientID", ""), pred.classes[t], pred.classes[k],
                         f"{p_row[k]:.4f}", int(k == t)])
-    (out / "metrics.json").write_text(json.dumps(M.to_jsonable(result), indent=2))
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(result), indent=2))
 
     figures = {
         "confusion": plots.plot_confusion_matrix(report.confusion_array, pred.classes,

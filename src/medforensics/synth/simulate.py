@@ -59,19 +59,14 @@ from medforensics.synth.anatomy import (
     render_anatomy,
 )
 from medforensics.synth.detector import (
-    FixedPattern,
     model_look,
     render_detector_image,
-    simulate_image,
     unit_pattern,
 )
 from medforensics.synth.devices import (
     SOP_CLASSES,
-    ModelSpec,
     UnitSpec,
     build_devices,
-    device_table,
-    format_device_table,
     manufacturer_entry,
     select_units,
 )

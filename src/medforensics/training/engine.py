@@ -69,7 +69,7 @@ from medforensics.data.datasets import (
 from medforensics.data.manifest import read_manifest
 from medforensics.data.store import identity_preprocess
 from medforensics.errors import ConfigError, ManifestError
-from medforensics.eval.metrics import confusion_matrix
+from medforensics.eval.classification import confusion_matrix
 from medforensics.models.constrained import project_constraints
 from medforensics.models.io import save_model
 from medforensics.models.patch import aggregate_patch_logprobs
