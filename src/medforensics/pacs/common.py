@@ -6,20 +6,21 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from medforensics.errors import ReadError
 from medforensics.pacs.errors import DicomBuildError, MissingDicomExtraError
 
 __all__ = [
     "Producer",
+    "model_fingerprint",
     "derived_uid",
     "require",
     "source_header",
@@ -31,6 +32,8 @@ __all__ = [
 _TYPE2_DEFAULTS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
                    "AccessionNumber", "StudyID", "StudyDate", "StudyTime",
                    "ReferringPhysicianName")
+#: namespace of the name-based UUIDs behind the result UIDs
+_UID_NAMESPACE = uuid.UUID("8f1c7a52-3d4e-5b6f-9a1b-2c3d4e5f6a7b")
 #: what a result object must be able to reference
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -54,22 +57,16 @@ def require(package: str) -> Any:
 
 @dataclass(frozen=True)
 class Producer:
-    """Who made a result object: the software and the model behind it.
+    """Who made a result object (the software; each result names its own model).
 
     Attributes:
         software: software name (Manufacturer / Manufacturer's Model Name of the objects).
-        version: software version (Software Versions).
-        model: the analysis model's identity, JSON-able: ``name`` (architecture or
-            method), ``run`` (run folder name), ``sha256`` (of its weights) and
-            ``run_integrity``; any of them may be missing (e.g. the training-free forgery
-            cues have no weights). It also seeds the result UIDs, so a re-run with the
-            same model gives the same UIDs and a PACS keeps one copy.
+        version: software version (Software Versions); default: the installed package's.
         institution: Institution Name written into the objects (optional).
     """
 
     software: str = "medforensics"
     version: str = ""
-    model: Mapping[str, Any] = field(default_factory=dict)
     institution: str | None = None
 
     def resolved_version(self) -> str:
@@ -80,21 +77,29 @@ class Producer:
 
         return __version__
 
-    def fingerprint(self) -> str:
-        """A stable text naming the software version and the model (for UIDs)."""
-        m = self.model or {}
-        return "|".join([self.software, self.resolved_version(), str(m.get("name", "")),
-                         str(m.get("sha256", ""))])
+
+def model_fingerprint(producer: Producer, *models: Mapping[str, Any] | None) -> str:
+    """A stable text naming the software version and the models (seeds the result UIDs).
+
+    A model is the ``model`` entry of a result: ``name``, ``run``, ``sha256`` (of its
+    weights), ``run_integrity``; any may be missing.
+    """
+    parts = [producer.software, producer.resolved_version()]
+    for m in models:
+        m = m or {}
+        parts += [str(m.get("name", "")), str(m.get("sha256", ""))]
+    return "|".join(parts)
 
 
 def derived_uid(*parts: str) -> str:
-    """A UID under the ``2.25`` root computed from ``parts`` (same parts, same UID).
+    """A UID under the ``2.25`` root computed from ``parts`` (same parts, same UID): the
+    decimal value of a name-based (version 5) UUID, as PS3.5 B.2 allows.
 
     Result objects take their UIDs from the source instance, the kind of object and the
     producer, so analysing an image again with the same model yields the same SR / SEG
     UIDs: a PACS then replaces or ignores the copy instead of holding duplicates.
     """
-    return str(generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts]))
+    return "2.25." + str(uuid.uuid5(_UID_NAMESPACE, "|".join(str(p) for p in parts)).int)
 
 
 def source_header(source: Dataset | str | os.PathLike[str]) -> Dataset:

@@ -15,13 +15,20 @@ segment, not a SEG without frames). Only single-frame sources: the analysis read
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from medforensics.pacs import codes as C
-from medforensics.pacs.common import Producer, derived_uid, require, source_header
+from medforensics.pacs.common import (
+    Producer,
+    derived_uid,
+    model_fingerprint,
+    require,
+    source_header,
+)
 from medforensics.pacs.errors import DicomBuildError
 
 __all__ = ["SEG_KINDS", "SEG_SERIES_NUMBER", "build_seg", "seg_mask"]
@@ -39,6 +46,7 @@ def build_seg(
     *,
     kind: str = "fractional",
     threshold: float = 0.5,
+    model: Mapping[str, Any] | None = None,
     producer: Producer | None = None,
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
@@ -51,7 +59,9 @@ def build_seg(
             Rows x Columns (``ForgeryResult.prob_map``).
         kind: ``"fractional"`` (probabilities) or ``"binary"`` (``prob_map >= threshold``).
         threshold: the map threshold of the binary mask (the result's ``map_threshold``).
-        producer: software and model identity (also seeds the UIDs).
+        model: the forgery result's ``model`` entry (``name``, ``sha256``, ...): named in
+            the segment's algorithm and seeding the UIDs.
+        producer: the software (name, version, institution).
         sop_instance_uid, series_instance_uid: as in :func:`medforensics.pacs.sr.build_report`
             (default: derived, so the same analysis gives the same UIDs).
 
@@ -85,7 +95,7 @@ def build_seg(
     if not np.all(np.isfinite(m)) or m.min(initial=0.0) < 0.0 or m.max(initial=0.0) > 1.0:
         raise DicomBuildError("the forgery map must hold finite values in [0, 1]")
     m = np.clip(m, 0.0, 1.0)
-    model = producer.model or {}
+    model = model or {}
     algorithm = hd.AlgorithmIdentificationSequence(
         name=f"{producer.software} forgery detection"
         + (f" ({model['name']})" if model.get("name") else ""),
@@ -107,7 +117,7 @@ def build_seg(
     else:
         pixels = (m >= float(threshold)).astype(np.uint8)
         extra = {}
-    fp = producer.fingerprint()
+    fp = model_fingerprint(producer, model)
     seg = hd.seg.Segmentation(
         source_images=[ref],
         pixel_array=pixels,
@@ -133,9 +143,18 @@ def build_seg(
             responsible_organization=C.SCHEME_OWNER)],
         **extra,
     )
-    if "ImageOrientationPatient" not in ref and "PatientOrientation" not in seg:
-        # General Image module, Type 2C for images without a patient coordinate system
-        seg.PatientOrientation = ref.get("PatientOrientation", "")
+    if "ImageOrientationPatient" not in ref:
+        # a projection image (DX, CR, MG, ...): no patient coordinate system
+        if "PatientOrientation" not in seg:  # General Image module, Type 2C for these
+            seg.PatientOrientation = ref.get("PatientOrientation", "")
+        # highdicom copies the source's Pixel Spacing into a Pixel Measures item without
+        # Slice Thickness, which highdicom's own reader (and viewers built on it) refuse;
+        # the SEG is pixel-for-pixel with its source (Derivation Image Sequence), so the
+        # spacing is the source's and the item is left out
+        for group in seg.get("SharedFunctionalGroupsSequence") or []:
+            measures = group.get("PixelMeasuresSequence")
+            if measures and "SliceThickness" not in measures[0]:
+                del group.PixelMeasuresSequence
     if producer.institution:
         seg.InstitutionName = producer.institution
     return seg

@@ -22,7 +22,8 @@ codes in docs/dicom.md)::
                    mean probability, TEXT cue; for a copy-move: partner outline, role
                    (pasted copy / copy source / undetermined), transform, evidence
 
-Results come as the JSON-able dicts that ``medforensics identify --json`` and
+Each section names the model behind it (architecture, run, weights SHA-256, run
+integrity) from the result's ``model`` entry. Results come as the JSON-able dicts that ``medforensics identify --json`` and
 ``medforensics forgery detect --json`` print (``Verdict.to_dict()`` merged with its
 ``extra``; ``FileResult.to_dict()``), so this module needs neither the models nor torch.
 """
@@ -37,7 +38,13 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from medforensics.pacs import codes as C
-from medforensics.pacs.common import Producer, derived_uid, require, source_header
+from medforensics.pacs.common import (
+    Producer,
+    derived_uid,
+    model_fingerprint,
+    require,
+    source_header,
+)
 from medforensics.pacs.errors import DicomBuildError
 
 __all__ = ["SR_SERIES_NUMBER", "build_report", "report_summary"]
@@ -125,15 +132,21 @@ class _Tree:
 
 
 def _software(t: _Tree, producer: Producer) -> Any:
-    m = producer.model or {}
     return t.container(C.code("software"), [
         t.text(C.dcm("111001", "Algorithm Name"), producer.software),
         t.text(C.dcm("111003", "Algorithm Version"), producer.resolved_version()),
+    ])
+
+
+def _model(t: _Tree, model: Mapping[str, Any] | None) -> list[Any]:
+    """The items naming the model behind one result (its ``model`` entry)."""
+    m = model or {}
+    return [
         t.text(C.code("model_name"), m.get("name")),
         t.text(C.code("model_run"), m.get("run")),
         t.text(C.code("weights_sha256"), m.get("sha256")),
         t.text(C.code("run_integrity"), m.get("run_integrity")),
-    ])
+    ]
 
 
 def _identify_section(t: _Tree, res: Mapping[str, Any]) -> Any:
@@ -168,6 +181,7 @@ def _identify_section(t: _Tree, res: Mapping[str, Any]) -> Any:
         t.text(C.code("header_unit"), res.get("unit_claim")),
         t.text(C.code("model_knowledge"), res.get("model_knowledge")),
         t.text(C.code("verdict_statement"), res.get("message")),
+        *_model(t, res.get("model")),
     ])
 
 
@@ -208,6 +222,7 @@ def _forgery_section(t: _Tree, res: Mapping[str, Any], ref: Dataset,
         t.num(C.code("ela_score"), res.get("ela_score"), unit=_PERCENT),
         t.text(C.code("inconclusive_reason"), res.get("inconclusive_reason")),
         t.text(C.code("method"), res.get("method")),
+        *_model(t, res.get("model")),
         t.image(C.code("probability_map"), seg, segment=1) if seg is not None else None,
         *areas,
         *(t.text(C.code("note"), n) for n in list(res.get("notes") or [])[:MAX_AREAS]),
@@ -232,11 +247,15 @@ def build_report(
         forgery: a ``forgery detect`` result (``FileResult.to_dict()`` of a done file).
         seg: the Segmentation written for ``forgery`` (:func:`medforensics.pacs.seg.build_seg`);
             the SR then references its segment 1 and lists it as evidence.
-        producer: software and model identity (also seeds the UIDs).
+        producer: the software (name, version, institution).
         sop_instance_uid: this document's UID (default: derived from the source instance,
-            the sections present and the producer, so the same analysis gives the same UID).
-        series_instance_uid: its series (default: derived from the study and the producer:
-            one result series per study and model).
+            the sections present, the software and the results' models, so the same
+            analysis gives the same UID).
+        series_instance_uid: its series (default: derived from the study, the software and
+            the models: one result series per study and model).
+
+    Each result may carry a ``model`` entry (``name``, ``run``, ``sha256`` of the weights,
+    ``run_integrity``), written into its section and used for the UIDs.
 
     Returns:
         a ``highdicom.sr.ComprehensiveSR`` (a ``pydicom.Dataset``).
@@ -264,7 +283,8 @@ def build_report(
         _forgery_section(t, forgery, ref, seg) if forgery is not None else None,
     ], rel=None)
     evidence = [ref] + ([source_header(seg)] if seg is not None else [])
-    fp = producer.fingerprint()
+    fp = model_fingerprint(producer, (identify or {}).get("model"),
+                           (forgery or {}).get("model"))
     sr = hd.sr.ComprehensiveSR(
         evidence=evidence,
         content=content,
