@@ -215,7 +215,7 @@ class PacsClient:
 
     # ------------------------------------------------------------------ STOW
     def store(self, datasets: Sequence[Dataset]) -> StoreOutcome:
-        """Store data sets (one STOW-RS request; they must share one study).
+        """Store data sets (STOW-RS, one request per study among them).
 
         Returns:
             :class:`StoreOutcome`; a partial failure (HTTP 202) lists the refused ones.
@@ -223,15 +223,17 @@ class PacsClient:
         Raises:
             PacsError subclasses (a complete failure: HTTP 409 is a PacsRequestError).
         """
-        if not datasets:
-            return StoreOutcome((), ())
-        study = str(datasets[0].StudyInstanceUID)
-        resp = self._call(f"store {len(datasets)} object(s) (STOW-RS)",
-                          self._client.store_instances, list(datasets),
-                          study_instance_uid=study)
-        stored = tuple(str(i.ReferencedSOPInstanceUID)
-                       for i in (resp.get("ReferencedSOPSequence") or []))
-        failed = tuple((str(i.get("ReferencedSOPInstanceUID", "")),
+        by_study: dict[str, list[Dataset]] = {}
+        for ds in datasets:
+            by_study.setdefault(str(ds.StudyInstanceUID), []).append(ds)
+        stored: list[str] = []
+        failed: list[tuple[str, int | None]] = []
+        for study, group in by_study.items():
+            resp = self._call(f"store {len(group)} object(s) of study {study} (STOW-RS)",
+                              self._client.store_instances, group, study_instance_uid=study)
+            stored += [str(i.ReferencedSOPInstanceUID)
+                       for i in (resp.get("ReferencedSOPSequence") or [])]
+            failed += [(str(i.get("ReferencedSOPInstanceUID", "")),
                         int(i.FailureReason) if "FailureReason" in i else None)
-                       for i in (resp.get("FailedSOPSequence") or []))
-        return StoreOutcome(stored, failed)
+                       for i in (resp.get("FailedSOPSequence") or [])]
+        return StoreOutcome(tuple(stored), tuple(failed))
