@@ -176,7 +176,7 @@ def _identify_section(t: _Tree, res: Mapping[str, Any]) -> Any:
         t.num(C.code("feature_threshold"), res.get("feature_threshold")),
         t.num(C.code("informative_windows"), res.get("informative_windows")),
         *top,
-        t.text(C.code("matched_unit"), res.get("unit") if "unit" in res else None),
+        t.text(C.code("matched_unit"), (res.get("unit") or "none") if "unit" in res else None),
         t.num(C.code("unit_pce"), res.get("unit_score"), unit=_PCE),
         t.text(C.code("header_unit"), res.get("unit_claim")),
         t.text(C.code("model_knowledge"), res.get("model_knowledge")),
