@@ -14,15 +14,15 @@ import pytest
 pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 
-from _helpers import one_torch_thread  # noqa: E402,F401
-from _orthanc import orthanc  # noqa: E402,F401
-from fixtures_service import service_archive, source_run  # noqa: E402,F401
-from typer.testing import CliRunner  # noqa: E402
+from _helpers import one_torch_thread
+from _orthanc import orthanc
+from fixtures_service import service_archive, source_run
+from typer.testing import CliRunner
 
-from medforensics.cli import app  # noqa: E402
-from medforensics.pacs.dicomweb import PacsClient  # noqa: E402
-from medforensics.pacs.seg import seg_mask  # noqa: E402
-from medforensics.pacs.sr import report_summary  # noqa: E402
+from medforensics.cli import app
+from medforensics.pacs.dicomweb import PacsClient
+from medforensics.pacs.seg import seg_mask
+from medforensics.pacs.sr import report_summary
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -43,7 +43,7 @@ def _invoke(args: list[str]):
     return res.exit_code, res.output
 
 
-def test_scan_stores_results_a_pacs_serves(orthanc, service_archive, tmp_path):  # noqa: F811
+def test_scan_stores_results_a_pacs_serves(orthanc, service_archive, tmp_path):
     images = _pick(service_archive.paths)
     client = PacsClient(orthanc.dicomweb, user=orthanc.user, password=orthanc.password)
     up = client.store([pydicom.dcmread(p) for p in images])
@@ -108,7 +108,7 @@ def test_scan_stores_results_a_pacs_serves(orthanc, service_archive, tmp_path): 
     assert len(list(client.search())) == len(found)
 
 
-def test_scan_errors_are_clear(orthanc, tmp_path):  # noqa: F811
+def test_scan_errors_are_clear(orthanc, tmp_path):
     code, out = _invoke(["pacs", "scan", orthanc.dicomweb, "--forgery", "none",
                          "--user", orthanc.user, "--password", "wrong"])
     assert code == 2 and "HTTP 401" in out and "--user/--password" in out

@@ -12,18 +12,18 @@ import pytest
 
 pytest.importorskip("highdicom")
 
-from medforensics.errors import ConfigError  # noqa: E402
-from medforensics.pacs.dicomweb import InstanceRef, PacsClient, StoreOutcome  # noqa: E402
-from medforensics.pacs.errors import (  # noqa: E402
+from medforensics.errors import ConfigError
+from medforensics.pacs.dicomweb import InstanceRef, PacsClient, StoreOutcome
+from medforensics.pacs.errors import (
     PacsAuthError,
     PacsRequestError,
     PacsServerError,
     PacsUnreachableError,
     ScanStateError,
 )
-from medforensics.pacs.scan import is_image_sop_class, scan  # noqa: E402
-from medforensics.pacs.seg import seg_mask  # noqa: E402
-from medforensics.pacs.sr import report_summary  # noqa: E402
+from medforensics.pacs.scan import is_image_sop_class, scan
+from medforensics.pacs.seg import seg_mask
+from medforensics.pacs.sr import report_summary
 
 
 class FakePacs:
@@ -237,3 +237,29 @@ def test_client_errors_are_specific(monkeypatch):
     assert isinstance(client._error(answer(404), "x"), PacsRequestError)
     err = client._error(answer(503), "search")
     assert isinstance(err, PacsServerError) and err.status == 503 and "HTTP 503" in str(err)
+
+
+def test_forgery_detect_dicom_out(archive, tmp_path):
+    """``forgery detect --dicom-out``: SEG + SR for a DICOM image, a stderr line for a PNG."""
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+    from medforensics.io import read_image, write_png16
+
+    png = tmp_path / "export.png"
+    write_png16(png, read_image(archive[0]).pixels.astype(np.uint16))
+    out = tmp_path / "dicom"
+    res = CliRunner().invoke(app, ["forgery", "detect", "none", str(archive[0]), str(png),
+                                   "--json", "--dicom-out", str(out), "--seg", "binary"])
+    assert res.exit_code == 0, res.output
+    assert "no DICOM result for" in res.output and "PNG" in res.output
+    sop = pydicom.dcmread(archive[0], stop_before_pixels=True).SOPInstanceUID
+    seg = pydicom.dcmread(out / f"{sop}_forgery_seg.dcm")
+    sr = pydicom.dcmread(out / f"{sop}_forgery_sr.dcm")
+    assert seg.SegmentationType == "BINARY"
+    assert report_summary(sr)["seg"] == seg.SOPInstanceUID
+    line = json.loads(next(ln for ln in res.output.splitlines() if ln.startswith("{")))
+    assert report_summary(sr)["forgery_verdict"] is not None and line["status"] == "done"
+    bad = CliRunner().invoke(app, ["forgery", "detect", "none", str(archive[0]),
+                                   "--dicom-out", str(out), "--seg", "labelmap"])
+    assert bad.exit_code == 2 and "--seg" in bad.output

@@ -142,9 +142,11 @@ def identify_dicom_out(results: Iterator[tuple[Any, dict]], out: Optional[Path],
     if out is None:
         yield from results
         return
+    from medforensics.errors import MedForensicsError
+
     try:
         _dicom_ready(out)
-    except Exception as exc:  # noqa: BLE001 - MedForensicsError subclasses, shown to the user
+    except MedForensicsError as exc:
         _fail(exc)
     model = model_identity(run, getattr(predictor, "run_integrity", None))
     for v, extra in results:
@@ -161,10 +163,12 @@ def forgery_dicom_out(results: Iterator[Any], out: Optional[Path], run: Any, det
     if out is None:
         yield from results
         return
+    from medforensics.errors import MedForensicsError
+
     try:
         kind = _check_seg(seg)
         _dicom_ready(out)
-    except Exception as exc:  # noqa: BLE001 - MedForensicsError subclasses, shown to the user
+    except MedForensicsError as exc:
         _fail(exc)
     model = model_identity(run, getattr(detector, "run_integrity", None),
                            default_name=f"{getattr(detector, 'method', 'cues')} (training-free)")

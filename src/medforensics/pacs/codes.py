@@ -21,9 +21,9 @@ from pydicom.sr.coding import Code
 
 __all__ = [
     "CODES",
+    "COPY_ROLES",
     "FORGERY_VERDICTS",
     "IDENTIFY_VERDICTS",
-    "COPY_ROLES",
     "SCHEME",
     "SCHEME_NAME",
     "SCHEME_VERSION",

@@ -20,8 +20,8 @@ from medforensics.pacs.errors import DicomBuildError, MissingDicomExtraError
 
 __all__ = [
     "Producer",
-    "model_fingerprint",
     "derived_uid",
+    "model_fingerprint",
     "require",
     "source_header",
     "write_dataset",
@@ -129,7 +129,7 @@ def source_header(source: Dataset | str | os.PathLike[str]) -> Dataset:
                 "(SOP Instance UID, study, series); DICOM results need a DICOM source")
         try:
             ds = dcmread(name, stop_before_pixels=True, force=True)
-        except Exception as exc:  # pragma: no cover - read_header parsed it already
+        except (OSError, ValueError, EOFError, AttributeError, KeyError) as exc:
             raise ReadError(f"cannot parse the header: {exc}", name) from None
     header = Dataset()  # new top level: the caller's data set is left as it was
     for elem in ds:
