@@ -13,7 +13,7 @@
 
 This package takes analysis results as the JSON-able dicts that ``identify`` and
 ``forgery detect`` produce, and analyses through callables handed in by the caller, so it
-needs neither torch nor the models. highdicom, dicomweb-client and pynetdicom come with the
+needs neither torch nor the models. highdicom and dicomweb-client come with the
 ``dicom`` extra (``pip install 'medforensics[dicom]'``); a missing one raises
 :class:`~medforensics.pacs.errors.MissingDicomExtraError` naming the install command.
 """
