@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 forgery_app = typer.Typer(help="Forgery detection and localization.", no_args_is_help=True)
 app.add_typer(forgery_app, name="forgery")
+from medforensics.cli_pacs import DICOM_OUT_OPT, SEG_OPT, pacs_app  # noqa: E402
+app.add_typer(pacs_app, name="pacs")
 
 
 @app.callback()
@@ -604,6 +606,7 @@ def identify_cmd(
     shard: str = _SHARD_OPT,
     out: Optional[Path] = _OUT_OPT,
     allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
+    dicom_out: Optional[Path] = DICOM_OUT_OPT,
 ) -> None:
     """Which device made each image? consistent / MISMATCH / UNKNOWN / claim-not-in-model /
     no-header-claim / insufficient-evidence / unreadable verdicts.
@@ -649,6 +652,8 @@ def identify_cmd(
         verdicts.clear()
 
     results = identify_files(predictor, files, workers=workers)
+    from medforensics.cli_pacs import identify_dicom_out
+    results = identify_dicom_out(results, dicom_out, run, predictor)
     try:
         for v, extra in _files_progress(results, len(files), "identify" + where, progress):
             if write is not None:
@@ -891,6 +896,8 @@ def forgery_detect_cmd(
     shard: str = _SHARD_OPT,
     out: Optional[Path] = _OUT_OPT,
     allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
+    dicom_out: Optional[Path] = DICOM_OUT_OPT,
+    seg: str = SEG_OPT,
 ) -> None:
     """Forgery score, verdict, forged area and ELA score per image (unreadable files reported).
 
@@ -919,6 +926,8 @@ def forgery_detect_cmd(
     if maps is not None and where:  # map names are unique per process: one folder per shard
         maps = maps / "part-{}-of-{}".format(*part)
     results = detect_files(det, files, write_files=None if maps is None else MapWriter(maps))
+    from medforensics.cli_pacs import forgery_dicom_out
+    results = forgery_dicom_out(results, dicom_out, run, det, seg)
     try:
         for fr in _files_progress(results, len(files), "detect" + where, progress):
             if fr.result is None:

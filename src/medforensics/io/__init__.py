@@ -4,6 +4,8 @@ Public API:
 
 - :func:`read_image` ``(path, *, frame=0, force=False, max_pixels=2**30) -> Image``: one frame
   as float32 (H, W) stored values after the Modality LUT, MONOCHROME1 inverted, no windowing.
+  ``path`` may also be a binary file object or a ``pydicom`` Dataset held in memory (what a
+  DICOM network receiver or a DICOMweb retrieve gives), read under the same contract.
 - :func:`iter_frames`: every frame of a file, same contract.
 - :func:`read_header` ``(path, *, force=False) -> ImageMeta``: header only (stop before pixels).
 - :func:`check_header`: the pre-decode checks on a header (classify files without decoding).

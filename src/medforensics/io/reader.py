@@ -3,6 +3,9 @@
 
 The file type is decided from its first bytes (never from the extension): DICOM (preamble +
 ``DICM``, or a bare data set starting with group 0000/0002/0008), PNG, JPEG or TIFF.
+A :class:`pydicom.dataset.Dataset` already in memory (what a DICOM network receiver or a
+DICOMweb retrieve hands over) is accepted too: it is encoded once into an in-memory DICOM
+file and read from there, so it goes through exactly the checks and decoding of a file.
 Every failure is a :class:`~medforensics.errors.ReadError` subclass; see
 ``docs`` of :mod:`medforensics.io` for the mapping.
 """
@@ -10,22 +13,30 @@ Every failure is a :class:`~medforensics.errors.ReadError` subclass; see
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 from collections.abc import Generator, Iterator
 from typing import IO, Union
 
 import numpy as np
+from pydicom import uid as _uid
+from pydicom.dataset import Dataset, FileMetaDataset
 
-from medforensics.errors import FileAccessError, NotDicomError
+from medforensics.errors import (
+    CorruptHeaderError,
+    FileAccessError,
+    MissingFileMetaError,
+    NotDicomError,
+)
 from medforensics.io import dicom as _dicom
 from medforensics.io import dicom_pixels as _pixels
 from medforensics.io import raster as _raster
 from medforensics.io.meta import DEFAULT_MAX_PIXELS, Image, ImageMeta
 
-__all__ = ["PathOrFile", "iter_frames", "read_header", "read_image", "read_stored", "sniff"]
+__all__ = ["PathOrFile", "dataset_name", "iter_frames", "read_header", "read_image", "read_stored", "sniff"]
 
-PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
+PathOrFile = Union[str, "os.PathLike[str]", IO[bytes], Dataset]
 
 _VRS = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
@@ -71,9 +82,59 @@ def sniff(head: bytes) -> str:
     )
 
 
+def dataset_name(ds: Dataset) -> str:
+    """Display name of an in-memory data set: ``<dataset SOPInstanceUID>`` (``meta.path``)."""
+    uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+    return f"<dataset {uid}>" if uid else "<dataset>"
+
+
+def _encode_dataset(ds: Dataset, name: str, force: bool) -> IO[bytes]:
+    """``ds`` as an in-memory DICOM file (preamble, file meta, data set).
+
+    The transfer syntax is the one in ``ds.file_meta``, else the encoding the data set was
+    read with. A data set with neither is refused unless ``force``, which assumes Explicit
+    VR Little Endian (right for native pixel data only; compressed pixel data then fails
+    with the reader's usual errors). ``ds`` itself is not changed.
+
+    Raises:
+        MissingFileMetaError: no transfer syntax can be told and ``force`` is False.
+        CorruptHeaderError: pydicom cannot encode the data set (malformed values).
+    """
+    meta = getattr(ds, "file_meta", None)
+    if not (meta is not None and meta.get("TransferSyntaxUID")):
+        implicit, little = tuple(getattr(ds, "original_encoding", (None, None)))
+        if implicit is not None and little is not None:
+            ts = (_uid.ImplicitVRLittleEndian if implicit else
+                  _uid.ExplicitVRLittleEndian if little else _uid.ExplicitVRBigEndian)
+        elif force:
+            ts = _uid.ExplicitVRLittleEndian
+        else:
+            raise MissingFileMetaError(
+                "the data set has no Transfer Syntax UID (file_meta) and no known encoding: "
+                "set ds.file_meta.TransferSyntaxUID, or pass force=True to assume Explicit "
+                "VR Little Endian", name)
+        ds = Dataset(ds)  # a new top level sharing the elements: the caller's stays as it was
+        ds.file_meta = FileMetaDataset(meta or Dataset())
+        ds.file_meta.TransferSyntaxUID = ts
+    buf = io.BytesIO()
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError,
+            struct.error) as exc:
+        raise CorruptHeaderError(f"the data set cannot be encoded: {exc}", name) from None
+    buf.seek(0)
+    buf.name = name  # type: ignore[attr-defined]
+    return buf
+
+
 @contextlib.contextmanager
-def _open(path: PathOrFile) -> Iterator[tuple[IO[bytes], str]]:
-    """Open ``path`` (or use the given binary file object) and yield (file, display name)."""
+def _open(path: PathOrFile, force: bool = False) -> Iterator[tuple[IO[bytes], str]]:
+    """Open ``path`` (or use the given binary file object, or encode the given data set) and
+    yield (file, display name)."""
+    if isinstance(path, Dataset):
+        name = dataset_name(path)
+        yield _encode_dataset(path, name, force), name
+        return
     if hasattr(path, "read") and hasattr(path, "seek"):
         fp = path  # type: ignore[assignment]
         name = str(getattr(fp, "name", "<stream>"))
@@ -117,9 +178,10 @@ def read_header(path: PathOrFile, *, force: bool = False) -> ImageMeta:
     with :func:`medforensics.io.check_header` without decoding them.
 
     Args:
-        path: file path or a seekable binary file object.
+        path: file path, a seekable binary file object, or a ``pydicom`` Dataset.
         force: read DICOM without file meta (ACR-NEMA style), assuming an uncompressed
-            transfer syntax with the encoding detected from the first element.
+            transfer syntax with the encoding detected from the first element (for a
+            Dataset without a transfer syntax: Explicit VR Little Endian).
 
     Returns:
         The :class:`ImageMeta`.
@@ -128,7 +190,7 @@ def read_header(path: PathOrFile, *, force: bool = False) -> ImageMeta:
         FileAccessError, NotDicomError, MissingFileMetaError, CorruptHeaderError, DecodeError
         (broken raster header), ImageTooLargeError (Pillow's bomb guard).
     """
-    with _open(path) as (fp, name):
+    with _open(path, force) as (fp, name):
         kind, head = _kind(fp, name)
         if kind in ("png", "jpeg", "tiff"):
             return _raster.read_raster_header(fp, name, kind, head)
@@ -146,7 +208,7 @@ def _iter(
     max_pixels: int,
     stored: bool,
 ) -> Generator[Image, None, None]:
-    with _open(path) as (fp, name):
+    with _open(path, force) as (fp, name):
         kind, head = _kind(fp, name)
         if kind in ("png", "jpeg", "tiff"):
             if stored:
@@ -205,7 +267,8 @@ def read_image(
     decoding.
 
     Args:
-        path: file path or a seekable binary file object.
+        path: file path, a seekable binary file object, or a ``pydicom`` Dataset (e.g. from
+            a DICOM network receiver; ``meta.path`` is then ``<dataset SOPInstanceUID>``).
         frame: frame index for multi-frame files (``meta.n_frames`` tells how many).
         force: read DICOM without file meta (ACR-NEMA style), see :func:`read_header`.
         max_pixels: decompression-bomb guard on Rows x Columns x Frames (default 2**30).

@@ -1,0 +1,331 @@
+"""Command line of the PACS side: ``medforensics pacs scan`` and the ``--dicom-out`` option
+of ``identify`` and ``forgery detect``.
+
+The library (:mod:`medforensics.pacs`) takes results as dicts and analyses through
+callables; this module builds those callables from the runs (source predictor, forgery
+detector) and names the model behind each result (architecture, run folder, weights
+SHA-256, run integrity). Heavy imports happen inside the functions so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+log = logging.getLogger(__name__)
+
+pacs_app = typer.Typer(
+    help="Results a PACS understands: scan a PACS over DICOMweb and store DICOM SR / SEG "
+    "results back (docs/dicom.md).", no_args_is_help=True)
+
+#: the ``--dicom-out`` option of ``identify`` and ``forgery detect``
+DICOM_OUT_OPT = typer.Option(
+    None, "--dicom-out", help="Also write DICOM results here: a Comprehensive SR per DICOM "
+    "image (and, for forgery detect, a SEG of the map), named <SOPInstanceUID>_*.dcm "
+    "(needs the dicom extra; docs/dicom.md).")
+#: the ``--seg`` option
+SEG_OPT = typer.Option(
+    "fractional", "--seg", help="SEG of the forgery map: fractional (probabilities), binary "
+    "(the forged-area mask) or none.")
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2) from None
+
+
+def _quiet_libraries() -> None:
+    """highdicom and dicomweb-client log every step at INFO: keep them to warnings unless
+    the command runs with --verbose."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("highdicom", "dicomweb_client"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def model_identity(run: Optional[Path | str], integrity: Optional[str],
+                   default_name: str = "") -> dict[str, Any]:
+    """The ``model`` entry of a result: ``name``, ``run`` (folder name), ``sha256`` of the
+    weights and ``run_integrity``, from the run's ``model.json`` / ``run.json`` (already
+    verified by the loader). ``run`` None or ``"none"``: only ``default_name``."""
+    out: dict[str, Any] = {}
+    if run is None or str(run).lower() in ("none", "cues") and not Path(str(run)).is_dir():
+        out["name"] = default_name or "training-free"
+        return out
+    folder = Path(run)
+    meta = _read_json(folder / "model.json")
+    files = dict(_read_json(folder / "run.json").get("files") or {})
+    out["name"] = str(meta.get("name") or meta.get("method") or default_name or "")
+    out["run"] = folder.resolve().name
+    sha = meta.get("weights_sha256") or next(
+        (files[k] for k in ("model.safetensors", "combiner.safetensors") if k in files), None)
+    if sha:
+        out["sha256"] = str(sha)
+    if integrity:
+        out["run_integrity"] = integrity
+    return {k: v for k, v in out.items() if v}
+
+
+def _check_seg(seg: str) -> Optional[str]:
+    from medforensics.errors import ConfigError
+
+    kind = seg.strip().lower()
+    if kind == "none":
+        return None
+    if kind not in ("fractional", "binary"):
+        raise ConfigError(f"--seg must be fractional, binary or none, got {seg!r}")
+    return kind
+
+
+def _dicom_ready(out: Path) -> None:
+    from medforensics.pacs.common import require
+
+    require("highdicom")
+    _quiet_libraries()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from medforensics.errors import ConfigError
+
+        raise ConfigError(f"--dicom-out {out}: cannot create ({exc.strerror or exc})") from None
+
+
+def _write_results(out: Path, path: str, what: str, *, identify: Optional[dict] = None,
+                   forgery: Optional[dict] = None, prob_map: Any = None,
+                   seg_kind: Optional[str] = None) -> list[str]:
+    """Write the SR (and SEG) of one file; a file that cannot get one is reported on stderr
+    and the batch goes on."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.pacs.common import source_header, write_dataset
+    from medforensics.pacs.seg import build_seg
+    from medforensics.pacs.sr import build_report
+
+    try:
+        src = source_header(path)
+        seg = None
+        if forgery is not None and prob_map is not None and seg_kind:
+            seg = build_seg(src, prob_map, kind=seg_kind,
+                            threshold=float(forgery.get("map_threshold") or 0.5),
+                            model=forgery.get("model"))
+        sr = build_report(src, identify=identify, forgery=forgery, seg=seg)
+        written = []
+        for obj, suffix in ((seg, "seg"), (sr, "sr")):
+            if obj is not None:
+                target = out / f"{src.SOPInstanceUID}_{what}_{suffix}.dcm"
+                write_dataset(obj, target)
+                written.append(str(target))
+        return written
+    except MedForensicsError as exc:
+        typer.echo(f"no DICOM result for {path}: {exc}", err=True)
+    except OSError as exc:
+        typer.echo(f"no DICOM result for {path}: cannot write ({exc.strerror or exc})",
+                   err=True)
+    return []
+
+
+def identify_dicom_out(results: Iterator[tuple[Any, dict]], out: Optional[Path],
+                       run: Path, predictor: Any) -> Iterator[tuple[Any, dict]]:
+    """``identify --dicom-out``: pass the ``(Verdict, extra)`` pairs through, writing an SR
+    for every DICOM image on the way (unreadable files get none)."""
+    if out is None:
+        yield from results
+        return
+    from medforensics.errors import MedForensicsError
+
+    try:
+        _dicom_ready(out)
+    except MedForensicsError as exc:
+        _fail(exc)
+    model = model_identity(run, getattr(predictor, "run_integrity", None))
+    for v, extra in results:
+        if v.verdict != "unreadable" and v.path:
+            _write_results(out, v.path, "identify",
+                           identify={**v.to_dict(), **extra, "model": model})
+        yield v, extra
+
+
+def forgery_dicom_out(results: Iterator[Any], out: Optional[Path], run: Any, detector: Any,
+                      seg: str = "fractional") -> Iterator[Any]:
+    """``forgery detect --dicom-out``: pass the ``FileResult`` records through, writing a SEG
+    of the map and an SR for every analysed DICOM image on the way."""
+    if out is None:
+        yield from results
+        return
+    from medforensics.errors import MedForensicsError
+
+    try:
+        kind = _check_seg(seg)
+        _dicom_ready(out)
+    except MedForensicsError as exc:
+        _fail(exc)
+    model = model_identity(run, getattr(detector, "run_integrity", None),
+                           default_name=f"{getattr(detector, 'method', 'cues')} (training-free)")
+    for fr in results:
+        if fr.result is not None:
+            _write_results(out, fr.path, "forgery",
+                           forgery={**fr.to_dict(), "model": model},
+                           prob_map=fr.result.prob_map, seg_kind=kind)
+        yield fr
+
+
+def _parse_filters(items: List[str], modality: Optional[str]) -> dict[str, str]:
+    from medforensics.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for it in items:
+        key, sep, value = it.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--filter {it!r}: expected KEYWORD=VALUE, e.g. "
+                              "StudyDate=20240101-20240131")
+        out[key.strip()] = value.strip()
+    if modality:
+        out["Modality"] = modality
+    return out
+
+
+def _analysers(source_run: Optional[Path], forgery: Optional[str], device: str,
+               allow_modified: bool) -> tuple[Any, Any]:
+    """The ``image -> result dict`` callables of ``pacs scan`` (None when not asked for)."""
+    analyse_source = analyse_forgery = None
+    if source_run is not None:
+        from medforensics.source.predictor import SourcePredictor, identify_image
+
+        pred = SourcePredictor.from_run(source_run, device=device, allow_modified=allow_modified)
+        smodel = model_identity(source_run, pred.run_integrity)
+
+        def analyse_source(image: Any) -> dict[str, Any]:
+            v, extra = identify_image(pred, image.pixels, image.meta, path=image.meta.path)
+            return {**v.to_dict(), **extra, "model": smodel}
+
+    if forgery is not None:
+        from medforensics.forgery.detector import ForgeryDetector
+
+        det = ForgeryDetector.from_run(forgery, device=device, allow_modified=allow_modified)
+        fmodel = model_identity(forgery, det.run_integrity,
+                                default_name=f"{det.method} (training-free)")
+
+        def analyse_forgery(image: Any) -> dict[str, Any]:
+            r = det.detect(image.pixels, image.meta)
+            return {"path": image.meta.path, "status": "done", **r.to_dict(),
+                    "model": fmodel, "prob_map": r.prob_map}
+
+    return analyse_source, analyse_forgery
+
+
+def _item_line(item: Any) -> str:
+    if item.status in ("skipped", "failed"):
+        return f"{item.sop}: {item.status} ({item.reason}): {item.message}"
+    if item.status == "resumed":
+        return f"{item.sop}: finished in an earlier run"
+    parts = []
+    if item.identify:
+        named = item.identify.get("named") or "UNKNOWN"
+        parts.append(f"source {item.identify.get('verdict')} (named: {named})")
+    if item.forgery:
+        score = item.forgery.get("score")
+        parts.append(f"forgery {item.forgery.get('verdict')}"
+                     + (f" (score {score:.3f})" if isinstance(score, float) else ""))
+    where = "stored" if item.stored else ("written" if item.files else "not kept")
+    return f"{item.sop}: " + "; ".join(parts) + f"; SR {item.sr}" + \
+        (f", SEG {item.seg}" if item.seg else "") + f" {where}"
+
+
+@pacs_app.command("scan")
+def scan_cmd(
+    url: str = typer.Argument(..., help="DICOMweb root, e.g. https://pacs.example.org/dicom-web"),
+    source_run: Optional[Path] = typer.Option(
+        None, "--source-run", help="Trained, calibrated source run: identify every image."),
+    forgery: Optional[str] = typer.Option(
+        None, "--forgery", help="Forgery run folder, or 'none' for the training-free cues: "
+        "detect forgeries in every image."),
+    study: Optional[str] = typer.Option(None, "--study", help="Only this Study Instance UID."),
+    series: Optional[str] = typer.Option(
+        None, "--series", help="Only this Series Instance UID (with --study)."),
+    modality: Optional[str] = typer.Option(None, "--modality", help="Only this modality."),
+    filters: List[str] = typer.Option(
+        [], "--filter", help="QIDO matching key KEYWORD=VALUE (repeatable), e.g. "
+        "StudyDate=20240101-20240131."),
+    store: bool = typer.Option(
+        False, "--store", help="Store the SR / SEG results back into the PACS (STOW-RS)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Also write the SR / SEG files here (<SOPInstanceUID>_sr.dcm, "
+        "_seg.dcm)."),
+    seg: str = SEG_OPT,
+    state: Optional[Path] = typer.Option(
+        None, "--state", help="Resumable state file (JSON lines): a re-run skips what is "
+        "finished."),
+    user: Optional[str] = typer.Option(
+        None, "--user", envvar="MEDFORENSICS_PACS_USER", help="HTTP basic user."),
+    password: Optional[str] = typer.Option(
+        None, "--password", envvar="MEDFORENSICS_PACS_PASSWORD",
+        help="HTTP basic password (better: the MEDFORENSICS_PACS_PASSWORD variable)."),
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar="MEDFORENSICS_PACS_TOKEN",
+        help="Bearer token (better: the MEDFORENSICS_PACS_TOKEN variable)."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA file for TLS."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Skip TLS certificate checks (test servers only)."),
+    timeout: float = typer.Option(30.0, "--timeout", min=1.0, help="Seconds per request."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Stop after this many images analysed."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of text."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    allow_modified_run: bool = typer.Option(
+        False, "--allow-modified-run", help="Load runs whose files differ from run.json "
+        "(results then say run_integrity 'modified')."),
+) -> None:
+    """Search a PACS (QIDO-RS), stream each image (WADO-RS), identify its source and / or
+    detect forgeries, and write / store a Comprehensive SR (+ a SEG of the forgery map).
+
+    Non-image objects (SR, SEG, presentation states, ...) are skipped without download.
+    Exit status: 0 all analysed or skipped, 1 some failed (tried again by a re-run with
+    the same --state), 2 an error stopped the scan (unreachable server, refused
+    credentials, unusable run or state file)."""
+    from medforensics.errors import MedForensicsError
+    from medforensics.pacs.dicomweb import PacsClient
+    from medforensics.pacs.scan import scan
+
+    _quiet_libraries()
+    try:
+        kind = _check_seg(seg)
+        query = _parse_filters(filters, modality)
+        client = PacsClient(url, user=user, password=password, token=token,
+                            ca_bundle=None if ca_bundle is None else str(ca_bundle),
+                            insecure=insecure, timeout=timeout)
+        if source_run is None and forgery is None:
+            from medforensics.errors import ConfigError
+
+            raise ConfigError("nothing to analyse: give --source-run RUN and / or --forgery "
+                              "RUN|none")
+        analyse_source, analyse_forgery = _analysers(source_run, forgery, device,
+                                                     allow_modified_run)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+
+    def on_item(item: Any) -> None:
+        typer.echo(json.dumps(item.to_dict()) if as_json else _item_line(item))
+
+    try:
+        summary = scan(client, study=study, series=series, filters=query,
+                       analyse_source=analyse_source, analyse_forgery=analyse_forgery,
+                       store=store, out_dir=out, seg_kind=kind, state=state, limit=limit,
+                       on_item=on_item)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    typer.echo(summary.line(), err=True)
+    if summary.failed:
+        raise typer.Exit(1)
