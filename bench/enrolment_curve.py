@@ -15,7 +15,7 @@ in ``docs/openset.md``): how many patients per device model, and what the verdic
    ``--test-patients`` test patients; validation and test are the same for every K. For
    K = 2, 4, 8, 16 training patients per model (K / 2 per unit, nested: the K = 4 patients
    include the K = 2 ones) a ``patch`` model is trained with the default settings (outlier
-   exposure on) for ``--epochs`` epochs, calibrated (:func:`medforensics.source.predictor.calibrate_run`)
+   exposure on) for ``--epochs`` epochs, calibrated (:func:`medforensics.source.calibrate.calibrate_run`)
    and its units enrolled from the training patients (:func:`medforensics.source.predictor.enroll_units`),
    as ``medforensics train`` does. On the test images it measures, with 95 % bootstrap
    intervals over test patients: (a) model named right by the full verdict, (b) top-1 model
@@ -137,7 +137,8 @@ def simulated_point(args: argparse.Namespace, out: Path, k: int, rows: list[dict
     """Train, calibrate and enrol with K training patients per model; measure on test."""
     from medforensics.data.splits import check_leakage
     from medforensics.io import read_image
-    from medforensics.source.predictor import SourcePredictor, calibrate_run, enroll_units
+    from medforensics.source.predictor import SourcePredictor, enroll_units
+    from medforensics.source.calibrate import calibrate_run
     from medforensics.training.engine import train
 
     pool = max(args.ks) // 2
@@ -208,7 +209,7 @@ def real_tile_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Classifier curve on real tiles: N left tiles per known device train, right tiles test."""
     from source_id import real_tiles
 
-    from medforensics.source.predictor import calibrate_run
+    from medforensics.source.calibrate import calibrate_run
     from medforensics.training.engine import train
 
     base = real_tiles(out / "tiles", tile=256)

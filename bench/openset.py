@@ -90,11 +90,8 @@ def lomo(args: argparse.Namespace, out: Path, seed: int, res: dict[str, Any]) ->
     """One leave-one-model-out round; returns the trained run folder."""
     from medforensics.data.manifest import ingest
     from medforensics.data.splits import assign_splits, check_leakage
-    from medforensics.source.predictor import (
-        SourcePredictor,
-        calibrate_run,
-        enroll_units,
-    )
+    from medforensics.source.predictor import SourcePredictor, enroll_units
+    from medforensics.source.calibrate import calibrate_run
     from medforensics.synth.devices import build_devices
     from medforensics.synth.simulate import simulate_archive
     from medforensics.training.engine import train
@@ -170,7 +167,8 @@ def real_tile_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train on tiles of 4 real devices, test on tiles of all devices (classifier alone)."""
     from source_id import real_tiles
 
-    from medforensics.source.predictor import SourcePredictor, calibrate_run
+    from medforensics.source.predictor import SourcePredictor
+    from medforensics.source.calibrate import calibrate_run
     from medforensics.training.engine import train
 
     rows = real_tiles(out / "tiles", tile=256)

@@ -157,11 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     from medforensics.data.splits import assign_splits, check_leakage
     from medforensics.eval.calibration import open_set_rates
     from medforensics.io import read_image
-    from medforensics.source.predictor import (
-        SourcePredictor,
-        calibrate_run,
-        enroll_units,
-    )
+    from medforensics.source.predictor import SourcePredictor, enroll_units
+    from medforensics.source.calibrate import calibrate_run
     from medforensics.synth.devices import build_devices
     from medforensics.synth.simulate import simulate_archive
     from medforensics.training.engine import train

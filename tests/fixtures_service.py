@@ -45,7 +45,8 @@ def service_archive(tmp_path_factory: pytest.TempPathFactory) -> ServiceArchive:
     from medforensics.data.manifest import ingest
     from medforensics.synth.simulate import simulate_archive
     from medforensics.data.splits import assign_splits
-    from medforensics.source.predictor import calibrate_run, enroll_units
+    from medforensics.source.predictor import enroll_units
+    from medforensics.source.calibrate import calibrate_run
     from medforensics.training.engine import train
 
     torch.set_num_threads(1)

@@ -37,7 +37,7 @@ _EXPORTS = {
     "train": "medforensics.training.engine",
     # source identification
     "SourcePredictor": "medforensics.source.predictor",
-    "calibrate_run": "medforensics.source.predictor",
+    "calibrate_run": "medforensics.source.calibrate",
     "enroll_units": "medforensics.source.predictor",
     "identify_files": "medforensics.source.predictor",
     "identify_image": "medforensics.source.predictor",

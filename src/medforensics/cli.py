@@ -483,11 +483,8 @@ def train_cmd(
 
 def _calibrate_after_training(run: Path, manifest: Path, device: str) -> None:
     from medforensics.data.manifest import read_manifest
-    from medforensics.source.predictor import (
-        calibrate_run,
-        calibration_summary,
-        enroll_units,
-    )
+    from medforensics.source.predictor import enroll_units
+    from medforensics.source.calibrate import calibrate_run, calibration_summary
 
     rows = read_manifest(manifest)
     if any(r.get("split") == "val" for r in rows):
@@ -519,11 +516,8 @@ def calibrate_cmd(
     The new files' hashes go into the run manifest (run.json)."""
     from medforensics.data.manifest import read_manifest
     from medforensics.errors import MedForensicsError
-    from medforensics.source.predictor import (
-        calibrate_run,
-        calibration_summary,
-        enroll_units,
-    )
+    from medforensics.source.predictor import enroll_units
+    from medforensics.source.calibrate import calibrate_run, calibration_summary
 
     try:
         rows = read_manifest(manifest)

@@ -30,13 +30,8 @@ from medforensics.data.splits import assign_splits, check_leakage
 from medforensics.demo.forgery import forgery_demo
 from medforensics.eval.tables import fmt_interval
 from medforensics.source.evaluate import evaluate_run
-from medforensics.source.predictor import (
-    SourcePredictor,
-    calibrate_run,
-    calibration_summary,
-    enroll_units,
-    identify_files,
-)
+from medforensics.source.predictor import SourcePredictor, enroll_units, identify_files
+from medforensics.source.calibrate import calibrate_run, calibration_summary
 from medforensics.source.verdicts import format_table
 from medforensics.synth.simulate import simulate_archive
 from medforensics.training.engine import train
