@@ -163,3 +163,38 @@ def test_no_source_file_over_the_size_limit(limit: int) -> None:
              for p in SRC.rglob("*.py")}
     big = {k: v for k, v in sizes.items() if v > OVERSIZE.get(k, limit)}
     assert not big, f"files over {limit} lines: {big}"
+
+
+LONG_FUNCTION = 80
+#: Marker that must stand on the line right above a longer function (or its decorators),
+#: followed by the reason.
+LONG_REASON = "# long function:"
+
+
+def _body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, its docstring left out."""
+    body = fn.body
+    first = body[0]
+    docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                 and isinstance(first.value.value, str))
+    start = first.end_lineno + 1 if docstring and len(body) > 1 else first.lineno
+    return fn.end_lineno - start + 1
+
+
+def test_long_functions_say_why() -> None:
+    unexplained = []
+    for path in sorted(SRC.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if _body_lines(node) <= LONG_FUNCTION:
+                continue
+            top = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            above = lines[top - 2].strip() if top >= 2 else ""
+            if not above.startswith(LONG_REASON) or len(above) < len(LONG_REASON) + 10:
+                unexplained.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} "
+                                   f"({_body_lines(node)} lines)")
+    assert not unexplained, (f"functions over {LONG_FUNCTION} lines without a "
+                             f"'{LONG_REASON} <reason>' line above them:\n"
+                             + "\n".join(unexplained))

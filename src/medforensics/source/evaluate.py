@@ -18,17 +18,21 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medforensics.common.jsonio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    to_jsonable,
+)
 from medforensics.errors import ConfigError
 from medforensics.eval import classification as C
-from medforensics.common.jsonio import to_jsonable
 from medforensics.eval import metrics as M
 from medforensics.eval import plots, tables
 from medforensics.eval.calibration import expected_calibration_error
@@ -106,6 +110,158 @@ def headline_intervals(y_true: np.ndarray, probs: np.ndarray, patients: Sequence
     }
 
 
+@dataclass
+class _Predictions:
+    """What the model and the identify verdict said about each evaluated image."""
+
+    kept: list[Mapping[str, Any]] = field(default_factory=list)
+    y_true: list[int] = field(default_factory=list)
+    probs: list[np.ndarray] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    unit_true: list[str] = field(default_factory=list)
+    unit_pred: list[str | None] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)  # named right / named wrong / not named
+    named_by: list[str | None] = field(default_factory=list)
+
+
+def _select_rows(pred: SourcePredictor, rows: Sequence[Mapping[str, Any]], split: str
+                 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], list[str]]:
+    """(selected rows, rows of known classes, unseen class names) of ``split``."""
+    col = pred.label_column
+    sel = [
+        r
+        for r in rows
+        if r.get("status", "eligible") == "eligible" and (split == "all" or r.get("split") == split)
+    ]
+    if not sel:
+        raise ConfigError(f"no eligible rows with split == {split!r} in the manifest")
+    unseen = sorted({str(r.get(col)) for r in sel if str(r.get(col)) not in pred.classes})
+    known = [r for r in sel if str(r.get(col)) in pred.classes]
+    if not known:
+        raise ConfigError(f"no {split} image has a class the model was trained on")
+    return sel, known, unseen
+
+
+def _predict_rows(pred: SourcePredictor, known: Sequence[Mapping[str, Any]], *,
+                  progress: bool, split: str) -> _Predictions:
+    """Predict and judge every row; an unreadable file is listed, never fatal."""
+    col = pred.label_column
+    index = {c: i for i, c in enumerate(pred.classes)}
+    out = _Predictions()
+    fps = pred.fingerprints
+    for row in _progress(known, progress, f"evaluate {split}"):
+        try:
+            img = read_image(row["path"])
+            p = pred.predict(img.pixels)
+            v, _ = identify_image(pred, img.pixels, img.meta, str(row["path"]), prediction=p)
+        except Exception as exc:  # one bad file never stops an evaluation; it is listed
+            out.failures.append({"path": str(row["path"]),
+                                 "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        out.outcomes.append("not named" if not v.confident else
+                            "named right" if v.predicted == str(row[col]) else "named wrong")
+        out.named_by.append(v.named_by)
+        out.y_true.append(index[str(row[col])])
+        out.probs.append(p.probs)
+        out.kept.append(row)
+        if fps is not None and row.get("unit"):
+            unit, _score = fps.identify_unit(img.pixels)
+            out.unit_true.append(str(row["unit"]))
+            out.unit_pred.append(unit)
+    if not out.kept:
+        raise ConfigError("every image of the split failed to read; see the log")
+    return out
+
+
+def _verdict_shares(got: _Predictions) -> dict[str, Any]:
+    n_out = len(got.outcomes)
+    return {
+        "what": "the identify verdict on each image: a device named right, named wrong, or "
+                "not named (UNKNOWN or insufficient-evidence)",
+        "named_right": got.outcomes.count("named right") / n_out,
+        "named_wrong": got.outcomes.count("named wrong") / n_out,
+        "not_named": got.outcomes.count("not named") / n_out,
+        "named_by_unit_pattern": got.named_by.count("unit-pattern"),
+        "named_by_classifier": got.named_by.count("classifier"),
+    }
+
+
+def _write_predictions_csv(path: Path, pred: SourcePredictor, got: _Predictions,
+                           yt: np.ndarray, pr: np.ndarray) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "PatientID", "truth", "predicted", "probability", "correct"])
+        for r, t, p_row in zip(got.kept, yt, pr):
+            k = int(p_row.argmax())
+            w.writerow([r["path"], r.get("PatientID", ""), pred.classes[t], pred.classes[k],
+                        f"{p_row[k]:.4f}", int(k == t)])
+
+
+def _figures(out: Path, run_dir: Path, report: Any, by_body: Any, yt: np.ndarray,
+             pr: np.ndarray, classes: Sequence[str], col: str, split: str) -> dict[str, Any]:
+    figures = {
+        "confusion": plots.plot_confusion_matrix(report.confusion_array, classes,
+                                                 out / "confusion.png",
+                                                 title=f"{col}: {split} images"),
+        "roc": plots.plot_roc_curves(yt, pr, classes, out / "roc.png",
+                                     title=f"{col}: one-vs-rest ROC"),
+        "body_part": plots.plot_group_accuracy(by_body, out / "accuracy_by_body_part.png",
+                                               title="Accuracy per body part",
+                                               xlabel="body part"),
+        "reliability": plots.plot_reliability(pr, yt, out / "reliability.png"),
+    }
+    log_path = run_dir / "metrics.jsonl"
+    if log_path.is_file():
+        figures["training"] = plots.plot_training_curves(log_path, out / "training.png")
+    return figures
+
+
+def _report_markdown(result: Mapping[str, Any], reports: Mapping[str, Any],
+                     figures: Mapping[str, Any], run_dir: Path) -> str:
+    """``report.md``: the headline figures, then the tables laid out like the papers'."""
+    report, patient_report = reports["image"], reports["patient"]
+    intervals = result["intervals"]
+    iv = {k: tables.fmt_interval(v, 3) for k, v in (intervals or {}).items()
+          if k in ("accuracy", "balanced_accuracy", "macro_auc")}
+    n_unseen = result["n_images_of_unseen_classes"]
+    md = [
+        f"# Evaluation of `{run_dir.name}` ({result['preset']}, label `{result['label']}`, "
+        f"split `{result['split']}`)",
+        "",
+        f"Images: {result['n_images']} evaluated, {result['n_failed']} unreadable, "
+        f"{n_unseen} of classes the model does not know.",
+        "",
+        f"Accuracy {report.accuracy:.4f}{iv.get('accuracy', '')}, balanced accuracy "
+        f"{report.balanced_accuracy:.4f}{iv.get('balanced_accuracy', '')}, "
+        f"macro AUC {report.macro_auc:.4f}{iv.get('macro_auc', '')}."
+        + ("" if intervals is None else
+           f" In brackets: {100 * intervals['level']:.0f} % bootstrap intervals over "
+           f"{intervals['n_clusters']} patients."),
+        "",
+        tables.per_class_table(report, title="Image level, per class"),
+        "",
+        tables.per_class_table(patient_report, title="Patient level (mean probability), per class"),
+        "",
+        tables.grouped_accuracy_table(reports["by_body"], title="Accuracy per body part",
+                                      group_header="Body part"),
+        "",
+        tables.grouped_accuracy_table(reports["by_ts"], title="Accuracy per transfer syntax",
+                                      group_header="Transfer syntax"),
+        "",
+    ]
+    vd = result["verdicts"]
+    md += [f"Identify verdicts on these images: named right {vd['named_right']:.1%}, named "
+           f"wrong {vd['named_wrong']:.1%}, not named {vd['not_named']:.1%} (false UNKNOWN or "
+           f"insufficient evidence); named by a unit pattern {vd['named_by_unit_pattern']}, "
+           f"by the classifier alone {vd['named_by_classifier']}.", ""]
+    if "unit_level" in result:
+        u = result["unit_level"]
+        md += [f"Unit level ({u['method']}): accuracy {u['accuracy']:.4f} on {u['n_images']} "
+               f"images, {u['rejected_as_unknown']} rejected as unknown unit.", ""]
+    md += [f"![{k}]({Path(v).name})" for k, v in figures.items()]
+    return "\n".join(md) + "\n"
+
+
 def evaluate_run(
     run_dir: str | Path,
     rows: Sequence[Mapping[str, Any]],
@@ -143,50 +299,11 @@ def evaluate_run(
     pred = SourcePredictor.from_run(run_dir, device=device, n_patches=n_patches,
                                     allow_modified=allow_modified)
     col = pred.label_column
-    sel = [
-        r
-        for r in rows
-        if r.get("status", "eligible") == "eligible" and (split == "all" or r.get("split") == split)
-    ]
-    if not sel:
-        raise ConfigError(f"no eligible rows with split == {split!r} in the manifest")
-    index = {c: i for i, c in enumerate(pred.classes)}
-    unseen = sorted({str(r.get(col)) for r in sel if str(r.get(col)) not in index})
-    known = [r for r in sel if str(r.get(col)) in index]
-    if not known:
-        raise ConfigError(f"no {split} image has a class the model was trained on")
-
-    y_true: list[int] = []
-    probs: list[np.ndarray] = []
-    kept: list[Mapping[str, Any]] = []
-    failures: list[dict[str, str]] = []
-    unit_true: list[str] = []
-    unit_pred: list[str | None] = []
-    outcomes: list[str] = []  # what the identify verdict did with each image
-    named_by: list[str | None] = []
-    fps = pred.fingerprints
-    for row in _progress(known, progress, f"evaluate {split}"):
-        try:
-            img = read_image(row["path"])
-            p = pred.predict(img.pixels)
-            v, _ = identify_image(pred, img.pixels, img.meta, str(row["path"]), prediction=p)
-        except Exception as exc:  # one bad file never stops an evaluation; it is listed
-            failures.append({"path": str(row["path"]), "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        outcomes.append("not named" if not v.confident else
-                        "named right" if v.predicted == str(row[col]) else "named wrong")
-        named_by.append(v.named_by)
-        y_true.append(index[str(row[col])])
-        probs.append(p.probs)
-        kept.append(row)
-        if fps is not None and row.get("unit"):
-            unit, _score = fps.identify_unit(img.pixels)
-            unit_true.append(str(row["unit"]))
-            unit_pred.append(unit)
-    if not kept:
-        raise ConfigError("every image of the split failed to read; see the log")
-    yt = np.asarray(y_true)
-    pr = np.stack(probs).astype(np.float64)
+    sel, known, unseen = _select_rows(pred, rows, split)
+    got = _predict_rows(pred, known, progress=progress, split=split)
+    kept = got.kept
+    yt = np.asarray(got.y_true)
+    pr = np.stack(got.probs).astype(np.float64)
     pr = pr / pr.sum(axis=1, keepdims=True)
     report = C.classification_report(yt, pr, pred.classes)
     yp = pr.argmax(axis=1)
@@ -210,8 +327,8 @@ def evaluate_run(
         "preset": pred.preset,
         "classes": pred.classes,
         "n_images": int(len(kept)),
-        "n_failed": len(failures),
-        "failures": failures,
+        "n_failed": len(got.failures),
+        "failures": got.failures,
         "classes_not_in_model": unseen,
         "n_images_of_unseen_classes": len(sel) - len(known),
         "image_level": to_jsonable(report),
@@ -225,87 +342,23 @@ def evaluate_run(
             "ece": float(expected_calibration_error(pr, yt)),
             "flagged_unknown_fraction": float((pr.max(axis=1) < pred.unknown_threshold).mean()),
         },
+        "verdicts": _verdict_shares(got),
     }
-    n_out = len(outcomes)
-    result["verdicts"] = {
-        "what": "the identify verdict on each image: a device named right, named wrong, or "
-                "not named (UNKNOWN or insufficient-evidence)",
-        "named_right": outcomes.count("named right") / n_out,
-        "named_wrong": outcomes.count("named wrong") / n_out,
-        "not_named": outcomes.count("not named") / n_out,
-        "named_by_unit_pattern": named_by.count("unit-pattern"),
-        "named_by_classifier": named_by.count("classifier"),
-    }
-    if unit_true:
-        ok = [t == p for t, p in zip(unit_true, unit_pred)]
+    if got.unit_true:
+        ok = [t == p for t, p in zip(got.unit_true, got.unit_pred)]
         result["unit_level"] = {
             "method": "reference-pattern correlation (PCE)",
             "n_images": len(ok),
             "accuracy": float(np.mean(ok)),
-            "rejected_as_unknown": int(sum(p is None for p in unit_pred)),
+            "rejected_as_unknown": int(sum(p is None for p in got.unit_pred)),
         }
 
-    with open(out / "predictions.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "PatientID", "truth", "predicted", "probability", "correct"])
-        for r, t, p_row in zip(kept, yt, pr):
-            k = int(p_row.argmax())
-            w.writerow([r["path"], r.get("PatientID", ""), pred.classes[t], pred.classes[k],
-                        f"{p_row[k]:.4f}", int(k == t)])
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(result), indent=2))
-
-    figures = {
-        "confusion": plots.plot_confusion_matrix(report.confusion_array, pred.classes,
-                                                 out / "confusion.png",
-                                                 title=f"{col}: {split} images"),
-        "roc": plots.plot_roc_curves(yt, pr, pred.classes, out / "roc.png",
-                                     title=f"{col}: one-vs-rest ROC"),
-        "body_part": plots.plot_group_accuracy(by_body, out / "accuracy_by_body_part.png",
-                                               title="Accuracy per body part",
-                                               xlabel="body part"),
-        "reliability": plots.plot_reliability(pr, yt, out / "reliability.png"),
-    }
-    log_path = Path(run_dir) / "metrics.jsonl"
-    if log_path.is_file():
-        figures["training"] = plots.plot_training_curves(log_path, out / "training.png")
-
-    iv = {k: tables.fmt_interval(v, 3) for k, v in (intervals or {}).items()
-          if k in ("accuracy", "balanced_accuracy", "macro_auc")}
-    md = [
-        f"# Evaluation of `{Path(run_dir).name}` ({pred.preset}, label `{col}`, split `{split}`)",
-        "",
-        f"Images: {len(kept)} evaluated, {len(failures)} unreadable, "
-        f"{len(sel) - len(known)} of classes the model does not know.",
-        "",
-        f"Accuracy {report.accuracy:.4f}{iv.get('accuracy', '')}, balanced accuracy "
-        f"{report.balanced_accuracy:.4f}{iv.get('balanced_accuracy', '')}, "
-        f"macro AUC {report.macro_auc:.4f}{iv.get('macro_auc', '')}."
-        + ("" if intervals is None else
-           f" In brackets: {100 * intervals['level']:.0f} % bootstrap intervals over "
-           f"{intervals['n_clusters']} patients."),
-        "",
-        tables.per_class_table(report, title="Image level, per class"),
-        "",
-        tables.per_class_table(patient_report, title="Patient level (mean probability), per class"),
-        "",
-        tables.grouped_accuracy_table(by_body, title="Accuracy per body part",
-                                      group_header="Body part"),
-        "",
-        tables.grouped_accuracy_table(by_ts, title="Accuracy per transfer syntax",
-                                      group_header="Transfer syntax"),
-        "",
-    ]
-    vd = result["verdicts"]
-    md += [f"Identify verdicts on these images: named right {vd['named_right']:.1%}, named "
-           f"wrong {vd['named_wrong']:.1%}, not named {vd['not_named']:.1%} (false UNKNOWN or "
-           f"insufficient evidence); named by a unit pattern {vd['named_by_unit_pattern']}, "
-           f"by the classifier alone {vd['named_by_classifier']}.", ""]
-    if "unit_level" in result:
-        u = result["unit_level"]
-        md += [f"Unit level ({u['method']}): accuracy {u['accuracy']:.4f} on {u['n_images']} "
-               f"images, {u['rejected_as_unknown']} rejected as unknown unit.", ""]
-    md += [f"![{k}]({Path(v).name})" for k, v in figures.items()]
-    (out / "report.md").write_text("\n".join(md) + "\n")
+    _write_predictions_csv(out / "predictions.csv", pred, got, yt, pr)
+    atomic_write_json(out / "metrics.json", to_jsonable(result), indent=2)
+    figures = _figures(out, Path(run_dir), report, by_body, yt, pr, pred.classes, col, split)
+    reports = {"image": report, "patient": patient_report, "by_body": by_body, "by_ts": by_ts}
+    atomic_write_bytes(out / "report.md",
+                       _report_markdown(result, reports, figures, Path(run_dir)).encode())
     res = EvaluationResult(result)
     res.out_dir = out
     return res
