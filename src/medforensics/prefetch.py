@@ -224,8 +224,12 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
     depth = max(1, int(prefetch) if prefetch is not None else 2 * n_workers)
     it = iter(items)
     pending: deque[Future[R]] = deque()
+    from medforensics.workers import with_parent_watch
+
+    # workers exit with this process, also when it is killed (kill -9)
     pool = ProcessPoolExecutor(max_workers=n_workers,
-                               mp_context=multiprocessing.get_context("spawn"))
+                               mp_context=multiprocessing.get_context("spawn"),
+                               **with_parent_watch())
     try:
         for item in it:
             pending.append(pool.submit(fn, item))

@@ -1414,8 +1414,11 @@ def write_report(
         ConfigError: a path does not exist, no files found, several files for one ``.html``
             output, or an unusable output folder.
         ModelFileError: a model run cannot be loaded.
+        OutputWriteError: a page or the index cannot be written (disk full, ...); pages
+            already written are complete, the one that failed is not left behind.
     """
     from medforensics.data.manifest import find_files
+    from medforensics.io.atomic import atomic_write_text
 
     roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = [str(p) for p in find_files(roots)]
@@ -1461,7 +1464,8 @@ def write_report(
         else:
             sha = entry.get("sha256") or "nohash"
             target = out_path / f"case-{i:04d}-{sha[:12]}.html"
-        target.write_text(page_html, encoding="utf-8")
+        # whole or absent (temporary file + rename); a name that is not UTF-8 is escaped
+        atomic_write_text(target, page_html, errors="backslashreplace")
         entry["page"] = target.name
         entries.append(entry)
         result.pages.append(target)
@@ -1471,8 +1475,8 @@ def write_report(
             progress(i, len(files))
     if not single:
         index = out_path / "index.html"
-        index.write_text(_index_html(entries, mask_identifiers, s_prov, f_prov, when),
-                         encoding="utf-8")
+        atomic_write_text(index, _index_html(entries, mask_identifiers, s_prov, f_prov, when),
+                          errors="backslashreplace")
         result.index = index
     return result
 
