@@ -1076,6 +1076,9 @@ def serve_cmd(
         False, "--allow-no-token", help="Allow a non-loopback --host without a token."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
+    allow_unmasked_reports: bool = typer.Option(
+        False, "--allow-unmasked-reports", help="Let /v1/report?mask_identifiers=false show "
+        "patient and institution identifiers (refused with 403 otherwise)."),
 ) -> None:
     """Web service + browser page: upload an image, get the device verdict and forgery map."""
     from medforensics.errors import MedForensicsError
@@ -1090,7 +1093,8 @@ def serve_cmd(
         web = create_app(source_model, forgery_model, token=token,
                          max_upload_bytes=int(max_upload_mb * 2**20), timeout_s=timeout,
                          allowed_hosts=loopback_hosts(host) if local else None, device=device,
-                         allow_modified_run=allow_modified_run)
+                         allow_modified_run=allow_modified_run,
+                         allow_unmasked_reports=allow_unmasked_reports)
     except MedForensicsError as exc:
         _fail(exc)
         return
