@@ -80,10 +80,13 @@ def test_half_headers_do_not_starve_authenticated_clients(source_run: Path) -> N
             # the flood evicted itself: at most max_pending_per_client are still waiting
             still_open = [s for s in socks if _closed_by_server(s, 0.3) is None]
             assert len(still_open) <= limits.max_pending_per_client
-            # ... and those are closed at the header deadline, with a 408
+            # ... and those are closed at the header deadline, with a 408 (a connection the
+            # server accepted late, on a loaded machine, may still evict an older one: closed
+            # without an answer)
             answers = [_closed_by_server(s, limits.header_timeout_s + 3) for s in still_open]
             assert all(a is not None for a in answers)
-            assert all(a.startswith(b"HTTP/1.1 408") for a in answers)
+            assert all(a == b"" or a.startswith(b"HTTP/1.1 408") for a in answers), answers
+            assert any(a.startswith(b"HTTP/1.1 408") for a in answers), answers
         finally:
             for s in socks:
                 s.close()
