@@ -23,10 +23,10 @@ from fixtures_service import service_archive, source_run  # noqa: F401
 from test_manifest import _dicom
 from typer.testing import CliRunner
 
-import medforensics.io.atomic as atomic
 from medforensics.cli import app
 from medforensics.data.manifest import ingest, read_manifest, walk_roots, write_manifest
 from medforensics.errors import OutputWriteError
+from medforensics.io import atomic
 from medforensics.io.atomic import JsonLinesOutput, atomic_output
 
 runner = CliRunner()
@@ -84,7 +84,8 @@ def _full_disk_open(budget: int):
         if "w" not in mode and "+" not in mode:
             return open(path, mode, **kw)
         binary = "b" in mode
-        raw = _FullDisk(open(path, mode if binary else mode + "b", buffering=0), left)
+        raw = _FullDisk(open(path, mode if binary else mode + "b", buffering=0),  # noqa: SIM115
+                        left)
         buf = io.BufferedRandom(raw) if "+" in mode else io.BufferedWriter(raw)
         if binary:
             return buf
@@ -118,17 +119,15 @@ def test_atomic_output_whole_or_absent(tmp_path: Path, monkeypatch: pytest.Monke
     target = tmp_path / "out.txt"
     target.write_text("old\n")
     monkeypatch.setattr(atomic, "_open_file", _full_disk_open(10))
-    with pytest.raises(OutputWriteError) as err:
-        with atomic_output(target, "w") as fh:
-            fh.write("x" * 100_000)
+    with pytest.raises(OutputWriteError) as err, atomic_output(target, "w") as fh:
+        fh.write("x" * 100_000)
     assert err.value.path == str(target) and err.value.errno == errno.ENOSPC
     assert target.read_text() == "old\n"  # the earlier file is untouched
     assert _leftovers(tmp_path) == [] and len(list(tmp_path.iterdir())) == 1
     monkeypatch.undo()
-    with pytest.raises(RuntimeError):  # any other failure: nothing published either
-        with atomic_output(target, "w") as fh:
-            fh.write("new")
-            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError), atomic_output(target, "w") as fh:  # any other failure:
+        fh.write("new")                                                  # nothing published
+        raise RuntimeError("stop")
     assert target.read_text() == "old\n" and len(list(tmp_path.iterdir())) == 1
 
 

@@ -18,7 +18,7 @@ class _Commands(TyperGroup):
     """The command group: a write that fails (disk full, ...) ends with one clear line naming
     the output and exit code 1, not a traceback."""
 
-    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+    def invoke(self, ctx):  # click's signature
         try:
             return super().invoke(ctx)
         except OSError as exc:

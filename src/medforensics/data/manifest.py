@@ -275,7 +275,7 @@ def walk_roots(roots: Iterable[Path | str], *, follow_links_outside: bool = Fals
                 skip(full, "not-a-regular-file", f"{_kind(mode)}: not read")
             continue
 
-        def on_error(err: OSError) -> None:
+        def on_error(err: OSError, root_path: Path = root_path) -> None:
             where = os.path.abspath(str(err.filename or root_path))
             logger.warning("cannot list %s: %s", where, err.strerror)
             skip(where, "unreadable", f"file-access: cannot list the folder: "
@@ -489,8 +489,8 @@ def _header_notes(meta: Any) -> list[str]:
 def _blank_status(meta: Any) -> tuple[str, str] | None:
     slope = _header_number(meta, "RescaleSlope")
     if slope is not None and slope == 0.0:
-        return ("blank-image", "RescaleSlope is 0: every pixel becomes the intercept "
-                "(a blank image, nothing to analyse)")
+        return ("blank-image", ("RescaleSlope is 0: every pixel becomes the intercept "
+                                "(a blank image, nothing to analyse)"))
     return None
 
 
@@ -527,9 +527,10 @@ def _unused_bits_notes(path: str, meta: Any, force: bool) -> list[str]:
         return []
     if not count:
         return []
-    return [f"{count} stored value(s) use bits above BitsStored={bs} (of "
+    note = (f"{count} stored value(s) use bits above BitsStored={bs} (of "
             f"{meta.bits_allocated} allocated; overlay data or a wrong BitsStored?); the "
-            "reader masks them"]
+            "reader masks them")
+    return [note]
 
 
 def _fill_from_meta(row: dict[str, Any], meta: Any) -> None:

@@ -44,7 +44,7 @@ PARTIAL_SUFFIX = ".partial"
 
 def _open_file(path: str | os.PathLike[str], mode: str, **kw: Any) -> IO[Any]:
     """``open`` for every temporary output file (one place for fault injection in tests)."""
-    return open(path, mode, **kw)  # noqa: SIM115 - closed by the callers
+    return open(path, mode, **kw)
 
 
 def temporary_name(path: str | os.PathLike[str]) -> Path:

@@ -86,7 +86,7 @@ def _message(job: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
         msg = {"input": [exc.reason, exc.detail, exc.status]}
     except NotAvailable as exc:
         msg = {"unavailable": [exc.status, exc.reason, exc.detail]}
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as a 500
+    except Exception as exc:
         log.error("analysis failed (%s)", type(exc).__name__, exc_info=exc)
         msg = {"bug": [type(exc).__name__, ""]}
     try:
@@ -150,8 +150,9 @@ def run_forked(job: Callable[..., Any], args: tuple[Any, ...], *, deadline: floa
             os.close(r)
             _child_setup(w)
             _write_all(w, _message(job, args))
-        except BaseException:  # noqa: BLE001 - the child must reach os._exit
-            pass
+        except BaseException as exc:  # noqa: BLE001 - the child must reach os._exit
+            with contextlib.suppress(Exception):
+                log.error("analysis process failed (%s)", type(exc).__name__)
         finally:
             with contextlib.suppress(Exception):
                 sys.stderr.flush()
