@@ -14,9 +14,6 @@ import pytest
 pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 
-from _helpers import one_torch_thread
-from _orthanc import orthanc
-from fixtures_service import service_archive, source_run
 from typer.testing import CliRunner
 
 from medforensics.cli import app

@@ -420,7 +420,8 @@ def test_safe_filename(given, expected) -> None:
 # ---------------------------------------------------------------------- timeout, bugs
 def test_timeout_504_and_late_cleanup(source_run: Path, dicom_bytes: bytes,  # noqa: F811
                                       tmp_path: Path) -> None:
-    app = create_app(source_run, timeout_s=0.3, tmp_dir=tmp_path)
+    # thread isolation: the job cannot be stopped, so its file stays until it ends
+    app = create_app(source_run, timeout_s=0.3, tmp_dir=tmp_path, isolation="thread")
     release = threading.Event()
     seen: list[bool] = []
 
@@ -498,7 +499,8 @@ def fake_detector() -> ContractForgeryDetector:
 
 @pytest.fixture(scope="module")
 def forgery_client(source_run: Path, fake_detector: ContractForgeryDetector):  # noqa: F811
-    app = create_app(source_run, fake_detector)
+    # in-process analyses: the tests look at what the detector object was called with
+    app = create_app(source_run, fake_detector, isolation="thread")
     with TestClient(app) as c:
         yield c
 
@@ -573,9 +575,17 @@ def test_report(client: TestClient, dicom: Path, dicom_bytes: bytes,
     patient_id = str(pydicom.dcmread(dicom, stop_before_pixels=True).PatientID)
     assert patient_id not in page and "SMITH" not in page
     assert "medforensics-upload" not in page
+    # unmasking is the server's choice, not the client's
     r = _post(client, "/v1/report?mask_identifiers=false", dicom_bytes, name="SMITH^JANE.dcm")
-    assert r.status_code == 200 and patient_id in r.text and "SMITH^JANE.dcm" in r.text
-    assert "medforensics-upload" not in r.text
+    assert r.status_code == 403 and r.json()["error"] == "unmasking-not-allowed"
+    assert "--allow-unmasked-reports" in r.json()["detail"]
+    with TestClient(create_app(source_run, allow_unmasked_reports=True)) as open_client:
+        r = _post(open_client, "/v1/report?mask_identifiers=false", dicom_bytes,
+                  name="SMITH^JANE.dcm")
+        assert r.status_code == 200 and patient_id in r.text and "SMITH^JANE.dcm" in r.text
+        assert "medforensics-upload" not in r.text
+        r = _post(open_client, "/v1/report", dicom_bytes, name="SMITH^JANE.dcm")
+        assert r.status_code == 200 and patient_id not in r.text
     r = _post(client, "/v1/report", b"not an image", name="x.txt")
     assert r.status_code == 422 and r.json()["error"] == "not-an-image-file"
 

@@ -86,7 +86,8 @@ def test_page_shows_verdict_and_forgery_map(browser, service_archive: ServiceArc
     text_file.write_text("not an image\n" * 10)
 
     detector = ContractForgeryDetector()
-    app = create_app(service_archive.run, detector, tmp_dir=tmp_path / "uploads")
+    app = create_app(service_archive.run, detector, tmp_dir=tmp_path / "uploads",
+                     isolation="thread")  # the test counts the detector's calls
     with BackgroundServer(app) as srv:
         expected = httpx.post(f"{srv.url}/v1/identify",
                               files={"file": ("x.dcm", dicom.read_bytes())}, timeout=60).json()

@@ -11,8 +11,36 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
+
+
+class _Commands(TyperGroup):
+    """The command group: a write that fails (disk full, ...) ends with one clear line naming
+    the output and exit code 1, not a traceback."""
+
+    def invoke(self, ctx):  # click's signature
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            from medforensics.errors import OutputWriteError
+
+            if not isinstance(exc, OutputWriteError) and exc.errno not in _WRITE_ERRNOS:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+def _write_errnos() -> frozenset:
+    import errno
+
+    names = ("ENOSPC", "EDQUOT", "EFBIG", "EROFS")
+    return frozenset(getattr(errno, n) for n in names if hasattr(errno, n))
+
+
+_WRITE_ERRNOS = _write_errnos()
 
 app = typer.Typer(
+    cls=_Commands,
     name="medforensics",
     help="Medical-image forensics: which device made an image, and was it altered?",
     no_args_is_help=True,
@@ -124,25 +152,25 @@ def _batch_files(paths: List[Path], shard: str
 
 
 def _json_sink(out: Optional[Path], part: "tuple[int, int]"):
-    """A ``write(line)`` callable and a ``close()``: stdout, or this shard's output file."""
+    """A ``write(line)`` callable and a ``close()``: stdout, or this shard's output file.
+
+    A file is streamed to ``NAME.partial`` (whole lines only) and renamed to ``NAME`` by
+    ``close()``, so ``NAME`` exists only complete (:class:`medforensics.common.atomic.JsonLinesOutput`).
+    """
     if out is None:
-        return typer.echo, (lambda: None)
+        return typer.echo, (lambda ok=True: None)
     from medforensics.common.sharding import shard_output_path
+    from medforensics.common.atomic import JsonLinesOutput
 
-    path = shard_output_path(out, *part)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = path.open("w", encoding="utf-8")
-    except OSError as exc:
-        from medforensics.errors import ConfigError
+    sink = JsonLinesOutput(shard_output_path(out, *part))
 
-        raise ConfigError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+    def close(ok: bool = True) -> None:  # ok=False: stopped early, keep NAME.partial only
+        if ok:
+            sink.close()
+        else:
+            sink.abandon()
 
-    def write(line: str) -> None:
-        fh.write(line + "\n")
-        fh.flush()
-
-    return write, fh.close
+    return sink.write, close
 
 
 # --- section: data (simulate, ingest, split) -------------------------------------------------
@@ -298,6 +326,9 @@ def ingest_cmd(
     force: bool = typer.Option(
         False, "--force", help="Read DICOM without file meta (ACR-NEMA) instead of refusing it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    follow_links_outside: bool = typer.Option(
+        False, "--follow-links-outside", help="Read files that links lead to outside the "
+        "given folders (default: such links get a 'link-outside-roots' row, never opened)."),
 ) -> None:
     """Scan DICOM archives into a manifest: one row per file, status eligible or a reason."""
     from rich.console import Console
@@ -317,7 +348,7 @@ def ingest_cmd(
     )
     try:
         rows = ingest(dirs, label=label, filters=filters, workers=workers, verify=verify,
-                      force=force, progress=progress)
+                      force=force, progress=progress, follow_links_outside=follow_links_outside)
     except MedForensicsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -496,8 +527,10 @@ def _calibrate_after_training(run: Path, manifest: Path, device: str) -> None:
 
 
 def _fail(exc: Exception) -> None:
+    from medforensics.errors import OutputWriteError
+
     typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2) from None
+    raise typer.Exit(1 if isinstance(exc, OutputWriteError) else 2) from None
 
 
 @app.command("calibrate")
@@ -656,9 +689,12 @@ def identify_cmd(
             verdicts.append((v, extra))
             if len(verdicts) >= 200:
                 flush()
-    finally:
+    except BaseException:
         if close is not None:
-            close()
+            close(False)
+        raise
+    if close is not None:
+        close()
     if verdicts:
         flush()
 
@@ -936,9 +972,12 @@ def forgery_detect_cmd(
                       + (f"; map {fr.files['map_png']}" if fr.files else ""))
                 for i, reg in enumerate(getattr(r, "regions", [])[:3], 1):
                     write("  " + _region_line(i, reg))
-    finally:
+    except BaseException:
         if close is not None:
-            close()
+            close(False)
+        raise
+    if close is not None:
+        close()
     if n_bad:
         typer.echo(f"{n_bad} of {len(files)} file(s) could not be analysed", err=True)
         raise typer.Exit(1)
@@ -1059,6 +1098,9 @@ def serve_cmd(
         False, "--allow-no-token", help="Allow a non-loopback --host without a token."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     allow_modified_run: bool = _ALLOW_MODIFIED_OPT,
+    allow_unmasked_reports: bool = typer.Option(
+        False, "--allow-unmasked-reports", help="Let /v1/report?mask_identifiers=false show "
+        "patient and institution identifiers (refused with 403 otherwise)."),
 ) -> None:
     """Web service + browser page: upload an image, get the device verdict and forgery map."""
     from medforensics.errors import MedForensicsError
@@ -1073,7 +1115,8 @@ def serve_cmd(
         web = create_app(source_model, forgery_model, token=token,
                          max_upload_bytes=int(max_upload_mb * 2**20), timeout_s=timeout,
                          allowed_hosts=loopback_hosts(host) if local else None, device=device,
-                         allow_modified_run=allow_modified_run)
+                         allow_modified_run=allow_modified_run,
+                         allow_unmasked_reports=allow_unmasked_reports)
     except MedForensicsError as exc:
         _fail(exc)
         return

@@ -97,6 +97,35 @@ class ManifestError(MedForensicsError):
     """A manifest is missing columns or is otherwise malformed."""
 
 
+class OutputWriteError(MedForensicsError, OSError):
+    """An output file could not be written (disk full, quota, read-only or missing folder,
+    no permission). Nothing is left half-written under the output's name.
+
+    Attributes:
+        path: the output that could not be written.
+        partial: a file next to it that holds the whole records written before the failure
+            (streamed JSON lines), or ``None``.
+    """
+
+    def __init__(self, path: object, cause: BaseException | str,
+                 partial: object | None = None) -> None:
+        self.path = str(path)
+        self.partial = None if partial is None else str(partial)
+        why = cause if isinstance(cause, str) else (getattr(cause, "strerror", None) or cause)
+        msg = f"cannot write {self.path}: {why}"
+        if self.partial is not None:
+            msg += f" (the complete records written so far are in {self.partial})"
+        else:
+            msg += " (nothing was left under that name)"
+        errno_ = getattr(cause, "errno", None)
+        OSError.__init__(self, errno_, msg)
+        self.args = (msg,)
+        self.filename = self.path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class LeakageError(MedForensicsError):
     """A patient, study or file hash appears in more than one split."""
 

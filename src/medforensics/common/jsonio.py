@@ -1,8 +1,8 @@
 """Plain JSON out of results, and files written whole or not at all.
 
 ``to_jsonable`` is the single converter from result objects (dataclasses, NumPy values) to
-strict JSON; ``atomic_write_*`` write through a temporary file and ``os.replace`` so that a
-reader (or a crash) never sees a half-written file under the final name.
+strict JSON; ``atomic_write_json`` writes it whole or not at all
+(:mod:`medforensics.common.atomic`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medforensics.common.atomic import atomic_write_bytes
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -48,19 +49,6 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in obj]
     return str(obj)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``, so a reader
-    sees either the old file or the whole new one, never a partial write."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, **dumps_kw: Any) -> None:

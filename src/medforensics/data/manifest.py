@@ -57,6 +57,7 @@ import csv
 import logging
 import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import (
@@ -74,6 +75,9 @@ from medforensics.data.labels import clean_text, device_labels, unify_case_varia
 from medforensics.data.splits import group_ids
 from medforensics.errors import ConfigError, ManifestError, ReadError
 from medforensics.io import check_header, read_header, read_image
+from medforensics.io.dicom import NATIVE_SYNTAXES, expected_native_bytes
+from medforensics.common.workers import with_parent_watch
+from medforensics.common.atomic import atomic_output
 
 __all__ = [
     "COLUMNS",
@@ -84,6 +88,8 @@ __all__ = [
     "IngestSummary",
     "default_workers",
     "find_files",
+    "walk_roots",
+    "WalkResult",
     "scan_file",
     "ingest",
     "summarize",
@@ -202,15 +208,135 @@ class IngestSummary:
 # ----------------------------------------------------------------------------- finding files
 
 
-def find_files(roots: Iterable[Path | str]) -> list[Path]:
-    """Every regular file under ``roots`` (recursively; a root may itself be a file).
+@dataclass
+class WalkResult:
+    """What :func:`walk_roots` found.
 
-    Directories are walked without following directory symlinks; symlinks to files are kept.
-    Sockets, FIFOs and devices are skipped. The result is sorted by path string and free of
-    repeats.
+    Attributes:
+        files: absolute paths of the regular files to read, sorted, free of repeats.
+        skipped: ``(path, status, reason_detail)`` of what was found but is not read: an
+            unreadable folder, a dangling link, a FIFO/socket/device, a link to a folder,
+            a link leading outside the scanned roots. Each becomes a manifest row.
+    """
+
+    files: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
+
+
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def walk_roots(roots: Iterable[Path | str], *, follow_links_outside: bool = False) -> WalkResult:
+    """Every regular file under ``roots``, and every entry that is not read, with why.
+
+    Directories are walked without following directory links (a link to a folder is
+    reported, not entered). A link to a file is read when its target lies inside one of the
+    roots (after resolving links), or when ``follow_links_outside`` is set; otherwise it is
+    reported as ``link-outside-roots`` and never opened. A root named explicitly is always
+    read. Unreadable folders and dangling links are ``unreadable`` (``file-access`` /
+    ``dangling-link``); FIFOs, sockets and devices are ``not-a-regular-file`` and are never
+    opened (opening a FIFO would block).
 
     Args:
         roots: directories and/or files.
+        follow_links_outside: also read files that links lead to outside the roots.
+
+    Raises:
+        ConfigError: a root does not exist.
+    """
+    found: set[str] = set()
+    skipped: dict[str, tuple[str, str, str]] = {}
+    real_roots: list[str] = []
+    for root in roots:
+        root_path = Path(root)
+        if not os.path.lexists(root_path):
+            raise ConfigError(f"{root_path}: no such file or directory")
+        real_roots.append(os.path.realpath(root_path))
+
+    def skip(path: str, status: str, detail: str) -> None:
+        skipped.setdefault(path, (path, status, detail))
+
+    for root in roots:
+        root_path = Path(root)
+        if not root_path.is_dir():
+            full = os.path.abspath(root_path)
+            try:
+                mode = os.stat(full).st_mode
+            except OSError as exc:
+                skip(full, "unreadable", f"dangling-link: {exc.strerror or exc}")
+                continue
+            if stat.S_ISREG(mode):
+                found.add(full)
+            else:
+                skip(full, "not-a-regular-file", f"{_kind(mode)}: not read")
+            continue
+
+        def on_error(err: OSError, root_path: Path = root_path) -> None:
+            where = os.path.abspath(str(err.filename or root_path))
+            logger.warning("cannot list %s: %s", where, err.strerror)
+            skip(where, "unreadable", f"file-access: cannot list the folder: "
+                 f"{err.strerror or err}")
+
+        for dirpath, dirnames, filenames in os.walk(root_path, onerror=on_error):
+            dirnames.sort()
+            for name in list(dirnames):
+                full = os.path.abspath(os.path.join(dirpath, name))
+                if os.path.islink(full):
+                    skip(full, "not-a-regular-file",
+                         f"a link to a folder ({os.readlink(full)}): not followed")
+            for name in filenames:
+                full = os.path.abspath(os.path.join(dirpath, name))
+                try:
+                    lmode = os.lstat(full).st_mode
+                except OSError as exc:
+                    skip(full, "unreadable", f"file-access: {exc.strerror or exc}")
+                    continue
+                if stat.S_ISLNK(lmode):
+                    target = os.path.realpath(full)
+                    try:
+                        mode = os.stat(full).st_mode
+                    except OSError:
+                        skip(full, "unreadable",
+                             f"dangling-link: the link points to {os.readlink(full)}, "
+                             "which does not exist")
+                        continue
+                    if not follow_links_outside and not _inside(target, real_roots):
+                        skip(full, "link-outside-roots",
+                             f"the link points to {target}, outside the scanned folders: not "
+                             "read (ingest --follow-links-outside reads such files)")
+                        continue
+                else:
+                    mode = lmode
+                if stat.S_ISREG(mode):
+                    found.add(full)
+                else:
+                    skip(full, "not-a-regular-file", f"{_kind(mode)}: not read")
+    return WalkResult(files=sorted(found),
+                      skipped=sorted(v for k, v in skipped.items() if k not in found))
+
+
+def find_files(roots: Iterable[Path | str], *, follow_links_outside: bool = True) -> list[Path]:
+    """Every regular file under ``roots`` (recursively; a root may itself be a file).
+
+    The files of :func:`walk_roots`; what it skips is logged. Links to files outside the
+    roots are followed unless ``follow_links_outside=False``.
+
+    Args:
+        roots: directories and/or files.
+        follow_links_outside: also take files that links lead to outside the roots.
 
     Returns:
         Absolute paths, sorted.
@@ -218,25 +344,10 @@ def find_files(roots: Iterable[Path | str]) -> list[Path]:
     Raises:
         ConfigError: a root does not exist.
     """
-    found: set[str] = set()
-    for root in roots:
-        root_path = Path(root)
-        if not root_path.exists():
-            raise ConfigError(f"{root_path}: no such file or directory")
-        if root_path.is_file():
-            found.add(os.path.abspath(root_path))
-            continue
-        for dirpath, dirnames, filenames in os.walk(root_path, onerror=_log_walk_error):
-            dirnames.sort()
-            for name in filenames:
-                full = os.path.join(dirpath, name)
-                if os.path.isfile(full):
-                    found.add(os.path.abspath(full))
-    return [Path(p) for p in sorted(found)]
-
-
-def _log_walk_error(err: OSError) -> None:
-    logger.warning("cannot list %s: %s", err.filename, err.strerror)
+    res = walk_roots(roots, follow_links_outside=follow_links_outside)
+    for path, status, detail in res.skipped:
+        logger.warning("%s: skipped (%s: %s)", path, status, detail)
+    return [Path(p) for p in res.files]
 
 
 # ----------------------------------------------------------------------------- worker
@@ -333,7 +444,84 @@ def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) ->
         status = _verify_pixels(spath, force)
     if status is not None:
         row["status"], row["reason_detail"] = status
+        return row
+    notes = _header_notes(meta)
+    if verify:
+        notes += _unused_bits_notes(spath, meta, force)
+    if notes:
+        row["reason_detail"] = "; ".join(f"note: {n}" for n in notes)
     return row
+
+
+def _header_number(meta: Any, keyword: str) -> float | None:
+    text = str((getattr(meta, "header", None) or {}).get(keyword, "") or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text.split("\\")[0])
+    except ValueError:
+        return None
+
+
+def _header_notes(meta: Any) -> list[str]:
+    """What the header shows that does not stop the file from being used (eligible rows)."""
+    notes: list[str] = []
+    if getattr(meta, "format", "") != "dicom":
+        return notes
+    have = getattr(meta, "pixel_data_bytes", None)
+    if meta.transfer_syntax in NATIVE_SYNTAXES and have is not None:
+        need = expected_native_bytes(meta)
+        if have > need + 1:  # one pad byte makes an odd length even
+            notes.append(
+                f"Pixel Data holds {have} bytes but {meta.rows}x{meta.cols}x{meta.n_frames} "
+                f"frames x {meta.bits_allocated} bits needs {need}: {have - need} bytes are "
+                "not part of the image (Rows x Columns smaller than the pixel data?)")
+    return notes
+
+
+def _blank_status(meta: Any) -> tuple[str, str] | None:
+    slope = _header_number(meta, "RescaleSlope")
+    if slope is not None and slope == 0.0:
+        return ("blank-image", ("RescaleSlope is 0: every pixel becomes the intercept "
+                                "(a blank image, nothing to analyse)"))
+    return None
+
+
+def _unused_bits_notes(path: str, meta: Any, force: bool) -> list[str]:
+    """Stored values using bits above BitsStored (native DICOM only; the reader masks them)."""
+    if (getattr(meta, "format", "") != "dicom" or meta.transfer_syntax not in NATIVE_SYNTAXES
+            or meta.bits_allocated not in (8, 16, 32)
+            or not 0 < meta.bits_stored < meta.bits_allocated):
+        return []
+    try:
+        import numpy as np
+        import pydicom
+
+        ds = pydicom.dcmread(path, force=force)
+        raw = bytes(ds.PixelData)
+        big = meta.transfer_syntax == "1.2.840.10008.1.2.2"
+        dtype = np.dtype(f"{'>' if big else '<'}u{meta.bits_allocated // 8}")
+        n = meta.rows * meta.cols * meta.n_frames
+        values = np.frombuffer(raw, dtype=dtype, count=min(n, len(raw) // dtype.itemsize))
+        bs = int(meta.bits_stored)
+        high = values >> np.array(bs, dtype=values.dtype)
+        if int(getattr(meta, "pixel_representation", 0) or 0) == 1:
+            # signed: the unused bits may repeat the sign bit (sign extension)
+            sign = (values >> np.array(bs - 1, dtype=values.dtype)) & 1
+            full = (1 << (meta.bits_allocated - bs)) - 1
+            bad = ~(((high == 0) & (sign == 0)) | ((high == full) & (sign == 1)))
+        else:
+            bad = high != 0
+        count = int(np.count_nonzero(bad))
+    except Exception as exc:  # noqa: BLE001 - a note is never worth failing a file for
+        logger.debug("%s: unused-bits check skipped: %r", path, exc)
+        return []
+    if not count:
+        return []
+    note = (f"{count} stored value(s) use bits above BitsStored={bs} (of "
+            f"{meta.bits_allocated} allocated; overlay data or a wrong BitsStored?); the "
+            "reader masks them")
+    return [note]
 
 
 def _fill_from_meta(row: dict[str, Any], meta: Any) -> None:
@@ -374,7 +562,7 @@ def _intrinsic_status(row: dict[str, Any], meta: Any) -> tuple[str, str] | None:
         return _read_error_status(exc)
     if not row["Rows"] or not row["Columns"]:
         return "not-an-image", "no Rows/Columns: not an image object"
-    return None
+    return _blank_status(meta)
 
 
 def _verify_pixels(path: str, force: bool) -> tuple[str, str] | None:
@@ -406,8 +594,13 @@ def ingest(
     verify: bool = False,
     force: bool = False,
     progress: bool = True,
+    follow_links_outside: bool = False,
 ) -> list[dict[str, Any]]:
     """Scan ``roots`` into manifest rows (one per file found, sorted by path).
+
+    Entries that are not read get a row too (:func:`walk_roots`): an unreadable folder or a
+    dangling link (``unreadable``), a FIFO, socket, device or link to a folder
+    (``not-a-regular-file``), a link leading outside the roots (``link-outside-roots``).
 
     Args:
         roots: directories (walked recursively) and/or files.
@@ -425,6 +618,8 @@ def ingest(
         verify: also decode the first frame of every image (slow; catches corrupt streams).
         force: read DICOM files without file meta (ACR-NEMA) instead of refusing them.
         progress: show a progress bar (tqdm, on stderr).
+        follow_links_outside: read files that links lead to outside the roots (by default
+            they are reported as ``link-outside-roots`` and never opened).
 
     Returns:
         Rows (dicts with the :data:`COLUMNS` keys; ints for Rows/Columns/BitsStored/
@@ -438,9 +633,15 @@ def ingest(
     if backend not in ("process", "thread"):
         raise ConfigError(f"backend must be 'process' or 'thread', got {backend!r}")
     filters = filters or IngestFilters()
-    paths = [str(p) for p in find_files(roots)]
-    logger.info("found %d files under %s", len(paths), ", ".join(map(str, roots)))
+    walk = walk_roots(roots, follow_links_outside=follow_links_outside)
+    paths = walk.files
+    logger.info("found %d files under %s (%d other entries not read)", len(paths),
+                ", ".join(map(str, roots)), len(walk.skipped))
     rows = _scan_all(paths, workers, backend, chunk_size, verify, force, progress)
+    for path, status, detail in walk.skipped:
+        row = _empty_row(path)
+        row["status"], row["reason_detail"], row["_qc"] = status, detail, ""
+        rows.append(row)
     rows.sort(key=lambda r: r["path"])
     _archive_statuses(rows, label, filters)
     for row in rows:
@@ -476,7 +677,10 @@ def _scan_all(
         pool_cls: type[Executor] = (
             ProcessPoolExecutor if backend == "process" else ThreadPoolExecutor
         )
-        pool_kw: dict[str, Any] = {"initializer": _init_worker} if backend == "process" else {}
+        pool_kw: dict[str, Any] = {}
+        if backend == "process":  # workers exit with this process, also on kill -9
+
+            pool_kw = with_parent_watch(_init_worker)
         with pool_cls(max_workers=n_workers, **pool_kw) as pool:
             futures = {pool.submit(_scan_chunk, c, verify, force): c for c in chunks}
             # the bar (and tqdm's monitor thread) only after the workers were forked
@@ -612,11 +816,23 @@ def _to_cell(value: Any) -> str:
     return str(value)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def write_manifest(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
     """Write rows as CSV (UTF-8): :data:`COLUMNS`, then ``split`` and any other columns.
 
-    The file is written to a temporary name and renamed, so an interrupted write never
-    leaves a half manifest.
+    The file is written whole or not at all (:func:`medforensics.common.atomic.atomic_output`:
+    a temporary file next to ``path``, then a rename). File names that are not valid UTF-8
+    (Linux file names are bytes) are written as their original bytes (Python's
+    ``surrogateescape``), so :func:`read_manifest` gives back the same path and the file can
+    still be opened; such names are counted in a warning, since the CSV is then not pure
+    UTF-8. Any other text that cannot be encoded is written with backslash escapes.
 
     Args:
         rows: manifest rows.
@@ -624,6 +840,10 @@ def write_manifest(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        OutputWriteError: the manifest cannot be written (disk full, no permission, ...);
+            nothing is left under ``path`` (an earlier manifest there is kept).
     """
     path = Path(path)
     extra: list[str] = []
@@ -633,14 +853,29 @@ def write_manifest(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
                 extra.append(key)
     extra.sort(key=lambda k: (k != "split", k))
     fieldnames = list(COLUMNS) + extra
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    n_raw = 0
+    with atomic_output(path, "w", encoding="utf-8", errors="surrogateescape",
+                       newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _to_cell(row.get(k)) for k in fieldnames})
-    os.replace(tmp, path)
+            cells = {k: _to_cell(row.get(k)) for k in fieldnames}
+            for k, v in cells.items():
+                if v.isascii():
+                    continue
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    if k == "path" and _encodable(v):
+                        n_raw += 1
+                    else:
+                        cells[k] = v.encode("utf-8", "backslashreplace").decode("ascii")
+            writer.writerow(cells)
+    if n_raw:
+        logger.warning(
+            "%s: %d file name(s) are not valid UTF-8; they are written as their original "
+            "bytes (read_manifest gives them back unchanged, other CSV readers may show "
+            "replacement characters)", path, n_raw)
     return path
 
 
@@ -680,7 +915,7 @@ def read_manifest(path: Path | str) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames:
             raise ManifestError(f"{path}: empty manifest (no header line)")

@@ -38,6 +38,7 @@ once. Re-running ``prepare`` on the same store only decodes what is new or chang
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -60,6 +61,9 @@ from medforensics.data.manifest import read_manifest
 from medforensics.data.transforms import paper_preprocess
 from medforensics.errors import ConfigError, ReadError, StoreError
 from medforensics.io import read_image
+from medforensics.common.atomic import atomic_write_text
+from medforensics.errors import OutputWriteError
+from medforensics.common.workers import with_parent_watch
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +265,10 @@ def _entry_end(e: Mapping[str, Any]) -> int:
 
 
 def _write_index(store: Path, index: dict[str, Any]) -> None:
+    """Write ``index.json`` whole or not at all (OutputWriteError when it cannot be)."""
     index["updated"] = _now()
-    tmp = store / (INDEX_NAME + ".tmp")
-    tmp.write_text(json.dumps(index, separators=(",", ":")), encoding="utf-8")
-    os.replace(tmp, store / INDEX_NAME)
+    atomic_write_text(store / INDEX_NAME, json.dumps(index, separators=(",", ":")),
+                      errors="surrogateescape")
 
 
 class _Lock:
@@ -491,9 +495,26 @@ def _run_tasks(store: Path, index: dict[str, Any], tasks: list[tuple[str, str, b
     n_workers = min(n_workers, len(tasks))
     report.workers = n_workers if n_workers > 1 else 0
     bar = tqdm(total=len(tasks), unit="img", desc="prepare", disable=not progress, leave=False)
+    saved = {"end": end}  # blob bytes the index on disk refers to
+    try:
+        _fill_blob(store, blob_path, index, tasks, n_workers, report, bar, end, saved)
+    except OSError as exc:
+        # Disk full (or another write failure): the index on disk still describes the blob
+        # up to its last save, so the store stays usable and a later prepare resumes there.
+        with contextlib.suppress(OSError):
+            os.truncate(blob_path, saved["end"])
+
+        if isinstance(exc, OutputWriteError):
+            raise
+        raise OutputWriteError(blob_path, exc) from None
+
+
+def _fill_blob(store: Path, blob_path: Path, index: dict[str, Any],
+               tasks: list[tuple[str, str, bool, bool]], n_workers: int,
+               report: PrepareReport, bar: Any, end: int, saved: dict[str, int]) -> None:
     last_save = time.monotonic()
     with open(blob_path, "r+b") as blob:
-        if size > end:  # tail of an interrupted prepare that never reached the index
+        if blob_path.stat().st_size > end:  # tail of an interrupted prepare, not indexed
             blob.truncate(end)
         state = {"end": end}
 
@@ -505,6 +526,7 @@ def _run_tasks(store: Path, index: dict[str, Any], tasks: list[tuple[str, str, b
                 blob.flush()
                 os.fsync(blob.fileno())
                 _write_index(store, index)
+                saved["end"] = state["end"]
                 last_save = time.monotonic()
 
         try:
@@ -544,7 +566,9 @@ def _run_pool(tasks: list[tuple[str, str, bool, bool]], n_workers: int,
     pending: dict[Future, tuple[str, str, bool, bool]] = {}
     todo = iter(tasks)
     limit = 2 * n_workers
-    with ProcessPoolExecutor(max_workers=n_workers, initializer=_init_worker) as pool:
+
+    # workers exit with this process, also when it is killed (kill -9)
+    with ProcessPoolExecutor(max_workers=n_workers, **with_parent_watch(_init_worker)) as pool:
         def submit_more() -> None:
             while len(pending) < limit:
                 t = next(todo, None)

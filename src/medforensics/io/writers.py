@@ -6,7 +6,7 @@ Writers refuse values that do not fit (no silent clipping or 8-bit squashing).
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -35,11 +35,16 @@ def _check_2d_int(array: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
     return arr
 
 
+def _target(path: Any) -> Any:
+    """A path for Pillow, or the binary file object given instead of one."""
+    return path if hasattr(path, "write") else os.fspath(path)
+
+
 def write_png16(path: PathLike, array: np.ndarray) -> None:
     """Write a 16-bit greyscale PNG (lossless).
 
     Args:
-        path: output file.
+        path: output file (or a binary file object).
         array: 2-D (H, W) array of whole numbers in 0..65535 (any integer dtype, or float
             holding whole numbers).
 
@@ -49,7 +54,7 @@ def write_png16(path: PathLike, array: np.ndarray) -> None:
     from PIL import Image as PILImage
 
     arr = _check_2d_int(array, 0, 65535, "write_png16").astype(np.uint16)
-    PILImage.fromarray(arr).save(os.fspath(path), format="PNG")
+    PILImage.fromarray(arr).save(_target(path), format="PNG")
 
 
 def write_png8(path: PathLike, array: np.ndarray) -> None:

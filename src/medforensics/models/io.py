@@ -46,7 +46,7 @@ from torch import nn
 
 from medforensics import __version__
 from medforensics.common.hashing import file_sha256
-from medforensics.common.jsonio import atomic_write_bytes
+from medforensics.common.atomic import atomic_write_bytes
 from medforensics.errors import ConfigError, ModelFileError
 from medforensics.models.constrained import max_constraint_violation
 from medforensics.models.registry import create_model

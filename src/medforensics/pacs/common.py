@@ -17,6 +17,8 @@ from pydicom.dataset import Dataset
 
 from medforensics.errors import ReadError
 from medforensics.pacs.errors import DicomBuildError, MissingDicomExtraError
+from medforensics.io import read_header
+from medforensics import __version__
 
 __all__ = [
     "Producer",
@@ -73,7 +75,6 @@ class Producer:
         """:attr:`version`, else the installed package's version."""
         if self.version:
             return self.version
-        from medforensics import __version__
 
         return __version__
 
@@ -120,7 +121,6 @@ def source_header(source: Dataset | str | os.PathLike[str]) -> Dataset:
         name = str(source.get("SOPInstanceUID", "<dataset>"))
     else:
         name = os.fspath(source)
-        from medforensics.io import read_header
 
         meta = read_header(name)
         if meta.format != "dicom":

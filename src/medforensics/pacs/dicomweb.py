@@ -30,6 +30,7 @@ from medforensics.pacs.errors import (
     PacsServerError,
     PacsUnreachableError,
 )
+from medforensics.errors import ConfigError
 
 __all__ = ["InstanceRef", "PacsClient", "StoreOutcome"]
 
@@ -99,8 +100,6 @@ class PacsClient:
     def __init__(self, url: str, *, user: str | None = None, password: str | None = None,
                  token: str | None = None, ca_bundle: str | None = None,
                  insecure: bool = False, timeout: float = 30.0, retries: int = 3) -> None:
-        from medforensics.errors import ConfigError
-
         if (user is None) != (password is None):
             raise ConfigError("give both a user and a password for HTTP basic "
                               "authentication, or neither")

@@ -47,6 +47,9 @@ from medforensics.pacs.errors import (
     PacsUnreachableError,
     ScanStateError,
 )
+from medforensics.errors import ConfigError
+from medforensics.pacs.seg import build_seg
+from medforensics.pacs.sr import build_report
 
 __all__ = ["STATE_FORMAT", "ScanItem", "ScanSummary", "is_image_sop_class", "scan"]
 
@@ -293,10 +296,6 @@ def scan(
             failures in a row.
         ScanStateError: the state file is unusable or belongs to another server / query.
     """
-    from medforensics.errors import ConfigError
-    from medforensics.pacs.seg import build_seg
-    from medforensics.pacs.sr import build_report
-
     if analyse_source is None and analyse_forgery is None:
         raise ConfigError("nothing to analyse: give a source model, a forgery detector or "
                           "both")

@@ -65,6 +65,7 @@ from medforensics.io import read_header, read_image
 from medforensics.report.images import heat_colours, overlay_rgb, png_b64, preview_grey
 from medforensics.source.predictor import SourcePredictor, identify_image
 from medforensics.source.verdicts import unreadable
+from medforensics.common.atomic import atomic_write_text
 
 __all__ = [
     "CaseAnalysis",
@@ -1387,6 +1388,8 @@ def write_report(
         ConfigError: a path does not exist, no files found, several files for one ``.html``
             output, or an unusable output folder.
         ModelFileError: a model run cannot be loaded.
+        OutputWriteError: a page or the index cannot be written (disk full, ...); pages
+            already written are complete, the one that failed is not left behind.
     """
     roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = [str(p) for p in find_files(roots)]
@@ -1432,7 +1435,8 @@ def write_report(
         else:
             sha = entry.get("sha256") or "nohash"
             target = out_path / f"case-{i:04d}-{sha[:12]}.html"
-        target.write_text(page_html, encoding="utf-8")
+        # whole or absent (temporary file + rename); a name that is not UTF-8 is escaped
+        atomic_write_text(target, page_html, errors="backslashreplace")
         entry["page"] = target.name
         entries.append(entry)
         result.pages.append(target)
@@ -1442,8 +1446,8 @@ def write_report(
             progress(i, len(files))
     if not single:
         index = out_path / "index.html"
-        index.write_text(_index_html(entries, mask_identifiers, s_prov, f_prov, when),
-                         encoding="utf-8")
+        atomic_write_text(index, _index_html(entries, mask_identifiers, s_prov, f_prov, when),
+                          errors="backslashreplace")
         result.index = index
     return result
 

@@ -18,6 +18,7 @@ from medforensics.errors import InvalidArrayError
 from medforensics.forgery.cues.ela import window_to_uint8
 from medforensics.forgery.detector import ForgeryResult
 from medforensics.io import write_png16
+from medforensics.common.atomic import atomic_save_npy, atomic_write_with
 
 __all__ = ["MapWriter", "heat_colours", "overlay_rgb", "png_b64", "preview_grey", "save_map_files"]
 
@@ -140,10 +141,12 @@ def save_map_files(result: ForgeryResult, pixels: np.ndarray, out_dir: str | Pat
     m = np.clip(np.asarray(result.prob_map, np.float32), 0.0, 1.0)
     files = {"map_png": out / f"{stem}_map.png", "map_npy": out / f"{stem}_map.npy",
              "overlay_png": out / f"{stem}_overlay.png"}
-    write_png16(files["map_png"], np.rint(m * 65535.0).astype(np.uint16))
-    np.save(files["map_npy"], m, allow_pickle=False)
-    Image.fromarray(overlay_rgb(pixels, m, max_side=overlay_max_side)).save(
-        files["overlay_png"], format="PNG")
+    # each file whole or absent (temporary file + rename)
+    atomic_write_with(files["map_png"], lambda fh: write_png16(
+        fh, np.rint(m * 65535.0).astype(np.uint16)))
+    atomic_save_npy(files["map_npy"], m)
+    overlay = Image.fromarray(overlay_rgb(pixels, m, max_side=overlay_max_side))
+    atomic_write_with(files["overlay_png"], lambda fh: overlay.save(fh, format="PNG"))
     return {k: str(v) for k, v in files.items()}
 
 

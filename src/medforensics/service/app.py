@@ -9,8 +9,9 @@ started with a token; ``/``, ``/static``, ``/health`` and ``/openapi.json`` are 
 ``GET /v1/models``         presets, classes, file hashes, calibration of the loaded models
 ``POST /v1/identify``      device verdict of one uploaded image (``?preview=true`` adds a PNG)
 ``POST /v1/forgery``       forgery score, verdict, forged area, heat-map overlay (PNG, base64)
-``POST /v1/report``        self-contained HTML case report (identifiers masked unless
-                           ``?mask_identifiers=false``)
+``POST /v1/report``        self-contained HTML case report (identifiers masked; a service
+                           started with ``allow_unmasked_reports`` also honours
+                           ``?mask_identifiers=false``, any other answers it with 403)
 ``GET /openapi.json``      the OpenAPI schema
 =========================  ==========================================================
 
@@ -21,10 +22,15 @@ limit, and deleted when the analysis is over (also after a timeout). Images whos
 larger than ``max_frame_pixels`` are refused from their header before any decoding.
 
 Every error answer is JSON ``{"error": <code>, "detail": <message>}``: 401 (token), 413
-(size), 415 (content type), 400 (malformed multipart), 422 (unreadable or unsuitable image;
-``error`` is the reader's ``ReadError.reason``, e.g. ``not-an-image-file``,
-``truncated-pixel-data``, ``too-large``), 501 (report module absent), 503 (no forgery model
-loaded), 504 (upload + analysis over the time limit). 500 means a bug.
+(size), 415 (content type), 400 (malformed multipart), 403 (unmasked report not allowed),
+422 (unreadable or unsuitable image; ``error`` is the reader's ``ReadError.reason``, e.g.
+``not-an-image-file``, ``truncated-pixel-data``, ``too-large``), 501 (report module absent),
+503 (no forgery model loaded), 504 (upload + analysis over the time limit). 500 means a bug.
+
+Each analysis runs in a child process forked from the service (``isolation="process"``, the
+default): at the time limit it is killed, so an overrunning analysis never keeps a worker
+busy after its 504 (:mod:`medforensics.service.isolation`). Slow or silent connections are
+bounded by the server's protocol (:mod:`medforensics.service.limits`).
 
 Logs never carry file names, header values or pixel data: an upload is named by its SHA-256
 prefix and size.
@@ -36,6 +42,7 @@ import asyncio
 import concurrent.futures
 import hmac
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -61,12 +68,8 @@ from medforensics.service.analysis import (
     InputError,
     NotAvailable,
 )
-from medforensics.service.uploads import (
-    FILE_FIELD,
-    RAW_CONTENT_TYPES,
-    UploadError,
-    receive_upload,
-)
+from medforensics.service.isolation import AnalysisTimeout, run_forked
+from medforensics.service.uploads import FILE_FIELD, RAW_CONTENT_TYPES, UploadError, receive_upload
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_TIMEOUT_S", "STATIC_DIR"]
 
@@ -239,9 +242,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
         # A real bug: log the traceback (it holds no upload content) and answer 500.
-        log.error("internal error (%s)", type(exc).__name__, exc_info=exc)
+        kind = getattr(exc, "kind", None) or type(exc).__name__  # AnalysisCrashed: the job's
+        log.error("internal error (%s)", kind, exc_info=exc)
         return _error_response(500, "internal-error",
-                               f"internal error ({type(exc).__name__}); see the server log")
+                               f"internal error ({kind}); see the server log")
 
 
 # ---------------------------------------------------------------------- middleware
@@ -294,6 +298,8 @@ def create_app(
     device: str = "cpu",
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
     allow_modified_run: bool = False,
+    isolation: str = "process",
+    allow_unmasked_reports: bool = False,
 ) -> FastAPI:
     """Build the web application; the models are loaded here, once.
 
@@ -306,8 +312,8 @@ def create_app(
             (compared in constant time); 401 otherwise.
         max_upload_bytes: largest accepted file, in bytes (413 above, checked while streaming).
         timeout_s: longest time for receiving and analysing one upload, in seconds (504 above).
-        workers: analyses run at the same time (threads); further requests wait their turn
-            within their time limit.
+        workers: analyses run at the same time; further requests wait their turn within
+            their time limit.
         tmp_dir: where upload directories are created (default: the system temp dir).
         allowed_hosts: accepted ``Host`` header values (DNS-rebinding guard), e.g.
             ``["127.0.0.1", "localhost"]``; ``None`` accepts any.
@@ -316,6 +322,13 @@ def create_app(
             refused from the header (422 ``too-large``) before decoding (memory guard).
         allow_modified_run: load runs whose files differ from their run manifest (answers
             then say ``run_integrity: "modified"``) instead of refusing them.
+        isolation: ``"process"`` (default): each analysis runs in a forked child process
+            that is killed at the time limit, freeing its worker at once; ``"thread"``: in a
+            worker thread of the service (an overrunning analysis then runs on after its
+            504 and keeps the worker busy; for tests that inspect in-process state).
+        allow_unmasked_reports: honour ``/v1/report?mask_identifiers=false`` (patient and
+            institution identifiers shown). Off by default: any token holder could otherwise
+            ask for them; such requests then get 403 ``unmasking-not-allowed``.
 
     Returns:
         The FastAPI app; ``app.state.service`` is the :class:`CaseService`.
@@ -336,6 +349,10 @@ def create_app(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if token is not None and not token.strip():
         raise ConfigError("token must not be empty")
+    if isolation not in ("process", "thread"):
+        raise ConfigError(f"isolation must be 'process' or 'thread', got {isolation!r}")
+    if isolation == "process" and not hasattr(os, "fork"):
+        raise ConfigError("isolation='process' needs os.fork (Linux, macOS); use 'thread'")
     service = CaseService(source_run, forgery_run, device=device,
                           max_frame_pixels=max_frame_pixels,
                           allow_modified_run=allow_modified_run)
@@ -372,7 +389,9 @@ def create_app(
     )
     app.state.service = service
     app.state.settings = {"max_upload_bytes": int(max_upload_bytes),
-                          "timeout_s": float(timeout_s), "auth_required": token is not None}
+                          "timeout_s": float(timeout_s), "auth_required": token is not None,
+                          "isolation": isolation,
+                          "unmasked_reports": bool(allow_unmasked_reports)}
     _install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
     if allowed_hosts is not None:
@@ -426,17 +445,26 @@ def create_app(
             except UploadError as exc:
                 log.info("%s: upload refused (%s)", what, exc.reason)
                 raise
-            fut = executor().submit(job, upload.path, upload.filename)
+            if isolation == "process":
+                stop_at = time.monotonic() + max(0.0, deadline - loop.time())
+                fut = executor().submit(run_forked, job, (upload.path, upload.filename),
+                                        deadline=stop_at)
+            else:
+                fut = executor().submit(job, upload.path, upload.filename)
             waiter = asyncio.wrap_future(fut)
             # Mark a late outcome as retrieved so an abandoned job logs nothing spurious.
             waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
             done, _ = await asyncio.wait({waiter}, timeout=max(0.0, deadline - loop.time()))
             if not done:
-                fut.cancel()  # only stops a job still waiting for a worker
+                fut.cancel()  # a queued job; a running child is killed at its deadline
                 log.warning("%s %s: timed out after %.0f s", what, upload.tag, timeout_s)
                 raise ApiError(504, "timeout", f"the analysis took longer than {timeout_s:g} s")
             try:
                 result = waiter.result()
+            except AnalysisTimeout:
+                log.warning("%s %s: stopped after %.0f s", what, upload.tag, timeout_s)
+                raise ApiError(504, "timeout",
+                               f"the analysis took longer than {timeout_s:g} s") from None
             except (InputError, NotAvailable) as exc:
                 log.info("%s %s: %s (%.0f ms)", what, upload.tag, exc.reason,
                          1000 * (time.monotonic() - t0))
@@ -453,6 +481,7 @@ def create_app(
 
     auth = [Depends(require_token)]
     upload_errors = _errors(401, 413, 415, 422, 504)
+    allow_unmasked = bool(allow_unmasked_reports)
 
     # ------------------------------------------------------------------ routes
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -501,11 +530,18 @@ def create_app(
     @app.post("/v1/report", dependencies=auth, openapi_extra=_UPLOAD_BODY,
               response_class=HTMLResponse,
               responses={200: {"content": {"text/html": {}}},
-                         **_errors(401, 413, 415, 422, 501, 504)}, tags=["analysis"])
+                         **_errors(401, 403, 413, 415, 422, 501, 504)}, tags=["analysis"])
     async def report(request: Request, mask_identifiers: bool = True) -> HTMLResponse:
         """Self-contained HTML case report of one image (501 when the report module is not
         part of this installation). Patient and institution identifiers are shown as
-        ``masked`` unless ``mask_identifiers=false``."""
+        ``masked``; ``mask_identifiers=false`` shows them only when the service was started
+        to allow it (``serve --allow-unmasked-reports``), and is refused with 403
+        otherwise."""
+        if not mask_identifiers and not allow_unmasked:  # refuse before receiving the upload
+            raise ApiError(403, "unmasking-not-allowed",
+                           "this service masks patient and institution identifiers in every "
+                           "report; unmasked reports need a service started with "
+                           "--allow-unmasked-reports")
         if not service.has_report:  # refuse before receiving the upload
             raise NotAvailable(501, "report-not-available",
                                "case reports are not available in this installation "

@@ -10,7 +10,10 @@ import time
 from types import TracebackType
 from typing import Any
 
-__all__ = ["BackgroundServer", "is_loopback", "loopback_hosts", "serve"]
+from medforensics.service.limits import ConnectionLimits, guarded_protocol
+
+__all__ = ["BackgroundServer", "ConnectionLimits", "is_loopback", "loopback_hosts", "serve",
+           "uvicorn_config"]
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,22 @@ def loopback_hosts(host: str) -> list[str]:
     return sorted(names)
 
 
+def uvicorn_config(app: Any, *, host: str, port: int, log_level: str,
+                   limits: ConnectionLimits | None = None, **kw: Any) -> Any:
+    """The ``uvicorn.Config`` of the service: h11 with :mod:`medforensics.service.limits`
+    (header and body timeouts, capped waiting connections), no server header, no proxy
+    headers, 5 s keep-alive."""
+    import uvicorn
+
+    lim = limits or ConnectionLimits()
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,
+                          proxy_headers=False, timeout_keep_alive=5,
+                          limit_concurrency=lim.limit_concurrency,
+                          http=guarded_protocol(lim), **kw)
+
+
 def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000,
-          log_level: str = "info") -> None:
+          log_level: str = "info", limits: ConnectionLimits | None = None) -> None:
     """Serve ``app`` with uvicorn until interrupted (Ctrl-C).
 
     Args:
@@ -40,11 +57,12 @@ def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000,
         host: address to bind; loopback by default.
         port: TCP port.
         log_level: uvicorn log level.
+        limits: connection timeouts and caps (:class:`ConnectionLimits` defaults).
     """
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-                proxy_headers=False, timeout_keep_alive=5, limit_concurrency=64)
+    uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level,
+                                  limits=limits)).run()
 
 
 class BackgroundServer:
@@ -55,6 +73,7 @@ class BackgroundServer:
         host: address to bind.
         port: TCP port; 0 picks a free one (read it from :attr:`port` / :attr:`url`).
         start_timeout: seconds to wait for the server to accept connections.
+        limits: connection timeouts and caps, as for :func:`serve`.
 
     Example:
         >>> with BackgroundServer(app) as srv:  # doctest: +SKIP
@@ -62,14 +81,14 @@ class BackgroundServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0,
-                 start_timeout: float = 20.0) -> None:
+                 start_timeout: float = 20.0, limits: ConnectionLimits | None = None) -> None:
         import uvicorn
 
         self.host = host
         self.port = port
         self.start_timeout = start_timeout
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                server_header=False, lifespan="on")
+        config = uvicorn_config(app, host=host, port=port, log_level="warning",
+                                limits=limits, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="medforensics-uvicorn",
                                        daemon=True)

@@ -26,11 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from medforensics.common.jsonio import (
-    atomic_write_bytes,
-    atomic_write_json,
-    to_jsonable,
-)
+from medforensics.common.atomic import atomic_write_bytes
+from medforensics.common.jsonio import atomic_write_json, to_jsonable
 from medforensics.errors import ConfigError
 from medforensics.eval import classification as C
 from medforensics.eval import metrics as M

@@ -37,6 +37,7 @@ from medforensics.data.transforms import (
 )
 from medforensics.errors import InvalidArrayError, ReadError
 from medforensics.io import read_image
+from medforensics.common.workers import with_parent_watch
 
 __all__ = ["InputSpec", "Prepared", "image_evidence", "patch_positions", "model_input",
            "prepare_file", "map_ordered"]
@@ -224,8 +225,11 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
     depth = max(1, int(prefetch) if prefetch is not None else 2 * n_workers)
     it = iter(items)
     pending: deque[Future[R]] = deque()
+
+    # workers exit with this process, also when it is killed (kill -9)
     pool = ProcessPoolExecutor(max_workers=n_workers,
-                               mp_context=multiprocessing.get_context("spawn"))
+                               mp_context=multiprocessing.get_context("spawn"),
+                               **with_parent_watch())
     try:
         for item in it:
             pending.append(pool.submit(fn, item))
