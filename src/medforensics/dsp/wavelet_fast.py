@@ -3,9 +3,10 @@
 Same coefficients as :func:`medforensics.dsp.wavelet.wavedec2` / ``waverec2`` (same filters,
 same periodic boundary, same sample alignment, same subband order), computed by PyWavelets'
 compiled filter bank in the input's precision. PyWavelets convolves where the NumPy version
-correlates, and its periodic mode is aligned one sample off; the filters are therefore given
-reversed, and every level's input and outputs are rolled by one sample, which makes the
-coefficients equal to those of the NumPy version up to rounding (checked in the tests).
+correlates, and its periodic mode aligns the samples differently (by an offset that depends
+on the filter length); the filters are therefore given reversed, and every level's input and
+outputs are rolled by that offset, which makes the coefficients equal to those of the NumPy
+version up to rounding (checked in the tests).
 
 All functions are pure; float32 input gives float32 output (float64 otherwise).
 """
@@ -30,13 +31,20 @@ def _wavelet(wavelet: str | int) -> pywt.Wavelet:
                         filter_bank=(h[::-1].tolist(), g[::-1].tolist(), h.tolist(), g.tolist()))
 
 
+@lru_cache(maxsize=16)
+def _shifts(wavelet: str | int) -> tuple[int, int]:
+    """(input roll, output roll) aligning PyWavelets' periodic mode with the NumPy transform."""
+    n = len(daubechies_filters(wavelet)[0]) // 2  # vanishing moments
+    return (-1, 1 - n // 2) if n % 2 == 0 else (0, -(n - 1) // 2)
+
+
 def _float(x: np.ndarray) -> np.ndarray:
     a = np.asarray(x)
     return a if a.dtype == np.float32 else a.astype(np.float64, copy=False)
 
 
 def _roll(x: np.ndarray, s: int) -> np.ndarray:
-    return np.roll(x, (s, s), axis=(0, 1))
+    return np.roll(x, (s, s), axis=(0, 1)) if s else x
 
 
 def dwt2_fast(x: np.ndarray, wavelet: str | int = "db4") -> tuple[np.ndarray, Subbands]:
@@ -56,16 +64,18 @@ def dwt2_fast(x: np.ndarray, wavelet: str | int = "db4") -> tuple[np.ndarray, Su
     a = _float(x)
     if a.ndim != 2 or a.shape[0] % 2 or a.shape[1] % 2:
         raise InvalidArrayError(f"dwt2 needs a 2-D array with even sides, got {a.shape}")
-    ca, (ch, cv, cd) = pywt.dwt2(_roll(a, -1), _wavelet(wavelet), mode=_MODE)
-    return _roll(ca, -1), (_roll(ch, -1), _roll(cv, -1), _roll(cd, -1))
+    si, so = _shifts(wavelet)
+    ca, (ch, cv, cd) = pywt.dwt2(_roll(a, si), _wavelet(wavelet), mode=_MODE)
+    return _roll(ca, so), (_roll(ch, so), _roll(cv, so), _roll(cd, so))
 
 
 def idwt2_fast(approx: np.ndarray, details: Subbands, wavelet: str | int = "db4") -> np.ndarray:
     """Inverse of :func:`dwt2_fast`: the (H, W) array in the coefficients' precision."""
     a = _float(approx)
-    d = tuple(_roll(_float(b).astype(a.dtype, copy=False), 1) for b in details)
-    out = pywt.idwt2((_roll(a, 1), d), _wavelet(wavelet), mode=_MODE)
-    return _roll(out.astype(a.dtype, copy=False), 1)
+    si, so = _shifts(wavelet)
+    d = tuple(_roll(_float(b).astype(a.dtype, copy=False), -so) for b in details)
+    out = pywt.idwt2((_roll(a, -so), d), _wavelet(wavelet), mode=_MODE)
+    return _roll(out.astype(a.dtype, copy=False), -si)
 
 
 def wavedec2_fast(x: np.ndarray, levels: int, wavelet: str | int = "db4"
