@@ -333,14 +333,15 @@ def bench_fingerprints(run: str, files: list[str], work: Path,
 
 
 def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int = 2048,
-                        seed: int = 5) -> dict[str, Any]:
+                        seed: int = 5, workers: int = 2) -> dict[str, Any]:
     """identify on archive-like files with and without enrolled units, against raw decode.
 
     ``n_query`` + 8 simulated files of ``side`` px (4 models, one unit each, 14-16 bit,
     JPEG 2000 lossless); 2 images per unit enrol the units, a 1-epoch ``patch`` model is
     trained on all of them, and on the ``n_query`` others this measures, interleaved and in
-    the same process: raw pydicom decode, identify without units, identify with units (wall
-    medians of ``repeats``), then the per-stage CPU split (decode = ``read_image``,
+    the same process: raw pydicom decode, identify without units, identify with units
+    in-process and with ``workers`` decode-ahead workers (wall medians of ``repeats``; CPU
+    includes the workers'), then the per-stage CPU split (decode = ``read_image``,
     patches/model = ``predictor.predict``, unit step = ``identify_unit`` on the decoded
     pixels).
     """
@@ -384,7 +385,8 @@ def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int =
                            "n_units": len(units.fingerprints.patterns),
                            "transfer_syntax": "JPEG 2000 lossless"}
     runs: dict[str, list[dict[str, Any]]] = {"raw_decode": [], "identify": [],
-                                              "identify_units": []}
+                                              "identify_units": [],
+                                              f"identify_units_workers_{workers}": []}
     log(f"archive-like files: raw decode / identify / identify + units on {len(query)} "
         f"files x {repeats}, interleaved ...")
     for _ in range(repeats):
@@ -392,9 +394,11 @@ def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int =
                                                  for f in query], 1))
         runs["identify"].append(timed(lambda: list(identify_files(plain, query)), 1))
         runs["identify_units"].append(timed(lambda: list(identify_files(units, query)), 1))
+        runs[f"identify_units_workers_{workers}"].append(
+            timed(lambda: list(identify_files(units, query, workers=workers)), 1))
     for k, rs in runs.items():
         walls = [r["wall_s"][0] for r in rs]
-        cpus = [r["cpu_s"][0] for r in rs]
+        cpus = [r["cpu_s"][0] + r["children_cpu_s"][0] for r in rs]
         out[k] = {"wall_s": walls, "cpu_s": cpus, "wall_median_s": statistics.median(walls),
                   "cpu_median_s": statistics.median(cpus),
                   "files_per_s": len(query) / statistics.median(walls),
@@ -402,6 +406,9 @@ def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int =
     raw = out["raw_decode"]["files_per_s"]
     out["ratio_identify"] = out["identify"]["files_per_s"] / raw
     out["ratio_identify_units"] = out["identify_units"]["files_per_s"] / raw
+    out["workers"] = workers
+    out["ratio_identify_units_workers"] = (
+        out[f"identify_units_workers_{workers}"]["files_per_s"] / raw)
     # per-stage CPU split with units (one pass)
     stages = {"decode": 0.0, "model": 0.0, "units": 0.0}
     fps = units.fingerprints
@@ -648,6 +655,11 @@ def units_table(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{1e3 / ua['identify_units']['files_per_cpu_s']:.0f} ms CPU/file: decode "
             f"{st['decode']:.0f}, patches + model {st['model']:.0f}, unit step "
             f"{st['units']:.0f}")
+        kw = f"identify_units_workers_{ua['workers']}"
+        add(f"archive-like: identify, units enrolled, {ua['workers']} decode-ahead workers",
+            ua[kw]["files_per_s"], "files/s", "archive raw decode",
+            ua["ratio_identify_units_workers"], ">= 0.8",
+            f"{1e3 / ua[kw]['files_per_cpu_s']:.0f} ms CPU/file with the workers'")
     mem = res.get("memory_units", {})
     base = mem.get("baseline", {}).get("maxrss_kib")
     for kind, label in (("baseline", "peak RSS: imports + model + unit patterns, no image"),

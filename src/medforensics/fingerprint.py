@@ -792,8 +792,8 @@ class UnitFingerprints:
                 k, c = tensors[f"pattern.{i}"], tensors[f"count.{i}"]
                 if list(k.shape) != list(um["shape"]) or c.shape != k.shape:
                     raise ModelFileError(f"{w_p}: shape mismatch for unit {u!r}")
-                obj.patterns[u] = k.astype(np.float32)
-                obj.counts[u] = c.astype(np.int32)
+                obj.patterns[u] = k.astype(np.float32, copy=False)
+                obj.counts[u] = c.astype(np.int32, copy=False)
                 obj.n_images[u] = int(um.get("n_images", 0))
             if meta.get("calibration"):
                 obj.calibration = ThresholdReport(**meta["calibration"])
