@@ -332,6 +332,106 @@ def bench_fingerprints(run: str, files: list[str], work: Path,
             "s_per_file": r["wall_median_s"] / max(len(query), 1)}
 
 
+def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int = 2048,
+                        seed: int = 5, workers: int = 2) -> dict[str, Any]:
+    """identify on archive-like files with and without enrolled units, against raw decode.
+
+    ``n_query`` + 8 simulated files of ``side`` px (4 models, one unit each, 14-16 bit,
+    JPEG 2000 lossless); 2 images per unit enrol the units, a 1-epoch ``patch`` model is
+    trained on all of them, and on the ``n_query`` others this measures, interleaved and in
+    the same process: raw pydicom decode, identify without units, identify with units
+    in-process and with ``workers`` decode-ahead workers (wall medians of ``repeats``; CPU
+    includes the workers'), then the per-stage CPU split (decode = ``read_image``,
+    patches/model = ``predictor.predict``, unit step = ``identify_unit`` on the decoded
+    pixels).
+    """
+    import shutil
+
+    import pydicom
+
+    from medforensics.data.manifest import ingest
+    from medforensics.io import read_image
+    from medforensics.source.predictor import (
+        SourcePredictor,
+        enroll_units,
+        identify_files,
+        unit_candidates,
+    )
+    from medforensics.training.engine import train
+
+    files = ensure_archive(work, n_files=n_query + 8, size=(side, side), seed=seed,
+                           transfer_syntax="j2k")
+    rows = ingest(files, workers=1, progress=False)
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[r["unit"]] = seen.get(r["unit"], 0) + 1
+        r["split"] = "train" if seen[r["unit"]] <= 2 else "test"
+    base = work / f"run_units_{side}"
+    if not (base / "model.safetensors").is_file():
+        log(f"training a 1-epoch patch model on {len(rows)} {side} px J2K files ...")
+        shutil.rmtree(base, ignore_errors=True)
+        train([dict(r, split="train") for r in rows], out_dir=str(base), preset="patch",
+              epochs=1, patches_per_image=8, progress=False)
+    fp_run = work / f"run_units_{side}_fingerprints"
+    shutil.rmtree(fp_run, ignore_errors=True)
+    shutil.copytree(base, fp_run, ignore=shutil.ignore_patterns("checkpoints"))
+    log("enrolling unit fingerprints (2 images per unit) ...")
+    enroll_units(fp_run, rows, max_images_per_unit=2, progress=False)
+    query = [r["path"] for r in rows if r["split"] == "test"][:n_query]
+    plain = SourcePredictor.from_run(str(base))
+    units = SourcePredictor.from_run(str(fp_run))
+    list(identify_files(units, query[:1]))  # warm-up
+    out: dict[str, Any] = {"n_files": len(query), "side": side,
+                           "n_units": len(units.fingerprints.patterns),
+                           "transfer_syntax": "JPEG 2000 lossless"}
+    runs: dict[str, list[dict[str, Any]]] = {"raw_decode": [], "identify": [],
+                                              "identify_units": [],
+                                              f"identify_units_workers_{workers}": []}
+    log(f"archive-like files: raw decode / identify / identify + units on {len(query)} "
+        f"files x {repeats}, interleaved ...")
+    for _ in range(repeats):
+        runs["raw_decode"].append(timed(lambda: [pydicom.dcmread(f).pixel_array.shape
+                                                 for f in query], 1))
+        runs["identify"].append(timed(lambda: list(identify_files(plain, query)), 1))
+        runs["identify_units"].append(timed(lambda: list(identify_files(units, query)), 1))
+        runs[f"identify_units_workers_{workers}"].append(
+            timed(lambda: list(identify_files(units, query, workers=workers)), 1))
+    for k, rs in runs.items():
+        walls = [r["wall_s"][0] for r in rs]
+        cpus = [r["cpu_s"][0] + r["children_cpu_s"][0] for r in rs]
+        out[k] = {"wall_s": walls, "cpu_s": cpus, "wall_median_s": statistics.median(walls),
+                  "cpu_median_s": statistics.median(cpus),
+                  "files_per_s": len(query) / statistics.median(walls),
+                  "files_per_cpu_s": len(query) / max(statistics.median(cpus), 1e-9)}
+    raw = out["raw_decode"]["files_per_s"]
+    out["ratio_identify"] = out["identify"]["files_per_s"] / raw
+    out["ratio_identify_units"] = out["identify_units"]["files_per_s"] / raw
+    out["workers"] = workers
+    out["ratio_identify_units_workers"] = (
+        out[f"identify_units_workers_{workers}"]["files_per_s"] / raw)
+    # per-stage CPU split with units (one pass)
+    stages = {"decode": 0.0, "model": 0.0, "units": 0.0}
+    fps = units.fingerprints
+    compared = 0
+    for f in query:
+        t = time.process_time()
+        img = read_image(f)
+        stages["decode"] += time.process_time() - t
+        t = time.process_time()
+        pred = units.predict(img.pixels)
+        stages["model"] += time.process_time() - t
+        cands = unit_candidates(fps, units.classes, pred.probs, img.meta.model or None,
+                                level=units.label_column)
+        compared += len(fps.units) if cands is None else sum(len(fps.matching_units(m))
+                                                             for m in cands)
+        t = time.process_time()
+        fps.identify_unit(img.pixels, candidates=cands)
+        stages["units"] += time.process_time() - t
+    out["stage_cpu_ms_per_file"] = {k: 1e3 * v / len(query) for k, v in stages.items()}
+    out["units_compared_per_file"] = compared / len(query)
+    return out
+
+
 def detector_available() -> tuple[bool, str]:
     try:
         from medforensics.forgery.detector import ForgeryDetector  # noqa: F401
@@ -467,6 +567,7 @@ def table(res: dict[str, Any]) -> list[dict[str, Any]]:
         add("identify + unit fingerprints, in-process", fp["files_per_s"], "files/s",
             "raw decode", fp["files_per_s"] / raw, "",
             f"{fp['n_units']} enrolled units; {fp['s_per_file']:.1f} s/file")
+    rows += units_table(res)
     tr = res.get("training")
     if tr:
         add("prepare_store (decode once, default workers)", tr["prepare"]["images_per_s"],
@@ -529,6 +630,54 @@ def table(res: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def units_table(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table rows of the archive-like unit-pattern section and its peak-RSS children."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | str, unit: str, baseline: str = "", ratio: float | None
+            = None, goal: str = "", note: str = "") -> None:
+        rows.append(dict(name=name, value=value, unit=unit, baseline=baseline, ratio=ratio,
+                         goal=goal, note=note))
+
+    ua = res.get("units_archive")
+    if ua:
+        rawu = ua["raw_decode"]["files_per_s"]
+        what = f"{ua['n_files']} files of {ua['side']} px, {ua['transfer_syntax']}"
+        add("archive-like: raw decode (pydicom)", rawu, "files/s",
+            note=f"{what}; {1e3 / ua['raw_decode']['files_per_cpu_s']:.0f} ms CPU/file")
+        add("archive-like: identify, no units", ua["identify"]["files_per_s"], "files/s",
+            "archive raw decode", ua["ratio_identify"], "",
+            f"{1e3 / ua['identify']['files_per_cpu_s']:.0f} ms CPU/file")
+        st = ua["stage_cpu_ms_per_file"]
+        add("archive-like: identify, units enrolled", ua["identify_units"]["files_per_s"],
+            "files/s", "archive raw decode", ua["ratio_identify_units"], ">= 0.8",
+            f"{ua['n_units']} units, {ua['units_compared_per_file']:.1f} compared per file; "
+            f"{1e3 / ua['identify_units']['files_per_cpu_s']:.0f} ms CPU/file: decode "
+            f"{st['decode']:.0f}, patches + model {st['model']:.0f}, unit step "
+            f"{st['units']:.0f}")
+        kw = f"identify_units_workers_{ua['workers']}"
+        add(f"archive-like: identify, units enrolled, {ua['workers']} decode-ahead workers",
+            ua[kw]["files_per_s"], "files/s", "archive raw decode",
+            ua["ratio_identify_units_workers"], ">= 0.8",
+            f"{1e3 / ua[kw]['files_per_cpu_s']:.0f} ms CPU/file with the workers'")
+    mem = res.get("memory_units", {})
+    base = mem.get("baseline", {}).get("maxrss_kib")
+    for kind, label in (("baseline", "peak RSS: imports + model + unit patterns, no image"),
+                        ("identify", "peak RSS: identify one 4000x5000 16-bit image, units "
+                                     "enrolled")):
+        v = mem.get(kind)
+        if not v:
+            continue
+        if "maxrss_kib" not in v:
+            add(label, "failed", "", note=" ".join(v.get("error", [])))
+            continue
+        add(label, v["maxrss_kib"] * 1024 / GIB, "GiB", "", None,
+            "<= 0.75 GiB" if kind == "identify" else "",
+            (f"{(v['maxrss_kib'] - base) / 1024:.0f} MiB above the baseline; "
+             f"{v['seconds']:.1f} s" if base and kind != "baseline" else "fresh process, VmHWM"))
+    return rows
+
+
 def epochs_of(rec: dict[str, Any], mode: str) -> int:
     return len(rec.get(mode, []))
 
@@ -566,7 +715,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--workers", type=int, default=2, help="decode-ahead workers to measure")
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--skip", default="", help="comma list: training,j2k,fingerprints,memory,soak")
+    ap.add_argument("--skip", default="",
+                    help="comma list: training,j2k,fingerprints,units,memory,soak")
+    ap.add_argument("--units-only", action="store_true",
+                    help="only the archive-like unit-pattern section and its peak RSS")
     # child mode (internal)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
@@ -594,6 +746,10 @@ def main() -> None:
         "command": "python bench/run.py " + " ".join(sys.argv[1:]),
         "quick": quick, "repeats": repeats, "machine": machine_info(args.threads),
     }
+    if args.units_only:
+        res["units_archive"] = units_section(work, repeats, quick, args.threads, res)
+        finish(res, out, t_all, units_table(res))
+        return
     n_files, size = (16, (600, 900)) if quick else (60, (1500, 2500))
     files = ensure_archive(work, n_files=n_files, size=size, seed=args.seed)
     res["archive"] = {"root": str(Path(files[0]).parents[2]), "n_files": len(files), "size_range": list(size),
@@ -628,6 +784,8 @@ def main() -> None:
             res["j2k_skipped"] = str(exc)
     if "fingerprints" not in skip:
         res["fingerprints"] = bench_fingerprints(run, files, work, 4 if quick else 8)
+    if "units" not in skip:
+        res["units_archive"] = units_section(work, repeats, quick, args.threads, res)
 
     ok, why = detector_available()
     big = ensure_big_image(work, files[0])
@@ -648,9 +806,30 @@ def main() -> None:
                                 every=20 if quick else 100)
         mem["soak"]["note"] = f"the {len(files)} archive files cycled to {n_soak} paths"
     res["memory"] = mem
+    finish(res, out, t_all, table(res))
+
+
+def units_section(work: Path, repeats: int, quick: bool, threads: int,
+                  res: dict[str, Any]) -> dict[str, Any]:
+    """The archive-like unit-pattern speeds, and peak RSS children into ``res``."""
+    side = 1024 if quick else 2048
+    ua = bench_units_archive(work, repeats, n_query=8 if quick else 40, side=side)
+    files = ensure_archive(work, n_files=ua["n_files"] + 8, size=(side, side), seed=5,
+                           transfer_syntax="j2k")
+    big = ensure_big_image(work, files[0])
+    run = str(work / f"run_units_{side}_fingerprints")
+    res["memory_units"] = {"image": big,
+                           "baseline": run_child("baseline", threads, 1800.0, run=run),
+                           "identify": run_child("identify", threads, 1800.0, run=run,
+                                                 file=big)}
+    return ua
+
+
+def finish(res: dict[str, Any], out: Path, t_all: float, rows: list[dict[str, Any]]) -> None:
+    """Write ``bench.json`` and ``bench.md`` and print the table."""
     res["load_average_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t_all
-    res["table"] = table(res)
+    res["table"] = rows
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(res, indent=1, default=str))
     md = markdown(res)

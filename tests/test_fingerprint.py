@@ -10,7 +10,8 @@ import pytest
 from scipy import ndimage
 
 from medforensics.errors import ConfigError, InvalidArrayError, ModelFileError
-from medforensics.source.units import FingerprintConfig, UnitFingerprints
+from medforensics.source.units import UnitFingerprints
+from medforensics.source.unit_records import FingerprintConfig
 
 SIZE = 160
 LINEAR = FingerprintConfig(model="multiplicative")

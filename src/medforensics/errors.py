@@ -93,6 +93,25 @@ class FileAccessError(ReadError):
     reason = "file-access"
 
 
+class MemoryBudgetError(MedForensicsError):
+    """One image would need more working memory for an analysis step than its budget allows
+    (or the step ran out of memory). Raised per image: a batch reports it for that file and
+    goes on with the next one.
+
+    Attributes:
+        reason: ``"over-memory-budget"`` (the verdict's reason).
+        needed: estimated bytes (0 when the step ran out of memory without an estimate).
+        budget: the budget in bytes.
+    """
+
+    reason = "over-memory-budget"
+
+    def __init__(self, message: str, *, needed: int = 0, budget: int = 0) -> None:
+        self.needed = int(needed)
+        self.budget = int(budget)
+        super().__init__(message)
+
+
 class ManifestError(MedForensicsError):
     """A manifest is missing columns or is otherwise malformed."""
 

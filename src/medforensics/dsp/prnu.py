@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal, NamedTuple, Sequence
 
 import numpy as np
+import scipy.fft
 from scipy import ndimage
 
 from medforensics.dsp._checks import as_image, same_shape
@@ -66,7 +67,8 @@ def saturation_mask(image: np.ndarray, level: float | None = None, *,
     Returns:
         bool array (H, W), True = usable.
     """
-    img = as_image(image)
+    img = as_image(image, dtype=np.float32 if np.asarray(image).dtype == np.float32
+                   else np.float64)
 
     def plateau(sel: np.ndarray) -> np.ndarray:
         return sel if int(sel.sum()) >= min_count else np.zeros_like(sel)
@@ -233,29 +235,63 @@ def ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((x * y).sum() / (nx * ny))
 
 
-def zero_mean_spectrum(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def fast_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """Smallest (H', W') >= ``shape`` whose real FFT is fast (``scipy.fft.next_fast_len``)."""
+    return (int(scipy.fft.next_fast_len(int(shape[0]), real=True)),
+            int(scipy.fft.next_fast_len(int(shape[1]), real=True)))
+
+
+def zero_mean_spectrum(x: np.ndarray, shape: tuple[int, int], *, workers: int = 1
+                       ) -> np.ndarray:
     """Real 2-D FFT of ``x - mean(x)`` zero-padded (bottom/right) to ``shape``.
 
     Args:
-        x: (h, w) real array with h <= shape[0], w <= shape[1].
-        shape: (H, W) transform size.
+        x: (h, w) real array with h <= shape[0], w <= shape[1]; float32 input is transformed
+            in single precision.
+        shape: (H, W) transform size (see :func:`fast_shape` for a fast one).
+        workers: threads of ``scipy.fft``.
 
     Returns:
-        complex128 array (H, W // 2 + 1), for :func:`crosscorr_from_spectra`.
+        complex array (H, W // 2 + 1), complex64 for float32 ``x`` else complex128, for
+        :func:`crosscorr_from_spectra`.
     """
-    a = as_image(x, "x")
-    return np.fft.rfft2(a - a.mean(), s=shape)
+    a = as_image(x, "x", dtype=np.float32 if np.asarray(x).dtype == np.float32
+                 else np.float64)
+    mean = a.mean(dtype=np.float64)
+    return scipy.fft.rfft2(a - a.dtype.type(mean), s=shape, workers=workers)
 
 
-def crosscorr_from_spectra(fa: np.ndarray, fb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def crosscorr_from_spectra(fa: np.ndarray, fb: np.ndarray, shape: tuple[int, int], *,
+                           workers: int = 1) -> np.ndarray:
     """Cross-correlation from two :func:`zero_mean_spectrum` results of the same ``shape``.
 
     Lets a caller transform one array once and correlate it with many others.
 
     Returns:
-        float64 (H, W), same convention as :func:`crosscorr_2d`.
+        real (H, W) array (float32 from complex64 spectra, else float64), same convention
+        as :func:`crosscorr_2d`.
     """
-    return np.fft.irfft2(fa * np.conj(fb), s=shape)
+    prod = fa * np.conj(fb)
+    return scipy.fft.irfft2(prod, s=shape, workers=workers)
+
+
+def tile_grid(shape: tuple[int, int], max_side: int) -> list[tuple[slice, slice]]:
+    """Split an (H, W) region into near-equal tiles of at most ``max_side`` per side.
+
+    Returns:
+        the tiles' (row slice, column slice), row by row; one tile when the region fits.
+
+    Raises:
+        ConfigError: ``max_side`` < 1.
+    """
+    if max_side < 1:
+        raise ConfigError(f"max_side must be >= 1, got {max_side}")
+    cuts = []
+    for n in shape:
+        k = -(-int(n) // int(max_side))
+        edges = [round(i * n / k) for i in range(k + 1)]
+        cuts.append([slice(a, b) for a, b in zip(edges[:-1], edges[1:])])
+    return [(r, c) for r in cuts[0] for c in cuts[1]]
 
 
 def crosscorr_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -313,7 +349,8 @@ def pce(cc: np.ndarray, neighborhood: int = 11, *, max_shift: int | None = None)
     Raises:
         InvalidArrayError: bad surface or neighbourhood too large.
     """
-    c = as_image(cc, "cc")
+    c = as_image(cc, "cc", dtype=np.float32 if np.asarray(cc).dtype == np.float32
+                 else np.float64)
     H, W = c.shape
     if neighborhood < 1 or neighborhood >= min(H, W):
         raise InvalidArrayError(f"neighborhood {neighborhood} must be in [1, {min(H, W)})")
@@ -329,11 +366,13 @@ def pce(cc: np.ndarray, neighborhood: int = 11, *, max_shift: int | None = None)
         py, px = int(ys[iy]), int(xs[ix])
     peak = float(c[py, px])
     half = neighborhood // 2
-    keep = np.ones((H, W), dtype=bool)
     rows = np.arange(py - half, py + half + 1) % H
     cols = np.arange(px - half, px + half + 1) % W
-    keep[np.ix_(rows, cols)] = False
-    energy = float(np.mean(c[keep] ** 2))
+    near = c[np.ix_(rows, cols)]
+    total = float(np.square(c).sum(dtype=np.float64))
+    excl = float(np.square(near).sum(dtype=np.float64))
+    n_out = H * W - near.size
+    energy = max(total - excl, 0.0) / n_out if n_out > 0 else 0.0
     value = np.sign(peak) * peak * peak / energy if energy > 0 else 0.0
     dy = py - H if py > H // 2 else py
     dx = px - W if px > W // 2 else px

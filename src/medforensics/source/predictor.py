@@ -39,6 +39,7 @@ import torch
 
 from medforensics.errors import (
     ConfigError,
+    MemoryBudgetError,
     ModelFileError,
     ReadError,
 )
@@ -218,6 +219,7 @@ class SourcePredictor:
         fps = None
         if (run / FINGERPRINT_DIR).is_dir():
             fps = UnitFingerprints.load(run / FINGERPRINT_DIR, verify=False)
+            fps.fft_workers = max(1, torch.get_num_threads())
         if n_patches is None:
             n_patches = int(cal.get("n_patches", 64))
             if meta.get("name") == "patch":
@@ -480,7 +482,14 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
     if fps is not None and pixels is not None:
         cands = unit_candidates(fps, predictor.classes, pred.probs,
                                 header_claim(meta, "model"), level=level)
-        unit, score = fps.identify_unit(pixels, candidates=cands)
+        try:
+            unit, score = fps.identify_unit(pixels, candidates=cands)
+        except MemoryBudgetError as exc:
+            # the verdict would miss its unit check: a per-file error, the batch goes on
+
+            log.warning("%s: unit patterns not compared: %s", path or "image", exc)
+            extra["unit_error"] = str(exc)
+            return unreadable(exc, path, header_label=claim, level=level), extra
         n_units = (len(fps.units) if cands is None
                    else sum(len(fps.matching_units(m)) for m in cands))
         extra.update(unit=unit, unit_score=float(score), unit_claim=header_claim(meta, "unit"),

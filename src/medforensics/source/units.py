@@ -39,34 +39,45 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
+import scipy.fft
 from scipy.stats import norm
 
 from medforensics.common.jsonio import atomic_write_json
 from medforensics.dsp._checks import as_image
 from medforensics.dsp.prnu import (
     PatternAccumulator,
-    PatternModel,
-    crosscorr_from_spectra,
+    fast_shape,
     pce,
     postprocess_pattern,
     saturation_mask,
+    tile_grid,
     zero_mean_spectrum,
 )
-from medforensics.dsp.residuals import noise_residual
+from medforensics.dsp.residuals import TILE_MARGIN, noise_residual
 from medforensics.errors import (
     ConfigError,
     InvalidArrayError,
     MedForensicsError,
+    MemoryBudgetError,
     ModelFileError,
 )
 from medforensics.models.runfiles import FINGERPRINT_BOUNDS, check_values, verify_run
+from medforensics.source.unit_records import (
+    FingerprintConfig,
+    IdentificationReport,
+    MatchScore,
+    SkippedImage,
+    ThresholdReport,
+)
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 FORMAT_NAME = "medforensics-unit-fingerprints"
 FORMAT_VERSION = 1
@@ -74,129 +85,51 @@ WEIGHTS_FILE = "fingerprints.safetensors"
 META_FILE = "fingerprints.json"
 MIN_OVERLAP = 32
 """Smallest query/pattern overlap (pixels per side) that is scored."""
+MEMORY_BUDGET = 1 << 30
+"""Default working-memory budget (bytes) of matching one image (:attr:`UnitFingerprints.memory_budget`)."""
+UNTILED_PIXELS = 1 << 22
+"""Largest compared window whose residual is computed in one piece; larger ones go in tiles."""
+RESIDUAL_TILE = 1024
+"""Tile side of the residual of larger windows (with ``dsp.residuals.TILE_MARGIN`` context)."""
+CORRELATION_TILE = 2048
+"""Largest side of one cross-correlation; larger overlaps are correlated tile by tile."""
+SPECTRUM_CACHE_BYTES = 128 << 20
+"""Pattern spectra kept between queries (additive model), in bytes."""
+_WINDOW_BYTES_PER_PIXEL = 24  # residual, mask, zero-mean copy and per-tile pattern term
+_RESIDUAL_BYTES_PER_PIXEL = 48  # wavelet denoiser working set, per pixel of one piece
 
-
-@dataclass
-class FingerprintConfig:
-    """Settings of :class:`UnitFingerprints` (saved with the patterns).
-
-    Attributes:
-        model: pattern model, ``"additive"`` (default; log-domain, processed radiographs)
-            or ``"multiplicative"`` (linear raw images); see the module docstring.
-        method, levels, wavelet: residual extraction (``dsp.residuals.noise_residual``).
-        fft_filter: Fourier-domain Wiener filter on the patterns (periodic artefacts).
-        score: ``"pce"`` (default) or ``"ncc"``: which score ``match``/``identify_unit`` use.
-        max_shift: PCE peak search radius in pixels (0 = fixed grid, the default).
-        neighborhood: PCE peak exclusion window.
-        threshold: decision threshold on ``score``.
-    """
-
-    model: PatternModel = "additive"
-    method: Literal["wavelet", "local_wiener"] = "wavelet"
-    levels: int = 4
-    wavelet: str = "db4"
-    fft_filter: bool = True
-    score: Literal["pce", "ncc"] = "pce"
-    max_shift: int = 0
-    neighborhood: int = 11
-    threshold: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.model not in ("multiplicative", "additive"):
-            raise ConfigError(f"unknown pattern model {self.model!r}")
-        if self.score not in ("pce", "ncc"):
-            raise ConfigError(f"unknown score {self.score!r}; use 'pce' or 'ncc'")
-        if self.max_shift < 0:
-            raise ConfigError("max_shift must be >= 0")
-
-
-@dataclass(frozen=True)
-class MatchScore:
-    """Scores of one image against one unit's pattern.
-
-    Attributes:
-        unit: unit label.
-        pce: Peak-to-Correlation Energy (search radius ``max_shift``).
-        ncc: normalised correlation at the zero shift.
-        shift: (dy, dx) of the PCE peak.
-        overlap: (h, w) of the compared region.
-    """
-
-    unit: str
-    pce: float
-    ncc: float
-    shift: tuple[int, int]
-    overlap: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class SkippedImage:
-    """An image left out of :meth:`UnitFingerprints.fit` and why."""
-
-    unit: str
-    index: int
-    reason: str
-
-
-@dataclass
-class ThresholdReport:
-    """Outcome of :meth:`UnitFingerprints.calibrate_threshold` (scores in ``score`` units)."""
-
-    score: str
-    threshold: float
-    target_fpr: float
-    n_match: int
-    n_nonmatch: int
-    """comparisons of validation images with other units' patterns"""
-    match_min: float
-    match_median: float
-    nonmatch_max: float
-    nonmatch_quantile: float
-    """``1 - target_fpr`` quantile of the per-image best non-match score"""
-    analytic_floor: float
-    null_inflation: float
-    """variance of the signed non-match PCEs / 3 (1 = exactly chi-square(1)), >= 1"""
-    tpr: float
-    top1_accuracy: float
 
 
 @dataclass
 class _Query:
-    """A query image prepared once for scoring against many patterns."""
+    """A query image prepared once for scoring against many patterns.
+
+    ``image``, ``residual`` (float32) and ``usable`` cover the compared window only: the
+    top-left part of the image that some candidate pattern covers.
+    """
 
     image: np.ndarray
     residual: np.ndarray
     usable: np.ndarray
-    cache: dict[tuple[int, int], tuple[np.ndarray, float]] = field(default_factory=dict)
+    cache: dict[tuple, tuple[np.ndarray, float]] = field(default_factory=dict)
+    cache_bytes: int = 0
 
 
-@dataclass
-class IdentificationReport:
-    """Outcome of :meth:`UnitFingerprints.evaluate`.
+def _clip_levels(img: np.ndarray, min_count: int = 2, rows: int = 1024
+                 ) -> tuple[float, float]:
+    """Top and bottom clipping levels of :func:`saturation_mask`'s automatic rule.
 
-    Attributes:
-        n_images: enrolled-unit test images scored.
-        top1_accuracy: best-scoring unit is the true one (closed set, no threshold).
-        accuracy: decision is the true unit (score above threshold and correct).
-        false_rejects: enrolled-unit images answered ``None``.
-        wrong_unit: enrolled-unit images given another unit above the threshold.
-        n_unseen: images of units that are not enrolled.
-        unseen_rejected: fraction of those answered ``None``.
-        threshold: the threshold used.
-        seconds_per_image: mean wall time of one ``match`` (all candidate units).
-        confusion: ``{true_unit: {decided_unit_or_"None": count}}``.
+    The image maximum (minimum) when at least ``min_count`` pixels reach it, else +inf
+    (-inf): nothing clipped at that end. Counted in blocks of ``rows`` rows.
     """
+    hi, lo = float(img.max()), float(img.min())
+    n_hi = n_lo = 0
+    for r in range(0, img.shape[0], rows):
+        block = img[r:r + rows]
+        n_hi += int(np.count_nonzero(block == hi))
+        n_lo += int(np.count_nonzero(block == lo))
+    return (hi if n_hi >= min_count else math.inf), (lo if n_lo >= min_count else -math.inf)
 
-    n_images: int
-    top1_accuracy: float
-    accuracy: float
-    false_rejects: int
-    wrong_unit: int
-    n_unseen: int
-    unseen_rejected: float
-    threshold: float
-    seconds_per_image: float
-    confusion: dict[str, dict[str, int]]
 
 
 @dataclass
@@ -218,6 +151,14 @@ class UnitFingerprints:
     n_images: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedImage] = field(default_factory=list)
     calibration: ThresholdReport | None = None
+    memory_budget: int = MEMORY_BUDGET
+    """Working memory (bytes) matching one image may take; a query over it raises
+    :class:`~medforensics.errors.MemoryBudgetError` (not saved with the patterns)."""
+    fft_workers: int = 1
+    """Threads of ``scipy.fft`` for the cross-correlations (not saved)."""
+    _spectra: "OrderedDict[tuple, tuple[np.ndarray, float]]" = field(
+        default_factory=OrderedDict, repr=False, compare=False)
+    _spectra_bytes: int = field(default=0, repr=False, compare=False)
 
     # ------------------------------------------------------------------ fitting
     @property
@@ -234,12 +175,15 @@ class UnitFingerprints:
                 the others are 0 in the residual and left out of its row/column means.
 
         Returns:
-            float32 (H, W).
+            float32 (H, W). Images over :data:`UNTILED_PIXELS` are denoised in tiles of
+            :data:`RESIDUAL_TILE` px (bounded working memory; equal to the one-piece
+            residual away from the image border, see ``dsp.residuals.wavelet_noise``).
         """
         c = self.config
         m = saturation_mask(image) if mask is None else mask
+        size = int(np.asarray(image).size)
         return noise_residual(image, method=c.method, levels=c.levels, wavelet=c.wavelet,
-                              mask=m)
+                              mask=m, tile=None if size <= UNTILED_PIXELS else RESIDUAL_TILE)
 
     def fit(self, images_by_unit: Mapping[str, Iterable[np.ndarray]], *,
             masks_by_unit: Mapping[str, Sequence[np.ndarray | None]] | None = None
@@ -286,6 +230,7 @@ class UnitFingerprints:
                 self.skipped.append(SkippedImage(unit, -1, "no usable image"))
                 continue
             k, count = acc.pattern()
+            self._forget_spectra(unit)
             self.patterns[unit] = postprocess_pattern(k, fft_filter=self.config.fft_filter,
                                                       mask=count > 0)
             self.counts[unit] = count
@@ -312,46 +257,135 @@ class UnitFingerprints:
             chosen.extend(h for h in hits if h not in chosen)
         return chosen
 
-    def _prepare(self, image: np.ndarray, residual: np.ndarray | None) -> "_Query":
-        img = as_image(image, min_size=2)
-        usable = saturation_mask(img)
-        w = self.residual(img, usable) if residual is None else as_image(residual, "residual")
-        if w.shape != img.shape:
-            raise InvalidArrayError(f"residual {w.shape} and image {img.shape} differ in shape")
-        return _Query(img, w.astype(np.float64), usable)
+    def window_bytes(self, shape: tuple[int, int], units: Sequence[str] | None = None) -> int:
+        """Estimated working memory (bytes) of matching an image of ``shape`` against ``units``.
+
+        The compared window is the part of the image the largest candidate pattern covers;
+        the estimate counts its residual, mask and pattern term and the denoiser's working
+        set (one piece of :data:`RESIDUAL_TILE` px when tiled), not the decoded image itself.
+        """
+        h, w = self._window(shape, self.units if units is None else units)
+        px = h * w
+        piece = px if px <= UNTILED_PIXELS else (RESIDUAL_TILE + 2 * TILE_MARGIN) ** 2
+        return px * _WINDOW_BYTES_PER_PIXEL + piece * _RESIDUAL_BYTES_PER_PIXEL
+
+    def _window(self, shape: tuple[int, int], units: Sequence[str]) -> tuple[int, int]:
+        hs = [self.patterns[u].shape[0] for u in units if u in self.patterns]
+        ws = [self.patterns[u].shape[1] for u in units if u in self.patterns]
+        return (min(int(shape[0]), max(hs, default=0)), min(int(shape[1]), max(ws, default=0)))
+
+    def _prepare(self, image: np.ndarray, residual: np.ndarray | None,
+                 units: Sequence[str] | None = None) -> "_Query":
+        img = as_image(image, min_size=2, dtype=np.float32)
+        units = self.units if units is None else units
+        h, w = self._window(img.shape, units)
+        h, w = max(h, min(2, img.shape[0])), max(w, min(2, img.shape[1]))
+        need = self.window_bytes(img.shape, units)
+        if need > self.memory_budget:
+            raise MemoryBudgetError(
+                f"matching a {img.shape[0]}x{img.shape[1]} image with the unit patterns needs "
+                f"~{need / 2**20:.0f} MiB, over the budget of "
+                f"{self.memory_budget / 2**20:.0f} MiB", needed=need, budget=self.memory_budget)
+        if residual is not None:
+            wfull = as_image(residual, "residual", dtype=np.float32)
+            if wfull.shape != img.shape:
+                raise InvalidArrayError(f"residual {wfull.shape} and image {img.shape} differ "
+                                        "in shape")
+        top, low = _clip_levels(img)
+        # one more row/column than the window, so the mask's dilation sees its neighbours
+        ext = img[:min(img.shape[0], h + 1), :min(img.shape[1], w + 1)]
+        usable = np.ascontiguousarray(saturation_mask(ext, level=top, low_level=low)[:h, :w])
+        win = img[:h, :w]
+        wres = self.residual(win, usable) if residual is None else wfull[:h, :w]
+        return _Query(win, np.asarray(wres, dtype=np.float32), usable)
+
+    def _forget_spectra(self, unit: str | None = None) -> None:
+        for key in [k for k in self._spectra if unit is None or k[0] == unit]:
+            self._spectra_bytes -= self._spectra.pop(key)[0].nbytes
+
+    def _pattern_term(self, q: "_Query", unit: str, rs: slice, cs: slice) -> np.ndarray:
+        """The expected pattern term on one tile: ``K`` (or ``I * K``), 0 where not covered."""
+        k, cnt = self.patterns[unit], self.counts[unit]
+        e = np.array(k[rs, cs], dtype=np.float32)
+        if self.config.model == "multiplicative":
+            # I * K, with clipped pixels of I replaced by the mean usable intensity of the
+            # whole overlap
+            oh, ow = min(q.image.shape[0], k.shape[0]), min(q.image.shape[1], k.shape[1])
+            key = ("fill", oh, ow)
+            if key not in q.cache:
+                i_o, u_o = q.image[:oh, :ow], q.usable[:oh, :ow]
+                n = int(np.count_nonzero(u_o))
+                fill = float(i_o.sum(where=u_o, dtype=np.float64) / n) if n else 0.0
+                q.cache[key] = (np.empty(0), fill)
+            fill = q.cache[key][1]
+            e *= np.where(q.usable[rs, cs], q.image[rs, cs], np.float32(fill))
+        e[cnt[rs, cs] <= 0] = 0.0
+        return e
+
+    def _spectrum(self, x: np.ndarray, fshape: tuple[int, int]) -> tuple[np.ndarray, float]:
+        f = zero_mean_spectrum(x, fshape, workers=self.fft_workers)
+        d = x - np.float32(x.mean(dtype=np.float64))
+        return f, float(np.square(d).sum(dtype=np.float64))
 
     def _score(self, q: "_Query", unit: str) -> MatchScore:
         if unit not in self.patterns:
             raise ConfigError(f"unit {unit!r} is not enrolled")
-        k, cnt = self.patterns[unit], self.counts[unit]
+        k = self.patterns[unit]
         oh, ow = min(q.image.shape[0], k.shape[0]), min(q.image.shape[1], k.shape[1])
         if oh < MIN_OVERLAP or ow < MIN_OVERLAP:
             log.warning("image %s and pattern of %s overlap only %dx%d px: not scored",
                         q.image.shape, unit, oh, ow)
             return MatchScore(unit, 0.0, 0.0, (0, 0), (oh, ow))
-        expected = k[:oh, :ow].astype(np.float64)
-        usable = q.usable[:oh, :ow]
-        if self.config.model == "multiplicative":
-            # I * K, with clipped pixels of I replaced by the mean usable intensity
-            i_o = q.image[:oh, :ow]
-            fill = float(i_o[usable].mean()) if usable.any() else 0.0
-            expected = expected * np.where(usable, i_o, fill)
+        # Overlaps over CORRELATION_TILE px per side are correlated tile by tile and the
+        # spectra's products summed: the surface is the sum of the tiles' circular
+        # correlations, whose zero shift is the whole overlap's correlation and whose energy
+        # is the sum of the tiles' (tiles are independent under "no common pattern"), so the
+        # PCE keeps its chi-square(1) null. One tile (the usual case) is the plain
+        # correlation of the overlap, zero-padded to a fast FFT size.
         # Only the residual side is masked with the query's clipped pixels. Masking the
         # pattern side too would give both sides the same support, whose overlap is largest
         # at the zero shift: the PCE energy (taken over all shifts) then underestimates the
-        # zero-shift variance and unrelated units score ~2x chi-square(1) (measured on the
-        # simulator: signed non-match PCE std 3.3 instead of ~1.9, max 28 instead of 11).
-        expected = np.where(cnt[:oh, :ow] > 0, expected, 0.0)
-        key = (oh, ow)
-        if key not in q.cache:  # the residual side does not depend on the unit
-            w_o = np.where(q.usable[:oh, :ow], q.residual[:oh, :ow], 0.0)
-            q.cache[key] = (zero_mean_spectrum(w_o, key),
-                            float(np.sqrt(((w_o - w_o.mean()) ** 2).sum())))
-        fw, nw = q.cache[key]
-        cc = crosscorr_from_spectra(fw, zero_mean_spectrum(expected, key), key)
+        # zero-shift variance and unrelated units score ~2x chi-square(1).
+        tiles = tile_grid((oh, ow), CORRELATION_TILE)
+        fshape = fast_shape((max(r.stop - r.start for r, _ in tiles),
+                             max(c.stop - c.start for _, c in tiles)))
+        acc: np.ndarray | None = None
+        nw2 = ne2 = 0.0
+        additive = self.config.model == "additive"
+        for rs, cs in tiles:
+            tkey = (rs.start, rs.stop, cs.start, cs.stop, fshape)
+            if tkey in q.cache:  # the residual side does not depend on the unit
+                fw, n2 = q.cache[tkey]
+            else:
+                wt = q.residual[rs, cs] * q.usable[rs, cs]
+                fw, n2 = self._spectrum(wt, fshape)
+                if q.cache_bytes + fw.nbytes <= SPECTRUM_CACHE_BYTES:
+                    q.cache[tkey] = (fw, n2)
+                    q.cache_bytes += fw.nbytes
+            nw2 += n2
+            pkey = (unit, id(k)) + tkey
+            if additive and pkey in self._spectra:
+                self._spectra.move_to_end(pkey)
+                fe, e2 = self._spectra[pkey]
+            else:
+                fe, e2 = self._spectrum(self._pattern_term(q, unit, rs, cs), fshape)
+                if additive and fe.nbytes <= SPECTRUM_CACHE_BYTES:
+                    self._spectra[pkey] = (fe, e2)
+                    self._spectra_bytes += fe.nbytes
+                    while self._spectra_bytes > SPECTRUM_CACHE_BYTES:
+                        self._spectra_bytes -= self._spectra.popitem(last=False)[1][0].nbytes
+            ne2 += e2
+            prod = fw * np.conj(fe)
+            if acc is None:
+                acc = prod
+            else:
+                acc += prod
+            del prod
+        assert acc is not None
+        cc = scipy.fft.irfft2(acc, s=fshape, workers=self.fft_workers)
+        del acc
         res = pce(cc, self.config.neighborhood, max_shift=self.config.max_shift)
-        ne = float(np.sqrt(((expected - expected.mean()) ** 2).sum()))
-        nc = float(cc[0, 0] / (nw * ne)) if nw > 0 and ne > 0 else 0.0
+        nc = float(cc[0, 0]) / math.sqrt(nw2 * ne2) if nw2 > 0 and ne2 > 0 else 0.0
         return MatchScore(unit, res.pce, nc, res.shift, (oh, ow))
 
     def score_unit(self, image: np.ndarray, unit: str, *,
@@ -376,14 +410,32 @@ class UnitFingerprints:
             ConfigError: unknown unit.
             InvalidArrayError: bad image or residual.
         """
-        return self._score(self._prepare(image, residual), unit)
+        return self._guarded(lambda: self._score(self._prepare(image, residual, [unit]), unit))
+
+    def _guarded(self, run: "Callable[[], _T]") -> "_T":
+        """Run a matching step; running out of memory becomes a per-image error."""
+        try:
+            return run()
+        except MemoryError as exc:
+            raise MemoryBudgetError(
+                "ran out of memory matching the image with the unit patterns (budget "
+                f"{self.memory_budget / 2**20:.0f} MiB)", budget=self.memory_budget) from exc
 
     def match_details(self, image: np.ndarray, *, candidates: Sequence[str] | None = None,
                       residual: np.ndarray | None = None) -> list[MatchScore]:
-        """All candidate units' :class:`MatchScore`, best first (by ``config.score``)."""
+        """All candidate units' :class:`MatchScore`, best first (by ``config.score``).
+
+        Raises:
+            MemoryBudgetError: the image needs more working memory than
+                :attr:`memory_budget` (or the step ran out of memory).
+        """
         units = self._select(candidates)
-        q = self._prepare(image, residual)
-        scores = [self._score(q, u) for u in units]
+
+        def run() -> list[MatchScore]:
+            q = self._prepare(image, residual, units)
+            return [self._score(q, u) for u in units]
+
+        scores = self._guarded(run)
         key = self.config.score
         return sorted(scores, key=lambda s: getattr(s, key), reverse=True)
 
@@ -411,6 +463,10 @@ class UnitFingerprints:
         Returns:
             ``(unit, score)`` of the best unit when ``score > threshold``, else
             ``(None, best score)``: no enrolled unit's pattern is present.
+
+        Raises:
+            MemoryBudgetError: the image needs more working memory than
+                :attr:`memory_budget` (see :meth:`window_bytes`).
         """
         if not self.patterns:
             raise ConfigError("no unit is enrolled; call fit() or load() first")
@@ -628,8 +684,8 @@ class UnitFingerprints:
                 k, c = tensors[f"pattern.{i}"], tensors[f"count.{i}"]
                 if list(k.shape) != list(um["shape"]) or c.shape != k.shape:
                     raise ModelFileError(f"{w_p}: shape mismatch for unit {u!r}")
-                obj.patterns[u] = k.astype(np.float32)
-                obj.counts[u] = c.astype(np.int32)
+                obj.patterns[u] = k.astype(np.float32, copy=False)
+                obj.counts[u] = c.astype(np.int32, copy=False)
                 obj.n_images[u] = int(um.get("n_images", 0))
             if meta.get("calibration"):
                 obj.calibration = ThresholdReport(**meta["calibration"])
