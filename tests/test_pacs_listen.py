@@ -5,6 +5,7 @@ non-image SOP Class is refused, SIGTERM stops it cleanly."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import threading
@@ -319,3 +320,58 @@ def test_out_dir_files_are_readable(images, tmp_path):
     assert item.seg is None and len(item.files) == 1
     ds = pydicom.dcmread(Path(item.files[0]))
     assert ds.file_meta.MediaStorageSOPInstanceUID == item.sr
+
+
+
+def test_cli_listen_serves_and_stops_on_sigterm(images, tmp_path, monkeypatch):
+    """The command, in this process with fake analyses: one image in, JSON line and files
+    out, SIGTERM, summary and exit 0; the refusals of bad options exit 2."""
+    from typer.testing import CliRunner
+
+    import medforensics.cli_pacs as cli_pacs
+    from medforensics.cli import app
+
+    monkeypatch.setattr(cli_pacs, "_analysers", lambda *a: (_source, _forgery))
+    started: list[Listener] = []
+    real_start = Listener.start
+
+    def start(self: Listener) -> None:
+        real_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(Listener, "start", start)
+    result: dict[str, Any] = {}
+
+    def client() -> None:
+        deadline = time.monotonic() + 10
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            result["statuses"] = _send(started[0].port, images[:1])
+            deadline = time.monotonic() + 10
+            while started[0].summary.done < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    t = threading.Thread(target=client)
+    t.start()
+    res = CliRunner().invoke(app, ["pacs", "listen", "--ae-title", AET, "--port", "0",
+                                   "--source-run", str(tmp_path), "--forgery", "none",
+                                   "--dicom-out", str(tmp_path / "out"), "--json"])
+    t.join(10)
+    assert result["statuses"] == [0]
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    sop = str(images[0].SOPInstanceUID)
+    assert [(x["sop"], x["status"]) for x in lines] == [(sop, "done")]
+    assert lines[0]["identify"]["verdict"] == "UNKNOWN" and lines[0]["forgery"]["score"] == 0.7
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{sop}_seg.dcm",
+                                                                    f"{sop}_sr.dcm"]
+    assert "1 image(s) received: 1 analysed" in res.stderr
+
+    for args, msg in ((["--forgery", "none"], "nowhere to put"),
+                      (["--dicom-out", str(tmp_path)], "nothing to analyse"),
+                      (["--forgery", "none", "--forward-to", "pacs:104"], "HOST:PORT:AET")):
+        bad = CliRunner().invoke(app, ["pacs", "listen", "--port", "0", *args])
+        assert bad.exit_code == 2 and msg in bad.stderr

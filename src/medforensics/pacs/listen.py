@@ -400,8 +400,8 @@ class Listener:
             log.warning("listening on %s: every host that reaches port %d can send images "
                         "(restrict senders with --allow-calling and a firewall)",
                         self.host, self.port)
-        log.info("%s listening on %s:%d (queue of %d)", self.ae_title, self.host, self.port,
-                 self._queue.maxsize)
+        log.info("%s listening on %s:%d (queue of %d); SIGINT or SIGTERM stops",
+                 self.ae_title, self.host, self.port, self._queue.maxsize)
 
     def stop(self, *, drain: bool = True, grace: float = 5.0) -> ListenSummary:
         """Stop taking images, finish (or drop) the queue, close the associations.
