@@ -271,10 +271,10 @@ def test_scan_progress_logs_every_n_without_a_terminal(caplog, capsys):
 
     items = [ScanItem("s", "r", str(i), status=st, stored=st == "done")
              for i, st in enumerate(["done", "skipped", "done", "failed", "done"])]
-    with caplog.at_level("INFO", logger="medforensics.cli_pacs"):
-        with ScanProgress(enabled=False, every=2) as bar:
-            for it in items:
-                bar.update(it)
+    with caplog.at_level("INFO", logger="medforensics.cli_pacs"), \
+            ScanProgress(enabled=False, every=2) as bar:
+        for it in items:
+            bar.update(it)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2  # after the 2nd and the 4th instance
     assert "4 instance(s): 2 analysed, 1 skipped, 1 failed" in lines[1]

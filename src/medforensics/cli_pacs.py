@@ -13,9 +13,12 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
+
+if TYPE_CHECKING:  # Self is in typing from Python 3.11 on
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -250,13 +253,18 @@ class ScanProgress:
         self._task: Any = None
         self._t0 = 0.0
 
-    def __enter__(self) -> "ScanProgress":
+    def __enter__(self) -> Self:
         import time
 
         self._t0 = time.perf_counter()
         if self.live:
             from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
                                  TimeElapsedColumn(), console=Console(stderr=True),
@@ -265,7 +273,7 @@ class ScanProgress:
             self._task = self._bar.add_task(self.text())
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
             self._bar = None

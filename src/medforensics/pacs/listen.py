@@ -541,7 +541,7 @@ class Listener:
             return self._finished(item, t0, "skipped", exc.reason, str(exc))
         except MedForensicsError as exc:
             return self._finished(item, t0, "skipped", "invalid-image", str(exc))
-        except Exception as exc:  # noqa: BLE001 - a node serves on after one bad analysis
+        except Exception as exc:  # a node serves on after one failed analysis
             log.exception("analysis of %s raised", item.sop)
             return self._finished(item, t0, "failed", "analysis-failed",
                                   f"{type(exc).__name__}: {exc}")
