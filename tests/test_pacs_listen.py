@@ -295,16 +295,53 @@ def test_bad_configuration_is_refused(tmp_path):
         node.stop()
 
 
-def test_wrong_called_ae_title_is_rejected(images, tmp_path):
-    node = Listener(AET, 0, analyse_forgery=_forgery, out_dir=tmp_path, timeout=10)
+def test_wrong_ae_titles_are_rejected_and_echo_answers(images, tmp_path):
+    node = Listener(AET, 0, analyse_forgery=_forgery, out_dir=tmp_path, timeout=10,
+                    allowed_calling=["GOODSCU"])
     node.start()
     try:
-        ae = pynetdicom.AE(ae_title="TESTSCU")
-        ae.add_requested_context(str(images[0].SOPClassUID))
-        assoc = ae.associate("127.0.0.1", node.port, ae_title="SOMEONE")
-        assert assoc.is_rejected
+        def associate(calling: str, called: str) -> Any:
+            ae = pynetdicom.AE(ae_title=calling)
+            ae.add_requested_context(pynetdicom.sop_class.Verification)
+            return ae.associate("127.0.0.1", node.port, ae_title=called)
+
+        assert associate("GOODSCU", "SOMEONE").is_rejected  # not our AE title
+        assert associate("TESTSCU", AET).is_rejected  # not an allowed sender
+        assoc = associate("GOODSCU", AET)
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
     finally:
         node.stop()
+
+
+def test_a_consumer_or_analysis_that_raises_does_not_stop_the_node(images, tmp_path):
+    calls: list[str] = []
+
+    def flaky(image: Any) -> dict[str, Any]:
+        calls.append(image.meta.sop_uid)
+        if len(calls) == 1:
+            raise RuntimeError("model exploded")
+        return _source(image)
+
+    got = _Items()
+
+    def consumer(item: ListenItem) -> None:
+        got(item)
+        raise BrokenPipeError("stdout closed")
+
+    node = Listener(AET, 0, analyse_source=flaky, out_dir=tmp_path, on_item=consumer,
+                    timeout=10)
+    node.start()
+    try:
+        assert _send(node.port, images[:2]) == [0, 0]
+        items = got.wait(2)
+    finally:
+        summary = node.stop()
+    assert [(i.status, i.reason) for i in items] == [("failed", "analysis-failed"),
+                                                     ("done", None)]
+    assert "model exploded" in (items[0].message or "")
+    assert (summary.failed, summary.done) == (1, 1)
 
 
 def test_out_dir_files_are_readable(images, tmp_path):

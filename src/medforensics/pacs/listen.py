@@ -160,7 +160,7 @@ class ListenItem:
             ``failed`` (writing or forwarding the results failed, or the analysis raised).
         reason: machine-readable reason of a skip / failure (reader reasons such as
             ``no-pixel-data``; ``invalid-image``, ``result-failed``, ``write-failed``,
-            ``forward-failed``, ``analysis-failed``).
+            ``forward-failed``, ``analysis-failed``, ``internal-error``).
         message: the human message of a skip / failure.
         identify: the identify result (JSON-able), when analysed.
         forgery: the forgery result (JSON-able, without the map), when analysed.
@@ -501,10 +501,13 @@ class Listener:
                     log.warning("dropped %s unanalysed (stopping)",
                                 job.ds.get("SOPInstanceUID", "?"))
                     continue
-                item = self._handle(job)
+                item = self._safely_handle(job)
                 self._count(item)
                 if self.on_item is not None:
-                    self.on_item(item)
+                    try:
+                        self.on_item(item)
+                    except Exception:  # a failing consumer must not stop the node
+                        log.exception("the result consumer failed on %s", item.sop)
             finally:
                 self._queue.task_done()
 
@@ -519,6 +522,19 @@ class Listener:
         else:
             log.warning("%s from %s %s (%s): %s", item.sop, item.calling_ae, item.status,
                         item.reason, item.message)
+
+    def _safely_handle(self, job: _Job) -> ListenItem:
+        """:meth:`_handle`, with anything unforeseen turned into a ``failed`` item (and a
+        traceback in the log) so that one image cannot stop the node."""
+        try:
+            return self._handle(job)
+        except Exception as exc:  # the node serves on; the traceback goes to the log
+            log.exception("handling %s failed", job.ds.get("SOPInstanceUID", "?"))
+            return ListenItem(str(job.ds.get("StudyInstanceUID", "")),
+                              str(job.ds.get("SeriesInstanceUID", "")),
+                              str(job.ds.get("SOPInstanceUID", "")), job.calling_ae,
+                              status="failed", reason="internal-error",
+                              message=f"{type(exc).__name__}: {exc}")
 
     def _handle(self, job: _Job) -> ListenItem:
         """Analyse one image and put its results where they were asked for."""
