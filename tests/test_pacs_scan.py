@@ -263,3 +263,25 @@ def test_forgery_detect_dicom_out(archive, tmp_path):
     bad = CliRunner().invoke(app, ["forgery", "detect", "none", str(archive[0]),
                                    "--dicom-out", str(out), "--seg", "labelmap"])
     assert bad.exit_code == 2 and "--seg" in bad.output
+
+
+def test_scan_progress_logs_every_n_without_a_terminal(caplog, capsys):
+    from medforensics.cli_pacs import ScanProgress
+    from medforensics.pacs.scan import ScanItem
+
+    items = [ScanItem("s", "r", str(i), status=st, stored=st == "done")
+             for i, st in enumerate(["done", "skipped", "done", "failed", "done"])]
+    with caplog.at_level("INFO", logger="medforensics.cli_pacs"), \
+            ScanProgress(enabled=False, every=2) as bar:
+        for it in items:
+            bar.update(it)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # after the 2nd and the 4th instance
+    assert "4 instance(s): 2 analysed, 1 skipped, 1 failed" in lines[1]
+    assert bar.counts["stored"] == 3
+    caplog.clear()
+    with ScanProgress(enabled=True, every=1) as live:  # a live line on stderr, no log lines
+        for it in items:
+            live.update(it)
+    assert not caplog.records and live.counts["found"] == 5
+    assert "5 instance(s): 3 analysed" in live.text()

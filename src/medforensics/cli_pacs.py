@@ -1,5 +1,5 @@
-"""Command line of the PACS side: ``medforensics pacs scan`` and the ``--dicom-out`` option
-of ``identify`` and ``forgery detect``.
+"""Command line of the PACS side: ``medforensics pacs scan``, ``medforensics pacs listen``
+and the ``--dicom-out`` option of ``identify`` and ``forgery detect``.
 
 The library (:mod:`medforensics.pacs`) takes results as dicts and analyses through
 callables; this module builds those callables from the runs (source predictor, forgery
@@ -13,15 +13,19 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
+
+if TYPE_CHECKING:  # Self is in typing from Python 3.11 on
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
 pacs_app = typer.Typer(
     help="Results a PACS understands: scan a PACS over DICOMweb and store DICOM SR / SEG "
-    "results back (docs/dicom.md).", no_args_is_help=True)
+    "results back, or run a DICOM node that analyses what it receives (docs/dicom.md).",
+    no_args_is_help=True)
 
 #: the ``--dicom-out`` option of ``identify`` and ``forgery detect``
 DICOM_OUT_OPT = typer.Option(
@@ -224,11 +228,79 @@ def _analysers(source_run: Optional[Path], forgery: Optional[str], device: str,
     return analyse_source, analyse_forgery
 
 
-def _item_line(item: Any) -> str:
-    if item.status in ("skipped", "failed"):
-        return f"{item.sop}: {item.status} ({item.reason}): {item.message}"
-    if item.status == "resumed":
-        return f"{item.sop}: finished in an earlier run"
+class ScanProgress:
+    """Progress of ``pacs scan`` on stderr while results go to stdout.
+
+    On a terminal a live line (rich) counts instances found, analysed, skipped, failed and
+    stored, with the rate; elsewhere (a log file, a pipe) one log line every ``every``
+    instances says the same, so a long scan shows it is moving without flooding the log.
+    The number of instances is not known in advance (the search is paged as it goes), so
+    there is no bar.
+
+    Args:
+        enabled: live line on (True) / off (False); None: when stderr is a terminal.
+        every: instances between two log lines when the live line is off (0: none).
+    """
+
+    def __init__(self, enabled: Optional[bool] = None, every: int = 100) -> None:
+        import sys
+
+        self.live = sys.stderr.isatty() if enabled is None else bool(enabled)
+        self.every = max(0, int(every))
+        self.counts = {"found": 0, "done": 0, "skipped": 0, "failed": 0, "resumed": 0,
+                       "stored": 0}
+        self._bar: Any = None
+        self._task: Any = None
+        self._t0 = 0.0
+
+    def __enter__(self) -> Self:
+        import time
+
+        self._t0 = time.perf_counter()
+        if self.live:
+            from rich.console import Console
+            from rich.progress import (
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                 TimeElapsedColumn(), console=Console(stderr=True),
+                                 transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.text())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+            self._bar = None
+
+    def text(self) -> str:
+        """The counts and the rate, in one line."""
+        import time
+
+        c = self.counts
+        rate = c["found"] / max(time.perf_counter() - self._t0, 1e-9)
+        return (f"{c['found']} instance(s): {c['done']} analysed, {c['skipped']} skipped, "
+                f"{c['failed']} failed, {c['resumed']} earlier, {c['stored']} stored "
+                f"({rate:.1f}/s)")
+
+    def update(self, item: Any) -> None:
+        """Count one :class:`~medforensics.pacs.scan.ScanItem`."""
+        self.counts["found"] += 1
+        self.counts[item.status] = self.counts.get(item.status, 0) + 1
+        self.counts["stored"] += int(bool(item.stored))
+        if self._bar is not None:
+            self._bar.update(self._task, description=self.text())
+        elif self.every and self.counts["found"] % self.every == 0:
+            log.info("pacs scan: %s", self.text())
+
+
+def _result_text(item: Any) -> list[str]:
+    """The verdicts of one analysed item, for a line of text."""
     parts = []
     if item.identify:
         named = item.identify.get("named") or "UNKNOWN"
@@ -237,6 +309,15 @@ def _item_line(item: Any) -> str:
         score = item.forgery.get("score")
         parts.append(f"forgery {item.forgery.get('verdict')}"
                      + (f" (score {score:.3f})" if isinstance(score, float) else ""))
+    return parts
+
+
+def _item_line(item: Any) -> str:
+    if item.status in ("skipped", "failed"):
+        return f"{item.sop}: {item.status} ({item.reason}): {item.message}"
+    if item.status == "resumed":
+        return f"{item.sop}: finished in an earlier run"
+    parts = _result_text(item)
     where = "stored" if item.stored else ("written" if item.files else "not kept")
     return f"{item.sop}: " + "; ".join(parts) + f"; SR {item.sr}" + \
         (f", SEG {item.seg}" if item.seg else "") + f" {where}"
@@ -285,6 +366,12 @@ def scan_cmd(
     allow_modified_run: bool = typer.Option(
         False, "--allow-modified-run", help="Load runs whose files differ from run.json "
         "(results then say run_integrity 'modified')."),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Live progress line on stderr (default: when "
+        "stderr is a terminal)."),
+    log_every: int = typer.Option(
+        100, "--log-every", min=0, help="Without the live line: a progress log line every N "
+        "instances (0: none)."),
 ) -> None:
     """Search a PACS (QIDO-RS), stream each image (WADO-RS), identify its source and / or
     detect forgeries, and write / store a Comprehensive SR (+ a SEG of the forgery map).
@@ -315,17 +402,108 @@ def scan_cmd(
         _fail(exc)
         return
 
+    bar = ScanProgress(progress, log_every)
+
     def on_item(item: Any) -> None:
         typer.echo(json.dumps(item.to_dict()) if as_json else _item_line(item))
+        bar.update(item)
 
     try:
-        summary = scan(client, study=study, series=series, filters=query,
-                       analyse_source=analyse_source, analyse_forgery=analyse_forgery,
-                       store=store, out_dir=out, seg_kind=kind, state=state, limit=limit,
-                       on_item=on_item)
+        with bar:
+            summary = scan(client, study=study, series=series, filters=query,
+                           analyse_source=analyse_source, analyse_forgery=analyse_forgery,
+                           store=store, out_dir=out, seg_kind=kind, state=state, limit=limit,
+                           on_item=on_item)
     except MedForensicsError as exc:
         _fail(exc)
         return
     typer.echo(summary.line(), err=True)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _listen_line(item: Any) -> str:
+    """One line of text for an image received by ``pacs listen``."""
+    head = f"{item.sop} (from {item.calling_ae})"
+    if item.status != "done":
+        return f"{head}: {item.status} ({item.reason}): {item.message}"
+    where = [w for w, on in (("written", bool(item.files)), ("forwarded", item.forwarded))
+             if on]
+    return f"{head}: " + "; ".join(_result_text(item)) + f"; SR {item.sr}" + \
+        (f", SEG {item.seg}" if item.seg else "") + " " + " and ".join(where)
+
+
+@pacs_app.command("listen")
+def listen_cmd(
+    ae_title: str = typer.Option(
+        "MEDFORENSICS", "--ae-title", help="Our AE title; senders must call it."),
+    port: int = typer.Option(
+        11112, "--port", min=0, max=65535, help="DICOM port to listen on (0: any free port; "
+        "the log line says which)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind: loopback by default; 0.0.0.0 for every "
+        "interface (then restrict senders with --allow-calling and a firewall)."),
+    source_run: Optional[Path] = typer.Option(
+        None, "--source-run", help="Trained, calibrated source run: identify every image."),
+    forgery: Optional[str] = typer.Option(
+        None, "--forgery", help="Forgery run folder, or 'none' for the training-free cues: "
+        "detect forgeries in every image."),
+    forward_to: Optional[str] = typer.Option(
+        None, "--forward-to", help="Send the SR / SEG results by C-STORE to this node: "
+        "HOST:PORT:AET."),
+    dicom_out: Optional[Path] = typer.Option(
+        None, "--dicom-out", help="Write the SR / SEG results here (<SOPInstanceUID>_sr.dcm, "
+        "_seg.dcm)."),
+    seg: str = SEG_OPT,
+    queue_size: int = typer.Option(
+        16, "--queue-size", min=1, help="Images waiting for analysis at most; beyond, senders "
+        "get status 0xA700 (out of resources) and retry later."),
+    allow_calling: List[str] = typer.Option(
+        [], "--allow-calling", help="Only accept associations from this calling AE title "
+        "(repeatable; default: any)."),
+    timeout: float = typer.Option(
+        30.0, "--timeout", min=1.0, help="Network time-out in seconds."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of text."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    allow_modified_run: bool = typer.Option(
+        False, "--allow-modified-run", help="Load runs whose files differ from run.json "
+        "(results then say run_integrity 'modified')."),
+) -> None:
+    """Run a DICOM node: accept images by C-STORE, identify their source and / or detect
+    forgeries, and write (--dicom-out) and / or forward (--forward-to) a Comprehensive SR
+    (+ a SEG of the forgery map) per image.
+
+    Non-image objects (SR, SEG, presentation states, ...) are refused (status 0x0122).
+    One line per image on stdout; SIGINT or SIGTERM stops taking images, finishes the
+    queue and exits 0 (a second signal drops the queue). Exit status 2: the node could not
+    start (port in use, bad run folder or option)."""
+    from medforensics.errors import ConfigError, MedForensicsError
+    from medforensics.pacs.listen import ForwardTarget, Listener, serve_until_signalled
+
+    _quiet_libraries()
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    try:
+        kind = _check_seg(seg)
+        target = None if forward_to is None else ForwardTarget.parse(forward_to)
+        if source_run is None and forgery is None:
+            raise ConfigError("nothing to analyse: give --source-run RUN and / or --forgery "
+                              "RUN|none")
+        if target is None and dicom_out is None:
+            raise ConfigError("nowhere to put the results: give --dicom-out DIR and / or "
+                              "--forward-to HOST:PORT:AET")
+        analyse_source, analyse_forgery = _analysers(source_run, forgery, device,
+                                                     allow_modified_run)
+
+        def on_item(item: Any) -> None:
+            typer.echo(json.dumps(item.to_dict()) if as_json else _listen_line(item))
+
+        node = Listener(ae_title, port, host, analyse_source=analyse_source,
+                        analyse_forgery=analyse_forgery, out_dir=dicom_out,
+                        forward_to=target, seg_kind=kind, queue_size=queue_size,
+                        allowed_calling=allow_calling, on_item=on_item, timeout=timeout)
+        summary = serve_until_signalled(node)
+    except MedForensicsError as exc:
+        _fail(exc)
+        return
+    typer.echo(summary.line(), err=True)

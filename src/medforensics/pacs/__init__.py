@@ -10,10 +10,13 @@
   failures.
 - :mod:`.scan`: :func:`~medforensics.pacs.scan.scan`, the ``pacs scan`` loop (search,
   stream, analyse, optionally store back; resumable).
+- :mod:`.listen`: :class:`~medforensics.pacs.listen.Listener`, the ``pacs listen`` DICOM node
+  (pynetdicom): receives images by C-STORE onto a bounded queue, analyses them and writes
+  or forwards (C-STORE) the SR / SEG.
 
 This package takes analysis results as the JSON-able dicts that ``identify`` and
 ``forgery detect`` produce, and analyses through callables handed in by the caller, so it
-needs neither torch nor the models. highdicom and dicomweb-client come with the
+needs neither torch nor the models. highdicom, dicomweb-client and pynetdicom come with the
 ``dicom`` extra (``pip install 'medforensics[dicom]'``); a missing one raises
 :class:`~medforensics.pacs.errors.MissingDicomExtraError` naming the install command.
 """

@@ -10,6 +10,8 @@ from medforensics.errors import ConfigError, MedForensicsError
 
 __all__ = [
     "DicomBuildError",
+    "ForwardError",
+    "ListenError",
     "MissingDicomExtraError",
     "PacsAuthError",
     "PacsError",
@@ -62,3 +64,21 @@ class PacsServerError(PacsError):
 class ScanStateError(MedForensicsError):
     """The resumable state file of ``pacs scan`` cannot be read or written, or belongs to a
     different server or query."""
+
+
+class ListenError(MedForensicsError):
+    """The DICOM node of ``pacs listen`` cannot start: the address cannot be bound (port in
+    use, no permission, unknown host) or its output folder cannot be created."""
+
+
+class ForwardError(MedForensicsError):
+    """Results could not be sent to the forward node: the association was refused or
+    aborted, or the node did not accept an object.
+
+    Attributes:
+        target: the node, as ``AET@HOST:PORT``.
+    """
+
+    def __init__(self, message: str, *, target: str = "") -> None:
+        self.target = target
+        super().__init__(message)
