@@ -17,7 +17,7 @@ deletion, insertion, duplication, splicing between seeds) and every mutant goes 
 * ``read_header(path)`` (and ``force=True``), ``check_header(meta)``;
 * ``read_image(path)`` (and ``force=True`` when the file meta is missing), then the first
   frames of ``iter_frames``;
-* ``data.manifest.scan_file(path, verify=True)`` (a row must come back, and the scanner must
+* ``data.scan.scan_file(path, verify=True)`` (a row must come back, and the scanner must
   not have had to swallow an unexpected exception).
 
 Allowed outcomes are success or :class:`medforensics.errors.ReadError` (``ConfigError`` for
@@ -379,7 +379,7 @@ def run_targets(path: Path, data: bytes, findings: _Findings) -> str:
 
     import numpy as np
 
-    from medforensics.data.manifest import scan_file
+    from medforensics.data.scan import scan_file
     from medforensics.errors import ConfigError, MissingFileMetaError, ReadError
     from medforensics.io import check_header, iter_frames, read_header, read_image
 

@@ -19,15 +19,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medforensics.data.manifest import (
-    COLUMNS,
-    IngestFilters,
-    ingest,
-    read_manifest,
-    scan_file,
-    summarize,
-    write_manifest,
-)
+from medforensics.data.manifest import IngestFilters, ingest, read_manifest, summarize, write_manifest
+from medforensics.data.scan import COLUMNS, scan_file
 from medforensics.errors import ConfigError, ManifestError
 
 # --------------------------------------------------------------------------- file factory

@@ -24,7 +24,8 @@ from test_manifest import _dicom
 from typer.testing import CliRunner
 
 from medforensics.cli import app
-from medforensics.data.manifest import ingest, read_manifest, walk_roots, write_manifest
+from medforensics.data.manifest import ingest, read_manifest, write_manifest
+from medforensics.data.files import walk_roots
 from medforensics.errors import OutputWriteError
 from medforensics.common import atomic
 from medforensics.common.atomic import JsonLinesOutput, atomic_output

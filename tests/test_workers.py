@@ -23,7 +23,7 @@ _SCRIPTS = {
         def block(paths, verify, force):
             time.sleep(600)
             return []
-        m._scan_chunk = block  # the pool forks: the workers run this
+        m.scan_chunk = block  # the pool forks: the workers run this
         print("ready", flush=True)
         m._scan_all([str(i) for i in range(8)], 2, "process", 1, False, False, False)
     """,

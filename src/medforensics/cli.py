@@ -610,7 +610,7 @@ def _expand_paths(paths: List[Path]) -> List[Path]:
 
     Paths that do not exist are kept, so the batch reports them as unreadable.
     """
-    from medforensics.data.manifest import find_files
+    from medforensics.data.files import find_files
 
     out: List[Path] = []
     for p in paths:

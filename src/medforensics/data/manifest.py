@@ -55,11 +55,8 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import re
-import stat
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import (
     Executor,
     ProcessPoolExecutor,
@@ -70,27 +67,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medforensics.common.hashing import file_sha256
-from medforensics.data.labels import clean_text, device_labels, unify_case_variants
-from medforensics.data.splits import group_ids
-from medforensics.errors import ConfigError, ManifestError, ReadError
-from medforensics.io import check_header, read_header, read_image
-from medforensics.io.dicom import NATIVE_SYNTAXES, expected_native_bytes
-from medforensics.common.workers import with_parent_watch
 from medforensics.common.atomic import atomic_output
+from medforensics.common.workers import with_parent_watch
+from medforensics.data.files import walk_roots
+from medforensics.data.labels import unify_case_variants
+from medforensics.data.scan import (
+    BOOL_COLUMNS,
+    COLUMNS,
+    ELIGIBLE,
+    INT_COLUMNS,
+    LABEL_COLUMNS,
+    PYDICOM_FILTER,
+    default_workers,
+    empty_row,
+    init_worker,
+    scan_chunk,
+    scan_file,
+)
+from medforensics.data.splits import group_ids
+from medforensics.errors import ConfigError, ManifestError
 
 __all__ = [
-    "COLUMNS",
-    "file_sha256",
-    "LABEL_COLUMNS",
-    "ELIGIBLE",
     "IngestFilters",
     "IngestSummary",
-    "default_workers",
-    "find_files",
-    "walk_roots",
-    "WalkResult",
-    "scan_file",
     "ingest",
     "summarize",
     "write_manifest",
@@ -99,72 +98,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ELIGIBLE = "eligible"
 
-#: Manifest columns, in file order (``split`` is appended after splitting).
-COLUMNS: tuple[str, ...] = (
-    "path",
-    "sha256",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "PatientID",
-    "Modality",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "DeviceSerialNumber",
-    "StationName",
-    "InstitutionName",
-    "SoftwareVersions",
-    "BodyPartExamined",
-    "ViewPosition",
-    "ImageLaterality",
-    "Rows",
-    "Columns",
-    "BitsStored",
-    "PhotometricInterpretation",
-    "NumberOfFrames",
-    "TransferSyntaxUID",
-    "lossy",
-    "PresentationIntentType",
-    "manufacturer",
-    "model",
-    "unit",
-    "status",
-    "reason_detail",
-)
-LABEL_COLUMNS: tuple[str, ...] = ("manufacturer", "model", "unit")
-_INT_COLUMNS = frozenset({"Rows", "Columns", "BitsStored", "NumberOfFrames"})
-_BOOL_COLUMNS = frozenset({"lossy"})
 _REQUIRED_ON_READ = ("path", "status")
-
-# ImageMeta attribute -> manifest column (the documented ImageMeta fields).
-_META_FIELDS: tuple[tuple[str, str], ...] = (
-    ("sop_uid", "SOPInstanceUID"),
-    ("study_uid", "StudyInstanceUID"),
-    ("series_uid", "SeriesInstanceUID"),
-    ("patient_id", "PatientID"),
-    ("modality", "Modality"),
-    ("manufacturer", "Manufacturer"),
-    ("model", "ManufacturerModelName"),
-    ("serial", "DeviceSerialNumber"),
-    ("station", "StationName"),
-    ("institution", "InstitutionName"),
-    ("body_part", "BodyPartExamined"),
-    ("view", "ViewPosition"),
-    ("laterality", "ImageLaterality"),
-    ("photometric", "PhotometricInterpretation"),
-    ("transfer_syntax", "TransferSyntaxUID"),
-    ("software_versions", "SoftwareVersions"),
-    ("presentation_intent", "PresentationIntentType"),
-)
-
-
-_QC_PATTERN = re.compile(
-    r"\b(QC|QA|PHANTOM|CALIB\w*|TEST|FLAT[\s_-]?FIELD|UNIFORMITY|CONSTANCY)\b", re.IGNORECASE
-)
-# Reader reasons that are statuses of their own; every other ReadError reason is "unreadable".
-_OWN_STATUS_REASONS = frozenset({"no-pixel-data", "not-an-image", "unsupported-photometric"})
 
 
 @dataclass(frozen=True)
@@ -208,376 +143,9 @@ class IngestSummary:
 # ----------------------------------------------------------------------------- finding files
 
 
-@dataclass
-class WalkResult:
-    """What :func:`walk_roots` found.
-
-    Attributes:
-        files: absolute paths of the regular files to read, sorted, free of repeats.
-        skipped: ``(path, status, reason_detail)`` of what was found but is not read: an
-            unreadable folder, a dangling link, a FIFO/socket/device, a link to a folder,
-            a link leading outside the scanned roots. Each becomes a manifest row.
-    """
-
-    files: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str, str]] = field(default_factory=list)
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    return "not a regular file"
-
-
-def _inside(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
-def walk_roots(roots: Iterable[Path | str], *, follow_links_outside: bool = False) -> WalkResult:
-    """Every regular file under ``roots``, and every entry that is not read, with why.
-
-    Directories are walked without following directory links (a link to a folder is
-    reported, not entered). A link to a file is read when its target lies inside one of the
-    roots (after resolving links), or when ``follow_links_outside`` is set; otherwise it is
-    reported as ``link-outside-roots`` and never opened. A root named explicitly is always
-    read. Unreadable folders and dangling links are ``unreadable`` (``file-access`` /
-    ``dangling-link``); FIFOs, sockets and devices are ``not-a-regular-file`` and are never
-    opened (opening a FIFO would block).
-
-    Args:
-        roots: directories and/or files.
-        follow_links_outside: also read files that links lead to outside the roots.
-
-    Raises:
-        ConfigError: a root does not exist.
-    """
-    found: set[str] = set()
-    skipped: dict[str, tuple[str, str, str]] = {}
-    real_roots: list[str] = []
-    for root in roots:
-        root_path = Path(root)
-        if not os.path.lexists(root_path):
-            raise ConfigError(f"{root_path}: no such file or directory")
-        real_roots.append(os.path.realpath(root_path))
-
-    def skip(path: str, status: str, detail: str) -> None:
-        skipped.setdefault(path, (path, status, detail))
-
-    for root in roots:
-        root_path = Path(root)
-        if not root_path.is_dir():
-            full = os.path.abspath(root_path)
-            try:
-                mode = os.stat(full).st_mode
-            except OSError as exc:
-                skip(full, "unreadable", f"dangling-link: {exc.strerror or exc}")
-                continue
-            if stat.S_ISREG(mode):
-                found.add(full)
-            else:
-                skip(full, "not-a-regular-file", f"{_kind(mode)}: not read")
-            continue
-
-        def on_error(err: OSError, root_path: Path = root_path) -> None:
-            where = os.path.abspath(str(err.filename or root_path))
-            logger.warning("cannot list %s: %s", where, err.strerror)
-            skip(where, "unreadable", f"file-access: cannot list the folder: "
-                 f"{err.strerror or err}")
-
-        for dirpath, dirnames, filenames in os.walk(root_path, onerror=on_error):
-            dirnames.sort()
-            for name in list(dirnames):
-                full = os.path.abspath(os.path.join(dirpath, name))
-                if os.path.islink(full):
-                    skip(full, "not-a-regular-file",
-                         f"a link to a folder ({os.readlink(full)}): not followed")
-            for name in filenames:
-                full = os.path.abspath(os.path.join(dirpath, name))
-                try:
-                    lmode = os.lstat(full).st_mode
-                except OSError as exc:
-                    skip(full, "unreadable", f"file-access: {exc.strerror or exc}")
-                    continue
-                if stat.S_ISLNK(lmode):
-                    target = os.path.realpath(full)
-                    try:
-                        mode = os.stat(full).st_mode
-                    except OSError:
-                        skip(full, "unreadable",
-                             f"dangling-link: the link points to {os.readlink(full)}, "
-                             "which does not exist")
-                        continue
-                    if not follow_links_outside and not _inside(target, real_roots):
-                        skip(full, "link-outside-roots",
-                             f"the link points to {target}, outside the scanned folders: not "
-                             "read (ingest --follow-links-outside reads such files)")
-                        continue
-                else:
-                    mode = lmode
-                if stat.S_ISREG(mode):
-                    found.add(full)
-                else:
-                    skip(full, "not-a-regular-file", f"{_kind(mode)}: not read")
-    return WalkResult(files=sorted(found),
-                      skipped=sorted(v for k, v in skipped.items() if k not in found))
-
-
-def find_files(roots: Iterable[Path | str], *, follow_links_outside: bool = True) -> list[Path]:
-    """Every regular file under ``roots`` (recursively; a root may itself be a file).
-
-    The files of :func:`walk_roots`; what it skips is logged. Links to files outside the
-    roots are followed unless ``follow_links_outside=False``.
-
-    Args:
-        roots: directories and/or files.
-        follow_links_outside: also take files that links lead to outside the roots.
-
-    Returns:
-        Absolute paths, sorted.
-
-    Raises:
-        ConfigError: a root does not exist.
-    """
-    res = walk_roots(roots, follow_links_outside=follow_links_outside)
-    for path, status, detail in res.skipped:
-        logger.warning("%s: skipped (%s: %s)", path, status, detail)
-    return [Path(p) for p in res.files]
-
 
 # ----------------------------------------------------------------------------- worker
 
-
-class _DropPydicomWarnings(logging.Filter):
-    """Drop pydicom's per-file warnings (non-conformant values) during an ingest."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.WARNING
-
-
-_PYDICOM_FILTER = _DropPydicomWarnings()
-
-
-def _init_worker() -> None:
-    """Process-pool initializer: keep worker logs free of pydicom value warnings."""
-    logging.getLogger("pydicom").addFilter(_PYDICOM_FILTER)
-
-
-def _empty_row(path: str) -> dict[str, Any]:
-    row: dict[str, Any] = {c: "" for c in COLUMNS}
-    for c in _INT_COLUMNS | _BOOL_COLUMNS:
-        row[c] = None
-    row["path"] = path
-    return row
-
-
-def _read_error_status(exc: ReadError) -> tuple[str, str]:
-    reason = getattr(exc, "reason", "unreadable") or "unreadable"
-    message = str(exc)
-    if exc.path and message.startswith(exc.path + ": "):
-        message = message[len(exc.path) + 2 :]
-    if reason in _OWN_STATUS_REASONS:
-        return reason, message
-    return "unreadable", f"{reason}: {message}"
-
-
-def _as_int(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-
-def default_workers() -> int:
-    """Worker count for :func:`ingest`: the CPUs this process may use, at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
-
-
-def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) -> dict[str, Any]:
-    """One manifest row for one file, with the per-file status (step 1 of :func:`ingest`).
-
-    Never raises for a bad file: every problem becomes a status. The row also carries the
-    private key ``_qc`` (the QC keyword found, or "") used by :func:`ingest`.
-
-    Args:
-        path: the file.
-        verify: also decode the first frame (slow) to catch undecodable pixel data.
-        force: read DICOM without file meta (ACR-NEMA style), as the reader's ``force``.
-
-    Returns:
-        A dict with the :data:`COLUMNS` keys; ``status`` is "" when the file passed.
-    """
-    spath = str(path)
-    row = _empty_row(spath)
-    row["_qc"] = ""
-    try:
-        row["sha256"] = file_sha256(spath)
-    except OSError as exc:
-        row["status"] = "unreadable"
-        row["reason_detail"] = f"file-access: {exc.strerror or exc}"
-        return row
-    try:
-        meta = read_header(spath, force=force)
-    except ReadError as exc:
-        row["status"], row["reason_detail"] = _read_error_status(exc)
-        return row
-    except Exception as exc:  # noqa: BLE001 - a batch never stops on one file
-        logger.warning("%s: unexpected reader failure: %r", spath, exc)
-        row["status"] = "unreadable"
-        row["reason_detail"] = f"reader-bug: {type(exc).__name__}: {exc}"
-        return row
-    _fill_from_meta(row, meta)
-    status = _intrinsic_status(row, meta)
-    if status is None and verify:
-        status = _verify_pixels(spath, force)
-    if status is not None:
-        row["status"], row["reason_detail"] = status
-        return row
-    notes = _header_notes(meta)
-    if verify:
-        notes += _unused_bits_notes(spath, meta, force)
-    if notes:
-        row["reason_detail"] = "; ".join(f"note: {n}" for n in notes)
-    return row
-
-
-def _header_number(meta: Any, keyword: str) -> float | None:
-    text = str((getattr(meta, "header", None) or {}).get(keyword, "") or "").strip()
-    if not text:
-        return None
-    try:
-        return float(text.split("\\")[0])
-    except ValueError:
-        return None
-
-
-def _header_notes(meta: Any) -> list[str]:
-    """What the header shows that does not stop the file from being used (eligible rows)."""
-    notes: list[str] = []
-    if getattr(meta, "format", "") != "dicom":
-        return notes
-    have = getattr(meta, "pixel_data_bytes", None)
-    if meta.transfer_syntax in NATIVE_SYNTAXES and have is not None:
-        need = expected_native_bytes(meta)
-        if have > need + 1:  # one pad byte makes an odd length even
-            notes.append(
-                f"Pixel Data holds {have} bytes but {meta.rows}x{meta.cols}x{meta.n_frames} "
-                f"frames x {meta.bits_allocated} bits needs {need}: {have - need} bytes are "
-                "not part of the image (Rows x Columns smaller than the pixel data?)")
-    return notes
-
-
-def _blank_status(meta: Any) -> tuple[str, str] | None:
-    slope = _header_number(meta, "RescaleSlope")
-    if slope is not None and slope == 0.0:
-        return ("blank-image", ("RescaleSlope is 0: every pixel becomes the intercept "
-                                "(a blank image, nothing to analyse)"))
-    return None
-
-
-def _unused_bits_notes(path: str, meta: Any, force: bool) -> list[str]:
-    """Stored values using bits above BitsStored (native DICOM only; the reader masks them)."""
-    if (getattr(meta, "format", "") != "dicom" or meta.transfer_syntax not in NATIVE_SYNTAXES
-            or meta.bits_allocated not in (8, 16, 32)
-            or not 0 < meta.bits_stored < meta.bits_allocated):
-        return []
-    try:
-        import numpy as np
-        import pydicom
-
-        ds = pydicom.dcmread(path, force=force)
-        raw = bytes(ds.PixelData)
-        big = meta.transfer_syntax == "1.2.840.10008.1.2.2"
-        dtype = np.dtype(f"{'>' if big else '<'}u{meta.bits_allocated // 8}")
-        n = meta.rows * meta.cols * meta.n_frames
-        values = np.frombuffer(raw, dtype=dtype, count=min(n, len(raw) // dtype.itemsize))
-        bs = int(meta.bits_stored)
-        high = values >> np.array(bs, dtype=values.dtype)
-        if int(getattr(meta, "pixel_representation", 0) or 0) == 1:
-            # signed: the unused bits may repeat the sign bit (sign extension)
-            sign = (values >> np.array(bs - 1, dtype=values.dtype)) & 1
-            full = (1 << (meta.bits_allocated - bs)) - 1
-            bad = ~(((high == 0) & (sign == 0)) | ((high == full) & (sign == 1)))
-        else:
-            bad = high != 0
-        count = int(np.count_nonzero(bad))
-    except Exception as exc:  # noqa: BLE001 - a note is never worth failing a file for
-        logger.debug("%s: unused-bits check skipped: %r", path, exc)
-        return []
-    if not count:
-        return []
-    note = (f"{count} stored value(s) use bits above BitsStored={bs} (of "
-            f"{meta.bits_allocated} allocated; overlay data or a wrong BitsStored?); the "
-            "reader masks them")
-    return [note]
-
-
-def _fill_from_meta(row: dict[str, Any], meta: Any) -> None:
-    for attr, column in _META_FIELDS:
-        row[column] = clean_text(getattr(meta, attr, None))
-    row["Rows"] = _as_int(getattr(meta, "rows", None))
-    row["Columns"] = _as_int(getattr(meta, "cols", None))
-    row["BitsStored"] = _as_int(getattr(meta, "bits_stored", None))
-    row["NumberOfFrames"] = _as_int(getattr(meta, "n_frames", None))
-    lossy = getattr(meta, "lossy", None)
-    row["lossy"] = None if lossy is None else bool(lossy)
-    row.update(
-        device_labels(
-            row["Manufacturer"],
-            row["ManufacturerModelName"],
-            row["DeviceSerialNumber"],
-            row["StationName"],
-        )
-    )
-    qc_text = " ".join(
-        clean_text(getattr(meta, attr, "")).replace("\\", " ")
-        for attr in ("image_type", "series_description")
-    )
-    match = _QC_PATTERN.search(qc_text)
-    row["_qc"] = match.group(0) if match else ""
-
-
-def _intrinsic_status(row: dict[str, Any], meta: Any) -> tuple[str, str] | None:
-    """Per-file exclusion from the header alone, or None when the file passes.
-
-    DICOM: the reader's own header checks (:func:`medforensics.io.dicom_pixels.check_header`: SOP
-    class, Pixel Data presence, photometric, bit depth, size guard, native Pixel Data length,
-    decoder availability). Every file: Rows and Columns must be known.
-    """
-    try:
-        check_header(meta)
-    except ReadError as exc:
-        return _read_error_status(exc)
-    if not row["Rows"] or not row["Columns"]:
-        return "not-an-image", "no Rows/Columns: not an image object"
-    return _blank_status(meta)
-
-
-def _verify_pixels(path: str, force: bool) -> tuple[str, str] | None:
-    try:
-        read_image(path, force=force)
-    except ReadError as exc:
-        return _read_error_status(exc)
-    except Exception as exc:  # noqa: BLE001 - a batch never stops on one file
-        logger.warning("%s: unexpected decoder failure: %r", path, exc)
-        return "unreadable", f"decode-failed: {type(exc).__name__}: {exc}"
-    return None
-
-
-def _scan_chunk(paths: Sequence[str], verify: bool, force: bool) -> list[dict[str, Any]]:
-    return [scan_file(p, verify=verify, force=force) for p in paths]
 
 
 # ----------------------------------------------------------------------------- ingest
@@ -639,7 +207,7 @@ def ingest(
                 ", ".join(map(str, roots)), len(walk.skipped))
     rows = _scan_all(paths, workers, backend, chunk_size, verify, force, progress)
     for path, status, detail in walk.skipped:
-        row = _empty_row(path)
+        row = empty_row(path)
         row["status"], row["reason_detail"], row["_qc"] = status, detail, ""
         rows.append(row)
     rows.sort(key=lambda r: r["path"])
@@ -663,7 +231,7 @@ def _scan_all(
     n_workers = default_workers() if workers is None else max(0, workers)
     rows: list[dict[str, Any]] = []
     pydicom_logger = logging.getLogger("pydicom")
-    pydicom_logger.addFilter(_PYDICOM_FILTER)
+    pydicom_logger.addFilter(PYDICOM_FILTER)
     bar = None
     try:
         if n_workers <= 1 or len(paths) < 2:
@@ -680,9 +248,9 @@ def _scan_all(
         pool_kw: dict[str, Any] = {}
         if backend == "process":  # workers exit with this process, also on kill -9
 
-            pool_kw = with_parent_watch(_init_worker)
+            pool_kw = with_parent_watch(init_worker)
         with pool_cls(max_workers=n_workers, **pool_kw) as pool:
-            futures = {pool.submit(_scan_chunk, c, verify, force): c for c in chunks}
+            futures = {pool.submit(scan_chunk, c, verify, force): c for c in chunks}
             # the bar (and tqdm's monitor thread) only after the workers were forked
             bar = tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress)
             for fut in as_completed(futures):
@@ -693,12 +261,12 @@ def _scan_all(
                     logger.warning(
                         "worker failed on %d files (%r); retrying them here", len(chunk), exc
                     )
-                    rows.extend(_scan_chunk(chunk, verify, force))
+                    rows.extend(scan_chunk(chunk, verify, force))
                 bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
-        pydicom_logger.removeFilter(_PYDICOM_FILTER)
+        pydicom_logger.removeFilter(PYDICOM_FILTER)
     return rows
 
 
@@ -880,14 +448,14 @@ def write_manifest(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
 
 
 def _from_cell(column: str, text: str) -> Any:
-    if column in _INT_COLUMNS:
+    if column in INT_COLUMNS:
         if text == "":
             return None
         try:
             return int(text)
         except ValueError:
             return None
-    if column in _BOOL_COLUMNS:
+    if column in BOOL_COLUMNS:
         low = text.strip().lower()
         if low in ("true", "1", "yes"):
             return True

@@ -55,15 +55,14 @@ from typing import Any
 import numpy as np
 
 from medforensics import __version__
+from medforensics.common.atomic import atomic_write_text
 from medforensics.common.hashing import file_sha256
+from medforensics.common.workers import with_parent_watch
 from medforensics.data.datasets import read_pixels
 from medforensics.data.manifest import read_manifest
 from medforensics.data.transforms import paper_preprocess
-from medforensics.errors import ConfigError, ReadError, StoreError
+from medforensics.errors import ConfigError, OutputWriteError, ReadError, StoreError
 from medforensics.io import read_image
-from medforensics.common.atomic import atomic_write_text
-from medforensics.errors import OutputWriteError
-from medforensics.common.workers import with_parent_watch
 
 log = logging.getLogger(__name__)
 

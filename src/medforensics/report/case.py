@@ -52,7 +52,7 @@ import numpy as np
 
 from medforensics import __version__
 from medforensics.common.hashing import cached_file_sha256, file_sha256
-from medforensics.data.manifest import find_files
+from medforensics.data.files import find_files
 from medforensics.errors import (
     ConfigError,
     InvalidArrayError,
