@@ -16,9 +16,10 @@ Three ways to get a detector:
   leaves it out) + hard-edged paste seams (``seam=False`` leaves it out) (+ ELA for lossy
   inputs), combined by the documented
   max rule of :mod:`medforensics.forgery.localize`. With ``source_run`` a trained source
-  ``patch`` model is slid over the image as a fourth cue (device-fingerprint inconsistency,
-  :func:`medforensics.forgery.cues.noise.fingerprint_map`): the cue meant for splices
-  from another device.
+  ``patch`` model is slid over the image as a further cue (device-fingerprint inconsistency,
+  :mod:`medforensics.forgery.cues.fingerprint`): the cue meant for splices from another
+  device. Cue parameters are one mapping ``cue_params={cue: {parameter: value}}`` over the
+  registered defaults (:mod:`medforensics.forgery.cues.registry`).
 * ``from_run(run)`` of a ``cues`` run (``medforensics forgery train --preset cues``): the same
   cue maps combined by the learned logistic combiner of :mod:`medforensics.forgery.combiner`.
 * ``from_run(run)`` of an ``ela-cnn`` run: the paper's ELA-CNN (seed 004) on the ELA image
@@ -69,6 +70,7 @@ from medforensics.forgery.coverage import (
     MIN_SIDE,
     covered_fraction,
 )
+from medforensics.forgery.cues import check_cue_params, resolve_params
 from medforensics.forgery.cues.ela import (
     analyze_ela,
     ela_cnn_input,
@@ -79,6 +81,7 @@ from medforensics.forgery.direction import pair_summary
 from medforensics.forgery.localize import (
     DEFAULT_SEAM,
     DEFAULT_TEXTURE,
+    LocalizationResult,
     default_cues,
     localize,
 )
@@ -118,14 +121,12 @@ DEFAULT_THRESHOLD = 0.6
 #: width of the ``inconclusive`` score band below ``min(threshold, map_threshold)``: the
 #: band reaches from just under the cues' own decision point up to the threshold
 DEFAULT_INCONCLUSIVE_BAND = 0.1
-#: fingerprint cue: a pixel's patch mean counts at least half of an interior pixel's patches.
-#: On the simulated test pairs, over four source-model seeds and two tamper draws, this took
-#: the originals called tampered from 4-6 of 48 to 0-2 and splice-device pixel F1-best up by
-#: 0.01-0.03 (image AUC of all kinds -0.01 to +0.01; python bench/forgery_seeds.py).
+#: fingerprint cue: a pixel's patch mean counts at least half of an interior pixel's patches
+#: (pixels along the border and next to clipped areas are damped; measured in
+#: docs/forgery.md, ``bench/forgery_seeds.py``). The detector's default over the registered 0.
 DEFAULT_FINGERPRINT_MIN_COVERAGE = 0.5
 #: metadata of a ``cues`` run (the ``ela-cnn`` run keeps its metadata in ``model.json``)
 RUN_FILE = "model.json"
-_ELA_QUALITY = 90
 #: ``run_dir`` strings meaning the training-free detector (unless a folder of that name exists)
 TRAINING_FREE = ("none", "cues")
 
@@ -229,6 +230,23 @@ def json_tree(v: Any) -> Any:
     return _finite(v)
 
 
+def _detector_cue_params(cue_params: Mapping[str, Mapping[str, Any]] | None, source: Any
+                         ) -> dict[str, dict[str, Any]]:
+    """The detector's cue parameters: its fingerprint defaults (``min_coverage``
+    :data:`DEFAULT_FINGERPRINT_MIN_COVERAGE`) under the caller's ``cue_params``; the patch side
+    is always the source model's (64 without one).
+
+    Raises:
+        ConfigError: unknown cue or parameter.
+    """
+    check_cue_params(cue_params)
+    out = {k: dict(v) for k, v in (cue_params or {}).items()}
+    patch = int(getattr(source, "patch", 64)) if source is not None else 64
+    out["fingerprint"] = {"min_coverage": DEFAULT_FINGERPRINT_MIN_COVERAGE,
+                          **out.get("fingerprint", {}), "patch": patch}
+    return out
+
+
 def _source_logprobs(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
     """``patch_logprobs`` callable from a :class:`~medforensics.source.predictor.SourcePredictor`."""
     import torch
@@ -264,24 +282,22 @@ class ForgeryDetector:
         run_dir: the run directory (provenance), None for the training-free detector.
         metadata: the run's metadata.
         device: torch device of the models.
-        fingerprint_stride: grid step of the fingerprint cue in pixels.
-        fingerprint_min_coverage: ``min_coverage`` of
-            :func:`~medforensics.forgery.cues.noise.fingerprint_llr_map` (pixels
-            covered by few scored patches - image border, next to clipped areas - are damped).
-            A learned combiner run keeps the value it was trained with (0 for runs made
-            before the option).
-        copymove_kw: extra arguments for :func:`~medforensics.forgery.cues.copymove.detect_copy_move`.
-        noise_kw: extra arguments for
-            :func:`~medforensics.forgery.cues.noise.noise_inconsistency_map`.
+        cue_params: ``{cue: {parameter: value}}`` over the cues' registered defaults
+            (:func:`~medforensics.forgery.cues.registry.resolve_params`); e.g.
+            ``{"noise": {"extra_blocks": (32,)}, "fingerprint": {"stride": 32}}``. The detector
+            adds its own fingerprint defaults: ``patch`` = the source model's patch side and
+            ``min_coverage`` = :data:`DEFAULT_FINGERPRINT_MIN_COVERAGE` (pixels covered by few
+            scored patches - image border, next to clipped areas - are damped); a learned
+            combiner run keeps the ``stride`` and ``min_coverage`` it was trained with (0 for
+            runs made before the option). ``ela.quality`` is also that of ``ela_score`` and of
+            the ELA-CNN input.
         texture: training-free detector: include the noise-texture cue
             (:func:`~medforensics.forgery.cues.texture.texture_inconsistency_map`); None = the
             default of :data:`medforensics.forgery.localize.DEFAULT_TEXTURE`. The learned
             combiner uses the cues it was trained with.
-        texture_kw: extra arguments for the texture cue.
         seam: training-free detector: include the hard-edged paste seam cue
             (:func:`~medforensics.forgery.cues.seam.seam_cue`); None = the default of
             :data:`medforensics.forgery.localize.DEFAULT_SEAM`.
-        seam_kw: extra arguments for the seam cue.
         ela: training-free detector: ``"auto"`` uses the ELA cue for lossy inputs only
             (``meta.lossy``), ``"always"`` on every input (e.g. 8-bit PNG/TIFF that were JPEG
             before: an edit saved losslessly over JPEG history is ELA's textbook case),
@@ -302,15 +318,10 @@ class ForgeryDetector:
         run_dir: str | Path | None = None,
         metadata: dict[str, Any] | None = None,
         device: str = "cpu",
-        fingerprint_stride: int = 16,
-        fingerprint_min_coverage: float = DEFAULT_FINGERPRINT_MIN_COVERAGE,
-        copymove_kw: dict[str, Any] | None = None,
-        noise_kw: dict[str, Any] | None = None,
+        cue_params: Mapping[str, Mapping[str, Any]] | None = None,
         ela: str = "auto",
         texture: bool | None = None,
-        texture_kw: dict[str, Any] | None = None,
         seam: bool | None = None,
-        seam_kw: dict[str, Any] | None = None,
     ) -> None:
         if method not in ("cues", "cues-learned", "ela-cnn"):
             raise ConfigError(f"unknown forgery method {method!r}")
@@ -338,17 +349,12 @@ class ForgeryDetector:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.device = device
-        self.fingerprint_stride = int(fingerprint_stride)
-        if not 0.0 <= fingerprint_min_coverage <= 1.0:
-            raise ConfigError("fingerprint_min_coverage must lie in [0, 1]")
-        self.fingerprint_min_coverage = float(fingerprint_min_coverage)
-        self.copymove_kw = dict(copymove_kw or {})
-        self.noise_kw = dict(noise_kw or {})
-
+        #: ``{cue: {parameter: value}}`` handed to every :func:`localize` call (module docs)
+        self.cue_params = _detector_cue_params(cue_params, source)
+        if not 0.0 <= self.fingerprint_min_coverage <= 1.0:
+            raise ConfigError("fingerprint min_coverage must lie in [0, 1]")
         self.texture = DEFAULT_TEXTURE if texture is None else bool(texture)
-        self.texture_kw = dict(texture_kw or {})
         self.seam = DEFAULT_SEAM if seam is None else bool(seam)
-        self.seam_kw = dict(seam_kw or {})
         self._patch_logprobs = None if source is None else _source_logprobs(source)
         #: set by from_run: the run_integrity of every result (see ForgeryResult)
         self.run_integrity: str | None = getattr(source, "run_integrity", None)
@@ -432,9 +438,12 @@ class ForgeryDetector:
                     )
                 source = cls._load_source(rec, device, allow)
                 cls._check_recorded_source(source, meta, meta_path, allow)
-            kw.setdefault("fingerprint_stride", int(meta.get("fingerprint_stride", 16)))
-            kw.setdefault("fingerprint_min_coverage",
-                          float(meta.get("fingerprint_min_coverage", 0.0)))
+            given = {k: dict(v) for k, v in (kw.get("cue_params") or {}).items()}
+            given["fingerprint"] = {"stride": int(meta.get("fingerprint_stride", 16)),
+                                    "min_coverage": float(meta.get("fingerprint_min_coverage",
+                                                                   0.0)),
+                                    **given.get("fingerprint", {})}
+            kw["cue_params"] = given
             return cls(method="cues-learned", combiner=comb, source=source, run_dir=run,
                        metadata=meta, device=device, **kw)
         raise ModelFileError(f"{meta_path}: unknown forgery preset {preset!r} "
@@ -480,13 +489,30 @@ class ForgeryDetector:
             "fingerprint_cue": self.source is not None,
             "source_run": None if self.source is None else str(getattr(self.source, "run_dir",
                                                                        "")),
-            "fingerprint_stride": self.fingerprint_stride,
-            "fingerprint_min_coverage": self.fingerprint_min_coverage,
-            "ela_quality": _ELA_QUALITY,
+            # the parameters given over the cues' registered defaults (the fingerprint cue's
+            # only where it runs)
+            "cue_params": {k: dict(v) for k, v in self.cue_params.items()
+                           if k != "fingerprint" or self.source is not None},
+            "ela_quality": self.ela_quality,
             "ela_cue": self.ela,
             "texture_cue": self._uses("texture", self.texture),
             "seam_cue": self._uses("seam", self.seam),
         }
+
+    @property
+    def fingerprint_stride(self) -> int:
+        """Grid step of the fingerprint cue in pixels (from :attr:`cue_params`)."""
+        return int(resolve_params("fingerprint", self.cue_params)["stride"])
+
+    @property
+    def fingerprint_min_coverage(self) -> float:
+        """``min_coverage`` of the fingerprint cue (from :attr:`cue_params`)."""
+        return float(resolve_params("fingerprint", self.cue_params)["min_coverage"])
+
+    @property
+    def ela_quality(self) -> int:
+        """JPEG quality of the ELA re-encoding (ELA cue, ``ela_score``, ELA-CNN input)."""
+        return int(resolve_params("ela", self.cue_params)["quality"])
 
     def _uses(self, cue: str, flag: bool) -> bool:
         """Whether the detector computes ``cue`` (training-free flag or the combiner's cues)."""
@@ -541,7 +567,8 @@ class ForgeryDetector:
         return "authentic", None
 
     def compute_cues(self, pixels: np.ndarray, *, lossy: bool = False,
-                     bits_stored: int | None = None, lossy_codec: str | None = None) -> Any:
+                     bits_stored: int | None = None, lossy_codec: str | None = None
+                     ) -> LocalizationResult:
         """Cue maps of one image (:func:`medforensics.forgery.localize.localize`; ``lossy_codec``
         as there: ``"other"`` lossy coding gets no ELA and no noise cue).
 
@@ -561,16 +588,10 @@ class ForgeryDetector:
         else:
             names = default_cues(texture=self.texture, seam=self.seam,
                                  ela=self.ela == "always", fingerprint=fp is not None)
-        patch = int(getattr(self.source, "patch", 64)) if self.source is not None else 64
-        return localize(
-            pixels, lossy=lossy, bits_stored=bits_stored, cues=names, patch_logprobs=fp,
-            threshold=self.map_threshold, copymove_kw=self.copymove_kw, noise_kw=self.noise_kw,
-            ela_quality=_ELA_QUALITY,
-            fingerprint_kw={"patch": patch, "stride": self.fingerprint_stride,
-                            "min_coverage": self.fingerprint_min_coverage},
-            texture=self.texture, texture_kw=self.texture_kw, seam=self.seam,
-            seam_kw=self.seam_kw, lossy_codec=lossy_codec,
-        )
+        return localize(pixels, lossy=lossy, bits_stored=bits_stored, cues=names,
+                        patch_logprobs=fp, threshold=self.map_threshold,
+                        cue_params=self.cue_params, texture=self.texture, seam=self.seam,
+                        lossy_codec=lossy_codec)
 
     def detect(self, pixels: np.ndarray, meta: Any = None) -> ForgeryResult:
         """Analyse one image (see :meth:`detect_with_cues`, which also returns the cue maps)."""
@@ -638,7 +659,7 @@ class ForgeryDetector:
             elif lossy and codec == "other":
                 ela_score = None  # ELA is a JPEG-domain heuristic: not run on this coding
             else:
-                er = analyze_ela(img, bits_stored=bits, quality=_ELA_QUALITY)
+                er = analyze_ela(img, bits_stored=bits, quality=self.ela_quality)
                 ela_score = er.score
                 notes.append("ela_score only (not used as a cue): " + er.note)
 
@@ -682,8 +703,9 @@ class ForgeryDetector:
         spec = dict(self.metadata.get("input_spec") or {})
         size = int(spec.get("size", 128))
         scale = float(self.metadata.get("input_scale", 1.0 / 255.0))
-        er = analyze_ela(img, bits_stored=bits, quality=_ELA_QUALITY)
-        x = ela_cnn_input(img, bits_stored=bits, size=size, quality=_ELA_QUALITY, ela=er) * scale
+        er = analyze_ela(img, bits_stored=bits, quality=self.ela_quality)
+        x = ela_cnn_input(img, bits_stored=bits, size=size, quality=self.ela_quality,
+                          ela=er) * scale
         ch = int(spec.get("channels", 1))
         t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None]
         if ch > 1:

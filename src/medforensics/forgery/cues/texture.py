@@ -46,8 +46,9 @@ z ~ 9), and the lattice share to LUT combs that vary within an image (one Kodak 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -64,10 +65,16 @@ from medforensics.errors import ConfigError, InvalidArrayError
 from medforensics.forgery.cues.noise import (
     _block_counts,
     _cells_to_pixels,
-    _sigmoid,
+    sigmoid,
     scoring_masks,
 )
 from medforensics.forgery.scoring import SCORE_WINDOW, image_score
+from medforensics.forgery.cues.registry import (
+    CueContext,
+    CueOutput,
+    register_cue,
+    signature_defaults,
+)
 
 __all__ = ["TextureInconsistency", "texture_inconsistency_map", "robust_mahalanobis"]
 
@@ -394,7 +401,7 @@ def texture_inconsistency_map(
     if not good.any():
         zero = np.zeros((H, W), np.float32)
         return TextureInconsistency(zero, zero.copy(), 0.0, tuple(names), n_good)
-    pb = np.where(good, _sigmoid(slope * (zb - z_thr)), 0.0)
+    pb = np.where(good, sigmoid(slope * (zb - z_thr)), 0.0)
     # per cell: mean over the scored blocks covering it (block (i, j) covers cells i..i+k-1)
     acc_p = np.zeros((ncy, ncx))
     acc_z = np.zeros((ncy, ncx))
@@ -422,3 +429,26 @@ def texture_inconsistency_map(
                    min((sl[0].stop + k - 1) * cell, H)) for sl in ndimage.find_objects(lbl))
     return TextureInconsistency(cue, _cells_to_pixels(zc, cell, H, W), float(score_fn(cue)),
                                 tuple(names), n_good, int(strong.sum()), boxes)
+
+
+@register_cue("texture", rank=30, defaults=signature_defaults(texture_inconsistency_map),
+              lossy_defaults={"use_lattice": False, "coarse": False})
+def _texture_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) -> CueOutput:
+    """The registered ``texture`` cue: :func:`texture_inconsistency_map`.
+
+    On lossy inputs the stored-value lattice features are off by default
+    (``lossy_defaults``): lattices are evidence only where the stored values are the
+    acquisition's own, and a lossy codec's reconstruction makes its own.
+    """
+    try:
+        ti = texture_inconsistency_map(img, **params)
+    except InvalidArrayError as exc:  # too small an image etc.: skip this cue, say so
+        return CueOutput(notes=[f"texture cue skipped: {exc}"])
+    notes = []
+    if ti.n_coarse:
+        notes.append(f"texture cue: {ti.n_coarse} block(s) of 32 px whose stored values sit on "
+                     "a coarse lattice (a region scaled up from fewer grey levels and rounded)")
+    return CueOutput(maps={"texture": ti.map}, notes=notes, result=ti,
+                     details={"features": ti.features, "n_blocks": ti.n_blocks,
+                              "n_coarse": ti.n_coarse,
+                              "coarse_boxes": [list(b) for b in ti.coarse_boxes]})
