@@ -50,7 +50,6 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,7 @@ from medforensics.forgery.localize import (
     localize,
 )
 from medforensics.forgery.regions import describe_regions
+from medforensics.forgery.result import FileResult, ForgeryResult
 from medforensics.forgery.scoring import SCORE_WINDOW, forged_area_percent, image_score
 from medforensics.io import read_image
 from medforensics.models.io import load_model
@@ -129,105 +129,6 @@ DEFAULT_FINGERPRINT_MIN_COVERAGE = 0.5
 RUN_FILE = "model.json"
 #: ``run_dir`` strings meaning the training-free detector (unless a folder of that name exists)
 TRAINING_FREE = ("none", "cues")
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, (np.floating, np.integer)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-@dataclass
-class ForgeryResult:
-    """Output of :meth:`ForgeryDetector.detect`.
-
-    Attributes:
-        score: image-level forgery score in [0, 1] (higher = more likely tampered).
-        verdict: ``"tampered"``, ``"inconclusive"`` or ``"authentic"`` (see module docs).
-        inconclusive_reason: why the verdict is ``inconclusive`` (None otherwise).
-        covered_fraction: share of the image (0..1) that carries measurable noise
-            (:func:`medforensics.forgery.coverage.covered_fraction`).
-        forged_area_percent: share of pixels with ``prob_map >= map_threshold``, in percent
-            (0..100).
-        ela_score: mean ELA at JPEG q90 in % of 8-bit full scale (the paper's "percentage of
-            forgery"; not a share of pixels; 12-16-bit data through an 8-bit window, see
-            notes); None where ELA was not run (see module docs).
-        threshold: the score threshold of the verdict.
-        inconclusive_from: lower edge of the inconclusive score band (= threshold when
-            the band is disabled).
-        map_threshold: threshold on the map for the forged area.
-        method: ``"cues"``, ``"cues-learned"`` or ``"ela-cnn"``.
-        prob_map: float32 (H, W) per-pixel forgery probability in [0, 1] at native resolution.
-        cues: per-cue image scores in [0, 1] (``copymove``, ``noise``, ``ela``,
-            ``fingerprint``, ``ela_cnn``, ... whichever ran).
-        notes: what was skipped or how something was computed (ELA 8-bit window, ...).
-        regions: the flagged areas, largest first
-            (:func:`medforensics.forgery.regions.describe_regions`: ``bbox``, ``area_px``,
-            ``area_percent``, ``mean_prob``, ``max_prob``, ``cue``, ``cue_means`` and, for a
-            copy-move, ``copy_of`` with the partner area, its transform and this area's
-            ``role``: ``pasted copy``, ``source`` or ``undetermined``).
-        copy_moves: every copy-move pair found
-            (:func:`medforensics.forgery.direction.pair_summary`): both boxes, ``direction``
-            (``"a->b"``, ``"b->a"`` or ``"undetermined"`` - the pasted area is named only
-            with evidence), ``pasted_bbox`` / ``source_bbox`` (None when undetermined) and
-            ``evidence`` (why, in words).
-        run_integrity: ``"verified"``, ``"modified"`` or ``"unverified"``: the least
-            trustworthy of the forgery run and the source run behind the result
-            (:mod:`medforensics.models.runfiles`); None when no run file is involved (the
-            training-free detector without a source model).
-    """
-
-    score: float
-    verdict: str
-    forged_area_percent: float
-    ela_score: float | None
-    threshold: float
-    inconclusive_from: float
-    map_threshold: float
-    method: str
-    prob_map: np.ndarray = field(repr=False)
-    cues: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    regions: list[dict[str, Any]] = field(default_factory=list)
-    run_integrity: str | None = None
-    copy_moves: list[dict[str, Any]] = field(default_factory=list)
-    inconclusive_reason: str | None = None
-    covered_fraction: float = float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict of every field except ``prob_map`` (NaN -> None), plus the
-        map's ``rows``/``cols``."""
-        return {
-            "score": _finite(float(self.score)),
-            "verdict": self.verdict,
-            "inconclusive_reason": self.inconclusive_reason,
-            "covered_fraction": _finite(float(self.covered_fraction)),
-            "forged_area_percent": _finite(float(self.forged_area_percent)),
-            "ela_score": None if self.ela_score is None else _finite(float(self.ela_score)),
-            "threshold": float(self.threshold),
-            "inconclusive_from": float(self.inconclusive_from),
-            "map_threshold": float(self.map_threshold),
-            "method": self.method,
-            "cues": {k: _finite(float(v)) for k, v in self.cues.items()},
-            "notes": list(self.notes),
-            "regions": [json_tree(r) for r in self.regions],
-            "copy_moves": [json_tree(c) for c in self.copy_moves],
-            "rows": int(self.prob_map.shape[0]),
-            "cols": int(self.prob_map.shape[1]),
-            "run_integrity": self.run_integrity,
-        }
-
-
-def json_tree(v: Any) -> Any:
-    """``v`` with mappings as dicts, tuples as lists and NumPy / non-finite scalars made
-    JSON-safe (used for :attr:`ForgeryResult.regions` here and in the case report)."""
-    if isinstance(v, Mapping):
-        return {str(k): json_tree(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_tree(x) for x in v]
-    return _finite(v)
 
 
 def _detector_cue_params(cue_params: Mapping[str, Mapping[str, Any]] | None, source: Any
@@ -620,55 +521,29 @@ class ForgeryDetector:
         if not np.all(np.isfinite(img)):
             raise InvalidArrayError("image contains NaN or infinite values")
         if min(img.shape) < MIN_SIDE:
-            reason = (f"image {img.shape[0]} x {img.shape[1]} px is too small to analyse (the "
-                      f"cues need at least {MIN_SIDE} x {MIN_SIDE} px)")
-            return ForgeryResult(
-                score=float("nan"), verdict="inconclusive", forged_area_percent=float("nan"),
-                ela_score=None, threshold=self.threshold,
-                inconclusive_from=self.inconclusive_from, map_threshold=self.map_threshold,
-                method=self.method, prob_map=np.zeros(img.shape, np.float32),
-                notes=["not analysed: " + reason], inconclusive_reason=reason,
-                covered_fraction=0.0), {}
+            return self._not_analysed(img), {}
         covered = covered_fraction(img)
-
         codec, why = lossy_codec(img, meta)
         lossy = codec is not None
         bits = getattr(meta, "bits_stored", None)
         notes: list[str] = [why] if why else []
         cues: dict[str, float] = {}
-        maps: dict[str, np.ndarray] = {}
+        copies: list[dict[str, Any]] = []
+        lattice: list[list[int]] = []
         if self.method == "ela-cnn":
             score, prob, ela_score = self._detect_ela_cnn(img, bits, notes, cues, lossy)
-            maps["ela"] = prob
+            maps = {"ela": prob}
         else:
             loc = self.compute_cues(img, lossy=lossy, bits_stored=bits, lossy_codec=codec)
-            maps.update(loc.cues)
+            maps = dict(loc.cues)
             notes += loc.notes
             cues.update(loc.cue_scores)
-            if self.method == "cues-learned":
-                z = loc.details.get("noise", {}).get("z")
-                prob = self.combiner.pixel_map(loc.cues, img.shape, z)
-                score = self.combiner.image_probability(loc.cues, prob)
-                notes.append("learned logistic combiner of the cue maps "
-                             f"({', '.join(self.combiner.cues)})")
-            else:
-                prob, score = loc.map, loc.score
-                notes.append(loc.rule)
-            if "ela" in loc.details:
-                ela_score = float(loc.details["ela"]["ela_score"])
-            elif lossy and codec == "other":
-                ela_score = None  # ELA is a JPEG-domain heuristic: not run on this coding
-            else:
-                er = analyze_ela(img, bits_stored=bits, quality=self.ela_quality)
-                ela_score = er.score
-                notes.append("ela_score only (not used as a cue): " + er.note)
-
+            score, prob = self._combine(loc, img.shape, notes)
+            ela_score = self._ela_score(img, loc, bits, codec, notes)
+            copies = loc.details.get("copymove", {}).get("regions", [])
+            lattice = loc.details.get("texture", {}).get("coarse_boxes", [])
         score = float(np.clip(score, 0.0, 1.0))
         prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
-        copies = [] if self.method == "ela-cnn" else \
-            loc.details.get("copymove", {}).get("regions", [])
-        lattice = [] if self.method == "ela-cnn" else \
-            loc.details.get("texture", {}).get("coarse_boxes", [])
         regions = describe_regions(prob, maps, threshold=self.map_threshold, copies=copies,
                                    lattice_boxes=lattice)
         verdict, reason = self.verdict_and_reason(score, covered, img.size)
@@ -695,6 +570,43 @@ class ForgeryDetector:
             covered_fraction=covered,
         )
         return res, maps
+
+    def _not_analysed(self, img: np.ndarray) -> ForgeryResult:
+        """The ``inconclusive`` result of an image smaller than the cues need."""
+        reason = (f"image {img.shape[0]} x {img.shape[1]} px is too small to analyse (the "
+                  f"cues need at least {MIN_SIDE} x {MIN_SIDE} px)")
+        return ForgeryResult(
+            score=float("nan"), verdict="inconclusive", forged_area_percent=float("nan"),
+            ela_score=None, threshold=self.threshold,
+            inconclusive_from=self.inconclusive_from, map_threshold=self.map_threshold,
+            method=self.method, prob_map=np.zeros(img.shape, np.float32),
+            notes=["not analysed: " + reason], inconclusive_reason=reason,
+            covered_fraction=0.0)
+
+    def _combine(self, loc: LocalizationResult, shape: tuple[int, ...], notes: list[str]
+                 ) -> tuple[float, np.ndarray]:
+        """Image score and map from the cue maps: the learned combiner's, or the max rule's
+        (already in ``loc``); the rule used is appended to ``notes``."""
+        if self.method != "cues-learned":
+            notes.append(loc.rule)
+            return loc.score, loc.map
+        z = loc.details.get("noise", {}).get("z")
+        prob = self.combiner.pixel_map(loc.cues, shape, z)
+        notes.append("learned logistic combiner of the cue maps "
+                     f"({', '.join(self.combiner.cues)})")
+        return self.combiner.image_probability(loc.cues, prob), prob
+
+    def _ela_score(self, img: np.ndarray, loc: LocalizationResult, bits: int | None,
+                   codec: str | None, notes: list[str]) -> float | None:
+        """The paper's ELA score: the ELA cue's when it ran, else computed for the record only
+        (noted), None on non-JPEG lossy coding (ELA does not apply there)."""
+        if "ela" in loc.details:
+            return float(loc.details["ela"]["ela_score"])
+        if codec == "other":
+            return None  # ELA is a JPEG-domain heuristic: not run on this coding
+        er = analyze_ela(img, bits_stored=bits, quality=self.ela_quality)
+        notes.append("ela_score only (not used as a cue): " + er.note)
+        return er.score
 
     def _detect_ela_cnn(self, img: np.ndarray, bits: int | None, notes: list[str],
                         cues: dict[str, float], lossy: bool) -> tuple[float, np.ndarray, float]:
@@ -733,25 +645,6 @@ class ForgeryDetector:
         pixels, meta = read_image(path, frame=frame)
         return self.detect(pixels, meta)
 
-
-
-@dataclass
-class FileResult:
-    """One file of :func:`detect_files`: a result, or the reason it could not be analysed."""
-
-    path: str
-    result: ForgeryResult | None = None
-    error: str | None = None
-    reason: str | None = None
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (``status`` is ``done`` or ``error``)."""
-        if self.result is None:
-            return {"path": self.path, "status": "error", "reason": self.reason,
-                    "message": self.error}
-        return {"path": self.path, "status": "done", **self.result.to_dict(),
-                **({"files": self.files} if self.files else {})}
 
 
 def detect_files(detector: ForgeryDetector, paths: Any, *, frame: int = 0,

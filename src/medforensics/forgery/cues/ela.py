@@ -310,12 +310,12 @@ def _ela_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) -> Cue
     JPEG-domain heuristic: skipped (with a note) on lossless data and on lossy coding that is
     not JPEG's, unless the cue was named explicitly."""
     if not ctx.lossy and not ctx.explicit:
-        return CueOutput(notes=["ELA skipped: the image is losslessly stored (ELA is a "
-                                "JPEG-domain heuristic)"])
+        return CueOutput(notes=[("ELA skipped: the image is losslessly stored (ELA is a "
+                                 "JPEG-domain heuristic)")])
     if ctx.non_dct and not ctx.explicit:
-        return CueOutput(notes=["ELA skipped: the lossy coding is not JPEG's (JPEG 2000, "
-                                "JPEG-LS near-lossless, or no JPEG block grid); ELA is a "
-                                "JPEG-domain heuristic"])
+        return CueOutput(notes=[("ELA skipped: the lossy coding is not JPEG's (JPEG 2000, "
+                                 "JPEG-LS near-lossless, or no JPEG block grid); ELA is a "
+                                 "JPEG-domain heuristic")])
     er = analyze_ela(img, **{"bits_stored": ctx.bits_stored, **params})
     return CueOutput(maps={"ela": ela_cue(er.ela)}, notes=[er.note],
                      details={"ela_score": er.score, "window": er.window}, result=er)

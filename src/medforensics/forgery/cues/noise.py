@@ -499,20 +499,21 @@ def _noise_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) -> C
     explicitly (such coding reshapes the noise by itself).
     """
     if ctx.non_dct and not ctx.explicit:
-        return CueOutput(notes=["noise cue skipped: JPEG 2000 / JPEG-LS near-lossless coding "
-                                "reshapes the noise by itself (smooths some areas, rings at "
-                                "edges)"])
+        return CueOutput(notes=[("noise cue skipped: JPEG 2000 / JPEG-LS near-lossless coding "
+                                 "reshapes the noise by itself (smooths some areas, rings at "
+                                 "edges)")])
     kw = dict(params)
     extra = tuple(kw.pop("extra_blocks", ()))
     try:
         ni = noise_inconsistency_map(img, **kw)
-    except Exception as exc:  # any failure (too small an image, ...) skips the cue, said so
+    except Exception as exc:  # noqa: BLE001 - any failure (too small an image, a
+        # degenerate fit) skips this one cue, said in the notes; the other cues still run
         return CueOutput(notes=[f"noise cue skipped: {exc}"])
     out = CueOutput(maps={"noise": ni.map}, details={"fit": ni.fit, "z": ni.z}, result=ni)
     for b in extra:
         try:
             nb = noise_inconsistency_map(img, **{**kw, "block": int(b), "min_extent": int(b)})
-        except Exception as exc:  # as above, for this block size only
+        except Exception as exc:  # noqa: BLE001 - as above, for this block size only
             out.notes.append(f"noise cue at {b}-px blocks skipped: {exc}")
             continue
         out.maps["noise"] = np.maximum(out.maps["noise"], nb.map)

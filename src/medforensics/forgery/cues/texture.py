@@ -65,16 +65,16 @@ from medforensics.errors import ConfigError, InvalidArrayError
 from medforensics.forgery.cues.noise import (
     _block_counts,
     _cells_to_pixels,
-    sigmoid,
     scoring_masks,
+    sigmoid,
 )
-from medforensics.forgery.scoring import SCORE_WINDOW, image_score
 from medforensics.forgery.cues.registry import (
     CueContext,
     CueOutput,
     register_cue,
     signature_defaults,
 )
+from medforensics.forgery.scoring import SCORE_WINDOW, image_score
 
 __all__ = ["TextureInconsistency", "texture_inconsistency_map", "robust_mahalanobis"]
 
