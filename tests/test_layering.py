@@ -153,7 +153,7 @@ OVERSIZE: dict[str, int] = {
     "cli.py": 1159, "training/engine.py": 1061, "source/predictor.py": 826,
     "report/case.py": 1461, "data/store.py": 954, "eval/metrics.py": 781,
     "io/dicom.py": 949,
-    "synth/simulate.py": 1313, "synth/tamper.py": 1051,
+    "synth/simulate.py": 1313,
 }
 
 
