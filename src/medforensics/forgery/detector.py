@@ -85,7 +85,7 @@ from medforensics.forgery.localize import (
     localize,
 )
 from medforensics.forgery.regions import describe_regions
-from medforensics.forgery.result import FileResult, ForgeryResult
+from medforensics.forgery.result import FileResult, ForgeryResult, json_tree
 from medforensics.forgery.scoring import SCORE_WINDOW, forged_area_percent, image_score
 from medforensics.io import read_image
 from medforensics.models.io import load_model
@@ -97,6 +97,7 @@ from medforensics.models.runfiles import (
 )
 from medforensics.source.predictor import SourcePredictor
 
+# the result records live in forgery/result.py; callers import them from here, the contract
 __all__ = [
     "ForgeryResult",
     "ForgeryDetector",
@@ -106,6 +107,7 @@ __all__ = [
     "TRAINING_FREE",
     "FileResult",
     "detect_files",
+    "json_tree",
 ]
 
 log = logging.getLogger(__name__)
