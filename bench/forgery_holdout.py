@@ -42,7 +42,7 @@ def main() -> None:
 
     import torch
 
-    import medforensics.forgery.cues.noise as loc
+    import medforensics.forgery.cues.fingerprint as loc
     from medforensics.forgery.detector import ForgeryDetector
     from medforensics.forgery.evaluate import evaluate_detector
     from medforensics.synth.tamper import generate
@@ -73,7 +73,7 @@ def main() -> None:
     for rules in ("previous", "current"):
         for with_fp in (False, True):
             det = ForgeryDetector.from_run(None, source_run=src_run if with_fp else None,
-                                           noise_kw=old_noise if rules == "previous" else None)
+                                           cue_params={"noise": old_noise} if rules == "previous" else None)
             loc.fingerprint_llr_map = no_weak_map if rules == "previous" else current_fp
             try:
                 name = f"{rules}{'_fp' if with_fp else ''}"

@@ -347,7 +347,7 @@ def main() -> None:
                     help="manifest split to edit (simulated images; 'train' for a tuning set)")
     ap.add_argument("--noise-extra-blocks", default="",
                     help="also run the noise cue with these block sizes, e.g. 32 (an option of "
-                         "the detector, noise_kw extra_blocks)")
+                         "the detector, cue_params noise extra_blocks)")
     ap.add_argument("--no-fingerprint", action="store_true",
                     help="simulated images: the training-free cues only (no source model)")
     ap.add_argument("--jpeg", type=int, default=0, metavar="Q",
@@ -363,19 +363,21 @@ def main() -> None:
 
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
-    noise_kw = ({"extra_blocks": tuple(int(b) for b in args.noise_extra_blocks.split(","))}
-                if args.noise_extra_blocks else None)
+    cue_params = ({"noise": {"extra_blocks": tuple(int(b) for b in
+                                                   args.noise_extra_blocks.split(","))}}
+                  if args.noise_extra_blocks else None)
     if args.real:
         rows = _real_rows()
         if args.out == "bench/out/forgery_independent":
             args.out = "bench/out/forgery_independent_real"
-        det = ForgeryDetector.from_run(None, noise_kw=noise_kw)
+        det = ForgeryDetector.from_run(None, cue_params=cue_params)
         n = len(rows)
     else:
         rows = [r for r in csv.DictReader(open(args.manifest, newline="", encoding="utf-8"))
                 if r.get("split") == args.split and r.get("status") == "eligible"]
         det = ForgeryDetector.from_run(
-            None, source_run=None if args.no_fingerprint else args.source_run, noise_kw=noise_kw)
+            None, source_run=None if args.no_fingerprint else args.source_run,
+            cue_params=cue_params)
         n = args.n
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)

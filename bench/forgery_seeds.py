@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         per: dict[str, Any] = {"val_bacc": val_bacc, "train_s": round(t_train, 1)}
         for mc, name in [(mc, name) for mc in coverages for name in sets]:
             manifest = sets[name]
-            det = ForgeryDetector.from_run(None, source_run=run, fingerprint_min_coverage=mc)
+            det = ForgeryDetector.from_run(None, source_run=run,
+                                           cue_params={"fingerprint": {"min_coverage": mc}})
             d = out / f"eval_seed{seed}_{name.split()[0]}_mc{mc:g}"
             if (d / "metrics.json").is_file():
                 m = json.loads((d / "metrics.json").read_text())

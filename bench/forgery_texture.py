@@ -44,8 +44,9 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 VARIANTS: dict[str, dict[str, Any]] = {
     "none": {"texture": False},
     "texture": {"texture": True},
-    "texture-z6": {"texture": True, "texture_kw": {"z_thr": 6.0}},
-    "texture-corr-z6": {"texture": True, "texture_kw": {"z_thr": 6.0, "use_lattice": False}},
+    "texture-z6": {"texture": True, "cue_params": {"texture": {"z_thr": 6.0}}},
+    "texture-corr-z6": {"texture": True, "cue_params": {"texture": {"z_thr": 6.0,
+                                                                        "use_lattice": False}}},
 }
 
 

@@ -141,7 +141,7 @@ class _StubSource:
 
 
 def test_fingerprint_cue_wired_to_the_source_model() -> None:
-    det = ForgeryDetector(source=_StubSource(), fingerprint_stride=16)
+    det = ForgeryDetector(source=_StubSource(), cue_params={"fingerprint": {"stride": 16}})
     img = _radiograph(4).astype(np.float32)
     img[80:208, 64:192] += 2500.0  # the region "from another device" for the stub
     res = det.detect(img, None)

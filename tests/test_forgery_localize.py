@@ -12,7 +12,8 @@ from scipy import ndimage
 from medforensics.errors import ConfigError, InvalidArrayError
 from medforensics.forgery.localize import combine_cues, default_cues, localize
 from medforensics.forgery.scoring import forged_area_percent, image_score
-from medforensics.forgery.cues.noise import fingerprint_map, noise_inconsistency_map
+from medforensics.forgery.cues.fingerprint import fingerprint_map
+from medforensics.forgery.cues.noise import noise_inconsistency_map
 from medforensics.synth.tamper import tamper_array
 
 N = 320
@@ -102,7 +103,7 @@ def test_fingerprint_map_with_stub_model() -> None:
     with pytest.raises(InvalidArrayError):
         fingerprint_map(img, lambda p: np.zeros((1, 2)), patch=64)
     res = localize(img, cues=["fingerprint"], patch_logprobs=stub,
-                   fingerprint_kw={"patch": 64, "stride": 32})
+                   cue_params={"fingerprint": {"patch": 64, "stride": 32}})
     assert res.cue_scores["fingerprint"] > 0.9
 
 
@@ -141,7 +142,7 @@ def test_evaluate_tamper_manifest_end_to_end(tmp_path) -> None:
 
 
 def test_noise_cue_extra_block_sizes_take_the_maximum() -> None:
-    """``noise_kw={"extra_blocks": (32,)}`` adds the noise cue at 32-px blocks: the map is the
+    """``cue_params={"noise": {"extra_blocks": (32,)}}`` adds the noise cue at 32-px blocks: the map is the
     maximum of both scales, and a quieter square is found at least as strongly."""
     img = _radiograph(8).astype(np.float64)
     rng = np.random.default_rng(8)
@@ -149,7 +150,7 @@ def test_noise_cue_extra_block_sizes_take_the_maximum() -> None:
     img[100:196, 120:216] = np.rint(smooth[100:196, 120:216]
                                     + rng.normal(0, 8, (96, 96)))  # a third of the noise
     base = localize(img, cues=["noise"])
-    two = localize(img, cues=["noise"], noise_kw={"extra_blocks": (32,)})
+    two = localize(img, cues=["noise"], cue_params={"noise": {"extra_blocks": (32,)}})
     only32 = noise_inconsistency_map(img, block=32, min_extent=32).map
     assert np.allclose(two.cues["noise"], np.maximum(base.cues["noise"], only32))
     assert two.cue_scores["noise"] >= base.cue_scores["noise"] > 0.5

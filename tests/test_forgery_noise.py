@@ -98,7 +98,7 @@ def test_weak_fingerprint_evidence_shapes_the_map_not_the_score() -> None:
         return np.log(np.stack([1 - p1, p1], 1))
 
     res = localize(img, cues=["fingerprint"], patch_logprobs=stub,
-                   fingerprint_kw={"patch": 64, "stride": 32})
+                   cue_params={"fingerprint": {"patch": 64, "stride": 32}})
     strict, weak = res.cues["fingerprint"], res.cues["fingerprint_weak"]
     inner = (slice(y0 + 32, y0 + s - 32), slice(x0 + 32, x0 + s - 32))
     assert strict[inner].max() == 0.0  # its patches are too clipped for the strict cue
@@ -159,7 +159,7 @@ def test_thin_distance_strata_are_merged() -> None:
 
 
 def test_fingerprint_min_coverage_damps_thinly_covered_pixels() -> None:
-    from medforensics.forgery.cues.noise import fingerprint_llr_map
+    from medforensics.forgery.cues.fingerprint import fingerprint_llr_map
 
     img = _radiograph(17).astype(np.float32)
     H, W = img.shape

@@ -287,7 +287,7 @@ def test_cap_bands_caps_long_bands_and_keeps_compact_areas() -> None:
 
 def test_lossy_inputs_take_no_lattice_evidence() -> None:
     """A lossy codec's reconstruction makes its own value lattices: on lossy inputs localize
-    runs the texture cue without the lattice features (an explicit texture_kw still wins)."""
+    runs the texture cue without the lattice features (an explicit cue_params entry still wins)."""
     from medforensics.forgery.localize import localize
 
     rng = np.random.default_rng(13)
@@ -298,5 +298,5 @@ def test_lossy_inputs_take_no_lattice_evidence() -> None:
     lossy = localize(img, lossy=True, **kw)
     assert lossy.details["texture"]["n_coarse"] == 0
     assert "lattice" not in lossy.details["texture"]["features"]
-    forced = localize(img, lossy=True, texture_kw={"coarse": True}, **kw)
+    forced = localize(img, lossy=True, cue_params={"texture": {"coarse": True}}, **kw)
     assert forced.details["texture"]["n_coarse"] >= 4

@@ -16,9 +16,10 @@ Three ways to get a detector:
   leaves it out) + hard-edged paste seams (``seam=False`` leaves it out) (+ ELA for lossy
   inputs), combined by the documented
   max rule of :mod:`medforensics.forgery.localize`. With ``source_run`` a trained source
-  ``patch`` model is slid over the image as a fourth cue (device-fingerprint inconsistency,
-  :func:`medforensics.forgery.cues.noise.fingerprint_map`): the cue meant for splices
-  from another device.
+  ``patch`` model is slid over the image as a further cue (device-fingerprint inconsistency,
+  :mod:`medforensics.forgery.cues.fingerprint`): the cue meant for splices from another
+  device. Cue parameters are one mapping ``cue_params={cue: {parameter: value}}`` over the
+  registered defaults (:mod:`medforensics.forgery.cues.registry`).
 * ``from_run(run)`` of a ``cues`` run (``medforensics forgery train --preset cues``): the same
   cue maps combined by the learned logistic combiner of :mod:`medforensics.forgery.combiner`.
 * ``from_run(run)`` of an ``ela-cnn`` run: the paper's ELA-CNN (seed 004) on the ELA image
@@ -49,7 +50,6 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ from medforensics.forgery.coverage import (
     MIN_SIDE,
     covered_fraction,
 )
+from medforensics.forgery.cues import check_cue_params, resolve_params
 from medforensics.forgery.cues.ela import (
     analyze_ela,
     ela_cnn_input,
@@ -79,10 +80,12 @@ from medforensics.forgery.direction import pair_summary
 from medforensics.forgery.localize import (
     DEFAULT_SEAM,
     DEFAULT_TEXTURE,
+    LocalizationResult,
     default_cues,
     localize,
 )
 from medforensics.forgery.regions import describe_regions
+from medforensics.forgery.result import FileResult, ForgeryResult, json_tree
 from medforensics.forgery.scoring import SCORE_WINDOW, forged_area_percent, image_score
 from medforensics.io import read_image
 from medforensics.models.io import load_model
@@ -94,6 +97,7 @@ from medforensics.models.runfiles import (
 )
 from medforensics.source.predictor import SourcePredictor
 
+# the result records live in forgery/result.py; callers import them from here, the contract
 __all__ = [
     "ForgeryResult",
     "ForgeryDetector",
@@ -103,6 +107,7 @@ __all__ = [
     "TRAINING_FREE",
     "FileResult",
     "detect_files",
+    "json_tree",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,115 +123,31 @@ DEFAULT_THRESHOLD = 0.6
 #: width of the ``inconclusive`` score band below ``min(threshold, map_threshold)``: the
 #: band reaches from just under the cues' own decision point up to the threshold
 DEFAULT_INCONCLUSIVE_BAND = 0.1
-#: fingerprint cue: a pixel's patch mean counts at least half of an interior pixel's patches.
-#: On the simulated test pairs, over four source-model seeds and two tamper draws, this took
-#: the originals called tampered from 4-6 of 48 to 0-2 and splice-device pixel F1-best up by
-#: 0.01-0.03 (image AUC of all kinds -0.01 to +0.01; python bench/forgery_seeds.py).
+#: fingerprint cue: a pixel's patch mean counts at least half of an interior pixel's patches
+#: (pixels along the border and next to clipped areas are damped; measured in
+#: docs/forgery.md, ``bench/forgery_seeds.py``). The detector's default over the registered 0.
 DEFAULT_FINGERPRINT_MIN_COVERAGE = 0.5
 #: metadata of a ``cues`` run (the ``ela-cnn`` run keeps its metadata in ``model.json``)
 RUN_FILE = "model.json"
-_ELA_QUALITY = 90
 #: ``run_dir`` strings meaning the training-free detector (unless a folder of that name exists)
 TRAINING_FREE = ("none", "cues")
 
 
-def _finite(v: Any) -> Any:
-    if isinstance(v, (np.floating, np.integer)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+def _detector_cue_params(cue_params: Mapping[str, Mapping[str, Any]] | None, source: Any
+                         ) -> dict[str, dict[str, Any]]:
+    """The detector's cue parameters: its fingerprint defaults (``min_coverage``
+    :data:`DEFAULT_FINGERPRINT_MIN_COVERAGE`) under the caller's ``cue_params``; the patch side
+    is always the source model's (64 without one).
 
-
-@dataclass
-class ForgeryResult:
-    """Output of :meth:`ForgeryDetector.detect`.
-
-    Attributes:
-        score: image-level forgery score in [0, 1] (higher = more likely tampered).
-        verdict: ``"tampered"``, ``"inconclusive"`` or ``"authentic"`` (see module docs).
-        inconclusive_reason: why the verdict is ``inconclusive`` (None otherwise).
-        covered_fraction: share of the image (0..1) that carries measurable noise
-            (:func:`medforensics.forgery.coverage.covered_fraction`).
-        forged_area_percent: share of pixels with ``prob_map >= map_threshold``, in percent
-            (0..100).
-        ela_score: mean ELA at JPEG q90 in % of 8-bit full scale (the paper's "percentage of
-            forgery"; not a share of pixels; 12-16-bit data through an 8-bit window, see
-            notes); None where ELA was not run (see module docs).
-        threshold: the score threshold of the verdict.
-        inconclusive_from: lower edge of the inconclusive score band (= threshold when
-            the band is disabled).
-        map_threshold: threshold on the map for the forged area.
-        method: ``"cues"``, ``"cues-learned"`` or ``"ela-cnn"``.
-        prob_map: float32 (H, W) per-pixel forgery probability in [0, 1] at native resolution.
-        cues: per-cue image scores in [0, 1] (``copymove``, ``noise``, ``ela``,
-            ``fingerprint``, ``ela_cnn``, ... whichever ran).
-        notes: what was skipped or how something was computed (ELA 8-bit window, ...).
-        regions: the flagged areas, largest first
-            (:func:`medforensics.forgery.regions.describe_regions`: ``bbox``, ``area_px``,
-            ``area_percent``, ``mean_prob``, ``max_prob``, ``cue``, ``cue_means`` and, for a
-            copy-move, ``copy_of`` with the partner area, its transform and this area's
-            ``role``: ``pasted copy``, ``source`` or ``undetermined``).
-        copy_moves: every copy-move pair found
-            (:func:`medforensics.forgery.direction.pair_summary`): both boxes, ``direction``
-            (``"a->b"``, ``"b->a"`` or ``"undetermined"`` - the pasted area is named only
-            with evidence), ``pasted_bbox`` / ``source_bbox`` (None when undetermined) and
-            ``evidence`` (why, in words).
-        run_integrity: ``"verified"``, ``"modified"`` or ``"unverified"``: the least
-            trustworthy of the forgery run and the source run behind the result
-            (:mod:`medforensics.models.runfiles`); None when no run file is involved (the
-            training-free detector without a source model).
+    Raises:
+        ConfigError: unknown cue or parameter.
     """
-
-    score: float
-    verdict: str
-    forged_area_percent: float
-    ela_score: float | None
-    threshold: float
-    inconclusive_from: float
-    map_threshold: float
-    method: str
-    prob_map: np.ndarray = field(repr=False)
-    cues: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    regions: list[dict[str, Any]] = field(default_factory=list)
-    run_integrity: str | None = None
-    copy_moves: list[dict[str, Any]] = field(default_factory=list)
-    inconclusive_reason: str | None = None
-    covered_fraction: float = float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict of every field except ``prob_map`` (NaN -> None), plus the
-        map's ``rows``/``cols``."""
-        return {
-            "score": _finite(float(self.score)),
-            "verdict": self.verdict,
-            "inconclusive_reason": self.inconclusive_reason,
-            "covered_fraction": _finite(float(self.covered_fraction)),
-            "forged_area_percent": _finite(float(self.forged_area_percent)),
-            "ela_score": None if self.ela_score is None else _finite(float(self.ela_score)),
-            "threshold": float(self.threshold),
-            "inconclusive_from": float(self.inconclusive_from),
-            "map_threshold": float(self.map_threshold),
-            "method": self.method,
-            "cues": {k: _finite(float(v)) for k, v in self.cues.items()},
-            "notes": list(self.notes),
-            "regions": [json_tree(r) for r in self.regions],
-            "copy_moves": [json_tree(c) for c in self.copy_moves],
-            "rows": int(self.prob_map.shape[0]),
-            "cols": int(self.prob_map.shape[1]),
-            "run_integrity": self.run_integrity,
-        }
-
-
-def json_tree(v: Any) -> Any:
-    """``v`` with mappings as dicts, tuples as lists and NumPy / non-finite scalars made
-    JSON-safe (used for :attr:`ForgeryResult.regions` here and in the case report)."""
-    if isinstance(v, Mapping):
-        return {str(k): json_tree(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_tree(x) for x in v]
-    return _finite(v)
+    check_cue_params(cue_params)
+    out = {k: dict(v) for k, v in (cue_params or {}).items()}
+    patch = int(getattr(source, "patch", 64)) if source is not None else 64
+    out["fingerprint"] = {"min_coverage": DEFAULT_FINGERPRINT_MIN_COVERAGE,
+                          **out.get("fingerprint", {}), "patch": patch}
+    return out
 
 
 def _source_logprobs(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -264,24 +185,22 @@ class ForgeryDetector:
         run_dir: the run directory (provenance), None for the training-free detector.
         metadata: the run's metadata.
         device: torch device of the models.
-        fingerprint_stride: grid step of the fingerprint cue in pixels.
-        fingerprint_min_coverage: ``min_coverage`` of
-            :func:`~medforensics.forgery.cues.noise.fingerprint_llr_map` (pixels
-            covered by few scored patches - image border, next to clipped areas - are damped).
-            A learned combiner run keeps the value it was trained with (0 for runs made
-            before the option).
-        copymove_kw: extra arguments for :func:`~medforensics.forgery.cues.copymove.detect_copy_move`.
-        noise_kw: extra arguments for
-            :func:`~medforensics.forgery.cues.noise.noise_inconsistency_map`.
+        cue_params: ``{cue: {parameter: value}}`` over the cues' registered defaults
+            (:func:`~medforensics.forgery.cues.registry.resolve_params`); e.g.
+            ``{"noise": {"extra_blocks": (32,)}, "fingerprint": {"stride": 32}}``. The detector
+            adds its own fingerprint defaults: ``patch`` = the source model's patch side and
+            ``min_coverage`` = :data:`DEFAULT_FINGERPRINT_MIN_COVERAGE` (pixels covered by few
+            scored patches - image border, next to clipped areas - are damped); a learned
+            combiner run keeps the ``stride`` and ``min_coverage`` it was trained with (0 for
+            runs made before the option). ``ela.quality`` is also that of ``ela_score`` and of
+            the ELA-CNN input.
         texture: training-free detector: include the noise-texture cue
             (:func:`~medforensics.forgery.cues.texture.texture_inconsistency_map`); None = the
             default of :data:`medforensics.forgery.localize.DEFAULT_TEXTURE`. The learned
             combiner uses the cues it was trained with.
-        texture_kw: extra arguments for the texture cue.
         seam: training-free detector: include the hard-edged paste seam cue
             (:func:`~medforensics.forgery.cues.seam.seam_cue`); None = the default of
             :data:`medforensics.forgery.localize.DEFAULT_SEAM`.
-        seam_kw: extra arguments for the seam cue.
         ela: training-free detector: ``"auto"`` uses the ELA cue for lossy inputs only
             (``meta.lossy``), ``"always"`` on every input (e.g. 8-bit PNG/TIFF that were JPEG
             before: an edit saved losslessly over JPEG history is ELA's textbook case),
@@ -302,15 +221,10 @@ class ForgeryDetector:
         run_dir: str | Path | None = None,
         metadata: dict[str, Any] | None = None,
         device: str = "cpu",
-        fingerprint_stride: int = 16,
-        fingerprint_min_coverage: float = DEFAULT_FINGERPRINT_MIN_COVERAGE,
-        copymove_kw: dict[str, Any] | None = None,
-        noise_kw: dict[str, Any] | None = None,
+        cue_params: Mapping[str, Mapping[str, Any]] | None = None,
         ela: str = "auto",
         texture: bool | None = None,
-        texture_kw: dict[str, Any] | None = None,
         seam: bool | None = None,
-        seam_kw: dict[str, Any] | None = None,
     ) -> None:
         if method not in ("cues", "cues-learned", "ela-cnn"):
             raise ConfigError(f"unknown forgery method {method!r}")
@@ -338,17 +252,12 @@ class ForgeryDetector:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.device = device
-        self.fingerprint_stride = int(fingerprint_stride)
-        if not 0.0 <= fingerprint_min_coverage <= 1.0:
-            raise ConfigError("fingerprint_min_coverage must lie in [0, 1]")
-        self.fingerprint_min_coverage = float(fingerprint_min_coverage)
-        self.copymove_kw = dict(copymove_kw or {})
-        self.noise_kw = dict(noise_kw or {})
-
+        #: ``{cue: {parameter: value}}`` handed to every :func:`localize` call (module docs)
+        self.cue_params = _detector_cue_params(cue_params, source)
+        if not 0.0 <= self.fingerprint_min_coverage <= 1.0:
+            raise ConfigError("fingerprint min_coverage must lie in [0, 1]")
         self.texture = DEFAULT_TEXTURE if texture is None else bool(texture)
-        self.texture_kw = dict(texture_kw or {})
         self.seam = DEFAULT_SEAM if seam is None else bool(seam)
-        self.seam_kw = dict(seam_kw or {})
         self._patch_logprobs = None if source is None else _source_logprobs(source)
         #: set by from_run: the run_integrity of every result (see ForgeryResult)
         self.run_integrity: str | None = getattr(source, "run_integrity", None)
@@ -432,9 +341,12 @@ class ForgeryDetector:
                     )
                 source = cls._load_source(rec, device, allow)
                 cls._check_recorded_source(source, meta, meta_path, allow)
-            kw.setdefault("fingerprint_stride", int(meta.get("fingerprint_stride", 16)))
-            kw.setdefault("fingerprint_min_coverage",
-                          float(meta.get("fingerprint_min_coverage", 0.0)))
+            given = {k: dict(v) for k, v in (kw.get("cue_params") or {}).items()}
+            given["fingerprint"] = {"stride": int(meta.get("fingerprint_stride", 16)),
+                                    "min_coverage": float(meta.get("fingerprint_min_coverage",
+                                                                   0.0)),
+                                    **given.get("fingerprint", {})}
+            kw["cue_params"] = given
             return cls(method="cues-learned", combiner=comb, source=source, run_dir=run,
                        metadata=meta, device=device, **kw)
         raise ModelFileError(f"{meta_path}: unknown forgery preset {preset!r} "
@@ -480,13 +392,30 @@ class ForgeryDetector:
             "fingerprint_cue": self.source is not None,
             "source_run": None if self.source is None else str(getattr(self.source, "run_dir",
                                                                        "")),
-            "fingerprint_stride": self.fingerprint_stride,
-            "fingerprint_min_coverage": self.fingerprint_min_coverage,
-            "ela_quality": _ELA_QUALITY,
+            # the parameters given over the cues' registered defaults (the fingerprint cue's
+            # only where it runs)
+            "cue_params": {k: dict(v) for k, v in self.cue_params.items()
+                           if k != "fingerprint" or self.source is not None},
+            "ela_quality": self.ela_quality,
             "ela_cue": self.ela,
             "texture_cue": self._uses("texture", self.texture),
             "seam_cue": self._uses("seam", self.seam),
         }
+
+    @property
+    def fingerprint_stride(self) -> int:
+        """Grid step of the fingerprint cue in pixels (from :attr:`cue_params`)."""
+        return int(resolve_params("fingerprint", self.cue_params)["stride"])
+
+    @property
+    def fingerprint_min_coverage(self) -> float:
+        """``min_coverage`` of the fingerprint cue (from :attr:`cue_params`)."""
+        return float(resolve_params("fingerprint", self.cue_params)["min_coverage"])
+
+    @property
+    def ela_quality(self) -> int:
+        """JPEG quality of the ELA re-encoding (ELA cue, ``ela_score``, ELA-CNN input)."""
+        return int(resolve_params("ela", self.cue_params)["quality"])
 
     def _uses(self, cue: str, flag: bool) -> bool:
         """Whether the detector computes ``cue`` (training-free flag or the combiner's cues)."""
@@ -541,7 +470,8 @@ class ForgeryDetector:
         return "authentic", None
 
     def compute_cues(self, pixels: np.ndarray, *, lossy: bool = False,
-                     bits_stored: int | None = None, lossy_codec: str | None = None) -> Any:
+                     bits_stored: int | None = None, lossy_codec: str | None = None
+                     ) -> LocalizationResult:
         """Cue maps of one image (:func:`medforensics.forgery.localize.localize`; ``lossy_codec``
         as there: ``"other"`` lossy coding gets no ELA and no noise cue).
 
@@ -561,16 +491,10 @@ class ForgeryDetector:
         else:
             names = default_cues(texture=self.texture, seam=self.seam,
                                  ela=self.ela == "always", fingerprint=fp is not None)
-        patch = int(getattr(self.source, "patch", 64)) if self.source is not None else 64
-        return localize(
-            pixels, lossy=lossy, bits_stored=bits_stored, cues=names, patch_logprobs=fp,
-            threshold=self.map_threshold, copymove_kw=self.copymove_kw, noise_kw=self.noise_kw,
-            ela_quality=_ELA_QUALITY,
-            fingerprint_kw={"patch": patch, "stride": self.fingerprint_stride,
-                            "min_coverage": self.fingerprint_min_coverage},
-            texture=self.texture, texture_kw=self.texture_kw, seam=self.seam,
-            seam_kw=self.seam_kw, lossy_codec=lossy_codec,
-        )
+        return localize(pixels, lossy=lossy, bits_stored=bits_stored, cues=names,
+                        patch_logprobs=fp, threshold=self.map_threshold,
+                        cue_params=self.cue_params, texture=self.texture, seam=self.seam,
+                        lossy_codec=lossy_codec)
 
     def detect(self, pixels: np.ndarray, meta: Any = None) -> ForgeryResult:
         """Analyse one image (see :meth:`detect_with_cues`, which also returns the cue maps)."""
@@ -599,55 +523,29 @@ class ForgeryDetector:
         if not np.all(np.isfinite(img)):
             raise InvalidArrayError("image contains NaN or infinite values")
         if min(img.shape) < MIN_SIDE:
-            reason = (f"image {img.shape[0]} x {img.shape[1]} px is too small to analyse (the "
-                      f"cues need at least {MIN_SIDE} x {MIN_SIDE} px)")
-            return ForgeryResult(
-                score=float("nan"), verdict="inconclusive", forged_area_percent=float("nan"),
-                ela_score=None, threshold=self.threshold,
-                inconclusive_from=self.inconclusive_from, map_threshold=self.map_threshold,
-                method=self.method, prob_map=np.zeros(img.shape, np.float32),
-                notes=["not analysed: " + reason], inconclusive_reason=reason,
-                covered_fraction=0.0), {}
+            return self._not_analysed(img), {}
         covered = covered_fraction(img)
-
         codec, why = lossy_codec(img, meta)
         lossy = codec is not None
         bits = getattr(meta, "bits_stored", None)
         notes: list[str] = [why] if why else []
         cues: dict[str, float] = {}
-        maps: dict[str, np.ndarray] = {}
+        copies: list[dict[str, Any]] = []
+        lattice: list[list[int]] = []
         if self.method == "ela-cnn":
             score, prob, ela_score = self._detect_ela_cnn(img, bits, notes, cues, lossy)
-            maps["ela"] = prob
+            maps = {"ela": prob}
         else:
             loc = self.compute_cues(img, lossy=lossy, bits_stored=bits, lossy_codec=codec)
-            maps.update(loc.cues)
+            maps = dict(loc.cues)
             notes += loc.notes
             cues.update(loc.cue_scores)
-            if self.method == "cues-learned":
-                z = loc.details.get("noise", {}).get("z")
-                prob = self.combiner.pixel_map(loc.cues, img.shape, z)
-                score = self.combiner.image_probability(loc.cues, prob)
-                notes.append("learned logistic combiner of the cue maps "
-                             f"({', '.join(self.combiner.cues)})")
-            else:
-                prob, score = loc.map, loc.score
-                notes.append(loc.rule)
-            if "ela" in loc.details:
-                ela_score = float(loc.details["ela"]["ela_score"])
-            elif lossy and codec == "other":
-                ela_score = None  # ELA is a JPEG-domain heuristic: not run on this coding
-            else:
-                er = analyze_ela(img, bits_stored=bits, quality=_ELA_QUALITY)
-                ela_score = er.score
-                notes.append("ela_score only (not used as a cue): " + er.note)
-
+            score, prob = self._combine(loc, img.shape, notes)
+            ela_score = self._ela_score(img, loc, bits, codec, notes)
+            copies = loc.details.get("copymove", {}).get("regions", [])
+            lattice = loc.details.get("texture", {}).get("coarse_boxes", [])
         score = float(np.clip(score, 0.0, 1.0))
         prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
-        copies = [] if self.method == "ela-cnn" else \
-            loc.details.get("copymove", {}).get("regions", [])
-        lattice = [] if self.method == "ela-cnn" else \
-            loc.details.get("texture", {}).get("coarse_boxes", [])
         regions = describe_regions(prob, maps, threshold=self.map_threshold, copies=copies,
                                    lattice_boxes=lattice)
         verdict, reason = self.verdict_and_reason(score, covered, img.size)
@@ -675,6 +573,43 @@ class ForgeryDetector:
         )
         return res, maps
 
+    def _not_analysed(self, img: np.ndarray) -> ForgeryResult:
+        """The ``inconclusive`` result of an image smaller than the cues need."""
+        reason = (f"image {img.shape[0]} x {img.shape[1]} px is too small to analyse (the "
+                  f"cues need at least {MIN_SIDE} x {MIN_SIDE} px)")
+        return ForgeryResult(
+            score=float("nan"), verdict="inconclusive", forged_area_percent=float("nan"),
+            ela_score=None, threshold=self.threshold,
+            inconclusive_from=self.inconclusive_from, map_threshold=self.map_threshold,
+            method=self.method, prob_map=np.zeros(img.shape, np.float32),
+            notes=["not analysed: " + reason], inconclusive_reason=reason,
+            covered_fraction=0.0)
+
+    def _combine(self, loc: LocalizationResult, shape: tuple[int, ...], notes: list[str]
+                 ) -> tuple[float, np.ndarray]:
+        """Image score and map from the cue maps: the learned combiner's, or the max rule's
+        (already in ``loc``); the rule used is appended to ``notes``."""
+        if self.method != "cues-learned":
+            notes.append(loc.rule)
+            return loc.score, loc.map
+        z = loc.details.get("noise", {}).get("z")
+        prob = self.combiner.pixel_map(loc.cues, shape, z)
+        notes.append("learned logistic combiner of the cue maps "
+                     f"({', '.join(self.combiner.cues)})")
+        return self.combiner.image_probability(loc.cues, prob), prob
+
+    def _ela_score(self, img: np.ndarray, loc: LocalizationResult, bits: int | None,
+                   codec: str | None, notes: list[str]) -> float | None:
+        """The paper's ELA score: the ELA cue's when it ran, else computed for the record only
+        (noted), None on non-JPEG lossy coding (ELA does not apply there)."""
+        if "ela" in loc.details:
+            return float(loc.details["ela"]["ela_score"])
+        if codec == "other":
+            return None  # ELA is a JPEG-domain heuristic: not run on this coding
+        er = analyze_ela(img, bits_stored=bits, quality=self.ela_quality)
+        notes.append("ela_score only (not used as a cue): " + er.note)
+        return er.score
+
     def _detect_ela_cnn(self, img: np.ndarray, bits: int | None, notes: list[str],
                         cues: dict[str, float], lossy: bool) -> tuple[float, np.ndarray, float]:
         import torch
@@ -682,8 +617,9 @@ class ForgeryDetector:
         spec = dict(self.metadata.get("input_spec") or {})
         size = int(spec.get("size", 128))
         scale = float(self.metadata.get("input_scale", 1.0 / 255.0))
-        er = analyze_ela(img, bits_stored=bits, quality=_ELA_QUALITY)
-        x = ela_cnn_input(img, bits_stored=bits, size=size, quality=_ELA_QUALITY, ela=er) * scale
+        er = analyze_ela(img, bits_stored=bits, quality=self.ela_quality)
+        x = ela_cnn_input(img, bits_stored=bits, size=size, quality=self.ela_quality,
+                          ela=er) * scale
         ch = int(spec.get("channels", 1))
         t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None]
         if ch > 1:
@@ -711,25 +647,6 @@ class ForgeryDetector:
         pixels, meta = read_image(path, frame=frame)
         return self.detect(pixels, meta)
 
-
-
-@dataclass
-class FileResult:
-    """One file of :func:`detect_files`: a result, or the reason it could not be analysed."""
-
-    path: str
-    result: ForgeryResult | None = None
-    error: str | None = None
-    reason: str | None = None
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (``status`` is ``done`` or ``error``)."""
-        if self.result is None:
-            return {"path": self.path, "status": "error", "reason": self.reason,
-                    "message": self.error}
-        return {"path": self.path, "status": "done", **self.result.to_dict(),
-                **({"files": self.files} if self.files else {})}
 
 
 def detect_files(detector: ForgeryDetector, paths: Any, *, frame: int = 0,

@@ -1,6 +1,7 @@
 """Combine forgery cues into one per-pixel probability map, an image score and a forged area.
 
-Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own decision point):
+The cues are those of the registry (:mod:`medforensics.forgery.cues`; each a float32 (H, W)
+map in [0, 1] at native resolution, 0.5 at its own decision point), in its order:
 
 * ``copymove``: :func:`medforensics.forgery.cues.copymove.detect_copy_move` (residual block
   matching, exact-value keypoints and SIFT content matching; lossless or lossy data; both
@@ -15,20 +16,23 @@ Cues (each a float32 (H, W) map in [0, 1] at native resolution, 0.5 at its own d
   list when :data:`DEFAULT_SEAM` is True.
 * ``ela``: :func:`medforensics.forgery.cues.ela.ela_cue` - only for images that went through lossy
   (JPEG-type) compression, because ELA is a JPEG-domain heuristic; skipped otherwise (noted).
-* ``fingerprint``: :func:`medforensics.forgery.cues.noise.fingerprint_llr_map` when a
+* ``fingerprint``: :func:`medforensics.forgery.cues.fingerprint.fingerprint_llr_map` when a
   patch model callable is supplied; it also gives ``fingerprint_weak``, the same evidence from
   partly clipped patches, scaled to at most 0.45 (below the map threshold).
+
+Cue parameters travel as one mapping ``cue_params: {cue: {parameter: value}}``, merged over
+each cue's registered defaults (:func:`medforensics.forgery.cues.registry.resolve_params`).
 
 **Combination rule** (documented, deliberately simple): ``map = max_c (w_c * cue_c)`` with
 weights ``w_c`` (default 1). Each cue is already scaled so that 0.5 is its own detection
 threshold, so the max keeps every cue's operating point; it is not a calibrated posterior.
-``fingerprint_weak`` is added to the map afterwards (``map = max(map, fingerprint_weak)``) but
-left out of the image score: it ranks pixels for localization, it never makes a verdict or a
-forged area on its own.
-**Image score**: the maximum of the map (without ``fingerprint_weak``) after a
-``SCORE_WINDOW`` x ``SCORE_WINDOW`` (17 x 17) mean filter: an isolated pixel or a single 16-px noise block cannot make an image "forged"; a
-region of about 17 x 17 px at level p gives score ~p. (With 9 x 9 the noise cue called 13 % of
-the untouched simulated originals forged, with 17 x 17 3 %, at the same image AUC.)
+Weak maps (``fingerprint_weak``) are added to the map afterwards (``map = max(map, weak)``) but
+left out of the image score: they rank pixels for localization, they never make a verdict or a
+forged area on their own.
+**Image score**: the maximum of the map (without the weak maps) after a ``SCORE_WINDOW`` x
+``SCORE_WINDOW`` (17 x 17) mean filter (:mod:`medforensics.forgery.scoring`): an isolated pixel
+or a single 16-px noise block cannot make an image "forged"; a region of about 17 x 17 px at
+level p gives score ~p (the window's choice is measured in docs/forgery.md).
 **Forged area**: ``forged_area_percent = 100 * mean(map >= threshold)`` (threshold 0.5) - the
 share of pixels above the map threshold, unlike the paper's "percentage of forgery" (which is
 the mean ELA intensity, see :func:`medforensics.dsp.ela.ela_score`).
@@ -37,19 +41,25 @@ the mean ELA intensity, see :func:`medforensics.dsp.ela.ela_score`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medforensics.errors import ConfigError, InvalidArrayError
-from medforensics.forgery.cues.copymove import detect_copy_move
-from medforensics.forgery.cues.ela import analyze_ela, ela_cue, lossy_codec
-from medforensics.forgery.cues.noise import fingerprint_llr_map, noise_inconsistency_map
-from medforensics.forgery.cues.seam import SeamSkipped, seam_cue
-from medforensics.forgery.cues.texture import texture_inconsistency_map
+from medforensics.errors import ConfigError
+from medforensics.forgery.cues import (
+    CueContext,
+    CueOutput,
+    CueSpec,
+    check_cue_params,
+    get_cue,
+    list_cues,
+    map_names,
+    resolve_params,
+)
+from medforensics.forgery.cues.ela import lossy_codec
 from medforensics.forgery.scoring import SCORE_WINDOW, forged_area_percent, image_score
 from medforensics.io import read_image
 
@@ -67,14 +77,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CUES: tuple[str, ...] = ("copymove", "noise", "texture", "seam", "ela", "fingerprint",
-                         "fingerprint_weak")
+#: every name a cue list may hold (the registry's cues and their extra maps), in order
+CUES: tuple[str, ...] = map_names()
 #: whether the default cue list (``cues=None``) includes the ``texture`` cue
-DEFAULT_TEXTURE = True
+DEFAULT_TEXTURE = get_cue("texture").default_on
 #: whether the default cue list (``cues=None``) includes the ``seam`` cue
-DEFAULT_SEAM = True
+DEFAULT_SEAM = get_cue("seam").default_on
 #: cue maps that shape the map but not the image score
-WEAK_CUES: tuple[str, ...] = ("fingerprint_weak",)
+WEAK_CUES: tuple[str, ...] = tuple(w for c in list_cues() for w in get_cue(c).weak)
 RULE = "max of cue maps (each 0.5 at its own threshold), weights {weights}"
 
 
@@ -121,11 +131,14 @@ def default_cues(*, texture: bool | None = None, seam: bool | None = None, ela: 
             is given explicitly).
         fingerprint: include ``fingerprint`` and ``fingerprint_weak``.
     """
-    use_tex = DEFAULT_TEXTURE if texture is None else bool(texture)
-    use_seam = DEFAULT_SEAM if seam is None else bool(seam)
-    return (["copymove", "noise"] + (["texture"] if use_tex else [])
-            + (["seam"] if use_seam else []) + (["ela"] if ela else [])
-            + (["fingerprint", "fingerprint_weak"] if fingerprint else []))
+    flags = {"texture": texture, "seam": seam, "ela": ela, "fingerprint": fingerprint}
+    out: list[str] = []
+    for name in list_cues():
+        spec = get_cue(name)
+        on = flags.get(name)
+        if on if on is not None else spec.default_on:
+            out.extend(spec.maps)
+    return out
 
 
 def combine_cues(cues: dict[str, np.ndarray], weights: dict[str, float] | None = None
@@ -163,14 +176,9 @@ def localize(
     patch_logprobs: Callable[[np.ndarray], np.ndarray] | None = None,
     threshold: float = 0.5,
     weights: dict[str, float] | None = None,
-    copymove_kw: dict[str, Any] | None = None,
-    noise_kw: dict[str, Any] | None = None,
-    ela_quality: int = 90,
-    fingerprint_kw: dict[str, Any] | None = None,
+    cue_params: Mapping[str, Mapping[str, Any]] | None = None,
     texture: bool | None = None,
-    texture_kw: dict[str, Any] | None = None,
     seam: bool | None = None,
-    seam_kw: dict[str, Any] | None = None,
     lossy_codec: str | None = None,
 ) -> LocalizationResult:
     """Compute the selected cues on one image and combine them.
@@ -184,21 +192,16 @@ def localize(
             ``lossy``), fingerprint and fingerprint_weak (if ``patch_logprobs`` is given;
             either name computes both).
         patch_logprobs: patch model callable for the fingerprint cue (see
-            :func:`~medforensics.forgery.cues.noise.fingerprint_llr_map`).
+            :func:`~medforensics.forgery.cues.fingerprint.fingerprint_llr_map`).
         threshold: map threshold for the area / mask.
         weights: per-cue weights for the max rule.
-        copymove_kw: extra arguments for ``detect_copy_move``.
-        noise_kw: extra arguments for ``noise_inconsistency_map``; ``extra_blocks`` (e.g.
-            ``(32,)``) also runs it with those block sizes (``min_extent`` = the block) and
-            takes the maximum of the maps - an option, not the default.
-        ela_quality: JPEG quality of the ELA re-encoding.
-        fingerprint_kw: extra arguments for ``fingerprint_llr_map``.
+        cue_params: ``{cue: {parameter: value}}`` over the cues' registered defaults (e.g.
+            ``{"noise": {"extra_blocks": (32,)}, "ela": {"quality": 90}}``; the registry
+            lists each cue's parameters: ``get_cue(name).defaults``).
         texture: include the texture cue in the default list (``cues=None``); None =
             :data:`DEFAULT_TEXTURE`.
-        texture_kw: extra arguments for ``texture_inconsistency_map``.
         seam: include the seam cue in the default list (``cues=None``); None =
             :data:`DEFAULT_SEAM`.
-        seam_kw: extra arguments for :func:`~medforensics.forgery.cues.seam.seam_cue`.
         lossy_codec: with ``lossy``, the kind of lossy coding
             (:func:`~medforensics.forgery.cues.ela.lossy_codec`): ``"other"`` (JPEG 2000,
             JPEG-LS near-lossless, no JPEG grid) leaves ELA and the noise cue out unless
@@ -209,119 +212,70 @@ def localize(
         :class:`LocalizationResult`.
 
     Raises:
-        ConfigError: unknown cue name, or ``fingerprint`` requested without a patch model.
+        ConfigError: unknown cue or cue parameter, or ``fingerprint`` requested without a
+            patch model.
     """
     img = np.asarray(pixels, dtype=np.float32)
-    if cues is None:
-        names = default_cues(texture=texture, seam=seam, fingerprint=patch_logprobs is not None)
-        explicit = False
-    else:
-        names = list(cues)
-        explicit = True
+    explicit = cues is not None
+    names = (list(cues) if cues is not None
+             else default_cues(texture=texture, seam=seam, fingerprint=patch_logprobs is not None))
     bad = [c for c in names if c not in CUES]
     if bad:
         raise ConfigError(f"unknown cues {bad}; choose from {', '.join(CUES)}")
+    check_cue_params(cue_params)
+    specs = list({get_cue(n).name: get_cue(n) for n in names}.values())
+    ctx = CueContext(lossy=bool(lossy), lossy_codec=lossy_codec, bits_stored=bits_stored,
+                     explicit=explicit, patch_logprobs=patch_logprobs)
+    outputs = _run_cues(img, specs, ctx, cue_params)
     maps: dict[str, np.ndarray] = {}
     notes: list[str] = []
-    non_dct = bool(lossy) and lossy_codec == "other"
     details: dict[str, Any] = {}
-    # the seam cue runs first: its paste-seam boxes are one item of evidence for the
-    # direction of a copy-move (which area was pasted)
-    seam_res: Any = None
-    seam_note = ""
-    if "seam" in names:
-        try:
-            seam_res = seam_cue(img, **{"lossy": lossy, **(seam_kw or {})})
-        except (SeamSkipped, InvalidArrayError) as exc:
-            seam_note = f"seam cue skipped: {exc}"
-    for name in names:
-        if name == "copymove":
-            kw = {"lossy": lossy, **(copymove_kw or {})}
-            if seam_res is not None:
-                kw.setdefault("paste_boxes", seam_res.boxes)
-            cm = detect_copy_move(img, **kw)
-            maps[name] = cm.map
-            details[name] = {"shifts": cm.shifts, "regions": cm.regions, "score": cm.score}
-        elif name == "noise":
-            if non_dct and not explicit:
-                notes.append("noise cue skipped: JPEG 2000 / JPEG-LS near-lossless coding "
-                             "reshapes the noise by itself (smooths some areas, rings at edges)")
-                continue
-            nkw = dict(noise_kw or {})
-            extra = tuple(nkw.pop("extra_blocks", ()))
-            try:
-                ni = noise_inconsistency_map(img, **nkw)
-            except Exception as exc:  # too small image etc.: skip this cue, say so
-                notes.append(f"noise cue skipped: {exc}")
-                continue
-            maps[name] = ni.map
-            details[name] = {"fit": ni.fit, "z": ni.z}
-            for b in extra:  # coarser blocks: a level change over a larger area, less noisy
-                try:
-                    nb = noise_inconsistency_map(img, **{**nkw, "block": int(b),
-                                                         "min_extent": int(b)})
-                except Exception as exc:
-                    notes.append(f"noise cue at {b}-px blocks skipped: {exc}")
-                    continue
-                maps[name] = np.maximum(maps[name], nb.map)
-                notes.append(f"noise cue also at {b}-px blocks (map: maximum of the scales)")
-        elif name == "texture":
-            try:
-                # stored-value lattices are evidence only where the stored values are the
-                # acquisition's own: a lossy codec's reconstruction (quantised transform or
-                # near-lossless residuals) makes its own lattices
-                ti = texture_inconsistency_map(
-                    img, **{**({"use_lattice": False, "coarse": False} if lossy else {}),
-                            **(texture_kw or {})})
-            except InvalidArrayError as exc:  # too small image etc.: skip this cue, say so
-                notes.append(f"texture cue skipped: {exc}")
-                continue
-            maps[name] = ti.map
-            details[name] = {"features": ti.features, "n_blocks": ti.n_blocks,
-                             "n_coarse": ti.n_coarse,
-                             "coarse_boxes": [list(b) for b in ti.coarse_boxes]}
-            if ti.n_coarse:
-                notes.append(f"texture cue: {ti.n_coarse} block(s) of 32 px whose stored values "
-                             "sit on a coarse lattice (a region scaled up from fewer grey "
-                             "levels and rounded)")
-        elif name == "seam":
-            if seam_res is None:
-                notes.append(seam_note)
-                continue
-            sr = seam_res
-            maps[name] = sr.map
-            details[name] = {"boxes": [{"bbox": list(b.box), "corners": b.corners,
-                                        "side": b.side} for b in sr.boxes],
-                             "n_seams": list(sr.n_seams)}
-        elif name == "ela":
-            if not lossy and not explicit:
-                notes.append("ELA skipped: the image is losslessly stored (ELA is a JPEG-domain "
-                             "heuristic)")
-                continue
-            if non_dct and not explicit:
-                notes.append("ELA skipped: the lossy coding is not JPEG's (JPEG 2000, JPEG-LS "
-                             "near-lossless, or no JPEG block grid); ELA is a JPEG-domain "
-                             "heuristic")
-                continue
-            er = analyze_ela(img, bits_stored=bits_stored, quality=ela_quality)
-            maps[name] = ela_cue(er.ela)
-            notes.append(er.note)
-            details[name] = {"ela_score": er.score, "window": er.window}
-        elif name in ("fingerprint", "fingerprint_weak"):
-            if "fingerprint" in maps:
-                continue
-            if patch_logprobs is None:
-                raise ConfigError("the fingerprint cue needs a patch_logprobs callable")
-            fp = fingerprint_llr_map(img, patch_logprobs, **(fingerprint_kw or {}))
-            maps["fingerprint"] = fp.map
-            if fp.weak is not None:
-                maps["fingerprint_weak"] = fp.weak
-            details["fingerprint"] = {"image_class": fp.image_class}
+    for spec in specs:  # in the order asked for, whatever order they ran in
+        out = outputs[spec.name]
+        maps.update(out.maps)
+        notes.extend(out.notes)
+        if out.details is not None:
+            details[spec.name] = out.details
+    return _combine(img, maps, notes, details, threshold, weights)
+
+
+def _run_cues(img: np.ndarray, specs: list[CueSpec], ctx: CueContext,
+              cue_params: Mapping[str, Mapping[str, Any]] | None) -> dict[str, CueOutput]:
+    """Run every cue of ``specs``, each after the listed cues it ``needs`` (the seam cue's
+    boxes are evidence for the copy-move direction), with its resolved parameters.
+
+    Raises:
+        ConfigError: a cue needs a patch model and ``ctx.patch_logprobs`` is None.
+    """
+    listed = {s.name: s for s in specs}
+    for spec in specs:
+        if "patch_logprobs" in spec.needs and ctx.patch_logprobs is None:
+            raise ConfigError(f"the {spec.name} cue needs a patch_logprobs callable")
+    outputs: dict[str, CueOutput] = {}
+
+    def run(spec: CueSpec) -> None:
+        if spec.name in outputs:
+            return
+        for dep in spec.needs:
+            if dep in listed:
+                run(listed[dep])
+        inputs = {d: outputs[d].result for d in spec.needs if d in outputs}
+        params = resolve_params(spec.name, cue_params, lossy=ctx.lossy)
+        outputs[spec.name] = spec.fn(img, replace(ctx, inputs=inputs), params)
+
+    for spec in specs:
+        run(spec)
+    return outputs
+
+
+def _combine(img: np.ndarray, maps: dict[str, np.ndarray], notes: list[str],
+             details: dict[str, Any], threshold: float,
+             weights: dict[str, float] | None) -> LocalizationResult:
+    """The max rule over the strong cue maps, the image score, then the weak maps (module
+    docs)."""
     strong = {k: v for k, v in maps.items() if k not in WEAK_CUES}
-    if not strong:
-        combined = np.zeros(img.shape, np.float32)
-    else:
-        combined = combine_cues(strong, weights)
+    combined = (combine_cues(strong, weights) if strong
+                else np.zeros(img.shape, np.float32))
     score = image_score(combined, SCORE_WINDOW)
     for k in WEAK_CUES:
         if k in maps:

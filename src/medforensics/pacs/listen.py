@@ -41,6 +41,8 @@ from medforensics.io.meta import Image
 from medforensics.pacs.common import Producer, require, write_dataset
 from medforensics.pacs.errors import DicomBuildError, ForwardError, ListenError
 from medforensics.pacs.scan import is_image_sop_class
+from medforensics.pacs.seg import build_seg
+from medforensics.pacs.sr import build_report
 
 __all__ = [
     "STATUS_BUSY",
@@ -538,9 +540,6 @@ class Listener:
 
     def _handle(self, job: _Job) -> ListenItem:
         """Analyse one image and put its results where they were asked for."""
-        from medforensics.pacs.seg import build_seg
-        from medforensics.pacs.sr import build_report
-
         t0 = time.perf_counter()
         ds = job.ds
         item = ListenItem(str(ds.get("StudyInstanceUID", "")),

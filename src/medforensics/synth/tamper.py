@@ -47,32 +47,26 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.linalg import spsolve
 
-from medforensics.dsp.residuals import highpass_residual, robust_std
-from medforensics.errors import (
-    ConfigError,
-    FileAccessError,
-    MedForensicsError,
-    TamperError,
+from medforensics.errors import ConfigError, MedForensicsError, TamperError
+from medforensics.synth.edits import (
+    KINDS,
+    MAX_TRIES,
+    Edit,
+    bbox_of,
+    clipped_share,
+    copy_source_option,
+    draw_size,
+    propose_edit,
+    textured,
 )
-from medforensics.io import (
-    read_image,
-    read_stored,
-    save_dicom_like,
-    sniff,
-    write_png8,
-    write_png16,
-)
+from medforensics.synth.rasters import Raster, load_raster
 
 __all__ = [
     "KINDS",
@@ -90,14 +84,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = (
-    "copy-move",
-    "splice",
-    "splice-device",
-    "removal",
-    "insertion",
-    "local-edit",
-)
 DEFAULT_KINDS: tuple[str, ...] = ("copy-move", "splice", "removal", "insertion", "local-edit")
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -125,8 +111,6 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 )
 _CARRIED = ("PatientID", "StudyInstanceUID", "manufacturer", "model", "unit", "split")
 
-_MAX_TRIES = 40
-_COPY_SOURCES = ("content", "clipped", "any")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,350 +142,6 @@ class TamperResult:
     source_mask: np.ndarray | None = None
     source_bbox: tuple[int, int, int, int] | None = None
     detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Edit:
-    """A proposed edit on a window: ``out = alpha * new + (1 - alpha) * old`` inside ``win``."""
-
-    win: tuple[slice, slice]
-    new: np.ndarray
-    alpha: np.ndarray
-    detail: dict[str, Any]
-    source_win: tuple[slice, slice] | None = None
-    translation: tuple[int, int] | None = None  # (dy, dx) target - source, copy-move only
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return (0, 0, 0, 0)
-    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-
-
-def _shape_mask(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]:
-    """Random region shape filling an h x w box: rectangle, ellipse or irregular blob."""
-    shape = str(rng.choice(["rect", "ellipse", "blob"], p=[0.25, 0.35, 0.4]))
-    if shape == "rect":
-        return np.ones((h, w), bool), shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    ny = (yy - cy) / max(h / 2.0, 1.0)
-    nx = (xx - cx) / max(w / 2.0, 1.0)
-    r = np.hypot(ny, nx)
-    if shape == "ellipse":
-        m = r <= 1.0
-    else:
-        theta = np.arctan2(ny, nx)
-        k = np.arange(2, 6)
-        amp = rng.uniform(0.0, 0.12, k.size)
-        ph = rng.uniform(0, 2 * np.pi, k.size)
-        waves = amp[:, None, None] * np.cos(k[:, None, None] * theta + ph[:, None, None])
-        rad = 0.82 + np.sum(waves, 0)
-        m = r <= rad
-    if not m.any():
-        m[h // 2, w // 2] = True
-    return m, shape
-
-
-def _alpha(shape: np.ndarray, feather: float, pad: int) -> np.ndarray:
-    """Blend weights on the shape padded by ``pad``: 1 inside, Gaussian-feathered edge."""
-    a = np.pad(shape.astype(np.float64), pad)
-    if feather > 0:
-        a = ndimage.gaussian_filter(a, feather, mode="constant", truncate=3.0)
-        a[a < 1e-3] = 0.0
-        # the inner core stays exactly 1 so copied values are copied exactly
-        core = ndimage.binary_erosion(np.pad(shape, pad), iterations=int(math.ceil(2 * feather)))
-        a[core] = 1.0
-    return a
-
-
-def _pad_for(feather: float) -> int:
-    return int(math.ceil(3.0 * feather)) + 1 if feather > 0 else 0
-
-
-def _draw_size(rng: np.random.Generator, sizes: tuple[int, int], limit: int) -> int:
-    lo, hi = int(sizes[0]), int(sizes[1])
-    if lo < 4 or hi < lo:
-        raise ConfigError(f"region sizes must satisfy 4 <= min <= max, got {sizes}")
-    hi_c = min(hi, limit)
-    lo_c = min(lo, hi_c)
-    if hi_c < 4:
-        raise TamperError(f"image too small for a region (limit {limit} px)")
-    # log-uniform between the clipped bounds
-    return int(round(math.exp(rng.uniform(math.log(lo_c), math.log(hi_c + 0.999)))))
-
-
-def _box_dims(rng: np.random.Generator, size: int) -> tuple[int, int]:
-    aspect = rng.uniform(0.6, 1.0)
-    short = max(4, int(round(size * aspect)))
-    return (size, short) if rng.random() < 0.5 else (short, size)
-
-
-def _place(rng: np.random.Generator, H: int, W: int, h: int, w: int, pad: int) -> tuple[int, int]:
-    """Top-left (y, x) of an h x w box whose pad-enlarged window fits in the image."""
-    if h + 2 * pad > H or w + 2 * pad > W:
-        raise TamperError(f"region {h}x{w} (+{pad} px feather) does not fit a {H}x{W} image")
-    y = int(rng.integers(pad, H - h - pad + 1))
-    x = int(rng.integers(pad, W - w - pad + 1))
-    return y, x
-
-
-def _copy_source(opts: dict[str, Any]) -> str:
-    """The ``copy_source`` option, checked."""
-    value = str(opts.get("copy_source", "content"))
-    if value not in _COPY_SOURCES:
-        raise ConfigError(f"unknown copy_source {value!r}; choose from {', '.join(_COPY_SOURCES)}")
-    return value
-
-
-def _clipped_share(values: np.ndarray, vmin: float, vmax: float) -> float:
-    """Share of ``values`` at the image's minimum or maximum (0..1)."""
-    return float(np.mean((values <= vmin) | (values >= vmax))) if values.size else 0.0
-
-
-def _textured(img: np.ndarray, y: int, x: int, h: int, w: int, ref_std: float) -> bool:
-    """Reject flat (background, saturated) locations."""
-    s = float(img[y : y + h, x : x + w].std())
-    return s > 0.05 * ref_std
-
-
-def _harmonic_fill(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
-    """Solve Laplace's equation on ``unknown`` pixels with the others as boundary values.
-
-    Args:
-        values: float64 (h, w) window; ``unknown`` must not touch the window border.
-        unknown: bool (h, w).
-
-    Returns:
-        float64 (h, w): ``values`` with the unknown pixels replaced by the harmonic fill.
-    """
-    h, w = values.shape
-    idx = -np.ones((h, w), np.int64)
-    ys, xs = np.nonzero(unknown)
-    n = ys.size
-    idx[ys, xs] = np.arange(n)
-    rows = [np.arange(n)]
-    cols = [np.arange(n)]
-    data = [np.full(n, 4.0)]
-    rhs = np.zeros(n)
-    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        ny, nx = ys + dy, xs + dx
-        nid = idx[ny, nx]
-        inner = nid >= 0
-        rows.append(np.arange(n)[inner])
-        cols.append(nid[inner])
-        data.append(np.full(int(inner.sum()), -1.0))
-        rhs[~inner] += values[ny[~inner], nx[~inner]]
-    a = coo_matrix(
-        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-    ).tocsc()
-    sol = spsolve(a, rhs)
-    out = values.copy()
-    out[ys, xs] = sol
-    return out
-
-
-def _op_copy_move(
-    img: np.ndarray, rng: np.random.Generator, size: int, feather: float, opts: dict[str, Any],
-    ref_std: float,
-) -> _Edit:
-    H, W = img.shape
-    h, w = _box_dims(rng, size)
-    shape, shape_name = _shape_mask(rng, h, w)
-    pad = _pad_for(feather)
-    ty, tx = _place(rng, H, W, h, w, pad)
-    # source box: non-overlapping with the target (windows incl. feather pad)
-    for _ in range(_MAX_TRIES):
-        sy, sx = _place(rng, H, W, h, w, pad)
-        if abs(sy - ty) >= h + 2 * pad or abs(sx - tx) >= w + 2 * pad:
-            break
-    else:
-        raise TamperError("no non-overlapping source location for copy-move")
-    src = img[sy - pad : sy + h + pad, sx - pad : sx + w + pad].astype(np.float64)
-    angle = 0.0
-    scale = 1.0
-    if opts.get("rotate", False) and rng.random() < float(opts.get("p_transform", 0.5)):
-        if rng.random() < 0.3:
-            angle = float(rng.choice([90.0, 180.0, 270.0]))
-        else:
-            angle = float(rng.uniform(-30, 30))
-    if opts.get("scale", False) and rng.random() < float(opts.get("p_transform", 0.5)):
-        scale = float(rng.uniform(0.8, 1.25))
-    quarter = angle in (90.0, 180.0, 270.0) and scale == 1.0
-    if quarter:
-        # an exact pixel rotation (as an image editor does it): the source window has the
-        # target's size turned by the angle, rotated with np.rot90 (counter-clockwise)
-        k = int(angle) // 90
-        sh, sw = (w, h) if k % 2 else (h, w)
-        for _ in range(_MAX_TRIES):
-            sy, sx = _place(rng, H, W, sh, sw, pad)
-            if abs(sy - ty) >= max(h, sh) + 2 * pad or abs(sx - tx) >= max(w, sw) + 2 * pad:
-                break
-        else:
-            raise TamperError("no non-overlapping source location for the rotated copy-move")
-        src = np.rot90(img[sy - pad : sy + sh + pad, sx - pad : sx + sw + pad].astype(np.float64),
-                       k)
-        h_src, w_src = sh, sw
-    else:
-        h_src, w_src = h, w
-    if not quarter and (angle != 0.0 or scale != 1.0):
-        # resample the source around its centre (bilinear)
-        cy, cx = sy + h / 2.0, sx + w / 2.0
-        yy, xx = np.mgrid[0 : h + 2 * pad, 0 : w + 2 * pad].astype(np.float64)
-        yy -= (h + 2 * pad - 1) / 2.0
-        xx -= (w + 2 * pad - 1) / 2.0
-        t = math.radians(angle)
-        # output pixel -> source coordinates (inverse rotation, inverse scale)
-        syy = (math.cos(t) * yy - math.sin(t) * xx) / scale + cy - 0.5
-        sxx = (math.sin(t) * yy + math.cos(t) * xx) / scale + cx - 0.5
-        src = ndimage.map_coordinates(img.astype(np.float64), [syy, sxx], order=1, mode="reflect")
-    win = (slice(ty - pad, ty + h + pad), slice(tx - pad, tx + w + pad))
-    return _Edit(
-        win=win,
-        new=src,
-        alpha=_alpha(shape, feather, pad),
-        detail={"shape": shape_name, "feather": feather, "angle": angle, "scale": scale,
-                "shift_yx": [ty - sy, tx - sx]},
-        source_win=(slice(sy - pad, sy + h_src + pad), slice(sx - pad, sx + w_src + pad)),
-        translation=(ty - sy, tx - sx) if angle == 0.0 and scale == 1.0 else None,
-    )
-
-
-def _op_splice(
-    img: np.ndarray, rng: np.random.Generator, size: int, feather: float, opts: dict[str, Any],
-    ref_std: float, donor: np.ndarray, donor_polarity: int, polarity: int,
-) -> _Edit:
-    H, W = img.shape
-    dH, dW = donor.shape
-    pad = _pad_for(feather)
-    size = min(size, dH - 2 * pad - 1, dW - 2 * pad - 1)
-    if size < 8:
-        raise TamperError(f"donor image {dH}x{dW} too small for a splice")
-    h, w = _box_dims(rng, size)
-    shape, shape_name = _shape_mask(rng, h, w)
-    ty, tx = _place(rng, H, W, h, w, pad)
-    d_ref = float(donor.std())
-    for _ in range(_MAX_TRIES):
-        sy, sx = _place(rng, dH, dW, h, w, pad)
-        if _textured(donor, sy, sx, h, w, d_ref):
-            break
-    src = donor[sy - pad : sy + h + pad, sx - pad : sx + w + pad].astype(np.float64)
-    if donor_polarity != polarity:
-        src = -src
-    dst = img[ty - pad : ty + h + pad, tx - pad : tx + w + pad].astype(np.float64)
-    core = np.pad(shape, pad)
-    mode = str(opts.get("splice_match", "meanstd"))
-    if mode == "meanstd":
-        ms, ss = float(src[core].mean()), float(src[core].std())
-        md, sd = float(dst[core].mean()), float(dst[core].std())
-        gain = sd / ss if ss > 0 else 1.0
-        src = (src - ms) * gain + md
-    elif mode == "mean":
-        src = src - float(src[core].mean()) + float(dst[core].mean())
-        gain = 1.0
-    elif mode == "none":
-        gain = 1.0
-    else:
-        raise ConfigError(f"unknown splice_match {mode!r} (meanstd, mean, none)")
-    return _Edit(
-        win=(slice(ty - pad, ty + h + pad), slice(tx - pad, tx + w + pad)),
-        new=src,
-        alpha=_alpha(shape, feather, pad),
-        detail={"shape": shape_name, "feather": feather, "donor_yx": [sy, sx],
-                "match": mode, "gain": gain, "donor_flipped": donor_polarity != polarity},
-    )
-
-
-def _op_removal(
-    img: np.ndarray, rng: np.random.Generator, size: int, feather: float, opts: dict[str, Any],
-    ref_std: float,
-) -> _Edit:
-    H, W = img.shape
-    # the harmonic solve is the cost driver: cap the removal region
-    size = min(size, int(opts.get("removal_max", 160)))
-    h, w = _box_dims(rng, size)
-    shape, shape_name = _shape_mask(rng, h, w)
-    pad = _pad_for(feather) + 3  # ring for boundary values and noise estimation
-    ty, tx = _place(rng, H, W, h, w, pad)
-    win = (slice(ty - pad, ty + h + pad), slice(tx - pad, tx + w + pad))
-    vals = img[win].astype(np.float64)
-    alpha = _alpha(shape, feather, pad)
-    unknown = alpha > 0
-    unknown[0, :] = unknown[-1, :] = unknown[:, 0] = unknown[:, -1] = False
-    filled = _harmonic_fill(vals, unknown)
-    ring = ndimage.binary_dilation(unknown, iterations=3) & ~unknown
-    sigma = _ring_sigma(vals, ring)
-    noise = rng.normal(0.0, sigma, vals.shape)
-    new = filled + np.where(unknown, noise, 0.0)
-    return _Edit(win=win, new=new, alpha=alpha,
-                 detail={"shape": shape_name, "feather": feather, "fill": "harmonic",
-                         "noise_sigma": sigma})
-
-
-def _ring_sigma(vals: np.ndarray, ring: np.ndarray) -> float:
-    """Noise std (robust, white-noise normalised Laplacian residual) on ring pixels only."""
-    r = highpass_residual(vals, "laplacian", normalize=True)
-    sel = r[ring]
-    return robust_std(sel) if sel.size >= 8 else 0.0
-
-
-def _op_insertion(
-    img: np.ndarray, rng: np.random.Generator, size: int, feather: float, opts: dict[str, Any],
-    ref_std: float, polarity: int, dyn: float,
-) -> _Edit:
-    H, W = img.shape
-    size = max(8, size)
-    h = w = size
-    ty, tx = _place(rng, H, W, h, w, 0)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    ry = h / 2.0 * rng.uniform(0.75, 1.0)
-    rx = w / 2.0 * rng.uniform(0.75, 1.0)
-    r = np.hypot((yy - cy) / ry, (xx - cx) / rx)
-    p = float(rng.uniform(1.0, 2.5))
-    profile = np.clip(1.0 - r**2, 0.0, None) ** p
-    tex = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), max(1.0, size / 16.0))
-    tex /= tex.std() + 1e-12
-    amp = float(rng.uniform(0.04, 0.12)) * dyn
-    bump = polarity * amp * profile * (1.0 + 0.15 * tex)
-    vals = img[ty : ty + h, tx : tx + w].astype(np.float64)
-    return _Edit(
-        win=(slice(ty, ty + h), slice(tx, tx + w)),
-        new=vals + bump,
-        alpha=(profile > 0).astype(np.float64),
-        detail={"shape": "nodule", "amplitude": amp, "exponent": p, "radii": [ry, rx]},
-    )
-
-
-def _op_local_edit(
-    img: np.ndarray, rng: np.random.Generator, size: int, feather: float, opts: dict[str, Any],
-    ref_std: float,
-) -> _Edit:
-    H, W = img.shape
-    h, w = _box_dims(rng, size)
-    shape, shape_name = _shape_mask(rng, h, w)
-    pad = _pad_for(feather)
-    ty, tx = _place(rng, H, W, h, w, pad)
-    ctx = max(pad, 8)
-    y0, y1 = max(0, ty - pad - ctx), min(H, ty + h + pad + ctx)
-    x0, x1 = max(0, tx - pad - ctx), min(W, tx + w + pad + ctx)
-    big = img[y0:y1, x0:x1].astype(np.float64)
-    mode = str(rng.choice(["contrast", "blur"]))
-    if mode == "contrast":
-        g = float(rng.uniform(0.55, 0.8) if rng.random() < 0.5 else rng.uniform(1.3, 1.8))
-        m = ndimage.gaussian_filter(big, max(2.0, size / 6.0), mode="reflect")
-        edited = m + g * (big - m)
-        detail = {"mode": mode, "gain": g}
-    else:
-        s = float(rng.uniform(1.0, 3.0))
-        edited = ndimage.gaussian_filter(big, s, mode="reflect")
-        detail = {"mode": mode, "sigma": s}
-    oy, ox = ty - pad - y0, tx - pad - x0
-    new = edited[oy : oy + h + 2 * pad, ox : ox + w + 2 * pad]
-    detail.update({"shape": shape_name, "feather": feather})
-    return _Edit(win=(slice(ty - pad, ty + h + pad), slice(tx - pad, tx + w + pad)), new=new,
-                 alpha=_alpha(shape, feather, pad), detail=detail)
 
 
 def tamper_array(
@@ -561,198 +201,101 @@ def tamper_array(
     p1, p99 = np.percentile(orig, [1, 99])
     dyn = float(max(p99 - p1, 1.0))
     ref_std = float(orig.std())
-    copy_source = _copy_source(opts)
+    copy_source = copy_source_option(opts)
     limit = min(H, W) // 2
     last_reason = "no attempt"
-    for _attempt in range(_MAX_TRIES):
-        size = _draw_size(rng, sizes, limit)
+    for _attempt in range(MAX_TRIES):
+        size = draw_size(rng, sizes, limit)
         f = float(rng.choice([0.0, 1.0, 2.0])) if feather is None else float(feather)
         try:
-            if kind == "copy-move":
-                ed = _op_copy_move(arr, rng, size, f, opts, ref_std)
-            elif kind in ("splice", "splice-device"):
-                assert donor is not None
-                ed = _op_splice(arr, rng, size, f, opts, ref_std, np.asarray(donor),
-                                donor_polarity, polarity)
-            elif kind == "removal":
-                ed = _op_removal(arr, rng, size, f, opts, ref_std)
-            elif kind == "insertion":
-                ed = _op_insertion(arr, rng, size, f, opts, ref_std, polarity, dyn)
-            else:
-                ed = _op_local_edit(arr, rng, size, f, opts, ref_std)
+            ed = propose_edit(kind, arr, rng, size, f, opts, ref_std, donor=donor,
+                              donor_polarity=donor_polarity, polarity=polarity, dyn=dyn)
         except TamperError as exc:
             last_reason = str(exc)
             continue
         ys, xs = ed.win
-        region = ed.alpha >= 1.0
-        if not _textured(arr, ys.start, xs.start, ys.stop - ys.start, xs.stop - xs.start, ref_std):
+        if not textured(arr, ys.start, xs.start, ys.stop - ys.start, xs.stop - xs.start, ref_std):
             last_reason = "flat location"
             continue
         if kind == "copy-move" and ed.source_win is not None:
-            src_values = orig[ed.source_win]
-            clipped = _clipped_share(src_values, vmin, vmax)
-            if copy_source == "content" and (clipped > 0.5 or src_values.std() <= 0.05 * ref_std):
-                last_reason = "copy-move source is flat or clipped background"
+            why = _source_rejected(ed, orig, vmin, vmax, ref_std, copy_source)
+            if why:
+                last_reason = why
                 continue
-            if copy_source == "clipped" and clipped <= 0.5:
-                last_reason = "copy-move source is not clipped background"
-                continue
-            ed.detail["source_clipped"] = round(clipped, 3)
-        old = orig[ed.win]
-        blended = ed.alpha * ed.new + (1.0 - ed.alpha) * old
-        q = np.clip(np.rint(blended), vmin, vmax)
-        out = orig.copy()
-        out[ed.win] = q
-        if float(out.min()) != vmin or float(out.max()) != vmax:
-            last_reason = "edit would change the image min/max"
+        applied = _apply(ed, orig, vmin, vmax, 0.5 if kind == "insertion" else 0.8)
+        if isinstance(applied, str):
+            last_reason = applied
             continue
-        mask = out != orig
-        n_region = int(region.sum())
-        changed_in_region = int(mask[ed.win][region].sum())
-        # near-no-op edits (e.g. a contrast-matched splice into flat background) are redrawn
-        need = 0.5 if kind == "insertion" else 0.8
-        if n_region == 0 or changed_in_region < need * n_region:
-            last_reason = f"edit changed only {changed_in_region}/{n_region} region pixels"
-            continue
+        out, mask = applied
         res = TamperResult(
             pixels=out.astype(arr.dtype),
             mask=mask,
             kind=kind,
-            bbox=_bbox(mask),
+            bbox=bbox_of(mask),
             region_size=int(size),
             detail={**ed.detail, "attempt": _attempt},
         )
         if kind == "copy-move" and ed.source_win is not None:
-            sm = np.zeros((H, W), bool)
-            if ed.translation is not None:
-                dy, dx = ed.translation
-                ys_, xs_ = np.nonzero(mask)
-                sm[ys_ - dy, xs_ - dx] = True
-            elif ed.detail.get("scale") == 1.0 and ed.detail.get("angle") in (90.0, 180.0, 270.0):
-                # exact quarter turn: the source window is the target's turned back
-                sm[ed.source_win] = np.rot90(ed.alpha > 0, -int(ed.detail["angle"]) // 90)
-            else:
-                sm[ed.source_win] = ed.alpha > 0
-            res.source_mask = sm
-            res.source_bbox = _bbox(sm)
+            res.source_mask = _source_mask(ed, mask, (H, W))
+            res.source_bbox = bbox_of(res.source_mask)
         return res
-    raise TamperError(f"could not place a {kind} edit after {_MAX_TRIES} attempts ({last_reason})")
+    raise TamperError(f"could not place a {kind} edit after {MAX_TRIES} attempts ({last_reason})")
+
+
+def _source_rejected(ed: Edit, orig: np.ndarray, vmin: float, vmax: float, ref_std: float,
+                     copy_source: str) -> str | None:
+    """Why a copy-move source does not suit the ``copy_source`` option (None: it does; its
+    clipped share is then recorded in ``ed.detail``)."""
+    assert ed.source_win is not None
+    src_values = orig[ed.source_win]
+    clipped = clipped_share(src_values, vmin, vmax)
+    if copy_source == "content" and (clipped > 0.5 or src_values.std() <= 0.05 * ref_std):
+        return "copy-move source is flat or clipped background"
+    if copy_source == "clipped" and clipped <= 0.5:
+        return "copy-move source is not clipped background"
+    ed.detail["source_clipped"] = round(clipped, 3)
+    return None
+
+
+def _apply(ed: Edit, orig: np.ndarray, vmin: float, vmax: float, need: float
+           ) -> tuple[np.ndarray, np.ndarray] | str:
+    """Blend, round and clip an edit into float64 ``orig``: ``(out, mask)``, or why it was
+    refused (it would change the image's min/max, or change less than ``need`` of its region's
+    pixels - near-no-op edits such as a contrast-matched splice into flat background)."""
+    region = ed.alpha >= 1.0
+    blended = ed.alpha * ed.new + (1.0 - ed.alpha) * orig[ed.win]
+    out = orig.copy()
+    out[ed.win] = np.clip(np.rint(blended), vmin, vmax)
+    if float(out.min()) != vmin or float(out.max()) != vmax:
+        return "edit would change the image min/max"
+    mask = out != orig
+    n_region = int(region.sum())
+    changed_in_region = int(mask[ed.win][region].sum())
+    if n_region == 0 or changed_in_region < need * n_region:
+        return f"edit changed only {changed_in_region}/{n_region} region pixels"
+    return out, mask
+
+
+def _source_mask(ed: Edit, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool (H, W): the copy-move source pixels copied onto the changed ones (exact for a
+    translation or a quarter turn, the transformed shape otherwise)."""
+    assert ed.source_win is not None
+    sm = np.zeros(shape, bool)
+    if ed.translation is not None:
+        dy, dx = ed.translation
+        ys, xs = np.nonzero(mask)
+        sm[ys - dy, xs - dx] = True
+    elif ed.detail.get("scale") == 1.0 and ed.detail.get("angle") in (90.0, 180.0, 270.0):
+        # exact quarter turn: the source window is the target's turned back
+        sm[ed.source_win] = np.rot90(ed.alpha > 0, -int(ed.detail["angle"]) // 90)
+    else:
+        sm[ed.source_win] = ed.alpha > 0
+    return sm
 
 
 # ---------------------------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Raster:
-    """A single-frame grey image in its stored domain plus what is needed to write it back.
-
-    Attributes:
-        path: source file.
-        fmt: ``"dicom"``, ``"png"``, ``"jpeg"`` or ``"tiff"``.
-        pixels: stored values (DICOM: Pixel Data values before the Modality LUT), integer dtype.
-        polarity: +1 if higher stored values are brighter, else -1.
-        device: device key (manifest ``unit``/``model`` or DICOM header), "" when unknown.
-        ext: file extension to write (with dot).
-        writer: ``writer(path, pixels, tag)`` writes pixels in the source format; ``tag`` makes
-            the new DICOM SOPInstanceUID deterministic and distinct per output.
-    """
-
-    path: Path
-    fmt: str
-    pixels: np.ndarray
-    polarity: int
-    device: str
-    ext: str
-    writer: Callable[[Path, np.ndarray, str], None]
-
-
-def _dicom_raster(path: Path) -> Raster:
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    pixels, meta = read_stored(path)
-    if meta.n_frames > 1:
-        raise TamperError(f"{path}: multi-frame DICOM ({meta.n_frames} frames) is not supported "
-                          "by the tampering generator")
-    if meta.photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise TamperError(f"{path}: photometric {meta.photometric} is not supported (grey only)")
-    hdr = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    slope = float(getattr(hdr, "RescaleSlope", 1) or 1)
-    polarity = (1 if meta.photometric == "MONOCHROME2" else -1) * (1 if slope >= 0 else -1)
-    src_uid = meta.sop_uid or path.name
-    device = " ".join(v for v in (meta.manufacturer, meta.model, meta.serial) if v).strip()
-
-    def write(out: Path, arr: np.ndarray, tag: str) -> None:
-        ds = hdr.copy()
-        ds.file_meta = pydicom.dataset.FileMetaDataset(hdr.file_meta)
-        ds.SOPInstanceUID = generate_uid(entropy_srcs=[src_uid, tag])
-        save_dicom_like(ds, arr, out, new_sop_uid=False)
-
-    return Raster(path, "dicom", np.asarray(pixels), polarity, device, ".dcm", write)
-
-
-def _raster_file(path: Path) -> Raster:
-    pixels, meta = read_image(path)
-    if meta.n_frames > 1:
-        raise TamperError(f"{path}: multi-frame images are not supported")
-    fmt = meta.format
-    dtype = np.uint8 if meta.bits_stored <= 8 else np.uint16
-    arr = pixels.astype(dtype)
-    qtables = None
-    if fmt == "jpeg":
-        from PIL import Image
-
-        with Image.open(path) as im:
-            qtables = getattr(im, "quantization", None)
-
-    def write(out: Path, a: np.ndarray, tag: str) -> None:
-        if fmt == "tiff":
-            import tifffile
-
-            tifffile.imwrite(out, np.asarray(a).astype(dtype))
-        elif fmt == "jpeg":
-            from PIL import Image
-
-            img = Image.fromarray(np.asarray(a).astype(np.uint8), mode="L")
-            # re-encode with the source's quantisation tables (same "quality")
-            if qtables:
-                img.save(out, format="JPEG", qtables=qtables)
-            else:
-                img.save(out, format="JPEG", quality=90)
-        elif dtype == np.uint8:
-            write_png8(out, a)
-        else:
-            write_png16(out, a)
-
-    ext = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}.get(fmt)
-    if ext is None:
-        raise TamperError(f"{path}: format {fmt} is not supported")
-    return Raster(path, fmt, arr, 1, "", ext, write)
-
-
-def load_raster(path: str | Path) -> Raster:
-    """Load a single-frame grey image in its stored domain (see :class:`Raster`).
-
-    DICOM is read with :func:`medforensics.io.read_stored` and written with
-    :func:`medforensics.io.save_dicom_like`; PNG/TIFF/JPEG with
-    :func:`medforensics.io.read_image` (JPEG re-encoding keeps the source's quantisation
-    tables).
-
-    Raises:
-        medforensics.errors.ReadError: unreadable file (from the reader).
-        TamperError: unsupported for tampering (multi-frame, colour).
-    """
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-    except OSError as exc:
-        raise FileAccessError(f"cannot read: {exc}", p) from exc
-    if sniff(head).startswith("dicom") or sniff(head) == "acr-nema":
-        return _dicom_raster(p)
-    return _raster_file(p)
 
 
 def _mask_png(path: Path, mask: np.ndarray) -> None:
@@ -965,7 +508,7 @@ def generate(
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise ConfigError(f"unknown kinds {bad}; choose from {', '.join(KINDS)}")
-    _copy_source(dict(options or {}))
+    copy_source_option(dict(options or {}))
     rows_in = read_inputs(inputs) if isinstance(inputs, (str, Path)) else list(inputs)
     if not rows_in:
         raise ConfigError("no input images")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,12 @@ from medforensics.dsp.valuematch import (
 )
 from medforensics.forgery.coverage import noise_mask
 from medforensics.forgery.cues.ela import is_8bit, window_to_uint8
+from medforensics.forgery.cues.registry import (
+    CueContext,
+    CueOutput,
+    register_cue,
+    signature_defaults,
+)
 from medforensics.forgery.direction import apply_direction, decide_direction
 from medforensics.forgery.regions import overlap_share
 
@@ -494,3 +500,19 @@ def detect_copy_move(
         n_blocks=m_all.n_blocks,
         n_pairs=int(len(m_all.a)),
     )
+
+
+@register_cue("copymove", rank=10, needs=("seam",), context=("lossy", "paste_boxes", "valid"),
+              defaults=signature_defaults(detect_copy_move,
+                                          exclude=("lossy", "paste_boxes", "valid")))
+def _copymove_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) -> CueOutput:
+    """The registered ``copymove`` cue: :func:`detect_copy_move`; the seam cue's paste-seam
+    boxes (when it ran) are one item of evidence for which copy was pasted."""
+    kw = {"lossy": ctx.lossy, **params}
+    seam = ctx.inputs.get("seam")
+    if seam is not None:
+        kw.setdefault("paste_boxes", seam.boxes)
+    cm = detect_copy_move(img, **kw)
+    return CueOutput(maps={"copymove": cm.map},
+                     details={"shifts": cm.shifts, "regions": cm.regions, "score": cm.score},
+                     result=cm)

@@ -11,13 +11,21 @@ DICOM it mostly shows texture and noise, not editing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp.ela import ela_enhance, ela_map, ela_score, jpeg_grid
+from medforensics.forgery.cues.registry import (
+    CueContext,
+    CueOutput,
+    register_cue,
+    signature_defaults,
+)
 from medforensics.io import read_image
 
 __all__ = [
@@ -293,3 +301,21 @@ def lossy_codec(pixels: np.ndarray, meta: object = None) -> tuple[str | None, st
     return "jpeg", (f"JPEG history found in a losslessly stored image (8x8 block grid starting "
                     f"at row {grid.offset[0]}, column {grid.offset[1]}; blockiness "
                     f"{grid.ratio[0]:.2f} / {grid.ratio[1]:.2f}): treated as lossy (ELA on)")
+
+
+@register_cue("ela", rank=50, context=("bits_stored",),
+              defaults=signature_defaults(analyze_ela, exclude=("bits_stored",)))
+def _ela_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) -> CueOutput:
+    """The registered ``ela`` cue: :func:`analyze_ela` then :func:`ela_cue`. ELA is a
+    JPEG-domain heuristic: skipped (with a note) on lossless data and on lossy coding that is
+    not JPEG's, unless the cue was named explicitly."""
+    if not ctx.lossy and not ctx.explicit:
+        return CueOutput(notes=[("ELA skipped: the image is losslessly stored (ELA is a "
+                                 "JPEG-domain heuristic)")])
+    if ctx.non_dct and not ctx.explicit:
+        return CueOutput(notes=[("ELA skipped: the lossy coding is not JPEG's (JPEG 2000, "
+                                 "JPEG-LS near-lossless, or no JPEG block grid); ELA is a "
+                                 "JPEG-domain heuristic")])
+    er = analyze_ela(img, **{"bits_stored": ctx.bits_stored, **params})
+    return CueOutput(maps={"ela": ela_cue(er.ela)}, notes=[er.note],
+                     details={"ela_score": er.score, "window": er.window}, result=er)

@@ -22,13 +22,21 @@ a box (``python bench/forgery_independent.py``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from medforensics.dsp._checks import as_image
 from medforensics.dsp.seams import SeamBox, boundary_excess, seam_boxes, straight_seams
-from medforensics.errors import MedForensicsError
+from medforensics.errors import InvalidArrayError, MedForensicsError
+from medforensics.forgery.cues.registry import (
+    CueContext,
+    CueOutput,
+    register_cue,
+    signature_defaults,
+)
 
 __all__ = ["CORNER_LEVEL", "SeamResult", "SeamSkipped", "seam_cue"]
 
@@ -92,3 +100,19 @@ def seam_cue(pixels: np.ndarray, *, lossy: bool = False, window: int = 16,
         view = out[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
         np.maximum(view, np.float32(CORNER_LEVEL[min(4, b.corners)]), out=view)
     return SeamResult(out, boxes, (len(vert), len(horiz)))
+
+
+@register_cue("seam", rank=40, context=("lossy",),
+              defaults=signature_defaults(seam_cue, exclude=("lossy",)))
+def _seam_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) -> CueOutput:
+    """The registered ``seam`` cue: :func:`seam_cue`; skipped (with the reason as a note) on
+    lossy or too small inputs. Its ``result`` (the boxes) goes to the copy-move cue."""
+    try:
+        sr = seam_cue(img, **{"lossy": ctx.lossy, **params})
+    except (SeamSkipped, InvalidArrayError) as exc:
+        return CueOutput(notes=[f"seam cue skipped: {exc}"])
+    return CueOutput(maps={"seam": sr.map},
+                     details={"boxes": [{"bbox": list(b.box), "corners": b.corners,
+                                         "side": b.side} for b in sr.boxes],
+                              "n_seams": list(sr.n_seams)},
+                     result=sr)

@@ -46,8 +46,9 @@ z ~ 9), and the lattice share to LUT combs that vary within an image (one Kodak 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -64,8 +65,14 @@ from medforensics.errors import ConfigError, InvalidArrayError
 from medforensics.forgery.cues.noise import (
     _block_counts,
     _cells_to_pixels,
-    _sigmoid,
     scoring_masks,
+    sigmoid,
+)
+from medforensics.forgery.cues.registry import (
+    CueContext,
+    CueOutput,
+    register_cue,
+    signature_defaults,
 )
 from medforensics.forgery.scoring import SCORE_WINDOW, image_score
 
@@ -302,6 +309,88 @@ def texture_inconsistency_map(
         InvalidArrayError: image not 2-D, non-finite or smaller than 4 x 4 cells.
         ConfigError: bad parameters.
     """
+    img = _checked_input(pixels, cell=cell, cells_per_block=cells_per_block, expected=expected)
+    H, W = img.shape
+    score_fn = score_fn or (lambda m: image_score(m, SCORE_WINDOW))
+    clipped, flat, ign, hard = scoring_masks(img, max_clipped=max_clipped,
+                                             large_clipped=large_clipped)
+    k = cells_per_block
+    bpix = (cell * k) ** 2
+    if ign is None and max_clipped <= 0:
+        ign_px = clipped  # no tolerance: any clipped pixel excludes the block (below)
+    else:
+        ign_px = ign
+    cells = texture_cell_sums(img, cell=cell, kind=kind, ignore=ign_px, value_pairs=coarse)
+    feats, npairs = block_texture_features(cells, cells_per_block=k, min_pairs=min_pairs,
+                                           relative_lattice=relative_lattice)
+    n_ign = (_window_sum(_block_counts(ign_px, cell), k) if ign_px is not None
+             else np.zeros(npairs.shape))
+    n_flat = _window_sum(_block_counts(flat, cell), k)
+    n_use = np.maximum(bpix - n_ign, 1)
+    # clipping rules (also for the coarse lattice), then the correlation-estimate rules
+    clip_bad = n_ign > 0 if max_clipped <= 0 else n_ign > max_clipped * bpix
+    if hard is not None:
+        clip_bad |= _window_sum(_block_counts(hard, cell), k) > 0
+    bad = clip_bad | (n_flat > max_flat * n_use) | (npairs < min_pairs)
+    del clipped, flat, ign, hard
+    names = list(FEATURE_NAMES[: feats.shape[2] - 1])
+    use = list(range(feats.shape[2] - 1))
+    lat = feats[..., -1]
+    if use_lattice and np.isfinite(lat[~bad]).all() and (~bad).any() and np.ptp(
+            lat[~bad]) > 0:
+        use.append(feats.shape[2] - 1)
+        names.append(FEATURE_NAMES[-1])
+    x = feats[..., use]
+    good = (~bad) & np.isfinite(x).all(axis=2)
+    ncy, ncx = cells.prod.shape[:2]
+    enough = max(min_blocks, 4 * len(use))
+    lc = None
+    if int(good.sum()) >= enough and (structure != "none" or max_structure > 0):
+        lc = _block_structure(img, cell, k, sub_block, ign_px)
+        if max_structure > 0:
+            good &= lc <= np.log(max_structure)
+    if int(good.sum()) < enough:
+        good[:] = False
+    zb = np.zeros(good.shape)
+    if good.any():
+        xv = x[good]
+        if structure == "condition" and lc is not None:
+            xv = _running_median_residual(xv, lc[good], window_fraction)
+        if expected == "binned":
+            bmean = _window_sum(block_means(img[: ncy * cell, : ncx * cell], cell), k,
+                                dtype=None) / (k * k)
+            xv = _running_median_residual(xv, bmean[good], window_fraction)
+        zb[good] = _feature_z(xv, "lattice" in names, len(use), keep=keep,
+                              lattice_floor=lattice_floor)
+    n_good = int(good.sum())
+    coarse_ok = np.zeros(good.shape, bool)
+    if coarse and cells.near12 is not None:
+        cz, ratio, npix, distinct = coarse_lattice_blocks(cells, cells_per_block=k)
+        coarse_ok = (~clip_bad & (ratio < coarse_max_ratio) & (npix >= coarse_min_pixels)
+                     & (distinct >= coarse_min_distinct))
+        zb = np.where(coarse_ok, np.maximum(zb, cz), zb)
+        good = good | coarse_ok
+    if not good.any():
+        zero = np.zeros((H, W), np.float32)
+        return TextureInconsistency(zero, zero.copy(), 0.0, tuple(names), n_good)
+    pb = np.where(good, sigmoid(slope * (zb - z_thr)), 0.0)
+    cue, z_px = _blocks_to_pixels(pb, zb, good, k=k, cell=cell, shape=(H, W),
+                                  n_cells=(ncy, ncx))
+    if min_extent > 1:
+        cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
+    strong = coarse_ok & (zb >= z_thr)
+    return TextureInconsistency(cue, z_px, float(score_fn(cue)), tuple(names), n_good,
+                                int(strong.sum()), _block_boxes(strong, cell, k, (H, W)))
+
+
+def _checked_input(pixels: np.ndarray, *, cell: int, cells_per_block: int, expected: str
+                   ) -> np.ndarray:
+    """The image as float32 (kept) or float64, after the argument checks.
+
+    Raises:
+        InvalidArrayError: not 2-D, smaller than 4 x 4 cells, or non-finite.
+        ConfigError: bad ``expected`` or ``cells_per_block``.
+    """
     img = np.asarray(pixels)
     if img.ndim != 2:
         raise InvalidArrayError(f"expected a 2-D image, got shape {img.shape}")
@@ -315,87 +404,45 @@ def texture_inconsistency_map(
         raise InvalidArrayError(f"image {H}x{W} too small for {cell}-px texture cells")
     if not np.all(np.isfinite(img)):
         raise InvalidArrayError("image contains NaN or infinite values")
-    score_fn = score_fn or (lambda m: image_score(m, SCORE_WINDOW))
-    clipped, flat, ign, hard = scoring_masks(img, max_clipped=max_clipped,
-                                             large_clipped=large_clipped)
-    k = cells_per_block
-    bpix = (cell * k) ** 2
+    return img
 
-    def win(counts: np.ndarray) -> np.ndarray:  # sum over the k x k cells of every block
-        c = np.cumsum(np.cumsum(counts.astype(np.int64), axis=0), axis=1)
-        c = np.pad(c, ((1, 0), (1, 0)))
-        return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
 
-    if ign is None and max_clipped <= 0:
-        ign_px = clipped  # no tolerance: any clipped pixel excludes the block (below)
-    else:
-        ign_px = ign
-    cells = texture_cell_sums(img, cell=cell, kind=kind, ignore=ign_px, value_pairs=coarse)
-    feats, npairs = block_texture_features(cells, cells_per_block=k, min_pairs=min_pairs,
-                                           relative_lattice=relative_lattice)
-    n_ign = win(_block_counts(ign_px, cell)) if ign_px is not None else np.zeros(npairs.shape)
-    n_flat = win(_block_counts(flat, cell))
-    n_use = np.maximum(bpix - n_ign, 1)
-    # clipping rules (also for the coarse lattice), then the correlation-estimate rules
-    clip_bad = n_ign > 0 if max_clipped <= 0 else n_ign > max_clipped * bpix
-    if hard is not None:
-        clip_bad |= win(_block_counts(hard, cell)) > 0
-    bad = clip_bad | (n_flat > max_flat * n_use) | (npairs < min_pairs)
-    ign_mask = ign_px
-    del clipped, flat, ign, hard
-    names = list(FEATURE_NAMES[: feats.shape[2] - 1])
-    use = list(range(feats.shape[2] - 1))
-    lat = feats[..., -1]
-    if use_lattice and np.isfinite(lat[~bad]).all() and (~bad).any() and np.ptp(
-            lat[~bad]) > 0:
-        use.append(feats.shape[2] - 1)
-        names.append(FEATURE_NAMES[-1])
-    x = feats[..., use]
-    good = (~bad) & np.isfinite(x).all(axis=2)
-    ncy, ncx = cells.prod.shape[:2]
-    enough = max(min_blocks, 4 * len(use))
-    if int(good.sum()) >= enough and (structure != "none" or max_structure > 0):
-        lc = _block_structure(img, cell, k, sub_block, ign_mask)
-        if max_structure > 0:
-            good &= lc <= np.log(max_structure)
-    if int(good.sum()) < enough:
-        good[:] = False
-    zb = np.zeros(good.shape)
-    if good.any():
-        xv = x[good]
-        if structure == "condition":
-            xv = _running_median_residual(xv, lc[good], window_fraction)
-        if expected == "binned":
-            mean = block_means(img[: ncy * cell, : ncx * cell], cell)
-            cm = np.cumsum(np.cumsum(mean, axis=0), axis=1)
-            cm = np.pad(cm, ((1, 0), (1, 0)))
-            bmean = (cm[k:, k:] - cm[:-k, k:] - cm[k:, :-k] + cm[:-k, :-k]) / (k * k)
-            xv = _running_median_residual(xv, bmean[good], window_fraction)
-        n_corr = len(use) - (1 if "lattice" in names else 0)
-        d2 = robust_mahalanobis(xv[:, :n_corr], keep=keep)
-        zv = _wilson_hilferty(d2, n_corr)
-        if "lattice" in names:
-            # one-sided: only *more* combed than the image at that intensity (values stretched
-            # by a gain > 1 and rounded); a locally denser lattice is what LUTs and processing
-            # give
-            lat_v = xv[:, -1]
-            med = float(np.median(lat_v))
-            mad = max(1.4826 * float(np.median(np.abs(lat_v - med))), lattice_floor)
-            zv = np.maximum(zv, (med - lat_v) / mad)
-        zb[good] = zv
-    n_good = int(good.sum())
-    coarse_ok = np.zeros(good.shape, bool)
-    if coarse and cells.near12 is not None:
-        cz, ratio, npix, distinct = coarse_lattice_blocks(cells, cells_per_block=k)
-        coarse_ok = (~clip_bad & (ratio < coarse_max_ratio) & (npix >= coarse_min_pixels)
-                     & (distinct >= coarse_min_distinct))
-        zb = np.where(coarse_ok, np.maximum(zb, cz), zb)
-        good = good | coarse_ok
-    if not good.any():
-        zero = np.zeros((H, W), np.float32)
-        return TextureInconsistency(zero, zero.copy(), 0.0, tuple(names), n_good)
-    pb = np.where(good, _sigmoid(slope * (zb - z_thr)), 0.0)
-    # per cell: mean over the scored blocks covering it (block (i, j) covers cells i..i+k-1)
+def _window_sum(counts: np.ndarray, k: int, dtype: type | None = np.int64) -> np.ndarray:
+    """Sum of a per-cell array over the k x k cells of every block: (ncy - k + 1, ncx - k + 1)
+    (integer counts summed exactly as int64; ``dtype=None`` keeps the float input)."""
+    c = counts.astype(dtype) if dtype is not None else counts
+    c = np.cumsum(np.cumsum(c, axis=0), axis=1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+
+
+def _feature_z(xv: np.ndarray, has_lattice: bool, n_features: int, *, keep: float,
+               lattice_floor: float) -> np.ndarray:
+    """Per scored block (rows of ``xv``, float (n, p)): the one-sided z of its features - the
+    Wilson-Hilferty z of the correlations' robust Mahalanobis distance and, with the lattice
+    feature (last column), the larger of that and the lattice's z."""
+    n_corr = n_features - (1 if has_lattice else 0)
+    d2 = robust_mahalanobis(xv[:, :n_corr], keep=keep)
+    zv = _wilson_hilferty(d2, n_corr)
+    if has_lattice:
+        # one-sided: only *more* combed than the image at that intensity (values stretched
+        # by a gain > 1 and rounded); a locally denser lattice is what LUTs and processing
+        # give
+        lat_v = xv[:, -1]
+        med = float(np.median(lat_v))
+        mad = max(1.4826 * float(np.median(np.abs(lat_v - med))), lattice_floor)
+        zv = np.maximum(zv, (med - lat_v) / mad)
+    return zv
+
+
+def _blocks_to_pixels(pb: np.ndarray, zb: np.ndarray, good: np.ndarray, *, k: int, cell: int,
+                      shape: tuple[int, int], n_cells: tuple[int, int]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Block cue ``pb`` and z ``zb`` to float32 (H, W) pixel maps: per cell the mean over the
+    scored blocks covering it (block (i, j) covers cells i..i+k-1); pixels of the trailing
+    partial cells take no value (0)."""
+    H, W = shape
+    ncy, ncx = n_cells
     acc_p = np.zeros((ncy, ncx))
     acc_z = np.zeros((ncy, ncx))
     cnt = np.zeros((ncy, ncx))
@@ -408,17 +455,40 @@ def texture_inconsistency_map(
     with np.errstate(invalid="ignore", divide="ignore"):
         p_cell = np.where(cnt > 0, acc_p / np.maximum(cnt, 1.0), 0.0)
         z_cell = np.where(cnt > 0, acc_z / np.maximum(cnt, 1.0), 0.0)
-    # pixels of the trailing partial cells take no value (0)
     pc = np.zeros((-(-H // cell), -(-W // cell)))
     zc = np.zeros_like(pc)
     pc[:ncy, :ncx] = p_cell
     zc[:ncy, :ncx] = z_cell
-    cue = _cells_to_pixels(pc, cell, H, W)
-    if min_extent > 1:
-        cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
-    strong = coarse_ok & (zb >= z_thr)
+    return _cells_to_pixels(pc, cell, H, W), _cells_to_pixels(zc, cell, H, W)
+
+
+def _block_boxes(strong: np.ndarray, cell: int, k: int, shape: tuple[int, int]
+                 ) -> tuple[tuple[int, int, int, int], ...]:
+    """``(x0, y0, x1, y1)`` pixel boxes of the 8-connected groups of flagged blocks."""
+    H, W = shape
     lbl, _ = ndimage.label(strong, structure=np.ones((3, 3), bool))
-    boxes = tuple((sl[1].start * cell, sl[0].start * cell, min((sl[1].stop + k - 1) * cell, W),
-                   min((sl[0].stop + k - 1) * cell, H)) for sl in ndimage.find_objects(lbl))
-    return TextureInconsistency(cue, _cells_to_pixels(zc, cell, H, W), float(score_fn(cue)),
-                                tuple(names), n_good, int(strong.sum()), boxes)
+    return tuple((sl[1].start * cell, sl[0].start * cell, min((sl[1].stop + k - 1) * cell, W),
+                  min((sl[0].stop + k - 1) * cell, H)) for sl in ndimage.find_objects(lbl))
+
+
+@register_cue("texture", rank=30, defaults=signature_defaults(texture_inconsistency_map),
+              lossy_defaults={"use_lattice": False, "coarse": False})
+def _texture_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) -> CueOutput:
+    """The registered ``texture`` cue: :func:`texture_inconsistency_map`.
+
+    On lossy inputs the stored-value lattice features are off by default
+    (``lossy_defaults``): lattices are evidence only where the stored values are the
+    acquisition's own, and a lossy codec's reconstruction makes its own.
+    """
+    try:
+        ti = texture_inconsistency_map(img, **params)
+    except InvalidArrayError as exc:  # too small an image etc.: skip this cue, say so
+        return CueOutput(notes=[f"texture cue skipped: {exc}"])
+    notes = []
+    if ti.n_coarse:
+        notes.append(f"texture cue: {ti.n_coarse} block(s) of 32 px whose stored values sit on "
+                     "a coarse lattice (a region scaled up from fewer grey levels and rounded)")
+    return CueOutput(maps={"texture": ti.map}, notes=notes, result=ti,
+                     details={"features": ti.features, "n_blocks": ti.n_blocks,
+                              "n_coarse": ti.n_coarse,
+                              "coarse_boxes": [list(b) for b in ti.coarse_boxes]})
