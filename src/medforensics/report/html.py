@@ -193,16 +193,15 @@ def _forgery_card(fg: Mapping[str, Any]) -> str:
 
 def _pixels_say(dev: Mapping[str, Any]) -> str:
     """What the pixels name: the device and its probability, or no device (and the nearest)."""
-    named = dev.get("confident") and dev.get("predicted") is not None
-    return (f"<b>{esc(dev.get('predicted'))}</b>, calibrated probability "
-                  f"{fmt_p(dev.get('probability'))}" + (
-                      " (named by an enrolled unit's reference pattern)"
-                      if dev.get("named_by") == "unit-pattern" else "")
-                  if named else
-                  "<b>no device named</b>" + (
-                      f" <span class=\"note\">(nearest: {esc(dev.get('predicted'))}, "
-                      f"p={fmt_p(dev.get('probability'))})</span>"
-                      if dev.get("predicted") is not None else ""))
+    if dev.get("confident") and dev.get("predicted") is not None:
+        by_unit = (" (named by an enrolled unit's reference pattern)"
+                   if dev.get("named_by") == "unit-pattern" else "")
+        return (f"<b>{esc(dev.get('predicted'))}</b>, calibrated probability "
+                f"{fmt_p(dev.get('probability'))}{by_unit}")
+    nearest = (f" <span class=\"note\">(nearest: {esc(dev.get('predicted'))}, "
+               f"p={fmt_p(dev.get('probability'))})</span>"
+               if dev.get("predicted") is not None else "")
+    return "<b>no device named</b>" + nearest
 
 
 def _unit_row(dev: Mapping[str, Any]) -> tuple[str, str]:
