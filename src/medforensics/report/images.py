@@ -35,6 +35,8 @@ DISPLAY_WINDOW_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 
 
 def _shrink(img: np.ndarray, max_side: int, resample: int) -> np.ndarray:
+    """``img`` (uint8 or float32, (H, W) or (H, W, 3)) shrunk so that its longest side is at
+    most ``max_side`` pixels, aspect kept; never enlarged."""
     h, w = img.shape[:2]
     scale = max_side / max(h, w)
     if scale >= 1.0:
