@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medforensics.errors import ConfigError, ReadError
-from medforensics.report import case as case_module
+from medforensics.report import analysis as case_analysis
 from medforensics.source import patches
 
 
@@ -217,7 +217,7 @@ def test_case_report_decodes_once_and_matches_identify_files(
 ) -> None:
     import medforensics.io as mio
     from medforensics.source.predictor import SourcePredictor, identify_files, identify_image
-    from medforensics.report.case import analyse_case
+    from medforensics.report.analysis import analyse_case
 
     pred = SourcePredictor.from_run(_run(tmp_path, "patch"), n_patches=4)
     want, _ = next(iter(identify_files(pred, [files[0]])))
@@ -234,7 +234,7 @@ def test_case_report_decodes_once_and_matches_identify_files(
         calls.append(str(path))
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(case_module, "read_image", counting)
+    monkeypatch.setattr(case_analysis, "read_image", counting)
     monkeypatch.setattr(patches, "read_image", counting)
     case = analyse_case(files[0], source=pred, forgery=None)
     assert calls == [str(files[0])]

@@ -21,7 +21,10 @@ from typer.testing import CliRunner
 
 from medforensics.cli import app
 from medforensics.errors import ConfigError
-from medforensics.report.case import MASKED, analyse_case, render_case_report, write_report
+from medforensics.report.analysis import analyse_case
+from medforensics.report.batch import write_report
+from medforensics.report.html import render_case_report
+from medforensics.report.redaction import MASKED
 
 T1 = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 T2 = dt.datetime(2025, 6, 7, 8, 9, 10, tzinfo=dt.timezone.utc)

@@ -412,7 +412,7 @@ def test_cues_run_checks_its_recorded_source_run(trained: dict, tmp_path: Path) 
 def test_service_report_and_evaluate_carry_the_status(trained: dict, tmp_path: Path) -> None:
     from medforensics.data.manifest import read_manifest
     from medforensics.source.evaluate import evaluate_run
-    from medforensics.report.case import render_case_report
+    from medforensics.report.html import render_case_report
     from medforensics.service.analysis import CaseService
 
     run = _copy(trained, tmp_path)

@@ -103,7 +103,7 @@ def test_health(client: TestClient) -> None:
     assert h["status"] == "ok" and h["source_model"] is True
     assert h["forgery_model"] is False and h["auth_required"] is False
     assert h["max_upload_bytes"] == 200 * 2**20 and h["timeout_s"] == 60.0
-    assert h["report"] is (importlib.util.find_spec("medforensics.report.case") is not None)
+    assert h["report"] is (importlib.util.find_spec("medforensics.report.html") is not None)
 
 
 def test_models_lists_classes_hashes_calibration(client: TestClient,
@@ -555,7 +555,7 @@ def test_report(client: TestClient, dicom: Path, dicom_bytes: bytes,
     import pydicom
 
     r = _post(client, "/v1/report", dicom_bytes, name="SMITH^JANE.dcm")
-    if importlib.util.find_spec("medforensics.report.case") is None:
+    if importlib.util.find_spec("medforensics.report.html") is None:
         assert r.status_code == 501
         assert r.json()["error"] == "report-not-available"
         assert "render_case_report" in r.json()["detail"]
@@ -619,11 +619,15 @@ def test_cli_serve_refuses_open_host_without_token(source_run: Path) -> None:  #
 
 # ---------------------------------------------------------------------- render helpers
 def test_render_helpers() -> None:
-    from medforensics.report.images import heat_colours, overlay_rgb, preview_grey
+    from medforensics.report.colours import heat_colours, heat_scale
+    from medforensics.report.images import overlay_rgb, preview_grey
 
     assert heat_colours(np.array([0.0]))[0].tolist() == [1, 0, 0]  # red
     assert heat_colours(np.array([1.0]))[0].tolist() == [1, 1, 0]  # yellow
     assert heat_colours(np.array([np.nan, 7.0])).tolist() == [[1, 0, 0], [1, 1, 0]]
+    scale = heat_scale(160, 10)  # the case report's colour scale: red on the left, yellow right
+    assert scale.shape == (10, 160, 3) and scale.dtype == np.uint8
+    assert scale[0, 0].tolist() == [255, 0, 0] and scale[0, -1].tolist() == [255, 255, 0]
     pix = np.random.default_rng(3).normal(2000, 300, (1200, 900)).astype(np.float32)
     g = preview_grey(pix)
     assert g.shape == (768, 576) and g.dtype == np.uint8
@@ -635,7 +639,7 @@ def test_render_helpers() -> None:
 
 
 def test_report_includes_forgery_section(forgery_client: TestClient, dicom_bytes: bytes) -> None:
-    if importlib.util.find_spec("medforensics.report.case") is None:
+    if importlib.util.find_spec("medforensics.report.html") is None:
         pytest.skip("no report module in this installation")
     r = _post(forgery_client, "/v1/report", dicom_bytes)
     assert r.status_code == 200

@@ -1148,7 +1148,7 @@ def report_cmd(
 ) -> None:
     """Self-contained HTML case reports: image, device verdict, forgery map, header, provenance."""
     from medforensics.errors import MedForensicsError
-    from medforensics.report.case import write_report
+    from medforensics.report.batch import write_report
 
     if source_model is None and forgery_model is None:
         typer.echo("warning: neither --source-model nor --forgery-model given: the pages "

@@ -1,7 +1,7 @@
 """``ForgeryDetector``: one image in, a forgery score, a verdict and a per-pixel map out.
 
 This is the contract the web service (:mod:`medforensics.service`), the case report
-(:mod:`medforensics.report.case`), the CLI (``medforensics forgery detect``) and the demo code
+(:mod:`medforensics.report.analysis`), the CLI (``medforensics forgery detect``) and the demo code
 against::
 
     det = ForgeryDetector.from_run(run_dir_or_None, source_run=None, device="cpu")

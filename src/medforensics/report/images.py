@@ -1,8 +1,10 @@
-"""Display images for the browser: a grey preview and a forgery heat-map overlay, as PNG bytes.
+"""Pictures for people: grey display previews, heat-map overlays, PNG text and map files.
 
 These are for people to look at, not for analysis: stored values are windowed to 8 bits
-(:func:`medforensics.forgery.cues.ela.window_to_uint8`, 0.5-99.5 percentile window) and the image
-is shrunk to at most ``max_side`` pixels. The analysis itself always runs on the stored values.
+(:func:`medforensics.forgery.cues.ela.window_to_uint8` over the
+:data:`DISPLAY_WINDOW_PERCENTILES`) and the image is shrunk to at most ``max_side`` pixels. The
+analysis itself always runs on the stored values. The overlay colours are those of
+:mod:`medforensics.report.colours`.
 """
 
 from __future__ import annotations
@@ -19,14 +21,23 @@ from medforensics.forgery.cues.ela import window_to_uint8
 from medforensics.forgery.detector import ForgeryResult
 from medforensics.io import write_png16
 from medforensics.common.atomic import atomic_save_npy, atomic_write_with
+from medforensics.report.colours import heat_colours
 
-__all__ = ["MapWriter", "heat_colours", "overlay_rgb", "png_b64", "preview_grey", "save_map_files"]
+__all__ = [
+    "DISPLAY_MAX_SIDE", "DISPLAY_WINDOW_PERCENTILES", "MapWriter", "display_preview",
+    "overlay_rgb", "png_b64", "preview_grey", "save_map_files",
+]
 
 #: Default longest side of display images, in pixels.
 DISPLAY_MAX_SIDE = 768
 
+#: Percentiles of the stored values mapped to 0 and 255 in display images.
+DISPLAY_WINDOW_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
 
 def _shrink(img: np.ndarray, max_side: int, resample: int) -> np.ndarray:
+    """``img`` (uint8 or float32, (H, W) or (H, W, 3)) shrunk so that its longest side is at
+    most ``max_side`` pixels, aspect kept; never enlarged."""
     h, w = img.shape[:2]
     scale = max_side / max(h, w)
     if scale >= 1.0:
@@ -35,8 +46,34 @@ def _shrink(img: np.ndarray, max_side: int, resample: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize(size, resample))
 
 
+def display_preview(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE
+                    ) -> tuple[np.ndarray, float, float]:
+    """Windowed 8-bit display copy of an image, with the window it used.
+
+    Non-finite values count as 0. The window is the :data:`DISPLAY_WINDOW_PERCENTILES` of the
+    full-resolution stored values, so a page can state it.
+
+    Args:
+        pixels: (H, W) float stored values (pixel contract).
+        max_side: longest side of the result in pixels (never enlarged).
+
+    Returns:
+        ``(img, lo, hi)``: (h, w) uint8 in 0..255 with ``h, w <= max_side``, and the window
+        ``[lo, hi]`` in stored-value units.
+
+    Raises:
+        InvalidArrayError: not a non-empty 2-D array.
+    """
+    p = np.asarray(pixels)
+    if p.ndim != 2 or p.size == 0:
+        raise InvalidArrayError(f"expected a non-empty (H, W) image, got shape {p.shape}")
+    finite = np.where(np.isfinite(p), p, 0.0)
+    img8, lo, hi = window_to_uint8(finite, None, *DISPLAY_WINDOW_PERCENTILES)
+    return _shrink(img8, max_side, Image.Resampling.LANCZOS), float(lo), float(hi)
+
+
 def preview_grey(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
-    """Windowed 8-bit display copy of an image.
+    """Windowed 8-bit display copy of an image (:func:`display_preview` without the window).
 
     Args:
         pixels: (H, W) float stored values (pixel contract).
@@ -48,30 +85,7 @@ def preview_grey(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.nda
     Raises:
         InvalidArrayError: not a non-empty 2-D array.
     """
-
-
-    p = np.asarray(pixels)
-    if p.ndim != 2 or p.size == 0:
-        raise InvalidArrayError(f"expected a non-empty (H, W) image, got shape {p.shape}")
-    finite = np.where(np.isfinite(p), p, 0.0)
-    img8, _, _ = window_to_uint8(finite)
-    return _shrink(img8, max_side, Image.Resampling.LANCZOS)
-
-
-def heat_colours(prob: np.ndarray) -> np.ndarray:
-    """Heat-map colours: red at low probability, turning yellow at 1 (never white or grey,
-    so the overlay stands apart from bright anatomy).
-
-    Args:
-        prob: float array of any shape, values in 0..1 (clipped; NaN counts as 0).
-
-    Returns:
-        float32 array ``prob.shape + (3,)`` of RGB in 0..1: ``(1, max(0, 2p - 1), 0)``.
-    """
-    p = np.clip(np.nan_to_num(np.asarray(prob, dtype=np.float32), nan=0.0), 0.0, 1.0)
-    return np.stack(
-        [np.ones_like(p), np.clip(2.0 * p - 1.0, 0.0, 1.0), np.zeros_like(p)], axis=-1
-    ).astype(np.float32)
+    return display_preview(pixels, max_side)[0]
 
 
 def overlay_rgb(
@@ -84,7 +98,8 @@ def overlay_rgb(
     """Grey image with the forgery probability map blended on top as a heat map.
 
     The map's opacity grows with the probability (``alpha = max_alpha * p``), so clean areas
-    show the image unchanged and suspect areas glow red to yellow (:func:`heat_colours`).
+    show the image unchanged and suspect areas glow red to yellow
+    (:func:`medforensics.report.colours.heat_colours`).
 
     Args:
         pixels: (H, W) float stored values.
@@ -99,7 +114,6 @@ def overlay_rgb(
     Raises:
         InvalidArrayError: either array is not a non-empty 2-D array.
     """
-
     grey = preview_grey(pixels, max_side)
     pm = np.asarray(prob_map, dtype=np.float32)
     if pm.ndim != 2 or pm.size == 0:
@@ -118,7 +132,6 @@ def overlay_rgb(
 
 def png_b64(image: np.ndarray) -> str:
     """PNG-encode a uint8 grey (H, W) or RGB (H, W, 3) image; returns base64 text."""
-
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=False)
     return base64.b64encode(buf.getvalue()).decode("ascii")

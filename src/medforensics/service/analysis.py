@@ -17,16 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from medforensics.common.hashing import file_sha256
-from medforensics.errors import (
-    ConfigError,
-    InvalidArrayError,
-    ModelFileError,
-    ReadError,
-)
-from medforensics.report.case import dataclass_scalars, json_scalar
+from medforensics.errors import InvalidArrayError, ModelFileError, ReadError
+from medforensics.forgery.detector import ForgeryDetector, json_tree
+from medforensics.io import ImageMeta, read_header, read_image
+from medforensics.models.registry import list_models
+from medforensics.report.analysis import dataclass_scalars, json_scalar
+from medforensics.report.html import render_case_report
+from medforensics.report.images import overlay_rgb, png_b64, preview_grey
+from medforensics.report.provenance import TRAINING_FREE
+from medforensics.report.redaction import redact, strip_path_prefix
+from medforensics.source.predictor import SourcePredictor, identify_image
 
 __all__ = [
-    "CaseService", "DEFAULT_MAX_FRAME_PIXELS", "FORGERY_FIELDS", "InputError", "NotAvailable",
+    "DEFAULT_MAX_FRAME_PIXELS",
+    "FORGERY_FIELDS",
+    "CaseService",
+    "InputError",
+    "NotAvailable",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,12 +80,10 @@ def _file_sha256(path: Path) -> str | None:
 
 
 def _clean_message(text: str, path: Path, filename: str) -> str:
-    """A reader message with the server's temp path replaced by the client's file name."""
-    for form in (str(path), path.as_posix()):
-        if text.startswith(form + ": "):
-            text = text[len(form) + 2:]
-        text = text.replace(form, filename)
-    return text
+    """A reader message without its ``"<path>: "`` prefix and with the server's temp path
+    replaced by the client's file name."""
+    forms = [str(path), path.as_posix()]
+    return redact(strip_path_prefix(text, forms), forms, filename)
 
 
 def _run_name(run: Path | None) -> str | None:
@@ -103,14 +108,11 @@ class CaseService:
     Raises:
         ModelFileError: the source run cannot be loaded (RunIntegrityError: a run file
             changed, or a value out of range).
-        ConfigError: a forgery run was given but this installation has no forgery detector.
     """
 
     def __init__(self, source: Any, forgery: Any = None, *, device: str = "cpu",
                  max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
                  allow_modified_run: bool = False) -> None:
-        from medforensics.source.predictor import SourcePredictor
-
         self.max_frame_pixels = int(max_frame_pixels)
         self.allow_modified_run = bool(allow_modified_run)
 
@@ -144,22 +146,16 @@ class CaseService:
 
     # ------------------------------------------------------------------ loading
     def _load_detector(self, run: Path) -> Any:
-        try:
-            from medforensics.forgery.detector import ForgeryDetector
-        except ImportError as exc:
-            raise ConfigError(
-                "this installation has no forgery detector (medforensics.forgery.detector."
-                f"ForgeryDetector is missing: {exc}); start the service without --forgery-model"
-            ) from None
-        if str(run) in ("none", "cues"):  # the training-free detector
+        """The detector of a forgery run folder, or the training-free one
+        (:data:`medforensics.report.provenance.TRAINING_FREE` names)."""
+        if str(run) in TRAINING_FREE:  # the training-free detector
             return ForgeryDetector.from_run(None)
         if not run.exists():
             raise ModelFileError(f"forgery model run {run} does not exist")
         return ForgeryDetector.from_run(run, allow_modified=self.allow_modified_run)
 
     def _describe(self) -> dict[str, Any]:
-        from medforensics.models.registry import list_models
-
+        """What is loaded (the ``/v1/models`` answer): presets, source run, forgery run."""
         p = self.predictor
         meta = p.metadata
         source: dict[str, Any] = {
@@ -210,17 +206,16 @@ class CaseService:
 
     @property
     def has_report(self) -> bool:
-        """Whether this installation has the case-report module."""
-        import importlib.util
-
-        return importlib.util.find_spec("medforensics.report.case") is not None
+        """Whether case reports can be made (always: :mod:`medforensics.report.html` is
+        imported with this module); reported by ``/health``."""
+        return True
 
     def models_info(self) -> dict[str, Any]:
         """What is loaded: presets available, classes, file hashes, calibration (JSON dict)."""
         return json.loads(json.dumps(self._info))
 
     # ------------------------------------------------------------------ analyses
-    def check_header(self, path: Path, filename: str) -> Any:
+    def check_header(self, path: Path, filename: str) -> ImageMeta:
         """Read the header only and refuse unreadable or oversized images (decode guard).
 
         Returns:
@@ -230,8 +225,6 @@ class CaseService:
             InputError: unreadable header (the reader's reason) or a frame larger than
                 ``max_frame_pixels`` (``too-large``).
         """
-        from medforensics.io import read_header
-
         try:
             meta = read_header(path)
         except ReadError as exc:
@@ -246,8 +239,7 @@ class CaseService:
         return meta
 
     def _read(self, path: Path, filename: str) -> Any:
-        from medforensics.io import read_image
-
+        """Decode the file (pixel contract), refusing unreadable files as :class:`InputError`."""
         try:
             return read_image(path)
         except ReadError as exc:
@@ -264,8 +256,6 @@ class CaseService:
         Raises:
             InputError: unreadable file or image too small for the model.
         """
-        from medforensics.source.predictor import identify_image
-
         self.check_header(path, filename)
         img = self._read(path, filename)  # decoded once, for the verdict and the preview
         try:
@@ -277,8 +267,6 @@ class CaseService:
         out["message"] = _clean_message(out["message"], path, filename)
         out.update({k: json_scalar(val) for k, val in extra.items()})
         if preview:
-            from medforensics.report.images import png_b64, preview_grey
-
             out["preview_png_b64"] = png_b64(preview_grey(img.pixels))
         return out
 
@@ -292,8 +280,6 @@ class CaseService:
         if self.detector is None:
             raise NotAvailable(503, "no-forgery-model", "no forgery model loaded (start the "
                                "service with --forgery-model RUN)")
-        from medforensics.report.images import overlay_rgb, png_b64
-
         self.check_header(path, filename)
         img = self._read(path, filename)
         try:
@@ -310,8 +296,6 @@ class CaseService:
         for name in ("regions", "copy_moves"):  # lists of dicts (ForgeryResult), when given
             val = getattr(res, name, None)
             if isinstance(val, (list, tuple)):
-                from medforensics.forgery.detector import json_tree
-
                 out[name] = [json_tree(v) for v in val if isinstance(v, Mapping)]
         prob = getattr(res, "prob_map", None)
         if prob is not None:
@@ -321,7 +305,7 @@ class CaseService:
         return out
 
     def report(self, path: Path, filename: str, *, mask_identifiers: bool = True) -> str:
-        """Self-contained HTML case report (:func:`medforensics.report.case.render_case_report`).
+        """Self-contained HTML case report (:func:`medforensics.report.html.render_case_report`).
 
         Args:
             path: the uploaded file.
@@ -329,17 +313,8 @@ class CaseService:
             mask_identifiers: show patient/institution identifiers as ``masked`` (default).
 
         Raises:
-            NotAvailable: this installation has no report module (501).
             InputError: unreadable file (the report would only say why; the API answers 422).
         """
-        try:
-            from medforensics.report.case import render_case_report
-        except ImportError:
-            raise NotAvailable(
-                501, "report-not-available",
-                "case reports are not available in this installation "
-                "(medforensics.report.case.render_case_report is missing)",
-            ) from None
         self.check_header(path, filename)
         self._read(path, filename)  # fail with the reader's reason before any report work
         html = render_case_report(path, source=self.predictor, forgery=self.detector,

@@ -545,7 +545,7 @@ def create_app(
         if not service.has_report:  # refuse before receiving the upload
             raise NotAvailable(501, "report-not-available",
                                "case reports are not available in this installation "
-                               "(medforensics.report.case.render_case_report is missing)")
+                               "(medforensics.report.html.render_case_report is missing)")
         html, _ = await analyse(request, "report", lambda p, n: service.report(
             p, n, mask_identifiers=mask_identifiers))
         return HTMLResponse(html, headers={"Content-Security-Policy": _REPORT_CSP})
