@@ -21,11 +21,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictInt, field_validator, model_validator
 
-__all__ = ["RunMetadata", "FORMAT", "LEGACY_MANIFEST_KEY"]
+__all__ = ["RunMetadata", "FORMAT", "LEGACY_MANIFEST_KEY", "upgrade_legacy_keys"]
 
 FORMAT = "medforensics-model/1"
 #: The old name of ``training_manifest_sha256`` (source runs), accepted on load only.
 LEGACY_MANIFEST_KEY = "manifest_sha256"
+
+
+def upgrade_legacy_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` (parsed ``model.json``) with old key names replaced by current ones.
+
+    ``manifest_sha256`` becomes ``training_manifest_sha256`` (kept when both are present and
+    the new one is set). For readers of ``model.json`` that take any JSON object (e.g. a
+    forgery ``cues`` run); :class:`RunMetadata` applies it on validation.
+    """
+    data = dict(data)
+    if LEGACY_MANIFEST_KEY in data:
+        old = data.pop(LEGACY_MANIFEST_KEY)
+        if data.get("training_manifest_sha256") is None:
+            data["training_manifest_sha256"] = old
+    return data
 
 
 class RunMetadata(BaseModel):
@@ -70,12 +85,7 @@ class RunMetadata(BaseModel):
     @classmethod
     def _legacy_manifest_key(cls, data: Any) -> Any:
         """Move the old ``manifest_sha256`` key to ``training_manifest_sha256``."""
-        if isinstance(data, dict) and LEGACY_MANIFEST_KEY in data:
-            data = dict(data)
-            old = data.pop(LEGACY_MANIFEST_KEY)
-            if data.get("training_manifest_sha256") is None:
-                data["training_manifest_sha256"] = old
-        return data
+        return upgrade_legacy_keys(data) if isinstance(data, dict) else data
 
     @field_validator("weights_file")
     @classmethod

@@ -62,6 +62,7 @@ from medforensics.errors import (
 from medforensics.forgery.cues.ela import window_to_uint8
 from medforensics.forgery.detector import ForgeryDetector, json_tree
 from medforensics.io import read_header, read_image
+from medforensics.models.metadata import upgrade_legacy_keys
 from medforensics.report.images import heat_colours, overlay_rgb, png_b64, preview_grey
 from medforensics.source.predictor import SourcePredictor, identify_image
 from medforensics.source.verdicts import unreadable
@@ -302,7 +303,7 @@ def run_provenance(run_dir: str | Path | None, metadata: Mapping[str, Any] | Non
         holds the preset, preprocessing, classes count, label column, training-manifest
         hash, seed, weights hash, software version and creation time of the model.
     """
-    meta = dict(metadata or {})
+    meta = upgrade_legacy_keys(dict(metadata or {}))
     files: dict[str, str] = {}
     run = None
     if run_dir is not None:
@@ -318,11 +319,12 @@ def run_provenance(run_dir: str | Path | None, metadata: Mapping[str, Any] | Non
                         files[f"{sub}/{f.name}"] = cached_file_sha256(f)
         if not meta and (run_path / "model.json").is_file():
             try:
-                meta = json.loads((run_path / "model.json").read_text(encoding="utf-8"))
+                meta = upgrade_legacy_keys(
+                    json.loads((run_path / "model.json").read_text(encoding="utf-8")))
             except (OSError, ValueError):
                 meta = {}
     keys = ("task", "name", "preset", "preprocess", "preprocessing_description", "label_column",
-            "num_classes", "weights_sha256", "manifest_sha256", "training_manifest_sha256",
+            "num_classes", "weights_sha256", "training_manifest_sha256",
             "seed", "epochs", "best_epoch", "software_version", "torch_version", "created")
     model = {k: meta.get(k) for k in keys if meta.get(k) is not None}
     if "weights_sha256" in model and "model.safetensors" in files:
@@ -1077,8 +1079,8 @@ def _model_prov_rows(prov: Mapping[str, Any] | None, what: str) -> list[tuple[st
     labels = {
         "preset": "preset", "name": "preset", "preprocess": "preprocessing",
         "preprocessing_description": "preprocessing (detail)", "label_column": "label",
-        "weights_sha256": "weights sha256 (model.json)", "manifest_sha256":
-        "training manifest sha256", "training_manifest_sha256": "training manifest sha256 (file)",
+        "weights_sha256": "weights sha256 (model.json)",
+        "training_manifest_sha256": "training manifest sha256",
         "seed": "training seed", "epochs": "epochs", "best_epoch": "best epoch",
         "software_version": "trained with medforensics", "torch_version": "trained with torch",
         "created": "model created", "task": "task", "num_classes": "classes",

@@ -46,9 +46,18 @@ from medforensics.errors import ConfigError
 from medforensics.models.io import save_model
 from medforensics.synth.outliers import OUTLIER_LABEL
 from medforensics.synth.simulate import load_devices
-from medforensics.training.builders import build_trainable, outlier_rows, select_rows, source_loss
+from medforensics.training.builders import (
+    build_trainable,
+    outlier_rows,
+    select_rows,
+    source_loss,
+)
 from medforensics.training.checkpoint import copy_state_exact, latest_checkpoint
-from medforensics.training.config import TrainConfig, check_resume_config, inherit_from_run
+from medforensics.training.config import (
+    TrainConfig,
+    check_resume_config,
+    inherit_from_run,
+)
 from medforensics.training.distributed import (
     Determinism,
     barrier,

@@ -48,7 +48,12 @@ from medforensics.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from medforensics.training.distributed import all_reduce_sum, barrier, broadcast_buffers, dist_info
+from medforensics.training.distributed import (
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    dist_info,
+)
 
 log = logging.getLogger(__name__)
 
