@@ -59,8 +59,8 @@ class PatchNet(nn.Module):
         widths: channels of the conv stages; one stride-2 3x3 conv per stage, then one
             stride-1 3x3 conv in the last stage.
         scale_feature: append log(residual scale) to the embedding (default on: the absolute
-            noise level is part of the fingerprint; measured +3 points of model accuracy and
-            a 0.2 -> 0.57 UNKNOWN rate on a held-out model in bench/source_id.py --quick).
+            noise level is part of the fingerprint; its measured effect is in
+            docs/training.md).
         eps: added to the residual scale before dividing (stored-value units).
     """
 
