@@ -219,6 +219,18 @@ def _write_split(run: Path, rows: Sequence[dict[str, str]], how: str, sha: str) 
     record_files(run, [SPLIT_FILE])
 
 
+def _write_run_config(run: Path, cfg: dict[str, Any], resume: bool) -> None:
+    """Write ``train_config.json``; when resuming, refuse a run made with other settings."""
+    cfg_path = run / "train_config.json"
+    if resume and cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        diffs = [k for k in ("preset", "manifest_sha256", "seed", "split", "test", "val")
+                 if old.get(k) != cfg[k]]
+        if diffs:
+            raise ConfigError(f"cannot resume {run}: {', '.join(diffs)} differ from the run")
+    cfg_path.write_text(json.dumps(cfg, indent=1, sort_keys=True))
+
+
 def train_forgery(
     manifest: str | Path,
     *,
@@ -290,14 +302,7 @@ def train_forgery(
     log.info("tamper manifest %s: %s split %s", manifest, how, counts)
     cfg = {"preset": preset, "manifest_sha256": sha, "seed": int(seed), "split": how,
            "test": test, "val": val}
-    cfg_path = run / "train_config.json"
-    if resume and cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        diffs = [k for k in ("preset", "manifest_sha256", "seed", "split", "test", "val")
-                 if old.get(k) != cfg[k]]
-        if diffs:
-            raise ConfigError(f"cannot resume {run}: {', '.join(diffs)} differ from the run")
-    cfg_path.write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    _write_run_config(run, cfg, resume)
     _write_split(run, rows, how, sha)
     if preset == "ela-cnn":
         return _train_ela_cnn(rows, run, cfg, counts, epochs=epochs, device=device,

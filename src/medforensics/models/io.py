@@ -94,6 +94,27 @@ def _paths(run_dir_or_path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return p / WEIGHTS_NAME, p / META_NAME
 
 
+def _check_caller_keys(metadata: dict[str, Any], derived: dict[str, Any]) -> None:
+    """Refuse caller metadata that sets a model-derived key differently, or bad ``classes``.
+
+    Raises:
+        ConfigError: naming the clashing keys, or the expected number of classes.
+    """
+    clash = [k for k in _MODEL_KEYS if k in metadata and k not in derived]
+    clash += [
+        k for k, v in derived.items() if k in metadata and _jsonish(metadata[k]) != _jsonish(v)
+    ]
+    if clash:
+        raise ConfigError(
+            f"metadata keys {clash} are set from the model/file and must be absent or equal"
+        )
+    classes, num_classes = metadata.get("classes"), derived["num_classes"]
+    if classes is not None and (
+        not isinstance(classes, (list, tuple)) or len(classes) != num_classes
+    ):
+        raise ConfigError(f"classes must be a list of {num_classes} names, got {classes!r}")
+
+
 def save_model(
     run_dir_or_path: str | os.PathLike[str],
     model: nn.Module,
@@ -129,19 +150,8 @@ def save_model(
         "input_spec": input_spec,
         "software_version": __version__,
     }
-    clash = [k for k in _MODEL_KEYS if k in metadata and k not in derived]
-    clash += [
-        k for k, v in derived.items() if k in metadata and _jsonish(metadata[k]) != _jsonish(v)
-    ]
-    if clash:
-        raise ConfigError(
-            f"metadata keys {clash} are set from the model/file and must be absent or equal"
-        )
+    _check_caller_keys(metadata, derived)
     classes = metadata.get("classes")
-    if classes is not None and (
-        not isinstance(classes, (list, tuple)) or len(classes) != num_classes
-    ):
-        raise ConfigError(f"classes must be a list of {num_classes} names, got {classes!r}")
 
     meta: dict[str, Any] = dict(metadata)
     if meta.get("preprocess") is None:

@@ -168,21 +168,12 @@ def train(
         seed_everything(cfg.seed)
         trainable = build_trainable(cfg, train_rows, val_rows, classes, device, world, rank,
                                     image_source)
-
-        def start() -> None:
-            (out_dir / "config.json").write_text(
-                json.dumps(run_info | {"world_size": world}, indent=1), encoding="utf-8")
-            log.info(
-                "training %s on %s: %d classes, %d train / %d val images, %d epochs, "
-                "batch %d, lr %g, device %s, world %d, %d CPU thread(s)",
-                cfg.preset, cfg.label, len(classes), len(train_rows), len(val_rows),
-                cfg.epochs, cfg.batch_size, cfg.lr, device, world, torch.get_num_threads(),
-            )
-
         files = LoopFiles(
             out_dir=out_dir, info=run_info, resume=cfg.resume, metrics_csv=True,
             check_resume=lambda saved: check_resume_config(saved, cfg, sha, classes),
-            label="epoch", progress=cfg.progress, on_epoch_end=on_epoch_end, on_start=start,
+            label="epoch", progress=cfg.progress, on_epoch_end=on_epoch_end,
+            on_start=lambda: _start_run(cfg, run_info, world, device, len(train_rows),
+                                        len(val_rows)),
         )
         res = fit(trainable, int(cfg.epochs), files)
         if is_main:
@@ -193,6 +184,19 @@ def train(
         best_val_balanced_accuracy=(res.best_score if trainable.validate is not None
                                     else float("nan")),
         epochs_run=res.epochs_run, metrics=res.records if is_main else [], config=cfg,
+    )
+
+
+def _start_run(cfg: TrainConfig, run_info: dict[str, Any], world: int, device: torch.device,
+               n_train: int, n_val: int) -> None:
+    """Write ``config.json`` (the run description) and log what is about to train."""
+    Path(cfg.out_dir, "config.json").write_text(
+        json.dumps(run_info | {"world_size": world}, indent=1), encoding="utf-8")
+    log.info(
+        "training %s on %s: %d classes, %d train / %d val images, %d epochs, "
+        "batch %d, lr %g, device %s, world %d, %d CPU thread(s)",
+        cfg.preset, cfg.label, len(run_info["classes"]), n_train, n_val, cfg.epochs,
+        cfg.batch_size, cfg.lr, device, world, torch.get_num_threads(),
     )
 
 
