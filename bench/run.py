@@ -217,7 +217,8 @@ def bench_training(files: list[str], work: Path, quick: bool) -> dict[str, Any]:
     from medforensics.data.manifest import ingest
     from medforensics.data.store import open_store, prepare_store
     from medforensics.models.bench import training_throughput
-    from medforensics.training.engine import PRESET_DEFAULTS, train
+    from medforensics.models.registry import training_defaults
+    from medforensics.training.engine import train
 
     rows = ingest(files, workers=1, progress=False)
     for r in rows:
@@ -232,7 +233,7 @@ def bench_training(files: list[str], work: Path, quick: bool) -> dict[str, Any]:
     source = open_store(store, rows)
     epochs = 2
     for preset in ("patch", "deep-rsi", "deepmammo"):
-        batch = int(PRESET_DEFAULTS[preset]["batch_size"])
+        batch = int(training_defaults(preset).batch_size)
         log(f"training throughput {preset}: model only ...")
         mo = training_throughput(preset, batch=batch, steps=3 if quick else 8, warmup=2,
                                  threads=torch.get_num_threads(), num_classes=4)

@@ -65,25 +65,26 @@ WORKER = textwrap.dedent(
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
 
+    import medforensics.training.builders as builders
     import medforensics.training.engine as engine
 
     draws = {}
 
-    class RecordingSampler(engine.ClassWeightedSampler):
+    class RecordingSampler(builders.ClassWeightedSampler):
         def __iter__(self):
             items = list(super().__iter__())
             draws.setdefault(str(self.epoch), []).extend([list(k) for k in items])
             return iter(items)
 
-    engine.ClassWeightedSampler = RecordingSampler
+    builders.ClassWeightedSampler = RecordingSampler
     nets = []
-    _create = engine.create_model
+    _create = builders.create_model
 
     def keep_model(*a, **k):
         nets.append(_create(*a, **k))
         return nets[-1]
 
-    engine.create_model = keep_model
+    builders.create_model = keep_model
     epochs = []
     res = engine.train(manifest, out_dir=out_dir, on_epoch_end=lambda r: epochs.append(dict(r)),
                        **json.loads(train_kw))
@@ -122,6 +123,7 @@ def _make_manifest(root: Path) -> Path:
 def test_two_rank_gloo_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    import medforensics.training.builders as builders
     import medforensics.training.engine as engine
 
     manifest = _make_manifest(tmp_path)
@@ -164,13 +166,13 @@ def test_two_rank_gloo_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     torch.set_num_threads(1)
     single_draws: dict[str, list] = {}
 
-    class RecordingSampler(engine.ClassWeightedSampler):
+    class RecordingSampler(builders.ClassWeightedSampler):
         def __iter__(self):  # type: ignore[override]
             items = list(super().__iter__())
             single_draws.setdefault(str(self.epoch), []).extend([list(k) for k in items])
             return iter(items)
 
-    monkeypatch.setattr(engine, "ClassWeightedSampler", RecordingSampler)
+    monkeypatch.setattr(builders, "ClassWeightedSampler", RecordingSampler)
     single = engine.train(str(manifest), out_dir=str(tmp_path / "single_run"), **TRAIN_KW)
 
     # metrics.jsonl: same format (keys, key order, value types, one line per epoch)

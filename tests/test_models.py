@@ -174,3 +174,18 @@ def test_training_throughput_helper_runs_real_steps():
     r = training_throughput("patch", batch=4, size=32, steps=2, warmup=1, widths=[8, 8])
     assert r["items_per_s"] > 0 and r["size"] == 32 and r["threads"] == 1
     assert torch.get_num_threads() == 1  # restored to the fixture's value
+
+
+def test_presets_register_their_training_defaults():
+    from medforensics.models.registry import training_defaults
+
+    rsi, mammo = training_defaults("deep-rsi"), training_defaults("deepmammo")
+    assert (rsi.epochs, rsi.lr, rsi.optimizer, rsi.size) == (100, 1e-4, "adam", 256)
+    assert rsi.sampling == "weighted" and mammo.sampling == "balanced"
+    ela = training_defaults("ela-cnn")
+    assert (ela.epochs, ela.batch_size, ela.lr, ela.size, ela.ela_quality) == (30, 32, 1e-3,
+                                                                              128, 90)
+    patch = training_defaults("patch")
+    assert patch.patch == 64 and patch.lr_schedule == "cosine" and patch.select == "loss"
+    with pytest.raises(ConfigError, match="unknown model"):
+        training_defaults("resnet-9000")

@@ -146,3 +146,43 @@ def test_save_validates_metadata(tmp_path):
     save_model(tmp_path, m, {"input_spec": dict(m.input_spec), "software_version": __version__,
                              "preset": "patch"})
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_old_manifest_key_loads_as_the_one_key(tmp_path):
+    """A run written with ``manifest_sha256`` (the old source-run key) still loads, and the
+    metadata then holds the hash under ``training_manifest_sha256`` only."""
+    from medforensics.models.runfiles import record_files
+
+    m = _trained_patch_model()
+    save_model(tmp_path, m, {"classes": ["A", "B", "C"]})
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["training_manifest_sha256"]
+    meta["manifest_sha256"] = "cd" * 32
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    record_files(tmp_path, ["model.json"])
+    _, loaded = load_model(tmp_path)
+    assert loaded["training_manifest_sha256"] == "cd" * 32 and "manifest_sha256" not in loaded
+    assert loaded["classes"] == ["A", "B", "C"] and loaded["weights_sha256"] == meta[
+        "weights_sha256"]
+    # a writer passing the old key writes the one key
+    save_model(tmp_path / "new", m, {"manifest_sha256": "ef" * 32})
+    written = json.loads((tmp_path / "new" / "model.json").read_text())
+    assert written["training_manifest_sha256"] == "ef" * 32 and "manifest_sha256" not in written
+
+
+def test_model_json_structure_is_validated(tmp_path):
+    """Wrong types are refused on load with the key named (ranges stay with runfiles)."""
+    from medforensics.errors import RunIntegrityError
+    from medforensics.models.runfiles import record_files
+
+    save_model(tmp_path, _trained_patch_model(), META)
+    good = json.loads((tmp_path / "model.json").read_text())
+    for change, key in (({"classes": "A"}, "classes"), ({"model_kwargs": [1]}, "model_kwargs"),
+                        ({"weights_sha256": None}, "weights_sha256")):
+        (tmp_path / "model.json").write_text(json.dumps(good | change))
+        record_files(tmp_path, ["model.json"])
+        with pytest.raises(ModelFileError, match=key):
+            load_model(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps(good | {"num_classes": 0}))
+    with pytest.raises(RunIntegrityError, match="num_classes"):
+        load_model(tmp_path)

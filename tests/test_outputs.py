@@ -179,7 +179,7 @@ def test_ingest_and_split_disk_full(small_archive: Path, tmp_path: Path,
 
 def test_prepare_disk_full(small_archive: Path, tmp_path: Path,
                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import medforensics.data.store as store_mod
+    import medforensics.data.store.prepare as store_mod
 
     manifest = write_manifest(ingest([small_archive], workers=0, progress=False),
                               tmp_path / "m.csv")

@@ -54,7 +54,7 @@ def case_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run = root / "run"
     save_model(run, create_model("patch", 2, patch=32),
                {"classes": classes, "label_column": "model", "seed": 0,
-                "manifest_sha256": "ab" * 32})
+                "training_manifest_sha256": "ab" * 32})
     (run / "calibration.json").write_text(json.dumps(
         {"temperature": 1.0, "unknown_threshold": 0.5, "n_patches": 8}))
     record_files(run, ["calibration.json"])  # a hand-written side file joins the run manifest
@@ -338,7 +338,7 @@ def test_provenance(case_env: dict) -> None:
     meta = json.loads((run / "model.json").read_text())
     assert model["weights_sha256"] == meta["weights_sha256"] == files["model.safetensors"]
     assert model["weights_match_model_json"] is True
-    assert model["manifest_sha256"] == "ab" * 32 and model["name"] == "patch"
+    assert model["training_manifest_sha256"] == "ab" * 32 and model["name"] == "patch"
     assert prov["software"]["medforensics"] == __version__
     assert prov["parameters"]["source"]["n_patches"] == 8
     assert prov["forgery_model"] is None

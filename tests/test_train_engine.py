@@ -125,7 +125,7 @@ def test_tiny_training_learns_and_writes_run(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["classes"] == CLASSES and meta["label_column"] == "model"
     assert meta["preset"] == "patch" and meta["best_epoch"] == res.best_epoch
-    assert meta["seed"] == 0 and meta["epochs"] == 4 and len(meta["manifest_sha256"]) == 64
+    assert meta["seed"] == 0 and meta["epochs"] == 4 and len(meta["training_manifest_sha256"]) == 64
     assert meta["input_spec"]["patch"] == 32
     from medforensics.models.io import load_model
 

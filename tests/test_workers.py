@@ -29,7 +29,7 @@ _SCRIPTS = {
     """,
     "prepare": """
         import time
-        import medforensics.data.store as s
+        import medforensics.data.store.prepare as s
         def block(path, sha, want_pixels, want_paper):
             time.sleep(600)
         s._decode_task = block

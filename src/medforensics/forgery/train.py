@@ -21,11 +21,13 @@ test split of the same manifest.
   data, or of an explicit 0.5-99.5 percentile 8-bit window for 12-16-bit data, brightness-
   enhanced, bilinear resize to 128 x 128: :func:`medforensics.forgery.cues.ela.ela_cnn_input`),
   scaled by 1/255, into :class:`medforensics.models.ela_cnn.ElaCNN`; cross-entropy, Adam.
-  The paper states neither epochs, batch size nor learning rate; defaults here are Keras'
-  Adam defaults (lr 1e-3), batch 32 and 30 epochs, and the weights of the epoch with the best
-  validation accuracy are kept (the last epoch when there is no validation split).
-  A checkpoint is written after every epoch (:mod:`medforensics.training.checkpoint`, no pickle)
-  and ``resume=True`` continues bit-identically. Output: ``model.safetensors`` +
+  Epochs, batch size, learning rate, input size and ELA quality default to the values
+  registered with the model (:data:`medforensics.models.ela_cnn.DEFAULTS`, which says where
+  each comes from); the weights of the epoch with the best validation accuracy are kept (the
+  last epoch when there is no validation split). Training runs through the one loop
+  (:func:`medforensics.training.loop.fit`; this module only builds the net, data and
+  validation), so it writes ``metrics.jsonl`` and a checkpoint after every epoch, and
+  ``resume=True`` continues bit-identically. Output: ``model.safetensors`` +
   ``model.json`` (:func:`medforensics.models.io.save_model`; keys ``preset``, ``classes``
   ``["original", "tampered"]``, ``threshold``, ``seed``, ``training_manifest_sha256``,
   ``input_scale``).
@@ -43,14 +45,19 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.numpy import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
 
 from medforensics import __version__
 from medforensics.common.hashing import manifest_sha256
@@ -77,20 +84,17 @@ from medforensics.forgery.detector import FORGERY_PRESETS, ForgeryDetector
 from medforensics.forgery.localize import default_cues
 from medforensics.io import read_image
 from medforensics.models.io import save_model
-from medforensics.models.registry import create_model
+from medforensics.models.registry import create_model, training_defaults
 from medforensics.models.runfiles import record_files
-from medforensics.training.checkpoint import (
-    capture_rng_state,
-    copy_state_exact,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
+from medforensics.training.distributed import (
+    Determinism,
+    resolve_device,
+    seed_everything,
 )
+from medforensics.training.loop import LoopFiles, Trainable, Validation, fit
 
 __all__ = [
     "FORGERY_PRESETS",
-    "ELA_CNN_DEFAULTS",
     "ForgeryTrainResult",
     "read_tamper_manifest",
     "split_tamper_rows",
@@ -100,9 +104,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: paper silent on these: Keras defaults (Adam lr 1e-3, batch 32); 30 epochs
-ELA_CNN_DEFAULTS: dict[str, Any] = {"epochs": 30, "lr": 1e-3, "batch_size": 32, "size": 128,
-                                    "quality": 90}
 CLASSES = ["original", "tampered"]
 SPLIT_FILE = "split.json"
 CUES_FORMAT = "medforensics-forgery-cues/1"
@@ -218,6 +219,18 @@ def _write_split(run: Path, rows: Sequence[dict[str, str]], how: str, sha: str) 
     record_files(run, [SPLIT_FILE])
 
 
+def _write_run_config(run: Path, cfg: dict[str, Any], resume: bool) -> None:
+    """Write ``train_config.json``; when resuming, refuse a run made with other settings."""
+    cfg_path = run / "train_config.json"
+    if resume and cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        diffs = [k for k in ("preset", "manifest_sha256", "seed", "split", "test", "val")
+                 if old.get(k) != cfg[k]]
+        if diffs:
+            raise ConfigError(f"cannot resume {run}: {', '.join(diffs)} differ from the run")
+    cfg_path.write_text(json.dumps(cfg, indent=1, sort_keys=True))
+
+
 def train_forgery(
     manifest: str | Path,
     *,
@@ -248,13 +261,13 @@ def train_forgery(
         manifest: ``tamper_manifest.csv``.
         preset: ``ela-cnn`` or ``cues``.
         out_dir: run directory (must be new or empty unless ``resume``).
-        epochs: ``ela-cnn`` epochs (default 30); ignored by ``cues``.
+        epochs: ``ela-cnn`` epochs (default: the registered one); ignored by ``cues``.
         seed: seed of split, initialisation and batch order.
         device: torch device (``cpu``/``cuda``).
         resume: continue the run in ``out_dir`` (same manifest and preset).
         source_run: ``cues``: trained source ``patch`` run for the fingerprint cue.
-        batch_size: ``ela-cnn`` batch size (default 32).
-        lr: ``ela-cnn`` Adam learning rate (default 1e-3).
+        batch_size: ``ela-cnn`` batch size (default: the registered one).
+        lr: ``ela-cnn`` Adam learning rate (default: the registered one).
         test: test fraction when the split is assigned here.
         val: validation fraction when the split is assigned here.
         resplit: ignore the manifest's own ``split`` column.
@@ -289,14 +302,7 @@ def train_forgery(
     log.info("tamper manifest %s: %s split %s", manifest, how, counts)
     cfg = {"preset": preset, "manifest_sha256": sha, "seed": int(seed), "split": how,
            "test": test, "val": val}
-    cfg_path = run / "train_config.json"
-    if resume and cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        diffs = [k for k in ("preset", "manifest_sha256", "seed", "split", "test", "val")
-                 if old.get(k) != cfg[k]]
-        if diffs:
-            raise ConfigError(f"cannot resume {run}: {', '.join(diffs)} differ from the run")
-    cfg_path.write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    _write_run_config(run, cfg, resume)
     _write_split(run, rows, how, sha)
     if preset == "ela-cnn":
         return _train_ela_cnn(rows, run, cfg, counts, epochs=epochs, device=device,
@@ -311,8 +317,6 @@ def train_forgery(
 
 def _ela_inputs(rows: Sequence[dict[str, str]], size: int, quality: int, progress: bool,
                 desc: str) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    from tqdm.auto import tqdm
-
     xs: list[np.ndarray] = []
     ys: list[int] = []
     failures: list[tuple[str, str]] = []
@@ -329,103 +333,96 @@ def _ela_inputs(rows: Sequence[dict[str, str]], size: int, quality: int, progres
     return x, np.asarray(ys, dtype=np.int64), failures
 
 
+def _ela_settings(epochs: int | None, batch_size: int | None, lr: float | None
+                  ) -> tuple[int, int, float]:
+    """``(epochs, batch size, lr)``: the arguments, else the ``ela-cnn`` registered defaults."""
+    d = training_defaults("ela-cnn")
+    n_epochs = int(epochs if epochs is not None else d.epochs)
+    bs = int(batch_size if batch_size is not None else d.batch_size)
+    rate = float(lr if lr is not None else d.lr)
+    if n_epochs < 1 or bs < 1 or not rate > 0:
+        raise ConfigError("epochs and batch size must be >= 1 and lr > 0")
+    return n_epochs, bs, rate
+
+
+def _build_ela_validate(xva: torch.Tensor, yva: np.ndarray, dev: torch.device
+                        ) -> Callable[[nn.Module], Validation] | None:
+    """Validation accuracy at the 0.5 threshold on the tampered probability (None: no data)."""
+    if not len(yva):
+        return None
+
+    @torch.no_grad()
+    def validate(net: nn.Module) -> Validation:
+        net.eval()
+        pv = torch.cat([torch.softmax(net(xva[i : i + 256].to(dev)), -1)[:, 1].cpu()
+                        for i in range(0, len(xva), 256)]).numpy()
+        acc = float(np.mean((pv >= 0.5) == (yva == 1)))
+        return Validation({"val_acc": acc}, score=acc)
+
+    return validate
+
+
+def _build_ela_trainable(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray,
+                         *, seed: int, bs: int, rate: float, size: int, scale: float,
+                         dev: torch.device) -> Trainable:
+    """The ELA-CNN for the one loop: net, Adam, cross-entropy, a seeded shuffle per epoch.
+
+    ``xtr``/``xva``: float32 (N, size, size) ELA images in 0..255, scaled by ``scale`` here;
+    ``ytr``/``yva``: int64 (N,) labels (1 = tampered). The global torch RNG is seeded by the
+    caller before this builds the net.
+    """
+    xtr_t = torch.from_numpy(xtr * scale)[:, None]
+    ytr_t = torch.from_numpy(ytr)
+    model = create_model("ela-cnn", 2, in_channels=1, input_size=size).to(dev)
+    n = len(ytr_t)
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        for i in range(0, n, bs):
+            idx = order[i : i + bs]
+            yield xtr_t[idx], ytr_t[idx]
+
+    return Trainable(
+        net=model, optimizer=torch.optim.Adam(model.parameters(), lr=rate),
+        criterion=F.cross_entropy, batches=batches, lr_at=lambda epoch: rate,
+        validate=_build_ela_validate(torch.from_numpy(xva * scale)[:, None], yva, dev),
+        select=training_defaults("ela-cnn").select, device=dev,
+    )
+
+
 def _train_ela_cnn(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                    counts: dict[str, int], *, epochs: int | None, device: str, resume: bool,
                    batch_size: int | None, lr: float | None, progress: bool
                    ) -> ForgeryTrainResult:
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    d = ELA_CNN_DEFAULTS
-    n_epochs = int(epochs if epochs is not None else d["epochs"])
-    bs = int(batch_size if batch_size is not None else d["batch_size"])
-    rate = float(lr if lr is not None else d["lr"])
-    if n_epochs < 1 or bs < 1 or not rate > 0:
-        raise ConfigError("epochs and batch size must be >= 1 and lr > 0")
-    size, quality = int(d["size"]), int(d["quality"])
-    dev = torch.device(device)
+    n_epochs, bs, rate = _ela_settings(epochs, batch_size, lr)
+    d = training_defaults("ela-cnn")
+    size, quality = int(d.size or 128), int(d.ela_quality or 90)
+    dev = resolve_device(device)
     seed = int(cfg["seed"])
-    train_rows = [r for r in rows if r["split"] == "train"]
-    val_rows = [r for r in rows if r["split"] == "val"]
-    xtr, ytr, fail = _ela_inputs(train_rows, size, quality, progress, "ELA train")
-    xva, yva, fail_v = _ela_inputs(val_rows, size, quality, progress, "ELA val")
-    failures = fail + fail_v
+    xtr, ytr, fail = _ela_inputs([r for r in rows if r["split"] == "train"], size, quality,
+                                 progress, "ELA train")
+    xva, yva, fail_v = _ela_inputs([r for r in rows if r["split"] == "val"], size, quality,
+                                   progress, "ELA val")
     if len(set(ytr.tolist())) < 2:
         raise ConfigError("the train split needs both original and tampered images")
     scale = 1.0 / 255.0
-    xtr_t = torch.from_numpy(xtr * scale)[:, None]
-    ytr_t = torch.from_numpy(ytr)
-    xva_t = torch.from_numpy(xva * scale)[:, None]
 
-    torch.manual_seed(seed)
-    model = create_model("ela-cnn", 2, in_channels=1, input_size=size).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=rate)
-    history: list[dict[str, Any]] = []
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    best_val, best_epoch, start = -1.0, 0, 1
-    ck_root = run / "checkpoints"
-    if resume:
-        path = latest_checkpoint(ck_root)
-        if path is not None:
-            ck = load_checkpoint(path)
-            if ck.info.get("config", {}).get("lr") != rate or \
-                    ck.info.get("config", {}).get("batch_size") != bs:
-                raise ConfigError(f"cannot resume {run}: batch size / learning rate differ")
-            copy_state_exact(model, ck.model)
-            opt.load_state_dict(ck.optimizer)
-            restore_rng_state(ck.rng)
-            best_state = {k: v.clone() for k, v in ck.best_model.items()}
-            history = list(ck.info.get("history", []))
-            best_val = float(ck.info.get("best_val", -1.0))
-            best_epoch = int(ck.info.get("best_epoch", 0))
-            start = ck.epoch + 1
-            log.info("resuming %s after epoch %d", run, ck.epoch)
-    bar = tqdm(range(start, n_epochs + 1), desc="ela-cnn", disable=not progress, unit="epoch",
-               initial=start - 1, total=n_epochs)
-    n = len(ytr_t)
-    for epoch in bar:
-        model.train()
-        g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        order = torch.randperm(n, generator=g)
-        tot, correct = 0.0, 0
-        for i in range(0, n, bs):
-            idx = order[i : i + bs]
-            xb, yb = xtr_t[idx].to(dev), ytr_t[idx].to(dev)
-            opt.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()}; lower --lr")
-            loss.backward()
-            opt.step()
-            tot += float(loss.detach()) * len(idx)
-            correct += int((logits.detach().argmax(1) == yb).sum())
-        rec: dict[str, Any] = {"epoch": epoch, "train_loss": tot / n, "train_acc": correct / n}
-        if len(yva):
-            model.eval()
-            with torch.no_grad():
-                pv = torch.cat([torch.softmax(model(xva_t[i : i + 256].to(dev)), -1)[:, 1].cpu()
-                                for i in range(0, len(xva_t), 256)]).numpy()
-            rec["val_acc"] = float(np.mean((pv >= 0.5) == (yva == 1)))
-            score = rec["val_acc"]
-        else:
-            score = float(epoch)  # no validation: keep the last epoch
-        if score > best_val:
-            best_val, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append(rec)
-        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val=f"{rec.get('val_acc', math.nan):.3f}")
-        save_checkpoint(ck_root, epoch=epoch, model_state=model.state_dict(),
-                        best_state=best_state, optimizer_state=opt.state_dict(),
-                        rng_state=capture_rng_state(),
-                        info={"history": history, "best_val": best_val,
-                              "best_epoch": best_epoch,
-                              "config": {"lr": rate, "batch_size": bs, "epochs": n_epochs}})
-        with open(run / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-    bar.close()
-    model.load_state_dict(best_state)
+    def check_resume(info: Mapping[str, Any]) -> None:
+        old = info.get("config", {})
+        if old.get("lr") != rate or old.get("batch_size") != bs:
+            raise ConfigError(f"cannot resume {run}: batch size / learning rate differ")
+
+    files = LoopFiles(out_dir=run, info={"config": {"lr": rate, "batch_size": bs,
+                                                    "epochs": n_epochs}},
+                      resume=resume, check_resume=check_resume, label="ela-cnn epoch",
+                      progress=progress)
+    with Determinism(dev):
+        seed_everything(seed)
+        t = _build_ela_trainable(xtr, ytr, xva, yva, seed=seed, bs=bs, rate=rate, size=size,
+                                 scale=scale, dev=dev)
+        res = fit(t, n_epochs, files)
+    model = t.net
+    model.load_state_dict(res.best_state)
     save_model(run, model, {
         "preset": "ela-cnn",
         "classes": CLASSES,
@@ -436,17 +433,19 @@ def _train_ela_cnn(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
         "input_scale": scale,
         "ela_quality": quality,
         "epochs": n_epochs,
-        "best_epoch": best_epoch,
+        "best_epoch": res.best_epoch,
         "batch_size": bs,
         "lr": rate,
-        "optimizer": "adam",
+        "optimizer": d.optimizer,
         "split": cfg["split"],
         "counts": counts,
         "note": "paper preset (seed 004): ELA of an 8-bit version (8-bit data as is; an "
                 "explicit 0.5-99.5 percentile window for 12-16-bit data), as the paper did on "
                 "8-bit JPEG/PNG images",
     })
-    return ForgeryTrainResult(run, "ela-cnn", counts, history, best_epoch, failures)
+    # the learning record; wall-clock seconds stay in metrics.jsonl only
+    history = [{k: v for k, v in r.items() if k != "seconds"} for r in res.records]
+    return ForgeryTrainResult(run, "ela-cnn", counts, history, res.best_epoch, fail + fail_v)
 
 
 # ------------------------------------------------------------------------------------ cues
@@ -459,9 +458,6 @@ def _feature_key(path: str) -> str:
 def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Path
                   ) -> dict[str, np.ndarray]:
     """Per-image features for the combiner (cached as safetensors under ``cache``)."""
-    from PIL import Image
-    from safetensors.numpy import load_file, save_file
-
     f = cache / f"{_feature_key(row['path'])}.safetensors"
     if f.is_file():
         try:
@@ -503,8 +499,6 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 counts: dict[str, int], *, device: str, source_run: str | Path | None,
                 progress: bool, texture: bool = False, seam: bool = False,
                 allow_modified: bool = False) -> ForgeryTrainResult:
-    from tqdm.auto import tqdm
-
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device,
                                    texture=bool(texture), seam=bool(seam),
                                    allow_modified=allow_modified)

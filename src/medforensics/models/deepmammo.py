@@ -36,12 +36,19 @@ from torch import nn
 from medforensics.errors import ConfigError
 from medforensics.models._common import ConstrainedTanhNet, tanh_block
 from medforensics.models.constrained import ConstrainedConv2d
-from medforensics.models.registry import register_model
+from medforensics.models.registry import TrainingDefaults, register_model
 
 __all__ = ["DeepMammo"]
 
 
-@register_model("deepmammo")
+#: Training defaults. The DeepMammo paper gives 256 x 256 inputs and balanced batches; it
+#: states neither epochs, batch size nor learning rate, so those are the authors' Deep-RSI
+#: values (100 epochs, Adam 1e-4) and our batch of 32.
+DEFAULTS = TrainingDefaults(epochs=100, batch_size=32, lr=1e-4, optimizer="adam",
+                            lr_schedule="constant", select="bacc", sampling="balanced", size=256)
+
+
+@register_model("deepmammo", defaults=DEFAULTS)
 class DeepMammo(ConstrainedTanhNet):
     """DeepMammo network (see module docstring).
 

@@ -23,12 +23,21 @@ import torch
 from torch import nn
 
 from medforensics.models._common import flatten_size
-from medforensics.models.registry import register_model
+from medforensics.models.registry import TrainingDefaults, register_model
 
 __all__ = ["ElaCNN"]
 
 
-@register_model("ela-cnn")
+#: Training defaults. From the paper: 128 x 128 input (its 8x8x64 flatten after four poolings),
+#: Adam, cross-entropy, ELA at JPEG quality 90. The paper states neither epochs, batch size nor
+#: learning rate: Keras' defaults (Adam lr 1e-3, batch 32) and 30 epochs (ours); the epoch with
+#: the best validation accuracy is kept.
+DEFAULTS = TrainingDefaults(epochs=30, batch_size=32, lr=1e-3, optimizer="adam",
+                            lr_schedule="constant", select="acc", sampling="shuffle", size=128,
+                            ela_quality=90)
+
+
+@register_model("ela-cnn", defaults=DEFAULTS)
 class ElaCNN(nn.Module):
     """ELA-CNN (see module docstring).
 

@@ -18,6 +18,10 @@ caller's ``metadata`` and are ``null`` when not given):
 * ``software_version`` *, ``created`` * (UTC ISO 8601)
 * ``weights_file`` *, ``weights_sha256`` *: checked on load
 
+The record is :class:`medforensics.models.metadata.RunMetadata` (pydantic): ``save_model``
+validates what it writes and ``load_model`` what it reads (an old run's ``manifest_sha256``
+is read as ``training_manifest_sha256``); the metadata is returned as a plain dict.
+
 Both files are then listed with their SHA-256 in the folder's run manifest ``run.json``
 (:func:`medforensics.models.runfiles.record_files`), which the run loaders check.
 Any further JSON-serialisable keys of ``metadata`` are kept as given. Keys marked * may be
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -49,6 +54,7 @@ from medforensics.common.hashing import file_sha256
 from medforensics.common.atomic import atomic_write_bytes
 from medforensics.errors import ConfigError, ModelFileError
 from medforensics.models.constrained import max_constraint_violation
+from medforensics.models.metadata import FORMAT, RunMetadata
 from medforensics.models.registry import create_model
 from medforensics.models.runfiles import MODEL_BOUNDS, check_values, record_files
 
@@ -56,7 +62,6 @@ __all__ = ["save_model", "load_model", "FORMAT", "WEIGHTS_NAME", "META_NAME"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "medforensics-model/1"
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 _REFUSED_SUFFIXES = {
@@ -64,7 +69,6 @@ _REFUSED_SUFFIXES = {
 }
 _MODEL_KEYS = ("format", "name", "model_kwargs", "num_classes", "input_spec", "software_version",
                "created", "weights_file", "weights_sha256")
-_CALLER_KEYS = ("classes", "preprocess", "label_column", "training_manifest_sha256", "seed")
 
 
 def _jsonish(value: Any) -> Any:
@@ -88,6 +92,27 @@ def _paths(run_dir_or_path: str | os.PathLike[str]) -> tuple[Path, Path]:
     if p.suffix == ".json":
         return p.with_suffix(".safetensors"), p
     return p / WEIGHTS_NAME, p / META_NAME
+
+
+def _check_caller_keys(metadata: dict[str, Any], derived: dict[str, Any]) -> None:
+    """Refuse caller metadata that sets a model-derived key differently, or bad ``classes``.
+
+    Raises:
+        ConfigError: naming the clashing keys, or the expected number of classes.
+    """
+    clash = [k for k in _MODEL_KEYS if k in metadata and k not in derived]
+    clash += [
+        k for k, v in derived.items() if k in metadata and _jsonish(metadata[k]) != _jsonish(v)
+    ]
+    if clash:
+        raise ConfigError(
+            f"metadata keys {clash} are set from the model/file and must be absent or equal"
+        )
+    classes, num_classes = metadata.get("classes"), derived["num_classes"]
+    if classes is not None and (
+        not isinstance(classes, (list, tuple)) or len(classes) != num_classes
+    ):
+        raise ConfigError(f"classes must be a list of {num_classes} names, got {classes!r}")
 
 
 def save_model(
@@ -125,22 +150,10 @@ def save_model(
         "input_spec": input_spec,
         "software_version": __version__,
     }
-    clash = [k for k in _MODEL_KEYS if k in metadata and k not in derived]
-    clash += [
-        k for k, v in derived.items() if k in metadata and _jsonish(metadata[k]) != _jsonish(v)
-    ]
-    if clash:
-        raise ConfigError(
-            f"metadata keys {clash} are set from the model/file and must be absent or equal"
-        )
+    _check_caller_keys(metadata, derived)
     classes = metadata.get("classes")
-    if classes is not None and (
-        not isinstance(classes, (list, tuple)) or len(classes) != num_classes
-    ):
-        raise ConfigError(f"classes must be a list of {num_classes} names, got {classes!r}")
 
-    meta: dict[str, Any] = {k: None for k in _CALLER_KEYS}
-    meta.update(metadata)
+    meta: dict[str, Any] = dict(metadata)
     if meta.get("preprocess") is None:
         meta["preprocess"] = input_spec.get("preprocess")
     meta.update(derived)
@@ -155,6 +168,11 @@ def save_model(
         json.dumps(meta)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model metadata is not JSON-serialisable: {exc}") from None
+    meta["weights_sha256"] = ""  # filled in once the weights are written
+    try:
+        meta = RunMetadata.model_validate(meta).model_dump(mode="json")
+    except ValidationError as exc:
+        raise ConfigError(f"invalid model metadata: {_errors(exc)}") from None
 
     violation = max_constraint_violation(model)
     if violation > 1e-4:
@@ -173,6 +191,12 @@ def save_model(
     record_files(json_path.parent, [weights_path.name, json_path.name])
     log.info("saved model %s (%d classes) to %s", name, num_classes, weights_path)
     return json_path
+
+
+def _errors(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``key: message; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'model.json'}: {e['msg']}"
+                     for e in exc.errors())
 
 
 def _check_safetensors_header(path: Path) -> None:
@@ -214,17 +238,12 @@ def load_model(
         raise ModelFileError(f"{json_path}: unreadable model metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{json_path}: not a {FORMAT} metadata file")
-    required = ("name", "num_classes", "weights_file", "weights_sha256")
-    missing = [k for k in required if k not in meta]
-    if missing:
-        raise ModelFileError(f"{json_path}: metadata lacks {missing}")
     check_values(json_path, meta, MODEL_BOUNDS)
-    wf = str(meta["weights_file"])
-    if Path(wf).name != wf or not wf.endswith(".safetensors"):
-        raise ModelFileError(
-            f"{json_path}: weights_file must be a .safetensors file name, got {wf!r}"
-        )
-    weights_path = json_path.parent / wf
+    try:
+        meta = RunMetadata.model_validate(meta).model_dump(mode="json")
+    except ValidationError as exc:
+        raise ModelFileError(f"{json_path}: invalid model metadata: {_errors(exc)}") from None
+    weights_path = json_path.parent / meta["weights_file"]
     if not weights_path.is_file():
         raise ModelFileError(f"{weights_path}: weights file not found")
     if file_sha256(weights_path) != meta["weights_sha256"]:

@@ -72,8 +72,8 @@ _VERDICT_CLASS = {
 _MODEL_LABELS = {
     "preset": "preset", "name": "preset", "preprocess": "preprocessing",
     "preprocessing_description": "preprocessing (detail)", "label_column": "label",
-    "weights_sha256": "weights sha256 (model.json)", "manifest_sha256":
-    "training manifest sha256", "training_manifest_sha256": "training manifest sha256 (file)",
+    "weights_sha256": "weights sha256 (model.json)",
+    "training_manifest_sha256": "training manifest sha256",
     "seed": "training seed", "epochs": "epochs", "best_epoch": "best epoch",
     "software_version": "trained with medforensics", "torch_version": "trained with torch",
     "created": "model created", "task": "task", "num_classes": "classes",

@@ -23,6 +23,7 @@ from medforensics import __version__
 from medforensics.common.hashing import cached_file_sha256
 from medforensics.forgery.detector import ForgeryDetector
 from medforensics.source.predictor import SourcePredictor
+from medforensics.models.metadata import upgrade_legacy_keys
 
 __all__ = [
     "TRAINING_FREE", "load_forgery", "load_source", "run_provenance", "software_versions",
@@ -40,12 +41,11 @@ _SOFTWARE = ("numpy", "scipy", "torch", "safetensors", "pydicom", "pylibjpeg",
 #: Files of a run directory hashed in the provenance (plus everything in ``fingerprints/``).
 _RUN_FILES = ("model.json", "model.safetensors", "calibration.json", "config.json", "run.json")
 
-#: ``model.json`` keys copied into the provenance (both training-manifest keys: older runs
-#: wrote ``training_manifest_sha256``).
+#: ``model.json`` keys copied into the provenance (an older run's ``manifest_sha256`` is read
+#: as ``training_manifest_sha256``, see :mod:`medforensics.models.metadata`).
 _MODEL_KEYS = ("task", "name", "preset", "preprocess", "preprocessing_description",
-               "label_column", "num_classes", "weights_sha256", "manifest_sha256",
-               "training_manifest_sha256", "seed", "epochs", "best_epoch", "software_version",
-               "torch_version", "created")
+               "label_column", "num_classes", "weights_sha256", "training_manifest_sha256",
+               "seed", "epochs", "best_epoch", "software_version", "torch_version", "created")
 
 
 def software_versions() -> dict[str, str]:
@@ -87,7 +87,7 @@ def run_provenance(run_dir: str | Path | None, metadata: Mapping[str, Any] | Non
         holds the preset, preprocessing, classes count, label column, training-manifest
         hash, seed, weights hash, software version and creation time of the model.
     """
-    meta = dict(metadata or {})
+    meta = upgrade_legacy_keys(dict(metadata or {}))
     files: dict[str, str] = {}
     run = None
     if run_dir is not None:
@@ -96,7 +96,8 @@ def run_provenance(run_dir: str | Path | None, metadata: Mapping[str, Any] | Non
         files = _run_file_hashes(run_path)
         if not meta and (run_path / "model.json").is_file():
             try:
-                meta = json.loads((run_path / "model.json").read_text(encoding="utf-8"))
+                meta = upgrade_legacy_keys(
+                    json.loads((run_path / "model.json").read_text(encoding="utf-8")))
             except (OSError, ValueError):
                 meta = {}
     model = {k: meta.get(k) for k in _MODEL_KEYS if meta.get(k) is not None}
