@@ -63,6 +63,7 @@ from medforensics.forgery.cues.ela import window_to_uint8
 from medforensics.forgery.detector import ForgeryDetector, json_tree
 from medforensics.io import read_header, read_image
 from medforensics.report.images import heat_colours, overlay_rgb, png_b64, preview_grey
+from medforensics.report.marks import annotate_regions
 from medforensics.source.predictor import SourcePredictor, identify_image
 from medforensics.source.verdicts import unreadable
 from medforensics.common.atomic import atomic_write_text
@@ -568,8 +569,12 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
     if isinstance(pairs, (list, tuple)) and pairs:
         out["copy_moves"] = [json_tree(c) for c in pairs if isinstance(c, Mapping)]
     prob = getattr(res, "prob_map", None)
-    out["overlay_png"] = None if prob is None else png_b64(
-        overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side))
+    out["overlay_png"] = None
+    if prob is not None:  # marks numbered like the flagged-area table; the caption has the scale
+        over = overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side)
+        out["overlay_png"] = png_b64(annotate_regions(
+            over, out.get("regions") or [], over.shape[1] / img.pixels.shape[1],
+            copy_moves=out.get("copy_moves") or []))
     return out
 
 

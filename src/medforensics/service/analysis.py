@@ -292,7 +292,8 @@ class CaseService:
         if self.detector is None:
             raise NotAvailable(503, "no-forgery-model", "no forgery model loaded (start the "
                                "service with --forgery-model RUN)")
-        from medforensics.report.images import overlay_rgb, png_b64
+        from medforensics.report.images import heat_colours, overlay_rgb, png_b64
+        from medforensics.report.marks import annotate_regions
 
         self.check_header(path, filename)
         img = self._read(path, filename)
@@ -315,7 +316,11 @@ class CaseService:
                 out[name] = [json_tree(v) for v in val if isinstance(v, Mapping)]
         prob = getattr(res, "prob_map", None)
         if prob is not None:
-            out["overlay_png_b64"] = png_b64(overlay_rgb(img.pixels, prob))
+            over = overlay_rgb(img.pixels, prob)
+            over = annotate_regions(over, out.get("regions") or [],
+                                    over.shape[1] / img.pixels.shape[1],
+                                    copy_moves=out.get("copy_moves") or [], heat=heat_colours)
+            out["overlay_png_b64"] = png_b64(over)
         else:
             out["overlay_png_b64"] = None
         return out
