@@ -9,7 +9,7 @@ import numpy as np
 
 from medforensics.demo.pipeline import demote_headings, report_markdown
 from medforensics.eval import tables
-from medforensics.eval.metrics import grouped_accuracy
+from medforensics.eval.classification import grouped_accuracy
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
