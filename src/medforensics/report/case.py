@@ -574,7 +574,7 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
         over = overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side)
         out["overlay_png"] = png_b64(annotate_regions(
             over, out.get("regions") or [], over.shape[1] / img.pixels.shape[1],
-            copy_moves=out.get("copy_moves") or []))
+            copy_moves=out.get("copy_moves") or [], legend=False))
     return out
 
 
@@ -966,7 +966,10 @@ def _forgery_html(fg: Mapping[str, Any], image_png: str | None) -> str:
             + f'<figure><img alt="forgery heat map" src="data:image/png;base64,'
             f'{fg["overlay_png"]}"><figcaption>Forgery probability map over the image: '
             f'0 <img class="ramp" alt="colour scale" src="data:image/png;base64,{_ramp_png()}">'
-            " 1 (the colour's opacity grows with the probability; display only)</figcaption>"
+            " 1 (the colour's opacity grows with the probability; display only). Boxes: the "
+            "flagged areas, numbered as in the table; arrow: copy-move from its source (dashed) "
+            "to the pasted copy; dashed magenta line: copy-move whose direction is not known."
+            "</figcaption>"
             "</figure></div>"
         )
     return ('<section id="forgery"><h2>Forgery</h2>' + _kv_table(rows, raw=True) + regions

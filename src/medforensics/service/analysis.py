@@ -292,7 +292,7 @@ class CaseService:
         if self.detector is None:
             raise NotAvailable(503, "no-forgery-model", "no forgery model loaded (start the "
                                "service with --forgery-model RUN)")
-        from medforensics.report.images import heat_colours, overlay_rgb, png_b64
+        from medforensics.report.images import overlay_rgb, png_b64
         from medforensics.report.marks import annotate_regions
 
         self.check_header(path, filename)
@@ -317,9 +317,9 @@ class CaseService:
         prob = getattr(res, "prob_map", None)
         if prob is not None:
             over = overlay_rgb(img.pixels, prob)
-            over = annotate_regions(over, out.get("regions") or [],
+            over = annotate_regions(over, out.get("regions") or [],  # the page explains them
                                     over.shape[1] / img.pixels.shape[1],
-                                    copy_moves=out.get("copy_moves") or [], heat=heat_colours)
+                                    copy_moves=out.get("copy_moves") or [], legend=False)
             out["overlay_png_b64"] = png_b64(over)
         else:
             out["overlay_png_b64"] = None
