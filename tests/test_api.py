@@ -38,7 +38,7 @@ def test_exports_are_plain_imports() -> None:
 BLOCK_OPTIONAL = """
 import importlib.abc, sys
 OPTIONAL = {"fastapi", "starlette", "uvicorn", "python_multipart", "onnx", "onnxruntime",
-            "onnxscript", "highdicom", "dicomweb_client"}
+            "onnxscript", "highdicom", "dicomweb_client", "pynetdicom"}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in OPTIONAL:
