@@ -12,8 +12,9 @@ seconds) and shared by every service test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,6 +84,7 @@ class ContractForgeryResult:
     ela_score: float
     prob_map: np.ndarray
     threshold: float = 0.5
+    regions: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ContractForgeryDetector:
@@ -108,6 +110,10 @@ class ContractForgeryDetector:
         self.calls.append(((h, w), str(getattr(meta, "format", ""))))
         prob = np.zeros((h, w), np.float32)
         prob[h // 4: h // 2, w // 4: w // 2] = 1.0
+        box = [w // 4, h // 4, w // 2, h // 2]
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        region = {"bbox": box, "area_px": area, "area_percent": 100.0 * area / (h * w),
+                  "mean_prob": 1.0, "max_prob": 1.0, "cue": "noise"}
         return ContractForgeryResult(score=float(np.float32(0.9)), verdict="tampered",
                                      forged_area_percent=float(100 * prob.mean()),
-                                     ela_score=0.25, prob_map=prob)
+                                     ela_score=0.25, prob_map=prob, regions=[region])

@@ -12,6 +12,7 @@ from PIL import Image
 
 from medforensics.errors import InvalidArrayError, ModelFileError
 from medforensics.report.images import MapWriter
+from medforensics.report.marks import AREA_COLOUR
 from medforensics.forgery.detector import (
     DEFAULT_THRESHOLD,
     ForgeryDetector,
@@ -276,7 +277,8 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
     assert np.array_equal(m16.astype(np.int64), np.rint(npy * 65535).astype(np.int64))
     assert np.array_equal(npy, out[1].result.prob_map)
     ov = np.asarray(Image.open(out[1].files["overlay_png"]))
-    assert ov.shape == (N, N, 3)
+    assert ov.shape[1:] == (N, 3) and ov.shape[0] > N  # the image, then the legend below it
+    assert np.all(ov[:N] == AREA_COLOUR, axis=-1).any()  # the flagged areas are boxed
 
     maps = tmp_path / "maps"
     res = CliRunner().invoke(app, ["forgery", "detect", "none", str(good), str(junk), str(good),

@@ -110,6 +110,10 @@ def test_page_shows_verdict_and_forgery_map(browser, service_archive: ServiceArc
             [t["label"] for t in expected["top"][:3]]
         assert browser.find_element(By.ID, "forgery-verdict").text == "tampered"
         assert browser.find_element(By.ID, "forgery-score").text == "0.900"
+        # the flagged areas listed as the HTML report lists them, numbered like the boxes
+        areas = browser.find_elements(By.CSS_SELECTOR, "#forgery-regions-list li")
+        assert len(areas) == 1 and "cue noise" in areas[0].text
+        assert "% of the image" in areas[0].text
         img = browser.find_element(By.ID, "image")
         assert img.get_attribute("src").startswith("data:image/png;base64,")
         assert browser.execute_script("return arguments[0].naturalWidth", img) > 0

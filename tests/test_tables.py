@@ -98,3 +98,20 @@ def test_render_table_errors() -> None:
         render_table(["a", "b"], [["1"]])
     with pytest.raises(ConfigError):
         render_table(["a"], [["1"]], fmt="html")  # type: ignore[arg-type]
+
+
+def test_transfer_syntax_names() -> None:
+    from medforensics.eval.tables import grouped_accuracy_table, uid_name
+
+    assert uid_name("1.2.840.10008.1.2.1") == "Explicit VR Little Endian"
+    assert uid_name("1.2.840.10008.1.2.4.50") == "JPEG Baseline (Process 1)"
+    assert uid_name("1.2.3.4.5") == "1.2.3.4.5"  # not registered: shown as it is
+    assert uid_name("(none)") == "(none)"
+    y = np.array([0, 1, 1])
+    grouped = grouped_accuracy(y, y, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5", "(none)"])
+    table = grouped_accuracy_table(grouped, group_header="Transfer syntax", group_name=uid_name)
+    assert "| Explicit VR Little Endian | 1 |" in table
+    assert "| RLE Lossless | 1 |" in table
+    assert "1.2.840.10008" not in table
+    # without a name function the keys print as they are
+    assert "1.2.840.10008.1.2.5" in grouped_accuracy_table(grouped)

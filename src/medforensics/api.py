@@ -7,66 +7,78 @@ Example:
     >>> img.pixels.dtype, img.meta.manufacturer
     (dtype('float32'), ...)
 
-Every name here is defined elsewhere; this module only gathers them (lazily, so importing it
-costs nothing until a name is used).
+Every name here is defined elsewhere; this module only gathers them, with plain imports so
+that editors and type checkers see each name and its signature. It needs only the core
+install: the web service (``medforensics[serve]``), ONNX export (``[export]``) and DICOM
+results (``[dicom]``) are imported by their own modules when used.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medforensics.common.runtime import configure_threads
+from medforensics.common.sharding import take_shard
+from medforensics.data.manifest import ingest, read_manifest, write_manifest
+from medforensics.data.splits import assign_splits, check_leakage
+from medforensics.data.store import open_store, prepare_store
+from medforensics.demo.pipeline import DemoConfig, run_demo
+from medforensics.eval.metrics import bootstrap_interval
+from medforensics.forgery.detector import ForgeryDetector
+from medforensics.forgery.evaluate import evaluate_detector
+from medforensics.forgery.train import train_forgery
+from medforensics.io import iter_frames, read_header, read_image
+from medforensics.models.io import load_model
+from medforensics.models.registry import create_model, list_models
+from medforensics.models.runfiles import seal_run, verify_run
+from medforensics.source.calibrate import calibrate_run
+from medforensics.source.evaluate import evaluate_run
+from medforensics.source.predictor import (
+    SourcePredictor,
+    enroll_units,
+    identify_files,
+    identify_image,
+)
+from medforensics.source.units import UnitFingerprints
+from medforensics.synth.simulate import simulate_archive
+from medforensics.training.engine import train
 
-_EXPORTS = {
+__all__ = [
     # reading pixels and headers (the pixel contract)
-    "read_image": "medforensics.io",
-    "read_header": "medforensics.io",
-    "iter_frames": "medforensics.io",
+    "iter_frames",
+    "read_header",
+    "read_image",
     # data: simulation, ingest, splits
-    "simulate_archive": "medforensics.synth.simulate",
-    "ingest": "medforensics.data.manifest",
-    "read_manifest": "medforensics.data.manifest",
-    "write_manifest": "medforensics.data.manifest",
-    "assign_splits": "medforensics.data.splits",
-    "check_leakage": "medforensics.data.splits",
+    "assign_splits",
+    "check_leakage",
+    "ingest",
+    "read_manifest",
+    "simulate_archive",
+    "write_manifest",
     # models and training
-    "create_model": "medforensics.models.registry",
-    "list_models": "medforensics.models.registry",
-    "load_model": "medforensics.models.io",
-    "verify_run": "medforensics.models.runfiles",
-    "seal_run": "medforensics.models.runfiles",
-    "train": "medforensics.training.engine",
+    "create_model",
+    "list_models",
+    "load_model",
+    "seal_run",
+    "train",
+    "verify_run",
     # source identification
-    "SourcePredictor": "medforensics.source.predictor",
-    "calibrate_run": "medforensics.source.calibrate",
-    "enroll_units": "medforensics.source.predictor",
-    "identify_files": "medforensics.source.predictor",
-    "identify_image": "medforensics.source.predictor",
-    "evaluate_run": "medforensics.source.evaluate",
-    "bootstrap_interval": "medforensics.eval.metrics",
-    "UnitFingerprints": "medforensics.source.units",
+    "SourcePredictor",
+    "UnitFingerprints",
+    "bootstrap_interval",
+    "calibrate_run",
+    "enroll_units",
+    "evaluate_run",
+    "identify_files",
+    "identify_image",
     # forgery
-    "ForgeryDetector": "medforensics.forgery.detector",
-    "train_forgery": "medforensics.forgery.train",
-    "evaluate_detector": "medforensics.forgery.evaluate",
+    "ForgeryDetector",
+    "evaluate_detector",
+    "train_forgery",
     # scale: prepared store, threads, shards
-    "prepare_store": "medforensics.data.store",
-    "open_store": "medforensics.data.store",
-    "configure_threads": "medforensics.common.runtime",
-    "take_shard": "medforensics.common.sharding",
+    "configure_threads",
+    "open_store",
+    "prepare_store",
+    "take_shard",
     # the main job
-    "run_demo": "medforensics.demo.pipeline",
-    "DemoConfig": "medforensics.demo.pipeline",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medforensics.api' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+    "DemoConfig",
+    "run_demo",
+]

@@ -36,7 +36,8 @@ from medforensics.source.verdicts import format_table
 from medforensics.synth.simulate import simulate_archive
 from medforensics.training.engine import train
 
-__all__ = ["DemoConfig", "run_demo", "edit_header_claim", "blank_copy"]
+__all__ = ["DemoConfig", "run_demo", "edit_header_claim", "blank_copy", "demote_headings",
+           "report_markdown"]
 
 log = logging.getLogger(__name__)
 
@@ -211,25 +212,88 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
 
     timings["total"] = round(time.perf_counter() - t_start, 1)
     report = out / "REPORT.md"
-    per_class = (ev / "report.md").read_text()
-    report.write_text("\n".join([
-        "# medforensics demo report",
-        "",
-        f"Simulated archive: {cfg.manufacturers} manufacturers x {cfg.models_per_manufacturer} "
-        f"models x {cfg.units_per_model} units, {len(paths)} images, seed {cfg.seed}. "
-        f"Manifest: `manifest.csv` (statuses {statuses}); split {counts}.",
-        "",
-        f"Model: `patch` preset on label `model`, {cfg.epochs} epochs (best epoch "
-        f"{res.best_epoch}); calibration {calibration_summary(cal)}; "
-        f"{len(fps.units)} unit reference patterns.",
-        "",
+    train_cfg = res.config
+    patches = (
+        f"Patches per image: training draws {train_cfg.patches_per_image} per image and epoch "
+        f"and validates on {train_cfg.val_patches} fixed ones; calibration, evaluation and "
+        f"identify use {predictor.n_patches}."
+        if train_cfg.preset == "patch" else ""
+    )
+    report.write_text(report_markdown(
+        summary=[
+            f"Simulated archive: {cfg.manufacturers} manufacturers x "
+            f"{cfg.models_per_manufacturer} models x {cfg.units_per_model} units, "
+            f"{len(paths)} images, seed {cfg.seed}. Manifest: `manifest.csv` (statuses "
+            f"{statuses}); split {counts}.",
+            f"Model: `patch` preset on label `model`, {cfg.epochs} epochs (best epoch "
+            f"{res.best_epoch}); calibration {calibration_summary(cal)}; "
+            f"{len(fps.units)} unit reference patterns.",
+            patches,
+        ],
+        identify_table=table,
+        evaluation_md=(ev / "report.md").read_text(),
+        evaluation_dir=ev.name,
+        forgery_md=forgery_md,
+        timings=timings,
+    ))
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    return report
+
+
+def demote_headings(markdown: str, levels: int) -> str:
+    """Move every ATX heading of ``markdown`` down ``levels`` levels (``#`` -> ``###`` for 2).
+
+    A report embedded under a heading of another document must start below that heading,
+    or the outline of the whole document jumps. Lines inside fenced code blocks are kept.
+    """
+    out, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            hashes = len(line) - len(line.lstrip("#"))
+            if hashes <= 6 and (len(line) == hashes or line[hashes] == " "):
+                line = "#" * min(6, hashes + levels) + line[hashes:]
+        out.append(line)
+    return "\n".join(out) + ("\n" if markdown.endswith("\n") else "")
+
+
+def report_markdown(
+    *,
+    summary: list[str],
+    identify_table: str,
+    evaluation_md: str,
+    evaluation_dir: str,
+    forgery_md: str,
+    timings: dict[str, float],
+) -> str:
+    """The demo's ``REPORT.md``: one ``#`` title and ``##`` sections, nested without jumps.
+
+    Args:
+        summary: paragraphs under the title (empty ones are left out).
+        identify_table: the identify verdicts (Markdown).
+        evaluation_md: the evaluation's own ``report.md``; its headings are moved under the
+            "Test-set evaluation" section and its figure links into ``evaluation_dir``.
+        evaluation_dir: folder of the evaluation, relative to the report.
+        forgery_md: the forgery section (starts with a ``##`` heading), or ``""``.
+        timings: seconds per step.
+
+    Returns:
+        The Markdown text.
+    """
+    evaluation = demote_headings(evaluation_md, 2).replace("](", f"]({evaluation_dir}/")
+    lines = ["# medforensics demo report", ""]
+    for paragraph in summary:
+        if paragraph:
+            lines += [paragraph, ""]
+    lines += [
         "## Identify (including a header edited to claim another device, and a blank image)",
         "",
-        table,
+        identify_table,
         "",
         "## Test-set evaluation",
         "",
-        per_class.replace("](", "](evaluation/"),
+        evaluation,
         forgery_md,
         "## Timings (s)",
         "",
@@ -237,9 +301,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in timings.items()],
         "",
-    ]))
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
-    return report
+    ]
+    return "\n".join(lines)
 
 
 def _forgery_demo(out: Path, test_rows: list[dict[str, Any]], cfg: DemoConfig,

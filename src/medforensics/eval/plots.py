@@ -3,12 +3,16 @@
 Every function builds a :class:`matplotlib.figure.Figure` with an Agg canvas directly (no
 ``pyplot``, no global state, no backend switch at import time), writes a PNG and returns its
 path. The PNG size in pixels is ``figsize * dpi`` exactly (no tight bounding box), so callers
-can rely on it; parent directories are created.
+can rely on it; parent directories are created. The ``*_figure`` functions return the figure
+without writing it, so its axes can be inspected.
 
-* :func:`plot_confusion_matrix`: counts and row-normalised heat-maps side by side.
-* :func:`plot_roc_curves`: one-vs-rest ROC curves of a multi-class model, AUC in the legend.
+* :func:`plot_confusion_matrix` (:func:`confusion_figure`): counts and row-normalised
+  heat-maps side by side; class names unique on the axes (:func:`class_labels`).
+* :func:`plot_roc_curves` (:func:`roc_figure`): one-vs-rest ROC curves of a multi-class
+  model, AUC in the legend.
 * :func:`plot_binary_roc`: ROC curves of one or more binary detectors (forgery).
-* :func:`plot_training_curves`: per-epoch curves from ``metrics.jsonl`` records.
+* :func:`plot_training_curves` (:func:`training_figure`): per-epoch curves from
+  ``metrics.jsonl`` records, one quantity per axis.
 * :func:`plot_group_accuracy`: bar chart of accuracy per group (body part, site, ...).
 * :func:`plot_reliability`: reliability diagram (calibration).
 """
@@ -36,6 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "class_key",
+    "class_labels",
+    "confusion_figure",
     "confusion_figsize",
     "plot_binary_roc",
     "plot_confusion_matrix",
@@ -43,9 +50,11 @@ __all__ = [
     "plot_reliability",
     "plot_roc_curves",
     "plot_training_curves",
+    "roc_figure",
+    "training_figure",
 ]
 
-_MAX_LABEL = 28  # characters of a class label shown on an axis
+_LEGEND_WIDTH = 48  # characters per line of a legend entry
 
 
 def _new_figure(figsize: tuple[float, float], dpi: int) -> Figure:
@@ -69,9 +78,57 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return out
 
 
-def _short(label: str) -> str:
-    label = str(label)
-    return label if len(label) <= _MAX_LABEL else label[: _MAX_LABEL - 1] + "\u2026"
+def _legend_name(name: str, width: int = _LEGEND_WIDTH) -> str:
+    """A name for a legend entry: whole, wrapped at spaces onto lines of ``width`` characters."""
+    import textwrap
+
+    name = str(name)
+    return name if len(name) <= width else "\n".join(textwrap.wrap(name, width))
+
+
+def class_labels(
+    names: Sequence[str], *, width: int = 18, max_lines: int = 3, crowded: int = 12,
+) -> tuple[list[str], bool]:
+    """Tick labels for class names that stay unique and readable on a crowded axis.
+
+    Device classes share long prefixes ("<manufacturer> <model>"), so cutting names to a
+    fixed length makes several classes look the same. Names up to ``width`` characters are
+    kept; longer names are wrapped at spaces onto at most ``max_lines`` lines (two lines
+    above ``crowded`` classes, where ticks are close), which keeps every character. When a
+    name would need more lines, or wrapping would make two labels equal, every class gets a
+    short code instead (``C1``, ``C2``, ...) and the caller shows a key naming them
+    (:func:`class_key`).
+
+    Args:
+        names: class names in axis order.
+        width: characters per label line.
+        max_lines: lines per wrapped label.
+        crowded: above this many classes, labels wrap onto at most two lines.
+
+    Returns:
+        ``(labels, coded)``: one label per name, and whether the labels are codes that need a
+        key.
+    """
+    import textwrap
+
+    names = [str(n) for n in names]
+    if all(len(n) <= width for n in names) and len(set(names)) == len(names):
+        return names, False
+    wrapped = ["\n".join(textwrap.wrap(n, width, break_on_hyphens=False)) if len(n) > width
+               else n for n in names]
+    lines = max_lines if len(names) <= crowded else min(max_lines, 2)
+    if all(w.count("\n") < lines for w in wrapped) and len(set(wrapped)) == len(wrapped):
+        return wrapped, False
+    return [f"C{i}" for i in range(1, len(names) + 1)], True
+
+
+def class_key(fig: Figure, codes: Sequence[str], names: Sequence[str]) -> None:
+    """Add a key naming each class code (from :func:`class_labels`) to the right of ``fig``."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="none", label=f"{c}  {n}") for c, n in zip(codes, names)]
+    fig.legend(handles=handles, loc="outside right upper", title="classes", fontsize=8,
+               handlelength=0, handletextpad=0, frameon=False, alignment="left")
 
 
 def _palette(n: int) -> list[Any]:
@@ -109,11 +166,13 @@ def _heatmap(
     im = ax.imshow(masked, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
     n = len(labels)
     ticks = np.arange(n)
-    short = [_short(c) for c in labels]
-    ax.set_xticks(ticks, labels=short, rotation=45 if n <= 8 else 90, ha="right" if n <= 8
-                  else "center", rotation_mode="anchor" if n <= 8 else "default",
+    slanted = n <= 8 and not any("\n" in t for t in labels)  # wrapped labels stand upright
+    upright = max(len(t) for t in labels) <= 3 or (n <= 3 and not slanted)
+    ax.set_xticks(ticks, labels=list(labels), rotation=0 if upright else 45 if slanted else 90,
+                  ha="right" if slanted and not upright else "center",
+                  rotation_mode="anchor" if slanted and not upright else "default",
                   fontsize=fontsize)
-    ax.set_yticks(ticks, labels=short, fontsize=fontsize)
+    ax.set_yticks(ticks, labels=list(labels), fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
@@ -127,29 +186,31 @@ def _heatmap(
     return im
 
 
-def plot_confusion_matrix(
+def confusion_figure(
     cm: Any,
     classes: Sequence[str] | None,
-    path: str | Path,
     *,
     title: str | None = None,
     dpi: int = 100,
     figsize: tuple[float, float] | None = None,
-) -> Path:
+) -> Figure:
     """Confusion matrix heat-maps: counts (left) and row-normalised fractions (right).
+
+    Class names are shown whole (wrapped) or, when too many or too long, as codes with a
+    key beside the panels (:func:`class_labels`), so no two classes share a tick label.
 
     Args:
         cm: (C, C) counts (rows = true, columns = predicted) or a
             :class:`~medforensics.eval.classification.ClassificationReport`.
         classes: C class names (may be ``None`` when ``cm`` is a report).
-        path: output ``.png`` path.
         title: figure title.
         dpi: resolution; the PNG is ``figsize * dpi`` pixels.
-        figsize: inches; default :func:`confusion_figsize` (C).
+        figsize: inches; default :func:`confusion_figsize` (C), wider with a key.
 
     Returns:
-        The PNG path. Cells are annotated up to 20 classes (zero cells blank above 10
-        classes); rows without samples are blank in the normalised panel.
+        The figure; ``fig.axes[0]`` is the counts panel, ``fig.axes[1]`` the normalised one
+        (then their colour bars). Cells are annotated up to 20 classes (zero cells blank
+        above 10 classes); rows without samples are blank in the normalised panel.
     """
     if isinstance(cm, ClassificationReport):
         classes = cm.classes if classes is None else classes
@@ -160,8 +221,12 @@ def plot_confusion_matrix(
     n = counts.shape[0]
     if classes is None or len(classes) != n:
         raise ConfigError(f"need {n} class names for a {n}x{n} confusion matrix")
+    labels, coded = class_labels(classes)
+    if figsize is None:
+        w, h = confusion_figsize(n)
+        figsize = (w + 3.0, h) if coded else (w, h)
     norm = normalise_rows(counts)
-    fig = _new_figure(figsize or confusion_figsize(n), dpi)
+    fig = _new_figure(figsize, dpi)
     axes = fig.subplots(1, 2)
     fontsize = max(7.0, 10.0 - n / 5.0)
     annotate = n <= 20
@@ -172,16 +237,31 @@ def plot_confusion_matrix(
 
     count_txt = [[cell(v, str(int(v))) for v in row] for row in counts] if annotate else None
     norm_txt = [[cell(v, f"{v:.2f}") for v in row] for row in norm] if annotate else None
-    im0 = _heatmap(axes[0], counts.astype(np.float64), classes, annotate=count_txt,
+    im0 = _heatmap(axes[0], counts.astype(np.float64), labels, annotate=count_txt,
                    vmax=max(1.0, float(counts.max())), title="counts", fontsize=fontsize)
-    im1 = _heatmap(axes[1], norm, classes, annotate=norm_txt, vmax=1.0,
+    im1 = _heatmap(axes[1], norm, labels, annotate=norm_txt, vmax=1.0,
                    title="row-normalised (recall per class)", fontsize=fontsize)
     fig.colorbar(im0, ax=axes[0], fraction=0.046, pad=0.04)
     fig.colorbar(im1, ax=axes[1], fraction=0.046, pad=0.04)
+    if coded:
+        class_key(fig, labels, classes)
     total = int(counts.sum())
     acc = np.trace(counts) / total if total else float("nan")
     fig.suptitle(f"{title + ': ' if title else ''}n = {total}, accuracy = {acc:.2%}")
-    return _save(fig, path)
+    return fig
+
+
+def plot_confusion_matrix(
+    cm: Any,
+    classes: Sequence[str] | None,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    dpi: int = 100,
+    figsize: tuple[float, float] | None = None,
+) -> Path:
+    """Write :func:`confusion_figure` as a PNG and return its path."""
+    return _save(confusion_figure(cm, classes, title=title, dpi=dpi, figsize=figsize), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,29 +280,28 @@ def _roc_axes(ax: Axes, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_roc_curves(
+def roc_figure(
     y_true: Any,
     probs: Any,
     classes: Sequence[str],
-    path: str | Path,
     *,
     title: str | None = None,
     dpi: int = 100,
     figsize: tuple[float, float] | None = None,
-) -> Path:
+) -> Figure:
     """One-vs-rest ROC curve of every class, with its AUC in the legend.
 
     Args:
         y_true: (N,) int true class indices.
         probs: (N, C) float probabilities (column k = score of class k).
-        classes: C class names.
-        path: output ``.png`` path.
-        title: figure title (the macro AUC is appended).
+        classes: C class names (shown whole in the legend, wrapped when long).
+        title: what was evaluated, e.g. ``"model: test images"``; the axes title reads
+            ``"<title>: one-vs-rest ROC, macro AUC 0.950"``.
         dpi: resolution.
         figsize: inches; default (7, 6), wider with an outside legend above 10 classes.
 
     Returns:
-        The PNG path. Classes without positive or negative samples are listed as
+        The figure (one axes). Classes without positive or negative samples are listed as
         "(no curve)" in the legend instead of failing.
     """
     y = np.asarray(y_true).astype(np.int64).ravel()
@@ -239,19 +318,36 @@ def plot_roc_curves(
     for k, (name, color) in enumerate(zip(classes, _palette(n))):
         positive = y == k
         if positive.all() or not positive.any():
-            ax.plot([], [], color=color, label=f"{_short(name)} (no curve: n={positive.sum()})")
+            ax.plot([], [], color=color,
+                    label=f"{_legend_name(name)} (no curve: n={positive.sum()})")
             continue
         fpr, tpr, _ = roc_points(positive, p[:, k])
         auc = binary_auc(positive, p[:, k])
         aucs.append(auc)
-        ax.plot(fpr, tpr, color=color, linewidth=1.4, label=f"{_short(name)} (AUC {auc:.3f})")
+        ax.plot(fpr, tpr, color=color, linewidth=1.4,
+                label=f"{_legend_name(name)} (AUC {auc:.3f})")
     macro = float(np.mean(aucs)) if aucs else float("nan")
     _roc_axes(ax, f"{title + ': ' if title else ''}one-vs-rest ROC, macro AUC {macro:.3f}")
     if outside:
         ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     else:
         ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return fig
+
+
+def plot_roc_curves(
+    y_true: Any,
+    probs: Any,
+    classes: Sequence[str],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    dpi: int = 100,
+    figsize: tuple[float, float] | None = None,
+) -> Path:
+    """Write :func:`roc_figure` as a PNG and return its path."""
+    return _save(roc_figure(y_true, probs, classes, title=title, dpi=dpi, figsize=figsize),
+                 path)
 
 
 def plot_binary_roc(
@@ -281,7 +377,7 @@ def plot_binary_roc(
     for (name, (labels, scores)), color in zip(curves.items(), _palette(len(curves))):
         fpr, tpr, _ = roc_points(labels, scores)
         ax.plot(fpr, tpr, color=color, linewidth=1.5,
-                label=f"{_short(name)} (AUC {binary_auc(labels, scores):.3f})")
+                label=f"{_legend_name(name)} (AUC {binary_auc(labels, scores):.3f})")
     _roc_axes(ax, title or "ROC")
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
@@ -311,6 +407,120 @@ def _is_number(v: Any) -> bool:
 
 
 _SKIP_KEYS = {"step", "time", "elapsed", "seconds", "wall_time", "timestamp"}
+_BEST_KEYS = ("best_epoch",)
+_COUNT_WORDS = {"n", "num", "count", "samples", "images", "patches", "files", "batches"}
+
+
+def _kind_of(key: str, values: Sequence[float]) -> str:
+    """Which quantity a training-log key holds: loss, lr, fraction, count or its own."""
+    low = key.lower()
+    words = set(low.split("_"))
+    if "loss" in low:
+        return "loss"
+    if low == "lr" or low.endswith("_lr") or low.startswith("lr_") or "learning_rate" in low:
+        return "lr"
+    if words & _COUNT_WORDS:
+        return "count"
+    if all(0.0 <= v <= 1.0 for v in values):
+        return "fraction"
+    return "other"
+
+
+def training_figure(
+    records: Sequence[Mapping[str, Any]] | str | Path,
+    *,
+    x: str = "epoch",
+    title: str | None = None,
+    dpi: int = 100,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Per-epoch training curves, one quantity per axis.
+
+    A training log mixes quantities of very different size (a loss near 1, accuracies in
+    0..1, a learning rate near 1e-3, thousands of samples per epoch); on one axis the small
+    ones are flat lines. So each quantity gets its own panel: ``loss`` (keys containing
+    "loss"), ``accuracy`` (every other key whose values all lie in 0..1), ``learning rate``
+    (log scale) and one panel per count (``train_samples``, ``val_images``, ...: keys with
+    a word such as samples, images or n) or per metric of any other range. The best epoch
+    (``best_epoch`` of the last record) is a dashed vertical line on every panel, not a
+    curve. Records may carry different keys (e.g. separate train and validation lines);
+    each key is drawn where present; non-finite values are skipped.
+
+    Args:
+        records: list of dicts (the lines of ``metrics.jsonl``) or the path of that file.
+        x: x-axis key (default ``"epoch"``); records without it use their index.
+        title: figure title.
+        dpi: resolution.
+        figsize: inches; default 5.5 x 4 per panel, at most three panels a row.
+
+    Returns:
+        The figure (Agg canvas); panels are ``fig.axes`` in the order above, each titled
+        with its quantity.
+    """
+    recs = _load_records(records)
+    if not recs:
+        raise ConfigError("no training records to plot")
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    best: float | None = None
+    for i, rec in enumerate(recs):
+        xv = rec.get(x, i)
+        xv = float(xv) if _is_number(xv) else float(i)
+        for key, value in rec.items():
+            if key == x or key in _SKIP_KEYS or not _is_number(value):
+                continue
+            if not math.isfinite(float(value)):
+                continue
+            if key in _BEST_KEYS:
+                best = float(value)
+                continue
+            xs, ys = series.setdefault(key, ([], []))
+            xs.append(xv)
+            ys.append(float(value))
+    if not series:
+        raise ConfigError("training records hold no numeric metrics to plot")
+    kinds = {key: _kind_of(key, ys) for key, (_, ys) in series.items()}
+    panels: list[tuple[str, str, list[str]]] = []  # (title, y label, keys)
+    for kind, name, ylabel in (("loss", "loss", "loss"),
+                               ("fraction", "accuracy", "fraction (0 to 1)"),
+                               ("lr", "learning rate", "learning rate")):
+        keys = sorted(k for k, v in kinds.items() if v == kind)
+        if keys:
+            if kind == "fraction" and not all("acc" in k.lower() for k in keys):
+                name = "accuracy and other 0-1 metrics"
+            panels.append((name, ylabel, keys))
+    for kind, ylabel in (("count", "count"), ("other", "value")):
+        panels += [(k, ylabel, [k]) for k in sorted(k for k, v in kinds.items() if v == kind)]
+    from matplotlib.ticker import MaxNLocator
+
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _new_figure(figsize or (5.5 * ncols, 4.0 * nrows), dpi)
+    grid = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in grid[len(panels):]:
+        fig.delaxes(ax)
+    for ax, (name, ylabel, keys) in zip(grid, panels):
+        for key, color in zip(keys, _palette(len(keys))):
+            xs, ys = series[key]
+            ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3,
+                    color=color, label=key)
+        if name == "learning rate" and all(v > 0 for k in keys for v in series[k][1]):
+            ax.set_yscale("log")
+        if all(float(v).is_integer() for k in keys for v in series[k][0]):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ylabel == "count":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylim(bottom=0)
+        if best is not None:
+            ax.axvline(best, linestyle="--", color="grey", linewidth=0.9,
+                       label=f"best {x} {best:g}")
+        ax.set_xlabel(x)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def plot_training_curves(
@@ -322,67 +532,8 @@ def plot_training_curves(
     dpi: int = 100,
     figsize: tuple[float, float] | None = None,
 ) -> Path:
-    """Per-epoch training curves.
-
-    Numeric fields are grouped into panels: keys containing ``"loss"``; the learning rate
-    (keys containing ``"lr"``, log scale); every other numeric metric (accuracy, AUC, ...).
-    Records may carry different keys (e.g. separate train and validation lines); each key is
-    drawn where present. Non-finite values are skipped.
-
-    Args:
-        records: list of dicts (the lines of ``metrics.jsonl``) or the path of that file.
-        path: output ``.png`` path.
-        x: x-axis key (default ``"epoch"``); records without it use their index.
-        title: figure title.
-        dpi: resolution.
-        figsize: inches; default (6 * panels, 4.5).
-
-    Returns:
-        The PNG path.
-    """
-    recs = _load_records(records)
-    if not recs:
-        raise ConfigError("no training records to plot")
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for i, rec in enumerate(recs):
-        xv = rec.get(x, i)
-        xv = float(xv) if _is_number(xv) else float(i)
-        for key, value in rec.items():
-            if key == x or key in _SKIP_KEYS or not _is_number(value):
-                continue
-            if not math.isfinite(float(value)):
-                continue
-            xs, ys = series.setdefault(key, ([], []))
-            xs.append(xv)
-            ys.append(float(value))
-    if not series:
-        raise ConfigError("training records hold no numeric metrics to plot")
-    groups: dict[str, list[str]] = {"loss": [], "metrics": [], "learning rate": []}
-    for key in series:
-        low = key.lower()
-        if "loss" in low:
-            groups["loss"].append(key)
-        elif low == "lr" or low.endswith("_lr") or low.startswith("lr_") or "learning_rate" in low:
-            groups["learning rate"].append(key)
-        else:
-            groups["metrics"].append(key)
-    panels = [(name, keys) for name, keys in groups.items() if keys]
-    fig = _new_figure(figsize or (6.0 * len(panels), 4.5), dpi)
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
-    for ax, (name, keys) in zip(axes, panels):
-        for key, color in zip(sorted(keys), _palette(len(keys))):
-            xs, ys = series[key]
-            ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3,
-                    color=color, label=key)
-        if name == "learning rate" and all(v > 0 for k in keys for v in series[k][1]):
-            ax.set_yscale("log")
-        ax.set_xlabel(x)
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    """Write :func:`training_figure` as a PNG and return its path."""
+    return _save(training_figure(records, x=x, title=title, dpi=dpi, figsize=figsize), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,8 +592,11 @@ def plot_group_accuracy(
         ax.axhline(100.0 * total, linestyle="--", color="grey", linewidth=1,
                    label=f"total {100.0 * total:.1f} %")
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_xticks(pos, labels=[_short(s) for s in names], rotation=45 if n > 4 else 0,
+    labels, coded = class_labels(names)
+    ax.set_xticks(pos, labels=labels, rotation=45 if n > 4 else 0,
                   ha="right" if n > 4 else "center", rotation_mode="anchor")
+    if coded:
+        class_key(fig, labels, names)
     ax.set_ylim(0, 115)
     ax.set_ylabel("accuracy (%)")
     ax.set_xlabel(xlabel)

@@ -6,7 +6,8 @@ Layouts follow the papers:
   Deep-RSI Tables 3/5 and DeepMammo Table 2, a "Macro average" row (DeepMammo's "Total
   Average") and a summary line (overall and balanced accuracy, macro AUC). Optional count
   columns per split (Deep-RSI Table 5's Total/Training/Test).
-* :func:`grouped_accuracy_table`: accuracy per body part / site (Deep-RSI Table 4).
+* :func:`grouped_accuracy_table`: accuracy per body part / site / transfer syntax (Deep-RSI
+  Table 4); :func:`uid_name` shows DICOM UIDs such as transfer syntaxes by name.
 * :func:`binary_metrics_table`: forgery-detection metrics, one row per method or data set.
 * :func:`confusion_table`: the confusion matrix as a table.
 
@@ -18,7 +19,8 @@ Percentages use 2 decimals, AUC 3 decimals, undefined values (NaN) print as ``n/
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from medforensics.errors import ConfigError
@@ -35,6 +37,7 @@ __all__ = [
     "grouped_accuracy_table",
     "per_class_table",
     "render_table",
+    "uid_name",
 ]
 
 TableFormat = Literal["markdown", "text"]
@@ -78,6 +81,24 @@ def fmt_interval(lo_hi: Any, digits: int = 2) -> str:
     if not lo_hi or _undefined(lo_hi[0]) or _undefined(lo_hi[1]):
         return ""
     return f" [{float(lo_hi[0]):.{digits}f}-{float(lo_hi[1]):.{digits}f}]"
+
+
+_UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def uid_name(uid: str) -> str:
+    """The registered name of a DICOM UID, e.g. ``"1.2.840.10008.1.2.1"`` -> ``"Explicit VR
+    Little Endian"``; other text (a private UID, ``"(none)"``) is returned unchanged.
+
+    Tables are read by people, who know transfer syntaxes by name; the UID itself stays in
+    the machine-readable results.
+    """
+    from pydicom.uid import UID
+
+    text = str(uid)
+    if not _UID_SYNTAX.fullmatch(text):  # not a UID: pydicom would warn about it
+        return text
+    return str(UID(text).name) or text
 
 
 def _md_cell(text: str) -> str:
@@ -230,6 +251,7 @@ def grouped_accuracy_table(
     fmt: TableFormat = "markdown",
     title: str | None = None,
     group_header: str = "Group",
+    group_name: Callable[[str], str] | None = None,
 ) -> str:
     """Accuracy per group with a total row (Deep-RSI Table 4: Sites, Total samples, Accuracy).
 
@@ -238,12 +260,16 @@ def grouped_accuracy_table(
         fmt: ``"markdown"`` or ``"text"``.
         title: optional caption.
         group_header: title of the first column, e.g. ``"Body part"``.
+        group_name: how a group key is shown, e.g. :func:`uid_name` for transfer syntaxes
+            grouped by UID; default the key itself.
 
     Returns:
         The table text.
     """
+    show = group_name or str
     headers = [group_header, "Total samples", "Correct", "Accuracy (%)"]
-    rows = [[g.group, str(g.n), str(g.correct), fmt_pct(g.accuracy)] for g in grouped.groups]
+    rows = [[show(g.group), str(g.n), str(g.correct), fmt_pct(g.accuracy)]
+            for g in grouped.groups]
     t = grouped.total
     rows.append(["Total", str(t.n), str(t.correct), fmt_pct(t.accuracy)])
     table = render_table(headers, rows, fmt=fmt, separator_before=[len(rows) - 1])

@@ -48,6 +48,7 @@ from medforensics.report.redaction import (
 )
 from medforensics.source.predictor import identify_image
 from medforensics.source.verdicts import unreadable
+from medforensics.report.marks import annotate_regions
 
 __all__ = ["CaseAnalysis", "analyse_case", "dataclass_scalars", "finite_or_none", "json_scalar"]
 
@@ -238,8 +239,12 @@ def _forgery_section(detector: Any, img: Any, max_side: int,
     out["details"] = dict(sorted(extras.items()))
     out.update(_forgery_lists(res, redact_text))
     prob = getattr(res, "prob_map", None)
-    out["overlay_png"] = None if prob is None else png_b64(
-        overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side))
+    out["overlay_png"] = None
+    if prob is not None:  # marks numbered like the flagged-area table; the caption has the scale
+        over = overlay_rgb(img.pixels, np.asarray(prob), max_side=max_side)
+        out["overlay_png"] = png_b64(annotate_regions(
+            over, out.get("regions") or [], over.shape[1] / img.pixels.shape[1],
+            copy_moves=out.get("copy_moves") or [], legend=False))
     return out
 
 

@@ -332,7 +332,10 @@ def _forgery_figures(fg: Mapping[str, Any], image_png: str | None) -> str:
         + f'<figure><img alt="forgery heat map" src="data:image/png;base64,'
         f'{fg["overlay_png"]}"><figcaption>Forgery probability map over the image: '
         f'0 <img class="ramp" alt="colour scale" src="data:image/png;base64,{_ramp_png()}">'
-        " 1 (the colour's opacity grows with the probability; display only)</figcaption>"
+        " 1 (the colour's opacity grows with the probability; display only). Boxes: the "
+        "flagged areas, numbered as in the table; arrow: copy-move from its source (dashed) "
+        "to the pasted copy; dashed magenta line: copy-move whose direction is not known."
+        "</figcaption>"
         "</figure></div>"
     )
 

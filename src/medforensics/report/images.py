@@ -22,6 +22,7 @@ from medforensics.forgery.detector import ForgeryResult
 from medforensics.io import write_png16
 from medforensics.common.atomic import atomic_save_npy, atomic_write_with
 from medforensics.report.colours import heat_colours
+from medforensics.report.marks import annotate_regions
 
 __all__ = [
     "DISPLAY_MAX_SIDE", "DISPLAY_WINDOW_PERCENTILES", "MapWriter", "display_preview",
@@ -143,8 +144,9 @@ def save_map_files(result: ForgeryResult, pixels: np.ndarray, out_dir: str | Pat
 
     Files: ``<stem>_map.png`` (16-bit grey PNG, value = round(map * 65535)),
     ``<stem>_map.npy`` (float32 (H, W), 0..1) and ``<stem>_overlay.png`` (RGB heat map over
-    the image's 8-bit display window, longest side at most ``overlay_max_side``; for people,
-    not for analysis).
+    the image's 8-bit display window, longest side at most ``overlay_max_side``, with the
+    flagged areas marked and a legend below: :func:`medforensics.report.marks.annotate_regions`;
+    for people, not for analysis).
 
     Returns:
         ``{"map_png": ..., "map_npy": ..., "overlay_png": ...}`` paths.
@@ -158,7 +160,10 @@ def save_map_files(result: ForgeryResult, pixels: np.ndarray, out_dir: str | Pat
     atomic_write_with(files["map_png"], lambda fh: write_png16(
         fh, np.rint(m * 65535.0).astype(np.uint16)))
     atomic_save_npy(files["map_npy"], m)
-    overlay = Image.fromarray(overlay_rgb(pixels, m, max_side=overlay_max_side))
+    over = overlay_rgb(pixels, m, max_side=overlay_max_side)
+    over = annotate_regions(over, result.regions, over.shape[1] / m.shape[1],
+                            copy_moves=result.copy_moves, heat=heat_colours)
+    overlay = Image.fromarray(over)
     atomic_write_with(files["overlay_png"], lambda fh: overlay.save(fh, format="PNG"))
     return {k: str(v) for k, v in files.items()}
 

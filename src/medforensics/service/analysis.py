@@ -27,6 +27,7 @@ from medforensics.report.images import overlay_rgb, png_b64, preview_grey
 from medforensics.report.provenance import TRAINING_FREE
 from medforensics.report.redaction import redact, strip_path_prefix
 from medforensics.source.predictor import SourcePredictor, identify_image
+from medforensics.report.marks import annotate_regions
 
 __all__ = [
     "DEFAULT_MAX_FRAME_PIXELS",
@@ -299,7 +300,11 @@ class CaseService:
                 out[name] = [json_tree(v) for v in val if isinstance(v, Mapping)]
         prob = getattr(res, "prob_map", None)
         if prob is not None:
-            out["overlay_png_b64"] = png_b64(overlay_rgb(img.pixels, prob))
+            over = overlay_rgb(img.pixels, prob)
+            over = annotate_regions(over, out.get("regions") or [],  # the page explains them
+                                    over.shape[1] / img.pixels.shape[1],
+                                    copy_moves=out.get("copy_moves") or [], legend=False)
+            out["overlay_png_b64"] = png_b64(over)
         else:
             out["overlay_png_b64"] = None
         return out

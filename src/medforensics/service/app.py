@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hmac
+import importlib.util
 import logging
 import os
 import shutil
@@ -51,6 +52,10 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+
+if importlib.util.find_spec("fastapi") is None:  # the web service is an extra
+    raise ImportError("the web service needs the 'serve' extra: "
+                      "pip install 'medforensics[serve]'", name="fastapi")
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError

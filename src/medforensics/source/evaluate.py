@@ -201,7 +201,7 @@ def _figures(out: Path, run_dir: Path, report: Any, by_body: Any, yt: np.ndarray
                                                  out / "confusion.png",
                                                  title=f"{col}: {split} images"),
         "roc": plots.plot_roc_curves(yt, pr, classes, out / "roc.png",
-                                     title=f"{col}: one-vs-rest ROC"),
+                                     title=f"{col}: {split} images"),
         "body_part": plots.plot_group_accuracy(by_body, out / "accuracy_by_body_part.png",
                                                title="Accuracy per body part",
                                                xlabel="body part"),
@@ -243,7 +243,8 @@ def _report_markdown(result: Mapping[str, Any], reports: Mapping[str, Any],
                                       group_header="Body part"),
         "",
         tables.grouped_accuracy_table(reports["by_ts"], title="Accuracy per transfer syntax",
-                                      group_header="Transfer syntax"),
+                                      group_header="Transfer syntax",
+                                      group_name=tables.uid_name),
         "",
     ]
     vd = result["verdicts"]

@@ -176,6 +176,29 @@
     show("forgery-copies", pairs.length > 0);
   }
 
+  // One line per flagged area, numbered like the boxes drawn on the heat map: where, how
+  // large, which cue, and for a copy-move its partner and which side was pasted (if known).
+  function renderRegions(regions) {
+    const list = $("forgery-regions-list");
+    list.replaceChildren();
+    regions.forEach((r) => {
+      const li = document.createElement("li");
+      const b = r.bbox || [0, 0, 0, 0];
+      let text = fmtBox(r.bbox) + ", " + (b[2] - b[0]) + " x " + (b[3] - b[1]) + " px, " +
+        fmtNum(r.area_percent, 2) + " % of the image, mean probability " +
+        fmtNum(r.mean_prob, 2) + ", cue " + (r.cue || "–");
+      const cp = r.copy_of;
+      if (cp) {
+        text += "; copy-move partner " + fmtBox(cp.partner_bbox) + ", " +
+          (cp.role && cp.role !== "undetermined" ? "this area: " + cp.role
+            : "direction undetermined (either area could be the paste)");
+      }
+      li.textContent = text;
+      list.append(li);
+    });
+    show("forgery-regions", regions.length > 0);
+  }
+
   function renderForgery(f) {
     const v = $("forgery-verdict");
     v.textContent = f.verdict || (f.score >= 0.5 ? "suspected alteration" : "no alteration found");
@@ -187,8 +210,9 @@
     setText("forgery-ela", f.ela_score === null || f.ela_score === undefined ? "not run" : fmtNum(f.ela_score, 3));
     show("forgery-reason", Boolean(f.inconclusive_reason));
     setText("forgery-reason", f.inconclusive_reason || "");
+    renderRegions(f.regions || []);
     renderCopyMoves(f.copy_moves || []);
-    setText("forgery-note", "The heat map shows where the detector suspects alteration (red to yellow = more likely).");
+    setText("forgery-note", "The heat map shows where the detector suspects alteration (red to yellow = more likely); boxes mark the flagged areas, numbered as listed.");
     if (f.overlay_png_b64) {
       state.overlaySrc = "data:image/png;base64," + f.overlay_png_b64;
       show("overlay-toggle", true);
@@ -203,6 +227,7 @@
     show("result", false);
     show("overlay-toggle", false);
     show("forgery-values", false);
+    show("forgery-regions", false);
     show("forgery-copies", false);
     show("forgery-reason", false);
     state.previewSrc = null;
