@@ -83,6 +83,7 @@ from medforensics.forgery.localize import (
     localize,
 )
 from medforensics.forgery.regions import describe_regions
+from medforensics.forgery.schema import forgery_record
 from medforensics.forgery.scoring import SCORE_WINDOW, forged_area_percent, image_score
 from medforensics.io import read_image
 from medforensics.models.io import load_model
@@ -93,6 +94,7 @@ from medforensics.models.runfiles import (
     worst_integrity,
 )
 from medforensics.source.predictor import SourcePredictor
+from medforensics.source.schema import error_record
 
 __all__ = [
     "ForgeryResult",
@@ -715,21 +717,27 @@ class ForgeryDetector:
 
 @dataclass
 class FileResult:
-    """One file of :func:`detect_files`: a result, or the reason it could not be analysed."""
+    """One file of :func:`detect_files`: a result, or the reason it could not be analysed.
+
+    ``meta`` is the image's ``ImageMeta`` when it was decoded (its UIDs go into the JSON).
+    """
 
     path: str
     result: ForgeryResult | None = None
     error: str | None = None
     reason: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    meta: Any = field(default=None, repr=False)
+    frame: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (``status`` is ``done`` or ``error``)."""
+        """The result's JSON line (:mod:`medforensics.forgery.schema`: ``status`` is ``done``
+        or ``error``, with the image's path, frame and DICOM UIDs)."""
         if self.result is None:
-            return {"path": self.path, "status": "error", "reason": self.reason,
-                    "message": self.error}
-        return {"path": self.path, "status": "done", **self.result.to_dict(),
-                **({"files": self.files} if self.files else {})}
+            return error_record(self.path, self.reason or "unreadable", self.error or "",
+                                self.meta, frame=self.frame)
+        return forgery_record(self.result, self.path, self.meta, frame=self.frame,
+                              files=self.files)
 
 
 def detect_files(detector: ForgeryDetector, paths: Any, *, frame: int = 0,
@@ -753,14 +761,16 @@ def detect_files(detector: ForgeryDetector, paths: Any, *, frame: int = 0,
     """
     for p in paths:
         path = str(p)
+        meta = None
         try:
             pixels, meta = read_image(path, frame=frame)
             res = detector.detect(pixels, meta)
         except ReadError as exc:
-            yield FileResult(path, error=str(exc), reason=exc.reason)
+            yield FileResult(path, error=str(exc), reason=exc.reason, frame=frame)
             continue
         except InvalidArrayError as exc:
-            yield FileResult(path, error=str(exc), reason="invalid-image")
+            yield FileResult(path, error=str(exc), reason="invalid-image", meta=meta,
+                             frame=frame)
             continue
         files = write_files(res, pixels, path) if write_files is not None else {}
-        yield FileResult(path, result=res, files=files)
+        yield FileResult(path, result=res, files=files, meta=meta, frame=frame)
