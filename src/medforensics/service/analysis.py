@@ -23,18 +23,13 @@ from medforensics.errors import (
     ModelFileError,
     ReadError,
 )
-from medforensics.report.case import dataclass_scalars, json_scalar
 
-__all__ = [
-    "CaseService", "DEFAULT_MAX_FRAME_PIXELS", "FORGERY_FIELDS", "InputError", "NotAvailable",
-]
+__all__ = ["CaseService", "DEFAULT_MAX_FRAME_PIXELS", "InputError", "NotAvailable"]
 
 log = logging.getLogger(__name__)
 
 #: Largest frame analysed by default (8192 x 8192: 256 MB as float32).
 DEFAULT_MAX_FRAME_PIXELS = 2**26
-#: Result attributes every forgery detector provides (the ``ForgeryDetector.detect`` contract).
-FORGERY_FIELDS = ("score", "verdict", "forged_area_percent", "ela_score")
 
 
 class InputError(Exception):
@@ -92,8 +87,10 @@ class CaseService:
         source: a trained source run directory, or an already loaded
             :class:`medforensics.source.predictor.SourcePredictor`.
         forgery: ``None`` (no forgery analysis: ``/v1/forgery`` answers 503), a forgery run
-            directory (loaded with ``ForgeryDetector.from_run``), or a loaded detector object
-            (anything with ``detect(pixels, meta)`` returning the contract's result).
+            directory (loaded with ``ForgeryDetector.from_run``; ``"cues"``: the
+            training-free detector), or a loaded detector object (anything with
+            ``detect(pixels, meta)`` returning a
+            :class:`medforensics.forgery.detector.ForgeryResult`).
         device: torch device for the source model.
         max_frame_pixels: largest frame (Rows x Columns) analysed; bigger images are refused
             from their header (reason ``too-large``) before any pixel is decoded.
@@ -151,7 +148,7 @@ class CaseService:
                 "this installation has no forgery detector (medforensics.forgery.detector."
                 f"ForgeryDetector is missing: {exc}); start the service without --forgery-model"
             ) from None
-        if str(run) in ("none", "cues"):  # the training-free detector
+        if str(run).lower() in ("cues", "none") and not run.exists():  # training-free
             return ForgeryDetector.from_run(None)
         if not run.exists():
             raise ModelFileError(f"forgery model run {run} does not exist")
@@ -254,7 +251,8 @@ class CaseService:
             raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
 
     def identify(self, path: Path, filename: str, *, preview: bool = False) -> dict[str, Any]:
-        """Device verdict for one file (``Verdict.to_dict()`` plus the unit check and preview).
+        """Device verdict for one file: the ``identify --json`` line
+        (:func:`medforensics.source.schema.identify_record`), plus the preview when asked.
 
         Args:
             path: the uploaded file.
@@ -265,6 +263,7 @@ class CaseService:
             InputError: unreadable file or image too small for the model.
         """
         from medforensics.source.predictor import identify_image
+        from medforensics.source.schema import identify_record
 
         self.check_header(path, filename)
         img = self._read(path, filename)  # decoded once, for the verdict and the preview
@@ -272,10 +271,9 @@ class CaseService:
             v, extra = identify_image(self.predictor, img.pixels, img.meta, str(path))
         except InvalidArrayError as exc:
             raise InputError("invalid-image", _clean_message(str(exc), path, filename)) from None
-        out = v.to_dict()
+        out = identify_record(v, extra)
         out["path"] = filename
         out["message"] = _clean_message(out["message"], path, filename)
-        out.update({k: json_scalar(val) for k, val in extra.items()})
         if preview:
             from medforensics.report.images import png_b64, preview_grey
 
@@ -283,7 +281,9 @@ class CaseService:
         return out
 
     def forgery(self, path: Path, filename: str) -> dict[str, Any]:
-        """Forgery score, verdict, forged area and a heat-map overlay for one file.
+        """Forgery analysis of one file: the ``forgery detect --json`` line
+        (:func:`medforensics.forgery.schema.forgery_record`) plus ``overlay_png_b64``, the
+        heat map over the image.
 
         Raises:
             NotAvailable: no forgery detector loaded (503).
@@ -292,6 +292,7 @@ class CaseService:
         if self.detector is None:
             raise NotAvailable(503, "no-forgery-model", "no forgery model loaded (start the "
                                "service with --forgery-model RUN)")
+        from medforensics.forgery.schema import forgery_record
         from medforensics.report.images import overlay_rgb, png_b64
 
         self.check_header(path, filename)
@@ -302,22 +303,8 @@ class CaseService:
             raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
         except InvalidArrayError as exc:
             raise InputError("invalid-image", _clean_message(str(exc), path, filename)) from None
-        out: dict[str, Any] = {"path": filename, "rows": int(img.meta.rows),
-                               "cols": int(img.meta.cols)}
-        out.update(dataclass_scalars(res))
-        for name in FORGERY_FIELDS:
-            out[name] = json_scalar(getattr(res, name, None))
-        for name in ("regions", "copy_moves"):  # lists of dicts (ForgeryResult), when given
-            val = getattr(res, name, None)
-            if isinstance(val, (list, tuple)):
-                from medforensics.forgery.detector import json_tree
-
-                out[name] = [json_tree(v) for v in val if isinstance(v, Mapping)]
-        prob = getattr(res, "prob_map", None)
-        if prob is not None:
-            out["overlay_png_b64"] = png_b64(overlay_rgb(img.pixels, prob))
-        else:
-            out["overlay_png_b64"] = None
+        out = forgery_record(res, filename, img.meta)
+        out["overlay_png_b64"] = png_b64(overlay_rgb(img.pixels, res.prob_map))
         return out
 
     def report(self, path: Path, filename: str, *, mask_identifiers: bool = True) -> str:
