@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -236,7 +237,7 @@ def export_cmd(
     if target is None:
         fail(ConfigError("missing option --out (the ONNX file to write)"))
     try:
-        with _quiet_stdout():
+        with _quiet_exporter():
             res = export_onnx(run, target, opset=opset, exporter=exporter, check=check,
                               tolerance=tolerance, allow_modified=allow_modified_run)
     except MedForensicsError as exc:
@@ -253,14 +254,20 @@ def export_cmd(
 
 
 @contextlib.contextmanager
-def _quiet_stdout():  # type: ignore[no-untyped-def]
-    """Capture what the exporter prints on stdout (its own progress lines) and pass it to
-    the log at DEBUG, so the command's stdout carries only its result."""
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the exporter's own chatter off the user's screen unless -vv: what it prints on
+    stdout goes to the log at DEBUG, and its logger's notices (optional operator libraries
+    not installed, ...) are raised to ERROR while it runs."""
     buf = io.StringIO()
+    exporter_log = logging.getLogger("torch.onnx")
+    old = exporter_log.level
+    if logging.getLogger("medforensics").getEffectiveLevel() > logging.DEBUG:
+        exporter_log.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(buf):
             yield
     finally:
+        exporter_log.setLevel(old)
         for line in buf.getvalue().splitlines():
             if line.strip():
                 log.debug("exporter: %s", line)
