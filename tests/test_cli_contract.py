@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from _helpers import one_torch_thread  # noqa: F401
 from fastapi.testclient import TestClient
+from fixtures_service import ServiceArchive, service_archive, source_run  # noqa: F401
 from typer.testing import CliRunner
 
-from _helpers import one_torch_thread  # noqa: F401
-from fixtures_service import ServiceArchive, service_archive, source_run  # noqa: F401
 from medforensics import __version__
 from medforensics.cli import app
 from medforensics.forgery.schema import ForgeryRecord, validate_forgery_line
@@ -35,7 +35,7 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 
 
-def _run(args: list[str]) -> "object":
+def _run(args: list[str]) -> object:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
@@ -44,7 +44,7 @@ def _lines(output: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def dicom(service_archive: ServiceArchive) -> Path:  # noqa: F811
+def dicom(service_archive: ServiceArchive) -> Path:
     return next(Path(r["path"]) for r in service_archive.rows if r.get("split") == "test")
 
 
@@ -58,7 +58,7 @@ def png(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tampered_run(source_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def tampered_run(source_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the source run whose calibration changed after it was written."""
     run = tmp_path_factory.mktemp("tampered") / "run"
     shutil.copytree(source_run, run)
@@ -91,7 +91,7 @@ def test_logging_levels(png: Path) -> None:
 
 
 # ---------------------------------------------------------------------- exit codes
-def test_identify_exit_codes(source_run: Path, dicom: Path, png: Path,  # noqa: F811
+def test_identify_exit_codes(source_run: Path, dicom: Path, png: Path,
                              tampered_run: Path, forgery_like_run: Path) -> None:
     assert _run(["identify", source_run, dicom, png]).exit_code == EXIT_OK
     res = _run(["identify", source_run, dicom, dicom.parent / "missing.dcm"])
@@ -104,7 +104,7 @@ def test_identify_exit_codes(source_run: Path, dicom: Path, png: Path,  # noqa: 
     assert res.exit_code == EXIT_REFUSED and "is a forgery run" in res.output
 
 
-def test_forgery_detect_exit_codes(source_run: Path, dicom: Path, png: Path,  # noqa: F811
+def test_forgery_detect_exit_codes(source_run: Path, dicom: Path, png: Path,
                                    tampered_run: Path, tmp_path: Path) -> None:
     assert _run(["forgery", "detect", "cues", dicom, png]).exit_code == EXIT_OK
     junk = tmp_path / "junk.dcm"
@@ -126,7 +126,7 @@ def test_old_name_of_the_training_free_detector_still_works(png: Path) -> None:
     assert _lines(res.output)[0]["method"] == "cues"
 
 
-def test_report_exit_codes(source_run: Path, png: Path, tmp_path: Path,  # noqa: F811
+def test_report_exit_codes(source_run: Path, png: Path, tmp_path: Path,
                            tampered_run: Path) -> None:
     ok = _run(["report", png, "--out", tmp_path / "a.html", "--forgery-model", "cues"])
     assert ok.exit_code == EXIT_OK, ok.output
@@ -137,13 +137,13 @@ def test_report_exit_codes(source_run: Path, png: Path, tmp_path: Path,  # noqa:
     assert res.exit_code == EXIT_REFUSED
 
 
-def test_export_needs_out(source_run: Path) -> None:  # noqa: F811
+def test_export_needs_out(source_run: Path) -> None:
     res = _run(["export", source_run])
     assert res.exit_code == EXIT_USAGE and "--out" in res.output
 
 
 # ---------------------------------------------------------------------- JSON schema
-def test_identify_json_lines_follow_the_schema(source_run: Path, dicom: Path,  # noqa: F811
+def test_identify_json_lines_follow_the_schema(source_run: Path, dicom: Path,
                                                png: Path) -> None:
     missing = dicom.parent / "missing.dcm"
     res = _run(["identify", source_run, dicom, png, missing, "--json"])
@@ -177,7 +177,7 @@ def test_forgery_json_lines_follow_the_schema(dicom: Path, tmp_path: Path) -> No
     assert set(bad) == set(ErrorRecord.model_fields)
 
 
-def test_identify_and_forgery_share_one_error_shape(source_run: Path,  # noqa: F811
+def test_identify_and_forgery_share_one_error_shape(source_run: Path,
                                                     tmp_path: Path) -> None:
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"\x89PNG but not really")
@@ -187,7 +187,7 @@ def test_identify_and_forgery_share_one_error_shape(source_run: Path,  # noqa: F
 
 
 # ---------------------------------------------------------------------- service = --json
-def test_service_returns_the_json_line(source_run: Path, dicom: Path, tmp_path: Path,  # noqa: F811
+def test_service_returns_the_json_line(source_run: Path, dicom: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from medforensics.service.app import create_app
 
@@ -205,8 +205,8 @@ def test_service_returns_the_json_line(source_run: Path, dicom: Path, tmp_path: 
 
 
 # ---------------------------------------------------------------------- progress, workflow
-def test_no_progress_bar_when_not_a_terminal(source_run: Path,  # noqa: F811
-                                             service_archive: ServiceArchive) -> None:  # noqa: F811
+def test_no_progress_bar_when_not_a_terminal(source_run: Path,
+                                             service_archive: ServiceArchive) -> None:
     res = _run(["identify", source_run, service_archive.root])
     assert res.exit_code == EXIT_OK, res.output  # devices.json is not taken for an image
     for frame in ("\r", "\x1b[", "━", "files/s"):
@@ -228,7 +228,7 @@ def test_redirected_progress_is_a_line_every_n_files(monkeypatch: pytest.MonkeyP
 
 
 def test_split_refuses_to_overwrite_and_warns_about_small_splits(
-        service_archive: ServiceArchive, tmp_path: Path) -> None:  # noqa: F811
+        service_archive: ServiceArchive, tmp_path: Path) -> None:
     from medforensics.data.manifest import write_manifest
 
     manifest = tmp_path / "m.csv"
@@ -246,7 +246,7 @@ def test_split_refuses_to_overwrite_and_warns_about_small_splits(
 
 
 def test_calibrate_says_the_run_is_already_calibrated(
-        service_archive: ServiceArchive, tmp_path: Path) -> None:  # noqa: F811
+        service_archive: ServiceArchive, tmp_path: Path) -> None:
     from medforensics.data.manifest import write_manifest
 
     run = tmp_path / "run"

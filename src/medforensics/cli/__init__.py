@@ -49,7 +49,9 @@ def _root(
 
 
 # Registration order is the order of ``--help``.
-from medforensics.cli import data, train, identify, forgery, report, serve  # noqa: E402,F401
+# isort: off
+from medforensics.cli import data, train, identify, forgery, report, serve  # noqa: F401
+# isort: on
 
 app.add_typer(forgery_app, name="forgery")
 

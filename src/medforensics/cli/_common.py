@@ -21,20 +21,43 @@ import json
 import logging
 import sys
 import time
-from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from medforensics.errors import ConfigError, MedForensicsError, ModelFileError
+from medforensics.errors import ConfigError, ModelFileError
 
 __all__ = [
-    "ALLOW_MODIFIED_OPT", "EXIT_OK", "EXIT_PARTIAL", "EXIT_REFUSED", "EXIT_USAGE", "OUT_OPT",
-    "PROGRESS_EVERY", "PROGRESS_OPT", "SHARD_OPT", "TRAINING_FREE", "app", "batch_files",
-    "check_run_kind", "configure_logging", "csv_list", "exit_code", "expand_paths", "fail",
-    "dump_line", "files_progress", "finish_batch", "forgery_app", "tick_progress", "json_sink", "show_progress", "training_free_name",
+    "ALLOW_MODIFIED_OPT",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "OUT_OPT",
+    "PROGRESS_EVERY",
+    "PROGRESS_OPT",
+    "SHARD_OPT",
+    "SIDE_FILE_SUFFIXES",
+    "TRAINING_FREE",
+    "app",
+    "batch_files",
+    "check_run_kind",
+    "configure_logging",
+    "csv_list",
+    "dump_line",
+    "exit_code",
+    "expand_paths",
+    "fail",
+    "files_progress",
+    "finish_batch",
+    "forgery_app",
+    "json_sink",
+    "show_progress",
+    "tick_progress",
+    "training_free_name",
     "warn_integrity",
 ]
 
@@ -52,12 +75,14 @@ TRAINING_FREE = "cues"
 #: Older spellings of :data:`TRAINING_FREE`, still accepted with a notice.
 _TRAINING_FREE_ALIASES = ("none",)
 #: Files a folder walk leaves out: side files of archives and runs, never images.
-_NOT_IMAGES = frozenset({".json", ".jsonl", ".csv", ".txt", ".md", ".html", ".log", ".npy",
-                         ".py", ".yaml", ".yml"})
+SIDE_FILE_SUFFIXES = frozenset({".json", ".jsonl", ".csv", ".txt", ".md", ".html", ".log",
+                                ".npy", ".py", ".yaml", ".yml"})
 
 app = typer.Typer(
     name="medforensics",
     help="Medical-image forensics: which device made an image, and was it altered?",
+    epilog="Exit codes: 0 every input analysed; 1 some input could not be analysed (each "
+    "reported); 2 usage error; 3 a refused run or model.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -160,8 +185,8 @@ def check_run_kind(run: str | Path | None, expected: str, option: str) -> None:
                 "the training-free detector")
     else:
         want = "a source-identification run (from `medforensics train`)"
-    fail(ModelFileError(f"{option} {run} is a {'forgery' if kind == 'forgery' else 'source-identification'} "
-                        f"run; this needs {want}"))
+    given = "forgery" if kind == "forgery" else "source-identification"
+    fail(ModelFileError(f"{option} {run} is a {given} run; this needs {want}"))
 
 
 # ---------------------------------------------------------------------- inputs and outputs
@@ -176,15 +201,16 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     """The files named, in order, each folder replaced by the image candidates under it.
 
     A folder walk leaves out side files that are never images (``devices.json``, manifests,
-    notes: :data:`_NOT_IMAGES`); files named explicitly are always kept, and paths that do not
-    exist are kept too, so the batch reports them as not analysed.
+    notes: :data:`SIDE_FILE_SUFFIXES`); files named explicitly are always kept, and paths that
+    do not exist are kept too, so the batch reports them as not analysed.
     """
     from medforensics.data.manifest import find_files
 
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(f for f in find_files([p]) if f.suffix.lower() not in _NOT_IMAGES)
+            out.extend(f for f in find_files([p])
+                       if f.suffix.lower() not in SIDE_FILE_SUFFIXES)
         else:
             out.append(p)
     return out
@@ -254,8 +280,13 @@ def files_progress(results: Iterable[T], total: int, label: str, enabled: bool |
             yield item
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
@@ -290,8 +321,13 @@ def tick_progress(label: str, enabled: bool | None) -> Iterator[Callable[[int, i
         yield line
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:

@@ -173,7 +173,12 @@ def ingest_cmd(
     """Scan DICOM archives into a manifest: one row per file, status eligible or a reason."""
     from rich.table import Table
 
-    from medforensics.data.manifest import IngestFilters, ingest, summarize, write_manifest
+    from medforensics.data.manifest import (
+        IngestFilters,
+        ingest,
+        summarize,
+        write_manifest,
+    )
 
     filters = IngestFilters(
         min_images_per_class=min_images, min_patients_per_class=min_patients,

@@ -44,8 +44,10 @@ def identify_cmd(
     out: Optional[Path] = OUT_OPT,
     allow_modified_run: bool = ALLOW_MODIFIED_OPT,
 ) -> None:
-    """Which device made each image? consistent / MISMATCH / UNKNOWN / claim-not-in-model /
-    no-header-claim / insufficient-evidence verdicts; files that cannot be read are reported.
+    """Which device made each image? A verdict per image; unreadable files are reported.
+
+    Verdicts: consistent / MISMATCH / UNKNOWN / claim-not-in-model / no-header-claim /
+    insufficient-evidence.
 
     A device is named only when an enrolled unit's pattern matches or the classifier's
     open-set test passes ("named" in the JSON; docs/openset.md); otherwise UNKNOWN.

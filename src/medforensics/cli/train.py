@@ -65,10 +65,10 @@ def train_cmd(
         help="Procedurally drawn 'none of these' devices (outlier exposure; patch default 16, "
              "0 = off)."),
 ) -> None:
-    """Train a source-identification model (train split; validates on val; never reads test),
-    then calibrate it and enrol the unit patterns (unless --no-calibrate).
+    """Train a source-identification model, then calibrate it and enrol unit patterns.
 
-    Under torchrun (WORLD_SIZE > 1) the process group is started here (gloo on CPU, NCCL on
+    Trains on the train split, validates on val, never reads test; calibration and unit
+    enrolment follow unless --no-calibrate. Under torchrun (WORLD_SIZE > 1) the process group is started here (gloo on CPU, NCCL on
     CUDA); only rank 0 writes files and calibrates. One log line per epoch goes to stderr.
     """
     from medforensics.training.engine import init_distributed_from_env, train
@@ -120,7 +120,11 @@ def _rank() -> int:
 def _calibrate_after_training(run: Path, manifest: Path, device: str) -> bool:
     """Calibrate on val and enrol units on train; whether a calibration was written."""
     from medforensics.data.manifest import read_manifest
-    from medforensics.source.predictor import calibrate_run, calibration_summary, enroll_units
+    from medforensics.source.predictor import (
+        calibrate_run,
+        calibration_summary,
+        enroll_units,
+    )
 
     rows = read_manifest(manifest)
     calibrated = False

@@ -37,6 +37,7 @@ from medforensics.source.predictor import (
     enroll_units,
     identify_files,
 )
+from medforensics.source.schema import identify_record
 from medforensics.source.verdicts import format_table
 from medforensics.synth.simulate import simulate_archive
 from medforensics.training.engine import train
@@ -205,7 +206,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     table = format_table([v for v, _ in verdicts], fmt="markdown", details=True)
     echo(format_table([v for v, _ in verdicts]))
     (out / "identify.jsonl").write_text(
-        "".join(json.dumps({**v.to_dict(), **e}) + "\n" for v, e in verdicts))
+        "".join(json.dumps(identify_record(v, e)) + "\n" for v, e in verdicts))
 
     forgery_md = ""
     if cfg.forgery:

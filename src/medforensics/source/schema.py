@@ -37,14 +37,14 @@ from medforensics.io import read_header
 from medforensics.source.verdicts import UNREADABLE, Verdict
 
 __all__ = [
+    "STATUS_DONE",
+    "STATUS_ERROR",
+    "UID_KEYS",
     "ErrorRecord",
     "IdentifyLine",
     "IdentifyRecord",
     "ImageRef",
-    "STATUS_DONE",
-    "STATUS_ERROR",
     "TopClass",
-    "UID_KEYS",
     "error_record",
     "identify_record",
     "image_ids",
@@ -208,7 +208,7 @@ def identify_record(v: Verdict, extra: Mapping[str, Any]) -> dict[str, Any]:
     if v.verdict == UNREADABLE:
         reason = v.reason or UNREADABLE
         prefix = f"{UNREADABLE} ({reason}): "
-        message = v.message[len(prefix):] if v.message.startswith(prefix) else v.message
+        message = v.message.removeprefix(prefix)
         rec = {**ref, "status": STATUS_ERROR, "reason": reason, "message": message}
         return ErrorRecord.model_validate(rec).model_dump(mode="json")
     data = {**v.to_dict(), **to_jsonable(dict(extra)), **ref, "status": STATUS_DONE}
