@@ -394,4 +394,4 @@ def test_cli_prepare(archive: dict, tmp_path: Path) -> None:
     assert len(src) == n
     assert json.loads((store / INDEX_NAME).read_text())["paper"] is None
     bad = CliRunner().invoke(app, ["prepare", str(tmp_path / "nope.csv"), "--out", str(store)])
-    assert bad.exit_code == 2 and "manifest not found" in bad.output
+    assert bad.exit_code == 1 and "manifest not found" in bad.output  # an input not usable
