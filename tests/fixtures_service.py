@@ -12,7 +12,7 @@ seconds) and shared by every service test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +74,9 @@ def source_run(service_archive: ServiceArchive) -> Path:
     return service_archive.run
 
 
-@dataclass
-class ContractForgeryResult:
-    """A result shaped like ``ForgeryDetector.detect``'s (the service's forgery contract)."""
-
-    score: float
-    verdict: str
-    forged_area_percent: float
-    ela_score: float
-    prob_map: np.ndarray
-    threshold: float = 0.5
-    regions: list[dict[str, Any]] = field(default_factory=list)
-
-
 class ContractForgeryDetector:
-    """Stand-in forgery detector following the ``detect(pixels, meta)`` contract.
+    """Stand-in forgery detector following the ``detect(pixels, meta) -> ForgeryResult``
+    contract.
 
     It marks the square ``[H/4, H/2) x [W/4, W/2)`` as forged (probability 1, else 0) and
     refuses images under 32 px with :class:`medforensics.errors.InvalidArrayError`, so tests
@@ -99,8 +87,9 @@ class ContractForgeryDetector:
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[int, int], str]] = []
 
-    def detect(self, pixels: np.ndarray, meta: object) -> ContractForgeryResult:
+    def detect(self, pixels: np.ndarray, meta: object) -> Any:
         from medforensics.errors import InvalidArrayError
+        from medforensics.forgery.detector import ForgeryResult
 
         if pixels.ndim != 2:
             raise InvalidArrayError("2-D only")
@@ -114,6 +103,8 @@ class ContractForgeryDetector:
         area = (box[2] - box[0]) * (box[3] - box[1])
         region = {"bbox": box, "area_px": area, "area_percent": 100.0 * area / (h * w),
                   "mean_prob": 1.0, "max_prob": 1.0, "cue": "noise"}
-        return ContractForgeryResult(score=float(np.float32(0.9)), verdict="tampered",
-                                     forged_area_percent=float(100 * prob.mean()),
-                                     ela_score=0.25, prob_map=prob, regions=[region])
+        return ForgeryResult(score=float(np.float32(0.9)), verdict="tampered",
+                             forged_area_percent=float(100 * prob.mean()), ela_score=0.25,
+                             threshold=0.5, inconclusive_from=0.4, map_threshold=0.5,
+                             method="contract", prob_map=prob, covered_fraction=1.0,
+                             regions=[region])

@@ -173,7 +173,7 @@ def test_match_features_pairs_are_unique_and_far_apart() -> None:
 
 
 def test_detector_names_a_content_matched_turned_copy() -> None:
-    from medforensics.cli import _region_line
+    from medforensics.cli.forgery import _region_line
     from medforensics.forgery.detector import ForgeryDetector
 
     img, mask = _paste(_scene(10), angle=-19.0)

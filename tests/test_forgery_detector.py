@@ -245,12 +245,12 @@ def test_cli_line_of_an_inconclusive_image(tmp_path: Path) -> None:
 
     flat = tmp_path / "flat.png"
     write_png16(flat, np.full((128, 128), 900, np.uint16))
-    out = CliRunner().invoke(app, ["forgery", "detect", "none", str(flat)])
+    out = CliRunner().invoke(app, ["forgery", "detect", "cues", str(flat)])
     assert out.exit_code == 0, out.output
     line = out.output.strip().splitlines()[0]
     assert "inconclusive (nothing to read" in line and "ELA not run" in line
     assert "authentic" not in line and "ELA score" not in line
-    js = CliRunner().invoke(app, ["forgery", "detect", "none", str(flat), "--json"])
+    js = CliRunner().invoke(app, ["forgery", "detect", "cues", str(flat), "--json"])
     d = json.loads(js.output.strip().splitlines()[0])
     assert d["verdict"] == "inconclusive" and d["ela_score"] is None
     assert d["covered_fraction"] == 0.0 and d["inconclusive_reason"]
@@ -281,7 +281,7 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
     assert np.all(ov[:N] == AREA_COLOUR, axis=-1).any()  # the flagged areas are boxed
 
     maps = tmp_path / "maps"
-    res = CliRunner().invoke(app, ["forgery", "detect", "none", str(good), str(junk), str(good),
+    res = CliRunner().invoke(app, ["forgery", "detect", "cues", str(good), str(junk), str(good),
                                    "--json", "--maps", str(maps)])
     assert res.exit_code == 1, res.output  # one unreadable file -> exit 1, batch goes on
     lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
@@ -289,10 +289,10 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
     assert lines[1]["reason"] == "not-an-image-file"
     assert lines[0]["verdict"] == "tampered" and 0 < lines[0]["forged_area_percent"] < 10
     assert lines[0]["regions"] and lines[0]["regions"][0]["cue"] == "copymove"
-    text = CliRunner().invoke(app, ["forgery", "detect", "none", str(good)])
+    text = CliRunner().invoke(app, ["forgery", "detect", "cues", str(good)])
     assert text.exit_code == 0, text.output
     assert "  area 1: (" in text.stdout and "cue copymove" in text.stdout
-    off = CliRunner().invoke(app, ["forgery", "detect", "none", str(good), "--json",
+    off = CliRunner().invoke(app, ["forgery", "detect", "cues", str(good), "--json",
                                    "--no-texture", "--no-seam"])
     assert off.exit_code == 0
     assert not {"texture", "seam"} & set(json.loads(off.stdout.splitlines()[0])["cues"])

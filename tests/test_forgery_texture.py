@@ -149,7 +149,7 @@ def test_detector_names_a_coarse_lattice_region() -> None:
     assert 56 <= x0 <= 72 and 56 <= y0 <= 72 and 152 <= x1 <= 168 and 152 <= y1 <= 168
     assert any("coarse lattice" in n for n in res.notes)
     assert res.regions[0].get("coarse_lattice") is True
-    from medforensics.cli import _region_line
+    from medforensics.cli.forgery import _region_line
 
     assert "coarse lattice" in _region_line(1, res.regions[0])
     tex = texture_inconsistency_map(img)

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("medforensics.source",),
     ("medforensics.forgery",),
     ("medforensics.report", "medforensics.pacs"),
-    ("medforensics.service", "medforensics.cli", "medforensics.cli_pacs", "medforensics.demo", "medforensics.api",
+    ("medforensics.service", "medforensics.cli", "medforensics.cli.pacs", "medforensics.demo", "medforensics.api",
      "medforensics.__main__"),
 )
 APPLICATION = ("medforensics.service", "medforensics.cli")
@@ -150,7 +150,6 @@ def test_the_layer_table_is_the_documented_one() -> None:
 
 #: Files still being split, with the size they may not grow past.
 OVERSIZE: dict[str, int] = {
-    "cli.py": 1200,
 }
 
 

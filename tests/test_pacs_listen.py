@@ -365,7 +365,7 @@ def test_cli_listen_serves_and_stops_on_sigterm(images, tmp_path, monkeypatch):
     out, SIGTERM, summary and exit 0; the refusals of bad options exit 2."""
     from typer.testing import CliRunner
 
-    from medforensics import cli_pacs
+    from medforensics.cli import pacs as cli_pacs
     from medforensics.cli import app
 
     monkeypatch.setattr(cli_pacs, "_analysers", lambda *a: (_source, _forgery))

@@ -266,12 +266,12 @@ def test_forgery_detect_dicom_out(archive, tmp_path):
 
 
 def test_scan_progress_logs_every_n_without_a_terminal(caplog, capsys):
-    from medforensics.cli_pacs import ScanProgress
+    from medforensics.cli.pacs import ScanProgress
     from medforensics.pacs.scan import ScanItem
 
     items = [ScanItem("s", "r", str(i), status=st, stored=st == "done")
              for i, st in enumerate(["done", "skipped", "done", "failed", "done"])]
-    with caplog.at_level("INFO", logger="medforensics.cli_pacs"), \
+    with caplog.at_level("INFO", logger="medforensics.cli.pacs"), \
             ScanProgress(enabled=False, every=2) as bar:
         for it in items:
             bar.update(it)

@@ -434,4 +434,4 @@ def test_cli_report(case_env: dict, tmp_path: Path) -> None:
     assert str(path) in (tmp_path / "p.html").read_text()
     res = CliRunner().invoke(app, ["report", str(path), "--source-model",
                                    str(tmp_path / "nope"), "--out", str(tmp_path / "q")])
-    assert res.exit_code == 2 and "error" in res.output
+    assert res.exit_code == 3 and "error" in res.output  # a refused (missing) model

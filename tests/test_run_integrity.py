@@ -132,7 +132,7 @@ def test_a_changed_run_file_is_refused_naming_it(trained: dict, tmp_path: Path,
         SourcePredictor.from_run(run)
     assert ei.value.path == str(path) and ei.value.overridable
     res = CliRunner().invoke(app, ["identify", str(run), str(trained["paths"][0])])
-    assert res.exit_code == 2 and name in res.output and "--allow-modified-run" in res.output
+    assert res.exit_code == 3 and name in res.output and "--allow-modified-run" in res.output
 
 
 def test_added_or_removed_side_files_are_modifications(trained: dict, tmp_path: Path) -> None:
@@ -182,9 +182,9 @@ def test_override_loads_and_every_verdict_says_modified(trained: dict, tmp_path:
 
     res = CliRunner().invoke(app, ["identify", str(run), str(trained["paths"][0]), str(junk),
                                    "--json", "--allow-modified-run"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the junk file is not analysed
     lines = [json.loads(x) for x in res.stdout.splitlines()]
-    assert [d["run_integrity"] for d in lines] == ["modified", "modified"]
+    assert lines[0]["run_integrity"] == "modified" and lines[1]["status"] == "error"
     assert "warning: the run was modified" in res.output
 
 
@@ -193,7 +193,7 @@ def test_calibrating_a_modified_run_keeps_it_modified(trained: dict, tmp_path: P
     _edit_json(run / "model.json", seed=99)
     res = CliRunner().invoke(app, ["calibrate", str(run), "--manifest", str(trained["manifest"]),
                                    "--no-units"])
-    assert res.exit_code == 2 and "model.json" in res.output
+    assert res.exit_code == 3 and "model.json" in res.output
     res = CliRunner().invoke(app, ["calibrate", str(run), "--manifest", str(trained["manifest"]),
                                    "--no-units", "--allow-modified-run"])
     assert res.exit_code == 0, res.output
@@ -365,7 +365,7 @@ def test_forgery_detect_cli_flag(tmp_path: Path) -> None:
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (96, 96), np.uint8)).save(png)
     _edit_json(run / "model.json", threshold=0.4)
     bad = CliRunner().invoke(app, ["forgery", "detect", str(run), str(png), "--json"])
-    assert bad.exit_code == 2 and "model.json" in bad.output
+    assert bad.exit_code == 3 and "model.json" in bad.output
     ok = CliRunner().invoke(app, ["forgery", "detect", str(run), str(png), "--json",
                                   "--allow-modified-run"])
     assert ok.exit_code == 0, ok.output

@@ -614,7 +614,7 @@ def test_cli_serve_refuses_open_host_without_token(source_run: Path) -> None:  #
     res = runner.invoke(cli, ["serve", "--source-model", str(source_run), "--host", "0.0.0.0"])
     assert res.exit_code == 2 and "--token" in res.output
     res = runner.invoke(cli, ["serve", "--source-model", str(source_run) + "-missing"])
-    assert res.exit_code == 2 and "not a directory" in res.output
+    assert res.exit_code == 3 and "not a directory" in res.output
 
 
 # ---------------------------------------------------------------------- render helpers

@@ -386,7 +386,7 @@ def test_cli_prepare(archive: dict, tmp_path: Path) -> None:
     store = tmp_path / "store"
     res = CliRunner().invoke(app, ["prepare", str(manifest), "--out", str(store), "--workers",
                                    "1", "--no-paper", "--no-progress"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # two images could not be cached, each listed
     n = len(archive["files"])
     assert f"{n}/{n + 2} eligible images cached" in res.output
     assert "2 image(s) could not be cached" in res.output and "sha256-mismatch" in res.output
@@ -394,4 +394,4 @@ def test_cli_prepare(archive: dict, tmp_path: Path) -> None:
     assert len(src) == n
     assert json.loads((store / INDEX_NAME).read_text())["paper"] is None
     bad = CliRunner().invoke(app, ["prepare", str(tmp_path / "nope.csv"), "--out", str(store)])
-    assert bad.exit_code == 2 and "manifest not found" in bad.output
+    assert bad.exit_code == 1 and "manifest not found" in bad.output  # an input not usable

@@ -30,8 +30,9 @@ from medforensics.data.splits import assign_splits, check_leakage
 from medforensics.demo.forgery import forgery_demo
 from medforensics.eval.tables import fmt_interval
 from medforensics.source.evaluate import evaluate_run
-from medforensics.source.predictor import SourcePredictor, enroll_units, identify_files
 from medforensics.source.calibrate import calibrate_run, calibration_summary
+from medforensics.source.predictor import SourcePredictor, enroll_units, identify_files
+from medforensics.source.schema import identify_record
 from medforensics.source.verdicts import format_table
 from medforensics.synth.simulate import simulate_archive
 from medforensics.training.engine import train
@@ -201,7 +202,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     table = format_table([v for v, _ in verdicts], fmt="markdown", details=True)
     echo(format_table([v for v, _ in verdicts]))
     (out / "identify.jsonl").write_text(
-        "".join(json.dumps({**v.to_dict(), **e}) + "\n" for v, e in verdicts))
+        "".join(json.dumps(identify_record(v, e)) + "\n" for v, e in verdicts))
 
     forgery_md = ""
     if cfg.forgery:

@@ -670,14 +670,16 @@ def detect_files(detector: ForgeryDetector, paths: Any, *, frame: int = 0,
     """
     for p in paths:
         path = str(p)
+        meta = None
         try:
             pixels, meta = read_image(path, frame=frame)
             res = detector.detect(pixels, meta)
         except ReadError as exc:
-            yield FileResult(path, error=str(exc), reason=exc.reason)
+            yield FileResult(path, error=str(exc), reason=exc.reason, frame=frame)
             continue
         except InvalidArrayError as exc:
-            yield FileResult(path, error=str(exc), reason="invalid-image")
+            yield FileResult(path, error=str(exc), reason="invalid-image", meta=meta,
+                             frame=frame)
             continue
         files = write_files(res, pixels, path) if write_files is not None else {}
-        yield FileResult(path, result=res, files=files)
+        yield FileResult(path, result=res, files=files, meta=meta, frame=frame)

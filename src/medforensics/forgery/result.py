@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from medforensics.forgery.schema import forgery_record
+from medforensics.source.schema import error_record
+
 __all__ = ["ForgeryResult", "FileResult", "json_tree"]
 
 
@@ -119,18 +122,24 @@ def json_tree(v: Any) -> Any:
 
 @dataclass
 class FileResult:
-    """One file of :func:`detect_files`: a result, or the reason it could not be analysed."""
+    """One file of :func:`detect_files`: a result, or the reason it could not be analysed.
+
+    ``meta`` is the image's ``ImageMeta`` when it was decoded (its UIDs go into the JSON).
+    """
 
     path: str
     result: ForgeryResult | None = None
     error: str | None = None
     reason: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    meta: Any = field(default=None, repr=False)
+    frame: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (``status`` is ``done`` or ``error``)."""
+        """The result's JSON line (:mod:`medforensics.forgery.schema`: ``status`` is ``done``
+        or ``error``, with the image's path, frame and DICOM UIDs)."""
         if self.result is None:
-            return {"path": self.path, "status": "error", "reason": self.reason,
-                    "message": self.error}
-        return {"path": self.path, "status": "done", **self.result.to_dict(),
-                **({"files": self.files} if self.files else {})}
+            return error_record(self.path, self.reason or "unreadable", self.error or "",
+                                self.meta, frame=self.frame)
+        return forgery_record(self.result, self.path, self.meta, frame=self.frame,
+                              files=self.files)

@@ -18,31 +18,24 @@ from typing import Any
 
 from medforensics.common.hashing import file_sha256
 from medforensics.errors import InvalidArrayError, ModelFileError, ReadError
-from medforensics.forgery.detector import ForgeryDetector, json_tree
+from medforensics.forgery.detector import ForgeryDetector
 from medforensics.io import ImageMeta, read_header, read_image
 from medforensics.models.registry import list_models
-from medforensics.report.analysis import dataclass_scalars, json_scalar
 from medforensics.report.html import render_case_report
 from medforensics.report.images import overlay_rgb, png_b64, preview_grey
 from medforensics.report.provenance import TRAINING_FREE
 from medforensics.report.redaction import redact, strip_path_prefix
 from medforensics.source.predictor import SourcePredictor, identify_image
+from medforensics.source.schema import identify_record
+from medforensics.forgery.schema import forgery_record
 from medforensics.report.marks import annotate_regions
 
-__all__ = [
-    "DEFAULT_MAX_FRAME_PIXELS",
-    "FORGERY_FIELDS",
-    "CaseService",
-    "InputError",
-    "NotAvailable",
-]
+__all__ = ["CaseService", "DEFAULT_MAX_FRAME_PIXELS", "InputError", "NotAvailable"]
 
 log = logging.getLogger(__name__)
 
 #: Largest frame analysed by default (8192 x 8192: 256 MB as float32).
 DEFAULT_MAX_FRAME_PIXELS = 2**26
-#: Result attributes every forgery detector provides (the ``ForgeryDetector.detect`` contract).
-FORGERY_FIELDS = ("score", "verdict", "forged_area_percent", "ela_score")
 
 
 class InputError(Exception):
@@ -98,8 +91,10 @@ class CaseService:
         source: a trained source run directory, or an already loaded
             :class:`medforensics.source.predictor.SourcePredictor`.
         forgery: ``None`` (no forgery analysis: ``/v1/forgery`` answers 503), a forgery run
-            directory (loaded with ``ForgeryDetector.from_run``), or a loaded detector object
-            (anything with ``detect(pixels, meta)`` returning the contract's result).
+            directory (loaded with ``ForgeryDetector.from_run``; ``"cues"``: the
+            training-free detector), or a loaded detector object (anything with
+            ``detect(pixels, meta)`` returning a
+            :class:`medforensics.forgery.detector.ForgeryResult`).
         device: torch device for the source model.
         max_frame_pixels: largest frame (Rows x Columns) analysed; bigger images are refused
             from their header (reason ``too-large``) before any pixel is decoded.
@@ -247,7 +242,8 @@ class CaseService:
             raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
 
     def identify(self, path: Path, filename: str, *, preview: bool = False) -> dict[str, Any]:
-        """Device verdict for one file (``Verdict.to_dict()`` plus the unit check and preview).
+        """Device verdict for one file: the ``identify --json`` line
+        (:func:`medforensics.source.schema.identify_record`), plus the preview when asked.
 
         Args:
             path: the uploaded file.
@@ -263,16 +259,17 @@ class CaseService:
             v, extra = identify_image(self.predictor, img.pixels, img.meta, str(path))
         except InvalidArrayError as exc:
             raise InputError("invalid-image", _clean_message(str(exc), path, filename)) from None
-        out = v.to_dict()
+        out = identify_record(v, extra)
         out["path"] = filename
         out["message"] = _clean_message(out["message"], path, filename)
-        out.update({k: json_scalar(val) for k, val in extra.items()})
         if preview:
             out["preview_png_b64"] = png_b64(preview_grey(img.pixels))
         return out
 
     def forgery(self, path: Path, filename: str) -> dict[str, Any]:
-        """Forgery score, verdict, forged area and a heat-map overlay for one file.
+        """Forgery analysis of one file: the ``forgery detect --json`` line
+        (:func:`medforensics.forgery.schema.forgery_record`) plus ``overlay_png_b64``, the
+        heat map over the image.
 
         Raises:
             NotAvailable: no forgery detector loaded (503).
@@ -289,24 +286,12 @@ class CaseService:
             raise InputError(exc.reason, _clean_message(str(exc), path, filename)) from None
         except InvalidArrayError as exc:
             raise InputError("invalid-image", _clean_message(str(exc), path, filename)) from None
-        out: dict[str, Any] = {"path": filename, "rows": int(img.meta.rows),
-                               "cols": int(img.meta.cols)}
-        out.update(dataclass_scalars(res))
-        for name in FORGERY_FIELDS:
-            out[name] = json_scalar(getattr(res, name, None))
-        for name in ("regions", "copy_moves"):  # lists of dicts (ForgeryResult), when given
-            val = getattr(res, name, None)
-            if isinstance(val, (list, tuple)):
-                out[name] = [json_tree(v) for v in val if isinstance(v, Mapping)]
-        prob = getattr(res, "prob_map", None)
-        if prob is not None:
-            over = overlay_rgb(img.pixels, prob)
-            over = annotate_regions(over, out.get("regions") or [],  # the page explains them
-                                    over.shape[1] / img.pixels.shape[1],
-                                    copy_moves=out.get("copy_moves") or [], legend=False)
-            out["overlay_png_b64"] = png_b64(over)
-        else:
-            out["overlay_png_b64"] = None
+        out = forgery_record(res, filename, img.meta)
+        over = overlay_rgb(img.pixels, res.prob_map)
+        over = annotate_regions(over, out.get("regions") or [],  # the page explains them
+                                over.shape[1] / img.pixels.shape[1],
+                                copy_moves=out.get("copy_moves") or [], legend=False)
+        out["overlay_png_b64"] = png_b64(over)
         return out
 
     def report(self, path: Path, filename: str, *, mask_identifiers: bool = True) -> str:

@@ -7,8 +7,10 @@ started with a token; ``/``, ``/static``, ``/health`` and ``/openapi.json`` are 
 ``GET /``                  the browser page (plain HTML + JS, served locally)
 ``GET /health``            liveness, version, limits, what is loaded
 ``GET /v1/models``         presets, classes, file hashes, calibration of the loaded models
-``POST /v1/identify``      device verdict of one uploaded image (``?preview=true`` adds a PNG)
-``POST /v1/forgery``       forgery score, verdict, forged area, heat-map overlay (PNG, base64)
+``POST /v1/identify``      device verdict of one uploaded image: the ``identify --json`` line
+                           (``?preview=true`` adds a PNG)
+``POST /v1/forgery``       the ``forgery detect --json`` line plus a heat-map overlay (PNG,
+                           base64)
 ``POST /v1/report``        self-contained HTML case report (identifiers masked; a service
                            started with ``allow_unmasked_reports`` also honours
                            ``?mask_identifiers=false``, any other answers it with 403)
@@ -67,6 +69,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from medforensics.forgery.schema import ForgeryRecord
 from medforensics.service.analysis import (
     DEFAULT_MAX_FRAME_PIXELS,
     CaseService,
@@ -75,6 +78,7 @@ from medforensics.service.analysis import (
 )
 from medforensics.service.isolation import AnalysisTimeout, run_forked
 from medforensics.service.uploads import FILE_FIELD, RAW_CONTENT_TYPES, UploadError, receive_upload
+from medforensics.source.schema import IdentifyRecord
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_TIMEOUT_S", "STATIC_DIR"]
 
@@ -117,45 +121,20 @@ class Health(BaseModel):
     timeout_s: float
 
 
-class TopClass(BaseModel):
-    label: str
-    probability: float | None
+class IdentifyResponse(IdentifyRecord):
+    """``/v1/identify``: the ``identify --json`` line of the image
+    (:class:`medforensics.source.schema.IdentifyRecord`), ``path`` being the uploaded file's
+    name; ``preview_png_b64`` only with ``?preview=true``."""
 
-
-class IdentifyResult(BaseModel):
-    """Device verdict of one image (``medforensics.source.verdicts.Verdict.to_dict()`` and extras)."""
-
-    model_config = ConfigDict(extra="allow")
-    verdict: str
-    message: str
-    path: str | None = None
-    level: str
-    predicted: str | None = None
-    probability: float | None = None
-    top: list[TopClass]
-    confident: bool | None = None
-    header_claim: str | None = None
-    claim_class: str | None = None
-    claim_probability: float | None = None
-    claim_in_classes: bool | None = None
-    unknown_threshold: float | None = None
-    n_patches: int | None = None
-    unit: str | None = None
-    unit_score: float | None = None
-    unit_claim: str | None = None
     preview_png_b64: str | None = None
 
 
-class ForgeryResult(BaseModel):
-    """Forgery analysis of one image; ``overlay_png_b64`` is the heat map over the image."""
+class ForgeryResponse(ForgeryRecord):
+    """``/v1/forgery``: the ``forgery detect --json`` line of the image
+    (:class:`medforensics.forgery.schema.ForgeryRecord`), ``path`` being the uploaded file's
+    name, plus the heat map over the image (``overlay_png_b64``, PNG, base64)."""
 
-    model_config = ConfigDict(extra="allow")
-    path: str | None = None
-    score: float | None = None
-    verdict: str | None = None
-    forged_area_percent: float | None = None
-    ela_score: float | None = None
-    overlay_png_b64: str | None = None
+    overlay_png_b64: str
 
 
 class ModelsInfo(BaseModel):
@@ -311,8 +290,10 @@ def create_app(
     Args:
         source_run: trained (and calibrated) source run directory, or a loaded
             :class:`medforensics.source.predictor.SourcePredictor`.
-        forgery_run: forgery run directory, a loaded detector (anything with
-            ``detect(pixels, meta)``), or ``None``: ``/v1/forgery`` then answers 503.
+        forgery_run: forgery run directory, ``"cues"`` (the training-free detector, what
+            ``medforensics serve`` loads by default), a loaded detector (anything with
+            ``detect(pixels, meta)`` returning a ``ForgeryResult``), or ``None``:
+            ``/v1/forgery`` then answers 503.
         token: when set, every ``/v1`` request needs ``Authorization: Bearer <token>``
             (compared in constant time); 401 otherwise.
         max_upload_bytes: largest accepted file, in bytes (413 above, checked while streaming).
@@ -510,7 +491,7 @@ def create_app(
         return service.models_info()
 
     @app.post("/v1/identify", dependencies=auth, openapi_extra=_UPLOAD_BODY,
-              responses={200: {"model": IdentifyResult}, **upload_errors}, tags=["analysis"])
+              responses={200: {"model": IdentifyResponse}, **upload_errors}, tags=["analysis"])
     async def identify(request: Request, preview: bool = False) -> JSONResponse:
         """Which device made the image? ``consistent`` / ``MISMATCH`` / ``UNKNOWN`` /
         ``claim-not-in-model`` / ``no-header-claim``, with probabilities and the top 3.
@@ -520,7 +501,7 @@ def create_app(
         return JSONResponse(result)
 
     @app.post("/v1/forgery", dependencies=auth, openapi_extra=_UPLOAD_BODY,
-              responses={200: {"model": ForgeryResult}, **_errors(401, 413, 415, 422, 503, 504)},
+              responses={200: {"model": ForgeryResponse}, **_errors(401, 413, 415, 422, 503, 504)},
               tags=["analysis"])
     async def forgery(request: Request) -> JSONResponse:
         """Was the image altered? Score, verdict, forged area (%), ELA score and the

@@ -66,6 +66,7 @@ from medforensics.source.patches import (
     patch_positions,
     prepare_file,
 )
+from medforensics.source.schema import image_ids
 from medforensics.source.units import META_FILE, WEIGHTS_FILE, UnitFingerprints
 from medforensics.source.verdicts import (
     OpenSetCheck,
@@ -399,7 +400,8 @@ def identify_files(
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Verdicts for files: yields ``(Verdict, extra)`` per file, streaming, never stopping.
 
-    ``extra`` carries what the pixel-level verdict does not: the unit decided by the reference
+    ``extra`` carries what the pixel-level verdict does not: the image's ``frame`` and DICOM
+    UIDs (:func:`medforensics.source.schema.image_ids`), the unit decided by the reference
     patterns (``unit``, ``unit_score``; ``unit`` is ``None`` when no enrolled unit's pattern
     is present), the number of patches used and, for a predictor loaded from a run, the
     run's ``run_integrity`` (``"verified"``, ``"modified"`` or ``"unverified"``; see
@@ -417,7 +419,8 @@ def identify_files(
     for path, pred, meta, err, pixels in predictor._stream(paths, workers, prefetch,
                                                            fps is not None):
         if err is not None or pred is None:
-            yield unreadable(err, path, level=_verdict_level(predictor)), _integrity(predictor)
+            yield (unreadable(err, path, level=_verdict_level(predictor)),
+                   {**_integrity(predictor), **image_ids(path, meta)})
             continue
         yield _verdict_of(predictor, pred, meta, pixels, path)
 
@@ -461,7 +464,8 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
     """The verdict of one predicted image: evidence floor, unit patterns, open set, claim."""
     level = _verdict_level(predictor)
     claim = header_claim(meta, level)
-    extra: dict[str, Any] = {"n_patches": pred.n_patches, **_integrity(predictor)}
+    extra: dict[str, Any] = {"n_patches": pred.n_patches, **_integrity(predictor),
+                             **image_ids(path, meta)}
     ev = pred.evidence
     if ev is not None:
         extra["informative_windows"] = ev.informative

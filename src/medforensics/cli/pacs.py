@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
+from medforensics.cli._common import fail
+
 if TYPE_CHECKING:  # Self is in typing from Python 3.11 on
     from typing_extensions import Self
 
@@ -36,11 +38,6 @@ DICOM_OUT_OPT = typer.Option(
 SEG_OPT = typer.Option(
     "fractional", "--seg", help="SEG of the forgery map: fractional (probabilities), binary "
     "(the forged-area mask) or none.")
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2) from None
 
 
 def _quiet_libraries() -> None:
@@ -151,7 +148,7 @@ def identify_dicom_out(results: Iterator[tuple[Any, dict]], out: Optional[Path],
     try:
         _dicom_ready(out)
     except MedForensicsError as exc:
-        _fail(exc)
+        fail(exc)
     model = model_identity(run, getattr(predictor, "run_integrity", None))
     for v, extra in results:
         if v.verdict != "unreadable" and v.path:
@@ -173,7 +170,7 @@ def forgery_dicom_out(results: Iterator[Any], out: Optional[Path], run: Any, det
         kind = _check_seg(seg)
         _dicom_ready(out)
     except MedForensicsError as exc:
-        _fail(exc)
+        fail(exc)
     model = model_identity(run, getattr(detector, "run_integrity", None),
                            default_name=f"{getattr(detector, 'method', 'cues')} (training-free)")
     for fr in results:
@@ -399,7 +396,7 @@ def scan_cmd(
         analyse_source, analyse_forgery = _analysers(source_run, forgery, device,
                                                      allow_modified_run)
     except MedForensicsError as exc:
-        _fail(exc)
+        fail(exc)
         return
 
     bar = ScanProgress(progress, log_every)
@@ -415,7 +412,7 @@ def scan_cmd(
                            store=store, out_dir=out, seg_kind=kind, state=state, limit=limit,
                            on_item=on_item)
     except MedForensicsError as exc:
-        _fail(exc)
+        fail(exc)
         return
     typer.echo(summary.line(), err=True)
     if summary.failed:
@@ -504,6 +501,6 @@ def listen_cmd(
                         allowed_calling=allow_calling, on_item=on_item, timeout=timeout)
         summary = serve_until_signalled(node)
     except MedForensicsError as exc:
-        _fail(exc)
+        fail(exc)
         return
     typer.echo(summary.line(), err=True)
