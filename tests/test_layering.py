@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("medforensics.source",),
     ("medforensics.forgery",),
     ("medforensics.report", "medforensics.pacs"),
-    ("medforensics.service", "medforensics.cli", "medforensics.cli.pacs", "medforensics.demo", "medforensics.api",
+    ("medforensics.service", "medforensics.cli", "medforensics.demo", "medforensics.api",
      "medforensics.__main__"),
 )
 APPLICATION = ("medforensics.service", "medforensics.cli")

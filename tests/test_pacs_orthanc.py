@@ -14,6 +14,9 @@ import pytest
 pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 
+from _helpers import one_torch_thread  # noqa: F401 - fixture
+from _orthanc import orthanc  # noqa: F401 - fixture
+from fixtures_service import service_archive, source_run  # noqa: F401 - fixtures
 from typer.testing import CliRunner
 
 from medforensics.cli import app

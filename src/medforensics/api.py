@@ -22,11 +22,12 @@ from medforensics.data.splits import assign_splits, check_leakage
 from medforensics.data.store import open_store, prepare_store
 from medforensics.demo.pipeline import DemoConfig, run_demo
 from medforensics.eval.metrics import bootstrap_interval
-from medforensics.forgery.detector import ForgeryDetector
+from medforensics.forgery.detector import ForgeryDetector, detect_files
 from medforensics.forgery.evaluate import evaluate_detector
 from medforensics.forgery.train import train_forgery
 from medforensics.io import iter_frames, read_header, read_image
 from medforensics.models.io import load_model
+from medforensics.report.batch import write_report
 from medforensics.models.registry import create_model, list_models
 from medforensics.models.runfiles import seal_run, verify_run
 from medforensics.source.calibrate import calibrate_run
@@ -39,6 +40,7 @@ from medforensics.source.predictor import (
 )
 from medforensics.source.units import UnitFingerprints
 from medforensics.synth.simulate import simulate_archive
+from medforensics.synth.tamper import tamper_array
 from medforensics.training.engine import train
 
 __all__ = [
@@ -71,6 +73,8 @@ __all__ = [
     "identify_image",
     # forgery
     "ForgeryDetector",
+    "detect_files",
+    "tamper_array",
     "evaluate_detector",
     "train_forgery",
     # scale: prepared store, threads, shards
@@ -79,6 +83,7 @@ __all__ = [
     "prepare_store",
     "take_shard",
     # the main job
+    "write_report",
     "DemoConfig",
     "run_demo",
 ]

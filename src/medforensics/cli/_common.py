@@ -6,7 +6,8 @@ Exit codes (the same in every command):
 0  every input was analysed (or the command did its job)
 1  some inputs could not be analysed (each one is reported: an error line in ``--json``, a
    row or a message otherwise), or the data given cannot be used (manifest, leakage, store)
-2  usage error: a missing or malformed option or argument, an impossible configuration
+2  usage error: a missing or malformed option or argument, an impossible configuration, a
+   PACS that cannot be reached or refuses the credentials given
 3  a refused run or model: missing, malformed, of the wrong kind, or failing its integrity
    check (``ModelFileError`` / ``RunIntegrityError``)
 == ==========================================================================================
@@ -33,6 +34,7 @@ from typer.core import TyperGroup
 from medforensics.common.atomic import JsonLinesOutput
 from medforensics.common.sharding import shard_output_path
 from medforensics.errors import ConfigError, ModelFileError, OutputWriteError
+from medforensics.pacs.errors import ListenError, PacsError, ScanStateError
 
 __all__ = [
     "ALLOW_MODIFIED_OPT",
@@ -134,6 +136,8 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_PARTIAL
     if isinstance(exc, ModelFileError):
         return EXIT_REFUSED
+    if isinstance(exc, (PacsError, ScanStateError, ListenError)):
+        return EXIT_USAGE  # the server, its credentials or the state file as given do not work
     if isinstance(exc, (ConfigError, typer.BadParameter, ValueError)):
         return EXIT_USAGE
     return EXIT_PARTIAL
