@@ -30,6 +30,7 @@ from medforensics.models.io import load_model
 from medforensics.report.batch import write_report
 from medforensics.models.registry import create_model, list_models
 from medforensics.models.runfiles import seal_run, verify_run
+from medforensics.pacs.results import dicom_results, write_dicom_results
 from medforensics.source.calibrate import calibrate_run
 from medforensics.source.evaluate import evaluate_run
 from medforensics.source.predictor import (
@@ -73,6 +74,9 @@ __all__ = [
     "identify_image",
     # forgery
     "ForgeryDetector",
+    # results as DICOM (needs the [dicom] extra when called)
+    "dicom_results",
+    "write_dicom_results",
     "detect_files",
     "tamper_array",
     "evaluate_detector",

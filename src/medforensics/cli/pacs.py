@@ -109,25 +109,11 @@ def _write_results(out: Path, path: str, what: str, *, identify: Optional[dict] 
     """Write the SR (and SEG) of one file; a file that cannot get one is reported on stderr
     and the batch goes on."""
     from medforensics.errors import MedForensicsError
-    from medforensics.pacs.common import source_header, write_dataset
-    from medforensics.pacs.seg import build_seg
-    from medforensics.pacs.sr import build_report
+    from medforensics.pacs.results import write_dicom_results
 
     try:
-        src = source_header(path)
-        seg = None
-        if forgery is not None and prob_map is not None and seg_kind:
-            seg = build_seg(src, prob_map, kind=seg_kind,
-                            threshold=float(forgery.get("map_threshold") or 0.5),
-                            model=forgery.get("model"))
-        sr = build_report(src, identify=identify, forgery=forgery, seg=seg)
-        written = []
-        for obj, suffix in ((seg, "seg"), (sr, "sr")):
-            if obj is not None:
-                target = out / f"{src.SOPInstanceUID}_{what}_{suffix}.dcm"
-                write_dataset(obj, target)
-                written.append(str(target))
-        return written
+        return write_dicom_results(out, path, what, identify=identify, forgery=forgery,
+                                   prob_map=prob_map, seg_kind=seg_kind)
     except MedForensicsError as exc:
         typer.echo(f"no DICOM result for {path}: {exc}", err=True)
     except OSError as exc:

@@ -15,10 +15,10 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from medforensics.errors import ReadError
-from medforensics.pacs.errors import DicomBuildError, MissingDicomExtraError
-from medforensics.io import read_header
 from medforensics import __version__
+from medforensics.errors import ReadError
+from medforensics.io import read_header
+from medforensics.pacs.errors import DicomBuildError, MissingDicomExtraError
 
 __all__ = [
     "Producer",

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from medforensics.errors import ConfigError
 from medforensics.pacs.common import require
 from medforensics.pacs.errors import (
     PacsAuthError,
@@ -30,7 +31,6 @@ from medforensics.pacs.errors import (
     PacsServerError,
     PacsUnreachableError,
 )
-from medforensics.errors import ConfigError
 
 __all__ = ["InstanceRef", "PacsClient", "StoreOutcome"]
 

@@ -40,9 +40,8 @@ from medforensics.io import read_image
 from medforensics.io.meta import Image
 from medforensics.pacs.common import Producer, require, write_dataset
 from medforensics.pacs.errors import DicomBuildError, ForwardError, ListenError
+from medforensics.pacs.results import dicom_results
 from medforensics.pacs.scan import is_image_sop_class
-from medforensics.pacs.seg import build_seg
-from medforensics.pacs.sr import build_report
 
 __all__ = [
     "STATUS_BUSY",
@@ -562,13 +561,9 @@ class Listener:
                                   f"{type(exc).__name__}: {exc}")
         item.identify, item.forgery = ident, forg
         try:
-            seg = None
-            if forg is not None and prob is not None and self.seg_kind:
-                seg = build_seg(ds, prob, kind=self.seg_kind,
-                                threshold=float(forg.get("map_threshold") or 0.5),
-                                model=forg.get("model"), producer=self.producer)
-            sr = build_report(ds, identify=ident, forgery=forg, seg=seg,
-                              producer=self.producer)
+            objects = dicom_results(ds, identify=ident, forgery=forg, prob_map=prob,
+                                    seg_kind=self.seg_kind, producer=self.producer)
+            seg, sr = objects.get("seg"), objects["sr"]
         except DicomBuildError as exc:
             return self._finished(item, t0, "skipped", "result-failed", str(exc))
         item.sr = str(sr.SOPInstanceUID)

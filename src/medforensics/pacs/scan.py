@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medforensics.errors import MedForensicsError, ReadError
+from medforensics.errors import ConfigError, MedForensicsError, ReadError
 from medforensics.io import read_image
 from medforensics.io.meta import Image
 from medforensics.pacs.common import Producer, write_dataset
@@ -47,7 +47,6 @@ from medforensics.pacs.errors import (
     PacsUnreachableError,
     ScanStateError,
 )
-from medforensics.errors import ConfigError
 from medforensics.pacs.seg import build_seg
 from medforensics.pacs.sr import build_report
 

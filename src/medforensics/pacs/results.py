@@ -1,0 +1,76 @@
+"""Results of one image as DICOM objects: the SEG of its forgery map and one Comprehensive SR.
+
+The one place where an analysis (the JSON-able dicts that ``identify`` and ``forgery detect``
+produce) becomes DICOM; the command line's ``--dicom-out``, ``pacs scan`` / ``pacs listen``,
+the Python API and the service's DICOM download all call :func:`dicom_results`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from medforensics.pacs.common import Producer, source_header, write_dataset
+from medforensics.pacs.seg import build_seg
+from medforensics.pacs.sr import build_report
+
+__all__ = ["dicom_results", "write_dicom_results"]
+
+
+def dicom_results(source: Dataset | str | os.PathLike[str], *,
+                  identify: Mapping[str, Any] | None = None,
+                  forgery: Mapping[str, Any] | None = None,
+                  prob_map: np.ndarray | None = None,
+                  seg_kind: str | None = "fractional",
+                  producer: Producer | None = None) -> dict[str, Dataset]:
+    """The result objects of one analysed image.
+
+    Args:
+        source: the analysed image's data set (pixels optional) or its DICOM file.
+        identify: the identify result (``identify --json`` line), or None.
+        forgery: the forgery result (``forgery detect --json`` line), or None.
+        prob_map: the forgery probability map, float (Rows, Columns) in [0, 1]; with
+            ``forgery`` and ``seg_kind`` it becomes a SEG the SR references.
+        seg_kind: ``"fractional"`` (probabilities), ``"binary"`` (the map thresholded at the
+            result's ``map_threshold``) or None (no SEG).
+        producer: who writes the objects (device / software identification); default: this
+            installation of medforensics.
+
+    Returns:
+        ``{"seg": Dataset, "sr": Dataset}`` (``seg`` only when one was built).
+
+    Raises:
+        medforensics.pacs.errors.DicomBuildError: the source is not a referenceable DICOM
+            image, or the map does not fit it.
+        medforensics.errors.ReadError: the source file cannot be read.
+    """
+    src = source_header(source)
+    out: dict[str, Dataset] = {}
+    if forgery is not None and prob_map is not None and seg_kind:
+        out["seg"] = build_seg(src, prob_map, kind=seg_kind,
+                               threshold=float(forgery.get("map_threshold") or 0.5),
+                               model=forgery.get("model"), producer=producer)
+    out["sr"] = build_report(src, identify=identify, forgery=forgery, seg=out.get("seg"),
+                             producer=producer)
+    return out
+
+
+def write_dicom_results(out_dir: str | os.PathLike[str], source: Dataset | str | os.PathLike[str],
+                        what: str, **kwargs: Any) -> list[str]:
+    """:func:`dicom_results`, each object written whole (temporary file, then rename) as
+    ``<SOPInstanceUID>_<what>_<seg|sr>.dcm`` in ``out_dir``; returns the paths."""
+    src = source_header(source)
+    objects = dicom_results(src, **kwargs)
+    sop = str(src.SOPInstanceUID)
+    written = []
+    for suffix in ("seg", "sr"):
+        if suffix in objects:
+            written.append(str(write_dataset(objects[suffix],
+                                             Path(out_dir) / f"{sop}_{what}_{suffix}.dcm")))
+    return written
+
