@@ -367,7 +367,7 @@ def _coherent_shifts(m: BlockMatches, min_count: int) -> tuple[np.ndarray, np.nd
         shifts = shifts[np.argsort(-shifts[:, 2], kind="stable")]
     best = 0
     if len(m.a):  # below consensus: the strongest coherent group of any single shift
-        uniq, inv, cnt = np.unique(m.shifts, axis=0, return_inverse=True, return_counts=True)
+        _, inv, cnt = np.unique(m.shifts, axis=0, return_inverse=True, return_counts=True)
         inv = inv.ravel()
         for u in np.argsort(-cnt, kind="stable")[:8]:
             best = max(best, coherent_support(m.b[inv == u]))
