@@ -15,9 +15,8 @@ Pipeline (:func:`match_blocks`):
    and quantised with a step of ``quant``, hashed into sortable keys. The per-block scale
    makes the key independent of the local noise level: a copy in a quiet (bright, low-dose
    or strongly processed) area is keyed as finely as one in a noisy area. With one global
-   step, quiet blocks all fell into a few coarse keys, their partners were not adjacent in
-   key order, and an energy floor had to leave them out (a copy-move inside the quiet part
-   of a real Fuji CR image was missed that way).
+   step, quiet blocks would all fall into a few coarse keys, their partners would not be
+   adjacent in key order, and an energy floor would have to leave them out.
 3. Blocks that are not noise-like are left out: blocks with more than ``max_zero_frac``
    exactly-zero residual values (flat, clipped, padded areas and synthetic graphics such
    as burned-in text or rulers, which repeat exactly by construction), blocks whose
@@ -118,7 +117,7 @@ def _box_sums_topleft(a: np.ndarray, block: int) -> np.ndarray:
 
 #: strip height (rows) and chunk length of the memory-bounded passes
 _STRIP = 512
-_CHUNK = 1 << 15  # blocks per key chunk: (chunk, 16) temporaries stay in cache, ~250 MiB less peak
+_CHUNK = 1 << 15  # blocks per key chunk: (chunk, 16) temporaries stay small and in cache
 
 
 def _hash_multipliers(n: int) -> np.ndarray:

@@ -8,10 +8,8 @@ is compared with the level expected at the block's mean intensity. Two expectati
 * ``expected="binned"`` (default): non-parametric - the running median of
   ``log sigma_observed`` over the blocks ranked by mean intensity (window: 5 % of the blocks).
   It follows whatever noise-vs-intensity curve the image has (log transforms, LUTs, equalisation
-  of real processed radiographs), and a small edited region hardly moves it. On the simulated
-  tamper set it gave splice-device image AUC 0.97 (fit: 0.90) and removal 0.93 (0.86) with
-  half the false alarms on originals; on the real radiographs it removed the false alarms of
-  the straight-line fit on CR images whose noise is not linear in intensity.
+  of real processed radiographs, CR images whose noise is not linear in intensity), and a
+  small edited region hardly moves it (docs/forgery.md compares the two modes).
 * ``expected="fit"``: the image's own Poisson-Gaussian line (:func:`dsp.noise.fit_poisson_gaussian`,
   per-bin medians).
 
@@ -32,8 +30,8 @@ clipped specks are scored on their other pixels (clipped pixels and their 3x3 ne
 out of the MAD and of the noiseless share): excluding a whole block for one clipped pixel
 would hide most splices, whose mean/std matching pushes some pixels to the range's end.
 
-Two rules against false alarms on real processed radiographs (defaults; their effect is
-measured in docs/forgery.md):
+Two rules against false alarms on real processed radiographs (defaults; docs/forgery.md
+has their effect):
 
 * ``range_aware``: a block is judged against the expectation over the range of intensities it
   spans (min / max of its 4x4-px sub-block means): too little noise means below the *lowest*
@@ -50,9 +48,7 @@ thin tissue, so against the interior the band looks too quiet. Blocks are split 
 distance from the large clipped areas (background: under 128 px, 128-256 px, farther), and
 each stratum gets its own binned expectation. Strata of fewer than 2000 scored blocks (over
 the four grids) are merged, so small images (the simulated archive's 384-640 px) keep one
-expectation: an edit must stay a small share of the blocks it is compared with. On the real
-lossless radiographs this took the noise cue's false alarms from 3 to 2 of 9 untouched files
-and its splice AUC from 0.86 to 0.94 (chosen while looking at those files).
+expectation: an edit must stay a small share of the blocks it is compared with.
 
 The device-fingerprint cue, which also looks for regions that disagree with the rest of
 the image, is in :mod:`medforensics.forgery.cues.fingerprint`.
@@ -163,7 +159,7 @@ def noise_inconsistency_map(
             regions (an edited area) stay. ``z`` is not opened.
         max_clipped: blocks with at most this share of clipped pixels (and their 3x3
             neighbours, whose residual involves a clipped value) are scored on the other pixels
-            only; 0 = a block touching any clipped pixel is not scored (the rule before).
+            only; 0 = a block touching any clipped pixel is not scored.
         large_clipped: blocks touching a connected clipped area of at least this many pixels
             (background, collimation, saturated direct exposure) are never scored; smaller
             clipped specks (an edit pushed to the value range's end, a dense bone) are
