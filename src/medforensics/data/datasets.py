@@ -341,8 +341,8 @@ class PatchDataset(Dataset):
         seed: run seed.
         image_cache: pixel source (default: a new :class:`MemoryImageSource`).
         transform: optional ``float32 (P, P) -> float32 (P, P)`` applied to each patch.
-        pool_size: candidate corners per image (the validity check costs about 5 ms per
-            corner, once per image).
+        pool_size: candidate corners per image (each is checked for validity once per
+            image, so a larger pool costs start-up time).
 
     Items: ``(x, y)`` with ``x`` float32 tensor (1, P, P) of stored values and ``y`` int64
     class index.

@@ -177,11 +177,9 @@ def ingest(
         filters: paper filters and the minimum size (:class:`IngestFilters`).
         workers: parallel workers (default :func:`default_workers`: usable CPUs, at most 8);
             0 or 1 reads in this process.
-        backend: ``"process"`` (default) or ``"thread"``. Measured on 2000 files of
-            128 KiB: ~1.1 ms CPU per file, of which read_header ~0.97 ms (pure Python under
-            the GIL) and sha256 ~0.11 ms; so threads cannot scale past ~1.1x while
-            processes scale with cores (on a contended 2-core machine both gave 300-500
-            files/s).
+        backend: ``"process"`` (default) or ``"thread"``. Most of a file's CPU time is
+            header parsing in pure Python under the GIL, so threads barely scale while
+            processes scale with cores (docs/performance.md).
         chunk_size: files per task (default: chosen from the file count).
         verify: also decode the first frame of every image (slow; catches corrupt streams).
         force: read DICOM files without file meta (ACR-NEMA) instead of refusing them.

@@ -111,6 +111,24 @@ def _step(name: str, log_fn: Callable[[str], None]) -> Callable[[], None]:
     return done
 
 
+class _Steps:
+    """Runs the demo's steps one after another, announcing each and keeping its duration."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        #: seconds per step name, in the order run (0.1 s resolution)
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()`` as step ``name`` and return its result."""
+        done = _step(name, self.echo)
+        t0 = time.perf_counter()
+        res = fn()
+        self.timings[name] = round(time.perf_counter() - t0, 1)
+        done()
+        return res
+
+
 def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     """Run the whole job and return the path of ``REPORT.md``.
 
@@ -124,93 +142,19 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     archive, run, ev = out / "archive", out / "run", out / "evaluation"
-    timings: dict[str, float] = {}
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        done = _step(name, echo)
-        t0 = time.perf_counter()
-        res = fn()
-        timings[name] = round(time.perf_counter() - t0, 1)
-        done()
-        return res
-
-    paths = timed("simulate", lambda: simulate_archive(
-        archive, manufacturers=cfg.manufacturers,
-        models_per_manufacturer=cfg.models_per_manufacturer,
-        units_per_model=cfg.units_per_model, patients=cfg.patients, size=cfg.size,
-        seed=cfg.seed))
-    echo(f"   {len(paths)} DICOM files in {archive}")
-
-    rows = timed("ingest", lambda: ingest([archive], progress=False))
-    statuses: dict[str, int] = {}
-    for r in rows:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    echo(f"   statuses: {statuses}")
-
-    def do_split() -> list[dict[str, Any]]:
-        assign_splits(rows, by="patient", test=0.25, val=0.15, stratify="model", seed=cfg.seed)
-        check_leakage(rows)
-        return rows
-
-    timed("split", do_split)
-    manifest = out / "manifest.csv"
-    write_manifest(rows, manifest)
-    counts: dict[str, int] = {}
-    for r in rows:
-        if r.get("split"):
-            counts[r["split"]] = counts.get(r["split"], 0) + 1
-    echo(f"   split (patient level): {counts}; manifest {manifest}")
-
-    kw: dict[str, Any] = {}
-    if cfg.patches_per_image:
-        kw["patches_per_image"] = cfg.patches_per_image
-    res = timed("train", lambda: train(rows, label="model", preset="patch", out_dir=str(run),
-                                       epochs=cfg.epochs, seed=cfg.seed, device=cfg.device,
-                                       progress=True, **kw))
-    echo(f"   best epoch {res.best_epoch}, val balanced accuracy "
-         f"{res.best_val_balanced_accuracy:.3f}")
-
-    cal = timed("calibrate", lambda: calibrate_run(run, rows, device=cfg.device))
-    fps = timed("enrol units", lambda: enroll_units(run, rows))
-    echo(f"   {calibration_summary(cal)}; {len(fps.units)} unit patterns")
-
-    metrics = timed("evaluate", lambda: evaluate_run(run, rows, ev, split="test",
-                                                      device=cfg.device, progress=False))
-    img = metrics["image_level"]
-    ci = metrics.get("intervals") or {}
-    echo(f"   test: accuracy {img['accuracy']:.4f}{fmt_interval(ci.get('accuracy'), 3)}, "
-         f"balanced {img['balanced_accuracy']:.4f}, "
-         f"patient-level {metrics['patient_level']['accuracy']:.4f}"
-         + (f", unit {metrics['unit_level']['accuracy']:.4f}" if "unit_level" in metrics else "")
-         + f"; identify names {metrics['verdicts']['named_right']:.1%} right, "
-           f"{metrics['verdicts']['named_wrong']:.1%} wrong, "
-           f"{metrics['verdicts']['not_named']:.1%} not at all")
-
-    # identify: a few test images, a header edited to lie, and an unreadable file
+    steps = _Steps(echo)
+    paths, rows, statuses, counts = _archive_and_split(cfg, out, archive, steps)
+    res, cal, fps = _train_and_evaluate(cfg, rows, run, ev, steps)
     test_rows = [r for r in rows if r.get("split") == "test"]
-    picks = test_rows[: cfg.n_identify]
-    cases = out / "identify_cases"
-    cases.mkdir()
-    donor = next(r for r in test_rows if r["model"] != picks[0]["model"])
-    liar = edit_header_claim(picks[0]["path"], cases / "header_edited.dcm", donor["path"])
-    blank = blank_copy(picks[1]["path"], cases / "blank_pixels.dcm")
-    junk = cases / "not_an_image.dcm"
-    junk.write_bytes(b"this is not DICOM" * 10)
-    predictor = SourcePredictor.from_run(run, device=cfg.device)
-    verdicts = timed("identify", lambda: list(identify_files(
-        predictor, [r["path"] for r in picks] + [liar, blank, junk])))
-    table = format_table([v for v, _ in verdicts], fmt="markdown", details=True)
-    echo(format_table([v for v, _ in verdicts]))
-    (out / "identify.jsonl").write_text(
-        "".join(json.dumps(identify_record(v, e)) + "\n" for v, e in verdicts))
-
+    predictor, table = _identify_cases(cfg, out, test_rows, run, steps)
     forgery_md = ""
     if cfg.forgery:
         try:
-            forgery_md = timed("forgery", lambda: _forgery_demo(out, test_rows, cfg, echo))
+            forgery_md = steps.run("forgery", lambda: _forgery_demo(out, test_rows, cfg, echo))
         except ImportError as exc:  # forgery parts not installed/built: say so, don't hide it
             forgery_md = f"Forgery demo skipped: {exc}\n"
 
+    timings = steps.timings
     timings["total"] = round(time.perf_counter() - t_start, 1)
     report = out / "REPORT.md"
     train_cfg = res.config
@@ -239,6 +183,107 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = log.info) -> Path:
     ))
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     return report
+
+
+def _archive_and_split(cfg: DemoConfig, out: Path, archive: Path, steps: _Steps
+                       ) -> tuple[list[Path], list[dict[str, Any]], dict[str, int],
+                                  dict[str, int]]:
+    """Steps 1-3: simulate the archive, ingest it, split it by patient; write the manifest.
+
+    Returns:
+        ``(paths, rows, statuses, counts)``: the simulated files, the manifest rows (with
+        their ``split``), the number of rows per status and per split.
+    """
+    echo = steps.echo
+    paths = steps.run("simulate", lambda: simulate_archive(
+        archive, manufacturers=cfg.manufacturers,
+        models_per_manufacturer=cfg.models_per_manufacturer,
+        units_per_model=cfg.units_per_model, patients=cfg.patients, size=cfg.size,
+        seed=cfg.seed))
+    echo(f"   {len(paths)} DICOM files in {archive}")
+
+    rows = steps.run("ingest", lambda: ingest([archive], progress=False))
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    echo(f"   statuses: {statuses}")
+
+    def do_split() -> list[dict[str, Any]]:
+        assign_splits(rows, by="patient", test=0.25, val=0.15, stratify="model", seed=cfg.seed)
+        check_leakage(rows)
+        return rows
+
+    steps.run("split", do_split)
+    manifest = out / "manifest.csv"
+    write_manifest(rows, manifest)
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.get("split"):
+            counts[r["split"]] = counts.get(r["split"], 0) + 1
+    echo(f"   split (patient level): {counts}; manifest {manifest}")
+    return paths, rows, statuses, counts
+
+
+def _train_and_evaluate(cfg: DemoConfig, rows: list[dict[str, Any]], run: Path, ev: Path,
+                        steps: _Steps) -> tuple[Any, Any, Any]:
+    """Steps 4-6: train the ``patch`` model, calibrate it, enrol the units, evaluate the test
+    split into ``ev``.
+
+    Returns:
+        ``(train result, calibration, unit fingerprints)``.
+    """
+    echo = steps.echo
+    kw: dict[str, Any] = {}
+    if cfg.patches_per_image:
+        kw["patches_per_image"] = cfg.patches_per_image
+    res = steps.run("train", lambda: train(rows, label="model", preset="patch",
+                                           out_dir=str(run), epochs=cfg.epochs, seed=cfg.seed,
+                                           device=cfg.device, progress=True, **kw))
+    echo(f"   best epoch {res.best_epoch}, val balanced accuracy "
+         f"{res.best_val_balanced_accuracy:.3f}")
+
+    cal = steps.run("calibrate", lambda: calibrate_run(run, rows, device=cfg.device))
+    fps = steps.run("enrol units", lambda: enroll_units(run, rows))
+    echo(f"   {calibration_summary(cal)}; {len(fps.units)} unit patterns")
+
+    metrics = steps.run("evaluate", lambda: evaluate_run(run, rows, ev, split="test",
+                                                          device=cfg.device, progress=False))
+    img = metrics["image_level"]
+    ci = metrics.get("intervals") or {}
+    echo(f"   test: accuracy {img['accuracy']:.4f}{fmt_interval(ci.get('accuracy'), 3)}, "
+         f"balanced {img['balanced_accuracy']:.4f}, "
+         f"patient-level {metrics['patient_level']['accuracy']:.4f}"
+         + (f", unit {metrics['unit_level']['accuracy']:.4f}" if "unit_level" in metrics else "")
+         + f"; identify names {metrics['verdicts']['named_right']:.1%} right, "
+           f"{metrics['verdicts']['named_wrong']:.1%} wrong, "
+           f"{metrics['verdicts']['not_named']:.1%} not at all")
+    return res, cal, fps
+
+
+def _identify_cases(cfg: DemoConfig, out: Path, test_rows: list[dict[str, Any]], run: Path,
+                    steps: _Steps) -> tuple[SourcePredictor, str]:
+    """Step 7: identify a few test images, a header edited to lie, a blank image and an
+    unreadable file; write ``identify.jsonl``.
+
+    Returns:
+        ``(predictor, table)``: the loaded predictor and the verdicts as a Markdown table.
+    """
+    picks = test_rows[: cfg.n_identify]
+    cases = out / "identify_cases"
+    cases.mkdir()
+    donor = next(r for r in test_rows if r["model"] != picks[0]["model"])
+    liar = edit_header_claim(picks[0]["path"], cases / "header_edited.dcm", donor["path"])
+    blank = blank_copy(picks[1]["path"], cases / "blank_pixels.dcm")
+    junk = cases / "not_an_image.dcm"
+    junk.write_bytes(b"this is not DICOM" * 10)
+    predictor = SourcePredictor.from_run(run, device=cfg.device)
+    verdicts = steps.run("identify", lambda: list(identify_files(
+        predictor, [r["path"] for r in picks] + [liar, blank, junk])))
+    table = format_table([v for v, _ in verdicts], fmt="markdown", details=True)
+    steps.echo(format_table([v for v, _ in verdicts]))
+    (out / "identify.jsonl").write_text(
+        "".join(json.dumps(identify_record(v, e)) + "\n" for v, e in verdicts))
+    return predictor, table
 
 
 def demote_headings(markdown: str, levels: int) -> str:

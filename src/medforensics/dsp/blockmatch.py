@@ -15,9 +15,8 @@ Pipeline (:func:`match_blocks`):
    and quantised with a step of ``quant``, hashed into sortable keys. The per-block scale
    makes the key independent of the local noise level: a copy in a quiet (bright, low-dose
    or strongly processed) area is keyed as finely as one in a noisy area. With one global
-   step, quiet blocks all fell into a few coarse keys, their partners were not adjacent in
-   key order, and an energy floor had to leave them out (a copy-move inside the quiet part
-   of a real Fuji CR image was missed that way).
+   step, quiet blocks would all fall into a few coarse keys, their partners would not be
+   adjacent in key order, and an energy floor would have to leave them out.
 3. Blocks that are not noise-like are left out: blocks with more than ``max_zero_frac``
    exactly-zero residual values (flat, clipped, padded areas and synthetic graphics such
    as burned-in text or rulers, which repeat exactly by construction), blocks whose
@@ -118,7 +117,7 @@ def _box_sums_topleft(a: np.ndarray, block: int) -> np.ndarray:
 
 #: strip height (rows) and chunk length of the memory-bounded passes
 _STRIP = 512
-_CHUNK = 1 << 15  # blocks per key chunk: (chunk, 16) temporaries stay in cache, ~250 MiB less peak
+_CHUNK = 1 << 15  # blocks per key chunk: (chunk, 16) temporaries stay small and in cache
 
 
 def _hash_multipliers(n: int) -> np.ndarray:
@@ -206,6 +205,197 @@ def _dihedral_index(m: np.ndarray) -> np.ndarray:
     return np.argmax(eq, axis=1).astype(np.int8)
 
 
+def _usable_blocks(r: np.ndarray, v: np.ndarray | None, block: int, *, max_zero_frac: float,
+                   min_density: float, min_var_frac: float, energy_frac: float,
+                   energy_max: float) -> np.ndarray | None:
+    """Which ``block x block`` residual blocks are noise-like enough to be matched.
+
+    Per-block statistics are computed at every top-left position in float64, strip by strip
+    (a strip of top-left rows needs ``block - 1`` more residual rows), so that only a bool
+    mask and the float32 energy are kept for the whole image.
+
+    Args:
+        r: (H, W) float residual.
+        v: optional bool (H, W) of valid pixels.
+        block: block side in pixels.
+        max_zero_frac, min_density, min_var_frac, energy_frac, energy_max: the block filters
+            of :func:`match_blocks`.
+
+    Returns:
+        bool (H - block + 1, W - block + 1), True for a usable block at that top-left corner;
+        None when no block passes the sparsity, density and variance filters.
+    """
+    H, W = r.shape
+    hb, wb = H - block + 1, W - block + 1
+    ok = np.empty((hb, wb), bool)
+    vok = None if v is None else np.empty((hb, wb), bool)
+    e = np.empty((hb, wb), np.float32)
+    for y0 in range(0, hb, _STRIP):
+        y1 = min(y0 + _STRIP, hb)
+        rs = r[y0 : y1 + block - 1].astype(np.float64)
+        es = _box_sums_topleft(rs * rs, block)
+        # synthetic content (burned-in graphics, padding, clipped areas) has sparse residuals:
+        # exactly repeated by construction, not noise; keep blocks whose residual is dense
+        zs = _box_sums_topleft((rs == 0).astype(np.float64), block)
+        oks = zs <= max_zero_frac * block * block
+        # noise-likeness: (sum|r|)^2 / (n sum r^2) is 2/pi ~ 0.64 for Gaussian noise and
+        # small when a few pixels (an edge, a line) carry the energy
+        l1 = _box_sums_topleft(np.abs(rs), block)
+        oks &= l1 * l1 >= min_density * block * block * np.maximum(es, 1e-12)
+        # a mostly constant residual (smooth ramp) is no fingerprint: var >= min_var_frac * ms
+        s1 = _box_sums_topleft(rs, block)
+        oks &= es - s1 * s1 / (block * block) >= min_var_frac * es
+        ok[y0:y1] = oks
+        e[y0:y1] = es
+        if v is not None and vok is not None:
+            vok[y0:y1] = _box_sums_topleft(
+                (~v[y0 : y1 + block - 1]).astype(np.float64), block) < 0.5
+    if not ok.any():
+        return None
+    med = float(np.median(e[ok], overwrite_input=True))
+    ok &= (e > max(energy_frac * med, 1e-12)) & (e < energy_max * med)
+    del e
+    if vok is not None:
+        ok &= vok
+    return ok
+
+
+def _block_keys(r: np.ndarray, ys: np.ndarray, xs: np.ndarray, block: int, quant: float,
+                dihedral: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Sortable 64-bit keys of the blocks at top-left corners ``(ys, xs)``.
+
+    A block's key is its ``g x g`` 2x2 cell sums (``g = block / 2``) divided by their RMS and
+    quantised with step ``quant`` (a copied block has bit-identical cells, hence the same RMS
+    and key), hashed with fixed multipliers (identical keys are equal; the rare hash collision
+    of different keys only adds a candidate pair that the verification rejects). With
+    ``dihedral`` a block is keyed by the smallest of its 8 rotated / mirrored keys.
+
+    Args:
+        r: (H, W) float residual.
+        ys, xs: int32 (N,) top-left corners of the usable blocks.
+        block: block side in pixels.
+        quant: quantisation step in units of the block's RMS cell sum.
+        dihedral: key by the smallest transformed key.
+
+    Returns:
+        ``(keys, orient)``: uint64 (N,) keys and int8 (N,) the index into :data:`DIHEDRAL` of
+        the transform that gave each key (all 0 without ``dihedral``).
+    """
+    H, W = r.shape
+    # 2x2 cell sums (exact in float32 for residuals of integer stored values)
+    cs = np.empty((H - 1, W - 1), np.float32)
+    for y0 in range(0, H - 1, _STRIP):
+        y1 = min(y0 + _STRIP, H - 1)
+        cs[y0:y1] = _cell_sums(r[y0 : y1 + 1].astype(np.float64))
+    g = block // 2
+    n = ys.size
+    mult = _hash_multipliers(g * g)
+    # hash of transform k: sum over cells m of q[T_k cell order][m] * mult[m], i.e. the
+    # source cell s gets the multiplier of its position in the transformed block
+    grid = np.arange(g * g).reshape(g, g)
+    n_t = 8 if dihedral else 1
+    hmat = np.zeros((g * g, n_t), np.uint64)
+    for k in range(n_t):
+        for m_i, src in enumerate(np.ascontiguousarray(dihedral_apply(grid, k)).ravel()):
+            hmat[src, k] = mult[m_i]
+    keys = np.zeros(n, np.uint64)
+    orient = np.zeros(n, np.int8)
+    for c0 in range(0, n, _CHUNK):
+        c1 = min(c0 + _CHUNK, n)
+        yc, xc = ys[c0:c1], xs[c0:c1]
+        cells = np.stack([cs[yc + 2 * i, xc + 2 * j] for i in range(g) for j in range(g)], 1)
+        rms = np.sqrt(np.mean(cells * cells, axis=1, keepdims=True, dtype=np.float32))
+        q = np.clip(np.rint(cells / (quant * np.maximum(rms, np.float32(1e-9)))), -127, 127)
+        hk = (q.astype(np.int64) + 128).astype(np.uint64) @ hmat  # wraps modulo 2**64
+        if n_t == 1:
+            keys[c0:c1] = hk[:, 0]
+        else:
+            orient[c0:c1] = np.argmin(hk, axis=1)
+            keys[c0:c1] = hk[np.arange(c1 - c0), orient[c0:c1]]
+    return keys, orient
+
+
+def _candidate_pairs(keys: np.ndarray, ys: np.ndarray, xs: np.ndarray, *, window: int,
+                     min_shift: int, max_pairs: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pairs of blocks with equal keys up to ``window`` apart in key order.
+
+    An image made of repeated content (tiled, mirrored, synthetic) has millions of candidate
+    pairs; then an evenly spread sample of at most ``max_pairs`` is kept (each repeated shift
+    keeps plenty of support) so that memory and time stay bounded.
+
+    Args:
+        keys: uint64 (N,) block keys; sorted in place (the caller gives them up).
+        ys, xs: int32 (N,) top-left corners of the blocks.
+        window, min_shift, max_pairs: as in :func:`match_blocks`.
+
+    Returns:
+        ``(i1, i2, stride)``: int32 (K,) block indices of each unique pair, oriented so that
+        the shift ``b - a`` has ``dy > 0`` or ``dy == 0 and dx > 0``, and the sampling stride
+        (1 = every candidate kept).
+    """
+    order = np.argsort(keys, kind="stable").astype(np.int32)
+    keys.sort()
+    sw = keys  # sorted in place: sw[i] = keys[order[i]]
+    counts = [int(np.count_nonzero(sw[:-k] == sw[k:])) for k in range(1, window + 1)]
+    stride = max(1, -(-sum(counts) // max_pairs))
+    pa, pb = [], []
+    for k in range(1, window + 1):
+        if not counts[k - 1]:
+            continue
+        idx = np.flatnonzero(sw[:-k] == sw[k:])[::stride]
+        i1, i2 = order[idx], order[idx + k]
+        dy = ys[i2] - ys[i1]
+        dx = xs[i2] - xs[i1]
+        far = dy.astype(np.int64) ** 2 + dx.astype(np.int64) ** 2 >= min_shift * min_shift
+        pa.append(i1[far])
+        pb.append(i2[far])
+    del order, sw
+    none = np.zeros(0, np.int32)
+    if not pa:
+        return none, none, stride
+    i1 = np.concatenate(pa)
+    i2 = np.concatenate(pb)
+    if i1.size == 0:
+        return none, none, stride
+    # canonical orientation: shift b - a with dy > 0, or dy == 0 and dx > 0
+    dy = ys[i2] - ys[i1]
+    dx = xs[i2] - xs[i1]
+    flip = (dy < 0) | ((dy == 0) & (dx < 0))
+    i1, i2 = np.where(flip, i2, i1), np.where(flip, i1, i2)
+    pairs = np.unique(np.stack([i1, i2], 1), axis=0)
+    return pairs[:, 0], pairs[:, 1], stride
+
+
+def _pair_distances(r: np.ndarray, ys: np.ndarray, xs: np.ndarray, i1: np.ndarray,
+                    i2: np.ndarray, orient: np.ndarray, block: int, dihedral: bool
+                    ) -> np.ndarray:
+    """Normalised distance ``|a - b|^2 / (|a|^2 + |b|^2)`` of each pair's full residual blocks.
+
+    Both blocks are first brought to their canonical orientation (``orient``) when
+    ``dihedral``; 0 means a copy, about 1 unrelated noise. Computed in chunks of 4096 pairs.
+
+    Returns:
+        float32 (K,) distances.
+    """
+    oy, ox = np.mgrid[0:block, 0:block]
+    dist = np.empty(i1.size, np.float32)
+    chunk = 4096
+    for s in range(0, i1.size, chunk):
+        a_idx, b_idx = i1[s : s + chunk], i2[s : s + chunk]
+        ba = r[ys[a_idx, None, None] + oy, xs[a_idx, None, None] + ox].astype(np.float64)
+        bb = r[ys[b_idx, None, None] + oy, xs[b_idx, None, None] + ox].astype(np.float64)
+        if dihedral:
+            for blocks, idx in ((ba, a_idx), (bb, b_idx)):
+                ok_k = orient[idx]
+                for k in np.unique(ok_k[ok_k > 0]):
+                    sel = ok_k == k
+                    blocks[sel] = dihedral_apply(blocks[sel], int(k))
+        num = ((ba - bb) ** 2).sum(axis=(1, 2))
+        den = (ba * ba).sum(axis=(1, 2)) + (bb * bb).sum(axis=(1, 2)) + 1e-12
+        dist[s : s + chunk] = num / den
+    return dist
+
+
 def match_blocks(
     residual: np.ndarray,
     *,
@@ -265,53 +455,18 @@ def match_blocks(
         raise ConfigError(f"block must be an even number >= 4, got {block}")
     if window < 1:
         raise ConfigError("window must be >= 1")
-    H, W = r.shape
-    hb, wb = H - block + 1, W - block + 1
     v = None
     if valid is not None:
         v = np.asarray(valid, dtype=bool)
         if v.shape != r.shape:
             raise ConfigError(f"valid mask shape {v.shape} differs from residual {r.shape}")
-    # per-block statistics at every top-left position, in float64 strip by strip (a strip of
-    # top-left rows needs block - 1 more residual rows); kept: a bool mask and the energy
-    ok = np.empty((hb, wb), bool)
-    vok = None if v is None else np.empty((hb, wb), bool)
-    e = np.empty((hb, wb), np.float32)
-    for y0 in range(0, hb, _STRIP):
-        y1 = min(y0 + _STRIP, hb)
-        rs = r[y0 : y1 + block - 1].astype(np.float64)
-        es = _box_sums_topleft(rs * rs, block)
-        # synthetic content (burned-in graphics, padding, clipped areas) has sparse residuals:
-        # exactly repeated by construction, not noise; keep blocks whose residual is dense
-        zs = _box_sums_topleft((rs == 0).astype(np.float64), block)
-        oks = zs <= max_zero_frac * block * block
-        # noise-likeness: (sum|r|)^2 / (n sum r^2) is 2/pi ~ 0.64 for Gaussian noise and
-        # small when a few pixels (an edge, a line) carry the energy
-        l1 = _box_sums_topleft(np.abs(rs), block)
-        oks &= l1 * l1 >= min_density * block * block * np.maximum(es, 1e-12)
-        # a mostly constant residual (smooth ramp) is no fingerprint: var >= min_var_frac * ms
-        s1 = _box_sums_topleft(rs, block)
-        oks &= es - s1 * s1 / (block * block) >= min_var_frac * es
-        ok[y0:y1] = oks
-        e[y0:y1] = es
-        if v is not None and vok is not None:
-            vok[y0:y1] = _box_sums_topleft(
-                (~v[y0 : y1 + block - 1]).astype(np.float64), block) < 0.5
-    if not ok.any():
+    ok = _usable_blocks(r, v, block, max_zero_frac=max_zero_frac, min_density=min_density,
+                        min_var_frac=min_var_frac, energy_frac=energy_frac,
+                        energy_max=energy_max)
+    if ok is None:
         return BlockMatches(np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32),
                             np.zeros(0, np.float32), block, 0)
-    med = float(np.median(e[ok], overwrite_input=True))
-    ok &= (e > max(energy_frac * med, 1e-12)) & (e < energy_max * med)
-    del e
-    if vok is not None:
-        ok &= vok
-        del vok
-    # 2x2 cell sums (exact in float32 for residuals of integer stored values)
-    cs = np.empty((H - 1, W - 1), np.float32)
-    for y0 in range(0, H - 1, _STRIP):
-        y1 = min(y0 + _STRIP, H - 1)
-        cs[y0:y1] = _cell_sums(r[y0 : y1 + 1].astype(np.float64))
-    g = block // 2
+    wb = ok.shape[1]
     flat = np.flatnonzero(ok)
     del ok
     ys = (flat // wb).astype(np.int32)
@@ -322,85 +477,13 @@ def match_blocks(
                          np.zeros(0, np.float32), block, int(n))
     if n < 2:
         return empty
-    # key of a block: its g*g cell sums divided by their RMS, quantised (a copied block has
-    # bit-identical cells, hence the same RMS and key). Blocks are sorted by a 64-bit
-    # multiplicative hash of the key (identical keys are adjacent; the rare hash collision of
-    # different keys only adds a candidate pair that the verification below rejects)
-    mult = _hash_multipliers(g * g)
-    # hash of transform k: sum over cells m of q[T_k cell order][m] * mult[m], i.e. the
-    # source cell s gets the multiplier of its position in the transformed block
-    grid = np.arange(g * g).reshape(g, g)
-    n_t = 8 if dihedral else 1
-    hmat = np.zeros((g * g, n_t), np.uint64)
-    for k in range(n_t):
-        for m_i, src in enumerate(np.ascontiguousarray(dihedral_apply(grid, k)).ravel()):
-            hmat[src, k] = mult[m_i]
-    keys = np.zeros(n, np.uint64)
-    orient = np.zeros(n, np.int8)
-    for c0 in range(0, n, _CHUNK):
-        c1 = min(c0 + _CHUNK, n)
-        yc, xc = ys[c0:c1], xs[c0:c1]
-        cells = np.stack([cs[yc + 2 * i, xc + 2 * j] for i in range(g) for j in range(g)], 1)
-        rms = np.sqrt(np.mean(cells * cells, axis=1, keepdims=True, dtype=np.float32))
-        q = np.clip(np.rint(cells / (quant * np.maximum(rms, np.float32(1e-9)))), -127, 127)
-        hk = (q.astype(np.int64) + 128).astype(np.uint64) @ hmat  # wraps modulo 2**64
-        if n_t == 1:
-            keys[c0:c1] = hk[:, 0]
-        else:
-            orient[c0:c1] = np.argmin(hk, axis=1)
-            keys[c0:c1] = hk[np.arange(c1 - c0), orient[c0:c1]]
-    del cs
-    order = np.argsort(keys, kind="stable").astype(np.int32)
-    keys.sort()
-    sw = keys  # sorted in place: sw[i] = keys[order[i]]
-    # candidate pairs: equal keys up to ``window`` apart in key order. An image made of
-    # repeated content (tiled, mirrored, synthetic) has millions; then an evenly spread
-    # sample of at most ``max_pairs`` is verified (each repeated shift keeps plenty of
-    # support) so that memory and time stay bounded
-    counts = [int(np.count_nonzero(sw[:-k] == sw[k:])) for k in range(1, window + 1)]
-    stride = max(1, -(-sum(counts) // max_pairs))
-    pa, pb = [], []
-    for k in range(1, window + 1):
-        if not counts[k - 1]:
-            continue
-        idx = np.flatnonzero(sw[:-k] == sw[k:])[::stride]
-        i1, i2 = order[idx], order[idx + k]
-        dy = ys[i2] - ys[i1]
-        dx = xs[i2] - xs[i1]
-        far = dy.astype(np.int64) ** 2 + dx.astype(np.int64) ** 2 >= min_shift * min_shift
-        pa.append(i1[far])
-        pb.append(i2[far])
-    del order, sw, keys
-    if not pa:
-        return empty
-    i1 = np.concatenate(pa)
-    i2 = np.concatenate(pb)
+    keys, orient = _block_keys(r, ys, xs, block, quant, dihedral)
+    i1, i2, stride = _candidate_pairs(keys, ys, xs, window=window, min_shift=min_shift,
+                                      max_pairs=max_pairs)
+    del keys
     if i1.size == 0:
         return empty
-    # canonical orientation: shift b - a with dy > 0, or dy == 0 and dx > 0
-    dy = ys[i2] - ys[i1]
-    dx = xs[i2] - xs[i1]
-    flip = (dy < 0) | ((dy == 0) & (dx < 0))
-    i1, i2 = np.where(flip, i2, i1), np.where(flip, i1, i2)
-    pairs = np.unique(np.stack([i1, i2], 1), axis=0)
-    i1, i2 = pairs[:, 0], pairs[:, 1]
-    # verify on the full residual blocks, both brought to their canonical orientation
-    oy, ox = np.mgrid[0:block, 0:block]
-    dist = np.empty(i1.size, np.float32)
-    chunk = 4096
-    for s in range(0, i1.size, chunk):
-        a_idx, b_idx = i1[s : s + chunk], i2[s : s + chunk]
-        ba = r[ys[a_idx, None, None] + oy, xs[a_idx, None, None] + ox].astype(np.float64)
-        bb = r[ys[b_idx, None, None] + oy, xs[b_idx, None, None] + ox].astype(np.float64)
-        if dihedral:
-            for blocks, idx in ((ba, a_idx), (bb, b_idx)):
-                ok_k = orient[idx]
-                for k in np.unique(ok_k[ok_k > 0]):
-                    sel = ok_k == k
-                    blocks[sel] = dihedral_apply(blocks[sel], int(k))
-        num = ((ba - bb) ** 2).sum(axis=(1, 2))
-        den = (ba * ba).sum(axis=(1, 2)) + (bb * bb).sum(axis=(1, 2)) + 1e-12
-        dist[s : s + chunk] = num / den
+    dist = _pair_distances(r, ys, xs, i1, i2, orient, block, dihedral)
     keep = dist <= max_dist
     i1, i2 = i1[keep], i2[keep]
     a = np.stack([ys[i1], xs[i1]], 1).astype(np.int32)

@@ -175,10 +175,8 @@ def jpeg_grid(img: np.ndarray, min_ratio: float = JPEG_GRID_MIN_RATIO) -> JpegGr
     switch ELA on for 8-bit PNG / TIFF files that were JPEG before (``meta.lossy`` cannot
     say so).
 
-    Measured on the forgery benchmark's data (``python bench/jpeg_grid.py``; see
-    docs/forgery.md): q90 JPEG exports of simulated radiographs saved as PNG are found in
-    most cases, never-JPEG 8-bit windows and 14-bit DICOMs of the same images are not; a
-    JPEG whose noise hides the quantisation shows no grid and is missed.
+    A JPEG whose noise hides the quantisation shows no grid and is missed; how often exports
+    are found and never-JPEG images are not is in docs/forgery.md.
 
     Args:
         img: (H, W) real array (any bit depth); at least 16 x 16.

@@ -181,6 +181,88 @@ def _cell_sum(a: np.ndarray, cell: int, ncx: int) -> np.ndarray:
                                                                   ).astype(np.int32)
 
 
+def _strip_sign_pairs(sgn: np.ndarray, n: int, lags: tuple[tuple[int, int], ...], cell: int,
+                      ncx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sign-product sums and pair counts per cell and lag for one strip of cell rows.
+
+    Args:
+        sgn: int8 (n + up to 2, W) residual signs of the strip's rows and of the rows below it
+            that lagged partners may fall on (0 = zero residual or ignored pixel).
+        n: rows of the strip (a whole number of cells).
+        lags: (dy, dx) lags.
+        cell: cell side in pixels.
+        ncx: cells per row.
+
+    Returns:
+        ``(prod, pairs)``: int32 (n // cell, ncx, L) sums of ``sign r_p * sign r_{p+lag}``
+        over the pairs whose first pixel lies in the cell, and the number of such pairs with
+        both signs non-zero (a partner beyond the image counts as none).
+    """
+    W = sgn.shape[1]
+    s = sgn.astype(np.int16)
+    prod = np.zeros((n // cell, ncx, len(lags)), np.int32)
+    pairs = np.zeros_like(prod)
+    for li, (dy, dx) in enumerate(lags):
+        # pairs (p, p + lag) with p in the strip's rows; beyond the image: no partner
+        a = np.zeros((n, W), np.int16)
+        ny = min(n, s.shape[0] - dy)
+        if dx >= 0:
+            a[:ny, : W - dx] = s[:ny, : W - dx] * s[dy : dy + ny, dx:]
+        else:
+            a[:ny, -dx:] = s[:ny, -dx:] * s[dy : dy + ny, : W + dx]
+        for j in range(n // cell):
+            blk = a[j * cell : (j + 1) * cell]
+            prod[j, :, li] = _cell_sum(blk, cell, ncx)
+            pairs[j, :, li] = _cell_sum((blk != 0).astype(np.int16), cell, ncx)
+    return prod, pairs
+
+
+def _strip_lattice_pairs(v: np.ndarray, ok: np.ndarray | None, n: int, cell: int, ncx: int,
+                         table: np.ndarray, vmin: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Adjacent-pair lattice counts per cell for one strip of cell rows.
+
+    Args:
+        v: float64 (n + up to 2, W) stored values of the strip and the rows below it.
+        ok: bool like ``v``, False = ignored pixel; None = every pixel counts.
+        n: rows of the strip (a whole number of cells).
+        cell: cell side in pixels.
+        ncx: cells per row.
+        table: float64 lookup from ``value - vmin`` to the share of the image's pixels at
+            ``value +- 1`` among those within ``+- 2`` (:func:`_lattice_table`).
+        vmin: the image's minimum stored value.
+
+    Returns:
+        ``(lat1, lat012, expected)``: int32 (n // cell, ncx) right / below pairs differing by
+        exactly 1 and by at most 2, and float64 (n // cell, ncx) the ``lat1`` count expected
+        from the image's histogram.
+    """
+    W = v.shape[1]
+    c1 = np.zeros((n, W), np.int16)
+    c2 = np.zeros((n, W), np.int16)
+    ce = np.zeros((n, W), np.float64)
+    tv = table[(v[:n] - vmin).astype(np.int64)]
+    for dy, dx in ((0, 1), (1, 0)):
+        ny = min(n, v.shape[0] - dy)
+        d = np.abs(v[:ny, : W - dx] - v[dy : dy + ny, dx:])
+        good = np.ones(d.shape, bool) if ok is None else (ok[:ny, : W - dx]
+                                                          & ok[dy : dy + ny, dx:])
+        near = good & (d <= 2)
+        c1[:ny, : W - dx] += (good & (d == 1)).astype(np.int16)
+        c2[:ny, : W - dx] += near.astype(np.int16)
+        ce[:ny, : W - dx] += np.where(near, tv[:ny, : W - dx], 0.0)
+    ncy = n // cell
+    lat1 = np.zeros((ncy, ncx), np.int32)
+    lat012 = np.zeros((ncy, ncx), np.int32)
+    expected = np.zeros((ncy, ncx), np.float64)
+    for j in range(ncy):
+        lat1[j] = _cell_sum(c1[j * cell : (j + 1) * cell], cell, ncx)
+        lat012[j] = _cell_sum(c2[j * cell : (j + 1) * cell], cell, ncx)
+        expected[j] = ce[j * cell : (j + 1) * cell, : ncx * cell].reshape(
+            cell, ncx, cell).sum(axis=(0, 2))
+    return lat1, lat012, expected
+
+
 def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
                       ignore: np.ndarray | None = None,
                       lags: tuple[tuple[int, int], ...] = TEXTURE_LAGS,
@@ -250,44 +332,17 @@ def texture_cell_sums(image: np.ndarray, *, cell: int = 16, kind: str = "kb",
         cy1 = min(cy0 + per, ncy)
         y0, y1 = cy0 * cell, cy1 * cell
         ext = min(y1 + _MAX_LAG, H)
-        s = sgn[y0:ext].astype(np.int16)
-        n = y1 - y0
-        for li, (dy, dx) in enumerate(lags):
-            # pairs (p, p + lag) with p in rows y0..y1; beyond the image: no partner
-            a = np.zeros((n, W), np.int16)
-            ny = min(n, s.shape[0] - dy)
-            if dx >= 0:
-                a[:ny, : W - dx] = s[:ny, : W - dx] * s[dy : dy + ny, dx:]
-            else:
-                a[:ny, -dx:] = s[:ny, -dx:] * s[dy : dy + ny, : W + dx]
-            for j in range(cy1 - cy0):
-                blk = a[j * cell : (j + 1) * cell]
-                prod[cy0 + j, :, li] = _cell_sum(blk, cell, ncx)
-                pairs[cy0 + j, :, li] = _cell_sum((blk != 0).astype(np.int16), cell, ncx)
+        prod[cy0:cy1], pairs[cy0:cy1] = _strip_sign_pairs(sgn[y0:ext], y1 - y0, lags, cell,
+                                                          ncx)
         if integer:
             assert lat1 is not None and lat012 is not None
+            assert latexp is not None and table is not None
             v = img[y0:ext].astype(np.float64)
             ok = None if ignore is None else ~ignore[y0:ext]
-            assert latexp is not None and table is not None
-            c1 = np.zeros((n, W), np.int16)
-            c2 = np.zeros((n, W), np.int16)
-            ce = np.zeros((n, W), np.float64)
-            tv = table[(v[:n] - vmin).astype(np.int64)]
-            for dy, dx in ((0, 1), (1, 0)):
-                ny = min(n, v.shape[0] - dy)
-                d = np.abs(v[:ny, : W - dx] - v[dy : dy + ny, dx:])
-                good = np.ones(d.shape, bool) if ok is None else (ok[:ny, : W - dx]
-                                                                  & ok[dy : dy + ny, dx:])
-                near = good & (d <= 2)
-                c1[:ny, : W - dx] += (good & (d == 1)).astype(np.int16)
-                c2[:ny, : W - dx] += near.astype(np.int16)
-                ce[:ny, : W - dx] += np.where(near, tv[:ny, : W - dx], 0.0)
-            for j in range(cy1 - cy0):
-                lat1[cy0 + j] = _cell_sum(c1[j * cell : (j + 1) * cell], cell, ncx)
-                lat012[cy0 + j] = _cell_sum(c2[j * cell : (j + 1) * cell], cell, ncx)
-                latexp[cy0 + j] = ce[j * cell : (j + 1) * cell, : ncx * cell].reshape(
-                    cell, ncx, cell).sum(axis=(0, 2))
+            lat1[cy0:cy1], lat012[cy0:cy1], latexp[cy0:cy1] = _strip_lattice_pairs(
+                v, ok, y1 - y0, cell, ncx, table, vmin)
             if pair_counts is not None and table12 is not None:
+                n = y1 - y0
                 counts = _cell_value_pairs((v[:n] - vmin).astype(np.int64), None if ok is None
                                            else ~ok[:n], cell, ncx, table12)
                 for acc, c in zip(pair_counts, counts):

@@ -59,8 +59,8 @@ class PatchNet(nn.Module):
         widths: channels of the conv stages; one stride-2 3x3 conv per stage, then one
             stride-1 3x3 conv in the last stage.
         scale_feature: append log(residual scale) to the embedding (default on: the absolute
-            noise level is part of the fingerprint; its measured effect is in
-            docs/training.md).
+            noise level is part of the fingerprint; docs/training.md compares it on and
+            off).
         eps: added to the residual scale before dividing (stored-value units).
     """
 

@@ -10,8 +10,7 @@ curve), which turns the detector's gain ``1 + K`` into an additive offset ``~ -c
 default ``model="additive"`` therefore estimates ``K`` as the mean residual and correlates
 the query residual with ``K``. For linear ("for processing", raw) images use
 ``model="multiplicative"``: ``K = sum W I / sum I^2`` and the query residual is correlated
-with ``I * K``. On the simulator's log-domain DX/CR images the additive model gave a 10-16x
-higher smallest matching PCE than the multiplicative one (512 px, 10 references).
+with ``I * K`` (docs/source_id.md compares the two models on log-domain images).
 
 Decision (:meth:`UnitFingerprints.identify_unit`): the best-scoring unit if its score
 exceeds the threshold, otherwise ``None`` = no enrolled unit's pattern is present (an
@@ -487,15 +486,14 @@ class UnitFingerprints:
         * the analytic bound: at a fixed shift the PCE of an unrelated pattern is
           ~chi-square(1), so with ``n_units`` candidate patterns and ``n_shifts`` searched
           positions the bound is ``c * z^2``, ``z = Phi^-1(1 - target_fpr / (n_units *
-          n_shifts))`` (Bonferroni), where ``c >= 1`` is the measured variance inflation of
-          the signed non-match PCEs over chi-square(1) (real residuals are not exactly
-          stationary; with >= 20 non-match comparisons); for NCC ``z / sqrt(n_pixels)``.
+          n_shifts))`` (Bonferroni), where ``c >= 1`` is the variance inflation of the
+          signed non-match PCEs over chi-square(1), estimated from the validation images
+          (real residuals are not exactly stationary, so the plain ``z^2`` bound accepts
+          too many unseen-unit images; with >= 20 non-match comparisons); for NCC
+          ``z / sqrt(n_pixels)``.
 
-        Measured on the simulator (12 units, 512 px): non-match PCEs have ``c`` ~1.4-1.9
-        and maxima 13-18 over ~1000 comparisons, the bound is then ~20-27 while the
-        smallest matching PCEs were in the thousands; without ``c`` (plain ``z^2`` ~14)
-        1-2 % of unseen-unit images were accepted. The fixed default of 60 is more
-        conservative still.
+        The fixed default of 60 is more conservative still (docs/source_id.md has the
+        values on the simulator).
 
         Args:
             val_images_by_unit: enrolled unit -> validation images (not used in ``fit``).

@@ -290,44 +290,73 @@ def smooth_noise(shape: tuple[int, int], rng: np.random.Generator, *, beta: floa
 
 # --------------------------------------------------------------------------- upper limb
 
+class _LimbPose:
+    """Body-to-canvas placement of the upper limb, and its bone primitives.
+
+    Body coordinates are in cm, wrist at y=0; the pose squeezes x for lateral views
+    (fingers and forearm bones superimpose), mirrors left limbs and turns the parts distal to
+    the elbow by the flexion angle.
+    """
+
+    def __init__(self, cv: _Canvas, tr: PatientTraits, *, lateral: bool, flexion_deg: float,
+                 mirror: bool) -> None:
+        self.cv = cv
+        self.k = tr.size
+        self.bd = tr.bone_density
+        self.lateral = lateral
+        self.sx = -1.0 if mirror else 1.0
+        self.squeeze = 0.35 if lateral else 1.0
+        self.elbow = (0.0, 25.0 * self.k)
+        self.flexion_deg = flexion_deg
+        self.fl = math.radians(flexion_deg)
+
+    def xf(self, p: tuple[float, float], distal: bool = True) -> tuple[float, float]:
+        """Body coords: apply squeeze, mirror and elbow flexion (distal parts rotate)."""
+        x, y = p[0] * self.squeeze * self.sx, p[1]
+        if distal and self.flexion_deg:
+            ex, ey = self.elbow
+            dx, dy = x - ex, y - ey
+            x = ex + dx * math.cos(self.fl) - dy * math.sin(self.fl)
+            y = ey + dx * math.sin(self.fl) + dy * math.cos(self.fl)
+        return (x, y)
+
+    def bone(self, p0: tuple[float, float], p1: tuple[float, float], r0: float, r1: float,
+             distal: bool = True, hollow: float = 0.55) -> None:
+        """A long bone from ``p0`` to ``p1`` (body cm), radii ``r0``, ``r1`` (x patient size)."""
+        k, bd = self.k, self.bd
+        self.cv.rod(self.xf(p0, distal), self.xf(p1, distal), r0 * k, r1 * k, MU_BONE * bd,
+                    "bone", hollow=hollow, mu_inner=MU_MARROW * bd)
+
+    def blob(self, c: tuple[float, float], a: float, b: float, ang: float,
+             distal: bool = True) -> None:
+        """A short bone (carpal, epiphysis): an ellipsoid at ``c`` with half-axes ``a``, ``b``."""
+        k, bd = self.k, self.bd
+        a_eff = a * k * (self.squeeze if self.lateral else 1.0) ** 0.3
+        self.cv.ellipsoid(self.xf(c, distal), a_eff, b * k, ang * self.sx, MU_BONE * bd, "bone",
+                          hollow=0.75, mu_inner=MU_MARROW * bd)
+
+
 def _limb(cv: _Canvas, tr: PatientTraits, rng: np.random.Generator, *, lateral: bool,
           flexion_deg: float, mirror: bool) -> None:
     """Right upper limb from fingertips (y ~ -19 cm) to shoulder (y ~ +55 cm); wrist at y=0."""
-    k = tr.size
-    st = tr.soft_tissue
-    bd = tr.bone_density
-    sx = -1.0 if mirror else 1.0
-    squeeze = 0.35 if lateral else 1.0  # lateral: fingers and forearm bones superimpose
-    elbow = (0.0, 25.0 * k)
-    fl = math.radians(flexion_deg)
-
-    def xf(p: tuple[float, float], distal: bool = True) -> tuple[float, float]:
-        """Body coords: apply squeeze, mirror and elbow flexion (distal parts rotate)."""
-        x, y = p[0] * squeeze * sx, p[1]
-        if distal and flexion_deg:
-            dx, dy = x - elbow[0], y - elbow[1]
-            x = elbow[0] + dx * math.cos(fl) - dy * math.sin(fl)
-            y = elbow[1] + dx * math.sin(fl) + dy * math.cos(fl)
-        return (x, y)
-
-    def bone(p0, p1, r0, r1, distal=True, hollow=0.55):
-        cv.rod(xf(p0, distal), xf(p1, distal), r0 * k, r1 * k, MU_BONE * bd, "bone",
-               hollow=hollow, mu_inner=MU_MARROW * bd)
-
-    def blob(c, a, b, ang, distal=True):
-        cc = xf(c, distal)
-        a_eff = a * k * (squeeze if lateral else 1.0) ** 0.3
-        cv.ellipsoid(cc, a_eff, b * k, ang * sx, MU_BONE * bd, "bone", hollow=0.75,
-                     mu_inner=MU_MARROW * bd)
-
+    pose = _LimbPose(cv, tr, lateral=lateral, flexion_deg=flexion_deg, mirror=mirror)
+    k, st, xf = pose.k, tr.soft_tissue, pose.xf
     # soft tissue: forearm, arm, palm, fingers (union = max)
     cv.rod(xf((0, 1.0 * k)), xf((0, 23.0 * k)), 2.6 * k * st ** 0.5, 3.6 * k * st ** 0.5,
            MU_SOFT, "soft", depth=7.0 * k * st)
-    cv.rod(xf(elbow, False), (0.0, 58.0 * k), 4.0 * k * st ** 0.5, 5.0 * k * st ** 0.5,
+    cv.rod(xf(pose.elbow, False), (0.0, 58.0 * k), 4.0 * k * st ** 0.5, 5.0 * k * st ** 0.5,
            MU_SOFT, "soft", depth=9.0 * k * st)
-    cv.ellipsoid(xf((0.0, -4.0 * k)), 4.2 * k * squeeze ** 0.5, 5.2 * k, 0, MU_SOFT, "soft",
+    cv.ellipsoid(xf((0.0, -4.0 * k)), 4.2 * k * pose.squeeze ** 0.5, 5.2 * k, 0, MU_SOFT, "soft",
                  depth=3.0 * k * st * (1.6 if lateral else 1.0), power=0.35)
     spread = 1.0 + tr.finger_spread / 10.0
+    _fingers(pose, st, spread, rng)
+    _thumb(pose, st, spread, rng)
+    _wrist_and_arm_bones(pose, rng)
+
+
+def _fingers(pose: _LimbPose, st: float, spread: float, rng: np.random.Generator) -> None:
+    """Four fingers: soft tissue, metacarpal and three phalanges each, fanned by ``spread``."""
+    k, cv, xf = pose.k, pose.cv, pose.xf
     angles = [-13.0 * spread, -4.0 * spread, 4.0 * spread, 12.5 * spread]
     lengths = [0.92, 1.0, 0.95, 0.76]
     xs = [-2.3, -0.8, 0.75, 2.1]
@@ -338,33 +367,41 @@ def _limb(cv: _Canvas, tr: PatientTraits, rng: np.random.Generator, *, lateral: 
         segs = [4.4 * ln, 2.7 * ln, 1.9 * ln]
         tip = (base[0] + ux * sum(segs) * k, base[1] + uy * sum(segs) * k)
         cv.rod(xf(base), xf(tip), 0.85 * k * st ** 0.3, 0.7 * k * st ** 0.3, MU_SOFT, "soft",
-               depth=1.8 * k * st ** 0.5 * (2.2 if lateral else 1.0))
+               depth=1.8 * k * st ** 0.5 * (2.2 if pose.lateral else 1.0))
         # metacarpal from the carpus to the finger base
         mc0 = (x0 * 0.55 * k, -1.6 * k)
-        bone(mc0, (base[0], base[1] + 0.35 * k), 0.42, 0.36)
+        pose.bone(mc0, (base[0], base[1] + 0.35 * k), 0.42, 0.36)
         p = (base[0], base[1])
         radii = [(0.42, 0.34), (0.34, 0.3), (0.3, 0.24)]
         for sg, (r0, r1) in zip(segs, radii):
             q = (p[0] + ux * (sg - 0.25) * k, p[1] + uy * (sg - 0.25) * k)
-            bone(p, q, r0, r1)
+            pose.bone(p, q, r0, r1)
             p = (p[0] + ux * sg * k, p[1] + uy * sg * k)
-    # thumb
+
+
+def _thumb(pose: _LimbPose, st: float, spread: float, rng: np.random.Generator) -> None:
+    """The thumb: soft tissue and three bones, turned out from the hand."""
+    k, xf = pose.k, pose.xf
     th = math.radians(-48.0 - 6 * spread + rng.normal(0, 3))
     ux, uy = math.sin(th), -math.cos(th)
     t0 = (-2.2 * k, -1.2 * k)
     tsegs = [3.8, 3.0, 2.2]
     tip = (t0[0] + ux * sum(tsegs) * k, t0[1] + uy * sum(tsegs) * k)
-    cv.rod(xf(t0), xf(tip), 1.3 * k, 0.9 * k, MU_SOFT, "soft", depth=2.2 * k * st ** 0.5)
+    pose.cv.rod(xf(t0), xf(tip), 1.3 * k, 0.9 * k, MU_SOFT, "soft", depth=2.2 * k * st ** 0.5)
     p = t0
     for sg, (r0, r1) in zip(tsegs, [(0.5, 0.4), (0.42, 0.36), (0.36, 0.28)]):
         q = (p[0] + ux * (sg - 0.3) * k, p[1] + uy * (sg - 0.3) * k)
-        bone(p, q, r0, r1)
+        pose.bone(p, q, r0, r1)
         p = (p[0] + ux * sg * k, p[1] + uy * sg * k)
-    # carpals: two rows of small bones
-    for i, (cx, cy, a, b) in enumerate([(-1.6, -0.6, 0.75, 0.6), (-0.5, -0.8, 0.6, 0.7),
-                                        (0.6, -0.75, 0.6, 0.65), (1.5, -0.5, 0.55, 0.6),
-                                        (-1.3, 0.55, 0.8, 0.55), (-0.1, 0.6, 0.65, 0.6),
-                                        (0.9, 0.55, 0.6, 0.5), (1.6, 0.9, 0.4, 0.4)]):
+
+
+def _wrist_and_arm_bones(pose: _LimbPose, rng: np.random.Generator) -> None:
+    """Carpals (two rows), radius and ulna, elbow, humerus and humeral head."""
+    k, bone, blob = pose.k, pose.bone, pose.blob
+    for cx, cy, a, b in [(-1.6, -0.6, 0.75, 0.6), (-0.5, -0.8, 0.6, 0.7),
+                         (0.6, -0.75, 0.6, 0.65), (1.5, -0.5, 0.55, 0.6),
+                         (-1.3, 0.55, 0.8, 0.55), (-0.1, 0.6, 0.65, 0.6),
+                         (0.9, 0.55, 0.6, 0.5), (1.6, 0.9, 0.4, 0.4)]:
         blob((cx * k + rng.normal(0, 0.05), cy * k + rng.normal(0, 0.05)), a, b, rng.normal(0, 15))
     # radius and ulna (distal epiphyses widen), distal humerus, humeral shaft
     bone((-1.1, 1.6 * k), (-0.7, 23.5 * k), 0.75, 0.55)
@@ -374,8 +411,8 @@ def _limb(cv: _Canvas, tr: PatientTraits, rng: np.random.Generator, *, lateral: 
     blob((0.6 * k, 23.6 * k), 0.95, 0.9, 0)  # olecranon / radial head region
     blob((0.0, 26.3 * k), 2.3, 1.2, 0, distal=False)  # humeral condyles
     bone((0.0, 26.0 * k), (0.0, 52.0 * k), 1.05, 1.1, distal=False)
-    cv.ellipsoid((0.0, 54.5 * k), 2.4 * k, 2.5 * k, 0, MU_BONE * bd, "bone", hollow=0.8,
-                 mu_inner=MU_MARROW * bd)
+    pose.cv.ellipsoid((0.0, 54.5 * k), 2.4 * k, 2.5 * k, 0, MU_BONE * pose.bd, "bone",
+                      hollow=0.8, mu_inner=MU_MARROW * pose.bd)
 
 
 # --------------------------------------------------------------------------------- torso

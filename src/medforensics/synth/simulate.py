@@ -298,24 +298,42 @@ def _check_transfer_syntax(name: str) -> str:
 
 def _dataset(plan: ImagePlan, unit: UnitSpec, pixels: np.ndarray, rng: np.random.Generator,
              ts_uid: str, burned_in: bool = False) -> Any:
-    """Build the pydicom Dataset (file meta included) for one image."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence as DicomSequence
+    """Build the pydicom Dataset (file meta included) for one image.
+
+    ``rng`` draws the exposure values (kVp, mAs; compression for mammograms) in a fixed order.
+    """
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.file_meta = _file_meta(plan, unit, ts_uid)
+    _identity_attributes(ds, plan, unit)
+    _acquisition_attributes(ds, plan, unit, rng, burned_in)
+    _pixel_attributes(ds, unit, pixels)
+    return ds
+
+
+def _file_meta(plan: ImagePlan, unit: UnitSpec, ts_uid: str) -> Any:
+    """The file meta group (SOP class and instance, transfer syntax, implementation)."""
+    from pydicom.dataset import FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
-    md = unit.model
-    sop_class = SOP_CLASSES[md.modality]
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPClassUID = UID(SOP_CLASSES[unit.model.modality])
     meta.MediaStorageSOPInstanceUID = UID(plan.sop_uid)
     meta.TransferSyntaxUID = UID(ts_uid)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "MEDFORENSICS_SIM"
-    ds = Dataset()
-    ds.file_meta = meta
+    return meta
+
+
+def _identity_attributes(ds: Any, plan: ImagePlan, unit: UnitSpec) -> None:
+    """SOP, study, device (the ground-truth labels) and patient attributes, set on ``ds``."""
+    from pydicom.uid import UID
+
+    md = unit.model
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
-    ds.SOPClassUID = UID(sop_class)
+    ds.SOPClassUID = UID(SOP_CLASSES[md.modality])
     ds.SOPInstanceUID = UID(plan.sop_uid)
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = plan.study_date
     ds.StudyTime = ds.SeriesTime = plan.study_time
@@ -336,6 +354,16 @@ def _dataset(plan: ImagePlan, unit: UnitSpec, pixels: np.ndarray, rng: np.random
     age = int(plan.study_date[:4]) - int(plan.patient_birth[:4])
     ds.PatientAge = f"{max(age, 0):03d}Y"
     ds.BodyPartExamined = plan.body_part
+
+
+def _acquisition_attributes(ds: Any, plan: ImagePlan, unit: UnitSpec, rng: np.random.Generator,
+                            burned_in: bool) -> None:
+    """Exposure, detector, view and series attributes, and the modality's own ones."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import UID
+
+    md = unit.model
     kv0, kv1, mas0, mas1 = _PART_EXPOSURE[plan.body_part]
     ds.KVP = f"{rng.uniform(kv0, kv1):.1f}"
     if unit.serial:
@@ -374,6 +402,11 @@ def _dataset(plan: ImagePlan, unit: UnitSpec, pixels: np.ndarray, rng: np.random
             ("399162004", "SCT") if plan.view == "CC" else ("399368009", "SCT"))
         code.CodeMeaning = "cranio-caudal" if plan.view == "CC" else "medio-lateral oblique"
         ds.ViewCodeSequence = DicomSequence([code])
+
+
+def _pixel_attributes(ds: Any, unit: UnitSpec, pixels: np.ndarray) -> None:
+    """Image pixel module, default window, rescale and the pixel data (uint16 little endian)."""
+    md = unit.model
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = md.photometric
     ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
@@ -390,7 +423,6 @@ def _dataset(plan: ImagePlan, unit: UnitSpec, pixels: np.ndarray, rng: np.random
         ds.RescaleType = "US"
     ds.LossyImageCompression = "00"
     ds.PixelData = pixels.astype("<u2").tobytes()
-    return ds
 
 
 def _write(ds: Any, path: Path, ts_key: str) -> None:

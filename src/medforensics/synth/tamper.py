@@ -469,6 +469,65 @@ class GenerateReport:
     manifest_path: Path
 
 
+class _RasterCache:
+    """The last few loaded rasters, and the device label of every input seen so far.
+
+    Device labels come from the manifest (``unit``, else ``model``) or, for inputs without
+    one, from the raster once it is loaded; a splice-device donor must differ in it.
+    """
+
+    def __init__(self, rows: Sequence[dict[str, str]], size: int = 8) -> None:
+        self.size = size
+        self.cache: dict[str, Raster] = {}
+        self.devices: dict[str, str] = {}
+        for r in rows:
+            if r.get("unit") or r.get("model"):
+                self.devices[r["path"]] = _device_of(r, None)
+
+    def get(self, path: str) -> Raster:
+        """The raster of ``path``, loaded on first use (the oldest is dropped past ``size``)."""
+        if path not in self.cache:
+            if len(self.cache) > self.size:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[path] = load_raster(path)
+            self.devices.setdefault(path, self.cache[path].device)
+        return self.cache[path]
+
+
+def _pick_donor(rows_in: Sequence[dict[str, str]], path: str, raster: Raster, kind: str,
+                item_seed: int, rasters: _RasterCache) -> Raster:
+    """The first readable other input, in an order drawn from ``item_seed``, to splice from.
+
+    For ``splice-device`` the donor's device label must be known and differ from the
+    image's own.
+
+    Raises:
+        TamperError: no input qualifies.
+    """
+    drng = np.random.default_rng(item_seed ^ 0x5A5A)
+    own = rasters.devices.get(path, raster.device)
+    cands = [j for j in drng.permutation(len(rows_in)) if rows_in[int(j)]["path"] != path]
+    for j in cands:
+        dp = rows_in[int(j)]["path"]
+        if kind == "splice-device":
+            dev = rasters.devices.get(dp)
+            if dev is None:
+                try:
+                    dev = rasters.get(dp).device
+                except MedForensicsError:
+                    continue
+            if not own or not dev or dev == own:
+                continue
+        try:
+            return rasters.get(dp)
+        except MedForensicsError:
+            continue
+    raise TamperError(
+        "no donor image" + (" from another device (device labels missing or a "
+                            "single device)" if kind == "splice-device" else "")
+    )
+
+
 def generate(
     inputs: str | Path | Sequence[dict[str, str]],
     out_dir: str | Path,
@@ -520,22 +579,9 @@ def generate(
         if n < 1:
             raise ConfigError("n must be >= 1")
         order = order[:n]
-    devices: dict[str, str] = {}
-    for r in rows_in:
-        if r.get("unit") or r.get("model"):
-            devices[r["path"]] = _device_of(r, None)
+    rasters = _RasterCache(rows_in)
     rows_out: list[dict[str, str]] = []
     failures: list[tuple[str, str]] = []
-    cache: dict[str, Raster] = {}
-
-    def get(path: str) -> Raster:
-        if path not in cache:
-            if len(cache) > 8:
-                cache.pop(next(iter(cache)))
-            cache[path] = load_raster(path)
-            devices.setdefault(path, cache[path].device)
-        return cache[path]
-
     total = len(order)
     for i, idx in enumerate(order):
         row = rows_in[int(idx)]
@@ -544,35 +590,10 @@ def generate(
         item_seed = int(np.random.SeedSequence([int(seed), int(i)]).generate_state(1)[0])
         pair_id = f"{i:05d}"
         try:
-            r = get(path)
+            r = rasters.get(path)
             donor_r = None
             if kind in ("splice", "splice-device"):
-                drng = np.random.default_rng(item_seed ^ 0x5A5A)
-                own = devices.get(path, r.device)
-                cands = [j for j in drng.permutation(len(rows_in))
-                         if rows_in[int(j)]["path"] != path]
-                donor_r = None
-                for j in cands:
-                    dp = rows_in[int(j)]["path"]
-                    if kind == "splice-device":
-                        dev = devices.get(dp)
-                        if dev is None:
-                            try:
-                                dev = get(dp).device
-                            except MedForensicsError:
-                                continue
-                        if not own or not dev or dev == own:
-                            continue
-                    try:
-                        donor_r = get(dp)
-                    except MedForensicsError:
-                        continue
-                    break
-                if donor_r is None:
-                    raise TamperError(
-                        "no donor image" + (" from another device (device labels missing or a "
-                                            "single device)" if kind == "splice-device" else "")
-                    )
+                donor_r = _pick_donor(rows_in, path, r, kind, item_seed, rasters)
             carried = {k: row.get(k, "") for k in _CARRIED}
             rows_out.extend(tamper_file(
                 path, out, kind, seed=item_seed, pair_id=pair_id, sizes=sizes,

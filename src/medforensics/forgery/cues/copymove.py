@@ -319,6 +319,134 @@ def _feature_copies(img: np.ndarray, usable: np.ndarray, out: np.ndarray,
     return best
 
 
+def _unclipped(img: np.ndarray, block: int) -> np.ndarray:
+    """bool (H, W): pixels outside areas where more than a quarter of the pixels are clipped.
+
+    Clipped pixels (at the image's minimum or maximum: background at 0, saturation) carry no
+    noise, so blocks there are not matched. Computed strip by strip with a ``block``-row halo
+    (bounded memory on large images).
+    """
+    H, W = img.shape
+    vmin, vmax = img.min(), img.max()
+    usable = np.empty((H, W), bool)
+    halo = block
+    for y0 in range(0, H, STRIP_ROWS):
+        y1 = min(y0 + STRIP_ROWS, H)
+        a, b = max(y0 - halo, 0), min(y1 + halo, H)
+        sl = img[a:b]
+        clipped = ((sl <= vmin) | (sl >= vmax)).astype(np.float32)
+        usable[y0:y1] = (ndimage.uniform_filter(clipped, size=block) <= 0.25)[y0 - a : y1 - a]
+    return usable
+
+
+def _coherent_shifts(m: BlockMatches, min_count: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Shifts of untransformed pairs whose matched blocks form one solid region.
+
+    A shift counts with its largest connected group of matched blocks only: a copied region
+    is a solid patch of matches, chance matches (quiet JPEG blocks) are scattered.
+
+    Args:
+        m: untransformed block matches.
+        min_count: support a shift needs.
+
+    Returns:
+        ``(shifts, keep, best)``: int32 (S, 3) rows ``(dy, dx, coherent support)`` with at
+        least ``min_count`` support, strongest first; bool (K,) the pairs near a consensus
+        shift (:func:`shift_consensus`); and the strongest coherent support of any shift,
+        also below consensus (the evidence for the image score).
+    """
+    shifts, keep = shift_consensus(m, min_count=min_count)
+    coherent = []
+    for dy, dx, _ in shifts:
+        sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
+        coherent.append(coherent_support(m.b[sel]))
+    if len(shifts):
+        shifts = shifts.copy()
+        shifts[:, 2] = coherent
+        shifts = shifts[shifts[:, 2] >= min_count]
+        shifts = shifts[np.argsort(-shifts[:, 2], kind="stable")]
+    best = 0
+    if len(m.a):  # below consensus: the strongest coherent group of any single shift
+        _, inv, cnt = np.unique(m.shifts, axis=0, return_inverse=True, return_counts=True)
+        inv = inv.ravel()
+        for u in np.argsort(-cnt, kind="stable")[:8]:
+            best = max(best, coherent_support(m.b[inv == u]))
+    if len(shifts):
+        best = max(best, int(shifts[0, 2]))
+    return shifts, keep, best
+
+
+def _paint_shift(out: np.ndarray, regions: list[dict], r: np.ndarray, tb: np.ndarray,
+                 shift: tuple[int, int], support: int, *, window: int, block: int) -> None:
+    """Paint one translated copy into ``out`` by dense correlation, and record it.
+
+    The local normalised correlation of the residual with itself displaced by ``shift``
+    (``window x window``, clipped to [0, 1]) is kept near the matched target blocks ``tb``
+    (target side ``p``) and copied back by the shift (source side ``p - d``, 0 where the
+    partner falls outside the image); the pair's entry with both bounding boxes is appended
+    to ``regions``.
+
+    Args:
+        out: float32 (H, W) map, maximised in place.
+        regions: the found copies, appended to.
+        r: (H, W) residual.
+        tb: int (K, 2) top-left corners of the matched target-side blocks.
+        shift: ``(dy, dx)``.
+        support: the shift's coherent support.
+        window: correlation window (odd).
+        block: block side.
+    """
+    H, W = out.shape
+    dy, dx = shift
+    margin = window + block + 12
+    box = (max(int(tb[:, 0].min()) - margin, 0), min(int(tb[:, 0].max()) + block + margin, H),
+           max(int(tb[:, 1].min()) - margin, 0), min(int(tb[:, 1].max()) + block + margin, W))
+    ys0, ys1, xs0, xs1 = box
+    crop = (slice(ys0, ys1), slice(xs0, xs1))
+    c_full = shift_correlation(r, (dy, dx), window, region=box)
+    c = np.clip(c_full[crop], 0.0, 1.0)
+    near_b = match_density((ys1 - ys0, xs1 - xs0), tb - [ys0, xs0], block) > 0
+    near_b = ndimage.binary_dilation(near_b, iterations=window + block)
+    side_b = np.zeros((H, W), np.float32)
+    side_b[crop] = np.where(near_b, c, np.float32(0.0))  # target-side positions p (b = a + d)
+    del c, c_full, near_b
+    # source positions p - d: side_b shifted back by the shift (0 where the partner
+    # falls outside the image)
+    side_a = np.zeros_like(side_b)
+    ty0, ty1 = max(dy, 0), min(H + dy, H)
+    tx0, tx1 = max(dx, 0), min(W + dx, W)
+    if ty1 > ty0 and tx1 > tx0:
+        side_a[ty0 - dy : ty1 - dy, tx0 - dx : tx1 - dx] = side_b[ty0:ty1, tx0:tx1]
+    info = {"shift": (dy, dx), "support": support, "transform": "identity",
+            "method": "blocks", "target_side": "", "decided": False, "cue": ""}
+    info["bbox_a"] = _bbox(side_a >= 0.5)
+    info["bbox_b"] = _bbox(side_b >= 0.5)
+    np.maximum(side_a, side_b, out=side_a)
+    np.maximum(out, side_a, out=out)
+    del side_a, side_b
+    regions.append(info)
+
+
+def _decide_directions(out: np.ndarray, regions: list[dict], img: np.ndarray, *,
+                       disambiguate: bool, lossy: bool, paste_boxes: Sequence[Any],
+                       source_weight: float) -> None:
+    """Decide which side of each found copy is the paste, and weight the map accordingly.
+
+    With ``disambiguate`` each pair's direction is decided from the evidence
+    (:func:`medforensics.forgery.direction.decide_direction`) and its source side scaled by
+    ``source_weight`` in ``out`` (in place); otherwise every pair is left undetermined, with
+    the reason (lossy data: the codec's block edges and smoothing mimic the evidence).
+    """
+    for reg in regions:
+        if disambiguate:
+            apply_direction(out, reg, decide_direction(img, reg, paste_boxes=paste_boxes),
+                            source_weight=source_weight)
+        else:
+            apply_direction(out, reg, {"target_side": "", "evidence": (
+                "not assessed on lossy data (the codec's block edges and smoothing mimic paste "
+                "seams and interpolation)" if lossy else "direction not assessed")})
+
+
 def detect_copy_move(
     pixels: np.ndarray,
     *,
@@ -388,17 +516,7 @@ def detect_copy_move(
     H, W = img.shape
     # float32 residual (exact for integer stored values), computed strip by strip
     r = residual_strips(img, "kb")
-    # clipped pixels (at the image's minimum or maximum: background at 0, saturation) carry no
-    # noise; blocks in areas where more than a quarter of the pixels are clipped are not matched
-    vmin, vmax = img.min(), img.max()
-    usable = np.empty((H, W), bool)
-    halo = block
-    for y0 in range(0, H, STRIP_ROWS):
-        y1 = min(y0 + STRIP_ROWS, H)
-        a, b = max(y0 - halo, 0), min(y1 + halo, H)
-        sl = img[a:b]
-        clipped = ((sl <= vmin) | (sl >= vmax)).astype(np.float32)
-        usable[y0:y1] = (ndimage.uniform_filter(clipped, size=block) <= 0.25)[y0 - a : y1 - a]
+    usable = _unclipped(img, block)
     if valid is not None:
         usable &= np.asarray(valid, dtype=bool)
     matchable = usable
@@ -414,26 +532,7 @@ def detect_copy_move(
         log.warning("heavily repeated content (tiled / mirrored / synthetic?): only every "
                     "%d-th candidate block pair was verified", m_all.sample_stride)
     m = m_all.select(m_all.transform == 0)
-    shifts, keep = shift_consensus(m, min_count=min_count)
-    # a shift counts with its largest connected group of matched blocks only: a copied region
-    # is a solid patch of matches, chance matches (quiet JPEG blocks) are scattered
-    coherent = []
-    for dy, dx, _ in shifts:
-        sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
-        coherent.append(coherent_support(m.b[sel]))
-    if len(shifts):
-        shifts = shifts.copy()
-        shifts[:, 2] = coherent
-        shifts = shifts[shifts[:, 2] >= min_count]
-        shifts = shifts[np.argsort(-shifts[:, 2], kind="stable")]
-    best = 0
-    if len(m.a):  # below consensus: the strongest coherent group of any single shift
-        uniq, inv, cnt = np.unique(m.shifts, axis=0, return_inverse=True, return_counts=True)
-        inv = inv.ravel()
-        for u in np.argsort(-cnt, kind="stable")[:8]:
-            best = max(best, coherent_support(m.b[inv == u]))
-    if len(shifts):
-        best = max(best, int(shifts[0, 2]))
+    shifts, keep, best = _coherent_shifts(m, min_count)
     out = np.zeros((H, W), np.float32)
     regions: list[dict] = []
     if dihedral:
@@ -447,48 +546,15 @@ def detect_copy_move(
             max_regions=max_shifts))
     for dy, dx, sup in shifts[:max_shifts]:
         sel = keep & (np.max(np.abs(m.shifts - np.array([dy, dx])), axis=1) <= 1)
-        margin = window + block + 12
-        tb = m.b[sel]
-        box = (max(int(tb[:, 0].min()) - margin, 0), min(int(tb[:, 0].max()) + block + margin, H),
-               max(int(tb[:, 1].min()) - margin, 0), min(int(tb[:, 1].max()) + block + margin, W))
-        ys0, ys1, xs0, xs1 = box
-        crop = (slice(ys0, ys1), slice(xs0, xs1))
-        c_full = shift_correlation(r, (int(dy), int(dx)), window, region=box)
-        c = np.clip(c_full[crop], 0.0, 1.0)
-        near_b = match_density((ys1 - ys0, xs1 - xs0), tb - [ys0, xs0], block) > 0
-        near_b = ndimage.binary_dilation(near_b, iterations=window + block)
-        side_b = np.zeros((H, W), np.float32)
-        side_b[crop] = np.where(near_b, c, np.float32(0.0))  # target-side positions p (b = a + d)
-        del c, c_full, near_b
-        # source positions p - d: side_b shifted back by the shift (0 where the partner
-        # falls outside the image)
-        side_a = np.zeros_like(side_b)
-        ty0, ty1 = max(dy, 0), min(H + dy, H)
-        tx0, tx1 = max(dx, 0), min(W + dx, W)
-        if ty1 > ty0 and tx1 > tx0:
-            side_a[ty0 - dy : ty1 - dy, tx0 - dx : tx1 - dx] = side_b[ty0:ty1, tx0:tx1]
-        info = {"shift": (int(dy), int(dx)), "support": int(sup), "transform": "identity",
-                "method": "blocks", "target_side": "", "decided": False, "cue": ""}
-        info["bbox_a"] = _bbox(side_a >= 0.5)
-        info["bbox_b"] = _bbox(side_b >= 0.5)
-        np.maximum(side_a, side_b, out=side_a)
-        np.maximum(out, side_a, out=out)
-        del side_a, side_b
-        regions.append(info)
+        _paint_shift(out, regions, r, m.b[sel], (int(dy), int(dx)), int(sup), window=window,
+                     block=block)
     if features:  # after the shifts: areas they painted are not reported twice
         best = max(best, min_count * _feature_copies(
             img, usable, out, regions, lossy=lossy, min_shift=min_shift,
             min_inliers=features_min_inliers, min_area=features_min_area,
             min_fine=features_min_fine, max_regions=max_shifts, r=r))
-
-    for reg in regions:
-        if disambiguate and not lossy:
-            apply_direction(out, reg, decide_direction(img, reg, paste_boxes=paste_boxes),
-                            source_weight=source_weight)
-        else:
-            apply_direction(out, reg, {"target_side": "", "evidence": (
-                "not assessed on lossy data (the codec's block edges and smoothing mimic paste "
-                "seams and interpolation)" if lossy else "direction not assessed")})
+    _decide_directions(out, regions, img, disambiguate=disambiguate and not lossy, lossy=lossy,
+                       paste_boxes=paste_boxes, source_weight=source_weight)
     score = best / (best + float(min_count))
     log.debug("copy-move: %d blocks, %d pairs, shifts %s", m_all.n_blocks, len(m_all.a),
               shifts[:max_shifts].tolist())

@@ -190,7 +190,7 @@ def ela_cue(ela: np.ndarray, block: int = 8, sharpness: float = 3.0,
     ``1 / (1 + (ratio / 2) ** -sharpness)``, i.e. 0.5 where the local error level is twice the
     reference. The floor matters for smooth images (radiographs exported to JPEG): their median
     error level is ~0, and without a floor every faint texture would look "twice the median"
-    (on simulated q90 exports the cue then covered a quarter of the untouched originals).
+    and the cue would cover much of an untouched image (docs/forgery.md).
 
     Args:
         ela: float (H, W) raw ELA, values 0..255.

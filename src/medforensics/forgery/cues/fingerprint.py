@@ -170,12 +170,11 @@ def fingerprint_llr_map(
 
     **Weak evidence** (``weak``): the same cue computed over the patches with up to
     ``weak_clipped`` clipped pixels, times ``weak_weight`` (< 0.5): partly clipped patches are
-    less reliable (on untouched simulated images they raised the false area from 0.02 to 0.4 %)
-    but they are where an edit that pushed values to the range's end lies. Kept below the map
-    threshold, it only ranks pixels inside the image (localization) and never makes a verdict or
-    a forged area on its own: :func:`medforensics.forgery.localize.localize` adds it to the map
-    but not to the image score. On the simulated lossless test pairs it raised splice-device
-    pixel F1-best from 0.60 to 0.72 at the same image AUC.
+    less reliable (they raise the false area on untouched images) but they are where an edit
+    that pushed values to the range's end lies. Kept below the map threshold, it only ranks
+    pixels inside the image (localization) and never makes a verdict or a forged area on its
+    own: :func:`medforensics.forgery.localize.localize` adds it to the map but not to the image
+    score (its effect on localization is in docs/forgery.md).
 
     Args:
         pixels: float (H, W) stored values.

@@ -8,10 +8,8 @@ is compared with the level expected at the block's mean intensity. Two expectati
 * ``expected="binned"`` (default): non-parametric - the running median of
   ``log sigma_observed`` over the blocks ranked by mean intensity (window: 5 % of the blocks).
   It follows whatever noise-vs-intensity curve the image has (log transforms, LUTs, equalisation
-  of real processed radiographs), and a small edited region hardly moves it. On the simulated
-  tamper set it gave splice-device image AUC 0.97 (fit: 0.90) and removal 0.93 (0.86) with
-  half the false alarms on originals; on the real radiographs it removed the false alarms of
-  the straight-line fit on CR images whose noise is not linear in intensity.
+  of real processed radiographs, CR images whose noise is not linear in intensity), and a
+  small edited region hardly moves it (docs/forgery.md compares the two modes).
 * ``expected="fit"``: the image's own Poisson-Gaussian line (:func:`dsp.noise.fit_poisson_gaussian`,
   per-bin medians).
 
@@ -32,8 +30,8 @@ clipped specks are scored on their other pixels (clipped pixels and their 3x3 ne
 out of the MAD and of the noiseless share): excluding a whole block for one clipped pixel
 would hide most splices, whose mean/std matching pushes some pixels to the range's end.
 
-Two rules against false alarms on real processed radiographs (defaults; their effect is
-measured in docs/forgery.md):
+Two rules against false alarms on real processed radiographs (defaults; docs/forgery.md
+has their effect):
 
 * ``range_aware``: a block is judged against the expectation over the range of intensities it
   spans (min / max of its 4x4-px sub-block means): too little noise means below the *lowest*
@@ -50,9 +48,7 @@ thin tissue, so against the interior the band looks too quiet. Blocks are split 
 distance from the large clipped areas (background: under 128 px, 128-256 px, farther), and
 each stratum gets its own binned expectation. Strata of fewer than 2000 scored blocks (over
 the four grids) are merged, so small images (the simulated archive's 384-640 px) keep one
-expectation: an edit must stay a small share of the blocks it is compared with. On the real
-lossless radiographs this took the noise cue's false alarms from 3 to 2 of 9 untouched files
-and its splice AUC from 0.86 to 0.94 (chosen while looking at those files).
+expectation: an edit must stay a small share of the blocks it is compared with.
 
 The device-fingerprint cue, which also looks for regions that disagree with the rest of
 the image, is in :mod:`medforensics.forgery.cues.fingerprint`.
@@ -69,6 +65,7 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp.noise import (
+    PoissonGaussianFit,
     block_means,
     fit_poisson_gaussian,
     noise_level_map,
@@ -162,7 +159,7 @@ def noise_inconsistency_map(
             regions (an edited area) stay. ``z`` is not opened.
         max_clipped: blocks with at most this share of clipped pixels (and their 3x3
             neighbours, whose residual involves a clipped value) are scored on the other pixels
-            only; 0 = a block touching any clipped pixel is not scored (the rule before).
+            only; 0 = a block touching any clipped pixel is not scored.
         large_clipped: blocks touching a connected clipped area of at least this many pixels
             (background, collimation, saturated direct exposure) are never scored; smaller
             clipped specks (an edit pushed to the value range's end, a dense bone) are
@@ -207,33 +204,13 @@ def noise_inconsistency_map(
     ranges: list[tuple[np.ndarray, np.ndarray]] = []
     for oy in (0, half):
         for ox in (0, half):
-            sub = img[oy:, ox:]
-            if ign is None:
-                sig = noise_level_map(sub, block=block).astype(np.float64)
-                bad = (_block_counts(clipped[oy:, ox:], block) > 0) | (
-                    _block_counts(flat[oy:, ox:], block) > max_flat * block * block)
-            else:
-                sig = noise_level_map(sub, block=block, ignore=ign[oy:, ox:]).astype(np.float64)
-                n_ign = _block_counts(ign[oy:, ox:], block)
-                n_use = np.maximum(block * block - n_ign, 1)
-                bad = (n_ign > max_clipped * block * block) | (
-                    _block_counts(flat[oy:, ox:], block) > max_flat * n_use)
-                if hard is not None:
-                    bad |= _block_counts(hard[oy:, ox:], block) > 0
-                sig = np.where(bad, 0.0, np.nan_to_num(sig))
-            mean = block_means(sub, block)
-            if expected == "binned":
-                exp_sig = np.ones_like(sig)  # filled in below from all grids together
-            elif pg is not None:
-                exp_sig = pg.std_at(mean)
-            else:
-                exp_sig = np.full_like(sig, float(np.median(sig[~bad])) if (~bad).any() else 1.0)
-            good = (~bad) & (sig > 0) & (exp_sig > 0)
-            lr = np.zeros_like(sig)
-            lr[good] = np.log(sig[good] / exp_sig[good])
+            lr, good, mean, rng = _grid_log_ratios(
+                img, oy, ox, block=block, clipped=clipped, flat=flat, ign=ign, hard=hard,
+                max_flat=max_flat, max_clipped=max_clipped, expected=expected, pg=pg,
+                sub_block=sub_block if range_aware else 0)
             grids.append((oy, ox, lr, good, mean))
-            if range_aware:
-                ranges.append(_sub_mean_range(sub, block, sub_block, sig.shape))
+            if rng is not None:
+                ranges.append(rng)
     strata = _edge_strata(hard, grids, half, edge_strata, min_stratum)
     del clipped, flat, ign, hard
     curve: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
@@ -250,13 +227,105 @@ def noise_inconsistency_map(
     scale = max(scale, 1e-3)
     # every block of every grid covers whole half-block cells: average per cell (a pixel's
     # value is the mean over the blocks covering it), then expand the cells to pixels
+    acc_p, acc_z, cnt = _accumulate_cells(
+        grids, ranges if range_aware else None, strata, curve, (H, W), half, med=med,
+        scale=scale, z_low=z_low, z_high=z_high, slope=slope)
+    cnt = np.maximum(cnt, 1.0)
+    cue = _cells_to_pixels(acc_p / cnt, half, H, W)
+    if min_extent > 1:
+        cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
+    if max_band > 0:
+        cue = cap_bands(cue, max_band)
+    return NoiseInconsistency(cue, _cells_to_pixels(acc_z / cnt, half, H, W), fit)
+
+
+def _grid_log_ratios(img: np.ndarray, oy: int, ox: int, *, block: int, clipped: np.ndarray,
+                     flat: np.ndarray, ign: np.ndarray | None, hard: np.ndarray | None,
+                     max_flat: float, max_clipped: float, expected: str,
+                     pg: PoissonGaussianFit | None,
+                     sub_block: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                tuple[np.ndarray, np.ndarray] | None]:
+    """Observed-to-expected log noise ratio of every block of the grid offset by ``(oy, ox)``.
+
+    Blocks that cannot be scored (clipped, noiseless or touching a large clipped area, see
+    :func:`scoring_masks`) are marked not good. In ``"binned"`` mode the expectation is
+    filled in later from all grids together, so ``lr`` is then the log observed level.
+
+    Args:
+        img: (H, W) float stored values.
+        oy, ox: grid offset in pixels (0 or half a block).
+        block: block side.
+        clipped, flat, ign, hard: the masks of :func:`scoring_masks`.
+        max_flat, max_clipped: as in :func:`noise_inconsistency_map`.
+        expected: ``"binned"`` or ``"fit"``.
+        pg: the Poisson-Gaussian fit, or None.
+        sub_block: sub-block side of the intensity range (0 = no range).
+
+    Returns:
+        ``(lr, good, mean, range)``: float64 (nby, nbx) log ratio (0 where not good), bool
+        (nby, nbx) scored blocks, float64 (nby, nbx) block means, and the min / max sub-block
+        means (:func:`_sub_mean_range`) or None.
+    """
+    sub = img[oy:, ox:]
+    if ign is None:
+        sig = noise_level_map(sub, block=block).astype(np.float64)
+        bad = (_block_counts(clipped[oy:, ox:], block) > 0) | (
+            _block_counts(flat[oy:, ox:], block) > max_flat * block * block)
+    else:
+        sig = noise_level_map(sub, block=block, ignore=ign[oy:, ox:]).astype(np.float64)
+        n_ign = _block_counts(ign[oy:, ox:], block)
+        n_use = np.maximum(block * block - n_ign, 1)
+        bad = (n_ign > max_clipped * block * block) | (
+            _block_counts(flat[oy:, ox:], block) > max_flat * n_use)
+        if hard is not None:
+            bad |= _block_counts(hard[oy:, ox:], block) > 0
+        sig = np.where(bad, 0.0, np.nan_to_num(sig))
+    mean = block_means(sub, block)
+    if expected == "binned":
+        exp_sig = np.ones_like(sig)  # filled in later from all grids together
+    elif pg is not None:
+        exp_sig = pg.std_at(mean)
+    else:
+        exp_sig = np.full_like(sig, float(np.median(sig[~bad])) if (~bad).any() else 1.0)
+    good = (~bad) & (sig > 0) & (exp_sig > 0)
+    lr = np.zeros_like(sig)
+    lr[good] = np.log(sig[good] / exp_sig[good])
+    rng = _sub_mean_range(sub, block, sub_block, sig.shape) if sub_block else None
+    return lr, good, mean, rng
+
+
+def _accumulate_cells(grids: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]],
+                      ranges: list[tuple[np.ndarray, np.ndarray]] | None,
+                      strata: list[np.ndarray],
+                      curve: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+                      shape: tuple[int, int], half: int, *, med: float, scale: float,
+                      z_low: float, z_high: float, slope: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum each grid's cue and z-score over the half-block cells its blocks cover.
+
+    Args:
+        grids: ``(oy, ox, lr, good, mean)`` of the four half-block-shifted grids.
+        ranges: per grid, the min / max sub-block means (range-aware judging), or None.
+        strata: per grid, the edge stratum of each block (:func:`_edge_strata`).
+        curve: expected log noise level at an intensity and stratum, or None (the median).
+        shape: ``(H, W)`` of the image.
+        half: cell side (half a block).
+        med, scale: median and robust scale of the log ratios of all scored blocks.
+        z_low, z_high, slope: the logistic thresholds and slope.
+
+    Returns:
+        ``(acc_p, acc_z, cnt)``: float64 (ceil(H / half), ceil(W / half)) sums of the cue,
+        of z and the number of blocks covering each cell.
+    """
+    H, W = shape
     ncy, ncx = -(-H // half), -(-W // half)
     acc_p = np.zeros((ncy, ncx))
     acc_z = np.zeros((ncy, ncx))
     cnt = np.zeros((ncy, ncx))
     for gi, (oy, ox, lr, good, mean) in enumerate(grids):
         z = np.where(good, (lr - med) / scale, 0.0)
-        if range_aware and curve is not None:
+        if ranges is not None and curve is not None:
             # expectation at the block's lowest / mean / highest sub-block intensity
             e_mid = curve(mean, strata[gi])
             e_lo, e_hi = curve(ranges[gi][0], strata[gi]), curve(ranges[gi][1], strata[gi])
@@ -277,13 +346,7 @@ def noise_inconsistency_map(
                 acc_p[ys, xs] += p
                 acc_z[ys, xs] += z
                 cnt[ys, xs] += 1.0
-    cnt = np.maximum(cnt, 1.0)
-    cue = _cells_to_pixels(acc_p / cnt, half, H, W)
-    if min_extent > 1:
-        cue = ndimage.grey_opening(cue, size=(min_extent, min_extent))
-    if max_band > 0:
-        cue = cap_bands(cue, max_band)
-    return NoiseInconsistency(cue, _cells_to_pixels(acc_z / cnt, half, H, W), fit)
+    return acc_p, acc_z, cnt
 
 
 def cap_bands(cue: np.ndarray, max_band: float, *, step: int = 4, cap: float = 0.45,

@@ -32,15 +32,14 @@ lies from the image's *own* feature distribution:
    (32 px) square: an anomaly must fill 2 x 2 cells.
 
 The image score is that of the other cues: :func:`medforensics.forgery.localize.image_score`
-of the map with the ``SCORE_WINDOW`` mean filter. Cost: about 1 s and a few hundred MB for a
-4000 x 5000 image (float32 residual, int8 signs, per-cell counts).
+of the map with the ``SCORE_WINDOW`` mean filter. Memory: a float32 residual, int8 signs and
+per-cell counts (its cost is in docs/performance.md).
 
-What it sees and what not (bench/forgery_texture.py): the six simulated device models of the
-project's archive have white noise in four cases (their residual correlations agree to within
-0.01), so simulated splices are mostly invisible to the correlation features; real devices
-differ much more (blur, CR scan direction, processing). On real processed radiographs the
-correlation features still respond to fine bone texture (the ankle of one Fuji CR image reaches
-z ~ 9), and the lattice share to LUT combs that vary within an image (one Kodak CR image).
+What it sees and what not: devices whose noise has the same shape (white noise, as in most of
+the simulated device models) are invisible to the correlation features; real devices differ
+much more (blur, CR scan direction, processing). On real processed radiographs the
+correlation features still respond to fine bone texture, and the lattice share to LUT combs
+that vary within an image (docs/forgery.md has the cases).
 """
 
 from __future__ import annotations
