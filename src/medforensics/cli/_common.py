@@ -30,8 +30,7 @@ import typer
 from typer.core import TyperGroup
 
 from medforensics.common.atomic import JsonLinesOutput
-from medforensics.common.progress import PROGRESS_EVERY as _PROGRESS_EVERY
-from medforensics.common.progress import ProgressReport, show_progress
+from medforensics.common.progress import PROGRESS_EVERY, ProgressReport, show_progress
 from medforensics.common.progress import tick_progress as _tick_progress
 from medforensics.common.sharding import shard_output_path
 from medforensics.errors import ConfigError, ModelFileError, OutputWriteError
@@ -74,8 +73,6 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
-#: Files between two progress lines when stderr is not a terminal (read at each call).
-PROGRESS_EVERY = _PROGRESS_EVERY
 #: The name of the training-free forgery detector wherever a forgery run is asked for.
 TRAINING_FREE = "cues"
 #: Older spellings of :data:`TRAINING_FREE`, still accepted with a notice.
