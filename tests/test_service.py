@@ -339,7 +339,7 @@ def test_token_compare_is_constant_time() -> None:
 
     from medforensics.service import app as app_module
 
-    assert "hmac.compare_digest" in inspect.getsource(app_module.create_app)
+    assert "hmac.compare_digest" in inspect.getsource(app_module._bearer_check)
 
 
 # ---------------------------------------------------------------------- size limit

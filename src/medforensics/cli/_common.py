@@ -22,7 +22,6 @@ import errno
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +31,8 @@ import typer
 from typer.core import TyperGroup
 
 from medforensics.common.atomic import JsonLinesOutput
+from medforensics.common.progress import PROGRESS_EVERY, ProgressReport, show_progress
+from medforensics.common.progress import tick_progress as _tick_progress
 from medforensics.common.sharding import shard_output_path
 from medforensics.errors import ConfigError, ModelFileError, OutputWriteError
 from medforensics.pacs.errors import ListenError, PacsError, ScanStateError
@@ -74,8 +75,6 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
-#: Files between two progress lines when stderr is not a terminal.
-PROGRESS_EVERY = 100
 #: The name of the training-free forgery detector wherever a forgery run is asked for.
 TRAINING_FREE = "cues"
 #: Older spellings of :data:`TRAINING_FREE`, still accepted with a notice.
@@ -281,9 +280,8 @@ def json_sink(out: Path | None, part: tuple[int, int]
 
 
 # ---------------------------------------------------------------------- progress
-def show_progress(enabled: bool | None) -> bool:
-    """Whether to draw bars: as asked, else only when stderr is a terminal."""
-    return sys.stderr.isatty() if enabled is None else bool(enabled)
+def _echo_err(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def files_progress(results: Iterable[T], total: int, label: str, enabled: bool | None
@@ -294,40 +292,17 @@ def files_progress(results: Iterable[T], total: int, label: str, enabled: bool |
     follows the last file. Redirected (``enabled=None`` and no terminal), a plain line every
     :data:`PROGRESS_EVERY` files replaces the bar; ``enabled=False`` is silent.
     """
-    t0, n = time.perf_counter(), 0
     if enabled is False:
         yield from results
         return
-    if not show_progress(enabled):
+    report = ProgressReport(label, total, enabled, every=PROGRESS_EVERY, emit=_echo_err)
+    with report:
         for item in results:
-            n += 1
-            if n % PROGRESS_EVERY == 0 or (n == total and n >= PROGRESS_EVERY):
-                typer.echo(f"{label}: {n}/{total} files ({_rate(n, t0)})", err=True)
+            report.advance()
             yield item
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total, rate="")
-        for item in results:
-            n += 1
-            bar.update(task, completed=n, rate=_rate(n, t0))
-            yield item
-    dt = time.perf_counter() - t0
-    typer.echo(f"{label}: {n} file(s) in {dt:.1f} s ({_rate(n, t0)})", err=True)
-
-
-def _rate(n: int, t0: float) -> str:
-    return f"{n / max(time.perf_counter() - t0, 1e-9):.1f} files/s"
+    if report.mode == "bar":
+        typer.echo(f"{label}: {report.done} file(s) in {report.seconds:.1f} s "
+                   f"({report.rate()})", err=True)
 
 
 @contextmanager
@@ -337,28 +312,8 @@ def tick_progress(label: str, enabled: bool | None) -> Iterator[Callable[[int, i
     A rich bar on stderr on a terminal (or ``enabled=True``), a plain line every
     :data:`PROGRESS_EVERY` items when redirected, nothing when ``enabled=False``.
     """
-    t0 = time.perf_counter()
-    if enabled is False or not show_progress(enabled):
-        def line(done: int, total: int) -> None:
-            if enabled is not False and (done % PROGRESS_EVERY == 0
-                                         or (done == total and done >= PROGRESS_EVERY)):
-                typer.echo(f"{label}: {done}/{total} ({_rate(done, t0)})", err=True)
-
-        yield line
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+    with _tick_progress(label, enabled, every=PROGRESS_EVERY, emit=_echo_err) as tick:
+        yield tick
 
 
 def finish_batch(n_bad: int, n_files: int) -> None:

@@ -15,7 +15,6 @@ from medforensics.cli._common import (
     app,
     csv_list,
     fail,
-    show_progress,
     tick_progress,
 )
 from medforensics.errors import MedForensicsError
@@ -190,7 +189,7 @@ def ingest_cmd(
     )
     try:
         rows = ingest(dirs, label=label, filters=filters, workers=workers, verify=verify,
-                      force=force, progress=show_progress(progress),
+                      force=force, progress=progress is not False,
                       follow_links_outside=follow_links_outside)
         write_manifest(rows, out)
     except MedForensicsError as exc:
@@ -336,7 +335,7 @@ def prepare_cmd(
 
     try:
         rep = prepare_store(manifest, out, workers=workers, paper=paper,
-                            splits=csv_list(splits), progress=show_progress(progress))
+                            splits=csv_list(splits), progress=progress is not False)
     except MedForensicsError as exc:
         fail(exc)
     typer.echo(

@@ -28,7 +28,6 @@ from medforensics.cli._common import (
     finish_batch,
     forgery_app,
     json_sink,
-    show_progress,
     tick_progress,
     training_free_name,
     warn_integrity,
@@ -116,7 +115,7 @@ def forgery_train_cmd(
         res = train_forgery(manifest, preset=preset, out_dir=out, epochs=epochs, seed=seed,
                             device=device, resume=resume, source_run=source_model,
                             batch_size=batch_size, lr=lr, resplit=resplit,
-                            progress=show_progress(progress), texture=texture, seam=seam,
+                            progress=progress is not False, texture=texture, seam=seam,
                             allow_modified=allow_modified_run)
     except MedForensicsError as exc:
         fail(exc)

@@ -17,7 +17,6 @@ from medforensics.cli._common import (
     app,
     check_run_kind,
     fail,
-    show_progress,
     warn_integrity,
 )
 from medforensics.errors import ConfigError, MedForensicsError
@@ -88,7 +87,7 @@ def train_cmd(
             batch_size=batch_size, lr=lr, patch=patch, patches_per_image=patches_per_image,
             sampling=sampling, seed=seed, select=select, device=device, resume=resume,
             workers=workers, outlier_devices=outlier_devices,
-            progress=show_progress(progress), image_source=source,
+            progress=progress is not False, image_source=source,
         )
         calibrated = False
         if calibrate and (not distributed or _rank() == 0):
@@ -193,7 +192,7 @@ def evaluate_cmd(
     try:
         res = evaluate_run(run, read_manifest(manifest), out, split=split, device=device,
                            n_patches=n_patches, n_boot=bootstrap,
-                           allow_modified=allow_modified_run, progress=show_progress(progress))
+                           allow_modified=allow_modified_run, progress=progress is not False)
     except MedForensicsError as exc:
         fail(exc)
     warn_integrity(res.get("run_integrity"))

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from medforensics.common.atomic import atomic_output
+from medforensics.common.progress import ProgressReport, library_mode
 from medforensics.common.workers import with_parent_watch
 from medforensics.data.files import walk_roots
 from medforensics.data.labels import unify_case_variants
@@ -183,7 +184,8 @@ def ingest(
         chunk_size: files per task (default: chosen from the file count).
         verify: also decode the first frame of every image (slow; catches corrupt streams).
         force: read DICOM files without file meta (ACR-NEMA) instead of refusing them.
-        progress: show a progress bar (tqdm, on stderr).
+        progress: report progress: a bar on stderr when it is a terminal, a log line every
+            hundred files otherwise.
         follow_links_outside: read files that links lead to outside the roots (by default
             they are reported as ``link-outside-roots`` and never opened).
 
@@ -224,8 +226,6 @@ def _scan_all(
     force: bool,
     progress: bool,
 ) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
-
     n_workers = default_workers() if workers is None else max(0, workers)
     rows: list[dict[str, Any]] = []
     pydicom_logger = logging.getLogger("pydicom")
@@ -233,10 +233,10 @@ def _scan_all(
     bar = None
     try:
         if n_workers <= 1 or len(paths) < 2:
-            bar = tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress)
+            bar = _ingest_progress(len(paths), progress)
             for p in paths:
                 rows.append(scan_file(p, verify=verify, force=force))
-                bar.update(1)
+                bar.advance()
             return rows
         size = chunk_size or max(1, min(64, len(paths) // (n_workers * 8) or 1))
         chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
@@ -249,8 +249,8 @@ def _scan_all(
             pool_kw = with_parent_watch(init_worker)
         with pool_cls(max_workers=n_workers, **pool_kw) as pool:
             futures = {pool.submit(scan_chunk, c, verify, force): c for c in chunks}
-            # the bar (and tqdm's monitor thread) only after the workers were forked
-            bar = tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress)
+            # the bar (and its drawing thread) only after the workers were forked
+            bar = _ingest_progress(len(paths), progress)
             for fut in as_completed(futures):
                 chunk = futures[fut]
                 try:
@@ -260,12 +260,18 @@ def _scan_all(
                         "worker failed on %d files (%r); retrying them here", len(chunk), exc
                     )
                     rows.extend(scan_chunk(chunk, verify, force))
-                bar.update(len(chunk))
+                bar.advance(len(chunk))
     finally:
         if bar is not None:
             bar.close()
         pydicom_logger.removeFilter(PYDICOM_FILTER)
     return rows
+
+
+def _ingest_progress(total: int, progress: bool) -> ProgressReport:
+    """The ingest's progress report (a log line every :data:`PROGRESS_EVERY` files when
+    stderr is redirected)."""
+    return ProgressReport("ingest", total, library_mode(progress), emit=logger.info)
 
 
 def _archive_statuses(rows: list[dict[str, Any]], label: str, filters: IngestFilters) -> None:

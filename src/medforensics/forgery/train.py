@@ -57,11 +57,11 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from medforensics import __version__
 from medforensics.common.hashing import manifest_sha256
 from medforensics.common.jsonio import atomic_write_json
+from medforensics.common.progress import iter_progress, library_mode
 from medforensics.data.splits import assign_splits
 from medforensics.errors import (
     ConfigError,
@@ -271,7 +271,8 @@ def train_forgery(
         test: test fraction when the split is assigned here.
         val: validation fraction when the split is assigned here.
         resplit: ignore the manifest's own ``split`` column.
-        progress: show tqdm progress bars.
+        progress: report progress: bars on stderr when it is a terminal, a log line every
+            hundred images otherwise.
         texture: ``cues``: include the noise-texture cue as a combiner feature (off by
             default: not yet measured for the learned combiner).
         seam: ``cues``: include the paste seam cue as a combiner feature (off by default,
@@ -320,7 +321,8 @@ def _ela_inputs(rows: Sequence[dict[str, str]], size: int, quality: int, progres
     xs: list[np.ndarray] = []
     ys: list[int] = []
     failures: list[tuple[str, str]] = []
-    for r in tqdm(rows, desc=desc, disable=not progress, unit="img", leave=False):
+    for r in iter_progress(rows, len(rows), desc, library_mode(progress), unit="images",
+                           emit=log.info):
         try:
             px, meta = read_image(r["path"])
             xs.append(ela_cnn_input(px, bits_stored=meta.bits_stored, size=size,
@@ -510,7 +512,8 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
     feats: dict[str, dict[str, np.ndarray]] = {}
     failures: list[tuple[str, str]] = []
     t0 = time.perf_counter()
-    for r in tqdm(use, desc="cue maps", disable=not progress, unit="img"):
+    for r in iter_progress(use, len(use), "cue maps", library_mode(progress), unit="images",
+                           emit=log.info):
         try:
             feats[r["path"]] = _cue_features(det, r, cues, cache)
         except MedForensicsError as exc:

@@ -279,15 +279,7 @@ def export_model(
     import copy
 
     onnx = _require_onnx()
-    if exporter not in EXPORTERS:
-        raise ConfigError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
-    if int(opset) < MIN_OPSET:
-        raise ConfigError(f"opset must be >= {MIN_OPSET}, got {opset}")
-    path = Path(out)
-    if path.suffix.lower() != ".onnx":
-        raise ConfigError(f"{path}: the output file name must end in .onnx")
-    if path.is_dir():
-        raise ConfigError(f"{path} is a directory; give a file name ending in .onnx")
+    path = _checked_target(out, exporter, opset)
     meta = dict(metadata or {})
     spec = _spec(model)
     net = copy.deepcopy(model).to("cpu").eval()
@@ -300,10 +292,58 @@ def export_model(
     example = torch.from_numpy(random_inputs(net, example_shape, np.random.default_rng(seed)))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    seconds = _run_exporter(net, tmp, example, dynamic, int(opset), exporter, name)
+
+    onnx_model = onnx.load(str(tmp))
+    got_opset = _default_opset(onnx_model)
+    props = _metadata_props(model, meta, spec, name=name, num_classes=num_classes,
+                            shape=[dynamic.get(i, int(v)) for i, v in enumerate(example_shape)],
+                            dynamic=dynamic, exporter=exporter, opset=got_opset)
+    _write_described(onnx, onnx_model, tmp, props,
+                     f"medforensics {name} model ({num_classes} classes); see metadata_props")
+    parity = _parity_or_remove(net, tmp, tolerance=tolerance, seed=seed) if check else None
+    os.replace(tmp, path)
+    res = ExportResult(path=path, preset=name, exporter=exporter, opset=got_opset,
+                       dynamic_axes=dynamic, metadata=props, parity=parity, seconds=seconds,
+                       bytes=path.stat().st_size)
+    log.info("exported %s to %s (%s exporter, opset %d, %.1f s, %.1f MB)%s", name, path,
+             exporter, got_opset, seconds, res.bytes / 1e6,
+             f"; parity max |diff| {parity.max_abs_diff:.2e}" if parity else "")
+    return res
+
+
+def _checked_target(out: str | os.PathLike[str], exporter: str, opset: int) -> Path:
+    """The ``.onnx`` path to write, refused before any work when the exporter, the opset or
+    the path cannot give a usable file.
+
+    Raises:
+        ConfigError: unknown exporter, opset below :data:`MIN_OPSET`, a path that is not a
+            ``.onnx`` file name.
+    """
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    if int(opset) < MIN_OPSET:
+        raise ConfigError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    path = Path(out)
+    if path.suffix.lower() != ".onnx":
+        raise ConfigError(f"{path}: the output file name must end in .onnx")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a file name ending in .onnx")
+    return path
+
+
+def _run_exporter(net: nn.Module, tmp: Path, example: torch.Tensor, dynamic: dict[int, str],
+                  opset: int, exporter: str, name: str) -> float:
+    """Export ``net`` into ``tmp`` and return the seconds it took; on failure ``tmp`` is
+    removed and the error names the other exporter to try.
+
+    Raises:
+        ConfigError: the export failed.
+    """
     t0 = time.perf_counter()
     try:
         with torch.no_grad():
-            _export(net, tmp, example, dynamic, int(opset), exporter)
+            _export(net, tmp, example, dynamic, opset, exporter)
     except ConfigError:
         tmp.unlink(missing_ok=True)
         raise
@@ -313,14 +353,18 @@ def export_model(
         raise ConfigError(f"ONNX export of {name!r} with the {exporter} exporter failed: "
                           f"{type(exc).__name__}: {str(exc)[:500]} (try --exporter {other})"
                           ) from None
-    seconds = time.perf_counter() - t0
+    return time.perf_counter() - t0
 
-    onnx_model = onnx.load(str(tmp))
-    got_opset = _default_opset(onnx_model)
+
+def _metadata_props(model: nn.Module, meta: dict[str, Any], spec: dict[str, Any], *,
+                    name: str, num_classes: int, shape: list[Any], dynamic: dict[int, str],
+                    exporter: str, opset: int) -> dict[str, str]:
+    """The file's ``metadata_props``: everything a consumer needs to feed the model and read
+    its output (classes, input layout and preprocessing, postprocessing, provenance), so the
+    ONNX file can be used without the run directory."""
     axis_names = {0: "N", 1: "C", 2: "H", 3: "W"}
-    shape_desc = [dynamic.get(i, int(v)) for i, v in enumerate(example_shape)]
     input_spec = {
-        "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": shape_desc,
+        "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": shape,
         "dynamic_axes": {axis_names[i]: n for i, n in dynamic.items()},
         "min_side": _MIN_SIDE if _is_patch_like(spec) else None, "model": spec,
     }
@@ -330,7 +374,7 @@ def export_model(
         else "softmax(logits) gives class probabilities"
     )
     classes = meta.get("classes")
-    props = {
+    return {
         "medforensics.format": ONNX_FORMAT,
         "preset": name,
         "classes": json.dumps(list(classes) if classes is not None else None),
@@ -350,42 +394,52 @@ def export_model(
         "software_version": str(meta.get("software_version") or _version()),
         "torch_version": torch.__version__,
         "exporter": exporter,
-        "opset": str(got_opset),
+        "opset": str(opset),
     }
+
+
+def _write_described(onnx: Any, onnx_model: Any, tmp: Path, props: dict[str, str],
+                     doc: str) -> None:
+    """Replace the model's metadata with ``props`` and ``doc``, check it and save it to
+    ``tmp``; an invalid model removes ``tmp``.
+
+    Raises:
+        ConfigError: the ONNX checker refused the model.
+    """
     del onnx_model.metadata_props[:]
     for k, v in props.items():
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = k, v
-    onnx_model.doc_string = (f"medforensics {name} model ({num_classes} classes); "
-                             "see metadata_props")
+    onnx_model.doc_string = doc
     try:
         onnx.checker.check_model(onnx_model)
     except Exception as exc:  # noqa: BLE001 - onnx raises ValidationError subclasses
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"exported ONNX model is invalid: {exc}") from None
     onnx.save(onnx_model, str(tmp))
-    parity = None
-    if check:
-        try:
-            parity = check_parity(net, tmp, tolerance=tolerance, seed=seed)
-        except Exception:
-            tmp.unlink(missing_ok=True)
-            raise
-        if not parity.passed:
-            tmp.unlink(missing_ok=True)
-            raise ConfigError(
-                f"ONNX parity check failed: max |logit diff| {parity.max_abs_diff:.3g} > "
-                f"{parity.allowed:.3g} or arg-max agreement {parity.argmax_agreement:.3f} < 1; "
-                "nothing written"
-            )
-    os.replace(tmp, path)
-    res = ExportResult(path=path, preset=name, exporter=exporter, opset=got_opset,
-                       dynamic_axes=dynamic, metadata=props, parity=parity, seconds=seconds,
-                       bytes=path.stat().st_size)
-    log.info("exported %s to %s (%s exporter, opset %d, %.1f s, %.1f MB)%s", name, path,
-             exporter, got_opset, seconds, res.bytes / 1e6,
-             f"; parity max |diff| {parity.max_abs_diff:.2e}" if parity else "")
-    return res
+
+
+def _parity_or_remove(net: nn.Module, tmp: Path, *, tolerance: float,
+                      seed: int) -> ParityReport:
+    """:func:`check_parity` of the written file; ``tmp`` is removed when it fails, so a model
+    that computes something else is never left behind.
+
+    Raises:
+        ConfigError: the outputs differ beyond ``tolerance`` or the arg-max disagrees.
+    """
+    try:
+        parity = check_parity(net, tmp, tolerance=tolerance, seed=seed)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    if not parity.passed:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"ONNX parity check failed: max |logit diff| {parity.max_abs_diff:.3g} > "
+            f"{parity.allowed:.3g} or arg-max agreement {parity.argmax_agreement:.3f} < 1; "
+            "nothing written"
+        )
+    return parity
 
 
 def _version() -> str:

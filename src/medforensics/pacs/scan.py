@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medforensics.errors import ConfigError, MedForensicsError, ReadError
 from medforensics.io import read_image
@@ -49,6 +49,9 @@ from medforensics.pacs.errors import (
 )
 from medforensics.pacs.seg import build_seg
 from medforensics.pacs.sr import build_report
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = ["STATE_FORMAT", "ScanItem", "ScanSummary", "is_image_sop_class", "scan"]
 
@@ -249,6 +252,149 @@ def _results(image: Image, analyse_source: Analyser | None,
     return ident, forg, prob
 
 
+@dataclass
+class _Steps:
+    """What :func:`scan` does with each instance: the analyses and where the results go."""
+
+    analyse_source: Analyser | None
+    analyse_forgery: Analyser | None
+    producer: Producer
+    store: bool
+    out: Path | None
+    seg_kind: str | None
+    max_failures: int
+
+
+class _ScanRun:
+    """One scan's instances handled one at a time: each ends as one :class:`ScanItem`,
+    counted in the summary, recorded in the state file and handed to ``on_item``."""
+
+    def __init__(self, client: PacsClient, steps: _Steps, state: _State,
+                 on_item: Callable[[ScanItem], None] | None) -> None:
+        self.client = client
+        self.steps = steps
+        self.state = state
+        self.on_item = on_item
+        self.summary = ScanSummary()
+        self.in_a_row = 0  # failures in a row
+
+    def emit(self, item: ScanItem) -> None:
+        """Count ``item``, record it (unless finished earlier) and pass it on."""
+        attr = item.status  # one of the summary's counters
+        setattr(self.summary, attr, getattr(self.summary, attr) + 1)
+        if item.stored:
+            self.summary.stored += 1
+        if item.status != "resumed":
+            self.state.record(item)
+        if self.on_item is not None:
+            self.on_item(item)
+
+    def _failed(self, item: ScanItem, reason: str, exc: PacsError) -> None:
+        """A failure that may pass: recorded; raised once ``max_failures`` came in a row."""
+        item.status, item.reason, item.message = "failed", reason, str(exc)
+        self.in_a_row += 1
+        self.emit(item)
+        if self.in_a_row >= self.steps.max_failures:
+            raise exc
+
+    def _skipped(self, item: ScanItem, reason: str, message: str) -> None:
+        item.status, item.reason, item.message = "skipped", reason, message
+        self.emit(item)
+
+    def instance(self, ref: InstanceRef) -> None:
+        """Retrieve, analyse, write and store the results of one instance."""
+        item = ScanItem(ref.study, ref.series, ref.sop, status="done")
+        if ref.sop in self.state.finished:
+            item.status = "resumed"
+            self.emit(item)
+            return
+        if not is_image_sop_class(ref.sop_class) or ref.has_pixels is False:
+            self._skipped(item, "not-an-image-class",
+                          f"SOP Class {ref.sop_class or '?'} holds no image to analyse")
+            return
+        try:
+            ds = self.client.retrieve(ref)
+        except (PacsUnreachableError, PacsAuthError):
+            raise
+        except PacsError as exc:
+            self._failed(item, "retrieve-failed", exc)
+            return
+        built = self._results(ds, item)
+        if built is None:
+            return
+        seg, sr = built
+        self._write(ref, item, seg, sr)
+        objs = [obj for obj in (seg, sr) if obj is not None]
+        if self.steps.store and not self._store(item, objs):
+            return
+        self.in_a_row = 0
+        self.emit(item)
+
+    def _results(self, ds: Dataset, item: ScanItem) -> tuple[Dataset | None, Dataset] | None:
+        """The analyses of ``ds`` as a SEG (None without a forgery map) and an SR; None when
+        the instance was skipped."""
+        steps = self.steps
+        try:
+            image = read_image(ds)
+            ident, forg, prob = _results(image, steps.analyse_source, steps.analyse_forgery)
+        except ReadError as exc:
+            self._skipped(item, exc.reason, str(exc))
+            return None
+        except MedForensicsError as exc:
+            self._skipped(item, "invalid-image", str(exc))
+            return None
+        item.identify, item.forgery = ident, forg
+        try:
+            seg = None
+            if forg is not None and prob is not None and steps.seg_kind:
+                seg = build_seg(ds, prob, kind=steps.seg_kind,
+                                threshold=float(forg.get("map_threshold") or 0.5),
+                                model=forg.get("model"), producer=steps.producer)
+            sr = build_report(ds, identify=ident, forgery=forg, seg=seg,
+                              producer=steps.producer)
+        except DicomBuildError as exc:
+            self._skipped(item, "result-failed", str(exc))
+            return None
+        item.sr = str(sr.SOPInstanceUID)
+        item.seg = None if seg is None else str(seg.SOPInstanceUID)
+        return seg, sr
+
+    def _write(self, ref: InstanceRef, item: ScanItem, seg: Dataset | None,
+               sr: Dataset) -> None:
+        """The SEG and SR written under ``out`` (a write error stops the scan)."""
+        out = self.steps.out
+        if out is None:
+            return
+        for obj, suffix in ((seg, "seg"), (sr, "sr")):
+            if obj is not None:
+                path = out / f"{ref.sop}_{suffix}.dcm"
+                try:
+                    write_dataset(obj, path)
+                except OSError as exc:
+                    raise ConfigError(f"{path}: cannot write "
+                                      f"({exc.strerror or exc})") from None
+                item.files.append(str(path))
+
+    def _store(self, item: ScanItem, objs: list[Dataset]) -> bool:
+        """Store the results in the PACS; False (the item emitted as failed) when not."""
+        try:
+            res = self.client.store(objs)
+        except (PacsUnreachableError, PacsAuthError):
+            raise
+        except PacsError as exc:
+            self._failed(item, "store-failed", exc)
+            return False
+        if res.failed:
+            item.status, item.reason = "failed", "store-failed"
+            item.message = ("the PACS refused "
+                            + ", ".join(f"{u} (reason {r})" for u, r in res.failed))
+            self.in_a_row += 1  # counted, but a refusal never stops the scan by itself
+            self.emit(item)
+            return False
+        item.stored = True
+        return True
+
+
 def scan(
     client: PacsClient,
     *,
@@ -298,119 +444,22 @@ def scan(
     if analyse_source is None and analyse_forgery is None:
         raise ConfigError("nothing to analyse: give a source model, a forgery detector or "
                           "both")
-    producer = producer or Producer()
-    out = None if out_dir is None else Path(out_dir)
     query = {"study": study, "series": series, "filters": dict(sorted((filters or {}).items()))}
     st = _State(None if state is None else Path(state),
                 {"format": STATE_FORMAT, "url": client.url, "query": query}, store=store)
-    summary = ScanSummary()
+    steps = _Steps(analyse_source, analyse_forgery, producer or Producer(), store,
+                   None if out_dir is None else Path(out_dir), seg_kind, max_failures)
+    run = _ScanRun(client, steps, st, on_item)
     t0 = time.perf_counter()
-    in_a_row = 0
-    last_error: PacsError | None = None
-
-    def emit(item: ScanItem) -> None:
-        counts = {"done": "done", "skipped": "skipped", "failed": "failed",
-                  "resumed": "resumed"}
-        attr = counts[item.status]
-        setattr(summary, attr, getattr(summary, attr) + 1)
-        if item.stored:
-            summary.stored += 1
-        if item.status != "resumed":
-            st.record(item)
-        if on_item is not None:
-            on_item(item)
-
     try:
         refs: Iterator[InstanceRef] = client.search(study=study, series=series,
                                                     filters=filters)
         for ref in refs:
-            if limit is not None and summary.done >= limit:
+            if limit is not None and run.summary.done >= limit:
                 break
-            summary.found += 1
-            item = ScanItem(ref.study, ref.series, ref.sop, status="done")
-            if ref.sop in st.finished:
-                item.status = "resumed"
-                emit(item)
-                continue
-            if not is_image_sop_class(ref.sop_class) or ref.has_pixels is False:
-                item.status, item.reason = "skipped", "not-an-image-class"
-                item.message = f"SOP Class {ref.sop_class or '?'} holds no image to analyse"
-                emit(item)
-                continue
-            try:
-                ds = client.retrieve(ref)
-            except (PacsUnreachableError, PacsAuthError):
-                raise
-            except PacsError as exc:
-                item.status, item.reason, item.message = "failed", "retrieve-failed", str(exc)
-                in_a_row += 1
-                last_error = exc
-                emit(item)
-                if in_a_row >= max_failures:
-                    raise last_error
-                continue
-            try:
-                image = read_image(ds)
-                ident, forg, prob = _results(image, analyse_source, analyse_forgery)
-            except ReadError as exc:
-                item.status, item.reason, item.message = "skipped", exc.reason, str(exc)
-                emit(item)
-                continue
-            except MedForensicsError as exc:
-                item.status, item.reason, item.message = "skipped", "invalid-image", str(exc)
-                emit(item)
-                continue
-            item.identify, item.forgery = ident, forg
-            try:
-                objs = []
-                seg = None
-                if forg is not None and prob is not None and seg_kind:
-                    seg = build_seg(ds, prob, kind=seg_kind,
-                                    threshold=float(forg.get("map_threshold") or 0.5),
-                                    model=forg.get("model"), producer=producer)
-                    objs.append(seg)
-                sr = build_report(ds, identify=ident, forgery=forg, seg=seg, producer=producer)
-                objs.append(sr)
-            except DicomBuildError as exc:
-                item.status, item.reason, item.message = "skipped", "result-failed", str(exc)
-                emit(item)
-                continue
-            item.sr = str(sr.SOPInstanceUID)
-            item.seg = None if seg is None else str(seg.SOPInstanceUID)
-            if out is not None:
-                for obj, suffix in ((seg, "seg"), (sr, "sr")):
-                    if obj is not None:
-                        path = out / f"{ref.sop}_{suffix}.dcm"
-                        try:
-                            write_dataset(obj, path)
-                        except OSError as exc:
-                            raise ConfigError(f"{path}: cannot write "
-                                              f"({exc.strerror or exc})") from None
-                        item.files.append(str(path))
-            if store:
-                try:
-                    res = client.store(objs)
-                except (PacsUnreachableError, PacsAuthError):
-                    raise
-                except PacsError as exc:
-                    item.status, item.reason, item.message = "failed", "store-failed", str(exc)
-                    in_a_row += 1
-                    last_error = exc
-                    emit(item)
-                    if in_a_row >= max_failures:
-                        raise last_error
-                    continue
-                if res.failed:
-                    item.status, item.reason = "failed", "store-failed"
-                    item.message = ("the PACS refused "
-                                    + ", ".join(f"{u} (reason {r})" for u, r in res.failed))
-                    in_a_row += 1
-                    emit(item)
-                    continue
-                item.stored = True
-            in_a_row = 0
-            emit(item)
+            run.summary.found += 1
+            run.instance(ref)
     finally:
         st.close()
-        summary.seconds = time.perf_counter() - t0
-    return summary
+        run.summary.seconds = time.perf_counter() - t0
+    return run.summary

@@ -82,34 +82,9 @@ def build_seg(
 
     producer = producer or Producer()
     ref = source_header(source)
-    if int(ref.get("NumberOfFrames") or 1) != 1:
-        raise DicomBuildError(f"{ref.SOPInstanceUID}: multi-frame source "
-                              f"({ref.NumberOfFrames} frames); a SEG is written for "
-                              "single-frame images only")
-    m = np.asarray(prob_map, dtype=np.float32)
-    shape = (int(ref.get("Rows") or 0), int(ref.get("Columns") or 0))
-    if m.shape != shape:
-        raise DicomBuildError(f"{ref.SOPInstanceUID}: map is {m.shape[0]} x "
-                              f"{m.shape[1] if m.ndim > 1 else 0}, the image "
-                              f"{shape[0]} x {shape[1]} (Rows x Columns)")
-    if not np.all(np.isfinite(m)) or m.min(initial=0.0) < 0.0 or m.max(initial=0.0) > 1.0:
-        raise DicomBuildError("the forgery map must hold finite values in [0, 1]")
-    m = np.clip(m, 0.0, 1.0)
+    m = _checked_map(ref, prob_map)
     model = model or {}
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=f"{producer.software} forgery detection"
-        + (f" ({model['name']})" if model.get("name") else ""),
-        version=producer.resolved_version(),
-        family=std.cid7162.ArtificialIntelligence,
-    )
-    desc = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="forgery probability" if kind == "fractional" else "forged area",
-        segmented_property_category=C.code("seg_category"),
-        segmented_property_type=C.code("seg_type"),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm,
-    )
+    desc = _segment(hd, std, kind, producer, model)
     if kind == "fractional":
         pixels = m
         extra: dict[str, Any] = {"fractional_type": "PROBABILITY",
@@ -144,20 +119,70 @@ def build_seg(
         **extra,
     )
     if "ImageOrientationPatient" not in ref:
-        # a projection image (DX, CR, MG, ...): no patient coordinate system
-        if "PatientOrientation" not in seg:  # General Image module, Type 2C for these
-            seg.PatientOrientation = ref.get("PatientOrientation", "")
-        # highdicom copies the source's Pixel Spacing into a Pixel Measures item without
-        # Slice Thickness, which highdicom's own reader (and viewers built on it) refuse;
-        # the SEG is pixel-for-pixel with its source (Derivation Image Sequence), so the
-        # spacing is the source's and the item is left out
-        for group in seg.get("SharedFunctionalGroupsSequence") or []:
-            measures = group.get("PixelMeasuresSequence")
-            if measures and "SliceThickness" not in measures[0]:
-                del group.PixelMeasuresSequence
+        _fit_projection(seg, ref)
     if producer.institution:
         seg.InstitutionName = producer.institution
     return seg
+
+
+def _checked_map(ref: Dataset, prob_map: np.ndarray) -> np.ndarray:
+    """``prob_map`` as float32, refused unless it covers the single frame of ``ref`` pixel
+    for pixel with finite probabilities, so the SEG never misplaces or invents a value.
+
+    Raises:
+        DicomBuildError: multi-frame source, another shape, NaN or values outside [0, 1].
+    """
+    if int(ref.get("NumberOfFrames") or 1) != 1:
+        raise DicomBuildError(f"{ref.SOPInstanceUID}: multi-frame source "
+                              f"({ref.NumberOfFrames} frames); a SEG is written for "
+                              "single-frame images only")
+    m = np.asarray(prob_map, dtype=np.float32)
+    shape = (int(ref.get("Rows") or 0), int(ref.get("Columns") or 0))
+    if m.shape != shape:
+        raise DicomBuildError(f"{ref.SOPInstanceUID}: map is {m.shape[0]} x "
+                              f"{m.shape[1] if m.ndim > 1 else 0}, the image "
+                              f"{shape[0]} x {shape[1]} (Rows x Columns)")
+    if not np.all(np.isfinite(m)) or m.min(initial=0.0) < 0.0 or m.max(initial=0.0) > 1.0:
+        raise DicomBuildError("the forgery map must hold finite values in [0, 1]")
+    return np.clip(m, 0.0, 1.0)
+
+
+def _segment(hd: Any, std: Any, kind: str, producer: Producer,
+             model: Mapping[str, Any]) -> Any:
+    """The one segment's description: what it shows and which algorithm (and model) made
+    it, so a viewer can tell the reader where the map came from."""
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"{producer.software} forgery detection"
+        + (f" ({model['name']})" if model.get("name") else ""),
+        version=producer.resolved_version(),
+        family=std.cid7162.ArtificialIntelligence,
+    )
+    return hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="forgery probability" if kind == "fractional" else "forged area",
+        segmented_property_category=C.code("seg_category"),
+        segmented_property_type=C.code("seg_type"),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+
+
+def _fit_projection(seg: Any, ref: Dataset) -> None:
+    """Adjust the SEG of a projection image (DX, CR, MG, ...: no patient coordinate system)
+    so that it is valid and readable: Patient Orientation present (General Image module,
+    Type 2C for these), and no Pixel Measures item without Slice Thickness.
+
+    highdicom copies the source's Pixel Spacing into a Pixel Measures item without Slice
+    Thickness, which highdicom's own reader (and viewers built on it) refuse; the SEG is
+    pixel-for-pixel with its source (Derivation Image Sequence), so the spacing is the
+    source's and the item is left out.
+    """
+    if "PatientOrientation" not in seg:
+        seg.PatientOrientation = ref.get("PatientOrientation", "")
+    for group in seg.get("SharedFunctionalGroupsSequence") or []:
+        measures = group.get("PixelMeasuresSequence")
+        if measures and "SliceThickness" not in measures[0]:
+            del group.PixelMeasuresSequence
 
 
 def seg_mask(ds: Dataset) -> np.ndarray:

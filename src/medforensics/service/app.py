@@ -51,6 +51,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,13 @@ from medforensics.service.analysis import (
     NotAvailable,
 )
 from medforensics.service.isolation import AnalysisTimeout, run_forked
-from medforensics.service.uploads import FILE_FIELD, RAW_CONTENT_TYPES, UploadError, receive_upload
+from medforensics.service.uploads import (
+    FILE_FIELD,
+    RAW_CONTENT_TYPES,
+    Upload,
+    UploadError,
+    receive_upload,
+)
 from medforensics.source.schema import IdentifyRecord
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_TIMEOUT_S", "STATIC_DIR"]
@@ -268,6 +275,286 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# ---------------------------------------------------------------------- settings and state
+@dataclass(frozen=True)
+class _Settings:
+    """The service's limits and switches, checked once before anything is loaded."""
+
+    max_upload_bytes: int
+    timeout_s: float
+    workers: int
+    token: str | None
+    isolation: str
+    allow_unmasked_reports: bool
+    tmp_root: Path | None
+
+    def public(self) -> dict[str, Any]:
+        """What ``/health`` shows of the settings (never the token itself)."""
+        return {"max_upload_bytes": self.max_upload_bytes, "timeout_s": self.timeout_s,
+                "auth_required": self.token is not None, "isolation": self.isolation,
+                "unmasked_reports": self.allow_unmasked_reports}
+
+
+def _check_settings(*, token: str | None, max_upload_bytes: int, timeout_s: float,
+                    workers: int, tmp_dir: str | Path | None, isolation: str,
+                    allow_unmasked_reports: bool) -> _Settings:
+    """The settings of :func:`create_app`, refused before the models are loaded when they
+    cannot work, so a misconfigured service fails at start rather than on its first request.
+
+    Raises:
+        medforensics.errors.ConfigError: a limit or switch that cannot be used.
+    """
+    from medforensics.errors import ConfigError
+
+    if max_upload_bytes < 1:
+        raise ConfigError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
+    if not timeout_s > 0:
+        raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if token is not None and not token.strip():
+        raise ConfigError("token must not be empty")
+    if isolation not in ("process", "thread"):
+        raise ConfigError(f"isolation must be 'process' or 'thread', got {isolation!r}")
+    if isolation == "process" and not hasattr(os, "fork"):
+        raise ConfigError("isolation='process' needs os.fork (Linux, macOS); use 'thread'")
+    return _Settings(max_upload_bytes=int(max_upload_bytes), timeout_s=float(timeout_s),
+                     workers=workers, token=token, isolation=isolation,
+                     allow_unmasked_reports=bool(allow_unmasked_reports),
+                     tmp_root=Path(tmp_dir) if tmp_dir is not None else None)
+
+
+class _AnalysisPool:
+    """The worker threads that run analyses, created on first use and shut down with the app
+    (queued jobs cancelled), so an idle or stopped service holds no threads."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The pool, created on first use."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="medforensics-analysis")
+        return self._pool
+
+    def shutdown(self) -> None:
+        """Stop the pool without waiting for running jobs; queued ones are cancelled."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """The app's lifespan: the pool is shut down when the app stops."""
+        yield
+        self.shutdown()
+
+
+# ---------------------------------------------------------------------- authentication
+def _bearer_check(token: str | None) -> Callable[..., Any]:
+    """A FastAPI dependency that answers 401 unless the request carries ``token`` as its bearer
+    token (compared in constant time, so timing does not reveal the token); a no-op when the
+    service has no token."""
+    bearer = HTTPBearer(auto_error=False, description="Needed when the service has a token.")
+    expected = None if token is None else token.encode("utf-8")
+
+    async def require_token(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> None:
+        if expected is None:
+            return
+        given = b"" if credentials is None else credentials.credentials.encode("utf-8")
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(401, "unauthorized",
+                           "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    return require_token
+
+
+# ---------------------------------------------------------------------- one analysis
+class _Analyses:
+    """Runs one upload's analysis under the service's limits: the upload is streamed into a
+    private directory, the job runs in a worker (a forked child or a thread), and the
+    directory is removed when the job is over, also after a timeout."""
+
+    def __init__(self, settings: _Settings, pool: _AnalysisPool) -> None:
+        self.settings = settings
+        self.pool = pool
+
+    async def __call__(self, request: Request, what: str,
+                       job: Callable[[Path, str], Any]) -> tuple[Any, float]:
+        """Receive the upload, run ``job(path, filename)`` in a worker, clean up.
+
+        Returns:
+            The job's result and the milliseconds from the request to the result.
+        """
+        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.timeout_s
+        tmp = Path(tempfile.mkdtemp(prefix="medforensics-upload-", dir=self.settings.tmp_root))
+        fut: concurrent.futures.Future | None = None
+
+        def remove(_: Any = None) -> None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        try:
+            upload = await self._receive(request, what, tmp)
+            fut = self._submit(job, upload, deadline - loop.time())
+            result = await self._wait(fut, what, upload.tag, deadline, t0)
+            ms = 1000 * (time.monotonic() - t0)
+            outcome = result.get("verdict", "ok") if isinstance(result, dict) else "ok"
+            log.info("%s %s: %s (%.0f ms)", what, upload.tag, outcome, ms)
+            return result, ms
+        finally:
+            if fut is None or fut.done():
+                remove()
+            else:  # the worker is still busy with the file: delete it when the job ends
+                fut.add_done_callback(remove)
+
+    async def _receive(self, request: Request, what: str, tmp: Path) -> Upload:
+        """The upload streamed into ``tmp`` within the time and size limits (504, 413, ...)."""
+        timeout_s = self.settings.timeout_s
+        length = request.headers.get("content-length")
+        try:
+            declared = int(length) if length is not None else None
+        except ValueError:
+            declared = None
+        try:
+            return await asyncio.wait_for(
+                receive_upload(request.stream(), request.headers.get("content-type", ""),
+                               tmp, max_bytes=self.settings.max_upload_bytes,
+                               content_length=declared),
+                timeout=timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("%s: upload not received within %.0f s", what, timeout_s)
+            raise ApiError(504, "timeout",
+                           f"the upload was not received within {timeout_s:g} s") from None
+        except ClientDisconnect:
+            raise ApiError(400, "client-disconnected", "the client went away") from None
+        except UploadError as exc:
+            log.info("%s: upload refused (%s)", what, exc.reason)
+            raise
+
+    def _submit(self, job: Callable[[Path, str], Any], upload: Upload,
+                remaining_s: float) -> concurrent.futures.Future:
+        """The job handed to a worker: a forked child killed when ``remaining_s`` is spent, or
+        a thread of the service."""
+        if self.settings.isolation == "process":
+            stop_at = time.monotonic() + max(0.0, remaining_s)
+            return self.pool.executor().submit(run_forked, job, (upload.path, upload.filename),
+                                               deadline=stop_at)
+        return self.pool.executor().submit(job, upload.path, upload.filename)
+
+    async def _wait(self, fut: concurrent.futures.Future, what: str, tag: str,
+                    deadline: float, t0: float) -> Any:
+        """The job's result, or 504 when ``deadline`` (event-loop time) passes first."""
+        timeout_s = self.settings.timeout_s
+        loop = asyncio.get_running_loop()
+        waiter = asyncio.wrap_future(fut)
+        # Mark a late outcome as retrieved so an abandoned job logs nothing spurious.
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
+        done, _ = await asyncio.wait({waiter}, timeout=max(0.0, deadline - loop.time()))
+        if not done:
+            fut.cancel()  # a queued job; a running child is killed at its deadline
+            log.warning("%s %s: timed out after %.0f s", what, tag, timeout_s)
+            raise ApiError(504, "timeout", f"the analysis took longer than {timeout_s:g} s")
+        try:
+            return waiter.result()
+        except AnalysisTimeout:
+            log.warning("%s %s: stopped after %.0f s", what, tag, timeout_s)
+            raise ApiError(504, "timeout",
+                           f"the analysis took longer than {timeout_s:g} s") from None
+        except (InputError, NotAvailable) as exc:
+            log.info("%s %s: %s (%.0f ms)", what, tag, exc.reason,
+                     1000 * (time.monotonic() - t0))
+            raise
+
+
+# ---------------------------------------------------------------------- routes
+def _add_page_routes(app: FastAPI, service: CaseService, version: str) -> None:
+    """The open routes: the browser page, its static files and ``/health``."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    async def health() -> dict[str, Any]:
+        """Liveness, version, limits and what is loaded (no token needed)."""
+        return {"status": "ok", "version": version, "source_model": True,
+                "forgery_model": service.has_forgery, "report": service.has_report,
+                **app.state.settings}
+
+
+def _add_model_routes(app: FastAPI, service: CaseService, auth: list[Any]) -> None:
+    """``/v1/models``: what is loaded (token needed)."""
+
+    @app.get("/v1/models", response_model=ModelsInfo, dependencies=auth,
+             responses=_errors(401), tags=["models"])
+    async def models() -> dict[str, Any]:
+        """Available presets, the loaded source run (classes, hashes, calibration) and the
+        forgery detector (``null`` when none is loaded)."""
+        return service.models_info()
+
+
+def _add_analysis_routes(app: FastAPI, service: CaseService, analyse: _Analyses,
+                         auth: list[Any], allow_unmasked: bool) -> None:
+    """The upload routes: ``/v1/identify``, ``/v1/forgery`` and ``/v1/report``. Requests that
+    cannot be answered (no forgery model, no report module, unmasking not allowed) are
+    refused before their upload is received."""
+    upload_errors = _errors(401, 413, 415, 422, 504)
+
+    @app.post("/v1/identify", dependencies=auth, openapi_extra=_UPLOAD_BODY,
+              responses={200: {"model": IdentifyResponse}, **upload_errors}, tags=["analysis"])
+    async def identify(request: Request, preview: bool = False) -> JSONResponse:
+        """Which device made the image? ``consistent`` / ``MISMATCH`` / ``UNKNOWN`` /
+        ``claim-not-in-model`` / ``no-header-claim``, with probabilities and the top 3.
+        ``preview=true`` adds ``preview_png_b64`` (windowed 8-bit PNG, base64)."""
+        result, _ = await analyse(request, "identify",
+                                  lambda p, n: service.identify(p, n, preview=preview))
+        return JSONResponse(result)
+
+    @app.post("/v1/forgery", dependencies=auth, openapi_extra=_UPLOAD_BODY,
+              responses={200: {"model": ForgeryResponse}, **_errors(401, 413, 415, 422, 503, 504)},
+              tags=["analysis"])
+    async def forgery(request: Request) -> JSONResponse:
+        """Was the image altered? Score, verdict, forged area (%), ELA score and the
+        localization map as a heat-map overlay (``overlay_png_b64``). 503 without a
+        forgery model."""
+        if not service.has_forgery:  # refuse before receiving the upload
+            raise NotAvailable(503, "no-forgery-model",
+                               "no forgery model loaded (start the service with --forgery-model)")
+        result, _ = await analyse(request, "forgery", service.forgery)
+        return JSONResponse(result)
+
+    @app.post("/v1/report", dependencies=auth, openapi_extra=_UPLOAD_BODY,
+              response_class=HTMLResponse,
+              responses={200: {"content": {"text/html": {}}},
+                         **_errors(401, 403, 413, 415, 422, 501, 504)}, tags=["analysis"])
+    async def report(request: Request, mask_identifiers: bool = True) -> HTMLResponse:
+        """Self-contained HTML case report of one image (501 when the report module is not
+        part of this installation). Patient and institution identifiers are shown as
+        ``masked``; ``mask_identifiers=false`` shows them only when the service was started
+        to allow it (``serve --allow-unmasked-reports``), and is refused with 403
+        otherwise."""
+        if not mask_identifiers and not allow_unmasked:  # refuse before receiving the upload
+            raise ApiError(403, "unmasking-not-allowed",
+                           "this service masks patient and institution identifiers in every "
+                           "report; unmasked reports need a service started with "
+                           "--allow-unmasked-reports")
+        if not service.has_report:  # refuse before receiving the upload
+            raise NotAvailable(501, "report-not-available",
+                               "case reports are not available in this installation "
+                               "(medforensics.report.html.render_case_report is missing)")
+        html, _ = await analyse(request, "report", lambda p, n: service.report(
+            p, n, mask_identifiers=mask_identifiers))
+        return HTMLResponse(html, headers={"Content-Security-Policy": _REPORT_CSP})
+
+
 # ---------------------------------------------------------------------- the factory
 def create_app(
     source_run: Any,
@@ -325,41 +612,16 @@ def create_app(
             detector in this installation.
     """
     from medforensics import __version__
-    from medforensics.errors import ConfigError
 
-    if max_upload_bytes < 1:
-        raise ConfigError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
-    if not timeout_s > 0:
-        raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if token is not None and not token.strip():
-        raise ConfigError("token must not be empty")
-    if isolation not in ("process", "thread"):
-        raise ConfigError(f"isolation must be 'process' or 'thread', got {isolation!r}")
-    if isolation == "process" and not hasattr(os, "fork"):
-        raise ConfigError("isolation='process' needs os.fork (Linux, macOS); use 'thread'")
+    settings = _check_settings(token=token, max_upload_bytes=max_upload_bytes,
+                               timeout_s=timeout_s, workers=workers, tmp_dir=tmp_dir,
+                               isolation=isolation, allow_unmasked_reports=allow_unmasked_reports)
     service = CaseService(source_run, forgery_run, device=device,
                           max_frame_pixels=max_frame_pixels,
                           allow_modified_run=allow_modified_run)
-    tmp_root = Path(tmp_dir) if tmp_dir is not None else None
-    if tmp_root is not None:
-        tmp_root.mkdir(parents=True, exist_ok=True)
-    executor_box: dict[str, concurrent.futures.ThreadPoolExecutor | None] = {"pool": None}
-
-    def executor() -> concurrent.futures.ThreadPoolExecutor:
-        if executor_box["pool"] is None:
-            executor_box["pool"] = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="medforensics-analysis")
-        return executor_box["pool"]
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        pool, executor_box["pool"] = executor_box["pool"], None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
+    if settings.tmp_root is not None:
+        settings.tmp_root.mkdir(parents=True, exist_ok=True)
+    pool = _AnalysisPool(settings.workers)
     app = FastAPI(
         title="medforensics",
         version=__version__,
@@ -371,169 +633,19 @@ def create_app(
         docs_url=None,  # Swagger UI / ReDoc load from a CDN: not offered (offline service)
         redoc_url=None,
         openapi_url="/openapi.json",
-        lifespan=lifespan,
+        lifespan=pool.lifespan,
     )
     app.state.service = service
-    app.state.settings = {"max_upload_bytes": int(max_upload_bytes),
-                          "timeout_s": float(timeout_s), "auth_required": token is not None,
-                          "isolation": isolation,
-                          "unmasked_reports": bool(allow_unmasked_reports)}
+    app.state.settings = settings.public()
     _install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-
-    bearer = HTTPBearer(auto_error=False, description="Needed when the service has a token.")
-    expected = None if token is None else token.encode("utf-8")
-
-    async def require_token(
-        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> None:
-        if expected is None:
-            return
-        given = b"" if credentials is None else credentials.credentials.encode("utf-8")
-        if not hmac.compare_digest(given, expected):
-            raise ApiError(401, "unauthorized",
-                           "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
-                           headers={"WWW-Authenticate": "Bearer"})
-
-    async def analyse(request: Request, what: str,
-                      job: Callable[[Path, str], Any]) -> tuple[Any, float]:
-        """Receive the upload, run ``job(path, filename)`` in a worker thread, clean up."""
-        t0 = time.monotonic()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        tmp = Path(tempfile.mkdtemp(prefix="medforensics-upload-", dir=tmp_root))
-        fut: concurrent.futures.Future | None = None
-
-        def remove(_: Any = None) -> None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-        try:
-            length = request.headers.get("content-length")
-            try:
-                declared = int(length) if length is not None else None
-            except ValueError:
-                declared = None
-            try:
-                upload = await asyncio.wait_for(
-                    receive_upload(request.stream(), request.headers.get("content-type", ""),
-                                   tmp, max_bytes=max_upload_bytes, content_length=declared),
-                    timeout=timeout_s)
-            except asyncio.TimeoutError:
-                log.warning("%s: upload not received within %.0f s", what, timeout_s)
-                raise ApiError(504, "timeout",
-                               f"the upload was not received within {timeout_s:g} s") from None
-            except ClientDisconnect:
-                raise ApiError(400, "client-disconnected", "the client went away") from None
-            except UploadError as exc:
-                log.info("%s: upload refused (%s)", what, exc.reason)
-                raise
-            if isolation == "process":
-                stop_at = time.monotonic() + max(0.0, deadline - loop.time())
-                fut = executor().submit(run_forked, job, (upload.path, upload.filename),
-                                        deadline=stop_at)
-            else:
-                fut = executor().submit(job, upload.path, upload.filename)
-            waiter = asyncio.wrap_future(fut)
-            # Mark a late outcome as retrieved so an abandoned job logs nothing spurious.
-            waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
-            done, _ = await asyncio.wait({waiter}, timeout=max(0.0, deadline - loop.time()))
-            if not done:
-                fut.cancel()  # a queued job; a running child is killed at its deadline
-                log.warning("%s %s: timed out after %.0f s", what, upload.tag, timeout_s)
-                raise ApiError(504, "timeout", f"the analysis took longer than {timeout_s:g} s")
-            try:
-                result = waiter.result()
-            except AnalysisTimeout:
-                log.warning("%s %s: stopped after %.0f s", what, upload.tag, timeout_s)
-                raise ApiError(504, "timeout",
-                               f"the analysis took longer than {timeout_s:g} s") from None
-            except (InputError, NotAvailable) as exc:
-                log.info("%s %s: %s (%.0f ms)", what, upload.tag, exc.reason,
-                         1000 * (time.monotonic() - t0))
-                raise
-            ms = 1000 * (time.monotonic() - t0)
-            outcome = result.get("verdict", "ok") if isinstance(result, dict) else "ok"
-            log.info("%s %s: %s (%.0f ms)", what, upload.tag, outcome, ms)
-            return result, ms
-        finally:
-            if fut is None or fut.done():
-                remove()
-            else:  # the worker is still busy with the file: delete it when the job ends
-                fut.add_done_callback(remove)
-
-    auth = [Depends(require_token)]
-    upload_errors = _errors(401, 413, 415, 422, 504)
-    allow_unmasked = bool(allow_unmasked_reports)
-
-    # ------------------------------------------------------------------ routes
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
-
-    @app.get("/health", response_model=Health, tags=["service"])
-    async def health() -> dict[str, Any]:
-        """Liveness, version, limits and what is loaded (no token needed)."""
-        return {"status": "ok", "version": __version__, "source_model": True,
-                "forgery_model": service.has_forgery, "report": service.has_report,
-                **app.state.settings}
-
-    @app.get("/v1/models", response_model=ModelsInfo, dependencies=auth,
-             responses=_errors(401), tags=["models"])
-    async def models() -> dict[str, Any]:
-        """Available presets, the loaded source run (classes, hashes, calibration) and the
-        forgery detector (``null`` when none is loaded)."""
-        return service.models_info()
-
-    @app.post("/v1/identify", dependencies=auth, openapi_extra=_UPLOAD_BODY,
-              responses={200: {"model": IdentifyResponse}, **upload_errors}, tags=["analysis"])
-    async def identify(request: Request, preview: bool = False) -> JSONResponse:
-        """Which device made the image? ``consistent`` / ``MISMATCH`` / ``UNKNOWN`` /
-        ``claim-not-in-model`` / ``no-header-claim``, with probabilities and the top 3.
-        ``preview=true`` adds ``preview_png_b64`` (windowed 8-bit PNG, base64)."""
-        result, _ = await analyse(request, "identify",
-                                  lambda p, n: service.identify(p, n, preview=preview))
-        return JSONResponse(result)
-
-    @app.post("/v1/forgery", dependencies=auth, openapi_extra=_UPLOAD_BODY,
-              responses={200: {"model": ForgeryResponse}, **_errors(401, 413, 415, 422, 503, 504)},
-              tags=["analysis"])
-    async def forgery(request: Request) -> JSONResponse:
-        """Was the image altered? Score, verdict, forged area (%), ELA score and the
-        localization map as a heat-map overlay (``overlay_png_b64``). 503 without a
-        forgery model."""
-        if not service.has_forgery:  # refuse before receiving the upload
-            raise NotAvailable(503, "no-forgery-model",
-                               "no forgery model loaded (start the service with --forgery-model)")
-        result, _ = await analyse(request, "forgery", service.forgery)
-        return JSONResponse(result)
-
-    @app.post("/v1/report", dependencies=auth, openapi_extra=_UPLOAD_BODY,
-              response_class=HTMLResponse,
-              responses={200: {"content": {"text/html": {}}},
-                         **_errors(401, 403, 413, 415, 422, 501, 504)}, tags=["analysis"])
-    async def report(request: Request, mask_identifiers: bool = True) -> HTMLResponse:
-        """Self-contained HTML case report of one image (501 when the report module is not
-        part of this installation). Patient and institution identifiers are shown as
-        ``masked``; ``mask_identifiers=false`` shows them only when the service was started
-        to allow it (``serve --allow-unmasked-reports``), and is refused with 403
-        otherwise."""
-        if not mask_identifiers and not allow_unmasked:  # refuse before receiving the upload
-            raise ApiError(403, "unmasking-not-allowed",
-                           "this service masks patient and institution identifiers in every "
-                           "report; unmasked reports need a service started with "
-                           "--allow-unmasked-reports")
-        if not service.has_report:  # refuse before receiving the upload
-            raise NotAvailable(501, "report-not-available",
-                               "case reports are not available in this installation "
-                               "(medforensics.report.html.render_case_report is missing)")
-        html, _ = await analyse(request, "report", lambda p, n: service.report(
-            p, n, mask_identifiers=mask_identifiers))
-        return HTMLResponse(html, headers={"Content-Security-Policy": _REPORT_CSP})
-
+    auth = [Depends(_bearer_check(settings.token))]
+    _add_page_routes(app, service, __version__)
+    _add_model_routes(app, service, auth)
+    _add_analysis_routes(app, service, _Analyses(settings, pool), auth,
+                         settings.allow_unmasked_reports)
     return app

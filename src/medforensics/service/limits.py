@@ -91,105 +91,128 @@ class _Waiting:
         self.all.pop(conn, None)
 
 
+class _GuardedConnection:
+    """The rules of :mod:`medforensics.service.limits` for one connection, mixed into uvicorn's
+    h11 protocol by :func:`guarded_protocol` (kept apart so this module imports without the
+    ``serve`` extra). The class it is mixed into sets ``limits`` and ``waiting``."""
+
+    limits: ConnectionLimits
+    waiting: _Waiting
+    _timer: asyncio.TimerHandle | None = None
+    _phase = ""  # "header", "body", "drain" or "" (answering)
+
+    # Set by uvicorn's protocol.
+    transport: Any
+    conn: Any
+    cycle: Any
+    client: Any
+    loop: Any
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        """A new connection: its header is awaited under the header timeout."""
+        super().connection_made(transport)  # type: ignore[misc]
+        self._got_bytes = False
+        self._await_header()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone: its timer and its waiting place go with it."""
+        self._disarm()
+        self.waiting.discard(self)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes arrived: the timers follow the request's new state."""
+        self._got_bytes = True
+        super().data_received(data)  # type: ignore[misc]
+        self._follow_state()
+
+    def on_response_complete(self) -> None:
+        """The answer was sent: a body still arriving gets a deadline, else await the next
+        header."""
+        import h11
+
+        super().on_response_complete()  # type: ignore[misc]
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.SEND_BODY:
+            # answered before the body was read (401, 413, ...): the rest has a deadline
+            self._arm("drain", self.limits.body_timeout_s)
+        else:
+            self._follow_state()
+
+    # -------------------------------------------------------------- bookkeeping
+    def _client(self) -> str:
+        return self.client[0] if self.client else "?"
+
+    def _await_header(self) -> None:
+        self._got_bytes = False
+        self._arm("header", self.limits.header_timeout_s)
+        self.waiting.add(self, self._client(), self.limits)
+
+    def _follow_state(self) -> None:
+        import h11
+
+        if self.transport is None or self.transport.is_closing():
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE and self.conn.our_state in (h11.IDLE, h11.DONE):
+            if self._phase != "header":
+                self._await_header()
+            return
+        self.waiting.discard(self)
+        if state is h11.SEND_BODY and self._phase != "drain":
+            self._arm("body", self.limits.body_timeout_s)  # re-armed by every chunk
+        elif state is not h11.SEND_BODY and self._phase in ("header", "body"):
+            self._disarm()
+
+    def _arm(self, phase: str, seconds: float) -> None:
+        self._disarm()
+        self._phase = phase
+        self._timer = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._phase = ""
+
+    def _expired(self) -> None:
+        phase = self._phase
+        self._timer = None
+        if phase == "header":
+            self.evict(f"no complete request header within {self.limits.header_timeout_s:g} s",
+                       answer=self._got_bytes)
+        elif phase in ("body", "drain"):
+            self.evict(f"request body stalled for {self.limits.body_timeout_s:g} s")
+
+    def evict(self, why: str, *, answer: bool = False) -> None:
+        """Close this connection (with a 408 when a request had begun)."""
+        self.waiting.discard(self)
+        self._disarm()
+        if self.transport is None or self.transport.is_closing():
+            return
+        log.info("closing a connection from %s: %s", self._client(), why)
+        if answer:
+            self.transport.write(_408)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.transport.close()
+
+
 def guarded_protocol(limits: ConnectionLimits | None = None) -> type:
     """An HTTP protocol class for ``uvicorn.Config(http=...)`` enforcing ``limits``.
 
     Each call gives a new class with its own bookkeeping (use one per server).
     """
-    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     lim = limits or ConnectionLimits()
-    waiting = _Waiting()
 
-    class GuardedH11Protocol(H11Protocol):
+    class GuardedH11Protocol(_GuardedConnection, H11Protocol):
         """uvicorn's h11 protocol with header/body timeouts and capped waiting connections."""
 
-        _timer: asyncio.TimerHandle | None = None
-        _phase = ""  # "header", "body", "drain" or "" (answering)
+        limits = lim
+        waiting = _Waiting()
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._got_bytes = False
-            self._await_header()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            waiting.discard(self)
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            self._got_bytes = True
-            super().data_received(data)
-            self._follow_state()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self.transport.is_closing():
-                return
-            if self.conn.their_state is h11.SEND_BODY:
-                # answered before the body was read (401, 413, ...): the rest has a deadline
-                self._arm("drain", lim.body_timeout_s)
-            else:
-                self._follow_state()
-
-        # -------------------------------------------------------------- bookkeeping
-        def _client(self) -> str:
-            return self.client[0] if self.client else "?"
-
-        def _await_header(self) -> None:
-            self._got_bytes = False
-            self._arm("header", lim.header_timeout_s)
-            waiting.add(self, self._client(), lim)
-
-        def _follow_state(self) -> None:
-            if self.transport is None or self.transport.is_closing():
-                return
-            state = self.conn.their_state
-            if state is h11.IDLE and self.conn.our_state in (h11.IDLE, h11.DONE):
-                if self._phase != "header":
-                    self._await_header()
-                return
-            waiting.discard(self)
-            if state is h11.SEND_BODY and self._phase != "drain":
-                self._arm("body", lim.body_timeout_s)  # re-armed by every chunk
-            elif state is not h11.SEND_BODY and self._phase in ("header", "body"):
-                self._disarm()
-
-        def _arm(self, phase: str, seconds: float) -> None:
-            self._disarm()
-            self._phase = phase
-            self._timer = self.loop.call_later(seconds, self._expired)
-
-        def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None
-            self._phase = ""
-
-        def _expired(self) -> None:
-            phase = self._phase
-            self._timer = None
-            if phase == "header":
-                self.evict(f"no complete request header within {lim.header_timeout_s:g} s",
-                           answer=self._got_bytes)
-            elif phase in ("body", "drain"):
-                self.evict(f"request body stalled for {lim.body_timeout_s:g} s")
-
-        def evict(self, why: str, *, answer: bool = False) -> None:
-            """Close this connection (with a 408 when a request had begun)."""
-            waiting.discard(self)
-            self._disarm()
-            if self.transport is None or self.transport.is_closing():
-                return
-            log.info("closing a connection from %s: %s", self._client(), why)
-            if answer:
-                self.transport.write(_408)
-            if self.cycle is not None and not self.cycle.response_complete:
-                self.cycle.disconnected = True
-                self.cycle.message_event.set()
-            self.transport.close()
-
-    GuardedH11Protocol.limits = lim  # type: ignore[attr-defined]
-    GuardedH11Protocol.waiting = waiting  # type: ignore[attr-defined]
     return GuardedH11Protocol

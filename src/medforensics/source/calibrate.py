@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,63 +117,17 @@ def calibrate_run(
     pred = SourcePredictor(model, meta, device=device, n_patches=n_patches)
     pred.run_integrity = check.status
 
-    def usable(split: str) -> list[tuple[Mapping[str, Any], int]]:
-        chosen = [r for r in rows
-                  if r.get("split") == split and r.get("status", "eligible") == "eligible"]
-        return [(r, y) for r, y in zip(chosen, _labels_of(chosen, pred.label_column,
-                                                          pred.classes)) if y >= 0]
-
-    def embed_rows(items: Sequence[tuple[Mapping[str, Any], int]]
-                   ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-        lps, embs, ys = [], [], []
-        for row, y in items:
-            try:
-                lp, emb = pred.embeddings(read_image(row["path"]).pixels)
-            except (ReadError, InvalidArrayError) as exc:
-                log.warning("calibration skips %s: %s", row["path"], exc)
-                continue
-            lps.append(lp)
-            embs.append(emb)
-            ys.append(y)
-        return lps, embs, ys
-
-    val = usable("val")
+    val = _usable(rows, "val", pred)
     if not val:
         raise ConfigError("calibration needs validation images (split == 'val') of known classes")
-    per_class: dict[int, int] = {}
-    fit_items = []
-    for row, y in usable("train"):
-        if per_class.get(y, 0) < fit_images_per_class:
-            per_class[y] = per_class.get(y, 0) + 1
-            fit_items.append((row, y))
-    _, fit_embs, fit_ys = embed_rows(fit_items)
-    missing = sorted(set(range(len(pred.classes))) - set(fit_ys))
-    if missing:
-        raise ConfigError("calibration needs training images of every class for the open-set "
-                          f"model; none of {[pred.classes[i] for i in missing]}")
-    openset = FeatureOpenSet.fit(
-        np.concatenate(fit_embs), np.concatenate([[y] * len(e) for e, y in zip(fit_embs, fit_ys)]),
-        pred.classes)
-
-    val_lps, val_embs, val_ys = embed_rows(val)
-    z = np.stack(val_lps)
-    y_arr = np.asarray(val_ys)
-    t = float(fit_temperature(z, y_arr, prior_sd=1.0))
-    probs = softmax(z / t)
+    openset, n_fit = _fit_openset(pred, _usable(rows, "train", pred), fit_images_per_class)
     # Two tests must both pass to name a device, so each gets half the false-UNKNOWN budget
     # (Bonferroni): together they reject at most ``target_false_unknown`` of known images.
     alpha = float(target_false_unknown) / 2.0
-    thr = float(fit_unknown_threshold(probs.max(axis=1), alpha))
-    dist = np.array([openset.distance(e) for e in val_embs])
-    note = None
-    try:
-        feat_thr: float | None = conformal_threshold(dist, alpha)
-    except TooFewImagesError as exc:
-        feat_thr = None
-        note = (f"open-set threshold not set: {len(dist)} validation images, "
-                f"{min_images_for(alpha)} needed")
-        log.warning("%s", exc)
-    loco = leave_one_class_out(openset, val_embs, y_arr, target_false_unknown)
+    fit = _fit_on_validation(pred, openset, val, alpha)
+    z, y_arr, probs = fit.logprobs, fit.labels, fit.probs
+    t, thr, feat_thr = fit.temperature, fit.p_threshold, fit.feature_threshold
+    loco = leave_one_class_out(openset, fit.embeddings, y_arr, target_false_unknown)
     outlier_rate = None
     if outlier_devices and feat_thr is not None:
         outlier_rate = _outlier_named_rate(pred, openset, t, thr, feat_thr, outlier_devices)
@@ -189,16 +144,16 @@ def calibrate_run(
         "val_ece_after": float(expected_calibration_error(probs, y_arr)),
         "score": "calibrated max-probability and feature distance",
         "openset_file": OPENSET_FILE,
-        "openset_fit_images": int(len(fit_ys)),
+        "openset_fit_images": n_fit,
         "openset_shrinkage": openset.shrinkage,
         "feature_threshold": feat_thr,
         "val_false_unknown": (None if feat_thr is None else
-                              float(np.mean((probs.max(1) < thr) | (dist > feat_thr)))),
+                              float(np.mean((probs.max(1) < thr) | (fit.distances > feat_thr)))),
         "leave_one_class_out_unknown_rate": loco["mean"],
         "leave_one_class_out": loco["per_class"],
         "outlier_devices_named_rate": outlier_rate,
         "require_unit_match": bool(require_unit_match),
-        "threshold_note": note,
+        "threshold_note": fit.note,
     }
     atomic_write_json(run / CALIBRATION_FILE, record, indent=2)
     record_files(run, [CALIBRATION_FILE, OPENSET_FILE])
@@ -206,6 +161,98 @@ def calibrate_run(
              "(val n=%d)", t, thr, "none" if feat_thr is None else f"{feat_thr:.3g}", len(y_arr))
     return record
 
+
+def _usable(rows: Sequence[Mapping[str, Any]], split: str,
+            pred: SourcePredictor) -> list[tuple[Mapping[str, Any], int]]:
+    """The eligible rows of ``split`` with a class the model knows, each with its class
+    index: only they can say anything about the model's own classes."""
+    chosen = [r for r in rows
+              if r.get("split") == split and r.get("status", "eligible") == "eligible"]
+    return [(r, y) for r, y in zip(chosen, _labels_of(chosen, pred.label_column,
+                                                      pred.classes)) if y >= 0]
+
+
+def _embed_rows(pred: SourcePredictor, items: Sequence[tuple[Mapping[str, Any], int]]
+                ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Log-probabilities, embeddings and classes of the images that can be read; an
+    unreadable image is left out with a warning rather than stopping the calibration."""
+    lps, embs, ys = [], [], []
+    for row, y in items:
+        try:
+            lp, emb = pred.embeddings(read_image(row["path"]).pixels)
+        except (ReadError, InvalidArrayError) as exc:
+            log.warning("calibration skips %s: %s", row["path"], exc)
+            continue
+        lps.append(lp)
+        embs.append(emb)
+        ys.append(y)
+    return lps, embs, ys
+
+
+def _fit_openset(pred: SourcePredictor, train: Sequence[tuple[Mapping[str, Any], int]],
+                 per_class_cap: int) -> tuple[FeatureOpenSet, int]:
+    """The feature open-set model fitted on up to ``per_class_cap`` training images per
+    class (bounded, so calibration time does not grow with the training set), and how many
+    images it was fitted on.
+
+    Raises:
+        ConfigError: a class without any readable training image.
+    """
+    per_class: dict[int, int] = {}
+    fit_items = []
+    for row, y in train:
+        if per_class.get(y, 0) < per_class_cap:
+            per_class[y] = per_class.get(y, 0) + 1
+            fit_items.append((row, y))
+    _, fit_embs, fit_ys = _embed_rows(pred, fit_items)
+    missing = sorted(set(range(len(pred.classes))) - set(fit_ys))
+    if missing:
+        raise ConfigError("calibration needs training images of every class for the open-set "
+                          f"model; none of {[pred.classes[i] for i in missing]}")
+    openset = FeatureOpenSet.fit(
+        np.concatenate(fit_embs), np.concatenate([[y] * len(e) for e, y in zip(fit_embs, fit_ys)]),
+        pred.classes)
+    return openset, len(fit_ys)
+
+
+@dataclass(frozen=True)
+class _ValidationFit:
+    """What the validation images give: the temperature and both UNKNOWN thresholds, with
+    the per-image values the calibration record reports on."""
+
+    logprobs: np.ndarray
+    labels: np.ndarray
+    embeddings: list[np.ndarray]
+    temperature: float
+    probs: np.ndarray
+    p_threshold: float
+    distances: np.ndarray
+    feature_threshold: float | None
+    note: str | None
+
+
+def _fit_on_validation(pred: SourcePredictor, openset: FeatureOpenSet,
+                       val: Sequence[tuple[Mapping[str, Any], int]],
+                       alpha: float) -> _ValidationFit:
+    """Temperature, probability threshold and feature-distance threshold, each test at
+    false-UNKNOWN rate ``alpha``; no feature threshold (with a note saying why) when too
+    few validation images back one at that rate."""
+    val_lps, val_embs, val_ys = _embed_rows(pred, val)
+    z = np.stack(val_lps)
+    y_arr = np.asarray(val_ys)
+    t = float(fit_temperature(z, y_arr, prior_sd=1.0))
+    probs = softmax(z / t)
+    thr = float(fit_unknown_threshold(probs.max(axis=1), alpha))
+    dist = np.array([openset.distance(e) for e in val_embs])
+    note = None
+    try:
+        feat_thr: float | None = conformal_threshold(dist, alpha)
+    except TooFewImagesError as exc:
+        feat_thr = None
+        note = (f"open-set threshold not set: {len(dist)} validation images, "
+                f"{min_images_for(alpha)} needed")
+        log.warning("%s", exc)
+    return _ValidationFit(z, y_arr, val_embs, t, probs, thr, dist, feat_thr, note)
 
 
 def calibration_summary(cal: Mapping[str, Any]) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 
 from medforensics.common.atomic import atomic_write_bytes
 from medforensics.common.jsonio import atomic_write_json, to_jsonable
+from medforensics.common.progress import iter_progress, library_mode
 from medforensics.errors import ConfigError
 from medforensics.eval import classification as C
 from medforensics.eval import metrics as M
@@ -45,14 +46,6 @@ class EvaluationResult(dict):
     """The ``metrics.json`` content (a dict), plus ``out_dir``."""
 
     out_dir: Path
-
-
-def _progress(iterable: Sequence[Any], enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, unit="img")
 
 
 def headline_intervals(y_true: np.ndarray, probs: np.ndarray, patients: Sequence[str], *,
@@ -146,7 +139,8 @@ def _predict_rows(pred: SourcePredictor, known: Sequence[Mapping[str, Any]], *,
     index = {c: i for i, c in enumerate(pred.classes)}
     out = _Predictions()
     fps = pred.fingerprints
-    for row in _progress(known, progress, f"evaluate {split}"):
+    for row in iter_progress(known, len(known), f"evaluate {split}", library_mode(progress),
+                             unit="images", emit=log.info):
         try:
             img = read_image(row["path"])
             p = pred.predict(img.pixels)
@@ -281,7 +275,8 @@ def evaluate_run(
         split: which split to evaluate (``test`` by default; ``all`` for every eligible row).
         device: torch device.
         n_patches: inference patches per image (default: the run's calibration setting).
-        progress: show a progress bar.
+        progress: report progress: a bar on a terminal, a log line every few images
+            otherwise.
         n_boot: bootstrap resamples for the 95 % intervals (``intervals``; 0 = none).
         allow_modified: evaluate a run whose files differ from its run manifest (the result's
             ``run_integrity`` then says ``"modified"``) instead of refusing it.

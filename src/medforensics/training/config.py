@@ -67,7 +67,7 @@ class TrainConfig:
             needs no scheduler state).
         workers: DataLoader worker processes (0 = in-process, deterministic and simplest).
         cache_mb: in-memory budget for decoded images.
-        progress: show a tqdm progress bar.
+        progress: show a progress bar on a terminal (:mod:`medforensics.common.progress`).
         model_kwargs: extra keyword arguments for ``create_model``.
         outlier_devices: procedurally drawn devices that are in no class
             (:mod:`medforensics.synth.outliers`), trained towards a uniform output (outlier

@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
+from medforensics.common.progress import ProgressReport, library_mode
 from medforensics.models.constrained import project_constraints
 from medforensics.training.checkpoint import (
     capture_rng_state,
@@ -121,7 +121,8 @@ class LoopFiles:
             ConfigError when the run was made with other settings.
         metrics_csv: also write ``metrics.csv``.
         label: progress-bar and log prefix.
-        progress: show a per-epoch progress bar (rank 0 only).
+        progress: show a per-epoch progress bar (rank 0 only; on a terminal only, the epoch
+            log lines say how far training is otherwise).
         on_epoch_end: called with every epoch's record after its checkpoint is written (all
             ranks); an exception raised there stops training, as a kill would.
         on_start: called on rank 0 once a resumed run has passed ``check_resume``, before the
@@ -272,7 +273,7 @@ def train_one_epoch(model: nn.Module, t: Trainable,
         t: the trainable (its optimizer, criterion and unwrapped net).
         batches: (inputs, int64 targets) pairs.
         desc: progress-bar text.
-        show: show the progress bar.
+        show: show a progress bar (on a terminal only: :mod:`medforensics.common.progress`).
 
     Returns:
         ``train_loss`` (sample-weighted mean), ``train_acc`` (over rows with a class) and
@@ -280,29 +281,32 @@ def train_one_epoch(model: nn.Module, t: Trainable,
     """
     model.train()
     total_loss, correct, seen, seen_known = 0.0, 0, 0, 0
-    bar = tqdm(batches, desc=desc, leave=False, disable=not show, unit="batch")
-    for x, y in bar:
-        x = x.to(t.device, non_blocking=True)
-        y = y.to(t.device, non_blocking=True)
-        t.optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = t.criterion(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {loss.item()} ({desc}); lower the learning rate")
-        loss.backward()
-        t.optimizer.step()
-        project_constraints(t.net)
-        n = int(y.shape[0])
-        total_loss += float(loss.detach()) * n
-        known = y < logits.shape[1]  # outlier-device rows have no class to be right about
-        correct += int((logits.detach().argmax(1)[known] == y[known]).sum())
-        seen += n
-        seen_known += int(known.sum())
-        if show:
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}",
-                            acc=f"{correct / max(seen_known, 1):.3f}")
-    bar.close()
+    total = len(batches) if isinstance(batches, Sized) else None
+    # No lines when stderr is redirected: the loop logs one line per epoch instead.
+    bar = ProgressReport(desc, total, library_mode(show), unit="batches", every=0)
+    try:  # the bar starts with the first batch, after DataLoader workers were forked
+        for x, y in batches:
+            x = x.to(t.device, non_blocking=True)
+            y = y.to(t.device, non_blocking=True)
+            t.optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = t.criterion(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} ({desc}); lower the learning rate")
+            loss.backward()
+            t.optimizer.step()
+            project_constraints(t.net)
+            n = int(y.shape[0])
+            total_loss += float(loss.detach()) * n
+            known = y < logits.shape[1]  # outlier-device rows have no class to be right about
+            correct += int((logits.detach().argmax(1)[known] == y[known]).sum())
+            seen += n
+            seen_known += int(known.sum())
+            bar.advance(note=f"loss {total_loss / seen:.3f} "
+                             f"acc {correct / max(seen_known, 1):.3f}")
+    finally:
+        bar.close()
     stats = torch.tensor([total_loss, correct, seen, seen_known], dtype=torch.float64)
     total_loss, correct, seen, seen_known = (float(v) for v in all_reduce_sum(stats, t.device))
     return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen_known, 1),

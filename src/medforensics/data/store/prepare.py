@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medforensics.common.hashing import file_sha256
+from medforensics.common.progress import ProgressReport, library_mode
 from medforensics.common.workers import with_parent_watch
 from medforensics.data.manifest import read_manifest
 from medforensics.data.store.format import (
@@ -230,7 +231,8 @@ def prepare_store(
         workers: decode processes (default: CPU count; 0 or 1 = in this process).
         paper: also cache the 256x256 8-bit paper variant of every image.
         splits: only rows of these splits (e.g. ``("train", "val")``); default all rows.
-        progress: tqdm progress bar on stderr.
+        progress: report progress: a bar on stderr when it is a terminal, a log line every
+            hundred images otherwise.
 
     Returns:
         A :class:`PrepareReport`.
@@ -293,8 +295,6 @@ def prepare_store(
 def _run_tasks(store: Path, index: dict[str, Any], tasks: list[tuple[str, str, bool, bool]],
                workers: int | None, progress: bool, report: PrepareReport) -> None:
     """Decode ``tasks`` (serially or in a process pool) and append results to the blob."""
-    from tqdm.auto import tqdm
-
     entries: dict[str, dict[str, Any]] = index["entries"]
     end = max((entry_end(e) for e in entries.values()), default=0)
     blob_path = store / BLOB_NAME
@@ -309,7 +309,9 @@ def _run_tasks(store: Path, index: dict[str, Any], tasks: list[tuple[str, str, b
         n_workers = 0
     n_workers = min(n_workers, len(tasks))
     report.workers = n_workers if n_workers > 1 else 0
-    bar = tqdm(total=len(tasks), unit="img", desc="prepare", disable=not progress, leave=False)
+    # the bar starts with the first decoded image, after the workers were forked
+    bar = ProgressReport("prepare", len(tasks), library_mode(progress), unit="images",
+                         emit=log.info)
     saved = {"end": end}  # blob bytes the index on disk refers to
     try:
         _fill_blob(store, blob_path, index, tasks, n_workers, report, bar, end, saved)
@@ -325,7 +327,8 @@ def _run_tasks(store: Path, index: dict[str, Any], tasks: list[tuple[str, str, b
 
 def _fill_blob(store: Path, blob_path: Path, index: dict[str, Any],
                tasks: list[tuple[str, str, bool, bool]], n_workers: int,
-               report: PrepareReport, bar: Any, end: int, saved: dict[str, int]) -> None:
+               report: PrepareReport, bar: ProgressReport, end: int,
+               saved: dict[str, int]) -> None:
     """Decode the tasks and append them to the blob, saving the index every few seconds."""
     last_save = time.monotonic()
     with open(blob_path, "r+b") as blob:
@@ -336,7 +339,7 @@ def _fill_blob(store: Path, blob_path: Path, index: dict[str, Any],
         def consume(res: dict[str, Any]) -> None:
             nonlocal last_save
             _store_result(blob, state, index, res, report)
-            bar.update(1)
+            bar.advance()
             if time.monotonic() - last_save > CHECKPOINT_SECONDS:
                 blob.flush()
                 os.fsync(blob.fileno())
