@@ -728,3 +728,48 @@ def test_oversized_frame_refused_from_header(source_run: Path,  # noqa: F811
             r = _post(c, ep, dicom_bytes)
             assert r.status_code == 422 and r.json()["error"] == "too-large", ep
             assert "10000 pixels per frame" in r.json()["detail"]
+
+
+def test_dicom_download_is_sr_and_seg_of_the_upload(forgery_client: TestClient, dicom: Path,
+                                                    dicom_bytes: bytes) -> None:
+    import zipfile
+
+    import pydicom
+
+    pytest.importorskip("highdicom")
+    from medforensics.pacs.seg import seg_mask
+    from medforensics.pacs.sr import report_summary
+
+    r = _post(forgery_client, "/v1/dicom", dicom_bytes, name="case.dcm")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    assert r.headers["content-disposition"].startswith("attachment; filename=")
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert sorted(zf.namelist()) == ["seg.dcm", "sr.dcm"]
+        sr = pydicom.dcmread(io.BytesIO(zf.read("sr.dcm")))
+        seg = pydicom.dcmread(io.BytesIO(zf.read("seg.dcm")))
+    src = pydicom.dcmread(dicom, stop_before_pixels=True)
+    assert sr.Modality == "SR" and seg.Modality == "SEG"
+    assert sr.StudyInstanceUID == seg.StudyInstanceUID == src.StudyInstanceUID
+    refs = {item.ReferencedSOPInstanceUID
+            for s in seg.ReferencedSeriesSequence for item in s.ReferencedInstanceSequence}
+    assert refs == {src.SOPInstanceUID}
+    summary = report_summary(sr)
+    assert summary  # the SR holds both sections
+    text = str(sr)
+    assert "Source device" in text and "Forgery" in text
+    mask = seg_mask(seg)
+    assert mask.shape == (src.Rows, src.Columns)
+    # the contract detector's map is 1 in the upper-left quarter block and 0 elsewhere
+    h, w = mask.shape
+    assert mask[h // 4 + 2: h // 2 - 2, w // 4 + 2: w // 2 - 2].min() > 0.99
+    assert mask[3 * h // 4:, 3 * w // 4:].max() == 0
+
+
+def test_dicom_download_refuses_a_png(forgery_client: TestClient, tmp_path: Path) -> None:
+    from medforensics.io import write_png16
+
+    p = tmp_path / "x.png"
+    write_png16(p, (np.arange(128 * 128, dtype=np.uint16).reshape(128, 128) * 3))
+    r = _post(forgery_client, "/v1/dicom", p.read_bytes(), name="x.png")
+    assert r.status_code == 422 and r.json()["error"] == "not-dicom"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 import typer
 
 from medforensics.cli._common import fail
+from medforensics.pacs.results import model_identity
 
 if TYPE_CHECKING:  # Self is in typing from Python 3.11 on
     from typing_extensions import Self
@@ -47,36 +48,6 @@ def _quiet_libraries() -> None:
         for name in ("highdicom", "dicomweb_client"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def model_identity(run: Optional[Path | str], integrity: Optional[str],
-                   default_name: str = "") -> dict[str, Any]:
-    """The ``model`` entry of a result: ``name``, ``run`` (folder name), ``sha256`` of the
-    weights and ``run_integrity``, from the run's ``model.json`` / ``run.json`` (already
-    verified by the loader). ``run`` None or ``"none"``: only ``default_name``."""
-    out: dict[str, Any] = {}
-    if run is None or str(run).lower() in ("none", "cues") and not Path(str(run)).is_dir():
-        out["name"] = default_name or "training-free"
-        return out
-    folder = Path(run)
-    meta = _read_json(folder / "model.json")
-    files = dict(_read_json(folder / "run.json").get("files") or {})
-    out["name"] = str(meta.get("name") or meta.get("method") or default_name or "")
-    out["run"] = folder.resolve().name
-    sha = meta.get("weights_sha256") or next(
-        (files[k] for k in ("model.safetensors", "combiner.safetensors") if k in files), None)
-    if sha:
-        out["sha256"] = str(sha)
-    if integrity:
-        out["run_integrity"] = integrity
-    return {k: v for k, v in out.items() if v}
 
 
 def _check_seg(seg: str) -> Optional[str]:

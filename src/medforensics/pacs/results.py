@@ -7,6 +7,7 @@ the Python API and the service's DICOM download all call :func:`dicom_results`.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from medforensics.pacs.common import Producer, source_header, write_dataset
 from medforensics.pacs.seg import build_seg
 from medforensics.pacs.sr import build_report
 
-__all__ = ["dicom_results", "write_dicom_results"]
+__all__ = ["dicom_results", "model_identity", "write_dicom_results"]
 
 
 def dicom_results(source: Dataset | str | os.PathLike[str], *,
@@ -74,3 +75,34 @@ def write_dicom_results(out_dir: str | os.PathLike[str], source: Dataset | str |
                                              Path(out_dir) / f"{sop}_{what}_{suffix}.dcm")))
     return written
 
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+
+def model_identity(run: Path | str | None, integrity: str | None,
+                   default_name: str = "") -> dict[str, Any]:
+    """The ``model`` entry of a result: ``name``, ``run`` (folder name), ``sha256`` of the
+    weights and ``run_integrity``, from the run's ``model.json`` / ``run.json`` (already
+    verified by the loader). ``run`` None or ``"none"``: only ``default_name``."""
+    out: dict[str, Any] = {}
+    if run is None or str(run).lower() in ("none", "cues") and not Path(str(run)).is_dir():
+        out["name"] = default_name or "training-free"
+        return out
+    folder = Path(run)
+    meta = _read_json(folder / "model.json")
+    files = dict(_read_json(folder / "run.json").get("files") or {})
+    out["name"] = str(meta.get("name") or meta.get("method") or default_name or "")
+    out["run"] = folder.resolve().name
+    sha = meta.get("weights_sha256") or next(
+        (files[k] for k in ("model.safetensors", "combiner.safetensors") if k in files), None)
+    if sha:
+        out["sha256"] = str(sha)
+    if integrity:
+        out["run_integrity"] = integrity
+    return {k: v for k, v in out.items() if v}

@@ -47,8 +47,7 @@ from medforensics.pacs.errors import (
     PacsUnreachableError,
     ScanStateError,
 )
-from medforensics.pacs.seg import build_seg
-from medforensics.pacs.sr import build_report
+from medforensics.pacs.results import dicom_results
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -345,13 +344,9 @@ class _ScanRun:
             return None
         item.identify, item.forgery = ident, forg
         try:
-            seg = None
-            if forg is not None and prob is not None and steps.seg_kind:
-                seg = build_seg(ds, prob, kind=steps.seg_kind,
-                                threshold=float(forg.get("map_threshold") or 0.5),
-                                model=forg.get("model"), producer=steps.producer)
-            sr = build_report(ds, identify=ident, forgery=forg, seg=seg,
-                              producer=steps.producer)
+            objects = dicom_results(ds, identify=ident, forgery=forg, prob_map=prob,
+                                    seg_kind=steps.seg_kind, producer=steps.producer)
+            seg, sr = objects.get("seg"), objects["sr"]
         except DicomBuildError as exc:
             self._skipped(item, "result-failed", str(exc))
             return None

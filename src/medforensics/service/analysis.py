@@ -10,25 +10,34 @@ Errors caused by the input are raised as :class:`InputError` (-> HTTP 4xx with t
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from medforensics.common.hashing import file_sha256
-from medforensics.errors import InvalidArrayError, ModelFileError, ReadError
+from medforensics.errors import (
+    InvalidArrayError,
+    MedForensicsError,
+    ModelFileError,
+    ReadError,
+)
 from medforensics.forgery.detector import ForgeryDetector
+from medforensics.forgery.schema import forgery_record
 from medforensics.io import ImageMeta, read_header, read_image
 from medforensics.models.registry import list_models
+from medforensics.pacs.results import dicom_results, model_identity
 from medforensics.report.html import render_case_report
 from medforensics.report.images import overlay_rgb, png_b64, preview_grey
+from medforensics.report.marks import annotate_regions
 from medforensics.report.provenance import TRAINING_FREE
 from medforensics.report.redaction import redact, strip_path_prefix
 from medforensics.source.predictor import SourcePredictor, identify_image
 from medforensics.source.schema import identify_record
-from medforensics.forgery.schema import forgery_record
-from medforensics.report.marks import annotate_regions
 
 __all__ = ["CaseService", "DEFAULT_MAX_FRAME_PIXELS", "InputError", "NotAvailable"]
 
@@ -293,6 +302,51 @@ class CaseService:
                                 copy_moves=out.get("copy_moves") or [], legend=False)
         out["overlay_png_b64"] = png_b64(over)
         return out
+
+    def dicom(self, path: Path, filename: str) -> dict[str, str]:
+        """The upload's results as DICOM objects for a PACS: a Comprehensive SR with the device
+        verdict (and the forgery verdict and flagged areas when a detector is loaded) and a
+        fractional SEG of the forgery map, zipped (:func:`medforensics.pacs.results.dicom_results`).
+
+        Returns:
+            ``{"zip_b64": ..., "filename": ...}``: the ZIP, base64 (JSON crosses the analysis
+            process boundary).
+
+        Raises:
+            InputError: unreadable file, not DICOM (a PNG/JPEG has no instance to reference),
+                or no result object can be built for it.
+        """
+        self.check_header(path, filename)
+        img = self._read(path, filename)
+        if img.meta.format != "dicom":
+            raise InputError("not-dicom", "DICOM results reference the analysed DICOM instance; "
+                             f"this upload is {img.meta.format}")
+        try:
+            v, extra = identify_image(self.predictor, img.pixels, img.meta, str(path))
+            pred = self.predictor
+            ident = {**identify_record(v, extra), "model": model_identity(
+                getattr(pred, "run_dir", None), getattr(pred, "run_integrity", None))}
+            res = forg = None
+            if self.detector is not None:
+                det = self.detector
+                res = det.detect(img.pixels, img.meta)
+                forg = {**forgery_record(res, filename, img.meta), "model": model_identity(
+                    getattr(det, "run_dir", None), getattr(det, "run_integrity", None),
+                    default_name=f"{getattr(det, 'method', 'cues')} (training-free)")}
+            objects = dicom_results(path, identify=ident, forgery=forg,
+                                    prob_map=None if res is None else res.prob_map)
+        except (ReadError, InvalidArrayError, MedForensicsError) as exc:
+            reason = getattr(exc, "reason", None) or "no-dicom-result"
+            raise InputError(reason, _clean_message(str(exc), path, filename)) from None
+        sop = str(objects["sr"].get("SOPInstanceUID", "result"))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for kind, ds in objects.items():
+                part = io.BytesIO()
+                ds.save_as(part, enforce_file_format=True)
+                zf.writestr(f"{kind}.dcm", part.getvalue())
+        return {"zip_b64": base64.b64encode(buf.getvalue()).decode("ascii"),
+                "filename": f"medforensics-{sop}.zip"}
 
     def report(self, path: Path, filename: str, *, mask_identifiers: bool = True) -> str:
         """Self-contained HTML case report (:func:`medforensics.report.html.render_case_report`).

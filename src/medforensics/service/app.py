@@ -11,6 +11,8 @@ started with a token; ``/``, ``/static``, ``/health`` and ``/openapi.json`` are 
                            (``?preview=true`` adds a PNG)
 ``POST /v1/forgery``       the ``forgery detect --json`` line plus a heat-map overlay (PNG,
                            base64)
+``POST /v1/dicom``         the results as DICOM for a PACS: a ZIP of a Comprehensive SR and a
+                           SEG of the forgery map, both referencing the uploaded instance
 ``POST /v1/report``        self-contained HTML case report (identifiers masked; a service
                            started with ``allow_unmasked_reports`` also honours
                            ``?mask_identifiers=false``, any other answers it with 403)
@@ -41,6 +43,7 @@ prefix and size.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import hmac
 import importlib.util
@@ -62,7 +65,7 @@ if importlib.util.find_spec("fastapi") is None:  # the web service is an extra
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
@@ -530,6 +533,20 @@ def _add_analysis_routes(app: FastAPI, service: CaseService, analyse: _Analyses,
                                "no forgery model loaded (start the service with --forgery-model)")
         result, _ = await analyse(request, "forgery", service.forgery)
         return JSONResponse(result)
+
+    @app.post("/v1/dicom", dependencies=auth, openapi_extra=_UPLOAD_BODY,
+              response_class=Response,
+              responses={200: {"content": {"application/zip": {}}}, **upload_errors},
+              tags=["analysis"])
+    async def dicom(request: Request) -> Response:
+        """The upload's results as DICOM objects for a PACS, zipped: ``sr.dcm`` (Comprehensive
+        SR: device verdict, and forgery verdict and flagged areas when a detector is loaded,
+        referencing the uploaded instance) and ``seg.dcm`` (the forgery map as a fractional
+        SEG). 422 for a PNG/JPEG upload: there is no DICOM instance to reference."""
+        result, _ = await analyse(request, "dicom", service.dicom)
+        return Response(base64.b64decode(result["zip_b64"]), media_type="application/zip",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{result["filename"]}"'})
 
     @app.post("/v1/report", dependencies=auth, openapi_extra=_UPLOAD_BODY,
               response_class=HTMLResponse,

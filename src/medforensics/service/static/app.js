@@ -239,6 +239,8 @@
     setText("image-caption", "");
     $("report-link").hidden = true;
     if (state.health && state.health.report) setText("report-note", "");
+    $("dicom-link").hidden = true;
+    setText("dicom-note", "");
   }
 
   // ------------------------------------------------------------------ the analysis
@@ -320,6 +322,33 @@
     }
   }
 
+  async function downloadDicom() {
+    if (!state.file) return;
+    $("dicom-btn").disabled = true;
+    setText("dicom-note", "Writing the DICOM results…");
+    try {
+      const resp = await post("/v1/dicom", state.file);
+      if (!resp.ok) {
+        const [code, detail] = await errorOf(resp);
+        setText("dicom-note", code + ": " + detail);
+        return;
+      }
+      const blob = await resp.blob();
+      const link = $("dicom-link");
+      if (link.href) URL.revokeObjectURL(link.href);
+      link.href = URL.createObjectURL(blob);
+      link.download = "dicom-results-" + state.file.name.replace(/[^A-Za-z0-9._-]+/g, "_") + ".zip";
+      link.textContent = "save the DICOM results again";
+      link.hidden = false;
+      link.click();
+      setText("dicom-note", "DICOM results downloaded (a ZIP of sr.dcm and seg.dcm).");
+    } catch (e) {
+      setText("dicom-note", "network error: " + e);
+    } finally {
+      $("dicom-btn").disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------------ wiring
   $("file").addEventListener("change", (ev) => {
     const f = ev.target.files && ev.target.files[0];
@@ -347,6 +376,7 @@
     if (src) $("image").src = src;
   });
   $("report-btn").addEventListener("click", downloadReport);
+  $("dicom-btn").addEventListener("click", downloadDicom);
   $("token").addEventListener("change", () => {
     sessionStorage.setItem("medforensics-token", $("token").value.trim());
   });
