@@ -403,6 +403,15 @@ def test_write_report_batch(case_env: dict, tmp_path: Path) -> None:
         assert p.parent.parent.name not in index  # file names (patient folders) masked
     verdicts = [v["device_verdict"] for v in res.verdicts]
     assert verdicts.count("unreadable") == 1
+    # each verdict carries its image's UIDs (to join with a PACS); the empty file has none
+    import pydicom
+
+    by_uid = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+              for p in case_env["paths"][:3]}
+    got = {v["SOPInstanceUID"] for v in res.verdicts if v["device_verdict"] != "unreadable"}
+    assert got == by_uid and all(v["frame"] == 0 for v in res.verdicts)
+    assert [v["StudyInstanceUID"] for v in res.verdicts
+            if v["device_verdict"] == "unreadable"] == [None]
     # re-running into the same folder replaces the previous report
     res2 = write_report([src], out, generated_at=T1)
     assert sorted(out.iterdir()) == sorted(res2.pages + [res2.index])

@@ -27,6 +27,7 @@ from medforensics.report.html import badge, esc, fmt_num, fmt_p, page, render_ht
 from medforensics.report.images import DISPLAY_MAX_SIDE
 from medforensics.report.provenance import load_forgery, load_source
 from medforensics.report.redaction import redact
+from medforensics.source.schema import image_ids
 
 __all__ = ["ReportOutput", "write_report"]
 
@@ -285,8 +286,9 @@ def write_report(
         entry["page"] = target.name
         entries.append(entry)
         result.pages.append(target)
-        result.verdicts.append({k: entry.get(k) for k in (
-            "page", "device_verdict", "forgery_verdict", "reason", "error") if k in entry})
+        # the image's UIDs (header only, never masked: they join the verdict with a PACS)
+        result.verdicts.append({**image_ids(path), **{k: entry.get(k) for k in (
+            "page", "device_verdict", "forgery_verdict", "reason", "error") if k in entry}})
         if progress is not None:
             progress(i, len(files))
     if not single:
