@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from medforensics.io import read_image
 from medforensics.io.meta import Image
 from medforensics.pacs.common import Producer, require, write_dataset
 from medforensics.pacs.errors import DicomBuildError, ForwardError, ListenError
-from medforensics.pacs.results import dicom_results
+from medforensics.pacs.results import InstanceResult, dicom_results
 from medforensics.pacs.scan import is_image_sop_class
 
 __all__ = [
@@ -150,45 +150,20 @@ def _check_ae_title(aet: str, what: str) -> None:
 
 
 @dataclass
-class ListenItem:
-    """What happened to one received image.
+class ListenItem(InstanceResult):
+    """What happened to one received image (:class:`medforensics.pacs.results.InstanceResult`;
+    ``failed`` here means writing or forwarding the results failed, or the analysis raised),
+    plus what only the node knows.
 
     Attributes:
-        study, series, sop: its UIDs.
         calling_ae: the AE title of the node that sent it.
-        status: ``done`` (analysed, results written / forwarded), ``skipped`` (the reader or
-            the analysis refused the image, or no result object can reference it) or
-            ``failed`` (writing or forwarding the results failed, or the analysis raised).
-        reason: machine-readable reason of a skip / failure (reader reasons such as
-            ``no-pixel-data``; ``invalid-image``, ``result-failed``, ``write-failed``,
-            ``forward-failed``, ``analysis-failed``, ``internal-error``).
-        message: the human message of a skip / failure.
-        identify: the identify result (JSON-able), when analysed.
-        forgery: the forgery result (JSON-able, without the map), when analysed.
-        sr, seg: SOP Instance UIDs of the SR / SEG built.
-        files: paths written under ``out_dir``.
         forwarded: whether the forward node accepted every result object.
         seconds: time from taking the image off the queue to its results.
     """
 
-    study: str
-    series: str
-    sop: str
-    calling_ae: str
-    status: str = "done"
-    reason: str | None = None
-    message: str | None = None
-    identify: dict[str, Any] | None = None
-    forgery: dict[str, Any] | None = None
-    sr: str | None = None
-    seg: str | None = None
-    files: list[str] = field(default_factory=list)
+    calling_ae: str = ""
     forwarded: bool = False
     seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (one line of ``pacs listen --json``)."""
-        return asdict(self)
 
 
 @dataclass
@@ -533,8 +508,8 @@ class Listener:
             log.exception("handling %s failed", job.ds.get("SOPInstanceUID", "?"))
             return ListenItem(str(job.ds.get("StudyInstanceUID", "")),
                               str(job.ds.get("SeriesInstanceUID", "")),
-                              str(job.ds.get("SOPInstanceUID", "")), job.calling_ae,
-                              status="failed", reason="internal-error",
+                              str(job.ds.get("SOPInstanceUID", "")),
+                              calling_ae=job.calling_ae, status="failed", reason="internal-error",
                               message=f"{type(exc).__name__}: {exc}")
 
     def _handle(self, job: _Job) -> ListenItem:
@@ -543,7 +518,7 @@ class Listener:
         ds = job.ds
         item = ListenItem(str(ds.get("StudyInstanceUID", "")),
                           str(ds.get("SeriesInstanceUID", "")),
-                          str(ds.get("SOPInstanceUID", "")), job.calling_ae)
+                          str(ds.get("SOPInstanceUID", "")), calling_ae=job.calling_ae)
         try:
             image = read_image(ds)
             ident = self.analyse_source(image) if self.analyse_source is not None else None

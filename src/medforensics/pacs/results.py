@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,43 @@ from medforensics.pacs.common import Producer, source_header, write_dataset
 from medforensics.pacs.seg import build_seg
 from medforensics.pacs.sr import build_report
 
-__all__ = ["dicom_results", "model_identity", "write_dicom_results"]
+__all__ = ["InstanceResult", "dicom_results", "model_identity", "write_dicom_results"]
+
+
+@dataclass
+class InstanceResult:
+    """What happened to one DICOM instance analysed from a PACS (``pacs scan``) or received
+    by the node (``pacs listen``): one JSON line of their ``--json`` output.
+
+    Attributes:
+        study, series, sop: its UIDs.
+        status: ``done``, ``skipped`` (a lasting reason: not an image, unreadable pixels, the
+            analysis refused it, no result object can reference it), ``failed`` (may pass on
+            a later try) or, for a scan, ``resumed`` (finished by an earlier run).
+        reason: machine-readable reason of a skip / failure (reader reasons such as
+            ``no-pixel-data``; ``invalid-image``, ``result-failed``, ...).
+        message: the human message of a skip / failure.
+        identify: the identify result (JSON-able), when analysed.
+        forgery: the forgery result (JSON-able, without the map), when analysed.
+        sr, seg: SOP Instance UIDs of the SR / SEG built.
+        files: paths written.
+    """
+
+    study: str
+    series: str
+    sop: str
+    status: str = "done"
+    reason: str | None = None
+    message: str | None = None
+    identify: dict[str, Any] | None = None
+    forgery: dict[str, Any] | None = None
+    sr: str | None = None
+    seg: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (one ``--json`` line)."""
+        return asdict(self)
 
 
 def dicom_results(source: Dataset | str | os.PathLike[str], *,

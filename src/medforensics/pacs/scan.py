@@ -31,7 +31,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ from medforensics.pacs.errors import (
     PacsUnreachableError,
     ScanStateError,
 )
-from medforensics.pacs.results import dicom_results
+from medforensics.pacs.results import InstanceResult, dicom_results
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -95,41 +95,12 @@ def is_image_sop_class(sop_class: str) -> bool:
 
 
 @dataclass
-class ScanItem:
-    """What happened to one instance.
+class ScanItem(InstanceResult):
+    """What happened to one instance of a scan
+    (:class:`medforensics.pacs.results.InstanceResult`; ``failed`` may pass and is tried again
+    next run), plus whether its results were stored in the PACS."""
 
-    Attributes:
-        study, series, sop: its UIDs.
-        status: ``done`` (analysed), ``skipped`` (lasting reason: not an image, unreadable
-            pixels, the analysis refused it), ``failed`` (may pass: tried again next run)
-            or ``resumed`` (finished by an earlier run).
-        reason: machine-readable reason of a skip / failure (reader reasons such as
-            ``not-an-image``, ``no-pixel-data``; ``not-an-image-class``, ``invalid-image``,
-            ``retrieve-failed``, ``store-failed``, ``result-failed``).
-        message: the human message of a skip / failure.
-        identify: the identify result (JSON-able), when analysed.
-        forgery: the forgery result (JSON-able, without the map), when analysed.
-        sr, seg: SOP Instance UIDs of the SR / SEG written.
-        files: paths written under ``out_dir``.
-        stored: whether they were stored in the PACS.
-    """
-
-    study: str
-    series: str
-    sop: str
-    status: str
-    reason: str | None = None
-    message: str | None = None
-    identify: dict[str, Any] | None = None
-    forgery: dict[str, Any] | None = None
-    sr: str | None = None
-    seg: str | None = None
-    files: list[str] = field(default_factory=list)
     stored: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (one line of ``pacs scan --json``)."""
-        return asdict(self)
 
 
 @dataclass
