@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from medforensics import errors
 from medforensics.cli import app
-from medforensics.cli._common import SIDE_FILE_SUFFIXES
+from medforensics.data.files import SIDE_FILE_SUFFIXES
 from medforensics.source.verdicts import header_claim
 from medforensics.io import check_header, read_header, read_image
 
@@ -440,8 +440,10 @@ def test_ingest_reports_every_file(corpus, real_bad, tmp_path: Path) -> None:
         assert row["status"] != "eligible" and row["reason_detail"], path
         if exp.error is errors.ReadError:
             continue
+        side = Path(path).suffix in SIDE_FILE_SUFFIXES  # a .txt beside the images
         assert row["status"] == exp.reason or (
-            row["status"] == "unreadable" and row["reason_detail"].startswith(exp.reason + ":")
+            row["status"] == ("side-file" if side else "unreadable")
+            and f"{exp.reason}:" in row["reason_detail"]
         ), (path, row["status"], row["reason_detail"])
 
 

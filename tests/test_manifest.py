@@ -139,7 +139,7 @@ EXPECTED_STATUS = {
     "junk/empty.dcm": "unreadable",
     "junk/header_only.dcm": "no-pixel-data",
     "junk/no_model.dcm": "missing-label",
-    "junk/notes.txt": "unreadable",
+    "junk/notes.txt": "side-file",
     "junk/phantom.dcm": "qc-phantom",
     "junk/random.bin": "unreadable",
     "junk/report.dcm": "not-an-image",
@@ -185,8 +185,9 @@ def test_reason_details(archive: Path, ingested: list[dict]) -> None:
     )
     assert rows["junk/no_model.dcm"]["reason_detail"] == "no ManufacturerModelName in the header"
     assert rows["junk/truncated.dcm"]["reason_detail"].startswith("truncated-pixel-data: ")
-    for rel in ("junk/notes.txt", "junk/random.bin"):
-        assert rows[rel]["reason_detail"].startswith("not-an-image-file: "), rows[rel]
+    assert rows["junk/random.bin"]["reason_detail"].startswith("not-an-image-file: ")
+    assert rows["junk/notes.txt"]["reason_detail"].startswith("not an image: a .txt file")
+    assert "not-an-image-file: " in rows["junk/notes.txt"]["reason_detail"]
     assert rows["junk/empty.dcm"]["reason_detail"].startswith("not-an-image-file: ")
     assert "RGB" in rows["junk/colour.dcm"]["reason_detail"]
     assert "Basic Text SR Storage" in rows["junk/report.dcm"]["reason_detail"]
@@ -365,7 +366,7 @@ def test_cli_ingest_and_split(archive: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", str(data), "--out", str(manifest), "--workers", "1",
                                  "--no-progress", "--modality", "MG"])
     assert result.exit_code == 0, result.output
-    assert "GE Senographe Essential" in result.output and "unreadable" in result.output
+    assert "GE Senographe Essential" in result.output and "side-file" in result.output
     rows = read_manifest(manifest)
     assert len(rows) == 41
     result = runner.invoke(app, ["split", str(manifest), "--test", "0.25", "--val", "0",
@@ -403,10 +404,16 @@ def test_real_archive_header_only(real_data: Path) -> None:
     for name, (manufacturer, model) in XRAY_LABELS.items():
         row = rel[f"xray/{name}"]
         assert (row["manufacturer"], row["model"]) == (manufacturer, model), name
-        if model and name != "canon_dx.dcm":
+        if model:
             assert row["status"] == "eligible", (name, row["reason_detail"])
     assert rel["xray/fuji_cr_RG2_JLSL.dcm"]["status"] == "missing-label"
     assert rel["xray/kodak_cr500_cr.dcm"]["unit"] == "Kodak CR500 #0123456789ABCDEF"
+
+    # a damaged copy sharing canon_dx's SOPInstanceUID is decoded and found unreadable,
+    # instead of making the readable file its "duplicate"
+    j2k = rel["bad/truncated_j2k_stream.dcm"]
+    assert j2k["SOPInstanceUID"] == rel["xray/canon_dx.dcm"]["SOPInstanceUID"]
+    assert j2k["status"] == "unreadable", j2k
 
     # header-level problems are found without decoding
     acr = rel["bad/acr_nema_no_file_meta.dcm"]

@@ -34,6 +34,7 @@ from medforensics.common.atomic import JsonLinesOutput
 from medforensics.common.progress import PROGRESS_EVERY, ProgressReport, show_progress
 from medforensics.common.progress import tick_progress as _tick_progress
 from medforensics.common.sharding import shard_output_path
+from medforensics.data.files import SIDE_FILE_SUFFIXES
 from medforensics.errors import ConfigError, ModelFileError, OutputWriteError
 from medforensics.pacs.errors import ListenError, PacsError, ScanStateError
 
@@ -47,7 +48,6 @@ __all__ = [
     "PROGRESS_EVERY",
     "PROGRESS_OPT",
     "SHARD_OPT",
-    "SIDE_FILE_SUFFIXES",
     "TRAINING_FREE",
     "app",
     "batch_files",
@@ -79,9 +79,6 @@ EXIT_REFUSED = 3
 TRAINING_FREE = "cues"
 #: Older spellings of :data:`TRAINING_FREE`, still accepted with a notice.
 _TRAINING_FREE_ALIASES = ("none",)
-#: Files a folder walk leaves out: side files of archives and runs, never images.
-SIDE_FILE_SUFFIXES = frozenset({".json", ".jsonl", ".csv", ".txt", ".md", ".html", ".log",
-                                ".npy", ".py", ".yaml", ".yml"})
 
 #: errno values of a write that cannot succeed (disk full, quota, file too large, read-only).
 _WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS")
@@ -230,7 +227,7 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     """The files named, in order, each folder replaced by the image candidates under it.
 
     A folder walk leaves out side files that are never images (``devices.json``, manifests,
-    notes: :data:`SIDE_FILE_SUFFIXES`); files named explicitly are always kept, and paths that
+    notes: :data:`medforensics.data.files.SIDE_FILE_SUFFIXES`); files named explicitly are always kept, and paths that
     do not exist are kept too, so the batch reports them as not analysed.
     """
     from medforensics.data.files import find_files

@@ -32,8 +32,8 @@ from medforensics.cli._common import (
     training_free_name,
     warn_integrity,
 )
-from medforensics.errors import MedForensicsError
 from medforensics.cli.pacs import DICOM_OUT_OPT, SEG_OPT, forgery_dicom_out
+from medforensics.errors import MedForensicsError
 
 _RUN_HELP = "Forgery run directory, or 'cues' for the training-free detector."
 _ELA_OPT = typer.Option(

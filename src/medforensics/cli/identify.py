@@ -22,8 +22,8 @@ from medforensics.cli._common import (
     json_sink,
     warn_integrity,
 )
-from medforensics.errors import MedForensicsError
 from medforensics.cli.pacs import DICOM_OUT_OPT, identify_dicom_out
+from medforensics.errors import MedForensicsError
 
 #: Rows of the text table printed at a time (memory stays flat over any number of files).
 _TABLE_BLOCK = 200

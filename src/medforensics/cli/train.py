@@ -150,8 +150,8 @@ def calibrate_cmd(
     `train` already does this after training; run it again to recalibrate (e.g. with another
     --target-false-unknown). The new files' hashes go into the run manifest (run.json)."""
     from medforensics.data.manifest import read_manifest
-    from medforensics.source.predictor import CALIBRATION_FILE, enroll_units
     from medforensics.source.calibrate import calibrate_run, calibration_summary
+    from medforensics.source.predictor import CALIBRATION_FILE, enroll_units
 
     check_run_kind(run, "source", "RUN")
     if (run / CALIBRATION_FILE).is_file():

@@ -18,6 +18,11 @@ from medforensics.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+#: Suffixes of side files found beside images (archive ground truth, manifests, run files,
+#: notes): never images, so a folder walk gives them no image verdict.
+SIDE_FILE_SUFFIXES = frozenset({".json", ".jsonl", ".csv", ".txt", ".md", ".html", ".log",
+                                ".npy", ".py", ".yaml", ".yml"})
+
 
 @dataclass
 class WalkResult:

@@ -31,7 +31,9 @@ Statuses, in the order they are decided (the first that applies wins):
 2. Over the archive (rows sorted by path, so the outcome is deterministic):
 
    * ``duplicate``: same sha256 (byte-identical) or same SOPInstanceUID as an earlier row
-     that passed step 1; ``reason_detail`` names the earlier path.
+     that passed step 1; ``reason_detail`` names the earlier path. Files that share a
+     SOPInstanceUID but not their bytes are decoded first, so a damaged copy is
+     ``unreadable`` and never makes a readable file its duplicate.
    * ``too-small``: min(Rows, Columns) < ``min_size``.
    * ``qc-phantom``: ImageType or SeriesDescription contains QC, QA, PHANTOM, CALIB...,
      TEST, FLAT FIELD, UNIFORMITY or CONSTANCY as a word (Deep-RSI removed QC images).
@@ -70,7 +72,7 @@ from typing import Any
 from medforensics.common.atomic import atomic_output
 from medforensics.common.progress import ProgressReport, library_mode
 from medforensics.common.workers import with_parent_watch
-from medforensics.data.files import walk_roots
+from medforensics.data.files import SIDE_FILE_SUFFIXES, walk_roots
 from medforensics.data.labels import unify_case_variants
 from medforensics.data.scan import (
     BOOL_COLUMNS,
@@ -84,6 +86,7 @@ from medforensics.data.scan import (
     init_worker,
     scan_chunk,
     scan_file,
+    verify_pixels,
 )
 from medforensics.data.splits import group_ids
 from medforensics.errors import ConfigError, ManifestError
@@ -206,11 +209,14 @@ def ingest(
     logger.info("found %d files under %s (%d other entries not read)", len(paths),
                 ", ".join(map(str, roots)), len(walk.skipped))
     rows = _scan_all(paths, workers, backend, chunk_size, verify, force, progress)
+    for row in rows:
+        _mark_side_file(row)
     for path, status, detail in walk.skipped:
         row = empty_row(path)
         row["status"], row["reason_detail"], row["_qc"] = status, detail, ""
         rows.append(row)
     rows.sort(key=lambda r: r["path"])
+    _settle_sop_conflicts(rows, force)
     _archive_statuses(rows, label, filters)
     for row in rows:
         row.pop("_qc", None)
@@ -272,6 +278,34 @@ def _ingest_progress(total: int, progress: bool) -> ProgressReport:
     """The ingest's progress report (a log line every :data:`PROGRESS_EVERY` files when
     stderr is redirected)."""
     return ProgressReport("ingest", total, library_mode(progress), emit=logger.info)
+
+
+def _mark_side_file(row: dict[str, Any]) -> None:
+    """A ``.json``, ``.csv``, ``.txt``, ... that is not an image (the simulator's
+    ``devices.json``, notes beside the images) is a ``side-file``, not an unreadable image."""
+    suffix = Path(row["path"]).suffix.lower()
+    if (suffix in SIDE_FILE_SUFFIXES and row["status"] == "unreadable"
+            and str(row["reason_detail"]).startswith("not-an-image-file")):
+        row["status"] = "side-file"
+        row["reason_detail"] = (f"not an image: a {suffix} file (archive or run metadata, "
+                                f"notes); {row['reason_detail']}")
+
+
+def _settle_sop_conflicts(rows: list[dict[str, Any]], force: bool) -> None:
+    """Files that share a SOPInstanceUID but not their bytes: decode each, so that a file
+    whose pixels do not decode is marked unreadable instead of making a readable one its
+    "duplicate". Only these few files are decoded (ingest reads headers otherwise)."""
+    by_sop: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if not r["status"] and r["SOPInstanceUID"]:
+            by_sop.setdefault(r["SOPInstanceUID"], []).append(r)
+    for group in by_sop.values():
+        if len({r["sha256"] for r in group}) < 2:
+            continue
+        for r in group:
+            bad = verify_pixels(r["path"], force)
+            if bad is not None:
+                r["status"], r["reason_detail"] = bad
 
 
 def _archive_statuses(rows: list[dict[str, Any]], label: str, filters: IngestFilters) -> None:

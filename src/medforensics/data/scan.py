@@ -203,7 +203,7 @@ def scan_file(path: Path | str, *, verify: bool = False, force: bool = False) ->
     _fill_from_meta(row, meta)
     status = _intrinsic_status(row, meta)
     if status is None and verify:
-        status = _verify_pixels(spath, force)
+        status = verify_pixels(spath, force)
     if status is not None:
         row["status"], row["reason_detail"] = status
         return row
@@ -334,7 +334,8 @@ def _intrinsic_status(row: dict[str, Any], meta: Any) -> tuple[str, str] | None:
 
 
 
-def _verify_pixels(path: str, force: bool) -> tuple[str, str] | None:
+def verify_pixels(path: str, force: bool) -> tuple[str, str] | None:
+    """Decode the pixels: ``None`` when they decode, else the row's (status, detail)."""
     try:
         read_image(path, force=force)
     except ReadError as exc:
@@ -343,7 +344,6 @@ def _verify_pixels(path: str, force: bool) -> tuple[str, str] | None:
         logger.warning("%s: unexpected decoder failure: %r", path, exc)
         return "unreadable", f"decode-failed: {type(exc).__name__}: {exc}"
     return None
-
 
 
 def scan_chunk(paths: Sequence[str], verify: bool, force: bool) -> list[dict[str, Any]]:

@@ -20,7 +20,6 @@ from medforensics import __version__
 from medforensics.common.atomic import atomic_write_text
 from medforensics.errors import ConfigError, StoreError
 
-
 __all__ = ["FORMAT", "INDEX_NAME", "BLOB_NAME", "LOCK_NAME", "ALIGN", "PAPER_SIZE",
            "CHECKPOINT_SECONDS", "DTYPES", "encode_exact", "identity_preprocess", "new_index",
            "read_index", "entry_end", "write_index", "select_rows"]
