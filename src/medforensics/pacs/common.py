@@ -4,6 +4,7 @@ stable UIDs, the optional-package check and atomic file writes."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 import uuid
@@ -12,13 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
+import pydicom.config
+import pydicom.valuerep
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from medforensics import __version__
 from medforensics.errors import ReadError
 from medforensics.io import read_header
 from medforensics.pacs.errors import DicomBuildError, MissingDicomExtraError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Producer",
@@ -143,7 +150,30 @@ def source_header(source: Dataset | str | os.PathLike[str]) -> Dataset:
     for kw in _TYPE2_DEFAULTS:
         if kw not in ds or ds[kw].value is None:
             setattr(ds, kw, "")
+    _blank_invalid_values(ds, name)
     return ds
+
+
+#: text, name and date VRs whose values a result copies and highdicom / validators check
+_CHECKED_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "PN", "SH", "TM"})
+
+
+def _blank_invalid_values(ds: Dataset, name: str) -> None:
+    """Values a result copies from its source must be valid for their VR; de-identified
+    archives often hold hashes where a date or a 16-character accession number belongs. Such
+    a value is left out of the result (empty: these attributes are Type 2 or 3 there) with a
+    log line, never a failed or invalid result object."""
+    for elem in list(ds):
+        if elem.VR not in _CHECKED_VRS or elem.value in (None, "", b""):
+            continue
+        values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
+        try:
+            for value in values:
+                pydicom.valuerep.validate_value(elem.VR, value, pydicom.config.RAISE)
+        except (ValueError, TypeError) as exc:
+            log.info("%s: %s left empty in the results (%s)", name, elem.keyword or elem.tag,
+                     exc)
+            elem.value = ""
 
 
 def write_dataset(ds: Dataset, path: str | os.PathLike[str]) -> Path:

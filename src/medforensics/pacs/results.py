@@ -18,6 +18,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medforensics.pacs.common import Producer, source_header, write_dataset
+from medforensics.pacs.errors import DicomBuildError
 from medforensics.pacs.seg import build_seg
 from medforensics.pacs.sr import build_report
 
@@ -89,12 +90,16 @@ def dicom_results(source: Dataset | str | os.PathLike[str], *,
     """
     src = source_header(source)
     out: dict[str, Dataset] = {}
-    if forgery is not None and prob_map is not None and seg_kind:
-        out["seg"] = build_seg(src, prob_map, kind=seg_kind,
-                               threshold=float(forgery.get("map_threshold") or 0.5),
-                               model=forgery.get("model"), producer=producer)
-    out["sr"] = build_report(src, identify=identify, forgery=forgery, seg=out.get("seg"),
-                             producer=producer)
+    try:
+        if forgery is not None and prob_map is not None and seg_kind:
+            out["seg"] = build_seg(src, prob_map, kind=seg_kind,
+                                   threshold=float(forgery.get("map_threshold") or 0.5),
+                                   model=forgery.get("model"), producer=producer)
+        out["sr"] = build_report(src, identify=identify, forgery=forgery, seg=out.get("seg"),
+                                 producer=producer)
+    except (ValueError, TypeError) as exc:  # a source value highdicom will not copy
+        raise DicomBuildError(f"{src.get('SOPInstanceUID', '?')}: no result object can be "
+                              f"built from this source: {exc}") from None
     return out
 
 
