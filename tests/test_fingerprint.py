@@ -174,6 +174,25 @@ def test_calibrate_threshold(world: dict, tmp_path: Path) -> None:
         fp.calibrate_threshold({"Z #9": world["unseen"]})
 
 
+def test_pce_threshold_never_below_the_floor(world: dict, tmp_path: Path) -> None:
+    """The null of the simulated units is lighter-tailed than real residuals: whatever the
+    validation images say, a unit is named only at PCE >= PCE_FLOOR, also for runs saved with
+    a lower threshold."""
+    from medforensics.source.units import PCE_FLOOR
+
+    old: UnitFingerprints = world["fp"]
+    fp = UnitFingerprints(FingerprintConfig(model="multiplicative"), dict(old.patterns),
+                          dict(old.counts), dict(old.n_images))
+    rep = fp.calibrate_threshold(world["test"], target_fpr=0.5)  # a lax target
+    assert rep.analytic_floor < PCE_FLOOR and rep.nonmatch_max < PCE_FLOOR
+    assert rep.threshold == PCE_FLOOR == fp.config.threshold
+    fp.config.threshold = 14.2  # as a run calibrated before the floor stored it
+    back = UnitFingerprints.load(fp.save(tmp_path / "low"))
+    assert back.config.threshold == PCE_FLOOR
+    for unseen in world["unseen"]:
+        assert back.identify_unit(unseen)[0] is None
+
+
 def test_additive_model_on_log_images() -> None:
     rng = np.random.default_rng(34)
     ks = {f"L #{i}": 0.01 * rng.normal(size=(128, 128)) for i in range(3)}

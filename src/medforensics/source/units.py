@@ -84,6 +84,11 @@ WEIGHTS_FILE = "fingerprints.safetensors"
 META_FILE = "fingerprints.json"
 MIN_OVERLAP = 32
 """Smallest query/pattern overlap (pixels per side) that is scored."""
+PCE_FLOOR = 60.0
+"""Lowest PCE threshold a unit match is ever decided at. Calibration on validation images
+models the null from the archive's own (simulated) units; residuals of real devices have
+heavier tails, so a real image of a device never enrolled can clear a calibrated threshold
+(docs/openset.md). Matching images score in the thousands, so the floor costs no match."""
 MEMORY_BUDGET = 1 << 30
 """Default working-memory budget (bytes) of matching one image (:attr:`UnitFingerprints.memory_budget`)."""
 UNTILED_PIXELS = 1 << 22
@@ -492,7 +497,8 @@ class UnitFingerprints:
           too many unseen-unit images; with >= 20 non-match comparisons); for NCC
           ``z / sqrt(n_pixels)``.
 
-        The fixed default of 60 is more conservative still (docs/source_id.md has the
+        and never below :data:`PCE_FLOOR` (60, also the fixed default) for PCE: the
+        simulator's null is lighter-tailed than real residuals (docs/source_id.md has the
         values on the simulator).
 
         Args:
@@ -538,7 +544,7 @@ class UnitFingerprints:
             inflation = max(1.0, float(np.var(non_s)) / 3.0)
         floor = inflation * z * z if key == "pce" else z / math.sqrt(max(min(n_pix), 1))
         nq = float(np.quantile(best_non, 1 - target_fpr)) if best_non else -math.inf
-        thr = max(floor, nq)
+        thr = max(floor, nq, PCE_FLOOR if key == "pce" else -math.inf)
         m = np.array(match_s)
         rep = ThresholdReport(
             score=key, threshold=thr, target_fpr=target_fpr, n_match=int(m.size),
@@ -677,6 +683,10 @@ class UnitFingerprints:
             check_values(meta_p, meta, FINGERPRINT_BOUNDS)
             tensors = load_file(str(w_p))
             obj = cls(config=FingerprintConfig(**meta["config"]))
+            if obj.config.score == "pce" and obj.config.threshold < PCE_FLOOR:
+                log.info("%s: stored PCE threshold %.3g is below the floor %.0f; the floor "
+                         "is used", meta_p, obj.config.threshold, PCE_FLOOR)
+                obj.config.threshold = PCE_FLOOR
             for um in meta["units"]:
                 i, u = int(um["index"]), str(um["unit"])
                 k, c = tensors[f"pattern.{i}"], tensors[f"count.{i}"]
