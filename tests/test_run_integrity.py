@@ -155,11 +155,11 @@ def test_fingerprints_load_checks_the_run_manifest(trained: dict, tmp_path: Path
 
     run = _copy(trained, tmp_path)
     assert UnitFingerprints.load(run / "fingerprints").units
-    _edit_json(run / "fingerprints" / "fingerprints.json", **{"config.threshold": 0.5})
+    _edit_json(run / "fingerprints" / "fingerprints.json", **{"config.threshold": 75.0})
     with pytest.raises(RunIntegrityError, match="fingerprints.json: changed"):
         UnitFingerprints.load(run / "fingerprints")
     fps = UnitFingerprints.load(run / "fingerprints", allow_modified=True)
-    assert fps.config.threshold == 0.5
+    assert fps.config.threshold == 75.0
 
 
 # ------------------------------------------------------------------------ override

@@ -85,10 +85,7 @@ META_FILE = "fingerprints.json"
 MIN_OVERLAP = 32
 """Smallest query/pattern overlap (pixels per side) that is scored."""
 PCE_FLOOR = 60.0
-"""Lowest PCE threshold a unit match is ever decided at. Calibration on validation images
-models the null from the archive's own (simulated) units; residuals of real devices have
-heavier tails, so a real image of a device never enrolled can clear a calibrated threshold
-(docs/openset.md). Matching images score in the thousands, so the floor costs no match."""
+"""Lowest PCE threshold of a unit match: real residuals out-tail the simulator's null."""
 MEMORY_BUDGET = 1 << 30
 """Default working-memory budget (bytes) of matching one image (:attr:`UnitFingerprints.memory_budget`)."""
 UNTILED_PIXELS = 1 << 22
@@ -684,8 +681,7 @@ class UnitFingerprints:
             tensors = load_file(str(w_p))
             obj = cls(config=FingerprintConfig(**meta["config"]))
             if obj.config.score == "pce" and obj.config.threshold < PCE_FLOOR:
-                log.info("%s: stored PCE threshold %.3g is below the floor %.0f; the floor "
-                         "is used", meta_p, obj.config.threshold, PCE_FLOOR)
+                log.info("%s: PCE threshold raised to the floor %.0f", meta_p, PCE_FLOOR)
                 obj.config.threshold = PCE_FLOOR
             for um in meta["units"]:
                 i, u = int(um["index"]), str(um["unit"])
