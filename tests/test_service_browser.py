@@ -10,6 +10,7 @@ with the API's answer, and saves a screenshot.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,19 @@ def test_page_shows_verdict_and_forgery_map(browser, service_archive: ServiceArc
 
         shot = tmp_path / "service_page.png"
         assert browser.save_screenshot(str(shot))
+
+        # the two downloads: the HTML case report and the DICOM results (SR + SEG)
+        for what, done in (("report", "Report downloaded."),
+                           ("dicom", "DICOM results downloaded")):
+            browser.find_element(By.ID, f"{what}-btn").click()
+            for _ in range(600):
+                note = browser.find_element(By.ID, f"{what}-note").text
+                if note and not note.startswith("Writing"):
+                    break
+                time.sleep(0.1)
+            assert note.startswith(done), note
+            link = browser.find_element(By.ID, f"{what}-link")
+            assert link.get_attribute("href").startswith("blob:")
 
         # A bad file: the page shows the reader's reason, and the service did not fail.
         browser.find_element(By.ID, "file").send_keys(str(text_file))

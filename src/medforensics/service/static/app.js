@@ -295,59 +295,46 @@
     }
   }
 
-  async function downloadReport() {
+  // One upload, one file back (the HTML case report or the DICOM results), saved through a
+  // link the user can click again.
+  async function download(what) {
     if (!state.file) return;
-    $("report-btn").disabled = true;
-    setText("report-note", "Writing the report…");
+    const btn = $(what.id + "-btn"), note = what.id + "-note";
+    btn.disabled = true;
+    setText(note, what.busy);
     try {
-      const resp = await post("/v1/report", state.file);
+      const resp = await post(what.endpoint, state.file);
       if (!resp.ok) {
         const [code, detail] = await errorOf(resp);
-        setText("report-note", code + ": " + detail);
+        setText(note, code + ": " + detail);
         return;
       }
       const blob = await resp.blob();
-      const link = $("report-link");
+      const link = $(what.id + "-link");
       if (link.href) URL.revokeObjectURL(link.href);
       link.href = URL.createObjectURL(blob);
-      link.download = "case-report-" + state.file.name.replace(/[^A-Za-z0-9._-]+/g, "_") + ".html";
-      link.textContent = "save the report again";
+      link.download = what.prefix + state.file.name.replace(/[^A-Za-z0-9._-]+/g, "_") + what.ext;
+      link.textContent = what.again;
       link.hidden = false;
       link.click();
-      setText("report-note", "Report downloaded.");
+      setText(note, what.done);
     } catch (e) {
-      setText("report-note", "network error: " + e);
+      setText(note, "network error: " + e);
     } finally {
-      $("report-btn").disabled = !(state.health && state.health.report);
+      btn.disabled = !what.available();
     }
   }
 
-  async function downloadDicom() {
-    if (!state.file) return;
-    $("dicom-btn").disabled = true;
-    setText("dicom-note", "Writing the DICOM results…");
-    try {
-      const resp = await post("/v1/dicom", state.file);
-      if (!resp.ok) {
-        const [code, detail] = await errorOf(resp);
-        setText("dicom-note", code + ": " + detail);
-        return;
-      }
-      const blob = await resp.blob();
-      const link = $("dicom-link");
-      if (link.href) URL.revokeObjectURL(link.href);
-      link.href = URL.createObjectURL(blob);
-      link.download = "dicom-results-" + state.file.name.replace(/[^A-Za-z0-9._-]+/g, "_") + ".zip";
-      link.textContent = "save the DICOM results again";
-      link.hidden = false;
-      link.click();
-      setText("dicom-note", "DICOM results downloaded (a ZIP of sr.dcm and seg.dcm).");
-    } catch (e) {
-      setText("dicom-note", "network error: " + e);
-    } finally {
-      $("dicom-btn").disabled = false;
-    }
-  }
+  const REPORT = {
+    id: "report", endpoint: "/v1/report", busy: "Writing the report…",
+    prefix: "case-report-", ext: ".html", again: "save the report again",
+    done: "Report downloaded.", available: () => !!(state.health && state.health.report),
+  };
+  const DICOM = {
+    id: "dicom", endpoint: "/v1/dicom", busy: "Writing the DICOM results…",
+    prefix: "dicom-results-", ext: ".zip", again: "save the DICOM results again",
+    done: "DICOM results downloaded (a ZIP of sr.dcm and seg.dcm).", available: () => true,
+  };
 
   // ------------------------------------------------------------------ wiring
   $("file").addEventListener("change", (ev) => {
@@ -375,8 +362,8 @@
     const src = ev.target.checked ? state.overlaySrc : state.previewSrc;
     if (src) $("image").src = src;
   });
-  $("report-btn").addEventListener("click", downloadReport);
-  $("dicom-btn").addEventListener("click", downloadDicom);
+  $("report-btn").addEventListener("click", () => download(REPORT));
+  $("dicom-btn").addEventListener("click", () => download(DICOM));
   $("token").addEventListener("change", () => {
     sessionStorage.setItem("medforensics-token", $("token").value.trim());
   });
