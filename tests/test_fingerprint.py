@@ -178,7 +178,7 @@ def test_pce_threshold_never_below_the_floor(world: dict, tmp_path: Path) -> Non
     """The null of the simulated units is lighter-tailed than real residuals: whatever the
     validation images say, a unit is named only at PCE >= PCE_FLOOR, also for runs saved with
     a lower threshold."""
-    from medforensics.source.units import PCE_FLOOR
+    from medforensics.source.unit_records import PCE_FLOOR
 
     old: UnitFingerprints = world["fp"]
     fp = UnitFingerprints(FingerprintConfig(model="multiplicative"), dict(old.patterns),

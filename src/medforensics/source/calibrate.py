@@ -35,7 +35,11 @@ from medforensics.source.openset import (
     leave_one_class_out,
     min_images_for,
 )
-from medforensics.source.predictor import CALIBRATION_FILE, OPENSET_FILE, SourcePredictor
+from medforensics.source.predictor import (
+    CALIBRATION_FILE,
+    OPENSET_FILE,
+    SourcePredictor,
+)
 from medforensics.synth.outliers import write_outlier_images
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from medforensics.common.workers import with_parent_watch
 from medforensics.data.transforms import (
     MIN_INFORMATIVE_PATCHES,
     count_informative_windows,
@@ -37,7 +38,6 @@ from medforensics.data.transforms import (
 )
 from medforensics.errors import InvalidArrayError, ReadError
 from medforensics.io import read_image
-from medforensics.common.workers import with_parent_watch
 
 __all__ = ["InputSpec", "Prepared", "image_evidence", "patch_positions", "model_input",
            "prepare_file", "map_ordered"]

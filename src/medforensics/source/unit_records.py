@@ -12,6 +12,10 @@ from typing import Literal
 from medforensics.dsp.prnu import PatternModel
 from medforensics.errors import ConfigError
 
+PCE_FLOOR = 60.0
+"""Lowest PCE threshold of a unit match (also the default): real residuals out-tail the
+simulator's null, so a threshold calibrated on simulated units may sit far lower."""
+
 
 @dataclass
 class FingerprintConfig:
@@ -36,7 +40,7 @@ class FingerprintConfig:
     score: Literal["pce", "ncc"] = "pce"
     max_shift: int = 0
     neighborhood: int = 11
-    threshold: float = 60.0
+    threshold: float = PCE_FLOOR
 
     def __post_init__(self) -> None:
         if self.model not in ("multiplicative", "additive"):

@@ -68,6 +68,7 @@ from medforensics.errors import (
 )
 from medforensics.models.runfiles import FINGERPRINT_BOUNDS, check_values, verify_run
 from medforensics.source.unit_records import (
+    PCE_FLOOR,
     FingerprintConfig,
     IdentificationReport,
     MatchScore,
@@ -84,8 +85,6 @@ WEIGHTS_FILE = "fingerprints.safetensors"
 META_FILE = "fingerprints.json"
 MIN_OVERLAP = 32
 """Smallest query/pattern overlap (pixels per side) that is scored."""
-PCE_FLOOR = 60.0
-"""Lowest PCE threshold of a unit match: real residuals out-tail the simulator's null."""
 MEMORY_BUDGET = 1 << 30
 """Default working-memory budget (bytes) of matching one image (:attr:`UnitFingerprints.memory_budget`)."""
 UNTILED_PIXELS = 1 << 22
