@@ -33,6 +33,7 @@ from medforensics.report.images import (
     overlay_rgb,
     png_b64,
 )
+from medforensics.report.marks import annotate_regions
 from medforensics.report.provenance import (
     load_forgery,
     load_source,
@@ -47,8 +48,8 @@ from medforensics.report.redaction import (
     strip_path_prefix,
 )
 from medforensics.source.predictor import identify_image
+from medforensics.source.schema import image_ids
 from medforensics.source.verdicts import unreadable
-from medforensics.report.marks import annotate_regions
 
 __all__ = ["CaseAnalysis", "analyse_case", "dataclass_scalars", "finite_or_none", "json_scalar"]
 
@@ -78,6 +79,8 @@ class CaseAnalysis:
         burned_in: the header's BurnedInAnnotation value (``""`` when absent).
         provenance: input, models, software and parameters.
         mask_identifiers: whether identifiers are masked on this page.
+        image_ids: ``frame`` and the three DICOM UIDs (``None`` where unknown), to join the
+            verdicts with a PACS; not shown on the page.
     """
 
     display_name: str | None
@@ -92,6 +95,7 @@ class CaseAnalysis:
     burned_in: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     mask_identifiers: bool = True
+    image_ids: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- JSON values
@@ -357,6 +361,7 @@ def analyse_case(
     case = CaseAnalysis(display_name=None if mask_identifiers else (filename or spath),
                         file=_file_info(spath), mask_identifiers=mask_identifiers)
     img, meta = _read_case(case, spath, force, redactor)
+    case.image_ids = image_ids(None, meta)  # the header read once above
     if meta is not None:
         _describe_file(case, meta, spath, redactor)
     if img is not None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medforensics.common.hashing import file_sha256
 from medforensics.common.atomic import atomic_write_text
+from medforensics.common.hashing import file_sha256
 from medforensics.data.files import find_files
 from medforensics.errors import ConfigError
 from medforensics.report.analysis import CaseAnalysis, analyse_case
@@ -265,6 +265,7 @@ def write_report(
     result = ReportOutput(pages=[], index=None, verdicts=[])
     entries: list[dict[str, Any]] = []
     for i, path in enumerate(files, 1):
+        case = None
         try:
             case = analyse_case(path, source=predictor, forgery=detector,
                                 mask_identifiers=mask_identifiers, force=force,
@@ -286,8 +287,9 @@ def write_report(
         entry["page"] = target.name
         entries.append(entry)
         result.pages.append(target)
-        # the image's UIDs (header only, never masked: they join the verdict with a PACS)
-        result.verdicts.append({**image_ids(path), **{k: entry.get(k) for k in (
+        # the image's UIDs (never masked: they join the verdict with a PACS)
+        ids = case.image_ids if case is not None else image_ids(path)
+        result.verdicts.append({**ids, **{k: entry.get(k) for k in (
             "page", "device_verdict", "forgery_verdict", "reason", "error") if k in entry}})
         if progress is not None:
             progress(i, len(files))

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medforensics.common.atomic import atomic_save_npy, atomic_write_with
 from medforensics.errors import InvalidArrayError
 from medforensics.forgery.cues.ela import window_to_uint8
 from medforensics.forgery.detector import ForgeryResult
 from medforensics.io import write_png16
-from medforensics.common.atomic import atomic_save_npy, atomic_write_with
 from medforensics.report.colours import heat_colours
 from medforensics.report.marks import annotate_regions
 

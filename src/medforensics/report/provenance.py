@@ -22,8 +22,8 @@ from typing import Any
 from medforensics import __version__
 from medforensics.common.hashing import cached_file_sha256
 from medforensics.forgery.detector import ForgeryDetector
-from medforensics.source.predictor import SourcePredictor
 from medforensics.models.metadata import upgrade_legacy_keys
+from medforensics.source.predictor import SourcePredictor
 
 __all__ = [
     "TRAINING_FREE", "load_forgery", "load_source", "run_provenance", "software_versions",
