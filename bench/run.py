@@ -334,7 +334,7 @@ def bench_fingerprints(run: str, files: list[str], work: Path,
 
 
 def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int = 2048,
-                        seed: int = 5, workers: int = 2) -> dict[str, Any]:
+                        seed: int = 5, workers: int | None = None) -> dict[str, Any]:
     """identify on archive-like files with and without enrolled units, against raw decode.
 
     ``n_query`` + 8 simulated files of ``side`` px (4 models, one unit each, 14-16 bit,
@@ -350,6 +350,7 @@ def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int =
 
     import pydicom
 
+    from medforensics.common.runtime import decode_workers
     from medforensics.data.manifest import ingest
     from medforensics.io import read_image
     from medforensics.source.predictor import (
@@ -379,6 +380,8 @@ def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int =
     log("enrolling unit fingerprints (2 images per unit) ...")
     enroll_units(fp_run, rows, max_images_per_unit=2, progress=False)
     query = [r["path"] for r in rows if r["split"] == "test"][:n_query]
+    if workers is None:
+        workers = decode_workers(len(query))
     plain = SourcePredictor.from_run(str(base))
     units = SourcePredictor.from_run(str(fp_run))
     list(identify_files(units, query[:1]))  # warm-up
@@ -408,6 +411,7 @@ def bench_units_archive(work: Path, repeats: int, n_query: int = 40, side: int =
     out["ratio_identify"] = out["identify"]["files_per_s"] / raw
     out["ratio_identify_units"] = out["identify_units"]["files_per_s"] / raw
     out["workers"] = workers
+    out["workers_default"] = workers == decode_workers(len(query))
     out["ratio_identify_units_workers"] = (
         out[f"identify_units_workers_{workers}"]["files_per_s"] / raw)
     # per-stage CPU split with units (one pass)
@@ -657,7 +661,8 @@ def units_table(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{st['decode']:.0f}, patches + model {st['model']:.0f}, unit step "
             f"{st['units']:.0f}")
         kw = f"identify_units_workers_{ua['workers']}"
-        add(f"archive-like: identify, units enrolled, {ua['workers']} decode-ahead workers",
+        add(f"archive-like: identify, units enrolled, {ua['workers']} decode-ahead worker(s)"
+            + (" (identify's default here)" if ua.get("workers_default") else ""),
             ua[kw]["files_per_s"], "files/s", "archive raw decode",
             ua["ratio_identify_units_workers"], ">= 0.8",
             f"{1e3 / ua[kw]['files_per_cpu_s']:.0f} ms CPU/file with the workers'")
@@ -714,7 +719,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="generated data (default OUT/work)")
     ap.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    ap.add_argument("--workers", type=int, default=2, help="decode-ahead workers to measure")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="decode-ahead workers to measure with units (default: identify's "
+                         "default for the batch, see common.runtime.decode_workers)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--skip", default="",
                     help="comma list: training,j2k,fingerprints,units,memory,soak")
@@ -748,7 +755,8 @@ def main() -> None:
         "quick": quick, "repeats": repeats, "machine": machine_info(args.threads),
     }
     if args.units_only:
-        res["units_archive"] = units_section(work, repeats, quick, args.threads, res)
+        res["units_archive"] = units_section(work, repeats, quick, args.threads, res,
+                                             args.workers)
         finish(res, out, t_all, units_table(res))
         return
     n_files, size = (16, (600, 900)) if quick else (60, (1500, 2500))
@@ -774,7 +782,8 @@ def main() -> None:
 
         shutil.rmtree(run, ignore_errors=True)
         train(rows, out_dir=run, preset="patch", epochs=1, patches_per_image=8, progress=False)
-    res["identify"] = bench_identify(run, files, repeats, args.workers)
+    res["identify"] = bench_identify(run, files, repeats,
+                                     2 if args.workers is None else args.workers)
     if "j2k" not in skip:
         try:
             jfiles = ensure_archive(work, n_files=4 if quick else 12, size=size, seed=args.seed,
@@ -786,7 +795,8 @@ def main() -> None:
     if "fingerprints" not in skip:
         res["fingerprints"] = bench_fingerprints(run, files, work, 4 if quick else 8)
     if "units" not in skip:
-        res["units_archive"] = units_section(work, repeats, quick, args.threads, res)
+        res["units_archive"] = units_section(work, repeats, quick, args.threads, res,
+                                             args.workers)
 
     ok, why = detector_available()
     big = ensure_big_image(work, files[0])
@@ -811,10 +821,11 @@ def main() -> None:
 
 
 def units_section(work: Path, repeats: int, quick: bool, threads: int,
-                  res: dict[str, Any]) -> dict[str, Any]:
+                  res: dict[str, Any], workers: int | None = None) -> dict[str, Any]:
     """The archive-like unit-pattern speeds, and peak RSS children into ``res``."""
     side = 1024 if quick else 2048
-    ua = bench_units_archive(work, repeats, n_query=8 if quick else 40, side=side)
+    ua = bench_units_archive(work, repeats, n_query=8 if quick else 40, side=side,
+                             workers=workers)
     files = ensure_archive(work, n_files=ua["n_files"] + 8, size=(side, side), seed=5,
                            transfer_syntax="j2k")
     big = ensure_big_image(work, files[0])

@@ -83,6 +83,9 @@ def test_enrolled_unit_named_unenrolled_unit_not(enrolled: dict[str, Path]) -> N
         assert v["named_by"] == "unit-pattern"
         assert v["named"] == r["model"] and v["unit"] == r["unit"]
         assert v["verdict"] == "consistent"
+        # the compared pixels are named: a window inside the image, at most 1024 px a side
+        r0, c0, h, w = v["unit_window"]
+        assert r0 >= 0 and c0 >= 0 and 32 <= h <= 1024 and 32 <= w <= 1024
     # the never-enrolled unit: its model is known, but nothing may be named
     files = sorted(str(p) for p in enrolled["heldout"].rglob("*.dcm"))
     assert files

@@ -15,6 +15,7 @@ import torch
 from medforensics.errors import ConfigError, ReadError
 from medforensics.report import analysis as case_analysis
 from medforensics.source import patches
+from medforensics.source.unit_records import FingerprintConfig, MatchScore
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +89,13 @@ class _FakeUnits:
     def matching_units(self, name: str) -> list[str]:
         return [u for u in self.units if u == name or u.startswith(f"{name} #")]
 
-    def identify_unit(self, image: np.ndarray, candidates: object = None
-                      ) -> tuple[str | None, float]:
+    config = FingerprintConfig()
+
+    def decide_unit(self, image: np.ndarray, candidates: object = None
+                    ) -> tuple[str | None, MatchScore]:
         self.seen.append(image)
         self.candidates.append(candidates)
-        return "A #1", float(image.shape[0])
+        return "A #1", MatchScore("A #1", float(image.shape[0]), 0.5, (0, 0), image.shape)
 
 
 def test_identify_files_decodes_each_file_once(tmp_path: Path, files: list[Path],

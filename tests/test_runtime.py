@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medforensics.errors import ConfigError
-from medforensics.common.runtime import configure_threads, default_threads
+from medforensics.common.runtime import configure_threads, decode_workers, default_threads
 
 
 @pytest.fixture()
@@ -47,3 +47,11 @@ def test_cli_threads_option(restore_threads, tmp_path) -> None:
     assert torch.get_num_threads() == 1, res.output
     bad = CliRunner().invoke(app, ["--threads", "0", "split", missing])
     assert bad.exit_code == 2 and "threads must be >= 1" in bad.output
+
+
+def test_decode_workers_use_the_cpus_the_threads_leave_free() -> None:
+    assert decode_workers(40, cpus=1) == 0          # nothing to overlap with
+    assert decode_workers(3, cpus=8) == 0           # too few files to pay for a worker
+    assert decode_workers(40, cpus=2) == 1          # one thread computes, one worker decodes
+    assert decode_workers(40, cpus=8) == 4          # 4 threads, 4 workers
+    assert decode_workers(40, cpus=64) == 4         # capped

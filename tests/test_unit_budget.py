@@ -24,7 +24,7 @@ from medforensics.dsp.residuals import (
     wiener_noise_part,
 )
 from medforensics.dsp.wavelet_fast import dwt2_fast, idwt2_fast, wavedec2_fast, waverec2_fast
-from medforensics.errors import MemoryBudgetError
+from medforensics.errors import ConfigError, MemoryBudgetError
 from medforensics.source.units import UnitFingerprints
 from medforensics.source.unit_records import FingerprintConfig
 
@@ -260,3 +260,50 @@ def test_batch_goes_on_after_an_oversize_file(tmp_path: Path,
     assert out[0][0].verdict == "unreadable" and out[0][0].reason == "over-memory-budget"
     for v, extra in out[1:]:
         assert v.verdict != "unreadable" and "unit" in extra and "unit_score" in extra
+
+
+# ------------------------------------------------------------------ compared window
+def test_window_origin_avoids_clipped_pixels_and_prefers_the_middle() -> None:
+    img = np.full((300, 300), 500.0, np.float32)
+    # no clipping: the middle of the range the window can take
+    assert fpmod.window_origin(img, (100, 100), (300, 300), np.inf, -np.inf) == (100, 100)
+    # the middle and the top-left are clipped (collimation): the window moves to the end
+    img[:220, :220] = 4095.0
+    assert fpmod.window_origin(img, (100, 100), (300, 300), 4095.0, -np.inf) == (200, 200)
+    # a side shorter than the window in the region every pattern covers: start at 0
+    assert fpmod.window_origin(img, (100, 100), (80, 300), 4095.0, -np.inf)[0] == 0
+
+
+def test_windowed_score_equals_the_score_of_the_cropped_image_and_patterns(world: dict) -> None:
+    fps: UnitFingerprints = world["fps"]
+    img = world["queries"]["A #1"]
+    win = UnitFingerprints(FingerprintConfig(model="multiplicative", window=128),
+                           patterns=fps.patterns, counts=fps.counts, n_images=fps.n_images)
+    scores = {s.unit: s for s in win.match_details(img)}
+    r0, c0 = scores["A #1"].origin
+    assert scores["A #1"].overlap == (128, 128)
+    assert (r0, c0) == ((256 - 128) // 2, (320 - 128) // 2)  # nothing clipped: the middle
+    crop = UnitFingerprints(
+        FingerprintConfig(model="multiplicative", window=0),
+        patterns={u: p[r0:r0 + 128, c0:c0 + 128] for u, p in fps.patterns.items()},
+        counts={u: c[r0:r0 + 128, c0:c0 + 128] for u, c in fps.counts.items()},
+        n_images=fps.n_images)
+    ref = {s.unit: s for s in crop.match_details(img[r0:r0 + 128, c0:c0 + 128])}
+    for u, s in scores.items():
+        assert s.pce == pytest.approx(ref[u].pce, rel=1e-4, abs=1e-3)
+    # the matching unit is still far above the floor on a quarter of the pixels; others not
+    assert scores["A #1"].pce > 60 and max(abs(scores[u].pce) for u in ("A #2", "B #7")) < 30
+    assert win.identify_unit(img)[0] == "A #1"
+
+
+def test_the_window_bounds_the_memory_of_a_huge_query(world: dict) -> None:
+    fps: UnitFingerprints = world["fps"]
+    small = UnitFingerprints(FingerprintConfig(model="multiplicative", window=128),
+                             patterns=fps.patterns, counts=fps.counts, n_images=fps.n_images)
+    assert small.window_bytes((16384, 16384)) == small.window_bytes((128, 128))
+    assert small.window_bytes((16384, 16384)) < fps.window_bytes((16384, 16384))
+
+
+def test_window_below_64_px_is_refused() -> None:
+    with pytest.raises(ConfigError, match="window"):
+        FingerprintConfig(window=32)

@@ -35,8 +35,9 @@ def identify_cmd(
     paths: List[Path] = typer.Argument(..., help="Image files or folders (recursive)."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    workers: int = typer.Option(
-        0, "--workers", help="Decode-ahead worker processes (0 = in-process); same results."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=0, help="Decode-ahead worker processes (0 = in-process; default: "
+        "the CPUs the model's threads leave free, none for fewer than 4 files); same results."),
     n_patches: Optional[int] = typer.Option(
         None, "--patches", help="Patches per image (patch preset; default: the run's "
         "calibration, 64). Fewer is faster and less accurate: see docs/source_id.md."),
@@ -73,6 +74,9 @@ def identify_cmd(
     warn_integrity(predictor.run_integrity)
     table = _Table()
     n_bad = 0
+    if workers is None:
+        from medforensics.common.runtime import decode_workers
+        workers = decode_workers(len(files))
     results = identify_dicom_out(identify_files(predictor, files, workers=workers), dicom_out,
                                  run, predictor)
     try:

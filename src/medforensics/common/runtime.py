@@ -17,7 +17,7 @@ import sys
 
 from medforensics.errors import ConfigError
 
-__all__ = ["usable_cpus", "default_threads", "configure_threads"]
+__all__ = ["usable_cpus", "default_threads", "configure_threads", "decode_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,21 @@ def usable_cpus() -> int:
 def default_threads(cpus: int | None = None) -> int:
     """Half the usable CPUs, at least 1: leaves room for decode workers and other jobs."""
     return max(1, (usable_cpus() if cpus is None else int(cpus)) // 2)
+
+
+def decode_workers(n_files: int, cpus: int | None = None, *, min_files: int = 4,
+                   max_workers: int = 4) -> int:
+    """Decode-ahead worker processes for a batch of ``n_files`` (the default of ``identify``).
+
+    The CPUs the compute threads leave free (:func:`default_threads`), at most
+    ``max_workers``; none for fewer than ``min_files`` files (starting a worker costs more
+    than it saves) or on one CPU. On 2 CPUs: one worker decodes the next files while this
+    process runs the model and the unit patterns, so the two overlap.
+    """
+    n = usable_cpus() if cpus is None else max(1, int(cpus))
+    if n_files < min_files or n < 2:
+        return 0
+    return max(1, min(max_workers, n - default_threads(n)))
 
 
 def configure_threads(threads: int | None = None) -> int:

@@ -127,6 +127,7 @@ FINGERPRINT_BOUNDS: dict[str, Bound] = {
     "config.levels": Bound(1, 8, integer=True),
     "config.max_shift": Bound(0, 64, integer=True),
     "config.neighborhood": Bound(1, 255, integer=True),
+    "config.window": Bound(0, 65536, integer=True),
 }
 #: ``model.json`` of a model saved with ``save_model``: input sizes bound the memory of one
 #: forward pass.

@@ -487,7 +487,7 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
         cands = unit_candidates(fps, predictor.classes, pred.probs,
                                 header_claim(meta, "model"), level=level)
         try:
-            unit, score = fps.identify_unit(pixels, candidates=cands)
+            unit, best = fps.decide_unit(pixels, candidates=cands)
         except MemoryBudgetError as exc:
             # the verdict would miss its unit check: a per-file error, the batch goes on
 
@@ -496,8 +496,9 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
             return unreadable(exc, path, header_label=claim, level=level), extra
         n_units = (len(fps.units) if cands is None
                    else sum(len(fps.matching_units(m)) for m in cands))
-        extra.update(unit=unit, unit_score=float(score), unit_claim=header_claim(meta, "unit"),
-                     units_compared=n_units)
+        extra.update(unit=unit, unit_score=float(getattr(best, fps.config.score)),
+                     unit_claim=header_claim(meta, "unit"), units_compared=n_units,
+                     unit_window=[*best.origin, *best.overlap])
         top = predictor.classes[int(np.argmax(pred.probs))]
         if unit is not None:
             check.unit = unit

@@ -127,6 +127,8 @@ class IdentifyRecord(ImageRef):
     unit_score: float | None = None
     unit_claim: str | None = None
     units_compared: int | None = None
+    unit_window: list[int] | None = None
+    """[row, column, height, width] of the pixels the unit patterns were compared on."""
 
 
 #: An ``identify --json`` line: a verdict or an error (told apart by ``status``).

@@ -30,6 +30,11 @@ class FingerprintConfig:
         max_shift: PCE peak search radius in pixels (0 = fixed grid, the default).
         neighborhood: PCE peak exclusion window.
         threshold: decision threshold on ``score``.
+        window: side (px) of the square window of a query that is compared with the
+            patterns (0 = the whole overlap of image and pattern). A window of ~1 Mpx keeps
+            the PCE of a matching unit far above the threshold while the unit step costs a
+            fraction of the image's decoding (docs/performance.md); the window is placed
+            where the image has the fewest clipped pixels.
     """
 
     model: PatternModel = "additive"
@@ -41,6 +46,7 @@ class FingerprintConfig:
     max_shift: int = 0
     neighborhood: int = 11
     threshold: float = PCE_FLOOR
+    window: int = 1024
 
     def __post_init__(self) -> None:
         if self.model not in ("multiplicative", "additive"):
@@ -49,6 +55,8 @@ class FingerprintConfig:
             raise ConfigError(f"unknown score {self.score!r}; use 'pce' or 'ncc'")
         if self.max_shift < 0:
             raise ConfigError("max_shift must be >= 0")
+        if self.window != 0 and self.window < 64:
+            raise ConfigError(f"window must be 0 (whole overlap) or >= 64 px, got {self.window}")
 
 
 
@@ -62,6 +70,7 @@ class MatchScore:
         ncc: normalised correlation at the zero shift.
         shift: (dy, dx) of the PCE peak.
         overlap: (h, w) of the compared region.
+        origin: (row, column) of the compared region's top-left pixel in the image.
     """
 
     unit: str
@@ -69,6 +78,7 @@ class MatchScore:
     ncc: float
     shift: tuple[int, int]
     overlap: tuple[int, int]
+    origin: tuple[int, int] = (0, 0)
 
 
 

@@ -104,13 +104,15 @@ _RESIDUAL_BYTES_PER_PIXEL = 48  # wavelet denoiser working set, per pixel of one
 class _Query:
     """A query image prepared once for scoring against many patterns.
 
-    ``image``, ``residual`` (float32) and ``usable`` cover the compared window only: the
-    top-left part of the image that some candidate pattern covers.
+    ``image``, ``residual`` (float32) and ``usable`` cover the compared window only, whose
+    top-left pixel is ``origin`` in the image (and in every pattern: both are anchored at
+    their top-left pixel).
     """
 
     image: np.ndarray
     residual: np.ndarray
     usable: np.ndarray
+    origin: tuple[int, int] = (0, 0)
     cache: dict[tuple, tuple[np.ndarray, float]] = field(default_factory=dict)
     cache_bytes: int = 0
 
@@ -130,6 +132,43 @@ def _clip_levels(img: np.ndarray, min_count: int = 2, rows: int = 1024
         n_lo += int(np.count_nonzero(block == lo))
     return (hi if n_hi >= min_count else math.inf), (lo if n_lo >= min_count else -math.inf)
 
+
+def window_origin(img: np.ndarray, size: tuple[int, int], common: tuple[int, int],
+                  top: float, low: float) -> tuple[int, int]:
+    """Where to put the compared window: the candidate place with the fewest clipped pixels.
+
+    Candidates are the 3 x 3 grid of the start, middle and end of the range the window can
+    take inside ``common`` (the part of the image every candidate pattern covers; along a
+    side where ``common`` is shorter than the window the window starts at 0). Clipped pixels
+    (``>= top`` or ``<= low``, :func:`_clip_levels`) carry no pattern, so the window goes
+    where most pixels are usable; on a tie the middle wins, then the earlier candidate.
+
+    Args:
+        img: (H, W) image.
+        size: (h, w) window size, each <= the image's.
+        common: (h, w) region from the top-left pixel that every candidate pattern covers.
+        top, low: clipping levels (+inf / -inf: none).
+
+    Returns:
+        (row, column) of the window's top-left pixel.
+    """
+    def starts(n_common: int, n_win: int) -> list[int]:
+        span = max(0, n_common - n_win)
+        return sorted({span // 2, 0, span}, key=lambda v: (v != span // 2, v))
+
+    rows, cols = starts(common[0], size[0]), starts(common[1], size[1])
+    if len(rows) == 1 and len(cols) == 1:
+        return rows[0], cols[0]
+    if not (math.isfinite(top) or math.isfinite(low)):
+        return rows[0], cols[0]
+    best, best_n = (rows[0], cols[0]), -1
+    for r in rows:
+        for c in cols:
+            win = img[r:r + size[0], c:c + size[1]]
+            n = int(np.count_nonzero((win >= top) | (win <= low)))
+            if best_n < 0 or n < best_n:
+                best, best_n = (r, c), n
+    return best
 
 
 @dataclass
@@ -270,9 +309,21 @@ class UnitFingerprints:
         return px * _WINDOW_BYTES_PER_PIXEL + piece * _RESIDUAL_BYTES_PER_PIXEL
 
     def _window(self, shape: tuple[int, int], units: Sequence[str]) -> tuple[int, int]:
+        """Size of the compared window: the overlap with the largest candidate pattern,
+        each side capped at ``config.window``."""
         hs = [self.patterns[u].shape[0] for u in units if u in self.patterns]
         ws = [self.patterns[u].shape[1] for u in units if u in self.patterns]
-        return (min(int(shape[0]), max(hs, default=0)), min(int(shape[1]), max(ws, default=0)))
+        h, w = min(int(shape[0]), max(hs, default=0)), min(int(shape[1]), max(ws, default=0))
+        side = int(self.config.window)
+        return (h, w) if side <= 0 else (min(h, side), min(w, side))
+
+    def _origin(self, img: np.ndarray, size: tuple[int, int], units: Sequence[str],
+                top: float, low: float) -> tuple[int, int]:
+        """Top-left pixel of the compared window (see :func:`window_origin`)."""
+        hs = [self.patterns[u].shape[0] for u in units if u in self.patterns]
+        ws = [self.patterns[u].shape[1] for u in units if u in self.patterns]
+        common = (min([int(img.shape[0])] + hs), min([int(img.shape[1])] + ws))
+        return window_origin(img, size, common, top, low)
 
     def _prepare(self, image: np.ndarray, residual: np.ndarray | None,
                  units: Sequence[str] | None = None) -> "_Query":
@@ -292,12 +343,16 @@ class UnitFingerprints:
                 raise InvalidArrayError(f"residual {wfull.shape} and image {img.shape} differ "
                                         "in shape")
         top, low = _clip_levels(img)
-        # one more row/column than the window, so the mask's dilation sees its neighbours
-        ext = img[:min(img.shape[0], h + 1), :min(img.shape[1], w + 1)]
-        usable = np.ascontiguousarray(saturation_mask(ext, level=top, low_level=low)[:h, :w])
-        win = img[:h, :w]
-        wres = self.residual(win, usable) if residual is None else wfull[:h, :w]
-        return _Query(win, np.asarray(wres, dtype=np.float32), usable)
+        r0, c0 = self._origin(img, (h, w), units, top, low)
+        # one more row/column around the window, so the mask's dilation sees its neighbours
+        e0, f0 = max(r0 - 1, 0), max(c0 - 1, 0)
+        ext = img[e0:min(img.shape[0], r0 + h + 1), f0:min(img.shape[1], c0 + w + 1)]
+        usable = saturation_mask(ext, level=top, low_level=low)
+        usable = np.ascontiguousarray(usable[r0 - e0:r0 - e0 + h, c0 - f0:c0 - f0 + w])
+        win = img[r0:r0 + h, c0:c0 + w]
+        wres = (self.residual(win, usable) if residual is None
+                else wfull[r0:r0 + h, c0:c0 + w])
+        return _Query(win, np.asarray(wres, dtype=np.float32), usable, (r0, c0))
 
     def _forget_spectra(self, unit: str | None = None) -> None:
         for key in [k for k in self._spectra if unit is None or k[0] == unit]:
@@ -305,7 +360,9 @@ class UnitFingerprints:
 
     def _pattern_term(self, q: "_Query", unit: str, rs: slice, cs: slice) -> np.ndarray:
         """The expected pattern term on one tile: ``K`` (or ``I * K``), 0 where not covered."""
-        k, cnt = self.patterns[unit], self.counts[unit]
+        r0, c0 = q.origin
+        k = self.patterns[unit][r0:, c0:]
+        cnt = self.counts[unit][r0:, c0:]
         e = np.array(k[rs, cs], dtype=np.float32)
         if self.config.model == "multiplicative":
             # I * K, with clipped pixels of I replaced by the mean usable intensity of the
@@ -331,11 +388,13 @@ class UnitFingerprints:
         if unit not in self.patterns:
             raise ConfigError(f"unit {unit!r} is not enrolled")
         k = self.patterns[unit]
-        oh, ow = min(q.image.shape[0], k.shape[0]), min(q.image.shape[1], k.shape[1])
+        r0, c0 = q.origin
+        oh = max(0, min(q.image.shape[0], k.shape[0] - r0))
+        ow = max(0, min(q.image.shape[1], k.shape[1] - c0))
         if oh < MIN_OVERLAP or ow < MIN_OVERLAP:
-            log.warning("image %s and pattern of %s overlap only %dx%d px: not scored",
-                        q.image.shape, unit, oh, ow)
-            return MatchScore(unit, 0.0, 0.0, (0, 0), (oh, ow))
+            log.warning("image window %s at %s and pattern of %s overlap only %dx%d px: "
+                        "not scored", q.image.shape, q.origin, unit, oh, ow)
+            return MatchScore(unit, 0.0, 0.0, (0, 0), (oh, ow), q.origin)
         # Overlaps over CORRELATION_TILE px per side are correlated tile by tile and the
         # spectra's products summed: the surface is the sum of the tiles' circular
         # correlations, whose zero shift is the whole overlap's correlation and whose energy
@@ -363,7 +422,7 @@ class UnitFingerprints:
                     q.cache[tkey] = (fw, n2)
                     q.cache_bytes += fw.nbytes
             nw2 += n2
-            pkey = (unit, id(k)) + tkey
+            pkey = (unit, id(k), r0, c0) + tkey
             if additive and pkey in self._spectra:
                 self._spectra.move_to_end(pkey)
                 fe, e2 = self._spectra[pkey]
@@ -386,7 +445,7 @@ class UnitFingerprints:
         del acc
         res = pce(cc, self.config.neighborhood, max_shift=self.config.max_shift)
         nc = float(cc[0, 0]) / math.sqrt(nw2 * ne2) if nw2 > 0 and ne2 > 0 else 0.0
-        return MatchScore(unit, res.pce, nc, res.shift, (oh, ow))
+        return MatchScore(unit, res.pce, nc, res.shift, (oh, ow), q.origin)
 
     def score_unit(self, image: np.ndarray, unit: str, *,
                    residual: np.ndarray | None = None) -> MatchScore:
@@ -468,11 +527,18 @@ class UnitFingerprints:
             MemoryBudgetError: the image needs more working memory than
                 :attr:`memory_budget` (see :meth:`window_bytes`).
         """
+        unit, best = self.decide_unit(image, threshold, candidates=candidates)
+        return unit, float(getattr(best, self.config.score))
+
+    def decide_unit(self, image: np.ndarray, threshold: float | None = None, *,
+                    candidates: Sequence[str] | None = None) -> tuple[str | None, MatchScore]:
+        """:meth:`identify_unit` with the best unit's whole :class:`MatchScore` (where the
+        compared window lies, its size, PCE and NCC), for a verdict that shows its evidence."""
         if not self.patterns:
             raise ConfigError("no unit is enrolled; call fit() or load() first")
         t = self.config.threshold if threshold is None else float(threshold)
-        best_unit, best = self.match(image, candidates=candidates)[0]
-        return (best_unit if best > t else None), best
+        best = self.match_details(image, candidates=candidates)[0]
+        return (best.unit if float(getattr(best, self.config.score)) > t else None), best
 
     def calibrate_threshold(self, val_images_by_unit: Mapping[str, Iterable[np.ndarray]], *,
                             target_fpr: float = 1e-3, apply: bool = True) -> ThresholdReport:
