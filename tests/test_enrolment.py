@@ -114,9 +114,13 @@ def test_enrolling_the_new_unit_makes_it_named(enrolled: dict[str, Path], tmp_pa
     assert {r["split"] for r in new_rows} == {"train", "test"}
     both = tmp_path / "manifest-with-new-unit.csv"
     write_manifest(read_manifest(enrolled["manifest"]) + read_manifest(new), both)
-    out = _ok(["calibrate", str(run), "--manifest", str(both)])
+    # a smaller compared window than the default, chosen at enrolment and kept with the run
+    out = _ok(["calibrate", str(run), "--manifest", str(both), "--unit-window", "96"])
     assert "enrolled 4 units" in out
+    meta = json.loads((run / "fingerprints" / "fingerprints.json").read_text())
+    assert meta["config"]["window"] == 96
     test = [r for r in new_rows if r["split"] == "test"]
     for v, r in zip(_identify(run, [r["path"] for r in test]), test, strict=True):
         assert v["confident"] is True and v["named_by"] == "unit-pattern", v["message"]
         assert v["unit"] == r["unit"] and v["verdict"] == "consistent"
+        assert v["unit_window"][2:] == [96, 96]

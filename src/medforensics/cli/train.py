@@ -142,6 +142,9 @@ def calibrate_cmd(
         0.05, "--target-false-unknown", help="Wanted UNKNOWN rate on known devices (val)."),
     units: bool = typer.Option(
         True, "--units/--no-units", help="Also enrol unit reference patterns (train split)."),
+    unit_window: Optional[int] = typer.Option(
+        None, "--unit-window", min=0, help="Side in px of the window of an image compared "
+        "with the unit patterns (default 1024; 0 = the whole image: slower, for weak patterns)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     allow_modified_run: bool = ALLOW_MODIFIED_OPT,
 ) -> None:
@@ -163,7 +166,7 @@ def calibrate_cmd(
                             allow_modified=allow_modified_run)
         typer.echo(f"{calibration_summary(cal)}; val accuracy {cal['val_accuracy']:.3f}")
         if units and any(r.get("unit") for r in rows):
-            fps = enroll_units(run, rows)
+            fps = enroll_units(run, rows, window=unit_window)
             typer.echo(f"enrolled {len(fps.units)} units into {run / 'fingerprints'}")
     except MedForensicsError as exc:
         fail(exc)

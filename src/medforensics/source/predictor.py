@@ -67,6 +67,7 @@ from medforensics.source.patches import (
     prepare_file,
 )
 from medforensics.source.schema import image_ids
+from medforensics.source.unit_records import FingerprintConfig
 from medforensics.source.units import META_FILE, WEIGHTS_FILE, UnitFingerprints
 from medforensics.source.verdicts import (
     OpenSetCheck,
@@ -575,6 +576,7 @@ def enroll_units(
     *,
     max_images_per_unit: int = 40,
     progress: bool = True,
+    window: int | None = None,
 ) -> Any:
     """Build unit reference patterns from the training split and save them in ``RUN/fingerprints``
     (their hashes go into the run manifest ``RUN/run.json``).
@@ -587,6 +589,9 @@ def enroll_units(
         rows: manifest rows with ``unit``, ``split`` and ``status`` columns.
         max_images_per_unit: cap on reference images per unit.
         progress: log progress per unit.
+        window: side (px) of the window of a query compared with the patterns, 0 = the
+            whole overlap (default: :class:`~medforensics.source.unit_records.
+            FingerprintConfig`'s); saved with the patterns.
 
     Returns:
         The fitted :class:`medforensics.source.units.UnitFingerprints`.
@@ -608,7 +613,8 @@ def enroll_units(
     train_units = by_unit("train")
     if not train_units:
         raise ConfigError("no training images with a 'unit' label to enrol")
-    fps = UnitFingerprints()
+    fps = UnitFingerprints(FingerprintConfig() if window is None
+                           else FingerprintConfig(window=int(window)))
     fps.fit({u: images(p) for u, p in train_units.items()})
     val_units = {u: p for u, p in by_unit("val").items() if u in train_units}
     if val_units:
