@@ -15,7 +15,7 @@ from scipy import ndimage
 
 import medforensics.source.units as fpmod
 from medforensics.dsp import wavelet
-from medforensics.dsp.prnu import pce, tile_grid
+from medforensics.dsp.prnu import pce, tile_grid, window_origin
 from medforensics.dsp.residuals import (
     DEFAULT_WINDOWS,
     _pad_for_levels,
@@ -266,12 +266,12 @@ def test_batch_goes_on_after_an_oversize_file(tmp_path: Path,
 def test_window_origin_avoids_clipped_pixels_and_prefers_the_middle() -> None:
     img = np.full((300, 300), 500.0, np.float32)
     # no clipping: the middle of the range the window can take
-    assert fpmod.window_origin(img, (100, 100), (300, 300), np.inf, -np.inf) == (100, 100)
+    assert window_origin(img, (100, 100), (300, 300), np.inf, -np.inf) == (100, 100)
     # the middle and the top-left are clipped (collimation): the window moves to the end
     img[:220, :220] = 4095.0
-    assert fpmod.window_origin(img, (100, 100), (300, 300), 4095.0, -np.inf) == (200, 200)
+    assert window_origin(img, (100, 100), (300, 300), 4095.0, -np.inf) == (200, 200)
     # a side shorter than the window in the region every pattern covers: start at 0
-    assert fpmod.window_origin(img, (100, 100), (80, 300), 4095.0, -np.inf)[0] == 0
+    assert window_origin(img, (100, 100), (80, 300), 4095.0, -np.inf)[0] == 0
 
 
 def test_windowed_score_equals_the_score_of_the_cropped_image_and_patterns(world: dict) -> None:

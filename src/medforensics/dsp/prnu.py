@@ -29,6 +29,7 @@ All functions are pure NumPy; arrays are (H, W).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, NamedTuple, Sequence
 
@@ -79,6 +80,61 @@ def saturation_mask(image: np.ndarray, level: float | None = None, *,
     if dilate > 0 and sat.any():
         sat = ndimage.binary_dilation(sat, structure=np.ones((3, 3), bool), iterations=dilate)
     return ~sat
+
+
+def clip_levels(img: np.ndarray, min_count: int = 2, rows: int = 1024
+                 ) -> tuple[float, float]:
+    """Top and bottom clipping levels of :func:`saturation_mask`'s automatic rule.
+
+    The image maximum (minimum) when at least ``min_count`` pixels reach it, else +inf
+    (-inf): nothing clipped at that end. Counted in blocks of ``rows`` rows.
+    """
+    hi, lo = float(img.max()), float(img.min())
+    n_hi = n_lo = 0
+    for r in range(0, img.shape[0], rows):
+        block = img[r:r + rows]
+        n_hi += int(np.count_nonzero(block == hi))
+        n_lo += int(np.count_nonzero(block == lo))
+    return (hi if n_hi >= min_count else math.inf), (lo if n_lo >= min_count else -math.inf)
+
+
+def window_origin(img: np.ndarray, size: tuple[int, int], common: tuple[int, int],
+                  top: float, low: float) -> tuple[int, int]:
+    """Where to put the compared window: the candidate place with the fewest clipped pixels.
+
+    Candidates are the 3 x 3 grid of the start, middle and end of the range the window can
+    take inside ``common`` (the part of the image every candidate pattern covers; along a
+    side where ``common`` is shorter than the window the window starts at 0). Clipped pixels
+    (``>= top`` or ``<= low``, :func:`clip_levels`) carry no pattern, so the window goes
+    where most pixels are usable; on a tie the middle wins, then the earlier candidate.
+
+    Args:
+        img: (H, W) image.
+        size: (h, w) window size, each <= the image's.
+        common: (h, w) region from the top-left pixel that every candidate pattern covers.
+        top, low: clipping levels (+inf / -inf: none).
+
+    Returns:
+        (row, column) of the window's top-left pixel.
+    """
+    def starts(n_common: int, n_win: int) -> list[int]:
+        span = max(0, n_common - n_win)
+        return sorted({span // 2, 0, span}, key=lambda v: (v != span // 2, v))
+
+    rows, cols = starts(common[0], size[0]), starts(common[1], size[1])
+    if len(rows) == 1 and len(cols) == 1:
+        return rows[0], cols[0]
+    if not (math.isfinite(top) or math.isfinite(low)):
+        return rows[0], cols[0]
+    best, best_n = (rows[0], cols[0]), -1
+    for r in rows:
+        for c in cols:
+            win = img[r:r + size[0], c:c + size[1]]
+            n = int(np.count_nonzero((win >= top) | (win <= low)))
+            if best_n < 0 or n < best_n:
+                best, best_n = (r, c), n
+    return best
+
 
 
 @dataclass

@@ -6,8 +6,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
+from scipy.stats import norm
 
 from medforensics.dsp.prnu import PatternModel
 from medforensics.errors import ConfigError
@@ -113,6 +118,40 @@ class ThresholdReport:
     tpr: float
     top1_accuracy: float
 
+
+
+def threshold_report(score: str, match: Sequence[float], nonmatch: Sequence[float],
+                     best_nonmatch: Sequence[float], n_pixels: int, *, target_fpr: float,
+                     n_tests: int, top1_accuracy: float) -> ThresholdReport:
+    """The unit decision threshold from validation scores (rule: ``UnitFingerprints.
+    calibrate_threshold``): the larger of the ``1 - target_fpr`` quantile of the per-image
+    best non-match scores and the analytic bound ``c * z^2`` (PCE; ``z / sqrt(n_pixels)`` for
+    NCC) at ``target_fpr / n_tests``, never below :data:`PCE_FLOOR` for PCE.
+
+    Args:
+        score: ``"pce"`` or ``"ncc"``.
+        match: scores of validation images against their own unit (at least one).
+        nonmatch: their scores against every other unit.
+        best_nonmatch: per image, the best of those.
+        n_pixels: the smallest compared area (NCC bound).
+        target_fpr: wanted rate of attributing an unseen unit's image to an enrolled one.
+        n_tests: enrolled units x searched shifts (Bonferroni).
+        top1_accuracy: share of validation images whose best unit is their own.
+    """
+    z = float(norm.isf(target_fpr / max(int(n_tests), 1)))
+    inflation = 1.0
+    if score == "pce" and len(nonmatch) >= 20:  # signed chi-square(1) has variance 3
+        inflation = max(1.0, float(np.var(nonmatch)) / 3.0)
+    floor = inflation * z * z if score == "pce" else z / math.sqrt(max(n_pixels, 1))
+    nq = float(np.quantile(best_nonmatch, 1 - target_fpr)) if best_nonmatch else -math.inf
+    thr = max(floor, nq, PCE_FLOOR if score == "pce" else -math.inf)
+    m = np.asarray(match, dtype=np.float64)
+    return ThresholdReport(
+        score=score, threshold=thr, target_fpr=target_fpr, n_match=int(m.size),
+        n_nonmatch=len(nonmatch), match_min=float(m.min()), match_median=float(np.median(m)),
+        nonmatch_max=float(max(nonmatch)) if nonmatch else -math.inf, nonmatch_quantile=nq,
+        analytic_floor=floor, null_inflation=inflation, tpr=float((m > thr).mean()),
+        top1_accuracy=top1_accuracy)
 
 
 @dataclass

@@ -45,17 +45,18 @@ from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import scipy.fft
-from scipy.stats import norm
 
 from medforensics.common.jsonio import atomic_write_json
 from medforensics.dsp._checks import as_image
 from medforensics.dsp.prnu import (
     PatternAccumulator,
+    clip_levels,
     fast_shape,
     pce,
     postprocess_pattern,
     saturation_mask,
     tile_grid,
+    window_origin,
     zero_mean_spectrum,
 )
 from medforensics.dsp.residuals import TILE_MARGIN, noise_residual
@@ -74,6 +75,7 @@ from medforensics.source.unit_records import (
     MatchScore,
     SkippedImage,
     ThresholdReport,
+    threshold_report,
 )
 
 log = logging.getLogger(__name__)
@@ -115,60 +117,6 @@ class _Query:
     origin: tuple[int, int] = (0, 0)
     cache: dict[tuple, tuple[np.ndarray, float]] = field(default_factory=dict)
     cache_bytes: int = 0
-
-
-def _clip_levels(img: np.ndarray, min_count: int = 2, rows: int = 1024
-                 ) -> tuple[float, float]:
-    """Top and bottom clipping levels of :func:`saturation_mask`'s automatic rule.
-
-    The image maximum (minimum) when at least ``min_count`` pixels reach it, else +inf
-    (-inf): nothing clipped at that end. Counted in blocks of ``rows`` rows.
-    """
-    hi, lo = float(img.max()), float(img.min())
-    n_hi = n_lo = 0
-    for r in range(0, img.shape[0], rows):
-        block = img[r:r + rows]
-        n_hi += int(np.count_nonzero(block == hi))
-        n_lo += int(np.count_nonzero(block == lo))
-    return (hi if n_hi >= min_count else math.inf), (lo if n_lo >= min_count else -math.inf)
-
-
-def window_origin(img: np.ndarray, size: tuple[int, int], common: tuple[int, int],
-                  top: float, low: float) -> tuple[int, int]:
-    """Where to put the compared window: the candidate place with the fewest clipped pixels.
-
-    Candidates are the 3 x 3 grid of the start, middle and end of the range the window can
-    take inside ``common`` (the part of the image every candidate pattern covers; along a
-    side where ``common`` is shorter than the window the window starts at 0). Clipped pixels
-    (``>= top`` or ``<= low``, :func:`_clip_levels`) carry no pattern, so the window goes
-    where most pixels are usable; on a tie the middle wins, then the earlier candidate.
-
-    Args:
-        img: (H, W) image.
-        size: (h, w) window size, each <= the image's.
-        common: (h, w) region from the top-left pixel that every candidate pattern covers.
-        top, low: clipping levels (+inf / -inf: none).
-
-    Returns:
-        (row, column) of the window's top-left pixel.
-    """
-    def starts(n_common: int, n_win: int) -> list[int]:
-        span = max(0, n_common - n_win)
-        return sorted({span // 2, 0, span}, key=lambda v: (v != span // 2, v))
-
-    rows, cols = starts(common[0], size[0]), starts(common[1], size[1])
-    if len(rows) == 1 and len(cols) == 1:
-        return rows[0], cols[0]
-    if not (math.isfinite(top) or math.isfinite(low)):
-        return rows[0], cols[0]
-    best, best_n = (rows[0], cols[0]), -1
-    for r in rows:
-        for c in cols:
-            win = img[r:r + size[0], c:c + size[1]]
-            n = int(np.count_nonzero((win >= top) | (win <= low)))
-            if best_n < 0 or n < best_n:
-                best, best_n = (r, c), n
-    return best
 
 
 @dataclass
@@ -317,13 +265,6 @@ class UnitFingerprints:
         side = int(self.config.window)
         return (h, w) if side <= 0 else (min(h, side), min(w, side))
 
-    def _origin(self, img: np.ndarray, size: tuple[int, int], units: Sequence[str],
-                top: float, low: float) -> tuple[int, int]:
-        """Top-left pixel of the compared window (see :func:`window_origin`)."""
-        hs = [self.patterns[u].shape[0] for u in units if u in self.patterns]
-        ws = [self.patterns[u].shape[1] for u in units if u in self.patterns]
-        common = (min([int(img.shape[0])] + hs), min([int(img.shape[1])] + ws))
-        return window_origin(img, size, common, top, low)
 
     def _prepare(self, image: np.ndarray, residual: np.ndarray | None,
                  units: Sequence[str] | None = None) -> "_Query":
@@ -342,8 +283,11 @@ class UnitFingerprints:
             if wfull.shape != img.shape:
                 raise InvalidArrayError(f"residual {wfull.shape} and image {img.shape} differ "
                                         "in shape")
-        top, low = _clip_levels(img)
-        r0, c0 = self._origin(img, (h, w), units, top, low)
+        top, low = clip_levels(img)
+        # the window goes inside the part of the image that every candidate pattern covers
+        common = [min([int(img.shape[i])] + [self.patterns[u].shape[i] for u in units
+                                              if u in self.patterns]) for i in (0, 1)]
+        r0, c0 = window_origin(img, (h, w), (common[0], common[1]), top, low)
         # one more row/column around the window, so the mask's dilation sees its neighbours
         e0, f0 = max(r0 - 1, 0), max(c0 - 1, 0)
         ext = img[e0:min(img.shape[0], r0 + h + 1), f0:min(img.shape[1], c0 + w + 1)]
@@ -599,26 +543,15 @@ class UnitFingerprints:
                     best_non.append(max(others))
         if not match_s:
             raise ConfigError("no validation images given")
-        n_shifts = (2 * self.config.max_shift + 1) ** 2
-        z = float(norm.isf(target_fpr / (n_shifts * max(len(self.patterns), 1))))
-        inflation = 1.0
-        if key == "pce" and len(non_s) >= 20:  # signed chi-square(1) has variance 3
-            inflation = max(1.0, float(np.var(non_s)) / 3.0)
-        floor = inflation * z * z if key == "pce" else z / math.sqrt(max(min(n_pix), 1))
-        nq = float(np.quantile(best_non, 1 - target_fpr)) if best_non else -math.inf
-        thr = max(floor, nq, PCE_FLOOR if key == "pce" else -math.inf)
-        m = np.array(match_s)
-        rep = ThresholdReport(
-            score=key, threshold=thr, target_fpr=target_fpr, n_match=int(m.size),
-            n_nonmatch=len(non_s), match_min=float(m.min()), match_median=float(np.median(m)),
-            nonmatch_max=float(max(non_s)) if non_s else -math.inf, nonmatch_quantile=nq,
-            analytic_floor=floor, null_inflation=inflation, tpr=float((m > thr).mean()),
-            top1_accuracy=correct / total)
+        rep = threshold_report(key, match_s, non_s, best_non, min(n_pix), target_fpr=target_fpr,
+                               n_tests=(2 * self.config.max_shift + 1) ** 2
+                               * max(len(self.patterns), 1),
+                               top1_accuracy=correct / total)
         if rep.tpr < 1.0:
             log.warning("threshold %.3g misses %.0f%% of matching validation images",
-                        thr, 100 * (1 - rep.tpr))
+                        rep.threshold, 100 * (1 - rep.tpr))
         if apply:
-            self.config.threshold = thr
+            self.config.threshold = rep.threshold
         self.calibration = rep
         return rep
 
