@@ -348,6 +348,9 @@ def main() -> None:
     ap.add_argument("--noise-extra-blocks", default="",
                     help="also run the noise cue with these block sizes, e.g. 32 (an option of "
                          "the detector, cue_params noise extra_blocks)")
+    ap.add_argument("--whiteness", choices=("default", "on", "off"), default="default",
+                    help="include the noise-whiteness cue (detector option whiteness=True / "
+                         "False; default: the detector's default)")
     ap.add_argument("--no-fingerprint", action="store_true",
                     help="simulated images: the training-free cues only (no source model)")
     ap.add_argument("--jpeg", type=int, default=0, metavar="Q",
@@ -366,18 +369,19 @@ def main() -> None:
     cue_params = ({"noise": {"extra_blocks": tuple(int(b) for b in
                                                    args.noise_extra_blocks.split(","))}}
                   if args.noise_extra_blocks else None)
+    white = {"default": None, "on": True, "off": False}[args.whiteness]
     if args.real:
         rows = _real_rows()
         if args.out == "bench/out/forgery_independent":
             args.out = "bench/out/forgery_independent_real"
-        det = ForgeryDetector.from_run(None, cue_params=cue_params)
+        det = ForgeryDetector.from_run(None, cue_params=cue_params, whiteness=white)
         n = len(rows)
     else:
         rows = [r for r in csv.DictReader(open(args.manifest, newline="", encoding="utf-8"))
                 if r.get("split") == args.split and r.get("status") == "eligible"]
         det = ForgeryDetector.from_run(
             None, source_run=None if args.no_fingerprint else args.source_run,
-            cue_params=cue_params)
+            cue_params=cue_params, whiteness=white)
         n = args.n
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
