@@ -38,8 +38,9 @@ def test_every_cue_is_registered_in_the_default_order() -> None:
     assert default_cues(whiteness=True) == ["copymove", "noise", "texture", "whiteness", "seam",
                                             "ela"]
     assert ("whiteness" in default_cues()) == DEFAULT_WHITENESS
-    assert default_cues(texture=False, seam=False, ela=False, fingerprint=True) == [
-        "copymove", "noise", "fingerprint", "fingerprint_weak"]
+    assert default_cues(texture=False, seam=False, ela=False, fingerprint=True,
+                        whiteness=False) == ["copymove", "noise", "fingerprint",
+                                             "fingerprint_weak"]
 
 
 def test_defaults_are_the_map_functions_own() -> None:

@@ -79,9 +79,14 @@ def test_untouched_correlated_and_white_images_are_not_flagged() -> None:
 
 
 def test_whiteness_cue_is_registered_and_off_by_default_on_lossy_inputs() -> None:
+    from medforensics.forgery.detector import ForgeryDetector
+    from medforensics.forgery.localize import DEFAULT_WHITENESS
+
     assert "whiteness" in list_cues()
     spec = get_cue("whiteness")
     assert spec.defaults["z_thr"] > 0
+    assert ("whiteness" in ForgeryDetector.from_run(None).cue_names) == DEFAULT_WHITENESS
+    assert "whiteness" not in ForgeryDetector.from_run(None, whiteness=False).cue_names
     img = _correlated((256, 256), 30).astype(np.float32)
     res = localize(img, cues=["whiteness"])
     assert "whiteness" in res.cues and res.cues["whiteness"].shape == img.shape

@@ -1,10 +1,10 @@
 """The forgery cues, each registered with its defaults (:mod:`medforensics.forgery.cues.registry`).
 
 Importing this package registers every cue: ``copymove`` (residual block matching, exact-value
-keypoints, SIFT content), ``noise`` (local noise level), ``texture`` (noise shape), ``whiteness`` (noise whiter
-than the image's own), ``seam``
-(hard-edged paste outlines), ``ela`` (error level analysis, lossy inputs) and ``fingerprint``
-(a source patch model slid over the image). :func:`list_cues` names them in the default order,
+keypoints, SIFT content), ``noise`` (local noise level), ``texture`` (noise shape),
+``whiteness`` (noise whiter than the image's own), ``seam`` (hard-edged paste outlines),
+``ela`` (error level analysis, lossy inputs) and ``fingerprint`` (a source patch model slid
+over the image). :func:`list_cues` names them in the default order,
 :func:`get_cue` gives one's function and defaults.
 """
 

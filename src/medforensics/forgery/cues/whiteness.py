@@ -212,8 +212,7 @@ def whiteness_inconsistency_map(
     return WhitenessInconsistency(cue, z_px, int(good.sum()), float(np.median(np.abs(ref))))
 
 
-@register_cue("whiteness", rank=35, defaults=signature_defaults(whiteness_inconsistency_map),
-              default_on=False)
+@register_cue("whiteness", rank=35, defaults=signature_defaults(whiteness_inconsistency_map))
 def _whiteness_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) -> CueOutput:
     """The registered ``whiteness`` cue: :func:`whiteness_inconsistency_map`.
 
