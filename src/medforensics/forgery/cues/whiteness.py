@@ -220,8 +220,8 @@ def _whiteness_cue(img: np.ndarray, ctx: CueContext, params: Mapping[str, Any]) 
     fine noise whose correlation the cue reads.
     """
     if ctx.lossy and not ctx.explicit:
-        return CueOutput(notes=["whiteness cue skipped: lossy coding reshapes the fine noise "
-                                "whose correlation it reads"])
+        return CueOutput(notes=[("whiteness cue skipped: lossy coding reshapes the fine "
+                                 "noise whose correlation it reads")])
     try:
         wi = whiteness_inconsistency_map(img, **params)
     except InvalidArrayError as exc:  # too small an image etc.: skip this cue, say so
