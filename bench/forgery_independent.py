@@ -43,6 +43,10 @@ it has never seen:
 With ``--jpeg Q`` every edited image and its original are exported to 8-bit JPEG of quality
 ``Q`` after the edit (a JPEG export of a tampered study), and those files are scored.
 
+With ``--ablate CUE`` every image is also scored without that cue's map (the max rule over the
+other maps of the same run): a second table, and the untouched originals flagged at the
+detector's threshold with and without it.
+
 With ``--real`` the images are the lossless single-frame files of ``../shared/data/real``
 (radiographs of ``xray/`` and ``codecs/``, MR slices of ``mr/``; a file whose decoded pixels
 equal an earlier one's is dropped), every file is edited once per kind (blocks 64-192 px, at most half the
@@ -278,6 +282,23 @@ def _direction(pairs: list[dict], truth: dict[str, tuple[int, int, int, int]],
     return "right" if on(pasted, paste) > on(pasted, source) else "wrong"
 
 
+def _detect(det, img, ablate: str) -> tuple[object, float, np.ndarray | None]:
+    """``(result, score without cue, map without cue)`` of one image: with ``ablate`` (a cue
+    name) also the max-rule score and map of the other strong cue maps (what the detector
+    gives without that cue, on the same run); else ``(result, nan, None)``."""
+    from medforensics.forgery.localize import SCORE_WINDOW, WEAK_CUES, combine_cues
+    from medforensics.forgery.scoring import image_score
+
+    if not ablate:
+        return det.detect(img.pixels, img.meta), float("nan"), None
+    res, maps = det.detect_with_cues(img.pixels, img.meta)
+    rest = {k: v for k, v in maps.items() if k != ablate and k not in WEAK_CUES}
+    if not rest:
+        return res, 0.0, np.zeros(np.shape(res.prob_map), np.float32)
+    m = combine_cues(rest)
+    return res, image_score(m, SCORE_WINDOW), m
+
+
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson interval of a proportion ``k / n`` (``(nan, nan)`` when ``n == 0``)."""
     if n == 0:
@@ -348,6 +369,12 @@ def main() -> None:
     ap.add_argument("--noise-extra-blocks", default="",
                     help="also run the noise cue with these block sizes, e.g. 32 (an option of "
                          "the detector, cue_params noise extra_blocks)")
+    ap.add_argument("--whiteness", choices=("default", "on", "off"), default="default",
+                    help="include the noise-whiteness cue (detector option whiteness=True / "
+                         "False; default: the detector's default)")
+    ap.add_argument("--ablate", default="", metavar="CUE",
+                    help="also score every image without this cue's map (same run, max rule "
+                         "over the other maps): a second table")
     ap.add_argument("--no-fingerprint", action="store_true",
                     help="simulated images: the training-free cues only (no source model)")
     ap.add_argument("--jpeg", type=int, default=0, metavar="Q",
@@ -366,18 +393,19 @@ def main() -> None:
     cue_params = ({"noise": {"extra_blocks": tuple(int(b) for b in
                                                    args.noise_extra_blocks.split(","))}}
                   if args.noise_extra_blocks else None)
+    white = {"default": None, "on": True, "off": False}[args.whiteness]
     if args.real:
         rows = _real_rows()
         if args.out == "bench/out/forgery_independent":
             args.out = "bench/out/forgery_independent_real"
-        det = ForgeryDetector.from_run(None, cue_params=cue_params)
+        det = ForgeryDetector.from_run(None, cue_params=cue_params, whiteness=white)
         n = len(rows)
     else:
         rows = [r for r in csv.DictReader(open(args.manifest, newline="", encoding="utf-8"))
                 if r.get("split") == args.split and r.get("status") == "eligible"]
         det = ForgeryDetector.from_run(
             None, source_run=None if args.no_fingerprint else args.source_run,
-            cue_params=cue_params)
+            cue_params=cue_params, whiteness=white)
         n = args.n
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
@@ -386,6 +414,8 @@ def main() -> None:
     scores: dict[str, dict[str, list[float]]] = {}
     f1s: dict[str, list[float]] = {}
     orig_cache: dict[str, float] = {}
+    orig_wo: dict[str, float] = {}
+    ablated: dict[str, dict[str, list[float]]] = {}
     dirs: dict[str, list[str]] = {}
     pairs_log: dict[str, list[dict]] = {}
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
@@ -416,16 +446,23 @@ def main() -> None:
             if args.jpeg:
                 path = _to_jpeg(path, stored, out / f"{kind}_{i:03d}.jpg", args.jpeg)
             img = read_image(path)
-            res = det.detect(img.pixels, img.meta)
+            res, s_wo, m_wo = _detect(det, img, args.ablate)
             scores.setdefault(kind, {"tampered": [], "original": []})["tampered"].append(res.score)
             if r["path"] not in orig_cache:
                 opath = Path(r["path"])
                 if args.jpeg:
                     opath = _to_jpeg(opath, stored, out / f"original_{i:03d}.jpg", args.jpeg)
                 o = read_image(opath)
-                orig_cache[r["path"]] = det.detect(o.pixels, o.meta).score
+                ores, os_wo, _ = _detect(det, o, args.ablate)
+                orig_cache[r["path"]] = ores.score
+                orig_wo[r["path"]] = os_wo
             scores[kind]["original"].append(orig_cache[r["path"]])
             f1s.setdefault(kind, []).append(_best_f1(np.asarray(res.prob_map), mask))
+            if args.ablate:
+                abl = ablated.setdefault(kind, {"tampered": [], "original": [], "f1": []})
+                abl["tampered"].append(s_wo)
+                abl["original"].append(orig_wo[r["path"]])
+                abl["f1"].append(_best_f1(m_wo, mask))
             if truth is not None:
                 dirs.setdefault(kind, []).append(_direction(res.copy_moves, truth,
                                                             res.prob_map.shape))
@@ -435,8 +472,22 @@ def main() -> None:
                    "pixel_f1_best": float(np.mean(f1s[k])), "n": len(v["tampered"])}
                for k, v in scores.items()}
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    thr = det.threshold
+    flagged = {"threshold": thr, "originals": len(orig_cache),
+               "flagged": sum(v >= thr for v in orig_cache.values())}
+    abl_summary = {k: {"image_auc": _auc(v["tampered"], v["original"]),
+                       "pixel_f1_best": float(np.mean(v["f1"])), "n": len(v["tampered"])}
+                   for k, v in ablated.items()}
+    if args.ablate:
+        flagged["flagged_without"] = sum(v >= thr for v in orig_wo.values())
     direction = direction_summary(dirs) if dirs else {}
     (out / "results.json").write_text(json.dumps({"summary": summary, "scores": scores,
+                                                  "originals": {"flagged": flagged,
+                                                                "scores": orig_cache,
+                                                                "scores_without": orig_wo},
+                                                  "ablated": {"cue": args.ablate,
+                                                              "summary": abl_summary,
+                                                              "scores": ablated},
                                                   "direction": direction,
                                                   "direction_outcomes": dirs,
                                                   "direction_pairs": pairs_log}, indent=1,
@@ -445,6 +496,14 @@ def main() -> None:
     for k, v in summary.items():
         if isinstance(v, dict):
             print(f"| {k} | {v['n']} | {v['image_auc']:.2f} | {v['pixel_f1_best']:.2f} |")
+    if args.ablate:
+        print(f"\nwithout the {args.ablate} cue (same run):\n| edit | n | image AUC | "
+              "pixel F1 best |\n|---|---:|---:|---:|")
+        for k, v in abl_summary.items():
+            print(f"| {k} | {v['n']} | {v['image_auc']:.2f} | {v['pixel_f1_best']:.2f} |")
+    print(f"\nuntouched originals with score >= {thr:.2f}: {flagged['flagged']} of "
+          f"{flagged['originals']}" + (f" ({flagged['flagged_without']} without the "
+                                       f"{args.ablate} cue)" if args.ablate else ""))
     if direction:
         print("\n| copy-move direction | clone edits | pairs found | direction claimed | "
               "right where claimed [95 % interval] |\n|---|---:|---:|---:|---:|")

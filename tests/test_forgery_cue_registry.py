@@ -18,18 +18,29 @@ from medforensics.forgery.cues import (
 from medforensics.forgery.cues.copymove import detect_copy_move
 from medforensics.forgery.cues.noise import noise_inconsistency_map
 from medforensics.forgery.detector import ForgeryDetector
-from medforensics.forgery.localize import CUES, WEAK_CUES, default_cues, localize
+from medforensics.forgery.localize import (
+    CUES,
+    DEFAULT_WHITENESS,
+    WEAK_CUES,
+    default_cues,
+    localize,
+)
 
 
 def test_every_cue_is_registered_in_the_default_order() -> None:
-    assert list_cues() == ["copymove", "noise", "texture", "seam", "ela", "fingerprint"]
-    assert CUES == map_names() == ("copymove", "noise", "texture", "seam", "ela",
+    assert list_cues() == ["copymove", "noise", "texture", "whiteness", "seam", "ela",
+                           "fingerprint"]
+    assert CUES == map_names() == ("copymove", "noise", "texture", "whiteness", "seam", "ela",
                                    "fingerprint", "fingerprint_weak")
     assert WEAK_CUES == ("fingerprint_weak",)
     assert get_cue("fingerprint_weak") is get_cue("fingerprint")
-    assert default_cues() == ["copymove", "noise", "texture", "seam", "ela"]
-    assert default_cues(texture=False, seam=False, ela=False, fingerprint=True) == [
-        "copymove", "noise", "fingerprint", "fingerprint_weak"]
+    assert default_cues(whiteness=False) == ["copymove", "noise", "texture", "seam", "ela"]
+    assert default_cues(whiteness=True) == ["copymove", "noise", "texture", "whiteness", "seam",
+                                            "ela"]
+    assert ("whiteness" in default_cues()) == DEFAULT_WHITENESS
+    assert default_cues(texture=False, seam=False, ela=False, fingerprint=True,
+                        whiteness=False) == ["copymove", "noise", "fingerprint",
+                                             "fingerprint_weak"]
 
 
 def test_defaults_are_the_map_functions_own() -> None:

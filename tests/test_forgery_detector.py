@@ -293,9 +293,10 @@ def test_detect_files_and_cli_write_maps(tmp_path: Path) -> None:
     assert text.exit_code == 0, text.output
     assert "  area 1: (" in text.stdout and "cue copymove" in text.stdout
     off = CliRunner().invoke(app, ["forgery", "detect", "cues", str(good), "--json",
-                                   "--no-texture", "--no-seam"])
+                                   "--no-texture", "--no-seam", "--no-whiteness"])
     assert off.exit_code == 0
-    assert not {"texture", "seam"} & set(json.loads(off.stdout.splitlines()[0])["cues"])
+    assert not {"texture", "seam", "whiteness"} & set(
+        json.loads(off.stdout.splitlines()[0])["cues"])
     names = sorted(p.name for p in maps.iterdir())
     assert names == ["tampered_2_map.npy", "tampered_2_map.png", "tampered_2_overlay.png",
                      "tampered_map.npy", "tampered_map.png", "tampered_overlay.png"]

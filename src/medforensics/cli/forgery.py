@@ -42,6 +42,9 @@ _TEXTURE_OPT = typer.Option(
     True, "--texture/--no-texture", help="Training-free noise-texture cue (default on).")
 _SEAM_OPT = typer.Option(
     True, "--seam/--no-seam", help="Training-free hard-edged paste seam cue (default on).")
+_WHITENESS_OPT = typer.Option(
+    True, "--whiteness/--no-whiteness",
+    help="Training-free noise-whiteness cue (noise whiter than the image's own; default on).")
 
 
 @app.command("tamper")
@@ -167,6 +170,7 @@ def forgery_evaluate_cmd(
     ela: str = _ELA_OPT,
     texture: bool = _TEXTURE_OPT,
     seam: bool = _SEAM_OPT,
+    whiteness: bool = _WHITENESS_OPT,
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0,
@@ -178,7 +182,7 @@ def forgery_evaluate_cmd(
     from medforensics.forgery.evaluate import evaluate_detector
 
     det = _load_detector(run, source_model, device, allow_modified_run, ela=ela,
-                         texture=texture, seam=seam)
+                         texture=texture, seam=seam, whiteness=whiteness)
     try:
         with tick_progress("evaluate", progress) as tick:
             res = evaluate_detector(det, manifest, out_dir=out, split=split, limit=limit,
@@ -284,6 +288,7 @@ def forgery_detect_cmd(
     ela: str = _ELA_OPT,
     texture: bool = _TEXTURE_OPT,
     seam: bool = _SEAM_OPT,
+    whiteness: bool = _WHITENESS_OPT,
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     progress: Optional[bool] = PROGRESS_OPT,
     shard: str = SHARD_OPT,
@@ -301,7 +306,7 @@ def forgery_detect_cmd(
     from medforensics.report.images import MapWriter
 
     det = _load_detector(run, source_model, device, allow_modified_run, ela=ela,
-                         texture=texture, seam=seam)
+                         texture=texture, seam=seam, whiteness=whiteness)
     try:
         files, part, where = batch_files(paths, shard)
         write, close = json_sink(out, part) if (as_json or out) else (typer.echo,

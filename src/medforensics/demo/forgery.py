@@ -112,6 +112,8 @@ _CUE_WORDS = {
                 "shift, turn or scaling",
     "noise": "local noise level against the image's own expectation at that intensity",
     "texture": "noise shape and stored-value lattice against the image's own blocks",
+    "whiteness": "noise whiter (less spatially correlated) than the image's own at that "
+                 "intensity",
     "seam": "straight, pixel-aligned paste outlines",
 }
 

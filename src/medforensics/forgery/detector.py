@@ -80,6 +80,7 @@ from medforensics.forgery.direction import pair_summary
 from medforensics.forgery.localize import (
     DEFAULT_SEAM,
     DEFAULT_TEXTURE,
+    DEFAULT_WHITENESS,
     LocalizationResult,
     default_cues,
     localize,
@@ -201,6 +202,9 @@ class ForgeryDetector:
         seam: training-free detector: include the hard-edged paste seam cue
             (:func:`~medforensics.forgery.cues.seam.seam_cue`); None = the default of
             :data:`medforensics.forgery.localize.DEFAULT_SEAM`.
+        whiteness: training-free detector: include the noise-whiteness cue
+            (:mod:`~medforensics.forgery.cues.whiteness`); None = the default of
+            :data:`medforensics.forgery.localize.DEFAULT_WHITENESS`.
         ela: training-free detector: ``"auto"`` uses the ELA cue for lossy inputs only
             (``meta.lossy``), ``"always"`` on every input (e.g. 8-bit PNG/TIFF that were JPEG
             before: an edit saved losslessly over JPEG history is ELA's textbook case),
@@ -225,6 +229,7 @@ class ForgeryDetector:
         ela: str = "auto",
         texture: bool | None = None,
         seam: bool | None = None,
+        whiteness: bool | None = None,
     ) -> None:
         if method not in ("cues", "cues-learned", "ela-cnn"):
             raise ConfigError(f"unknown forgery method {method!r}")
@@ -258,6 +263,7 @@ class ForgeryDetector:
             raise ConfigError("fingerprint min_coverage must lie in [0, 1]")
         self.texture = DEFAULT_TEXTURE if texture is None else bool(texture)
         self.seam = DEFAULT_SEAM if seam is None else bool(seam)
+        self.whiteness = DEFAULT_WHITENESS if whiteness is None else bool(whiteness)
         self._patch_logprobs = None if source is None else _source_logprobs(source)
         #: set by from_run: the run_integrity of every result (see ForgeryResult)
         self.run_integrity: str | None = getattr(source, "run_integrity", None)
@@ -428,7 +434,8 @@ class ForgeryDetector:
         """Cues computed for a lossless input (ELA is added for lossy inputs)."""
         if self.method == "cues-learned":
             return list(self.combiner.cues)
-        return default_cues(texture=self.texture, seam=self.seam, ela=False,
+        return default_cues(texture=self.texture, seam=self.seam, whiteness=self.whiteness,
+                            ela=False,
                             fingerprint=self.source is not None)
 
     # ------------------------------------------------------------------ detection
@@ -489,12 +496,12 @@ class ForgeryDetector:
         elif self.ela == "auto":
             names = None  # localize's default: copymove, noise, ELA if lossy, fingerprint if fp
         else:
-            names = default_cues(texture=self.texture, seam=self.seam,
+            names = default_cues(texture=self.texture, seam=self.seam, whiteness=self.whiteness,
                                  ela=self.ela == "always", fingerprint=fp is not None)
         return localize(pixels, lossy=lossy, bits_stored=bits_stored, cues=names,
                         patch_logprobs=fp, threshold=self.map_threshold,
                         cue_params=self.cue_params, texture=self.texture, seam=self.seam,
-                        lossy_codec=lossy_codec)
+                        whiteness=self.whiteness, lossy_codec=lossy_codec)
 
     def detect(self, pixels: np.ndarray, meta: Any = None) -> ForgeryResult:
         """Analyse one image (see :meth:`detect_with_cues`, which also returns the cue maps)."""

@@ -11,6 +11,9 @@ map in [0, 1] at native resolution, 0.5 at its own decision point), in its order
 * ``texture``: :func:`medforensics.forgery.cues.texture.texture_inconsistency_map` (local noise
   *shape* - residual lag correlations, stored-value lattice - vs the image's own distribution);
   in the default cue list when :data:`DEFAULT_TEXTURE` is True.
+* ``whiteness``: :func:`medforensics.forgery.cues.whiteness.whiteness_inconsistency_map`
+  (residual noise whiter than the image's own at that intensity: a fill given white noise;
+  lossless data only); in the default cue list when :data:`DEFAULT_WHITENESS` is True.
 * ``seam``: :func:`medforensics.forgery.cues.seam.seam_cue` (blocks outlined by hard, straight,
   pixel-aligned paste seams meeting at right angles; lossless data only); in the default cue
   list when :data:`DEFAULT_SEAM` is True.
@@ -83,6 +86,8 @@ CUES: tuple[str, ...] = map_names()
 DEFAULT_TEXTURE = get_cue("texture").default_on
 #: whether the default cue list (``cues=None``) includes the ``seam`` cue
 DEFAULT_SEAM = get_cue("seam").default_on
+#: whether the default cue list (``cues=None``) includes the ``whiteness`` cue
+DEFAULT_WHITENESS = get_cue("whiteness").default_on
 #: cue maps that shape the map but not the image score
 WEAK_CUES: tuple[str, ...] = tuple(w for c in list_cues() for w in get_cue(c).weak)
 RULE = "max of cue maps (each 0.5 at its own threshold), weights {weights}"
@@ -121,17 +126,20 @@ class LocalizationResult:
 
 
 def default_cues(*, texture: bool | None = None, seam: bool | None = None, ela: bool = True,
-                 fingerprint: bool = False) -> list[str]:
-    """The training-free cue list: copymove, noise, texture, seam, ela, fingerprint(_weak).
+                 fingerprint: bool = False, whiteness: bool | None = None) -> list[str]:
+    """The training-free cue list: copymove, noise, texture, whiteness, seam, ela,
+    fingerprint(_weak).
 
     Args:
         texture: include ``texture`` (None = :data:`DEFAULT_TEXTURE`).
         seam: include ``seam`` (None = :data:`DEFAULT_SEAM`).
+        whiteness: include ``whiteness`` (None = :data:`DEFAULT_WHITENESS`).
         ela: include ``ela`` (:func:`localize` runs it only on lossy inputs unless the list
             is given explicitly).
         fingerprint: include ``fingerprint`` and ``fingerprint_weak``.
     """
-    flags = {"texture": texture, "seam": seam, "ela": ela, "fingerprint": fingerprint}
+    flags = {"texture": texture, "seam": seam, "ela": ela, "fingerprint": fingerprint,
+             "whiteness": whiteness}
     out: list[str] = []
     for name in list_cues():
         spec = get_cue(name)
@@ -180,6 +188,7 @@ def localize(
     texture: bool | None = None,
     seam: bool | None = None,
     lossy_codec: str | None = None,
+    whiteness: bool | None = None,
 ) -> LocalizationResult:
     """Compute the selected cues on one image and combine them.
 
@@ -207,6 +216,8 @@ def localize(
             JPEG-LS near-lossless, no JPEG grid) leaves ELA and the noise cue out unless
             ``cues`` names them: such coding reshapes the noise by itself. ``"jpeg"`` / None:
             no change.
+        whiteness: include the whiteness cue in the default list (``cues=None``; lossless
+            inputs); None = :data:`DEFAULT_WHITENESS`.
 
     Returns:
         :class:`LocalizationResult`.
@@ -218,7 +229,8 @@ def localize(
     img = np.asarray(pixels, dtype=np.float32)
     explicit = cues is not None
     names = (list(cues) if cues is not None
-             else default_cues(texture=texture, seam=seam, fingerprint=patch_logprobs is not None))
+             else default_cues(texture=texture, seam=seam, whiteness=whiteness,
+                               fingerprint=patch_logprobs is not None))
     bad = [c for c in names if c not in CUES]
     if bad:
         raise ConfigError(f"unknown cues {bad}; choose from {', '.join(CUES)}")

@@ -502,9 +502,9 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 progress: bool, texture: bool = False, seam: bool = False,
                 allow_modified: bool = False) -> ForgeryTrainResult:
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device,
-                                   texture=bool(texture), seam=bool(seam),
+                                   texture=bool(texture), seam=bool(seam), whiteness=False,
                                    allow_modified=allow_modified)
-    cues = default_cues(texture=bool(texture), seam=bool(seam),
+    cues = default_cues(texture=bool(texture), seam=bool(seam), whiteness=False,
                         fingerprint=source_run is not None)
     cache = run / "features"
     cache.mkdir(exist_ok=True)
