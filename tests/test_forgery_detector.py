@@ -320,3 +320,6 @@ def test_forgery_demo_section(tmp_path: Path) -> None:
     assert (tmp_path / "out" / link).is_file()  # relative to the report's folder
     data = json.loads((tmp_path / "out" / "forgery" / "forgery_demo.json").read_text())
     assert len(data["rows"]) == 6 and said
+    # the text states the detector's own thresholds, not numbers written into it
+    det = ForgeryDetector.from_run(None)
+    assert f"(threshold {DEFAULT_THRESHOLD:g}, 'inconclusive' from {det.inconclusive_from:g})" in md

@@ -104,7 +104,7 @@ def forgery_demo(
     (out / "forgery_demo.json").write_text(json.dumps(
         {"rows": table, "failures": rep.failures, "seconds": seconds}, indent=1, default=float))
     echo(f"   forgery demo: {len(table)} images analysed in {seconds} s")
-    return _markdown(table, overlay, rep.failures, link_root)
+    return _markdown(table, overlay, rep.failures, link_root, det)
 
 
 _CUE_WORDS = {
@@ -127,7 +127,7 @@ def _fmt(v: object, nd: int = 3) -> str:
 
 
 def _markdown(table: list[dict[str, object]], overlay: str,
-              failures: list[tuple[str, str]], link_root: str) -> str:
+              failures: list[tuple[str, str]], link_root: str, det: ForgeryDetector) -> str:
     lines = [
         "## Forgery detection (training-free cues)",
         "",
@@ -135,10 +135,11 @@ def _markdown(table: list[dict[str, object]], overlay: str,
         f"exact masks in `{link_root}/tampered/`) and analysed together with their untouched "
         "originals by `ForgeryDetector.from_run(None)`, whose cues are: "
         + "; ".join(f"`{c}` ({_CUE_WORDS[c]})" for c in default_cues(ela=False))
-        + ". ELA is not used on losslessly stored DICOM. Score and "
-        "verdict are image-level (threshold 0.5, 'inconclusive' from 0.4); forged area = share "
-        "of pixels with map >= 0.5; pixel F1 against the true mask with a 3-px boundary band "
-        "left out, at the map threshold 0.5 and at the best threshold for that image.",
+        + ". ELA is not used on losslessly stored DICOM. Score and verdict are image-level "
+        f"(threshold {det.threshold:g}, 'inconclusive' from {det.inconclusive_from:g}); "
+        f"forged area = share of pixels with map >= {det.map_threshold:g}; pixel F1 against the "
+        f"true mask with a 3-px boundary band left out, at the map threshold "
+        f"{det.map_threshold:g} and at the best threshold for that image.",
         "",
         "| file | kind | score | verdict | forged area % (true %) | pixel F1 @0.5 | "
         "pixel F1 best |",
