@@ -99,7 +99,7 @@ def clip_levels(img: np.ndarray, min_count: int = 2, rows: int = 1024
 
 
 def window_origin(img: np.ndarray, size: tuple[int, int], common: tuple[int, int],
-                  top: float, low: float) -> tuple[int, int]:
+                  top: float, low: float, *, step: int = 4) -> tuple[int, int]:
     """Where to put the compared window: the candidate place with the fewest clipped pixels.
 
     Candidates are the 3 x 3 grid of the start, middle and end of the range the window can
@@ -113,6 +113,8 @@ def window_origin(img: np.ndarray, size: tuple[int, int], common: tuple[int, int
         size: (h, w) window size, each <= the image's.
         common: (h, w) region from the top-left pixel that every candidate pattern covers.
         top, low: clipping levels (+inf / -inf: none).
+        step: clipped pixels are counted on every ``step``-th row and column (the choice
+            needs the share, not the exact count).
 
     Returns:
         (row, column) of the window's top-left pixel.
@@ -129,7 +131,7 @@ def window_origin(img: np.ndarray, size: tuple[int, int], common: tuple[int, int
     best, best_n = (rows[0], cols[0]), -1
     for r in rows:
         for c in cols:
-            win = img[r:r + size[0], c:c + size[1]]
+            win = img[r:r + size[0]:step, c:c + size[1]:step]
             n = int(np.count_nonzero((win >= top) | (win <= low)))
             if best_n < 0 or n < best_n:
                 best, best_n = (r, c), n
