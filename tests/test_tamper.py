@@ -328,3 +328,27 @@ def test_copy_move_source_box_holds_the_pasted_pixels(sources: Path, tmp_path: P
         op = _read_stored(originals[t["pair_id"]]["path"])
         assert np.array_equal(tp[y0:y1, x0:x1][paste], op[sy0:sy1, sx0:sx1][paste])
         assert np.array_equal(tp[sy0:sy1, sx0:sx1], op[sy0:sy1, sx0:sx1])  # source untouched
+
+
+def test_resampled_copy_move_source_mask_follows_the_turn_and_scale() -> None:
+    """A copy turned by any angle or scaled came from an area turned / sized the other way: the
+    recorded source mask has the paste's area divided by scale^2, centred where the paste was
+    sampled."""
+    img = _xray(np.random.default_rng(5), n=384).astype(np.uint16)
+    seen = set()
+    for s in range(40):
+        r = tamper_array(img, "copy-move", np.random.default_rng(s), sizes=(64, 96), feather=0.0,
+                         options={"rotate": True, "scale": True, "p_transform": 1.0})
+        angle, scale = float(r.detail["angle"]), float(r.detail["scale"])
+        if angle in (90.0, 180.0, 270.0) or (angle == 0.0 and scale == 1.0):
+            continue
+        seen.add((angle != 0.0, scale != 1.0))
+        assert not (r.source_mask & r.mask).any()
+        ratio = r.source_mask.sum() * scale ** 2 / r.mask.sum()
+        assert 0.9 < ratio < 1.1, (angle, scale, ratio)
+        # centred where the paste was sampled: the paste's centre minus the shift
+        dy, dx = r.detail["shift_yx"]
+        ty, tx = (np.mean(v) for v in np.nonzero(r.mask))
+        sy, sx = (np.mean(v) for v in np.nonzero(r.source_mask))
+        assert abs(sy - (ty - dy)) < 3 and abs(sx - (tx - dx)) < 3
+    assert seen == {(True, True)}
