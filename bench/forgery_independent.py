@@ -54,8 +54,13 @@ image side), splice donors come from another device (by the header's manufacture
 and the detector is the training-free one (no source model knows these devices).
 
 Each edited image and its untouched original are scored by the training-free detector with
-the fingerprint cue (``ForgeryDetector.from_run(None, source_run=RUN)``); the script prints
-image AUC per kind and the mean pixel F1 at the best threshold (the edited block as truth).
+the fingerprint cue (``ForgeryDetector.from_run(None, source_run=RUN)``), or with
+``--forgery-run CUES_RUN`` by a trained forgery detector (the learned ``cues`` combiner that
+``bench/forgery.py`` trains, ``.../work/run_cues_dicom``, loaded with the same source run);
+the script prints image AUC per kind and the mean pixel F1 at the best threshold (the edited
+block as truth). For the clone kinds it prints a second pixel F1 whose truth is both copies:
+the changed pixels and the source block they were copied from (a copy-move whose direction
+the detector cannot show is reported as undetermined with both copies marked).
 
 For the clone kinds it also scores the copy-move **direction**: whether the detector found a
 pair with one area on the paste and the other on its source, whether it claimed which one was
@@ -98,6 +103,15 @@ def _best_f1(prob: np.ndarray, truth: np.ndarray) -> float:
         if tp:
             best = max(best, 2 * tp / (2 * tp + fp + fn))
     return best
+
+
+def _both_copies(mask: np.ndarray, truth: dict[str, tuple[int, int, int, int]]) -> np.ndarray:
+    """Truth of a clone edit with both copies: the changed pixels plus the source block
+    (``truth["source"]``, ``(x0, y0, x1, y1)``, clipped to the image)."""
+    both = mask.copy()
+    x0, y0, x1, y1 = truth["source"]
+    both[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    return both
 
 
 def _smooth_fill(img: np.ndarray, y: int, x: int, side: int, rng: np.random.Generator
@@ -377,6 +391,10 @@ def main() -> None:
                          "over the other maps): a second table")
     ap.add_argument("--no-fingerprint", action="store_true",
                     help="simulated images: the training-free cues only (no source model)")
+    ap.add_argument("--forgery-run", default=None, metavar="CUES_RUN",
+                    help="simulated images: score with this trained forgery run (e.g. the "
+                         "learned cues combiner bench/forgery.py trains, work/run_cues_dicom) "
+                         "instead of the training-free detector")
     ap.add_argument("--jpeg", type=int, default=0, metavar="Q",
                     help="export the edited image and its original to 8-bit JPEG of quality "
                          "Q (0.5-99.5 percentile window of the original) before detection")
@@ -394,6 +412,9 @@ def main() -> None:
                                                    args.noise_extra_blocks.split(","))}}
                   if args.noise_extra_blocks else None)
     white = {"default": None, "on": True, "off": False}[args.whiteness]
+    if args.forgery_run and (args.real or args.no_fingerprint):
+        ap.error("--forgery-run is for simulated images with their source run (not with "
+                 "--real or --no-fingerprint)")
     if args.real:
         rows = _real_rows()
         if args.out == "bench/out/forgery_independent":
@@ -404,7 +425,7 @@ def main() -> None:
         rows = [r for r in csv.DictReader(open(args.manifest, newline="", encoding="utf-8"))
                 if r.get("split") == args.split and r.get("status") == "eligible"]
         det = ForgeryDetector.from_run(
-            None, source_run=None if args.no_fingerprint else args.source_run,
+            args.forgery_run, source_run=None if args.no_fingerprint else args.source_run,
             cue_params=cue_params, whiteness=white)
         n = args.n
     rng = np.random.default_rng(args.seed)
@@ -413,6 +434,7 @@ def main() -> None:
     t0 = time.perf_counter()
     scores: dict[str, dict[str, list[float]]] = {}
     f1s: dict[str, list[float]] = {}
+    f1s_both: dict[str, list[float]] = {}
     orig_cache: dict[str, float] = {}
     orig_wo: dict[str, float] = {}
     ablated: dict[str, dict[str, list[float]]] = {}
@@ -464,14 +486,21 @@ def main() -> None:
                 abl["original"].append(orig_wo[r["path"]])
                 abl["f1"].append(_best_f1(m_wo, mask))
             if truth is not None:
+                f1s_both.setdefault(kind, []).append(
+                    _best_f1(np.asarray(res.prob_map), _both_copies(mask, truth)))
                 dirs.setdefault(kind, []).append(_direction(res.copy_moves, truth,
                                                             res.prob_map.shape))
                 pairs_log.setdefault(kind, []).append({"file": path.name, "truth": truth,
                                                        "pairs": res.copy_moves})
-    summary = {k: {"image_auc": _auc(v["tampered"], v["original"]),
-                   "pixel_f1_best": float(np.mean(f1s[k])), "n": len(v["tampered"])}
-               for k, v in scores.items()}
+    summary: dict = {k: {"image_auc": _auc(v["tampered"], v["original"]),
+                         "pixel_f1_best": float(np.mean(f1s[k])),
+                         "pixel_f1_best_both": (float(np.mean(f1s_both[k])) if k in f1s_both
+                                                else None),
+                         "n": len(v["tampered"])}
+                     for k, v in scores.items()}
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    detector = (f"trained forgery run {args.forgery_run}" if args.forgery_run
+                else "training-free")
     thr = det.threshold
     flagged = {"threshold": thr, "originals": len(orig_cache),
                "flagged": sum(v >= thr for v in orig_cache.values())}
@@ -481,7 +510,8 @@ def main() -> None:
     if args.ablate:
         flagged["flagged_without"] = sum(v >= thr for v in orig_wo.values())
     direction = direction_summary(dirs) if dirs else {}
-    (out / "results.json").write_text(json.dumps({"summary": summary, "scores": scores,
+    (out / "results.json").write_text(json.dumps({"detector": detector, "summary": summary,
+                                                  "scores": scores,
                                                   "originals": {"flagged": flagged,
                                                                 "scores": orig_cache,
                                                                 "scores_without": orig_wo},
@@ -492,10 +522,14 @@ def main() -> None:
                                                   "direction_outcomes": dirs,
                                                   "direction_pairs": pairs_log}, indent=1,
                                                  default=str))
-    print("| edit (independent code) | n | image AUC | pixel F1 best |\n|---|---:|---:|---:|")
+    print(f"detector: {detector}\n")
+    print("| edit (independent code) | n | image AUC | pixel F1 best (edited block) | "
+          "pixel F1 best (both copies, clones) |\n|---|---:|---:|---:|---:|")
     for k, v in summary.items():
         if isinstance(v, dict):
-            print(f"| {k} | {v['n']} | {v['image_auc']:.2f} | {v['pixel_f1_best']:.2f} |")
+            both = "-" if v["pixel_f1_best_both"] is None else f"{v['pixel_f1_best_both']:.2f}"
+            print(f"| {k} | {v['n']} | {v['image_auc']:.2f} | {v['pixel_f1_best']:.2f} | "
+                  f"{both} |")
     if args.ablate:
         print(f"\nwithout the {args.ablate} cue (same run):\n| edit | n | image AUC | "
               "pixel F1 best |\n|---|---:|---:|---:|")

@@ -302,3 +302,53 @@ def test_cli_copy_source_option(sources: Path, tmp_path: Path) -> None:
     tampered = [r for r in rows if r["label"] == "tampered"]
     assert len(tampered) == 2
     assert all('"source_clipped"' in r["detail"] for r in tampered)
+
+
+def test_copy_move_source_box_holds_the_pasted_pixels(sources: Path, tmp_path: Path) -> None:
+    """The manifest's source box / source mask of a hard-edged, untransformed copy-move cover
+    exactly the pixels that were pasted: the paste box of the tampered file equals the source
+    box of the original on the changed pixels (the both-copies truth of the benchmarks)."""
+    rep = generate(sources / "manifest.csv", tmp_path, kinds=["copy-move"], seed=3,
+                   sizes=(32, 64), feather=0.0)
+    assert not rep.failures, rep.failures
+    rows = [r for r in rep.rows if r["label"] == "tampered" and r["format"] != "jpeg"]
+    assert rows
+    originals = {r["pair_id"]: r for r in rep.rows if r["label"] == "original"}
+    for t in rows:
+        mask = np.asarray(Image.open(t["mask_path"])) == 255
+        smask = np.asarray(Image.open(t["source_mask_path"])) == 255
+        x0, y0, x1, y1 = map(int, t["bbox"].split())
+        sx0, sy0, sx1, sy1 = map(int, t["source_bbox"].split())
+        assert (x1 - x0, y1 - y0) == (sx1 - sx0, sy1 - sy0)
+        ys, xs = np.nonzero(smask)
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (sx0, sy0, sx1, sy1)
+        paste = mask[y0:y1, x0:x1]
+        assert np.array_equal(smask[sy0:sy1, sx0:sx1], paste)
+        tp = _read_stored(t["path"])
+        op = _read_stored(originals[t["pair_id"]]["path"])
+        assert np.array_equal(tp[y0:y1, x0:x1][paste], op[sy0:sy1, sx0:sx1][paste])
+        assert np.array_equal(tp[sy0:sy1, sx0:sx1], op[sy0:sy1, sx0:sx1])  # source untouched
+
+
+def test_resampled_copy_move_source_mask_follows_the_turn_and_scale() -> None:
+    """A copy turned by any angle or scaled came from an area turned / sized the other way: the
+    recorded source mask has the paste's area divided by scale^2, centred where the paste was
+    sampled."""
+    img = _xray(np.random.default_rng(5), n=384).astype(np.uint16)
+    seen = set()
+    for s in range(40):
+        r = tamper_array(img, "copy-move", np.random.default_rng(s), sizes=(64, 96), feather=0.0,
+                         options={"rotate": True, "scale": True, "p_transform": 1.0})
+        angle, scale = float(r.detail["angle"]), float(r.detail["scale"])
+        if angle in (90.0, 180.0, 270.0) or (angle == 0.0 and scale == 1.0):
+            continue
+        seen.add((angle != 0.0, scale != 1.0))
+        assert not (r.source_mask & r.mask).any()
+        ratio = r.source_mask.sum() * scale ** 2 / r.mask.sum()
+        assert 0.9 < ratio < 1.1, (angle, scale, ratio)
+        # centred where the paste was sampled: the paste's centre minus the shift
+        dy, dx = r.detail["shift_yx"]
+        ty, tx = (np.mean(v) for v in np.nonzero(r.mask))
+        sy, sx = (np.mean(v) for v in np.nonzero(r.source_mask))
+        assert abs(sy - (ty - dy)) < 3 and abs(sx - (tx - dx)) < 3
+    assert seen == {(True, True)}

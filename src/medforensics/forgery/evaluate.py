@@ -16,6 +16,11 @@ For every row (tampered and matched original) the image is read with
 :func:`medforensics.io.read_image`; unreadable rows are listed in ``failures`` and the
 evaluation goes on. An original's "kind" and "region size" are those of its tampered twin.
 
+Copy-move pixel metrics come twice: against the pasted (changed) pixels only, the tamper mask,
+and against both copies (``pixel_both_by_kind``: the mask plus the source pixels of the row's
+``source_mask_path``). A detector that cannot show which copy was pasted marks both, and the
+paste-only truth counts the found source as false positives.
+
 Confidence intervals resample *source images*, not rows: a tampered image and its matched
 original are made from one picture, and a small real set makes several pairs from each
 picture (the ``original_path`` column; ``pair_id`` when it is missing). Resampling rows would
@@ -94,6 +99,23 @@ def _choose(rows: list[dict[str, str]], kinds: Iterable[str] | None,
     return chosen
 
 
+def _both_copies(row: dict[str, str], mask: np.ndarray) -> np.ndarray | None:
+    """Truth with both copies of a copy-move: the changed pixels plus the source pixels they
+    were copied from (the row's ``source_mask_path``), or None for rows without a source mask.
+
+    A detector that cannot tell which copy was pasted marks both; scored against the paste
+    alone, every correctly found source pixel counts as a false positive.
+    """
+    path = row.get("source_mask_path") or ""
+    if not path:
+        return None
+    with Image.open(path) as im:
+        src = np.asarray(im) > 0
+    if src.shape != mask.shape:
+        raise ConfigError(f"{path}: source mask {src.shape} does not match the mask {mask.shape}")
+    return mask | src
+
+
 def _loop(chosen: list[dict[str, str]], analyse: Analyse, *, band: int, threshold: float,
           progress: Callable[[int, int], None] | None, keep: set[str]) -> dict[str, Any]:
     """Run ``analyse`` over the rows and collect per-row results."""
@@ -123,6 +145,9 @@ def _loop(chosen: list[dict[str, str]], analyse: Analyse, *, band: int, threshol
             with Image.open(r["mask_path"]) as im:
                 mask = np.asarray(im) > 0
             rec["pixel"] = pixel_scores(pmap, mask, band=band, threshold=threshold)
+            both = _both_copies(r, mask)
+            if both is not None:
+                rec["pixel_both"] = pixel_scores(pmap, both, band=band, threshold=threshold)
             rec["pixel_cue"] = {c: pixel_scores(m, mask, band=band, threshold=threshold)
                                 for c, m in cue_maps.items()}
             if r["path"] in keep:
@@ -147,7 +172,8 @@ def confidence_intervals(records: list[dict[str, Any]], *, threshold: float | No
     Args:
         records: one dict per evaluated image with ``label`` (1 tampered, 0 original),
             ``score``, ``kind`` (an original's is its twin's), ``cluster`` (source image key)
-            and, for tampered images, ``pixel_f1_best`` (NaN or absent = not scored); the
+            and, for tampered images, ``pixel_f1_best`` (NaN or absent = not scored) and for
+            copy-moves ``pixel_f1_best_both`` (truth = paste and source); the
             ``per_image.json`` rows of :func:`evaluate_detector` have these keys.
         threshold: image-score threshold for recall / accuracy intervals (None = skip those).
         n_boot: bootstrap resamples.
@@ -156,14 +182,17 @@ def confidence_intervals(records: list[dict[str, Any]], *, threshold: float | No
 
     Returns:
         ``{"level", "n_boot", "n_clusters", "image_auc": [lo, hi], "pixel_f1_best": [lo, hi],
-        "accuracy": [lo, hi], "by_kind": {kind: {"image_auc", "pixel_f1_best", "recall"}}}``
-        (``accuracy`` and ``recall`` only with a threshold; NaN bounds when a statistic is
+        "accuracy": [lo, hi], "by_kind": {kind: {"image_auc", "pixel_f1_best", "recall",
+        "pixel_f1_best_both"}}}`` (``pixel_f1_best_both`` only for kinds that have it,
+        ``accuracy`` and ``recall`` only with a threshold; NaN bounds when a statistic is
         undefined in most resamples).
     """
     y = np.array([int(r["label"]) for r in records], dtype=int)
     s = np.array([float(r["score"]) for r in records])
     f1 = np.array([np.nan if r.get("pixel_f1_best") is None else float(r["pixel_f1_best"])
                    for r in records])
+    f1_both = np.array([np.nan if r.get("pixel_f1_best_both") is None
+                        else float(r["pixel_f1_best_both"]) for r in records])
     kinds = np.array([r.get("kind") or "" for r in records])
     clusters = [str(r.get("cluster") or r.get("path", i)) for i, r in enumerate(records)]
 
@@ -179,8 +208,8 @@ def confidence_intervals(records: list[dict[str, Any]], *, threshold: float | No
     def auc(ix: np.ndarray) -> float:
         return _auc(y[ix], s[ix])
 
-    def mean_f1(ix: np.ndarray) -> float:
-        v = f1[ix][(y[ix] == 1) & np.isfinite(f1[ix])]
+    def mean_f1(ix: np.ndarray, values: np.ndarray = f1) -> float:
+        v = values[ix][(y[ix] == 1) & np.isfinite(values[ix])]
         return float(v.mean()) if v.size else float("nan")
 
     everyone = np.ones(y.size, bool)
@@ -195,6 +224,8 @@ def confidence_intervals(records: list[dict[str, Any]], *, threshold: float | No
     for k in sorted({str(k) for k in kinds[y == 1]}):
         sel = kinds == k
         d = {"image_auc": interval(auc, sel), "pixel_f1_best": interval(mean_f1, sel)}
+        if np.isfinite(f1_both[sel]).any():
+            d["pixel_f1_best_both"] = interval(lambda ix: mean_f1(ix, f1_both), sel)
         if threshold is not None:
             d["recall"] = interval(lambda ix: float(np.mean(s[ix][y[ix] == 1] >= threshold))
                                    if (y[ix] == 1).any() else float("nan"), sel)
@@ -208,7 +239,9 @@ def _per_image(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "size_bin": r["size_bin"], "score": r["score"], "cluster": r.get("cluster"),
              "forged_area_percent": r["forged_area_percent"], "cues": r["cue_scores"],
              **({"pixel_f1_best": r["pixel"].f1_best, "pixel_f1_fixed": r["pixel"].f1_fixed,
-                 "pixel_iou_fixed": r["pixel"].iou_fixed} if "pixel" in r else {})}
+                 "pixel_iou_fixed": r["pixel"].iou_fixed} if "pixel" in r else {}),
+             **({"pixel_f1_best_both": r["pixel_both"].f1_best,
+                 "pixel_f1_fixed_both": r["pixel_both"].f1_fixed} if "pixel_both" in r else {})}
             for r in recs]
 
 
@@ -235,8 +268,11 @@ def _summaries(recs: list[dict[str, Any]]) -> dict[str, Any]:
     px_kind: dict[str, list[PixelScores]] = {}
     px_size: dict[str, list[PixelScores]] = {}
     px_cue: dict[str, list[PixelScores]] = {}
+    px_both: dict[str, list[PixelScores]] = {}
     for r in tam:
         px_kind.setdefault(r["kind"], []).append(r["pixel"])
+        if "pixel_both" in r:
+            px_both.setdefault(r["kind"], []).append(r["pixel_both"])
         if r["size_bin"]:
             px_size.setdefault(r["size_bin"], []).append(r["pixel"])
         for c, ps in r["pixel_cue"].items():
@@ -251,6 +287,8 @@ def _summaries(recs: list[dict[str, Any]]) -> dict[str, Any]:
         "image_auc_by_size": by_size,
         "pixel": summarize([r["pixel"] for r in tam]),
         "pixel_by_kind": {k: summarize(v) for k, v in sorted(px_kind.items())},
+        # copy-move: truth = the paste and its source (see _both_copies)
+        "pixel_both_by_kind": {k: summarize(v) for k, v in sorted(px_both.items())},
         "pixel_by_size": {k: summarize(px_size[k]) for k in SIZE_BINS if k in px_size},
         "pixel_by_cue": {c: summarize(v) for c, v in sorted(px_cue.items())},
         "fp_area_original": float(np.mean(fp_area)) if fp_area else float("nan"),
@@ -285,7 +323,8 @@ def evaluate_tamper_manifest(
         Dict with ``n_tampered``, ``n_original``, ``image_auc`` (combined score),
         ``image_auc_by_cue``, ``image_auc_by_kind``, ``image_auc_by_size``, ``pixel`` (summary
         of the combined map on tampered images), ``pixel_by_kind``, ``pixel_by_size``,
-        ``pixel_by_cue``, ``fp_area_original`` (mean forged-area % on originals),
+        ``pixel_by_cue``, ``pixel_both_by_kind`` (copy-move rows with a source mask: truth =
+        paste and source), ``fp_area_original`` (mean forged-area % on originals),
         ``failures`` (list of (path, reason)).
     """
     kw = dict(localize_kw or {})

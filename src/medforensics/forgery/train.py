@@ -158,7 +158,7 @@ def read_tamper_manifest(path: str | Path) -> list[dict[str, str]]:
         raise ManifestError(f"{p}: unknown labels {bad} (original / tampered)")
     base = p.parent
     for r in rows:
-        for k in ("path", "mask_path"):
+        for k in ("path", "mask_path", "source_mask_path"):
             q = Path(r.get(k) or "")
             if r.get(k) and not q.is_absolute() and not q.exists() and (base / q).exists():
                 r[k] = str(base / q)

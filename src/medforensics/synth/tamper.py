@@ -47,6 +47,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,8 @@ class TamperResult:
         bbox: ``(x0, y0, x1, y1)`` of the mask, end-exclusive.
         region_size: nominal region size in pixels (longer side of the edited shape).
         source_mask: copy-move only: bool (H, W) of the source pixels that were copied onto the
-            changed pixels (exact for pure translation; the transformed shape otherwise).
+            changed pixels (exact for a translation or a quarter turn; to the nearest pixel for
+            a copy turned by any angle or scaled).
         source_bbox: copy-move only: ``(x0, y0, x1, y1)`` of ``source_mask``.
         detail: JSON-serialisable parameters of the edit.
     """
@@ -278,7 +280,8 @@ def _apply(ed: Edit, orig: np.ndarray, vmin: float, vmax: float, need: float
 
 def _source_mask(ed: Edit, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """bool (H, W): the copy-move source pixels copied onto the changed ones (exact for a
-    translation or a quarter turn, the transformed shape otherwise)."""
+    translation or a quarter turn; for a resampled copy, the source pixels whose nearest
+    target position is a changed pixel - see :func:`_resampled_source`)."""
     assert ed.source_win is not None
     sm = np.zeros(shape, bool)
     if ed.translation is not None:
@@ -289,7 +292,41 @@ def _source_mask(ed: Edit, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarr
         # exact quarter turn: the source window is the target's turned back
         sm[ed.source_win] = np.rot90(ed.alpha > 0, -int(ed.detail["angle"]) // 90)
     else:
-        sm[ed.source_win] = ed.alpha > 0
+        sm = _resampled_source(ed, mask, shape)
+    return sm
+
+
+def _resampled_source(ed: Edit, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool (H, W): the source area of a copy turned by any angle and / or scaled.
+
+    The copy was sampled at ``R(angle) @ offset / scale`` around the source window's centre
+    (``edits._op_copy_move``); here every image pixel near that centre is sent the other way,
+    to ``R(angle).T @ offset * scale`` in the target window, and kept when the nearest target
+    pixel changed. Unlike marking the untransformed shape in the source window, this follows
+    the turn and the size of the copied area (a copy scaled by 0.8 came from an area 1.25 x
+    as wide), so a "both copies" truth covers what was really copied.
+    """
+    assert ed.source_win is not None
+    H, W = shape
+    changed = mask[ed.win]
+    hw, ww = changed.shape
+    cy = ed.source_win[0].start + hw / 2.0
+    cx = ed.source_win[1].start + ww / 2.0
+    angle = math.radians(float(ed.detail.get("angle", 0.0)))
+    scale = float(ed.detail.get("scale", 1.0))
+    reach = math.hypot(hw, ww) / (2.0 * scale) + 2.0
+    y0, y1 = max(int(cy - reach), 0), min(int(math.ceil(cy + reach)) + 1, H)
+    x0, x1 = max(int(cx - reach), 0), min(int(math.ceil(cx + reach)) + 1, W)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    dy, dx = yy - cy + 0.5, xx - cx + 0.5
+    c, s = math.cos(angle), math.sin(angle)
+    ty = np.rint(scale * (c * dy + s * dx) + (hw - 1) / 2.0).astype(np.int64)
+    tx = np.rint(scale * (-s * dy + c * dx) + (ww - 1) / 2.0).astype(np.int64)
+    inside = (ty >= 0) & (ty < hw) & (tx >= 0) & (tx < ww)
+    hit = np.zeros(ty.shape, bool)
+    hit[inside] = changed[ty[inside], tx[inside]]
+    sm = np.zeros(shape, bool)
+    sm[y0:y1, x0:x1] = hit
     return sm
 
 
