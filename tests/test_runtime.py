@@ -49,9 +49,9 @@ def test_cli_threads_option(restore_threads, tmp_path) -> None:
     assert bad.exit_code == 2 and "threads must be >= 1" in bad.output
 
 
-def test_decode_workers_use_the_cpus_the_threads_leave_free() -> None:
+def test_decode_workers_one_per_cpu_for_batches() -> None:
     assert decode_workers(40, cpus=1) == 0          # nothing to overlap with
     assert decode_workers(3, cpus=8) == 0           # too few files to pay for a worker
-    assert decode_workers(40, cpus=2) == 1          # one thread computes, one worker decodes
-    assert decode_workers(40, cpus=8) == 4          # 4 threads, 4 workers
+    assert decode_workers(40, cpus=2) == 2          # decoding is most of the work
+    assert decode_workers(40, cpus=3) == 3
     assert decode_workers(40, cpus=64) == 4         # capped

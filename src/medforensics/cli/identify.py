@@ -37,7 +37,7 @@ def identify_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     workers: Optional[int] = typer.Option(
         None, "--workers", min=0, help="Decode-ahead worker processes (0 = in-process; default: "
-        "the CPUs the model's threads leave free, none for fewer than 4 files); same results."),
+        "one per CPU, at most 4, none for fewer than 4 files); same results."),
     n_patches: Optional[int] = typer.Option(
         None, "--patches", help="Patches per image (patch preset; default: the run's "
         "calibration, 64). Fewer is faster and less accurate: see docs/source_id.md."),

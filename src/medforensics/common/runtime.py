@@ -39,15 +39,15 @@ def decode_workers(n_files: int, cpus: int | None = None, *, min_files: int = 4,
                    max_workers: int = 4) -> int:
     """Decode-ahead worker processes for a batch of ``n_files`` (the default of ``identify``).
 
-    The CPUs the compute threads leave free (:func:`default_threads`), at most
-    ``max_workers``; none for fewer than ``min_files`` files (starting a worker costs more
-    than it saves) or on one CPU. On 2 CPUs: one worker decodes the next files while this
-    process runs the model and the unit patterns, so the two overlap.
+    One per usable CPU, at most ``max_workers``; none for fewer than ``min_files`` files
+    (starting a worker costs more than it saves) or on one CPU. Decoding is most of the work
+    per file, and this process mostly waits for decoded files (the model and the unit step
+    take a fraction of a decode), so the workers get every CPU (docs/performance.md).
     """
     n = usable_cpus() if cpus is None else max(1, int(cpus))
     if n_files < min_files or n < 2:
         return 0
-    return max(1, min(max_workers, n - default_threads(n)))
+    return min(max_workers, n)
 
 
 def configure_threads(threads: int | None = None) -> int:
