@@ -22,7 +22,9 @@ Inference policy per preset:
 Throughput: :meth:`SourcePredictor.predict_paths` and :func:`identify_files` take
 ``workers=N`` to decode files and choose patch positions in ``N`` worker processes ahead of the
 model (:mod:`medforensics.source.patches`; bounded prefetch, so memory stays flat); the results are
-exactly those of ``workers=0`` (in-process, the default). See ``docs/performance.md``.
+exactly those of ``workers=0`` (in-process, the default here; the ``identify`` command
+defaults to :func:`medforensics.common.runtime.decode_workers`, one per CPU for a batch). See
+``docs/performance.md``.
 """
 
 from __future__ import annotations
