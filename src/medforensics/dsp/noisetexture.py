@@ -60,6 +60,7 @@ __all__ = [
     "white_lag_correlation",
     "sign_to_pearson",
     "texture_cell_sums",
+    "window_sum",
     "block_texture_features",
     "coarse_lattice_blocks",
     "noise_texture_features",
@@ -421,7 +422,7 @@ def _cell_value_pairs(values: np.ndarray, ignore: np.ndarray | None, cell: int, 
     return [o.reshape(ncy, ncx) for o in out]
 
 
-def _window_sum(a: np.ndarray, k: int) -> np.ndarray:
+def window_sum(a: np.ndarray, k: int) -> np.ndarray:
     """Sum over every k x k window of cells (valid positions), along the first two axes
     (int64 for integer counts, float64 for real-valued ones)."""
     c = np.cumsum(np.cumsum(a.astype(np.float64 if a.dtype.kind == "f" else np.int64), axis=0),
@@ -462,18 +463,18 @@ def block_texture_features(cells: TextureCells, *, cells_per_block: int = 2,
     ncy, ncx = cells.prod.shape[:2]
     if k < 1 or k > min(ncy, ncx):
         raise ConfigError(f"cells_per_block must be in 1..{min(ncy, ncx)}, got {k}")
-    prod = _window_sum(cells.prod, k).astype(np.float64)
-    pairs = _window_sum(cells.pairs, k)
+    prod = window_sum(cells.prod, k).astype(np.float64)
+    pairs = window_sum(cells.pairs, k)
     with np.errstate(invalid="ignore", divide="ignore"):
         tau = prod / pairs
     base = white_lag_correlation(cells.kind, cells.lags)
     rho = sign_to_pearson(np.nan_to_num(tau)) - base
     rho[pairs == 0] = np.nan
     if cells.lat1 is not None and cells.lat012 is not None:
-        l1 = _window_sum(cells.lat1, k).astype(np.float64)
-        l2 = _window_sum(cells.lat012, k).astype(np.float64)
+        l1 = window_sum(cells.lat1, k).astype(np.float64)
+        l2 = window_sum(cells.lat012, k).astype(np.float64)
         if relative_lattice and cells.lat_expected is not None:
-            lat = (l1 - _window_sum(cells.lat_expected, k)) / (l2 + LATTICE_PRIOR)
+            lat = (l1 - window_sum(cells.lat_expected, k)) / (l2 + LATTICE_PRIOR)
         else:
             lat = (l1 + LATTICE_PRIOR * LATTICE_DENSE) / (l2 + LATTICE_PRIOR)
     else:
@@ -515,7 +516,7 @@ def coarse_lattice_blocks(cells: TextureCells, *, cells_per_block: int = 2
     if k < 1 or k > min(ncy, ncx):
         raise ConfigError(f"cells_per_block must be in 1..{min(ncy, ncx)}, got {k}")
     c12, call, e12, npix, distinct = (
-        _window_sum(a, k) for a in (cells.near12, cells.near_all, cells.near12_expected,
+        window_sum(a, k) for a in (cells.near12, cells.near_all, cells.near12_expected,
                                     cells.near_pixels, cells.distinct))
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.where(call > 0, e12 / np.maximum(call, 1.0), 0.8)

@@ -26,6 +26,7 @@ from medforensics.dsp.noisetexture import (
     sign_to_pearson,
     texture_cell_sums,
     white_lag_correlation,
+    window_sum,
 )
 from medforensics.errors import ConfigError
 
@@ -54,14 +55,6 @@ class BlockWhiteness:
     pairs: np.ndarray
     cell: int
     cells_per_block: int
-
-
-def _window_sum(a: np.ndarray, k: int) -> np.ndarray:
-    """Sum of a per-cell array (ncy, ncx, ...) over the k x k cells of every block, as int64
-    (nby, nbx, ...) with ``nby = ncy - k + 1``."""
-    c = np.cumsum(np.cumsum(a.astype(np.int64), axis=0), axis=1)
-    c = np.pad(c, ((1, 0), (1, 0)) + ((0, 0),) * (a.ndim - 2))
-    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
 
 
 def block_whiteness(image: np.ndarray, *, cell: int = 16, cells_per_block: int = 2,
@@ -94,8 +87,8 @@ def block_whiteness(image: np.ndarray, *, cell: int = 16, cells_per_block: int =
     ncy, ncx = cells.prod.shape[:2]
     if k > min(ncy, ncx):
         raise ConfigError(f"cells_per_block must be in 1..{min(ncy, ncx)}, got {k}")
-    prod = _window_sum(cells.prod, k).astype(np.float64)
-    pairs = _window_sum(cells.pairs, k)
+    prod = window_sum(cells.prod, k).astype(np.float64)
+    pairs = window_sum(cells.pairs, k)
     with np.errstate(invalid="ignore", divide="ignore"):
         tau = np.where(pairs > 0, prod / np.maximum(pairs, 1), 0.0)
     rho = sign_to_pearson(tau) - white_lag_correlation(kind, LAG1)

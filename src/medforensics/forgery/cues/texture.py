@@ -58,6 +58,7 @@ from medforensics.dsp.noisetexture import (
     block_texture_features,
     coarse_lattice_blocks,
     texture_cell_sums,
+    window_sum,
 )
 from medforensics.dsp.residuals import highpass_residual
 from medforensics.errors import ConfigError, InvalidArrayError
@@ -169,17 +170,24 @@ def _wilson_hilferty(d2: np.ndarray, p: int) -> np.ndarray:
     return (np.cbrt(np.maximum(d2, 0.0) / p) - (1.0 - v)) / np.sqrt(v)
 
 
-def _running_median_residual(vals: np.ndarray, key: np.ndarray, window_fraction: float
-                             ) -> np.ndarray:
-    """``vals`` (n, F) minus their running median over the rows ranked by ``key`` (n,)."""
+def _running_median(vals: np.ndarray, key: np.ndarray, window_fraction: float) -> np.ndarray:
+    """Running median of ``vals`` (n,) over the rows ranked by ``key`` (n,), in the rows'
+    order; window ``window_fraction`` of them (at least 25, odd)."""
     n = key.size
     order = np.argsort(key, kind="mergesort")
     k = max(25, int(window_fraction * n)) | 1
     k = min(k, n if n % 2 else max(n - 1, 1))
+    out = np.empty(n, dtype=vals.dtype)
+    out[order] = ndimage.median_filter(vals[order], size=k, mode="nearest")
+    return out
+
+
+def _running_median_residual(vals: np.ndarray, key: np.ndarray, window_fraction: float
+                             ) -> np.ndarray:
+    """``vals`` (n, F) minus their running median over the rows ranked by ``key`` (n,)."""
     out = np.empty_like(vals)
     for f in range(vals.shape[1]):
-        col = vals[order, f]
-        out[order, f] = col - ndimage.median_filter(col, size=k, mode="nearest")
+        out[:, f] = vals[:, f] - _running_median(vals[:, f], key, window_fraction)
     return out
 
 
@@ -322,14 +330,14 @@ def texture_inconsistency_map(
     cells = texture_cell_sums(img, cell=cell, kind=kind, ignore=ign_px, value_pairs=coarse)
     feats, npairs = block_texture_features(cells, cells_per_block=k, min_pairs=min_pairs,
                                            relative_lattice=relative_lattice)
-    n_ign = (_window_sum(_block_counts(ign_px, cell), k) if ign_px is not None
+    n_ign = (window_sum(_block_counts(ign_px, cell), k) if ign_px is not None
              else np.zeros(npairs.shape))
-    n_flat = _window_sum(_block_counts(flat, cell), k)
+    n_flat = window_sum(_block_counts(flat, cell), k)
     n_use = np.maximum(bpix - n_ign, 1)
     # clipping rules (also for the coarse lattice), then the correlation-estimate rules
     clip_bad = n_ign > 0 if max_clipped <= 0 else n_ign > max_clipped * bpix
     if hard is not None:
-        clip_bad |= _window_sum(_block_counts(hard, cell), k) > 0
+        clip_bad |= window_sum(_block_counts(hard, cell), k) > 0
     bad = clip_bad | (n_flat > max_flat * n_use) | (npairs < min_pairs)
     del clipped, flat, ign, hard
     names = list(FEATURE_NAMES[: feats.shape[2] - 1])
@@ -356,8 +364,7 @@ def texture_inconsistency_map(
         if structure == "condition" and lc is not None:
             xv = _running_median_residual(xv, lc[good], window_fraction)
         if expected == "binned":
-            bmean = _window_sum(block_means(img[: ncy * cell, : ncx * cell], cell), k,
-                                dtype=None) / (k * k)
+            bmean = window_sum(block_means(img[: ncy * cell, : ncx * cell], cell), k) / (k * k)
             xv = _running_median_residual(xv, bmean[good], window_fraction)
         zb[good] = _feature_z(xv, "lattice" in names, len(use), keep=keep,
                               lattice_floor=lattice_floor)
@@ -404,15 +411,6 @@ def _checked_input(pixels: np.ndarray, *, cell: int, cells_per_block: int, expec
     if not np.all(np.isfinite(img)):
         raise InvalidArrayError("image contains NaN or infinite values")
     return img
-
-
-def _window_sum(counts: np.ndarray, k: int, dtype: type | None = np.int64) -> np.ndarray:
-    """Sum of a per-cell array over the k x k cells of every block: (ncy - k + 1, ncx - k + 1)
-    (integer counts summed exactly as int64; ``dtype=None`` keeps the float input)."""
-    c = counts.astype(dtype) if dtype is not None else counts
-    c = np.cumsum(np.cumsum(c, axis=0), axis=1)
-    c = np.pad(c, ((1, 0), (1, 0)))
-    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
 
 
 def _feature_z(xv: np.ndarray, has_lattice: bool, n_features: int, *, keep: float,

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from medforensics.dsp.noise import block_means
+from medforensics.dsp.noisetexture import window_sum
 from medforensics.dsp.whiteness import block_whiteness
 from medforensics.errors import InvalidArrayError
 from medforensics.forgery.cues.noise import _block_counts, scoring_masks, sigmoid
@@ -55,7 +56,7 @@ from medforensics.forgery.cues.texture import (
     _block_structure,
     _blocks_to_pixels,
     _checked_input,
-    _window_sum,
+    _running_median,
 )
 
 __all__ = ["WhitenessInconsistency", "whiteness_inconsistency_map"]
@@ -78,17 +79,6 @@ class WhitenessInconsistency:
     z: np.ndarray
     n_blocks: int
     reference: float
-
-
-def _running_median(vals: np.ndarray, key: np.ndarray, window_fraction: float) -> np.ndarray:
-    """Running median of ``vals`` (n,) over the rows ranked by ``key`` (n,), same order."""
-    n = key.size
-    order = np.argsort(key, kind="mergesort")
-    k = max(25, int(window_fraction * n)) | 1
-    k = min(k, n if n % 2 else max(n - 1, 1))
-    out = np.empty(n)
-    out[order] = ndimage.median_filter(vals[order], size=k, mode="nearest")
-    return out
 
 
 def whitening_z(w: np.ndarray, ref: np.ndarray, *, scale_floor: float = 0.02,
@@ -181,12 +171,12 @@ def whiteness_inconsistency_map(
                          min_pairs=min_pairs)
     w = bw.offset
     bpix = (cell * k) ** 2
-    n_ign = (_window_sum(_block_counts(ign_px, cell), k) if ign_px is not None
+    n_ign = (window_sum(_block_counts(ign_px, cell), k) if ign_px is not None
              else np.zeros(w.shape))
-    n_flat = _window_sum(_block_counts(flat, cell), k)
+    n_flat = window_sum(_block_counts(flat, cell), k)
     bad = n_ign > max_clipped * bpix if max_clipped > 0 else n_ign > 0
     if hard is not None:
-        bad |= _window_sum(_block_counts(hard, cell), k) > 0
+        bad |= window_sum(_block_counts(hard, cell), k) > 0
     bad |= (n_flat > max_flat * np.maximum(bpix - n_ign, 1)) | ~np.isfinite(w)
     del clipped, flat, ign, hard
     good = ~bad
@@ -199,8 +189,7 @@ def whiteness_inconsistency_map(
     zero = np.zeros((H, W), np.float32)
     if int(good.sum()) < min_blocks:
         return WhitenessInconsistency(zero, zero.copy(), 0, 0.0)
-    bmean = _window_sum(block_means(img[: ncy * cell, : ncx * cell], cell), k,
-                        dtype=None) / (k * k)
+    bmean = window_sum(block_means(img[: ncy * cell, : ncx * cell], cell), k) / (k * k)
     ref = _running_median(w[good], bmean[good], window_fraction)
     zb = np.zeros(w.shape)
     zb[good] = whitening_z(w[good], ref, scale_floor=scale_floor, min_offset=min_offset)
