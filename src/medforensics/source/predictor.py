@@ -479,7 +479,7 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
     check = OpenSetCheck(
         feature_distance=pred.feature_distance,
         feature_threshold=predictor.feature_threshold,
-        features_required=predictor.openset is not None,
+        features_required=True,  # the classifier alone names a device only past an open-set test
         informative=None if ev is None else ev.informative,
         min_informative=4 if ev is None else ev.required,
         knowledge=predictor.knowledge,

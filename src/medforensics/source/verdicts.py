@@ -109,8 +109,8 @@ class OpenSetCheck:
             ``None`` when the run has no feature model.
         feature_threshold: its UNKNOWN threshold (``None``: no threshold could be set, e.g.
             too few validation images; then the classifier alone never names a device).
-        features_required: whether a missing feature threshold forbids naming (true for
-            runs calibrated with a feature model).
+        features_required: whether a missing feature threshold forbids naming (``identify``
+            sets it for every run: probabilities alone are no open-set evidence).
         unit_class: the class of the enrolled unit whose pattern matched, or ``None``.
         unit: that unit's label.
         unit_required: the nearest class has enrolled units and the run requires one of
@@ -415,7 +415,7 @@ def _decide_name(pred: str, p_max: float, s: float, thr: float | None, custom_sc
                                 f"{chk.feature_threshold:.3g}")
     elif chk.features_required:
         return None, None, (f'nearest "{pred}", but the run has no open-set threshold '
-                            "(too few validation images to set one)")
+                            "(not calibrated, or too few validation images to set one)")
     return pred, "classifier", ""
 
 
