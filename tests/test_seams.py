@@ -51,6 +51,30 @@ def test_untouched_images_have_no_box() -> None:
         assert not res.map.any()
 
 
+def test_clipped_specks_along_the_border_do_not_hide_a_paste() -> None:
+    """A paste whose border passes scattered clipped pixels (a dark pedestal, a saturated
+    speck every few rows) is still outlined: the pairs touching those pixels are left out of
+    the means instead of blanking the whole window around them."""
+    y, x, h, w = 60, 80, 96, 120
+    img = _paste(_scene(11), _scene(111), y, x, h, w)
+    rng = np.random.default_rng(4)
+    hi = float(img.max()) + 500.0
+    for r in range(y - 10, y + h + 10, 6):  # specks along both vertical seams
+        for c in (x - 2, x + w + 1):
+            img[r + int(rng.integers(0, 3)), c] = hi
+    for c in range(x - 10, x + w + 10, 6):  # and along both horizontal seams
+        for r in (y - 2, y + h + 1):
+            img[r, c + int(rng.integers(0, 3))] = hi
+    res = seam_cue(img)
+    assert res.boxes, "no box found"
+    assert res.boxes[0].corners >= 3
+    assert res.boxes[0].box == (x, y, x + w, y + h)
+    # the old rule (any clipped pixel within window / 2 rows and 3 columns blanks the
+    # boundary) leaves nothing to measure along these borders
+    e = boundary_excess(img, clip_margin=1)
+    assert e[y + 10:y + h - 10, x - 1].mean() > 1.0
+
+
 def test_detector_seams_and_graphics_are_not_pastes() -> None:
     img = _scene(5)
     img[:, 200:] += 300.0  # a full-height gain step (detector / stitching seam)

@@ -108,6 +108,8 @@ def forgery_train_cmd(
         False, "--texture/--no-texture", help="cues: also feed the noise-texture cue."),
     seam: bool = typer.Option(
         False, "--seam/--no-seam", help="cues: also feed the paste seam cue."),
+    whiteness: bool = typer.Option(
+        False, "--whiteness/--no-whiteness", help="cues: also feed the noise-whiteness cue."),
     allow_modified_run: bool = ALLOW_MODIFIED_OPT,
 ) -> None:
     """Train a forgery detector (original vs tampered; split by source image / patient)."""
@@ -119,7 +121,7 @@ def forgery_train_cmd(
                             device=device, resume=resume, source_run=source_model,
                             batch_size=batch_size, lr=lr, resplit=resplit,
                             progress=progress is not False, texture=texture, seam=seam,
-                            allow_modified=allow_modified_run)
+                            whiteness=whiteness, allow_modified=allow_modified_run)
     except MedForensicsError as exc:
         fail(exc)
     extra = ""

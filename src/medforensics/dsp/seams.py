@@ -13,8 +13,10 @@ The functions here are pure NumPy / SciPy (no I/O, no logging):
 * :func:`boundary_excess`: for every column boundary ``j`` (between columns ``j`` and
   ``j + 1``), the mean ``|dx|`` over a window of ``window`` rows minus the largest of the same
   mean at the four neighbouring boundaries (``j - 2 .. j + 2``), relative to their average;
-  0 where a neighbouring boundary is noiseless (flat or clipped background) or a clipped pixel
-  is near. A hard seam scores ~ (mismatch / noise); noise alone stays below ~0.3 at 16 rows.
+  pixel pairs that touch a clipped or flat pixel (or lie within ``clip_margin`` of one) are
+  left out of every mean, so a few clipped specks do not blank a whole window; 0 where too
+  few pairs are left or a neighbouring boundary is noiseless (flat or clipped background). A
+  hard seam scores ~ (mismatch / noise); noise alone stays below ~0.3 at 16 rows.
 * :func:`straight_seams`: runs of ``excess > threshold`` along one boundary that are at least
   ``min_len`` long and at most ``max_frac`` of the image side (full-height lines are detector
   or stitching seams, not pastes).
@@ -87,26 +89,32 @@ def _noise_floor(x: np.ndarray) -> float:
 
 
 def _excess_strip(x: np.ndarray, lo: float, hi: float, window: int, floor: float,
-                  min_noise: float) -> np.ndarray:
-    d = np.abs(np.diff(x, axis=1)).astype(np.float32)
-    m = ndimage.uniform_filter1d(d, window, axis=0, mode="nearest")
+                  min_noise: float, clip_margin: int, min_valid: float) -> np.ndarray:
+    # clipped or flat pixels (at the image's extremes, or a constant 3 x 3 neighbourhood):
+    # a step next to them is the edge of a background / graphic, not between two sources
+    flat = ndimage.maximum_filter(x, size=3) == ndimage.minimum_filter(x, size=3)
+    bad = (x <= lo) | (x >= hi) | flat
+    if clip_margin > 0:
+        bad = ndimage.maximum_filter(bad, size=2 * clip_margin + 1)
+    usable = ~(bad[:, 1:] | bad[:, :-1])
+    d = np.abs(np.diff(x, axis=1)).astype(np.float32) * usable
+    share = ndimage.uniform_filter1d(usable.astype(np.float32), window, axis=0, mode="nearest")
+    m = (ndimage.uniform_filter1d(d, window, axis=0, mode="nearest")
+         / np.maximum(share, np.float32(1e-6)))
     pad = np.pad(m, ((0, 0), (2, 2)), mode="edge")
     l2, l1, r1, r2 = pad[:, :-4], pad[:, 1:-3], pad[:, 3:-1], pad[:, 4:]
     nb_max = np.maximum(np.maximum(l1, l2), np.maximum(r1, r2))
     nb_mean = (l1 + l2 + r1 + r2) / np.float32(4)
-    # clipped or flat pixels (at the image's extremes, or a constant 3 x 3 neighbourhood):
-    # a seam next to them is the edge of a background / graphic, not between two sources
-    flat = ndimage.maximum_filter(x, size=3) == ndimage.minimum_filter(x, size=3)
-    clip = (x <= lo) | (x >= hi) | flat
-    near_clip = ndimage.maximum_filter(clip, size=(window + 1, 6))[:, :-1]
-    valid = (np.minimum(l1, r1) >= min_noise * floor) & ~near_clip
+    least = ndimage.minimum_filter1d(share, 5, axis=1, mode="nearest")
+    valid = (np.minimum(l1, r1) >= min_noise * floor) & (least >= min_valid)
     out = (m - nb_max) / np.maximum(nb_mean, np.float32(1e-9))
     out[~valid] = 0.0
     return out
 
 
 def boundary_excess(x: np.ndarray, *, window: int = 16, min_noise: float = 0.3,
-                    clip_values: tuple[float, float] | None = None) -> np.ndarray:
+                    clip_values: tuple[float, float] | None = None, clip_margin: int = 1,
+                    min_valid: float = 0.3) -> np.ndarray:
     """Relative excess of the step across every column boundary (vertical seams).
 
     Args:
@@ -117,8 +125,13 @@ def boundary_excess(x: np.ndarray, *, window: int = 16, min_noise: float = 0.3,
             areas have no noise to compare with).
         clip_values: (low, high) values treated as clipped; default the image's min and max.
             Pixels of a constant 3 x 3 neighbourhood count as clipped as well (a background
-            or graphic whose value is no longer the image's extreme after an edit); a
-            boundary within ``window / 2`` rows and 3 columns of a clipped pixel scores 0.
+            or graphic whose value is no longer the image's extreme after an edit).
+        clip_margin: a pixel pair is left out of the means when a clipped pixel lies within
+            this many pixels of either of its pixels (the skin line or collimator edge next
+            to a clipped background).
+        min_valid: a boundary scores only where, at it and at its four neighbouring
+            boundaries, at least this share of the window's pairs is left (a window of
+            mostly clipped or flat pixels has nothing to compare).
 
     Returns:
         float32 (H, W - 1): ``(m_j - max(m_{j-2}, m_{j-1}, m_{j+1}, m_{j+2})) / mean(...)``
@@ -135,11 +148,12 @@ def boundary_excess(x: np.ndarray, *, window: int = 16, min_noise: float = 0.3,
     floor = _noise_floor(a)
     h = a.shape[0]
     out = np.empty((h, a.shape[1] - 1), np.float32)
-    halo = window // 2 + 2
+    halo = window // 2 + int(clip_margin) + 2
     for s in range(0, h, STRIP_ROWS):
         e = min(h, s + STRIP_ROWS)
         s0, e0 = max(0, s - halo), min(h, e + halo)
-        out[s:e] = _excess_strip(a[s0:e0], lo, hi, window, floor, min_noise)[s - s0:e - s0]
+        out[s:e] = _excess_strip(a[s0:e0], lo, hi, window, floor, min_noise, int(clip_margin),
+                                 float(min_valid))[s - s0:e - s0]
     return out
 
 

@@ -249,6 +249,7 @@ def train_forgery(
     progress: bool = True,
     texture: bool = False,
     seam: bool = False,
+    whiteness: bool = False,
     allow_modified: bool = False,
 ) -> ForgeryTrainResult:
     """Train a forgery detector on a tamper manifest (see module docs).
@@ -277,6 +278,8 @@ def train_forgery(
             default: not yet measured for the learned combiner).
         seam: ``cues``: include the paste seam cue as a combiner feature (off by default,
             like ``texture``).
+        whiteness: ``cues``: include the noise-whiteness cue as a combiner feature (off by
+            default, like ``texture``).
         allow_modified: load a ``source_run`` whose files differ from its run manifest
             (logged) instead of refusing it.
 
@@ -309,7 +312,7 @@ def train_forgery(
         return _train_ela_cnn(rows, run, cfg, counts, epochs=epochs, device=device,
                               resume=resume, batch_size=batch_size, lr=lr, progress=progress)
     return _train_cues(rows, run, cfg, counts, device=device, source_run=source_run,
-                       progress=progress, texture=texture, seam=seam,
+                       progress=progress, texture=texture, seam=seam, whiteness=whiteness,
                        allow_modified=allow_modified)
 
 
@@ -500,11 +503,11 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
 def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 counts: dict[str, int], *, device: str, source_run: str | Path | None,
                 progress: bool, texture: bool = False, seam: bool = False,
-                allow_modified: bool = False) -> ForgeryTrainResult:
+                whiteness: bool = False, allow_modified: bool = False) -> ForgeryTrainResult:
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device,
-                                   texture=bool(texture), seam=bool(seam), whiteness=False,
-                                   allow_modified=allow_modified)
-    cues = default_cues(texture=bool(texture), seam=bool(seam), whiteness=False,
+                                   texture=bool(texture), seam=bool(seam),
+                                   whiteness=bool(whiteness), allow_modified=allow_modified)
+    cues = default_cues(texture=bool(texture), seam=bool(seam), whiteness=bool(whiteness),
                         fingerprint=source_run is not None)
     cache = run / "features"
     cache.mkdir(exist_ok=True)
