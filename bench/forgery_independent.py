@@ -51,7 +51,8 @@ With ``--real`` the images are the lossless single-frame files of ``../shared/da
 (radiographs of ``xray/`` and ``codecs/``, MR slices of ``mr/``; a file whose decoded pixels
 equal an earlier one's is dropped), every file is edited once per kind (blocks 64-192 px, at most half the
 image side), splice donors come from another device (by the header's manufacturer / model),
-and the detector is the training-free one (no source model knows these devices).
+and the detector is the training-free one (no source model knows these devices), or with
+``--forgery-run`` a trained ``cues`` run made without a source model.
 
 Each edited image and its untouched original are scored by the training-free detector with
 the fingerprint cue (``ForgeryDetector.from_run(None, source_run=RUN)``), or with
@@ -392,9 +393,10 @@ def main() -> None:
     ap.add_argument("--no-fingerprint", action="store_true",
                     help="simulated images: the training-free cues only (no source model)")
     ap.add_argument("--forgery-run", default=None, metavar="CUES_RUN",
-                    help="simulated images: score with this trained forgery run (e.g. the "
-                         "learned cues combiner bench/forgery.py trains, work/run_cues_dicom) "
-                         "instead of the training-free detector")
+                    help="score with this trained forgery run (e.g. the learned cues combiner "
+                         "bench/forgery.py trains, work/run_cues_dicom) instead of the "
+                         "training-free detector; with --real only a run without the "
+                         "fingerprint cue")
     ap.add_argument("--jpeg", type=int, default=0, metavar="Q",
                     help="export the edited image and its original to 8-bit JPEG of quality "
                          "Q (0.5-99.5 percentile window of the original) before detection")
@@ -412,14 +414,16 @@ def main() -> None:
                                                    args.noise_extra_blocks.split(","))}}
                   if args.noise_extra_blocks else None)
     white = {"default": None, "on": True, "off": False}[args.whiteness]
-    if args.forgery_run and (args.real or args.no_fingerprint):
-        ap.error("--forgery-run is for simulated images with their source run (not with "
-                 "--real or --no-fingerprint)")
+    if args.forgery_run and args.no_fingerprint:
+        ap.error("--forgery-run loads the run's own cues (with its source run when it uses "
+                 "the fingerprint): not with --no-fingerprint")
     if args.real:
         rows = _real_rows()
         if args.out == "bench/out/forgery_independent":
             args.out = "bench/out/forgery_independent_real"
-        det = ForgeryDetector.from_run(None, cue_params=cue_params, whiteness=white)
+        # no source model knows these devices: a trained run only if it has no fingerprint cue
+        det = ForgeryDetector.from_run(args.forgery_run, cue_params=cue_params,
+                                       whiteness=white)
         n = len(rows)
     else:
         rows = [r for r in csv.DictReader(open(args.manifest, newline="", encoding="utf-8"))

@@ -116,7 +116,9 @@ def test_cues_train_roundtrip_resume_and_cli(tamper_set: Path, tmp_path: Path) -
                            str(run), "--seed", "1", "--no-progress"])
     assert out.exit_code == 0, out.output
     meta = json.loads((run / "model.json").read_text())
-    assert meta["preset"] == "cues" and meta["cues"] == ["copymove", "noise", "ela"]
+    # the combiner is fed every cue of the training-free detector's default list
+    assert meta["preset"] == "cues" and meta["cues"] == ["copymove", "noise", "texture",
+                                                         "whiteness", "seam", "ela"]
     assert (run / "combiner.safetensors").is_file() and (run / "split.json").is_file()
     det = ForgeryDetector.from_run(run)
     assert det.method == "cues-learned"
@@ -169,3 +171,22 @@ def test_cues_train_roundtrip_resume_and_cli(tamper_set: Path, tmp_path: Path) -
     lo, hi = m["ci"]["image_auc"]  # 95 % intervals over source images
     assert lo <= m["image_auc"] <= hi and "95 % CI over" in out.output
     assert list((ev / "examples").glob("*.png"))
+
+
+def test_cues_train_without_the_optional_cues(tamper_set: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medforensics.cli import app
+
+    run = tmp_path / "cues3"
+    out = CliRunner().invoke(app, ["forgery", "train", str(tamper_set), "--preset", "cues",
+                                   "--out", str(run), "--seed", "1", "--no-progress",
+                                   "--no-texture", "--no-seam", "--no-whiteness"])
+    assert out.exit_code == 0, out.output
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["cues"] == ["copymove", "noise", "ela"]
+    det = ForgeryDetector.from_run(run)
+    assert det.cue_names == ["copymove", "noise", "ela"]  # the combiner's, not the defaults
+    assert meta["fit"]["pixel_features"][:2] == ["copymove", "copymove_mean15"]
+    assert not any(f.startswith(("texture", "seam", "whiteness"))
+                   for f in meta["fit"]["pixel_features"])

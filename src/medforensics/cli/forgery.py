@@ -105,11 +105,12 @@ def forgery_train_cmd(
         False, "--resplit", help="Ignore the manifest's own split column."),
     progress: Optional[bool] = PROGRESS_OPT,
     texture: bool = typer.Option(
-        False, "--texture/--no-texture", help="cues: also feed the noise-texture cue."),
+        True, "--texture/--no-texture", help="cues: feed the noise-texture cue (default on)."),
     seam: bool = typer.Option(
-        False, "--seam/--no-seam", help="cues: also feed the paste seam cue."),
+        True, "--seam/--no-seam", help="cues: feed the paste seam cue (default on)."),
     whiteness: bool = typer.Option(
-        False, "--whiteness/--no-whiteness", help="cues: also feed the noise-whiteness cue."),
+        True, "--whiteness/--no-whiteness", help="cues: feed the noise-whiteness cue (default "
+        "on)."),
     allow_modified_run: bool = ALLOW_MODIFIED_OPT,
 ) -> None:
     """Train a forgery detector (original vs tampered; split by source image / patient)."""

@@ -247,9 +247,9 @@ def train_forgery(
     val: float = 0.1,
     resplit: bool = False,
     progress: bool = True,
-    texture: bool = False,
-    seam: bool = False,
-    whiteness: bool = False,
+    texture: bool | None = None,
+    seam: bool | None = None,
+    whiteness: bool | None = None,
     allow_modified: bool = False,
 ) -> ForgeryTrainResult:
     """Train a forgery detector on a tamper manifest (see module docs).
@@ -274,12 +274,10 @@ def train_forgery(
         resplit: ignore the manifest's own ``split`` column.
         progress: report progress: bars on stderr when it is a terminal, a log line every
             hundred images otherwise.
-        texture: ``cues``: include the noise-texture cue as a combiner feature (off by
-            default: not yet measured for the learned combiner).
-        seam: ``cues``: include the paste seam cue as a combiner feature (off by default,
-            like ``texture``).
-        whiteness: ``cues``: include the noise-whiteness cue as a combiner feature (off by
-            default, like ``texture``).
+        texture: ``cues``: feed the noise-texture cue to the combiner (None = as the
+            training-free detector: :data:`~medforensics.forgery.localize.DEFAULT_TEXTURE`).
+        seam: ``cues``: feed the paste seam cue (None = ``DEFAULT_SEAM``).
+        whiteness: ``cues``: feed the noise-whiteness cue (None = ``DEFAULT_WHITENESS``).
         allow_modified: load a ``source_run`` whose files differ from its run manifest
             (logged) instead of refusing it.
 
@@ -502,12 +500,13 @@ def _cue_features(det: Any, row: dict[str, str], cues: Sequence[str], cache: Pat
 
 def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
                 counts: dict[str, int], *, device: str, source_run: str | Path | None,
-                progress: bool, texture: bool = False, seam: bool = False,
-                whiteness: bool = False, allow_modified: bool = False) -> ForgeryTrainResult:
+                progress: bool, texture: bool | None = None, seam: bool | None = None,
+                whiteness: bool | None = None, allow_modified: bool = False
+                ) -> ForgeryTrainResult:
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device,
-                                   texture=bool(texture), seam=bool(seam),
-                                   whiteness=bool(whiteness), allow_modified=allow_modified)
-    cues = default_cues(texture=bool(texture), seam=bool(seam), whiteness=bool(whiteness),
+                                   texture=texture, seam=seam, whiteness=whiteness,
+                                   allow_modified=allow_modified)
+    cues = default_cues(texture=texture, seam=seam, whiteness=whiteness,
                         fingerprint=source_run is not None)
     cache = run / "features"
     cache.mkdir(exist_ok=True)
