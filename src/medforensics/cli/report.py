@@ -82,7 +82,7 @@ def report_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder (replaced)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the whole job."),
-    patients: int = typer.Option(64, "--patients", help="Simulated patients."),
+    patients: int = typer.Option(48, "--patients", help="Simulated patients."),
     epochs: int = typer.Option(12, "--epochs", help="Training epochs of the patch model."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     forgery: bool = typer.Option(True, "--forgery/--no-forgery", help="Include the forgery part."),

@@ -52,9 +52,7 @@ class DemoConfig:
     manufacturers: int = 3
     models_per_manufacturer: int = 2
     units_per_model: int = 2
-    patients: int = 64
-    test: float = 0.25
-    val: float = 0.25
+    patients: int = 48
     size: tuple[int, int] = (384, 640)
     epochs: int = 12
     patches_per_image: int | None = None
@@ -211,8 +209,7 @@ def _archive_and_split(cfg: DemoConfig, out: Path, archive: Path, steps: _Steps
     echo(f"   statuses: {statuses}")
 
     def do_split() -> list[dict[str, Any]]:
-        assign_splits(rows, by="patient", test=cfg.test, val=cfg.val, stratify="model",
-                      seed=cfg.seed)
+        assign_splits(rows, by="patient", test=0.25, val=0.15, stratify="model", seed=cfg.seed)
         check_leakage(rows)
         return rows
 
