@@ -39,13 +39,15 @@ _RUN_HELP = "Forgery run directory, or 'cues' for the training-free detector."
 _ELA_OPT = typer.Option(
     "auto", "--ela", help="Training-free ELA cue: auto (lossy inputs), always, never.")
 _TEXTURE_OPT = typer.Option(
-    True, "--texture/--no-texture", help="Training-free noise-texture cue (default on).")
+    True, "--texture/--no-texture",
+    help="Noise-texture cue (default on; forgery train feeds it to the learned combiner).")
 _SEAM_OPT = typer.Option(
-    True, "--seam/--no-seam", help="Training-free hard-edged paste seam cue (default on).")
+    True, "--seam/--no-seam",
+    help="Hard-edged paste seam cue (default on; forgery train feeds it to the combiner).")
 _WHITENESS_OPT = typer.Option(
     True, "--whiteness/--no-whiteness",
-    help="Training-free noise-whiteness cue (noise whiter than the image's own; default on).")
-
+    help="Noise-whiteness cue (noise whiter than the image's own; default on; forgery train "
+         "feeds it to the combiner).")
 
 @app.command("tamper")
 def tamper_cmd(
@@ -104,13 +106,9 @@ def forgery_train_cmd(
     resplit: bool = typer.Option(
         False, "--resplit", help="Ignore the manifest's own split column."),
     progress: Optional[bool] = PROGRESS_OPT,
-    texture: bool = typer.Option(
-        True, "--texture/--no-texture", help="cues: feed the noise-texture cue (default on)."),
-    seam: bool = typer.Option(
-        True, "--seam/--no-seam", help="cues: feed the paste seam cue (default on)."),
-    whiteness: bool = typer.Option(
-        True, "--whiteness/--no-whiteness", help="cues: feed the noise-whiteness cue (default "
-        "on)."),
+    texture: bool = _TEXTURE_OPT,
+    seam: bool = _SEAM_OPT,
+    whiteness: bool = _WHITENESS_OPT,
     allow_modified_run: bool = ALLOW_MODIFIED_OPT,
 ) -> None:
     """Train a forgery detector (original vs tampered; split by source image / patient)."""

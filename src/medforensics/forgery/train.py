@@ -506,8 +506,8 @@ def _train_cues(rows: list[dict[str, str]], run: Path, cfg: dict[str, Any],
     det = ForgeryDetector.from_run(None, source_run=source_run, device=device,
                                    texture=texture, seam=seam, whiteness=whiteness,
                                    allow_modified=allow_modified)
-    cues = default_cues(texture=texture, seam=seam, whiteness=whiteness,
-                        fingerprint=source_run is not None)
+    cues = default_cues(texture=det.texture, seam=det.seam, whiteness=det.whiteness,
+                        fingerprint=det.source is not None)
     cache = run / "features"
     cache.mkdir(exist_ok=True)
     use = [r for r in rows if r["split"] in ("train", "val")]
