@@ -17,6 +17,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[dev]"
+	rm -rf src/*.egg-info  # a build leftover: the installed metadata is in $(VENV)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,4 +32,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
