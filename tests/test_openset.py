@@ -190,3 +190,44 @@ def test_evidence_floor_passes_noisy_images() -> None:
     img = (2000 + 15 * rng.standard_normal((256, 256))).round().astype(np.float32)
     ev = count_informative_windows(img, 64)
     assert ev.informative == ev.windows == 16 and ev.enough()
+
+
+def test_blocks_take_the_larger_distance_and_survive_the_round_trip() -> None:
+    rng = np.random.default_rng(2)
+    centres = np.hstack([np.eye(3, 8) * 8.0, np.eye(3, 4) * 8.0])  # features | noise shape
+    z, y = _clusters(rng, centres, 150, d=12)
+    model = FeatureOpenSet.fit(z, y, CLASSES, blocks=(8, 4))
+    assert model.blocks == (8, 4) and model.precision[:8, 8:].any() == 0
+    known = centres[1] + rng.standard_normal((16, 12))
+    # network features of class B, noise shape of nothing known: far in the second block
+    odd = known.copy()
+    odd[:, 8:] = np.array([0.0, 0.0, 0.0, 8.0]) + rng.standard_normal((16, 4))
+    assert model.distance(known) < 2.0
+    assert model.distance(odd) > 5.0
+    # one block alone would not have seen it
+    only_features = FeatureOpenSet.fit(z[:, :8], y, CLASSES)
+    assert only_features.distance(odd[:, :8]) < 2.0
+    # a noise shape that could not be measured adds nothing (the features decide)
+    unmeasured = odd.copy()
+    unmeasured[:, 8:] = np.nan
+    assert model.distance(unmeasured) == pytest.approx(only_features.distance(odd[:, :8]),
+                                                       rel=0.2)
+    again = FeatureOpenSet.from_arrays(model.to_arrays(), CLASSES)
+    assert again.blocks == (8, 4)
+    assert again.distance(odd) == pytest.approx(model.distance(odd), rel=1e-4)
+    bad = model.to_arrays()
+    bad["blocks"] = np.array([8, 3])
+    with pytest.raises(ConfigError, match="sum to 12"):
+        FeatureOpenSet.from_arrays(bad, CLASSES)
+
+
+def test_blocks_fit_leaves_unmeasured_rows_out_of_that_block() -> None:
+    rng = np.random.default_rng(3)
+    centres = np.hstack([np.eye(3, 6) * 6.0, np.eye(3, 3) * 6.0])
+    z, y = _clusters(rng, centres, 60, d=9)
+    z[::5, 6:] = np.nan  # every fifth image without a noise shape
+    model = FeatureOpenSet.fit(z, y, CLASSES, blocks=(6, 3))
+    assert np.all(np.isfinite(model.means)) and np.all(np.isfinite(model.precision))
+    z[:, :1] = np.nan  # the network's block must be complete
+    with pytest.raises(ConfigError, match="NaN"):
+        FeatureOpenSet.fit(z, y, CLASSES, blocks=(6, 3))

@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from medforensics.dsp._checks import as_image
 from medforensics.dsp.noise import STRIP_ROWS, residual_strips
@@ -64,6 +65,7 @@ __all__ = [
     "block_texture_features",
     "coarse_lattice_blocks",
     "noise_texture_features",
+    "image_noise_shape",
     "anisotropy",
 ]
 
@@ -549,6 +551,48 @@ def noise_texture_features(image: np.ndarray, *, block: int = 32, step: int = 16
         raise ConfigError(f"block ({block}) must be a multiple of step ({step} >= 4)")
     cells = texture_cell_sums(image, cell=step, kind=kind, ignore=ignore)
     return block_texture_features(cells, cells_per_block=block // step)
+
+
+def image_noise_shape(image: np.ndarray, *, cell: int = 16, min_blocks: int = 16,
+                      min_pairs: int = 256) -> np.ndarray:
+    """The image's noise shape: median over its 32-px blocks of the residual lag correlations.
+
+    One vector per image for telling devices apart by how their chain shapes the noise
+    (detector blur, CR scan direction, sharpening), whatever the noise level and the anatomy:
+    per-block offsets from white noise (the ``rho_*`` channels of
+    :func:`block_texture_features`) are noisy, their median over the whole image is not. Pixels
+    at the image's minimum or maximum value (background, collimation, saturation) and their
+    3 x 3 neighbours are left out, as are blocks with fewer than ``min_pairs`` residual pairs
+    at some lag (flat areas have none).
+
+    Args:
+        image: (H, W) real array of stored values.
+        cell: cell side in pixels; blocks are 2 x 2 cells.
+        min_blocks: fewest usable blocks for a measurement.
+        min_pairs: fewest residual pairs per lag for a block to count.
+
+    Returns:
+        float64 (len(TEXTURE_LAGS),) correlation offsets in about [-1.7, 1.7], in the order of
+        :data:`TEXTURE_LAGS`; all NaN when the image is smaller than two blocks or has fewer
+        than ``min_blocks`` usable blocks (nothing to measure).
+
+    Raises:
+        InvalidArrayError: image not 2-D or non-finite.
+    """
+    arr = np.asarray(image)
+    img = as_image(arr, dtype=np.float32 if arr.dtype == np.float32 else np.float64)
+    none = np.full(len(TEXTURE_LAGS), np.nan)
+    if min(img.shape) < 4 * cell:
+        return none
+    clipped = (img <= img.min()) | (img >= img.max())
+    ignore = ndimage.binary_dilation(clipped, structure=np.ones((3, 3), bool))
+    cells = texture_cell_sums(img, cell=cell, ignore=ignore, value_pairs=False)
+    feats, pairs = block_texture_features(cells, cells_per_block=2, min_pairs=min_pairs)
+    rho = feats[..., : len(TEXTURE_LAGS)][pairs >= min_pairs]
+    rho = rho[np.all(np.isfinite(rho), axis=1)]
+    if len(rho) < min_blocks:
+        return none
+    return np.median(rho, axis=0)
 
 
 def anisotropy(features: np.ndarray) -> np.ndarray:

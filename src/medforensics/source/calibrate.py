@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from medforensics.common.jsonio import atomic_write_json
+from medforensics.dsp.noisetexture import TEXTURE_LAGS
 from medforensics.errors import ConfigError, InvalidArrayError, ReadError
 from medforensics.eval.calibration import (
     expected_calibration_error,
@@ -64,6 +65,7 @@ def calibrate_run(
     fit_images_per_class: int = 30,
     outlier_devices: int = 8,
     allow_modified: bool = False,
+    noise_shape: bool = True,
 ) -> dict[str, Any]:
     """Fit temperature, the open-set model and its thresholds; write ``RUN/calibration.json``.
 
@@ -79,6 +81,12 @@ def calibrate_run(
       each has half the false-UNKNOWN budget. With too few validation images for that rate
       (39 for a 5 % target) no feature threshold is set, the calibration says so, and the
       classifier alone will then name no device (a matching unit pattern still can).
+      With ``noise_shape`` the open-set model has a second block, the image's noise shape
+      (:func:`medforensics.dsp.noisetexture.image_noise_shape`: how the device's chain
+      correlates its noise), and the distance is the larger of the two blocks': a device is
+      named only when its pixels resemble a known one both to the network and in that
+      physical measurement. The network's features of an unseen *real* device can fall among
+      the simulated devices' (docs/openset.md); its noise shape rarely does.
     * Estimates of how often an unseen device would be named (nothing is tuned on them):
       leave-one-class-out on the validation images, and ``outlier_devices`` freshly drawn
       outlier devices (:mod:`medforensics.synth.outliers`, another seed than training's).
@@ -101,6 +109,7 @@ def calibrate_run(
         outlier_devices: outlier devices drawn for the estimate (0 = skip).
         allow_modified: calibrate a run whose files differ from its manifest (the changed
             files stay listed as changed: only ``calibration.json`` is re-hashed).
+        noise_shape: add the noise-shape block to the open-set model (see above).
 
     Returns:
         The calibration record written to ``calibration.json``.
@@ -118,7 +127,8 @@ def calibrate_run(
     run = Path(run_dir)
     check = verify_run(run, allow_modified=allow_modified)
     model, meta = load_model(run, map_location=device)
-    pred = SourcePredictor(model, meta, device=device, n_patches=n_patches)
+    pred = SourcePredictor(model, meta, device=device, n_patches=n_patches,
+                           noise_shape=noise_shape)
     pred.run_integrity = check.status
 
     val = _usable(rows, "val", pred)
@@ -150,6 +160,7 @@ def calibrate_run(
         "openset_file": OPENSET_FILE,
         "openset_fit_images": n_fit,
         "openset_shrinkage": openset.shrinkage,
+        "openset_blocks": (["features", "noise shape"] if openset.blocks else ["features"]),
         "feature_threshold": feat_thr,
         "val_false_unknown": (None if feat_thr is None else
                               float(np.mean((probs.max(1) < thr) | (fit.distances > feat_thr)))),
@@ -213,9 +224,11 @@ def _fit_openset(pred: SourcePredictor, train: Sequence[tuple[Mapping[str, Any],
     if missing:
         raise ConfigError("calibration needs training images of every class for the open-set "
                           f"model; none of {[pred.classes[i] for i in missing]}")
+    width = fit_embs[0].shape[1]
+    blocks = (width - len(TEXTURE_LAGS), len(TEXTURE_LAGS)) if pred.noise_shape else ()
     openset = FeatureOpenSet.fit(
         np.concatenate(fit_embs), np.concatenate([[y] * len(e) for e, y in zip(fit_embs, fit_ys)]),
-        pred.classes)
+        pred.classes, blocks=blocks)
     return openset, len(fit_ys)
 
 

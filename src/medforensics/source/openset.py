@@ -99,21 +99,31 @@ def conformal_threshold(distances: Any, alpha: float = 0.05) -> float:
 class FeatureOpenSet:
     """Tied-covariance Gaussian class model of embeddings (see module docstring).
 
+    The columns may form independent **blocks** (e.g. the network's embedding and the
+    image's noise shape, :func:`medforensics.dsp.noisetexture.image_noise_shape`, appended to
+    every patch row): each block gets its own tied covariance and its own distance
+    ``d2_b / D_b``, and a patch's distance to a class is the *largest* over the blocks - an
+    image must look like the same known device in every block. A block whose values are not
+    finite in a row (nothing measured) adds no distance for that row.
+
     Attributes:
         classes: C class names, index = row of ``means``.
         means: (C, D) float64 class means of the patch embeddings.
-        precision: (D, D) float64 inverse of the shrunk tied covariance.
-        shrinkage: weight of the scaled identity in the covariance (0..1).
+        precision: (D, D) float64 inverse of the shrunk tied covariance (block-diagonal
+            with several blocks).
+        shrinkage: weight of the scaled identity in the (first block's) covariance (0..1).
+        blocks: widths of the column blocks, summing to D; ``()`` = one block.
     """
 
     classes: list[str]
     means: np.ndarray
     precision: np.ndarray
     shrinkage: float = 0.0
+    blocks: tuple[int, ...] = ()
 
     @classmethod
     def fit(cls, embeddings: Any, labels: Any, classes: Sequence[str], *,
-            shrinkage: float | None = None) -> FeatureOpenSet:
+            shrinkage: float | None = None, blocks: Sequence[int] = ()) -> FeatureOpenSet:
         """Fit class means and the tied covariance on known-device patch embeddings.
 
         Args:
@@ -122,39 +132,42 @@ class FeatureOpenSet:
             classes: the C class names.
             shrinkage: weight ``s`` of ``mean(diag) * I`` in ``(1 - s) * S + s * mean(diag)
                 * I`` (S the pooled within-class covariance); ``None`` uses the
-                Ledoit-Wolf estimate, which adapts to how many rows back D dimensions.
+                Ledoit-Wolf estimate, which adapts to how many rows back D dimensions
+                (per block).
+            blocks: widths of independent column blocks (sum D); empty = one block. Rows
+                whose values in a block are not all finite are left out of that block's fit;
+                in the first block every value must be finite.
 
         Returns:
             The fitted model.
 
         Raises:
-            ConfigError: shapes disagree, a class has no rows, or values are not finite.
+            ConfigError: shapes disagree, a class has no rows (in some block), or values of
+                the first block are not finite.
         """
         z = np.asarray(embeddings, dtype=np.float64)
         y = np.asarray(labels)
         names = [str(c) for c in classes]
         if z.ndim != 2 or y.shape != (z.shape[0],) or z.shape[0] < 2:
             raise ConfigError(f"need (N, D) embeddings and (N,) labels, got {z.shape}, {y.shape}")
-        if not np.all(np.isfinite(z)):
+        widths = _check_blocks(blocks, z.shape[1])
+        if not np.all(np.isfinite(z[:, : widths[0]])):
             raise ConfigError("embeddings contain NaN or infinite values")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(names):
             raise ConfigError(f"labels must be class indices in 0..{len(names) - 1}")
-        counts = np.bincount(y, minlength=len(names))
-        if np.any(counts == 0):
-            missing = [names[i] for i in np.flatnonzero(counts == 0)]
-            raise ConfigError(f"no embeddings for class(es) {missing}")
-        means = np.stack([z[y == c].mean(axis=0) for c in range(len(names))])
-        centred = z - means[y]
-        cov = centred.T @ centred / max(z.shape[0] - len(names), 1)
-        if shrinkage is None:
-            shrinkage = _ledoit_wolf_shrinkage(centred)
-        s = float(shrinkage)
-        if not 0.0 <= s <= 1.0:
+        if shrinkage is not None and not 0.0 <= float(shrinkage) <= 1.0:
             raise ConfigError(f"shrinkage must be in [0, 1], got {shrinkage}")
-        scale = float(np.trace(cov)) / cov.shape[0]
-        shrunk = (1.0 - s) * cov + s * max(scale, 1e-12) * np.eye(cov.shape[0])
-        precision = np.linalg.pinv(shrunk, hermitian=True)
-        return cls(classes=names, means=means, precision=precision, shrinkage=s)
+        means = np.zeros((len(names), z.shape[1]))
+        precision = np.zeros((z.shape[1], z.shape[1]))
+        used: list[float] = []
+        for lo, hi in _block_slices(widths):
+            zb = z[:, lo:hi]
+            ok = np.all(np.isfinite(zb), axis=1)
+            means[:, lo:hi], precision[lo:hi, lo:hi], s = _fit_tied(zb[ok], y[ok], names,
+                                                                    shrinkage)
+            used.append(s)
+        return cls(classes=names, means=means, precision=precision, shrinkage=used[0],
+                   blocks=tuple(widths) if len(widths) > 1 else ())
 
     @property
     def dim(self) -> int:
@@ -169,14 +182,18 @@ class FeatureOpenSet:
             exclude: a class index to leave out (its column is +inf), for leave-one-out.
 
         Returns:
-            (n, C) float64, >= 0.
+            (n, C) float64, >= 0 (with several blocks, the largest block distance).
         """
         z = np.asarray(embeddings, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise ConfigError(f"expected (n, {self.dim}) embeddings, got {z.shape}")
-        diff = z[:, None, :] - self.means[None, :, :]
-        d2 = np.einsum("ncd,de,nce->nc", diff, self.precision, diff) / self.dim
-        d2 = np.maximum(d2, 0.0)
+        d2 = np.zeros((z.shape[0], len(self.classes)))
+        for lo, hi in _block_slices(self.blocks or (self.dim,)):
+            zb = z[:, lo:hi]
+            ok = np.all(np.isfinite(zb), axis=1)
+            diff = np.where(ok[:, None], zb, 0.0)[:, None, :] - self.means[None, :, lo:hi]
+            db = np.einsum("ncd,de,nce->nc", diff, self.precision[lo:hi, lo:hi], diff) / (hi - lo)
+            d2 = np.maximum(d2, np.where(ok[:, None], np.maximum(db, 0.0), 0.0))
         if exclude is not None:
             d2[:, int(exclude)] = np.inf
         return d2
@@ -200,9 +217,13 @@ class FeatureOpenSet:
         return int(np.argmin(np.median(self.patch_distances(embeddings), axis=0)))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Tensors for safetensors: ``means`` (C, D) and ``precision`` (D, D), float32."""
-        return {"means": self.means.astype(np.float32),
-                "precision": self.precision.astype(np.float32)}
+        """Tensors for safetensors: ``means`` (C, D) and ``precision`` (D, D), float32, and
+        with several blocks ``blocks`` (int64 widths)."""
+        out = {"means": self.means.astype(np.float32),
+               "precision": self.precision.astype(np.float32)}
+        if self.blocks:
+            out["blocks"] = np.asarray(self.blocks, dtype=np.int64)
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, Any], classes: Sequence[str],
@@ -227,7 +248,52 @@ class FeatureOpenSet:
             )
         if not (np.all(np.isfinite(means)) and np.all(np.isfinite(precision))):
             raise ConfigError("open-set arrays contain NaN or infinite values")
-        return cls(classes=names, means=means, precision=precision, shrinkage=float(shrinkage))
+        blocks: tuple[int, ...] = ()
+        if "blocks" in arrays:
+            raw = np.asarray(arrays["blocks"])
+            if raw.ndim != 1 or not np.issubdtype(raw.dtype, np.integer):
+                raise ConfigError(f"open-set blocks must be a 1-D integer array, got {raw!r}")
+            blocks = tuple(_check_blocks([int(b) for b in raw], means.shape[1]))
+        return cls(classes=names, means=means, precision=precision, shrinkage=float(shrinkage),
+                   blocks=blocks if len(blocks) > 1 else ())
+
+
+def _check_blocks(blocks: Sequence[int], dim: int) -> list[int]:
+    """Block widths (positive, summing to ``dim``); empty = one block of ``dim``.
+
+    Raises:
+        ConfigError: a width below 1 or a sum other than ``dim``.
+    """
+    widths = [int(b) for b in blocks] or [dim]
+    if min(widths) < 1 or sum(widths) != dim:
+        raise ConfigError(f"block widths {widths} must be >= 1 and sum to {dim}")
+    return widths
+
+
+def _block_slices(widths: Sequence[int]) -> list[tuple[int, int]]:
+    """``(start, end)`` column ranges of consecutive blocks."""
+    ends = np.cumsum(widths)
+    return [(int(e - w), int(e)) for w, e in zip(widths, ends)]
+
+
+def _fit_tied(z: np.ndarray, y: np.ndarray, names: Sequence[str], shrinkage: float | None
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class means (C, D), shrunk tied precision (D, D) and the shrinkage used, of one block.
+
+    Raises:
+        ConfigError: a class without rows.
+    """
+    counts = np.bincount(y, minlength=len(names))
+    if z.shape[0] < 2 or np.any(counts == 0):
+        missing = [names[i] for i in np.flatnonzero(counts == 0)]
+        raise ConfigError(f"no embeddings for class(es) {missing}")
+    means = np.stack([z[y == c].mean(axis=0) for c in range(len(names))])
+    centred = z - means[y]
+    cov = centred.T @ centred / max(z.shape[0] - len(names), 1)
+    s = _ledoit_wolf_shrinkage(centred) if shrinkage is None else float(shrinkage)
+    scale = float(np.trace(cov)) / cov.shape[0]
+    shrunk = (1.0 - s) * cov + s * max(scale, 1e-12) * np.eye(cov.shape[0])
+    return means, np.linalg.pinv(shrunk, hermitian=True), s
 
 
 def _ledoit_wolf_shrinkage(centred: np.ndarray) -> float:

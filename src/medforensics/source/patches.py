@@ -36,6 +36,7 @@ from medforensics.data.transforms import (
     paper_preprocess,
     sample_patch_positions,
 )
+from medforensics.dsp.noisetexture import image_noise_shape
 from medforensics.errors import InvalidArrayError, ReadError
 from medforensics.io import read_image
 
@@ -59,6 +60,8 @@ class InputSpec:
         n_patches: patches per image (``patch`` preset).
         seed: seed of the patch positions (the same for every image).
         size: side of the paper presets' resized image.
+        noise_shape: also measure the image's noise shape
+            (:func:`medforensics.dsp.noisetexture.image_noise_shape`) for the open-set test.
     """
 
     preset: str
@@ -66,6 +69,7 @@ class InputSpec:
     n_patches: int = 64
     seed: int = 0
     size: int = 256
+    noise_shape: bool = False
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Prepared:
         error: the :class:`ReadError` when the file could not be used, else None.
         evidence: the image's :class:`medforensics.data.transforms.Evidence` (None on
             failure).
+        noise_shape: the image's noise shape when the spec asks for it, else None.
     """
 
     path: str
@@ -91,6 +96,7 @@ class Prepared:
     pixels: np.ndarray | None
     error: ReadError | None
     evidence: Any = None
+    noise_shape: np.ndarray | None = None
 
 
 def image_evidence(pixels: np.ndarray, spec: InputSpec) -> Any:
@@ -190,6 +196,7 @@ def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -
             return Prepared(str(path), None, 0, img.meta, img.pixels if keep_pixels else None,
                             None, evidence)
         inputs, n = model_input(img.pixels, spec)
+        shape = image_noise_shape(img.pixels) if spec.noise_shape else None
     except ReadError as exc:
         return Prepared(str(path), None, 0, None, None, exc)
     except InvalidArrayError as exc:
@@ -199,7 +206,7 @@ def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -
         return Prepared(str(path), None, 0, None, None,
                         ReadError(f"unexpected {type(exc).__name__}: {exc}", path))
     return Prepared(str(path), inputs, n, img.meta, img.pixels if keep_pixels else None, None,
-                    evidence)
+                    evidence, shape)
 
 
 def map_ordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int,

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medforensics.dsp.noisetexture import image_noise_shape
 from medforensics.errors import (
     ConfigError,
     MemoryBudgetError,
@@ -131,6 +132,10 @@ class SourcePredictor:
         knowledge: what the model knows, said in every verdict (e.g. ``"simulated devices
             only"``).
         threshold_note: a warning about the thresholds, said in every verdict.
+        noise_shape: append the image's noise shape
+            (:func:`medforensics.dsp.noisetexture.image_noise_shape`) to every patch
+            embedding, for an open-set model with a noise-shape block (default: when
+            ``openset`` has several blocks).
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class SourcePredictor:
         require_unit_match: bool = False,
         knowledge: str | None = None,
         threshold_note: str | None = None,
+        noise_shape: bool | None = None,
     ) -> None:
         classes = metadata.get("classes")
         if not classes:
@@ -173,6 +179,8 @@ class SourcePredictor:
         self.require_unit_match = bool(require_unit_match)
         self.knowledge = knowledge
         self.threshold_note = threshold_note
+        self.noise_shape = (bool(getattr(openset, "blocks", ())) if noise_shape is None
+                            else bool(noise_shape))
         spec = dict(metadata.get("input_spec", {}))
         self.patch = int(spec.get("patch", 64))
         self.size = int(spec.get("size", 256))
@@ -256,7 +264,7 @@ class SourcePredictor:
     def input_spec(self) -> Any:
         """The settings that turn an image into model input (:class:`medforensics.source.patches.InputSpec`)."""
         return InputSpec(preset=self.preset, patch=self.patch, n_patches=self.n_patches,
-                         seed=self.seed, size=self.size)
+                         seed=self.seed, size=self.size, noise_shape=self.noise_shape)
 
     def _patch_positions(self, pixels: np.ndarray) -> list[tuple[int, int]]:
         return patch_positions(pixels, self.patch, self.n_patches, self.seed)
@@ -270,11 +278,13 @@ class SourcePredictor:
         return self.model.classifier(z).float().cpu(), z.float().cpu()
 
     @torch.no_grad()
-    def _forward_full(self, inputs: np.ndarray, n: int, want_emb: bool | None = None
+    def _forward_full(self, inputs: np.ndarray, n: int, want_emb: bool | None = None,
+                      shape: np.ndarray | None = None
                       ) -> tuple[np.ndarray, int, np.ndarray | None]:
         """Log-probabilities (C,), patches used and (n, D) embeddings of a model input.
 
-        Embeddings are computed when ``want_emb`` (default: when an open-set model is loaded).
+        Embeddings are computed when ``want_emb`` (default: when an open-set model is loaded);
+        the image's noise ``shape`` (F,), when given, is appended to every embedding row.
         """
         if want_emb is None:
             want_emb = self.openset is not None
@@ -288,11 +298,11 @@ class SourcePredictor:
                     embs.append(z)
             lp = aggregate_patch_logprobs(torch.cat(outs))
             emb = torch.cat(embs).numpy() if embs else None
-            return lp.numpy().astype(np.float32), n, emb
+            return lp.numpy().astype(np.float32), n, _with_shape(emb, shape)
         xb = torch.from_numpy(inputs)[None, None].to(self.device)
         logits, z = self._run(xb, want_emb)
         lp = torch.log_softmax(logits, dim=-1)[0].numpy()
-        return lp.astype(np.float32), 1, None if z is None else z.numpy()
+        return lp.astype(np.float32), 1, _with_shape(None if z is None else z.numpy(), shape)
 
     def _forward(self, inputs: np.ndarray, n: int) -> tuple[np.ndarray, int]:
         """Image-level log-probabilities from a :func:`medforensics.source.patches.model_input`."""
@@ -305,7 +315,8 @@ class SourcePredictor:
         Raises:
             InvalidArrayError: image not 2-D or smaller than one patch.
         """
-        lp, _, emb = self._forward_full(*model_input(pixels, self.input_spec), want_emb=True)
+        lp, _, emb = self._forward_full(*model_input(pixels, self.input_spec), want_emb=True,
+                                        shape=self._shape(pixels))
         if emb is None:
             raise ModelFileError(f"preset {self.preset!r} has no embedding")
         return lp, emb
@@ -334,9 +345,14 @@ class SourcePredictor:
         evidence = image_evidence(pixels, self.input_spec)
         if not evidence.enough():
             return self._no_evidence(evidence)
-        pred = self._calibrated(*self._forward_full(*model_input(pixels, self.input_spec)))
+        pred = self._calibrated(*self._forward_full(*model_input(pixels, self.input_spec),
+                                                    shape=self._shape(pixels)))
         pred.evidence = evidence
         return pred
+
+    def _shape(self, pixels: np.ndarray) -> np.ndarray | None:
+        """The image's noise shape when the open-set model has a noise-shape block."""
+        return image_noise_shape(pixels) if self.noise_shape else None
 
     def _no_evidence(self, evidence: Any) -> Prediction:
         """The prediction of an image below the evidence floor: model not run, uniform."""
@@ -391,7 +407,8 @@ class SourcePredictor:
             if item.error is not None or item.inputs is None:
                 yield item.path, None, None, item.error, None
                 continue
-            pred = self._calibrated(*self._forward_full(item.inputs, item.n_patches))
+            pred = self._calibrated(*self._forward_full(item.inputs, item.n_patches,
+                                                        shape=item.noise_shape))
             pred.evidence = item.evidence
             yield item.path, pred, item.meta, None, item.pixels
 
@@ -512,6 +529,13 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
     v = verdict(pred.probs, predictor.classes, claim, predictor.unknown_threshold, path=path,
                 level=level, check=check)
     return v, extra
+
+
+def _with_shape(emb: np.ndarray | None, shape: np.ndarray | None) -> np.ndarray | None:
+    """``emb`` (n, D) with the noise ``shape`` (F,) appended to every row: (n, D + F)."""
+    if emb is None or shape is None:
+        return emb
+    return np.hstack([emb, np.broadcast_to(np.asarray(shape, emb.dtype), (len(emb), len(shape)))])
 
 
 def _load_openset(run: Path, name: str, meta: Mapping[str, Any]) -> Any:

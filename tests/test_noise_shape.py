@@ -1,0 +1,64 @@
+"""The image's noise shape (residual lag correlations) and the open-set block built on it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from fixtures_service import service_archive, source_run  # noqa: F401
+from medforensics.dsp.noisetexture import TEXTURE_LAGS, image_noise_shape
+
+
+def _noise(seed: int, shape: tuple[int, int] = (256, 256), sd: float = 20.0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, sd, shape)
+
+
+def test_white_noise_has_a_flat_shape() -> None:
+    shape = image_noise_shape(np.round(2000 + _noise(0)))
+    assert shape.shape == (len(TEXTURE_LAGS),)
+    assert np.all(np.abs(shape) < 0.05)
+
+
+def test_blur_along_rows_shows_in_the_horizontal_lags_only() -> None:
+    blurred = ndimage.uniform_filter1d(_noise(1), 3, axis=1)
+    shape = image_noise_shape(np.round(2000 + blurred))
+    h1, v1 = shape[TEXTURE_LAGS.index((0, 1))], shape[TEXTURE_LAGS.index((1, 0))]
+    assert h1 > 0.1
+    assert abs(v1) < 0.05
+
+
+def test_clipped_background_does_not_change_the_shape() -> None:
+    img = np.round(2000 + ndimage.uniform_filter1d(_noise(2, (256, 512)), 3, axis=0))
+    framed = img.copy()
+    framed[:, :256] = 0  # collimated half at the minimum value
+    full, half = image_noise_shape(img[:, 256:]), image_noise_shape(framed)
+    assert np.allclose(full, half, atol=0.02)
+
+
+@pytest.mark.parametrize("img", [np.zeros((300, 300)), np.full((300, 300), 4095.0),
+                                 _noise(3, (40, 400))], ids=["flat", "saturated", "tiny"])
+def test_nothing_to_measure_gives_nan(img: np.ndarray) -> None:
+    assert np.all(np.isnan(image_noise_shape(img)))
+
+
+def test_calibrated_run_judges_the_noise_shape(source_run, service_archive) -> None:  # noqa: F811
+    """A calibrated run's open-set model has a noise-shape block, and an image whose noise
+    was re-shaped (blurred along the rows, levels kept) moves away from every known device."""
+    from medforensics.io import read_image
+    from medforensics.source.predictor import SourcePredictor
+
+    cal = json.loads((source_run / "calibration.json").read_text())
+    assert cal["openset_blocks"] == ["features", "noise shape"]
+    pred = SourcePredictor.from_run(source_run)
+    assert pred.noise_shape and pred.openset.blocks[1] == len(TEXTURE_LAGS)
+    path = next(r["path"] for r in service_archive.rows if r.get("split") == "test")
+    px = read_image(path).pixels
+    reshaped = px.mean() + ndimage.uniform_filter1d(px - px.mean(), 3, axis=1) * np.sqrt(3)
+    lp, emb = pred.embeddings(px)
+    assert emb.shape[1] == pred.openset.dim
+    d_known = pred.predict(px).feature_distance
+    d_reshaped = pred.predict(np.round(reshaped).astype(np.float32)).feature_distance
+    assert d_reshaped > 3 * d_known
