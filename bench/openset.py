@@ -115,7 +115,7 @@ def lomo(args: argparse.Namespace, out: Path, seed: int, res: dict[str, Any]) ->
     if not (run / "model.json").exists():
         train(rows, label="model", preset="patch", out_dir=str(run), epochs=args.epochs,
               seed=seed, progress=False, outlier_devices=args.outlier_devices, resume=True)
-    cal = calibrate_run(run, rows)
+    cal = calibrate_run(run, rows, noise_shape=not args.no_noise_shape)
     enroll_units(run, rows)
     train_s = time.perf_counter() - t0
     known = [r for r in rows if r["split"] == "test"]
@@ -190,7 +190,7 @@ def real_tile_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if not (run / "model.json").exists():
         train(rows, label="model", preset="patch", out_dir=str(run), epochs=args.epochs,
               seed=0, progress=False, outlier_devices=args.outlier_devices, resume=True)
-    cal = calibrate_run(run, rows, n_patches=16)
+    cal = calibrate_run(run, rows, n_patches=16, noise_shape=not args.no_noise_shape)
     pred = SourcePredictor.from_run(run)
     test = [r for r in rows if r["split"] == "test"]
     vs = verdicts(pred, [r["path"] for r in test])
@@ -273,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outlier-devices", type=int, default=16)
     ap.add_argument("--demo-run", default="runs/demo/run")
     ap.add_argument("--skip-real-tiles", action="store_true")
+    ap.add_argument("--no-noise-shape", action="store_true",
+                    help="calibrate the open set on the network's features only (the A/B "
+                         "baseline: with a cached --out, the same trained networks)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
