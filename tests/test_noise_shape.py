@@ -51,7 +51,7 @@ def test_calibrated_run_judges_the_noise_shape(source_run, service_archive) -> N
     from medforensics.source.predictor import SourcePredictor
 
     cal = json.loads((source_run / "calibration.json").read_text())
-    assert cal["openset_blocks"] == ["features", "noise shape"]
+    assert cal["openset_blocks"] == ["network features", "noise shape"]
     pred = SourcePredictor.from_run(source_run)
     assert pred.noise_shape and pred.openset.blocks[1] == len(TEXTURE_LAGS)
     path = next(r["path"] for r in service_archive.rows if r.get("split") == "test")
@@ -62,3 +62,35 @@ def test_calibrated_run_judges_the_noise_shape(source_run, service_archive) -> N
     d_known = pred.predict(px).feature_distance
     d_reshaped = pred.predict(np.round(reshaped).astype(np.float32)).feature_distance
     assert d_reshaped > 3 * d_known
+
+
+def test_a_refused_name_says_which_block_refused_it(source_run, service_archive) -> None:  # noqa: F811
+    """The verdict and its JSON quote each block's own distance, so an analyst sees whether
+    the network's features or the noise shape put the image outside the known devices."""
+    from medforensics.io import read_image
+    from medforensics.source.predictor import SourcePredictor, identify_image
+    from medforensics.source.schema import identify_record
+
+    pred = SourcePredictor.from_run(source_run)
+    pred.fingerprints, pred.require_unit_match = None, False
+    pred.feature_threshold = 1e-3  # every image beyond it: the refusal message is what is tested
+    path = next(r["path"] for r in service_archive.rows if r.get("split") == "test")
+    img = read_image(path)
+    v, extra = identify_image(pred, img.pixels, img.meta, path)
+    parts = extra["distance_parts"]
+    assert set(parts) == {"network features", "noise shape"}
+    assert max(parts.values()) == pytest.approx(v.feature_distance, rel=0.5)
+    assert v.verdict == "UNKNOWN" and "noise shape" in v.message
+    assert identify_record(v, extra)["distance_parts"] == pytest.approx(parts)
+
+
+def test_report_row_shows_the_distance_parts() -> None:
+    from medforensics.report.html import _device_rows
+
+    dev = {"verdict": "UNKNOWN", "message": "m", "feature_distance": 7.9,
+           "feature_threshold": 3.0,
+           "distance_parts": {"network features": 1.1, "noise shape": 7.9}}
+    row = dict(_device_rows(dev))["Open-set feature distance"]
+    assert "network features 1.10" in row and "noise shape 7.90" in row
+    del dev["distance_parts"]
+    assert "noise shape" not in dict(_device_rows(dev))["Open-set feature distance"]

@@ -204,6 +204,8 @@ def test_blocks_take_the_larger_distance_and_survive_the_round_trip() -> None:
     odd[:, 8:] = np.array([0.0, 0.0, 0.0, 8.0]) + rng.standard_normal((16, 4))
     assert model.distance(known) < 2.0
     assert model.distance(odd) > 5.0
+    features_part, shape_part = model.block_distances(odd)
+    assert features_part < 2.0 < 5.0 < shape_part
     # one block alone would not have seen it
     only_features = FeatureOpenSet.fit(z[:, :8], y, CLASSES)
     assert only_features.distance(odd[:, :8]) < 2.0

@@ -191,6 +191,7 @@ def _device_section(predictor: Any, img: Any, path: str, redact_text: Callable[[
         "named_by": v.named_by,
         "feature_distance": v.feature_distance,
         "feature_threshold": v.feature_threshold,
+        "distance_parts": extra.get("distance_parts"),
         "informative_windows": v.informative_windows,
         "model_knowledge": v.model_knowledge,
         "has_unit_patterns": predictor.fingerprints is not None,

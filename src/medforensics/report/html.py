@@ -221,6 +221,13 @@ def _unit_row(dev: Mapping[str, Any]) -> tuple[str, str]:
             f"{unit_text}; PCE {fmt_num(dev.get('unit_score'), 1)}")
 
 
+def _distance_parts(dev: Mapping[str, Any]) -> str:
+    """``"; network features 1.1, noise shape 7.9"``: what the feature distance is made of
+    (HTML-escaped), or "" when the run has one block."""
+    parts = dev.get("distance_parts") or {}
+    return "".join(f"; {esc(k)} {fmt_num(v, 2)}" for k, v in parts.items())
+
+
 def _device_rows(dev: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The device section's table: verdict, what the pixels and the header say, the open-set
     test, the thresholds and the acquisition unit (HTML cells)."""
@@ -232,7 +239,7 @@ def _device_rows(dev: Mapping[str, Any]) -> list[tuple[str, str]]:
         (f"Pixels say ({esc(level)})", _pixels_say(dev)),
         ("Open-set feature distance", "-" if dist is None else
          f"{fmt_num(dist, 2)} (threshold {fmt_num(dthr, 2) if dthr is not None else 'none'}"
-         "; above it the pixels match no known device)"),
+         "; above it the pixels match no known device)" + _distance_parts(dev)),
         ("Informative windows", esc(dev.get("informative_windows", "-"))),
         (f"Header claims ({esc(level)})", esc(dev.get("header_claim") or "nothing at this level")
          + ("" if dev.get("header_claim") is None or dev.get("claim_class") is not None

@@ -38,6 +38,7 @@ from medforensics.source.openset import (
 )
 from medforensics.source.predictor import (
     CALIBRATION_FILE,
+    OPENSET_BLOCKS,
     OPENSET_FILE,
     SourcePredictor,
 )
@@ -160,7 +161,7 @@ def calibrate_run(
         "openset_file": OPENSET_FILE,
         "openset_fit_images": n_fit,
         "openset_shrinkage": openset.shrinkage,
-        "openset_blocks": (["features", "noise shape"] if openset.blocks else ["features"]),
+        "openset_blocks": list(OPENSET_BLOCKS[: len(openset.blocks) or 1]),
         "feature_threshold": feat_thr,
         "val_false_unknown": (None if feat_thr is None else
                               float(np.mean((probs.max(1) < thr) | (fit.distances > feat_thr)))),

@@ -212,6 +212,28 @@ class FeatureOpenSet:
         d2 = self.patch_distances(embeddings, exclude=exclude)
         return float(np.median(d2.min(axis=1)))
 
+    def block_distances(self, embeddings: Any) -> list[float]:
+        """Per block, the image's distance to its nearest class in that block alone (median
+        over patches), in block order: what each block says, for the verdict's explanation.
+
+        Args:
+            embeddings: (n, D) float patch embeddings of one image.
+
+        Returns:
+            One float >= 0 per block (0 for a block not measured in this image).
+        """
+        z = np.asarray(embeddings, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise ConfigError(f"expected (n, {self.dim}) embeddings, got {z.shape}")
+        out = []
+        for lo, hi in _block_slices(self.blocks or (self.dim,)):
+            part = FeatureOpenSet(self.classes, self.means[:, lo:hi],
+                                  self.precision[lo:hi, lo:hi])
+            zb = z[:, lo:hi]
+            ok = np.all(np.isfinite(zb), axis=1)
+            out.append(part.distance(zb[ok]) if ok.any() else 0.0)
+        return out
+
     def nearest(self, embeddings: Any) -> int:
         """Index of the class whose mean the image's patches are closest to (median)."""
         return int(np.argmin(np.median(self.patch_distances(embeddings), axis=0)))

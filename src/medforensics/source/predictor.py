@@ -87,6 +87,8 @@ log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
 FINGERPRINT_DIR = "fingerprints"
 OPENSET_FILE = "openset.safetensors"
+#: names of the open-set model's blocks when it has the noise-shape block
+OPENSET_BLOCKS = ("network features", "noise shape")
 
 
 @dataclass
@@ -100,6 +102,9 @@ class Prediction:
         feature_distance: open-set feature distance (:mod:`medforensics.source.openset`), ``None``
             when the predictor has no feature model.
         evidence: the image's :class:`medforensics.data.transforms.Evidence`, when computed.
+        distance_parts: with a noise-shape block, ``{"network features": d, "noise shape":
+            d}``: each block's own nearest-class distance (what the feature distance is made
+            of), else None.
     """
 
     logprobs: np.ndarray
@@ -107,6 +112,7 @@ class Prediction:
     n_patches: int
     feature_distance: float | None = None
     evidence: Any = None
+    distance_parts: dict[str, float] | None = None
 
 
 class SourcePredictor:
@@ -365,10 +371,13 @@ class SourcePredictor:
         z = z - z.max()
         probs = np.exp(z)
         probs = (probs / probs.sum()).astype(np.float32)
-        dist = None
+        dist = parts = None
         if self.openset is not None and emb is not None:
             dist = self.openset.distance(emb)
-        return Prediction(logprobs=lp, probs=probs, n_patches=n, feature_distance=dist)
+            if len(self.openset.blocks) == len(OPENSET_BLOCKS):
+                parts = dict(zip(OPENSET_BLOCKS, self.openset.block_distances(emb)))
+        return Prediction(logprobs=lp, probs=probs, n_patches=n, feature_distance=dist,
+                          distance_parts=parts)
 
     def predict_paths(
         self, paths: Iterable[str | Path], *, workers: int = 0, prefetch: int | None = None
@@ -486,6 +495,8 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
     claim = header_claim(meta, level)
     extra: dict[str, Any] = {"n_patches": pred.n_patches, **_integrity(predictor),
                              **image_ids(path, meta)}
+    if pred.distance_parts is not None:
+        extra["distance_parts"] = pred.distance_parts
     ev = pred.evidence
     if ev is not None:
         extra["informative_windows"] = ev.informative
@@ -495,6 +506,7 @@ def _verdict_of(predictor: SourcePredictor, pred: Prediction, meta: Any,
                             knowledge=predictor.knowledge), extra
     check = OpenSetCheck(
         feature_distance=pred.feature_distance,
+        distance_parts=pred.distance_parts,
         feature_threshold=predictor.feature_threshold,
         features_required=True,  # the classifier alone names a device only past an open-set test
         informative=None if ev is None else ev.informative,

@@ -98,7 +98,9 @@ class IdentifyRecord(ImageRef):
 
     ``named`` is the device the verdict names (``null`` unless a unit pattern or the open-set
     test named one); ``predicted`` is the classifier's nearest class, for the record only.
-    The unit keys are present (possibly ``null``) when the run has enrolled units.
+    The unit keys are present (possibly ``null``) when the run has enrolled units;
+    ``distance_parts`` when the run's open-set model has the noise-shape block (each block's
+    own distance to its nearest known device: what ``feature_distance`` is made of).
     """
 
     status: Literal["done"]
@@ -128,6 +130,7 @@ class IdentifyRecord(ImageRef):
     unit_claim: str | None = None
     units_compared: int | None = None
     unit_window: list[int] | None = None
+    distance_parts: dict[str, float] | None = None
     """[row, column, height, width] of the pixels the unit patterns were compared on."""
 
 

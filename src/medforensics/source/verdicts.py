@@ -121,6 +121,8 @@ class OpenSetCheck:
         knowledge: what the model knows, e.g. ``"simulated devices"`` (``None``:
             real devices or not recorded).
         threshold_note: a warning about how well the thresholds are backed.
+        distance_parts: what the feature distance is made of (block name -> that block's
+            own distance), quoted when the distance refuses a name.
     """
 
     feature_distance: float | None = None
@@ -134,6 +136,7 @@ class OpenSetCheck:
     evidence_reason: str = ""
     knowledge: str | None = None
     threshold_note: str | None = None
+    distance_parts: dict[str, float] | None = None
 
 
 @dataclass
@@ -410,9 +413,11 @@ def _decide_name(pred: str, p_max: float, s: float, thr: float | None, custom_sc
         return None, None, f'best "{pred}", {what}'
     if chk.feature_distance is not None and chk.feature_threshold is not None:
         if chk.feature_distance > chk.feature_threshold:
+            parts = ("" if not chk.distance_parts else " (" + ", ".join(
+                f"{k} {v:.3g}" for k, v in chk.distance_parts.items()) + ")")
             return None, None, (f'nearest "{pred}", but feature distance '
                                 f"{chk.feature_distance:.3g} > threshold "
-                                f"{chk.feature_threshold:.3g}")
+                                f"{chk.feature_threshold:.3g}{parts}")
     elif chk.features_required:
         return None, None, (f'nearest "{pred}", but the run has no open-set threshold '
                             "(not calibrated, or too few validation images to set one)")
