@@ -256,3 +256,9 @@ def test_calibrate_says_the_run_is_already_calibrated(
     res = _run(["calibrate", run, "--manifest", manifest, "--no-units"])
     assert res.exit_code == EXIT_OK, res.output
     assert "already calibrated (train calibrates after training)" in res.output
+    assert json.loads((run / "calibration.json").read_text())["openset_blocks"] == [
+        "network features", "noise shape"]
+    res = _run(["calibrate", run, "--manifest", manifest, "--no-units", "--no-noise-shape"])
+    assert res.exit_code == EXIT_OK, res.output
+    assert json.loads((run / "calibration.json").read_text())["openset_blocks"] == [
+        "network features"]

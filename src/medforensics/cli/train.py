@@ -142,6 +142,10 @@ def calibrate_cmd(
         0.05, "--target-false-unknown", help="Wanted UNKNOWN rate on known devices (val)."),
     units: bool = typer.Option(
         True, "--units/--no-units", help="Also enrol unit reference patterns (train split)."),
+    noise_shape: bool = typer.Option(
+        True, "--noise-shape/--no-noise-shape",
+        help="Judge the image's noise shape (residual correlations) beside the network's "
+             "features in the open-set test (docs/openset.md)."),
     unit_window: Optional[int] = typer.Option(
         None, "--unit-window", min=0, help="Side in px of the window of an image compared "
         "with the unit patterns (default 1024; 0 = the whole image: slower, for weak patterns)."),
@@ -163,7 +167,7 @@ def calibrate_cmd(
     try:
         rows = read_manifest(manifest)
         cal = calibrate_run(run, rows, target_false_unknown=target_false_unknown, device=device,
-                            allow_modified=allow_modified_run)
+                            allow_modified=allow_modified_run, noise_shape=noise_shape)
         typer.echo(f"{calibration_summary(cal)}; val accuracy {cal['val_accuracy']:.3f}")
         if units and any(r.get("unit") for r in rows):
             fps = enroll_units(run, rows, window=unit_window)
