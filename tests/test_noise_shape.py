@@ -94,3 +94,15 @@ def test_report_row_shows_the_distance_parts() -> None:
     assert "network features 1.10" in row and "noise shape 7.90" in row
     del dev["distance_parts"]
     assert "noise shape" not in dict(_device_rows(dev))["Open-set feature distance"]
+
+
+def test_windows_of_an_image_give_its_shape() -> None:
+    """The model's input patches measure what the whole image does (the fast path)."""
+    img = np.round(2000 + ndimage.uniform_filter1d(_noise(4, (512, 512)), 3, axis=1))
+    rng = np.random.default_rng(0)
+    corners = rng.integers(0, 512 - 64, size=(48, 2))
+    windows = np.stack([img[y:y + 64, x:x + 64] for y, x in corners])
+    whole = image_noise_shape(img)
+    assert np.allclose(image_noise_shape(windows, clip_values=(img.min(), img.max())), whole,
+                       atol=0.03)
+    assert np.all(np.isnan(image_noise_shape(windows[:1])))  # 9 blocks: too few

@@ -41,7 +41,7 @@ from medforensics.errors import InvalidArrayError, ReadError
 from medforensics.io import read_image
 
 __all__ = ["InputSpec", "Prepared", "image_evidence", "patch_positions", "model_input",
-           "prepare_file", "map_ordered"]
+           "input_noise_shape", "prepare_file", "map_ordered"]
 
 # The fallback warning has always been logged under the predictor's name; keep it there.
 log = logging.getLogger("medforensics.source.predictor")
@@ -176,6 +176,21 @@ def model_input(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, int]:
     return paper_preprocess(pixels, size=spec.size), 1
 
 
+def input_noise_shape(pixels: np.ndarray, inputs: np.ndarray, spec: InputSpec
+                      ) -> np.ndarray | None:
+    """The image's noise shape for the open-set test, when ``spec.noise_shape``, else None.
+
+    ``patch`` preset: measured on the model's own input patches (informative windows by
+    construction; clipped means the whole image's minimum or maximum), a fraction of the
+    image's pixels; paper presets: on the whole image (their input is resized 8-bit).
+    """
+    if not spec.noise_shape:
+        return None
+    if spec.preset == "patch":
+        return image_noise_shape(inputs, clip_values=(float(pixels.min()), float(pixels.max())))
+    return image_noise_shape(pixels)
+
+
 def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -> Prepared:
     """Read one file and build its model input; reader failures are returned, not raised.
 
@@ -196,7 +211,7 @@ def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -
             return Prepared(str(path), None, 0, img.meta, img.pixels if keep_pixels else None,
                             None, evidence)
         inputs, n = model_input(img.pixels, spec)
-        shape = image_noise_shape(img.pixels) if spec.noise_shape else None
+        shape = input_noise_shape(img.pixels, inputs, spec)
     except ReadError as exc:
         return Prepared(str(path), None, 0, None, None, exc)
     except InvalidArrayError as exc:

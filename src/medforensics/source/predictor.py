@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from medforensics.dsp.noisetexture import image_noise_shape
 from medforensics.errors import (
     ConfigError,
     MemoryBudgetError,
@@ -64,6 +63,7 @@ from medforensics.source.openset import (
 from medforensics.source.patches import (
     InputSpec,
     image_evidence,
+    input_noise_shape,
     map_ordered,
     model_input,
     patch_positions,
@@ -321,8 +321,9 @@ class SourcePredictor:
         Raises:
             InvalidArrayError: image not 2-D or smaller than one patch.
         """
-        lp, _, emb = self._forward_full(*model_input(pixels, self.input_spec), want_emb=True,
-                                        shape=self._shape(pixels))
+        inputs, n = model_input(pixels, self.input_spec)
+        lp, _, emb = self._forward_full(inputs, n, want_emb=True,
+                                        shape=input_noise_shape(pixels, inputs, self.input_spec))
         if emb is None:
             raise ModelFileError(f"preset {self.preset!r} has no embedding")
         return lp, emb
@@ -351,14 +352,11 @@ class SourcePredictor:
         evidence = image_evidence(pixels, self.input_spec)
         if not evidence.enough():
             return self._no_evidence(evidence)
-        pred = self._calibrated(*self._forward_full(*model_input(pixels, self.input_spec),
-                                                    shape=self._shape(pixels)))
+        inputs, n = model_input(pixels, self.input_spec)
+        pred = self._calibrated(*self._forward_full(
+            inputs, n, shape=input_noise_shape(pixels, inputs, self.input_spec)))
         pred.evidence = evidence
         return pred
-
-    def _shape(self, pixels: np.ndarray) -> np.ndarray | None:
-        """The image's noise shape when the open-set model has a noise-shape block."""
-        return image_noise_shape(pixels) if self.noise_shape else None
 
     def _no_evidence(self, evidence: Any) -> Prediction:
         """The prediction of an image below the evidence floor: model not run, uniform."""
