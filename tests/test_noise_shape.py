@@ -106,3 +106,42 @@ def test_windows_of_an_image_give_its_shape() -> None:
     assert np.allclose(image_noise_shape(windows, clip_values=(img.min(), img.max())), whole,
                        atol=0.03)
     assert np.all(np.isnan(image_noise_shape(windows[:1])))  # 9 blocks: too few
+
+
+def test_small_patches_measure_the_whole_image() -> None:
+    """32-px patches cannot hold a 32-px block grid: the noise shape comes from the whole
+    image."""
+    import dataclasses
+
+    from medforensics.source.patches import InputSpec, input_noise_shape, model_input
+
+    img = np.round(2000 + ndimage.uniform_filter1d(_noise(5, (200, 240)), 3, axis=1))
+    spec = InputSpec(preset="patch", patch=32, n_patches=16, noise_shape=True)
+    inputs, _ = model_input(img.astype(np.float32), spec)
+    assert np.allclose(input_noise_shape(img, inputs, spec), image_noise_shape(img))
+    assert input_noise_shape(img, inputs, dataclasses.replace(spec, noise_shape=False)) is None
+
+
+def test_a_class_without_a_measurable_shape_turns_the_block_off(monkeypatch) -> None:
+    """Calibration does not fail, and does not judge by a block that cannot describe every
+    known device: the open-set model falls back to the network's features."""
+    from types import SimpleNamespace
+
+    import medforensics.source.calibrate as cal
+
+    rng = np.random.default_rng(6)
+    k = len(TEXTURE_LAGS)
+
+    def embed(pred, items):
+        embs = []
+        for _, y in items:
+            e = np.hstack([rng.normal(y * 4.0, 1.0, (8, 10)), np.full((8, k), 0.1 * y)])
+            if y == 1:
+                e[:, -k:] = np.nan  # class 1: nothing to measure
+            embs.append(e)
+        return [None] * len(items), embs, [y for _, y in items]
+
+    monkeypatch.setattr(cal, "_embed_rows", embed)
+    pred = SimpleNamespace(noise_shape=True, classes=["A", "B"])
+    openset, n = cal._fit_openset(pred, [({}, i % 2) for i in range(12)], 30)
+    assert pred.noise_shape is False and openset.blocks == () and openset.dim == 10 and n == 12

@@ -66,6 +66,7 @@ __all__ = [
     "coarse_lattice_blocks",
     "noise_texture_features",
     "image_noise_shape",
+    "NOISE_SHAPE_MIN_SIDE",
     "anisotropy",
 ]
 
@@ -74,6 +75,8 @@ TEXTURE_LAGS: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (1, -1), (0
 #: feature channels of :func:`block_texture_features`, in order
 FEATURE_NAMES: tuple[str, ...] = ("rho_h1", "rho_v1", "rho_d1", "rho_a1", "rho_h2", "rho_v2",
                                   "lattice")
+#: smallest window side :func:`image_noise_shape` measures (two 32-px blocks of 16-px cells)
+NOISE_SHAPE_MIN_SIDE = 64
 #: pairs of prior weight pulling the lattice share towards its dense-noise value
 LATTICE_PRIOR = 8.0
 #: lattice share of integer data whose noise spreads over many stored values (2 of 5 values)

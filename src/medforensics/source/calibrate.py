@@ -209,7 +209,9 @@ def _fit_openset(pred: SourcePredictor, train: Sequence[tuple[Mapping[str, Any],
                  per_class_cap: int) -> tuple[FeatureOpenSet, int]:
     """The feature open-set model fitted on up to ``per_class_cap`` training images per
     class (bounded, so calibration time does not grow with the training set), and how many
-    images it was fitted on.
+    images it was fitted on. With ``pred.noise_shape``, a class none of whose images has a
+    measurable noise shape turns the noise-shape block off (``pred.noise_shape`` becomes
+    False, with a warning): a block that cannot describe every known device cannot judge.
 
     Raises:
         ConfigError: a class without any readable training image.
@@ -225,8 +227,18 @@ def _fit_openset(pred: SourcePredictor, train: Sequence[tuple[Mapping[str, Any],
     if missing:
         raise ConfigError("calibration needs training images of every class for the open-set "
                           f"model; none of {[pred.classes[i] for i in missing]}")
+    k = len(TEXTURE_LAGS)
+    if pred.noise_shape:
+        measured = {y for e, y in zip(fit_embs, fit_ys) if np.all(np.isfinite(e[0, -k:]))}
+        unmeasured = [pred.classes[i] for i in range(len(pred.classes)) if i not in measured]
+        if unmeasured:
+            log.warning("no training image of %s has a measurable noise shape (too small or "
+                        "too flat); the open-set test uses the network's features only",
+                        unmeasured)
+            pred.noise_shape = False
+            fit_embs = [e[:, :-k] for e in fit_embs]
     width = fit_embs[0].shape[1]
-    blocks = (width - len(TEXTURE_LAGS), len(TEXTURE_LAGS)) if pred.noise_shape else ()
+    blocks = (width - k, k) if pred.noise_shape else ()
     openset = FeatureOpenSet.fit(
         np.concatenate(fit_embs), np.concatenate([[y] * len(e) for e, y in zip(fit_embs, fit_ys)]),
         pred.classes, blocks=blocks)

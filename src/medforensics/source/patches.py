@@ -36,7 +36,7 @@ from medforensics.data.transforms import (
     paper_preprocess,
     sample_patch_positions,
 )
-from medforensics.dsp.noisetexture import image_noise_shape
+from medforensics.dsp.noisetexture import NOISE_SHAPE_MIN_SIDE, image_noise_shape
 from medforensics.errors import InvalidArrayError, ReadError
 from medforensics.io import read_image
 
@@ -182,11 +182,12 @@ def input_noise_shape(pixels: np.ndarray, inputs: np.ndarray, spec: InputSpec
 
     ``patch`` preset: measured on the model's own input patches (informative windows by
     construction; clipped means the whole image's minimum or maximum), a fraction of the
-    image's pixels; paper presets: on the whole image (their input is resized 8-bit).
+    image's pixels; paper presets and patches under ``NOISE_SHAPE_MIN_SIDE``: on the whole
+    image (their input is resized 8-bit, or too small to hold a block).
     """
     if not spec.noise_shape:
         return None
-    if spec.preset == "patch":
+    if spec.preset == "patch" and spec.patch >= NOISE_SHAPE_MIN_SIDE:
         return image_noise_shape(inputs, clip_values=(float(pixels.min()), float(pixels.max())))
     return image_noise_shape(pixels)
 
