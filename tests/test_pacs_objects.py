@@ -30,6 +30,7 @@ IDENTIFY = {
     "confident": True, "header_claim": "Alpha A1", "claim_class": "Alpha A1",
     "unknown_threshold": 0.6, "score": 0.97, "named_by": "classifier",
     "feature_distance": 3.5, "feature_threshold": 5.0, "named": "Beta B1", "unit": None,
+    "distance_parts": {"network features": 1.25, "noise shape": 3.5},
     "unit_score": 12.5, "unit_claim": "Alpha A1 #7", "n_patches": 8,
     "run_integrity": "verified",
     "model": {"name": "patch", "run": "run1", "sha256": "ab" * 32, "run_integrity": "verified"},
@@ -168,7 +169,8 @@ def test_sr_holds_both_results_and_references(source: Path, tmp_path):
     }
     text = _words(back)
     for needle in ("ab" * 32, "Alpha A1 #7", "rot90", "a paste seam on its border",
-                   "Pasted copy", "Model weights SHA-256", "cues (training-free)"):
+                   "Pasted copy", "Model weights SHA-256", "cues (training-free)",
+                   "Noise shape distance", "Network features distance"):
         assert needle in text, needle
     # a flagged area's outline is a closed rectangle on the analysed image
     scoords = hd.sr.utils.find_content_items(back, value_type=hd.sr.ValueTypeValues.SCOORD,

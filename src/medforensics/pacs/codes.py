@@ -70,6 +70,8 @@ CODES: dict[str, tuple[str, str]] = {
     "named_by": ("MF0117", "Device named by"),
     "informative_windows": ("MF0118", "Informative windows"),
     "model_knowledge": ("MF0119", "Model knowledge"),
+    "network_features_distance": ("MF0120", "Network features distance"),
+    "noise_shape_distance": ("MF0121", "Noise shape distance"),
     # source verdict values (identify's verdicts)
     "consistent": ("MF0150", "Pixels consistent with header device"),
     "mismatch": ("MF0151", "Pixels name another device than header"),

@@ -46,6 +46,7 @@ from medforensics.pacs.common import (
     source_header,
 )
 from medforensics.pacs.errors import DicomBuildError
+from medforensics.source.openset import OPENSET_BLOCKS
 
 __all__ = ["SR_SERIES_NUMBER", "build_report", "report_summary"]
 
@@ -156,6 +157,7 @@ def _identify_section(t: _Tree, res: Mapping[str, Any]) -> Any:
         raise DicomBuildError(f"unknown identify verdict {verdict!r} (expected one of "
                               f"{', '.join(C.IDENTIFY_VERDICTS)})")
     named = res.get("named")
+    parts = res.get("distance_parts") or {}
     top = []
     for entry in list(res.get("top") or [])[:MAX_TOP]:
         label = entry.get("label") if isinstance(entry, Mapping) else entry[0]
@@ -173,6 +175,8 @@ def _identify_section(t: _Tree, res: Mapping[str, Any]) -> Any:
         t.num(C.code("openset_score"), res.get("score")),
         t.num(C.code("openset_threshold"), res.get("unknown_threshold")),
         t.num(C.code("feature_distance"), res.get("feature_distance")),
+        *(t.num(C.code(key), parts.get(block)) for key, block in zip(
+            ("network_features_distance", "noise_shape_distance"), OPENSET_BLOCKS)),
         t.num(C.code("feature_threshold"), res.get("feature_threshold")),
         t.num(C.code("informative_windows"), res.get("informative_windows")),
         *top,

@@ -30,6 +30,7 @@ from medforensics.io import read_image
 from medforensics.models.io import load_model
 from medforensics.models.runfiles import record_files, verify_run
 from medforensics.source.openset import (
+    OPENSET_BLOCKS,
     FeatureOpenSet,
     TooFewImagesError,
     conformal_threshold,
@@ -38,7 +39,6 @@ from medforensics.source.openset import (
 )
 from medforensics.source.predictor import (
     CALIBRATION_FILE,
-    OPENSET_BLOCKS,
     OPENSET_FILE,
     SourcePredictor,
 )

@@ -40,12 +40,17 @@ import numpy as np
 from medforensics.errors import ConfigError
 
 __all__ = [
+    "OPENSET_BLOCKS",
     "FeatureOpenSet",
     "TooFewImagesError",
     "conformal_threshold",
     "leave_one_class_out",
     "min_images_for",
 ]
+
+
+#: names of a source run's open-set blocks when it has the noise-shape block, in column order
+OPENSET_BLOCKS = ("network features", "noise shape")
 
 
 class TooFewImagesError(ConfigError):

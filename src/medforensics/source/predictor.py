@@ -58,6 +58,7 @@ from medforensics.models.runfiles import (
     verify_run,
 )
 from medforensics.source.openset import (
+    OPENSET_BLOCKS,
     FeatureOpenSet,
 )
 from medforensics.source.patches import (
@@ -87,8 +88,6 @@ log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
 FINGERPRINT_DIR = "fingerprints"
 OPENSET_FILE = "openset.safetensors"
-#: names of the open-set model's blocks when it has the noise-shape block
-OPENSET_BLOCKS = ("network features", "noise shape")
 
 
 @dataclass
