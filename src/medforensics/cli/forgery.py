@@ -49,6 +49,7 @@ _WHITENESS_OPT = typer.Option(
     help="Noise-whiteness cue (noise whiter than the image's own; default on; forgery train "
          "feeds it to the combiner).")
 
+
 @app.command("tamper")
 def tamper_cmd(
     source: Path = typer.Argument(..., help="Input manifest CSV (eligible rows) or directory."),

@@ -189,16 +189,7 @@ class FeatureOpenSet:
         Returns:
             (n, C) float64, >= 0 (with several blocks, the largest block distance).
         """
-        z = np.asarray(embeddings, dtype=np.float64)
-        if z.ndim != 2 or z.shape[1] != self.dim:
-            raise ConfigError(f"expected (n, {self.dim}) embeddings, got {z.shape}")
-        d2 = np.zeros((z.shape[0], len(self.classes)))
-        for lo, hi in _block_slices(self.blocks or (self.dim,)):
-            zb = z[:, lo:hi]
-            ok = np.all(np.isfinite(zb), axis=1)
-            diff = np.where(ok[:, None], zb, 0.0)[:, None, :] - self.means[None, :, lo:hi]
-            db = np.einsum("ncd,de,nce->nc", diff, self.precision[lo:hi, lo:hi], diff) / (hi - lo)
-            d2 = np.maximum(d2, np.where(ok[:, None], np.maximum(db, 0.0), 0.0))
+        d2 = np.maximum.reduce([d for d, _ in self._block_d2(embeddings)])
         if exclude is not None:
             d2[:, int(exclude)] = np.inf
         return d2
@@ -227,16 +218,28 @@ class FeatureOpenSet:
         Returns:
             One float >= 0 per block (0 for a block not measured in this image).
         """
+        return self.distance_and_parts(embeddings)[1]
+
+    def distance_and_parts(self, embeddings: Any) -> tuple[float, list[float]]:
+        """:meth:`distance` and :meth:`block_distances` of one image from one pass."""
+        blocks = self._block_d2(embeddings)
+        d2 = np.maximum.reduce([d for d, _ in blocks])
+        parts = [float(np.median(d[ok].min(axis=1))) if ok.any() else 0.0 for d, ok in blocks]
+        return float(np.median(d2.min(axis=1))), parts
+
+    def _block_d2(self, embeddings: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per block: (n, C) distances ``d2_b / D_b`` (0 for rows the block did not measure)
+        and the (n,) bool of rows it measured (all values finite)."""
         z = np.asarray(embeddings, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise ConfigError(f"expected (n, {self.dim}) embeddings, got {z.shape}")
         out = []
         for lo, hi in _block_slices(self.blocks or (self.dim,)):
-            part = FeatureOpenSet(self.classes, self.means[:, lo:hi],
-                                  self.precision[lo:hi, lo:hi])
             zb = z[:, lo:hi]
             ok = np.all(np.isfinite(zb), axis=1)
-            out.append(part.distance(zb[ok]) if ok.any() else 0.0)
+            diff = np.where(ok[:, None], zb, 0.0)[:, None, :] - self.means[None, :, lo:hi]
+            db = np.einsum("ncd,de,nce->nc", diff, self.precision[lo:hi, lo:hi], diff) / (hi - lo)
+            out.append((np.where(ok[:, None], np.maximum(db, 0.0), 0.0), ok))
         return out
 
     def nearest(self, embeddings: Any) -> int:

@@ -41,7 +41,7 @@ from medforensics.errors import InvalidArrayError, ReadError
 from medforensics.io import read_image
 
 __all__ = ["InputSpec", "Prepared", "image_evidence", "patch_positions", "model_input",
-           "input_noise_shape", "prepare_file", "map_ordered"]
+           "shaped_input", "input_noise_shape", "prepare_file", "map_ordered"]
 
 # The fallback warning has always been logged under the predictor's name; keep it there.
 log = logging.getLogger("medforensics.source.predictor")
@@ -176,6 +176,18 @@ def model_input(pixels: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, int]:
     return paper_preprocess(pixels, size=spec.size), 1
 
 
+def shaped_input(pixels: np.ndarray, spec: InputSpec
+                 ) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """``(inputs, n, noise_shape)``: :func:`model_input` and, when ``spec.noise_shape``, the
+    image's noise shape (:func:`input_noise_shape`); what the model and its open-set test read.
+
+    Raises:
+        InvalidArrayError: as :func:`model_input`.
+    """
+    inputs, n = model_input(pixels, spec)
+    return inputs, n, input_noise_shape(pixels, inputs, spec)
+
+
 def input_noise_shape(pixels: np.ndarray, inputs: np.ndarray, spec: InputSpec
                       ) -> np.ndarray | None:
     """The image's noise shape for the open-set test, when ``spec.noise_shape``, else None.
@@ -211,8 +223,7 @@ def prepare_file(path: str | Path, spec: InputSpec, keep_pixels: bool = False) -
             # Nothing to read: no model input is built (a tiny image would not even fit).
             return Prepared(str(path), None, 0, img.meta, img.pixels if keep_pixels else None,
                             None, evidence)
-        inputs, n = model_input(img.pixels, spec)
-        shape = input_noise_shape(img.pixels, inputs, spec)
+        inputs, n, shape = shaped_input(img.pixels, spec)
     except ReadError as exc:
         return Prepared(str(path), None, 0, None, None, exc)
     except InvalidArrayError as exc:

@@ -64,11 +64,11 @@ from medforensics.source.openset import (
 from medforensics.source.patches import (
     InputSpec,
     image_evidence,
-    input_noise_shape,
     map_ordered,
     model_input,
     patch_positions,
     prepare_file,
+    shaped_input,
 )
 from medforensics.source.schema import image_ids
 from medforensics.source.unit_records import FingerprintConfig
@@ -320,9 +320,8 @@ class SourcePredictor:
         Raises:
             InvalidArrayError: image not 2-D or smaller than one patch.
         """
-        inputs, n = model_input(pixels, self.input_spec)
-        lp, _, emb = self._forward_full(inputs, n, want_emb=True,
-                                        shape=input_noise_shape(pixels, inputs, self.input_spec))
+        inputs, n, shape = shaped_input(pixels, self.input_spec)
+        lp, _, emb = self._forward_full(inputs, n, want_emb=True, shape=shape)
         if emb is None:
             raise ModelFileError(f"preset {self.preset!r} has no embedding")
         return lp, emb
@@ -351,9 +350,8 @@ class SourcePredictor:
         evidence = image_evidence(pixels, self.input_spec)
         if not evidence.enough():
             return self._no_evidence(evidence)
-        inputs, n = model_input(pixels, self.input_spec)
-        pred = self._calibrated(*self._forward_full(
-            inputs, n, shape=input_noise_shape(pixels, inputs, self.input_spec)))
+        inputs, n, shape = shaped_input(pixels, self.input_spec)
+        pred = self._calibrated(*self._forward_full(inputs, n, shape=shape))
         pred.evidence = evidence
         return pred
 
@@ -370,9 +368,9 @@ class SourcePredictor:
         probs = (probs / probs.sum()).astype(np.float32)
         dist = parts = None
         if self.openset is not None and emb is not None:
-            dist = self.openset.distance(emb)
-            if len(self.openset.blocks) == len(OPENSET_BLOCKS):
-                parts = dict(zip(OPENSET_BLOCKS, self.openset.block_distances(emb)))
+            dist, block = self.openset.distance_and_parts(emb)
+            if len(block) == len(OPENSET_BLOCKS):
+                parts = dict(zip(OPENSET_BLOCKS, block))
         return Prediction(logprobs=lp, probs=probs, n_patches=n, feature_distance=dist,
                           distance_parts=parts)
 
