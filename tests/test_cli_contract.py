@@ -253,7 +253,7 @@ def test_calibrate_says_the_run_is_already_calibrated(
     shutil.copytree(service_archive.run, run)
     manifest = tmp_path / "m.csv"
     write_manifest(service_archive.rows, manifest)
-    res = _run(["calibrate", run, "--manifest", manifest, "--no-units"])
+    res = _run(["calibrate", run, "--manifest", manifest, "--no-units", "--noise-shape"])
     assert res.exit_code == EXIT_OK, res.output
     assert "already calibrated (train calibrates after training)" in res.output
     assert json.loads((run / "calibration.json").read_text())["openset_blocks"] == [

@@ -8,8 +8,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fixtures_service import service_archive, source_run  # noqa: F401
+from fixtures_service import service_archive  # noqa: F401
 from medforensics.dsp.noisetexture import TEXTURE_LAGS, image_noise_shape
+
+
+@pytest.fixture(scope="module")
+def shape_run(service_archive, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    """The service fixture's run, calibrated again with the noise-shape block (opt-in)."""
+    import shutil
+
+    from medforensics.source.calibrate import calibrate_run
+
+    run = tmp_path_factory.mktemp("shape") / "run"
+    shutil.copytree(service_archive.run, run)
+    calibrate_run(run, service_archive.rows, n_patches=8, noise_shape=True)
+    return run
 
 
 def _noise(seed: int, shape: tuple[int, int] = (256, 256), sd: float = 20.0) -> np.ndarray:
@@ -44,15 +57,15 @@ def test_nothing_to_measure_gives_nan(img: np.ndarray) -> None:
     assert np.all(np.isnan(image_noise_shape(img)))
 
 
-def test_calibrated_run_judges_the_noise_shape(source_run, service_archive) -> None:  # noqa: F811
+def test_calibrated_run_judges_the_noise_shape(shape_run, service_archive) -> None:  # noqa: F811
     """A calibrated run's open-set model has a noise-shape block, and an image whose noise
     was re-shaped (blurred along the rows, levels kept) moves away from every known device."""
     from medforensics.io import read_image
     from medforensics.source.predictor import SourcePredictor
 
-    cal = json.loads((source_run / "calibration.json").read_text())
+    cal = json.loads((shape_run / "calibration.json").read_text())
     assert cal["openset_blocks"] == ["network features", "noise shape"]
-    pred = SourcePredictor.from_run(source_run)
+    pred = SourcePredictor.from_run(shape_run)
     assert pred.noise_shape and pred.openset.blocks[1] == len(TEXTURE_LAGS)
     path = next(r["path"] for r in service_archive.rows if r.get("split") == "test")
     px = read_image(path).pixels
@@ -64,14 +77,14 @@ def test_calibrated_run_judges_the_noise_shape(source_run, service_archive) -> N
     assert d_reshaped > 3 * d_known
 
 
-def test_a_refused_name_says_which_block_refused_it(source_run, service_archive) -> None:  # noqa: F811
+def test_a_refused_name_says_which_block_refused_it(shape_run, service_archive) -> None:  # noqa: F811
     """The verdict and its JSON quote each block's own distance, so an analyst sees whether
     the network's features or the noise shape put the image outside the known devices."""
     from medforensics.io import read_image
     from medforensics.source.predictor import SourcePredictor, identify_image
     from medforensics.source.schema import identify_record
 
-    pred = SourcePredictor.from_run(source_run)
+    pred = SourcePredictor.from_run(shape_run)
     pred.fingerprints, pred.require_unit_match = None, False
     pred.feature_threshold = 1e-3  # every image beyond it: the refusal message is what is tested
     path = next(r["path"] for r in service_archive.rows if r.get("split") == "test")
@@ -145,3 +158,9 @@ def test_a_class_without_a_measurable_shape_turns_the_block_off(monkeypatch) -> 
     pred = SimpleNamespace(noise_shape=True, classes=["A", "B"])
     openset, n = cal._fit_openset(pred, [({}, i % 2) for i in range(12)], 30)
     assert pred.noise_shape is False and openset.blocks == () and openset.dim == 10 and n == 12
+
+
+def test_the_noise_shape_is_opt_in(service_archive) -> None:  # noqa: F811
+    """A run calibrated with the defaults judges the network's features only."""
+    cal = json.loads((service_archive.run / "calibration.json").read_text())
+    assert cal["openset_blocks"] == ["network features"]

@@ -143,9 +143,9 @@ def calibrate_cmd(
     units: bool = typer.Option(
         True, "--units/--no-units", help="Also enrol unit reference patterns (train split)."),
     noise_shape: bool = typer.Option(
-        True, "--noise-shape/--no-noise-shape",
-        help="Judge the image's noise shape (residual correlations) beside the network's "
-             "features in the open-set test (docs/openset.md)."),
+        False, "--noise-shape/--no-noise-shape",
+        help="Also judge the image's noise shape (residual correlations) in the open-set "
+             "test (off by default; what it gains and costs: docs/openset.md)."),
     unit_window: Optional[int] = typer.Option(
         None, "--unit-window", min=0, help="Side in px of the window of an image compared "
         "with the unit patterns (default 1024; 0 = the whole image: slower, for weak patterns)."),
