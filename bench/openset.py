@@ -153,11 +153,14 @@ def lomo(args: argparse.Namespace, out: Path, seed: int, res: dict[str, Any]) ->
     from medforensics.source.predictor import identify_image
 
     meta = read_image(known[0]["path"]).meta
-    blank = {}
+    blank: dict[str, dict[str, Any]] = {}
+    alone_blank: dict[str, dict[str, Any]] = {}
     for name, px in blank_cases(rng).items():
-        v, _ = identify_image(full, px.astype(np.float32), meta, name)
-        blank[name] = {"verdict": v.verdict, "confident": bool(v.confident)}
+        for pred, out_ in ((full, blank), (alone, alone_blank)):
+            v, _ = identify_image(pred, px.astype(np.float32), meta, name)
+            out_[name] = {"verdict": v.verdict, "confident": bool(v.confident)}
     entry["no_evidence"] = blank
+    entry["no_evidence_classifier_alone"] = alone_blank
     res["lomo"].append(entry)
     log.info("seed %d: %s", seed, json.dumps({k: entry[k] for k in ("full", "classifier alone")}))
     return run
@@ -248,11 +251,19 @@ def render(res: dict[str, Any]) -> str:
         d = res["demo_run"]
         lines += ["", f"Demo run `{d['run']}`: {d['named']} of {d['files']} real X-rays named "
                       f"({', '.join(sorted(set(d['verdicts'])))})."]
-    blank = [(e["seed"], k, v) for e in res["lomo"] for k, v in e["no_evidence"].items()]
-    n_conf = sum(v["confident"] for _, _, v in blank)
-    kinds = sorted({v["verdict"] for _, _, v in blank})
-    lines += ["", f"No-evidence images: {n_conf} confident verdicts of {len(blank)} "
-                  f"(verdicts: {', '.join(kinds)})."]
+    for key, mode in (("no_evidence", "full verdicts"),
+                      ("no_evidence_classifier_alone", "classifier alone")):
+        blank = [v for e in res["lomo"] for v in e.get(key, {}).values()]
+        if not blank:
+            continue
+        n_conf = sum(v["confident"] for v in blank)
+        kinds = ", ".join(f"{k} {sum(v['verdict'] == k for v in blank)}"
+                          for k in sorted({v["verdict"] for v in blank}))
+        named = sorted({k for e in res["lomo"] for k, v in e.get(key, {}).items()
+                        if v["confident"]})
+        lines += ["", f"No-evidence images, {mode}: {n_conf} confident verdicts of "
+                      f"{len(blank)} (verdicts: {kinds})"
+                      + (f"; named: {', '.join(named)}." if named else ".")]
     if res.get("real_tiles"):
         t = res["real_tiles"]
         lines += ["", f"Real tiles (known: {', '.join(t['known'])}): unseen devices' tiles not "

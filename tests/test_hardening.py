@@ -71,7 +71,11 @@ def _image_ds(seed: int = 0, bits: int = 12, rows: int = ROWS, cols: int = COLS)
     ds.ManufacturerModelName = "Model X"
     ds.DeviceSerialNumber = "SN-1"
     ds.PatientID = f"P{seed:03d}"
-    arr = rng.integers(0, 1 << bits, (rows, cols)).astype(np.uint16 if bits > 8 else np.uint8)
+    # an exposure gradient with noise on it (noise alone would be no evidence of any device)
+    top = (1 << bits) - 1
+    ramp = np.linspace(0, 0.75 * top, cols)[None, :]
+    noise = rng.integers(0, max(2, (1 << bits) // 16), (rows, cols))
+    arr = (ramp + noise).astype(np.uint16 if bits > 8 else np.uint8)
     ds.set_pixel_data(arr, "MONOCHROME2", bits)
     return ds
 

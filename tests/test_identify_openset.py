@@ -76,3 +76,28 @@ def test_blank_copy_is_insufficient_evidence(small_run: dict) -> None:
     assert v.verdict == INSUFFICIENT_EVIDENCE and not v.confident
     assert v.header_claim == row["model"] and extra["n_patches"] == 0
     assert extra["informative_windows"] == 0
+
+
+def test_noise_alone_is_insufficient_evidence_for_the_classifier_alone(small_run: dict
+                                                                       ) -> None:
+    """Uniform noise under a known device's header: nobody's noise, so nothing is judged -
+    even with every open-set test of the classifier out of the way."""
+    import numpy as np
+
+    from medforensics.io import read_image
+    from medforensics.source.predictor import SourcePredictor, identify_image
+
+    row = next(r for r in small_run["rows"] if r["split"] == "test")
+    img = read_image(row["path"])
+    pred = SourcePredictor.from_run(small_run["run"])
+    pred.fingerprints, pred.require_unit_match, pred.unknown_threshold = None, False, 0.0
+    pred.feature_threshold = float("inf")
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 4096, img.pixels.shape).astype(np.float32)
+    v, extra = identify_image(pred, noise, img.meta, "noise.dcm")
+    assert v.verdict == INSUFFICIENT_EVIDENCE and not v.confident
+    assert "noise alone" in v.message and extra["informative_windows"] == 0
+    # the image itself, with more noise on top, still has content to be judged
+    noisy = img.pixels + rng.normal(0, 20, img.pixels.shape).astype(np.float32)
+    w, _ = identify_image(pred, noisy, img.meta, "noisy.dcm")
+    assert w.verdict != INSUFFICIENT_EVIDENCE

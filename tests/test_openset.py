@@ -185,11 +185,61 @@ def test_evidence_floor_on_blank_images(name: str) -> None:
     assert ev.reason
 
 
+def _anatomy(n: int = 256) -> np.ndarray:
+    """A smooth exposure falling off from a bright centre: content spanning many noise levels."""
+    yy, xx = np.mgrid[:n, :n] / n - 0.5
+    return 800.0 + 2400.0 * np.exp(-(yy ** 2 + xx ** 2) / 0.08)
+
+
 def test_evidence_floor_passes_noisy_images() -> None:
     rng = np.random.default_rng(3)
-    img = (2000 + 15 * rng.standard_normal((256, 256))).round().astype(np.float32)
+    img = (_anatomy() + 15 * rng.standard_normal((256, 256))).round().astype(np.float32)
     ev = count_informative_windows(img, 64)
     assert ev.informative == ev.windows == 16 and ev.enough()
+    assert ev.content_span > 5
+
+
+@pytest.mark.parametrize("noise", ["gaussian 15", "gaussian 300", "uniform 12-bit",
+                                   "uniform 8-bit", "poisson"])
+def test_noise_alone_is_no_evidence(noise: str) -> None:
+    """Noise and nothing else carries no device's image, whatever its level or law."""
+    rng = np.random.default_rng(4)
+    shape = (256, 256)
+    img = {"gaussian 15": 2000 + 15 * rng.standard_normal(shape),
+           "gaussian 300": 2000 + 300 * rng.standard_normal(shape),
+           "uniform 12-bit": rng.integers(0, 4096, shape),
+           "uniform 8-bit": rng.integers(0, 256, shape),
+           "poisson": rng.poisson(400.0, shape)}[noise]
+    ev = count_informative_windows(np.round(img).astype(np.float32), 64)
+    assert ev.informative == 0 and not ev.enough()
+    assert ev.reason.startswith("noise alone") and ev.content_span < 0.5
+    # the same noise on an exposure with content is read
+    with_content = count_informative_windows(
+        np.round(_anatomy() * 20 + img - img.mean()).astype(np.float32), 64)
+    assert with_content.informative > 0 and with_content.content_span > 5
+
+
+def test_content_span_contract() -> None:
+    from medforensics.data.transforms import content_span
+    from medforensics.errors import ConfigError, InvalidArrayError
+
+    rng = np.random.default_rng(6)
+    noise = rng.normal(0, 50, (256, 256))
+    assert content_span(noise) < 0.3 < 5 < content_span(_anatomy() + noise)
+    assert content_span(np.full((64, 64), 7.0)) == float("inf")  # no noise to measure against
+    with pytest.raises(InvalidArrayError):
+        content_span(noise[:20, :20])
+    with pytest.raises(ConfigError):
+        content_span(noise, window=4)
+
+
+def test_a_flat_field_is_not_noise_alone() -> None:
+    """A flat exposure's gentle heel effect is content: its unit pattern stays readable."""
+    rng = np.random.default_rng(5)
+    heel = 2000.0 * (1 + 0.01 * np.linspace(-1, 1, 256))[None, :]
+    ev = count_informative_windows(
+        np.round(heel + 20 * rng.standard_normal((256, 256))).astype(np.float32), 64)
+    assert ev.informative == ev.windows and ev.content_span > 1
 
 
 def test_blocks_take_the_larger_distance_and_survive_the_round_trip() -> None:

@@ -8,7 +8,8 @@
   model.
 * :func:`tile_positions`: a regular grid of patch corners covering an image, for inference.
 * :func:`count_informative_windows`: how much of an image carries readable detector noise
-  (the evidence floor of a verdict).
+  (the evidence floor of a verdict); :func:`content_span`: whether the image is more than
+  noise alone.
 
 All positions are ``(y, x)`` integer top-left corners on the pixel grid (no sub-pixel
 interpolation), so a patch is ``pixels[y:y+P, x:x+P]``.
@@ -26,7 +27,8 @@ from PIL import Image
 from medforensics.dsp._checks import as_image
 from medforensics.errors import ConfigError, InvalidArrayError
 
-__all__ = ["Evidence", "count_informative_windows", "paper_preprocess",
+__all__ = ["Evidence", "MIN_CONTENT_SPAN", "content_span", "count_informative_windows",
+           "paper_preprocess",
            "sample_patch_positions", "tile_positions", "MIN_INFORMATIVE_PATCHES"]
 
 log = logging.getLogger(__name__)
@@ -363,6 +365,9 @@ def sample_patch_positions(
 #: Informative area a source verdict needs, in model patches (counted in half-patch windows).
 MIN_INFORMATIVE_PATCHES = 2
 
+#: An image whose windows' means spread over less than this many noise levels is noise alone.
+MIN_CONTENT_SPAN = 1.0
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -377,6 +382,8 @@ class Evidence:
         required: informative windows needed for a verdict (the evidence floor).
         value_step: smallest step between distinct stored values (the quantum), > 0.
         noise_level: median window noise level in ``value_step`` units (0 when none).
+        content_span: how far the windows' mean values spread (10th to 90th percentile) in
+            units of the median window noise level (``inf`` when no window has noise).
         reason: why windows were rejected, most common first (empty when all passed), e.g.
             ``"no noise above the quantisation floor"``.
     """
@@ -388,6 +395,7 @@ class Evidence:
     value_step: float
     noise_level: float
     reason: str
+    content_span: float = float("inf")
 
     def enough(self) -> bool:
         """Whether the evidence floor holds (at least ``required`` informative windows)."""
@@ -414,6 +422,7 @@ def count_informative_windows(
     max_flat_fraction: float = 0.05,
     max_saturated_fraction: float = 0.25,
     min_noise_steps: float = 0.5,
+    min_content_span: float = MIN_CONTENT_SPAN,
     max_windows: int = 256,
 ) -> Evidence:
     """Count the windows of an image that carry readable detector noise.
@@ -427,7 +436,15 @@ def count_informative_windows(
       step, real detector noise is above;
     * it is not flat relative to the image (at most ``max_flat_fraction`` of its pixels have
       a 5x5 local level below ``flat_ratio`` x the image's median level);
-    * at most ``max_saturated_fraction`` of its pixels sit at the image's minimum or maximum.
+    * at most ``max_saturated_fraction`` of its pixels sit at the image's minimum or maximum;
+    * the image is not noise alone: the windows' mean values spread (10th to 90th
+      percentile) over at least ``min_content_span`` median window noise levels. Anatomy,
+      exposure, background - even a flat-field exposure's heel effect - move the window
+      means by many noise levels; in an image of noise and nothing else they differ only
+      by the noise averaged over a window (a tenth of its level for 32-px windows), whatever
+      its level or distribution, and that noise need not be any device's. Such an image has
+      no informative window (docs/openset.md has the spans measured on real and simulated
+      images).
 
     Args:
         pixels: (H, W) real stored values.
@@ -436,6 +453,8 @@ def count_informative_windows(
         flat_ratio, max_flat_fraction, max_saturated_fraction: as in
             :func:`sample_patch_positions`.
         min_noise_steps: noise floor in units of the value step.
+        min_content_span: window-mean spread, in noise levels, below which the image
+            counts as noise alone.
         max_windows: windows examined at most.
 
     Returns:
@@ -452,14 +471,8 @@ def count_informative_windows(
     if h < patch or w < patch:
         return Evidence(0, 0, int(patch), int(required), 1.0, 0.0,
                         f"image {h}x{w} is smaller than one {patch}x{patch} window")
-    grid = np.array(tile_positions(h, w, int(patch), int(patch)))
-    if len(grid) > max_windows:
-        grid = grid[np.linspace(0, len(grid) - 1, max_windows).round().astype(int)]
-    stack = _window_stack(img, grid[:, 0], grid[:, 1], int(patch))
-    levels = _window_levels(stack)
+    stack, levels, ref = _window_survey(img, int(patch), max_windows)
     step = _value_step(img)
-    live = levels[levels > 0]
-    ref = float(np.median(live)) if live.size else 0.0
     noisy = levels >= min_noise_steps * step
     flat = (_flat_fraction(stack, flat_ratio * ref) > max_flat_fraction if ref > 0
             else np.ones(len(levels), dtype=bool))
@@ -468,9 +481,68 @@ def count_informative_windows(
     clipped = (((core <= lo) | (core >= hi)).mean(axis=(1, 2)) > max_saturated_fraction
                if hi > lo else np.ones(len(levels), dtype=bool))
     ok = noisy & ~flat & ~clipped
+    span = _content_span(core, ref)
+    if ok.any() and span < min_content_span:
+        return Evidence(0, int(len(levels)), int(patch), int(required), step,
+                        ref / step if step > 0 else 0.0,
+                        f"noise alone: the windows' means differ by {span:.2f} noise levels, "
+                        f"an image with content's by {min_content_span:g} or more", span)
     reasons = {"no noise above the quantisation floor": int((~noisy).sum()),
                "flat (blank or smoothed)": int((noisy & flat).sum()),
                "clipped (saturated)": int((noisy & ~flat & clipped).sum())}
     text = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]) if v)
     return Evidence(int(ok.sum()), int(len(levels)), int(patch), int(required), step,
-                    ref / step if step > 0 else 0.0, text)
+                    ref / step if step > 0 else 0.0, text, span)
+
+
+def _window_survey(img: np.ndarray, patch: int, max_windows: int
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Windows on a regular grid (evenly subsampled to ``max_windows``), their noise levels
+    and the median level of those with noise (0 when none): ((m, p+6, p+6), (m,), float)."""
+    h, w = img.shape
+    grid = np.array(tile_positions(h, w, patch, patch))
+    if len(grid) > max_windows:
+        grid = grid[np.linspace(0, len(grid) - 1, max_windows).round().astype(int)]
+    stack = _window_stack(img, grid[:, 0], grid[:, 1], patch)
+    levels = _window_levels(stack)
+    live = levels[levels > 0]
+    return stack, levels, float(np.median(live)) if live.size else 0.0
+
+
+def content_span(pixels: np.ndarray, window: int = 32, max_windows: int = 256) -> float:
+    """How many noise levels an image's content spans (the "noise alone" test).
+
+    The 10th-90th percentile spread of the means of ``window``-sided windows on a regular
+    grid, divided by their median noise level (:func:`count_informative_windows`). An image
+    with anything in it - anatomy, exposure, background, a flat field's heel effect - spans
+    many noise levels; noise and nothing else about ``2.6 / window`` of one, whatever its
+    level or distribution.
+
+    Args:
+        pixels: (H, W) real stored values, at least ``window`` px on each side.
+        window: window side in px (>= 8).
+        max_windows: windows examined at most.
+
+    Returns:
+        The span, >= 0; ``inf`` when no window has noise (a constant or quantised-smooth
+        image: no noise to measure the content against).
+
+    Raises:
+        InvalidArrayError: pixels not 2-D, non-finite, or smaller than one window.
+        ConfigError: window < 8.
+    """
+    if not isinstance(window, (int, np.integer)) or window < 8:
+        raise ConfigError(f"window must be an int >= 8, got {window!r}")
+    img = as_image(pixels, "pixels", dtype=np.float32)
+    if min(img.shape) < window:
+        raise InvalidArrayError(f"image {img.shape} is smaller than one {window}-px window")
+    stack, _, ref = _window_survey(img, int(window), max_windows)
+    return _content_span(stack[:, _PAD:-_PAD, _PAD:-_PAD], ref)
+
+
+def _content_span(windows: np.ndarray, level: float) -> float:
+    """10th-90th percentile spread of the windows' (m, p, p) means, in units of ``level``."""
+    if level <= 0:
+        return float("inf")
+    lo, hi = np.percentile(windows.mean(axis=(1, 2), dtype=np.float64), [10.0, 90.0])
+    return float((hi - lo) / level)

@@ -17,16 +17,23 @@ rounding errors only (standard deviation about 0.4 stored values, rarely reachin
 not acquisition noise. Noise of standard deviation 1 stored value passes easily (about half of
 its residual values reach 1), noise well below that level is not measurable by the cues
 either.
+
+An image of noise and nothing else (:func:`noise_alone`, the source verdict's evidence rule
+:func:`medforensics.data.transforms.content_span`) is fully covered, and a cue that fires
+there (a copy of noise is unmistakable) is evidence; but the cues' silence is not: there is
+no content an edit could have changed, so such an image is ``inconclusive``, never
+``authentic``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from medforensics.data.transforms import MIN_CONTENT_SPAN, content_span
 from medforensics.dsp.noise import STRIP_ROWS, residual_strips
 
 __all__ = ["BLOCK", "MIN_COVERED_FRACTION", "MIN_COVERED_PX", "MIN_DISTINCT", "MIN_LOUD",
-           "MIN_SIDE", "covered_fraction", "noise_mask"]
+           "MIN_SIDE", "covered_fraction", "noise_alone", "noise_mask"]
 
 #: side of the blocks whose noise is checked, in pixels
 BLOCK = 16
@@ -82,6 +89,20 @@ def covered_fraction(pixels: np.ndarray) -> float:
         y1 = min(y0 + step, (H // BLOCK) * BLOCK)
         covered += int(_covered_blocks(img[y0:y1], r[y0:y1], lo, hi).sum())
     return covered * BLOCK * BLOCK / float(H * W)
+
+
+def noise_alone(pixels: np.ndarray) -> str | None:
+    """Why an image is noise and nothing else, or None when it has content (module docs).
+
+    Args:
+        pixels: float (H, W) stored values, at least :data:`MIN_SIDE` px on each side.
+    """
+    span = content_span(pixels)
+    if span >= MIN_CONTENT_SPAN:
+        return None
+    return (f"no edit found, but the image is noise alone (its windows' means differ by "
+            f"{span:.2f} noise levels, an image with content's by {MIN_CONTENT_SPAN:g} or "
+            "more): there is no content an edit could have changed")
 
 
 def noise_mask(pixels: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:

@@ -34,7 +34,8 @@ there, so neither their silence nor their firing is evidence); otherwise ``tampe
 ``score >= threshold`` (:data:`DEFAULT_THRESHOLD`, calibrated to a stated false-alarm rate:
 docs/forgery.md), ``inconclusive`` when ``min(threshold, map_threshold) - inconclusive_band
 <= score < threshold`` (a cue reached or nearly reached its own decision point, but untouched
-images score that high too), else ``authentic``. An inconclusive result carries its reason
+images score that high too), ``inconclusive`` too for an image of noise alone (nothing
+found, but nothing there to edit either), else ``authentic``. An inconclusive result carries its reason
 (``inconclusive_reason``) and every result its ``covered_fraction``: "no evidence of an
 edit" is stated only about an image the cues could read.
 ``forged_area_percent`` is the share of pixels with ``prob_map >= map_threshold`` (0.5), *not*
@@ -68,6 +69,7 @@ from medforensics.forgery.coverage import (
     MIN_COVERED_PX,
     MIN_SIDE,
     covered_fraction,
+    noise_alone,
 )
 from medforensics.forgery.cues import check_cue_params, resolve_params
 from medforensics.forgery.cues.ela import (
@@ -445,13 +447,16 @@ class ForgeryDetector:
         return self.verdict_and_reason(score)[0]
 
     def verdict_and_reason(self, score: float, covered: float = 1.0,
-                           n_pixels: int | None = None) -> tuple[str, str | None]:
+                           n_pixels: int | None = None, alone: str | None = None
+                           ) -> tuple[str, str | None]:
         """Verdict and, for ``inconclusive``, its reason (module docs).
 
         Args:
             score: the image score (NaN: not analysed).
             covered: covered fraction of the image (0..1).
             n_pixels: the image's pixel count (for the covered-area floor); None = no floor.
+            alone: why the image is noise alone (:func:`coverage.noise_alone`), or None: below
+                the threshold such an image is ``inconclusive``, not ``authentic``.
         """
         if not math.isfinite(score):
             return "inconclusive", "the image was not analysed"
@@ -469,6 +474,8 @@ class ForgeryDetector:
                    if score >= self.threshold else ""))
         if score >= self.threshold:
             return "tampered", None
+        if alone:
+            return "inconclusive", alone
         if score >= self.inconclusive_from:
             return "inconclusive", (f"score {score:.3f} is in the inconclusive band "
                                     f"[{self.inconclusive_from:.2f}, {self.threshold:.2f}) "
@@ -555,7 +562,7 @@ class ForgeryDetector:
         prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
         regions = describe_regions(prob, maps, threshold=self.map_threshold, copies=copies,
                                    lattice_boxes=lattice)
-        verdict, reason = self.verdict_and_reason(score, covered, img.size)
+        verdict, reason = self.verdict_and_reason(score, covered, img.size, noise_alone(img))
         if verdict == "inconclusive" and reason and reason.startswith("nothing to read"):
             ela_score = None  # nothing to read: an error level of ~0 would say "clean"
             notes = [n for n in notes if not n.startswith("ela_score only")]
