@@ -100,9 +100,9 @@ def noise_alone(pixels: np.ndarray) -> str | None:
     span = content_span(pixels)
     if span >= MIN_CONTENT_SPAN:
         return None
-    return (f"no edit found, but the image is noise alone (its windows' means differ by "
+    return (f"no edit found, but the image is noise alone - its windows' means differ by "
             f"{span:.2f} noise levels, an image with content's by {MIN_CONTENT_SPAN:g} or "
-            "more): there is no content an edit could have changed")
+            "more - so there is no content an edit could have changed")
 
 
 def noise_mask(pixels: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:

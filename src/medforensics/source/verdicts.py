@@ -426,6 +426,10 @@ def _decide_name(pred: str, p_max: float, s: float, thr: float | None, custom_sc
 
 def _insufficient_message(informative: int, required: int, reason: str) -> str:
     """The sentence of an insufficient-evidence verdict."""
+    if reason.startswith("noise alone"):
+        return (f"{INSUFFICIENT_EVIDENCE}: the image is {reason}; noise with nothing else "
+                "shows no device, so no device is named and the header's claim is neither "
+                "confirmed nor refuted")
     why = f" ({reason})" if reason else ""
     return (f"{INSUFFICIENT_EVIDENCE}: only {informative} of the image's windows carry readable "
             f"detector noise (at least {required} needed){why}; no device is named and the "
