@@ -101,3 +101,17 @@ def test_noise_alone_is_insufficient_evidence_for_the_classifier_alone(small_run
     noisy = img.pixels + rng.normal(0, 20, img.pixels.shape).astype(np.float32)
     w, _ = identify_image(pred, noisy, img.meta, "noisy.dcm")
     assert w.verdict != INSUFFICIENT_EVIDENCE
+
+
+def test_calibration_summary_says_what_the_classifier_alone_does(small_run: dict) -> None:
+    from medforensics.source.calibrate import calibration_summary
+
+    cal = dict(small_run["cal"])
+    assert cal["feature_threshold"] is None
+    cal["leave_one_class_out_unknown_rate"] = 0.4
+    text = calibration_summary(cal)
+    # no threshold: the estimate of what a threshold would reject is not what the run does
+    assert "classifier alone names no device" in text and "40%" not in text
+    cal["feature_threshold"] = 1.5
+    text = calibration_summary(cal)
+    assert "feature distance 1.5" in text and "40% of left-out classes rejected" in text

@@ -297,7 +297,11 @@ def calibration_summary(cal: Mapping[str, Any]) -> str:
             + f"; {cal.get('n_val_images')} validation images")
     loco = cal.get("leave_one_class_out_unknown_rate")
     out = cal.get("outlier_devices_named_rate")
-    if loco is not None or out is not None:
+    if feat is None:
+        # without a feature threshold the classifier alone names nothing: an estimate of
+        # what it would reject is not what the run does
+        text += "; the classifier alone names no device (only enrolled unit patterns can)"
+    elif loco is not None or out is not None:
         text += "; unseen devices, classifier alone: " + ", ".join(
             x for x in (None if loco is None else f"{loco:.0%} of left-out classes rejected",
                         None if out is None else f"{out:.0%} of outlier devices named") if x)
