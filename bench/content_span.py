@@ -5,10 +5,10 @@ not dropped silently), the content span of :func:`medforensics.data.transforms.c
 - the 10th-90th percentile spread of its 32-px windows' means in noise levels - for the
 images that pass the evidence floor's other tests for the 64-px ``patch`` model (32-px
 windows, 8 of them informative; the others - mostly background, clipped, too small - are
-counted apart), and per folder the smallest, the
-median and the images under ``--show-below``; then the same for images with nothing but noise (Gaussian,
-uniform, Poisson, at several levels) and for flat fields with a gentle heel effect. The rule
-calls an image with a span under ``MIN_CONTENT_SPAN`` noise alone.
+counted apart), and per folder the smallest, the median and the images under
+``--show-below``; then the same for images with nothing but noise (Gaussian, uniform,
+Poisson, at several levels) and for flat fields with a gentle heel effect. The rule calls an
+image with a span under ``MIN_CONTENT_SPAN`` noise alone.
 
     python bench/content_span.py runs/demo/archive ../shared/data/real
 """

@@ -35,9 +35,9 @@ there, so neither their silence nor their firing is evidence); otherwise ``tampe
 docs/forgery.md), ``inconclusive`` when ``min(threshold, map_threshold) - inconclusive_band
 <= score < threshold`` (a cue reached or nearly reached its own decision point, but untouched
 images score that high too), ``inconclusive`` too for an image of noise alone (nothing
-found, but nothing there to edit either), else ``authentic``. An inconclusive result carries its reason
-(``inconclusive_reason``) and every result its ``covered_fraction``: "no evidence of an
-edit" is stated only about an image the cues could read.
+found, but nothing there to edit either), else ``authentic``. An inconclusive result carries
+its reason (``inconclusive_reason``) and every result its ``covered_fraction``: "no evidence
+of an edit" is stated only about an image the cues could read.
 ``forged_area_percent`` is the share of pixels with ``prob_map >= map_threshold`` (0.5), *not*
 the paper's "percentage of forgery" (that is ``ela_score``, the mean ELA intensity in % of
 8-bit full scale, labelled as such). ``ela_score`` is None where ELA was not run: lossy
