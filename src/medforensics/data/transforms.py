@@ -27,8 +27,8 @@ from PIL import Image
 from medforensics.dsp._checks import as_image
 from medforensics.errors import ConfigError, InvalidArrayError
 
-__all__ = ["Evidence", "MIN_CONTENT_SPAN", "content_span", "count_informative_windows",
-           "paper_preprocess",
+__all__ = ["Evidence", "MIN_CONTENT_SPAN", "NOISE_ALONE", "content_span",
+           "count_informative_windows", "noise_alone_reason", "paper_preprocess",
            "sample_patch_positions", "tile_positions", "MIN_INFORMATIVE_PATCHES"]
 
 log = logging.getLogger(__name__)
@@ -367,6 +367,8 @@ MIN_INFORMATIVE_PATCHES = 2
 
 #: An image whose windows' means spread over less than this many noise levels is noise alone.
 MIN_CONTENT_SPAN = 1.0
+#: how :func:`noise_alone_reason` (and so an :class:`Evidence` reason) begins
+NOISE_ALONE = "noise alone"
 
 
 @dataclass(frozen=True)
@@ -485,8 +487,7 @@ def count_informative_windows(
     if ok.any() and span < min_content_span:
         return Evidence(0, int(len(levels)), int(patch), int(required), step,
                         ref / step if step > 0 else 0.0,
-                        f"noise alone: the windows' means differ by {span:.2f} noise levels, "
-                        f"an image with content's by {min_content_span:g} or more", span)
+                        noise_alone_reason(span, min_content_span), span)
     reasons = {"no noise above the quantisation floor": int((~noisy).sum()),
                "flat (blank or smoothed)": int((noisy & flat).sum()),
                "clipped (saturated)": int((noisy & ~flat & clipped).sum())}
@@ -538,6 +539,13 @@ def content_span(pixels: np.ndarray, window: int = 32, max_windows: int = 256) -
         raise InvalidArrayError(f"image {img.shape} is smaller than one {window}-px window")
     stack, _, ref = _window_survey(img, int(window), max_windows)
     return _content_span(stack[:, _PAD:-_PAD, _PAD:-_PAD], ref)
+
+
+def noise_alone_reason(span: float, min_span: float = MIN_CONTENT_SPAN) -> str:
+    """The words for an image of noise alone (content span ``span`` under ``min_span``),
+    beginning with :data:`NOISE_ALONE`: the source verdict and the forgery verdict both say it."""
+    return (f"{NOISE_ALONE}: the windows' means differ by {span:.2f} noise levels, an image "
+            f"with content's by {min_span:g} or more")
 
 
 def _content_span(windows: np.ndarray, level: float) -> float:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medforensics.data.transforms import MIN_CONTENT_SPAN, content_span
+from medforensics.data.transforms import MIN_CONTENT_SPAN, content_span, noise_alone_reason
 from medforensics.dsp.noise import STRIP_ROWS, residual_strips
 
 __all__ = ["BLOCK", "MIN_COVERED_FRACTION", "MIN_COVERED_PX", "MIN_DISTINCT", "MIN_LOUD",
@@ -100,9 +100,8 @@ def noise_alone(pixels: np.ndarray) -> str | None:
     span = content_span(pixels)
     if span >= MIN_CONTENT_SPAN:
         return None
-    return (f"no edit found, but the image is noise alone - its windows' means differ by "
-            f"{span:.2f} noise levels, an image with content's by {MIN_CONTENT_SPAN:g} or "
-            "more - so there is no content an edit could have changed")
+    return (f"no edit found, but the image is {noise_alone_reason(span)}; there is no content "
+            "an edit could have changed")
 
 
 def noise_mask(pixels: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:

@@ -130,8 +130,8 @@ class IdentifyRecord(ImageRef):
     unit_claim: str | None = None
     units_compared: int | None = None
     unit_window: list[int] | None = None
-    distance_parts: dict[str, float] | None = None
     """[row, column, height, width] of the pixels the unit patterns were compared on."""
+    distance_parts: dict[str, float] | None = None
 
 
 #: An ``identify --json`` line: a verdict or an error (told apart by ``status``).

@@ -55,6 +55,7 @@ import numpy as np
 
 from medforensics.common.jsonio import to_jsonable
 from medforensics.data.labels import device_labels
+from medforensics.data.transforms import NOISE_ALONE
 from medforensics.errors import ConfigError
 from medforensics.eval.tables import render_table
 
@@ -426,7 +427,7 @@ def _decide_name(pred: str, p_max: float, s: float, thr: float | None, custom_sc
 
 def _insufficient_message(informative: int, required: int, reason: str) -> str:
     """The sentence of an insufficient-evidence verdict."""
-    if reason.startswith("noise alone"):
+    if reason.startswith(NOISE_ALONE):
         return (f"{INSUFFICIENT_EVIDENCE}: the image is {reason}; noise with nothing else "
                 "shows no device, so no device is named and the header's claim is neither "
                 "confirmed nor refuted")
